@@ -1,0 +1,36 @@
+using Duality.Ir;
+using Duality.Passes;
+using Duality.Torch;
+using static TorchSharp.torch;
+
+namespace Duality;
+
+/// <summary>How to compile: element type, device, and the seed for weights the graph does not carry.</summary>
+public sealed record CompileOptions
+{
+    public ScalarType DType { get; init; } = ScalarType.Float32;
+
+    public Device? Device { get; init; }
+
+    public int Seed { get; init; }
+
+    public static CompileOptions Float64 { get; } = new() { DType = ScalarType.Float64 };
+}
+
+/// <summary>Graph -> TorchSharp module.</summary>
+public static class GraphCompiler
+{
+    /// <summary>
+    /// Compiles a verified graph. Nodes without weights get seeded values (<see cref="InitializeWeights"/>);
+    /// nodes with weights keep theirs.
+    /// </summary>
+    public static CompiledGraph Compile(this Graph graph, CompileOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        options ??= new CompileOptions();
+        if (options.DType is not (ScalarType.Float32 or ScalarType.Float64))
+            throw new ArgumentException($"compile to Float32 or Float64, not {options.DType}", nameof(options));
+        var withWeights = InitializeWeights.Run(graph, options.Seed);
+        return new CompiledGraph(withWeights, options.DType, options.Device ?? CPU);
+    }
+}

@@ -1,0 +1,38 @@
+using Duality.Ir;
+
+namespace Duality.Reference;
+
+/// <summary>The activations in plain float64 arithmetic.</summary>
+internal static class ScalarFunctions
+{
+    public static double Apply(ActivationKind kind, double x) => kind switch
+    {
+        ActivationKind.Identity => x,
+        ActivationKind.Sigmoid => Sigmoid(x),
+        ActivationKind.SiLU => x * Sigmoid(x),
+        ActivationKind.GELU => 0.5 * x * (1 + Erf(x / Math.Sqrt(2))),
+        ActivationKind.Tanh => Math.Tanh(x),
+        ActivationKind.ReLU => Math.Max(x, 0),
+        ActivationKind.EluPlusOne => x > 0 ? x + 1 : Math.Exp(x),
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "bug in the reference evaluator: activation without a rule"),
+    };
+
+    public static double Sigmoid(double x) => 1 / (1 + Math.Exp(-x));
+
+    /// <summary>
+    /// erf x = 2/sqrt(pi) e^(-x^2) sum_n 2^n x^(2n+1) / (1 3 5 ... (2n+1)): every term is positive,
+    /// so the sum loses no precision; beyond |x| = 6, erf is +-1 to double precision.
+    /// </summary>
+    public static double Erf(double x)
+    {
+        if (double.IsNaN(x)) return double.NaN;
+        if (Math.Abs(x) >= 6) return Math.Sign(x);
+        double term = x, sum = x, twoXSquared = 2 * x * x;
+        for (int n = 1; n < 500 && Math.Abs(term) > 1e-17 * Math.Abs(sum); n++)
+        {
+            term *= twoXSquared / (2 * n + 1);
+            sum += term;
+        }
+        return 2 / Math.Sqrt(Math.PI) * Math.Exp(-x * x) * sum;
+    }
+}

@@ -1,0 +1,78 @@
+using Duality.Ir;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Duality.Torch;
+
+/// <summary>
+/// A graph compiled into a TorchSharp module. <c>forward(x)</c> maps x: [batch, time, features]
+/// to the output [batch, time, features'] for graphs with one input and one output;
+/// <see cref="Forward(Tensor[])"/> and <see cref="Run"/> take several. Parameters are named by node
+/// path ("block1/proj.weight"); <see cref="ToGraph"/> reads their current values back into the graph.
+/// </summary>
+public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
+{
+    private readonly NodeModule?[] nodeModules;
+
+    internal CompiledGraph(Graph graph, ScalarType dtype, Device device) : base("graph")
+    {
+        Graph = graph;
+        DType = dtype;
+        Device = device;
+        nodeModules = graph.Nodes.Select(n => ModuleFactory.Create(n, dtype)).ToArray();
+        foreach (var module in nodeModules)
+            if (module is not null) register_module(module.GetName(), module);
+        this.to(device);
+    }
+
+    /// <summary>The graph as compiled, with the weights the module started from.</summary>
+    public Graph Graph { get; }
+
+    public ScalarType DType { get; }
+
+    public Device Device { get; }
+
+    /// <summary>Number of trainable scalars.</summary>
+    public long ParameterCount => parameters().Sum(p => p.numel());
+
+    /// <summary>x: [batch, time, features] for a graph with one input and one output.</summary>
+    public override Tensor forward(Tensor x)
+    {
+        if (Graph.Inputs.Count != 1 || Graph.Outputs.Count != 1)
+            throw new GraphException(new Diagnostic("wrong call", "(graph)",
+                $"{Graph.Inputs.Count} inputs, {Graph.Outputs.Count} outputs",
+                "call Forward(inputs...) or Run(named inputs) for graphs with several inputs or outputs"));
+        return Forward(x)[0];
+    }
+
+    /// <summary>Inputs in the graph's input order; outputs in its output order.</summary>
+    public Tensor[] Forward(params Tensor[] inputs)
+    {
+        InputCheck.Sequences(Graph, inputs, DType, Device, timeSteps: null);
+        var values = new Tensor[nodeModules.Length];
+        int next = 0;
+        for (int i = 0; i < nodeModules.Length; i++)
+            values[i] = nodeModules[i] is { } module
+                ? module.Forward(Graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray())
+                : inputs[next++];
+        return Graph.Outputs.Select(o => values[o.Index]).ToArray();
+    }
+
+    /// <summary>Named inputs to named outputs.</summary>
+    public IReadOnlyDictionary<string, Tensor> Run(IReadOnlyDictionary<string, Tensor> inputs)
+    {
+        var ordered = Graph.InputNodes.Select(input => inputs.TryGetValue(input.Name, out var t)
+            ? t
+            : throw new GraphException(new Diagnostic("missing input", input.Name, input.Describe(),
+                $"pass a tensor [batch, time, {input.Features}] named '{input.Name}'"))).ToArray();
+        var outputs = Forward(ordered);
+        return Graph.Outputs.Select((o, i) => (Graph[o].Name, outputs[i])).ToDictionary(p => p.Name, p => p.Item2);
+    }
+
+    /// <summary>The graph with every node's weights replaced by this module's current values.</summary>
+    public Graph ToGraph() =>
+        Graph.MapNodes(node => nodeModules[Graph.IdOf(node.Name).Index] is { } module ? module.ReadBack(node) : node);
+
+    /// <summary>A streaming form that consumes one time step at a time with explicit state.</summary>
+    public StepForm ToStepForm() => new(Graph, nodeModules, DType, Device);
+}

@@ -1,0 +1,54 @@
+using Duality.Ir;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Duality.Torch;
+
+/// <summary>
+/// The compiled form of one node. Inputs and outputs are sequences [batch, time, features]; shapes
+/// were proven when the graph was built, so forward holds no shape checks. Stateful nodes
+/// (recurrences, causal attention) also run one step at a time on [batch, 1, features] with an
+/// explicit state.
+/// </summary>
+internal abstract class NodeModule(string name) : nn.Module(name)
+{
+    public abstract Tensor Forward(IReadOnlyList<Tensor> inputs);
+
+    public virtual bool IsStateful => false;
+
+    /// <summary>The state before the first step, for a batch of the given size.</summary>
+    public virtual Tensor[] InitialState(long batch) => [];
+
+    /// <summary>One step: inputs [batch, 1, features]; returns the output [batch, 1, features'] and the next state.</summary>
+    public virtual (Tensor Output, Tensor[] State) Step(IReadOnlyList<Tensor> inputs, Tensor[] state) => (Forward(inputs), state);
+
+    /// <summary>The node with its weights replaced by this module's current values.</summary>
+    public virtual Node ReadBack(Node node) => node;
+}
+
+internal static class Convert
+{
+    public static Tensor ToTorch(DoubleTensor values, ScalarType dtype) =>
+        torch.tensor(values.Data.ToArray(), values.Shape.Select(d => (long)d).ToArray(), dtype: ScalarType.Float64).to_type(dtype);
+
+    public static DoubleTensor ToValues(Tensor tensor)
+    {
+        using var scope = NewDisposeScope();
+        var data = tensor.detach().cpu().to_type(ScalarType.Float64).contiguous().data<double>().ToArray();
+        return new DoubleTensor(tensor.shape.Select(d => (int)d).ToArray(), data);
+    }
+
+    public static Parameter Parameter(DoubleTensor values, ScalarType dtype) => new(ToTorch(values, dtype), requires_grad: true);
+
+    public static Tensor Apply(ActivationKind kind, Tensor x) => kind switch
+    {
+        ActivationKind.Identity => x,
+        ActivationKind.Sigmoid => x.sigmoid(),
+        ActivationKind.SiLU => nn.functional.silu(x),
+        ActivationKind.GELU => nn.functional.gelu(x),
+        ActivationKind.Tanh => x.tanh(),
+        ActivationKind.ReLU => x.relu(),
+        ActivationKind.EluPlusOne => nn.functional.elu(x, 1.0, false) + 1,
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "bug in the compiler: activation without a module"),
+    };
+}

@@ -1,0 +1,56 @@
+using Duality.Ir;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Duality.Torch;
+
+/// <summary>(x - mean) / sqrt(var + eps) * g + b over the last axis; x: [batch, time, width].</summary>
+internal sealed class LayerNormModule : NodeModule
+{
+    private readonly double epsilon;
+    private readonly Parameter? gain, bias;
+
+    public LayerNormModule(LayerNorm node, ScalarType dtype) : base(node.Name)
+    {
+        epsilon = node.Epsilon;
+        if (node.Weights is { } w)
+        {
+            register_parameter("gain", gain = Convert.Parameter(w.Gain, dtype));
+            register_parameter("bias", bias = Convert.Parameter(w.Bias!, dtype));
+        }
+    }
+
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs)
+    {
+        var x = inputs[0];
+        var centred = x - x.mean([-1L], keepdim: true);
+        var normalised = centred * (centred.square().mean([-1L], keepdim: true) + epsilon).rsqrt();
+        return gain is null ? normalised : normalised * gain + bias!;
+    }
+
+    public override Node ReadBack(Node node) =>
+        gain is null ? node : ((LayerNorm)node) with { Weights = new NormWeights(Convert.ToValues(gain), Convert.ToValues(bias!)) };
+}
+
+/// <summary>x / sqrt(mean(x^2) + eps) * g over the last axis; x: [batch, time, width].</summary>
+internal sealed class RmsNormModule : NodeModule
+{
+    private readonly double epsilon;
+    private readonly Parameter? gain;
+
+    public RmsNormModule(RmsNorm node, ScalarType dtype) : base(node.Name)
+    {
+        epsilon = node.Epsilon;
+        if (node.Weights is { } w) register_parameter("gain", gain = Convert.Parameter(w.Gain, dtype));
+    }
+
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs)
+    {
+        var x = inputs[0];
+        var normalised = x * (x.square().mean([-1L], keepdim: true) + epsilon).rsqrt();
+        return gain is null ? normalised : normalised * gain;
+    }
+
+    public override Node ReadBack(Node node) =>
+        gain is null ? node : ((RmsNorm)node) with { Weights = new NormWeights(Convert.ToValues(gain), null) };
+}

@@ -1,0 +1,95 @@
+using System.Collections.Immutable;
+using Duality.Ir;
+using static TorchSharp.torch;
+
+namespace Duality.Torch;
+
+/// <summary>The state of every stateful node between two steps. Immutable: a step returns a new one.</summary>
+public sealed class StepState
+{
+    internal StepState(ImmutableArray<Tensor[]> perNode, long batch, long steps)
+    {
+        PerNode = perNode;
+        Batch = batch;
+        Steps = steps;
+    }
+
+    internal ImmutableArray<Tensor[]> PerNode { get; }
+
+    public long Batch { get; }
+
+    /// <summary>How many steps produced this state.</summary>
+    public long Steps { get; }
+}
+
+/// <summary>
+/// Runs a compiled graph one time step at a time: x_t: [batch, features] -> y_t: [batch, features'].
+/// Shares its parameters with the module it came from; the same inputs give the same outputs as
+/// the full-sequence form.
+/// </summary>
+public sealed class StepForm
+{
+    private readonly Graph graph;
+    private readonly NodeModule?[] nodeModules;
+    private readonly ScalarType dtype;
+    private readonly Device device;
+
+    internal StepForm(Graph graph, NodeModule?[] nodeModules, ScalarType dtype, Device device)
+    {
+        var acausal = graph.Nodes.OfType<Attention>().Where(a => !a.Causal)
+            .Select(a => new Diagnostic("no step form", a.Name, a.Describe(),
+                "non-causal attention reads future steps; make it causal to stream the graph"))
+            .ToList();
+        if (acausal.Count > 0) throw new GraphException(acausal);
+        this.graph = graph;
+        this.nodeModules = nodeModules;
+        this.dtype = dtype;
+        this.device = device;
+    }
+
+    public StepState InitialState(long batch) =>
+        new(nodeModules.Select(m => m is { IsStateful: true } ? m.InitialState(batch) : []).ToImmutableArray(), batch, 0);
+
+    /// <summary>One step for a graph with one input and one output; x: [batch, features].</summary>
+    public (Tensor Output, StepState State) Step(Tensor x, StepState state)
+    {
+        var (outputs, next) = Step([x], state);
+        return (outputs[0], next);
+    }
+
+    /// <summary>One step; inputs [batch, features] in the graph's input order.</summary>
+    public (Tensor[] Outputs, StepState State) Step(Tensor[] inputs, StepState state)
+    {
+        InputCheck.Steps(graph, inputs, dtype, device, state.Batch);
+        var values = new Tensor[nodeModules.Length];
+        var states = state.PerNode.ToBuilder();
+        int next = 0;
+        for (int i = 0; i < nodeModules.Length; i++)
+        {
+            if (nodeModules[i] is not { } module)
+            {
+                values[i] = inputs[next++].unsqueeze(1);
+                continue;
+            }
+            var sources = graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray();
+            if (module.IsStateful)
+            {
+                var (output, nodeState) = module.Step(sources, states[i]);
+                values[i] = output;
+                states[i] = nodeState;
+            }
+            else values[i] = module.Forward(sources);
+        }
+        var outputs = graph.Outputs.Select(o => values[o.Index].squeeze(1)).ToArray();
+        return (outputs, new StepState(states.MoveToImmutable(), state.Batch, state.Steps + 1));
+    }
+
+    /// <summary>Runs the steps over a whole sequence x: [batch, time, features]; returns [batch, time, features'].</summary>
+    public Tensor Unroll(Tensor x)
+    {
+        var state = InitialState(x.shape[0]);
+        var steps = new Tensor[x.shape[1]];
+        for (int t = 0; t < steps.Length; t++) (steps[t], state) = Step(x.select(1, t), state);
+        return stack(steps, 1);
+    }
+}

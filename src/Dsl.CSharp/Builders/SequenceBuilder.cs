@@ -1,0 +1,231 @@
+using System.Collections.Immutable;
+using Duality.Ir;
+
+namespace Duality.Builders;
+
+/// <summary>Starts a graph: <c>Model.Input("x", 16).Projection(32)...Build()</c>.</summary>
+public static class Model
+{
+    public static SequenceBuilder Input(string name, int features) => SequenceBuilder.Empty.Input(name, features);
+}
+
+/// <summary>
+/// An immutable, fluent view of a graph under construction, positioned at one node (the current
+/// sequence). Every call returns a new builder; branches are functions from the current builder to
+/// the builder at the branch's end. Default names are paths made unique within their scope.
+/// Shapes are inferred as nodes are added; <see cref="Build"/> reports every problem at once.
+/// </summary>
+public sealed class SequenceBuilder
+{
+    internal static readonly SequenceBuilder Empty = new(Draft.Empty, new NodeId(-1), "");
+
+    private readonly Draft draft;
+    private readonly string scope;
+
+    private SequenceBuilder(Draft draft, NodeId current, string scope)
+    {
+        this.draft = draft;
+        Current = current;
+        this.scope = scope;
+    }
+
+    /// <summary>The node the next layer reads.</summary>
+    public NodeId Current { get; }
+
+    /// <summary>The current node's path.</summary>
+    public string CurrentName => draft.Nodes[Current.Index].Name;
+
+    /// <summary>The current node's inferred width, or null when its shape is already in error.</summary>
+    public int? Width => draft.Widths[Current.Index];
+
+    /// <summary>The nodes built so far, in construction order.</summary>
+    public IReadOnlyList<Node> Nodes => draft.Nodes;
+
+    public SequenceBuilder Input(string name, int features) => Append(new Input(Scoped(name), features));
+
+    public SequenceBuilder Projection(int outFeatures, bool bias = true, string? name = null, ProjectionWeights? weights = null,
+        int? inFeatures = null) =>
+        Append(new Projection(Name(name, "projection"), Current, inFeatures ?? WidthOrZero, outFeatures, bias, weights));
+
+    /// <summary>value(x) * activation(gate(x)); each branch starts at the current node.</summary>
+    public SequenceBuilder Gate(Func<SequenceBuilder, SequenceBuilder> value, Func<SequenceBuilder, SequenceBuilder> gate,
+        ActivationKind activation = ActivationKind.Identity, string? name = null)
+    {
+        var gateName = Name(name, "gate");
+        var afterValue = Branch(value, gateName + "/value", draft);
+        var afterGate = Branch(gate, gateName + "/gate", afterValue.draft);
+        return With(afterGate.draft).Append(new Gate(gateName, afterValue.Current, afterGate.Current, activation));
+    }
+
+    /// <summary>x * activation(gate(x)): the current sequence gated by a branch of itself.</summary>
+    public SequenceBuilder Gate(Func<SequenceBuilder, SequenceBuilder> gate, ActivationKind activation = ActivationKind.Identity,
+        string? name = null) => Gate(x => x, gate, activation, name);
+
+    /// <summary>
+    /// h_t = lambda * h_{t-1} + u_t over the current width (or <paramref name="width"/>). Lambda values:
+    /// [width] real, [width, 2] complex; required when <paramref name="trainable"/> is false. A
+    /// <paramref name="decay"/> branch makes lambda_t = sigmoid(decay(x)_t), input-dependent.
+    /// </summary>
+    public SequenceBuilder LinearRecurrence(int? width = null, bool trainable = true, DoubleTensor? lambda = null,
+        StateKind state = StateKind.Real, ComplexReadout readout = ComplexReadout.RealPart, DoubleTensor? initialState = null,
+        Func<SequenceBuilder, SequenceBuilder>? decay = null, string? name = null)
+    {
+        var recurrenceName = Name(name, "recurrence");
+        var builder = this;
+        NodeId? decayId = null;
+        if (decay is not null)
+        {
+            var afterDecay = Branch(decay, recurrenceName + "/decay", draft);
+            builder = With(afterDecay.draft);
+            decayId = afterDecay.Current;
+            trainable = false;
+        }
+        return builder.Append(new LinearRecurrence(recurrenceName, Current, width ?? WidthOrZero, state, readout, trainable,
+            decayId, lambda, initialState));
+    }
+
+    /// <summary>A recurrence with fixed real eigenvalues, one per neuron.</summary>
+    public SequenceBuilder LinearRecurrence(double[] fixedLambda, string? name = null) =>
+        LinearRecurrence(fixedLambda.Length, trainable: false, lambda: DoubleTensor.Vector(fixedLambda), name: name);
+
+    public SequenceBuilder Attention(int heads, int keyWidth, int valueWidth, int? outFeatures = null, bool causal = true,
+        AttentionKernel kernel = AttentionKernel.Linear, ActivationKind featureMap = ActivationKind.Identity,
+        double? decay = null, AttentionWeights? weights = null, string? name = null) =>
+        Append(new Attention(Name(name, "attention"), Current, WidthOrZero, heads, keyWidth, valueWidth, causal, kernel,
+            featureMap, decay, outFeatures, weights));
+
+    public SequenceBuilder Activation(ActivationKind kind, string? name = null) =>
+        Append(new Activation(Name(name, kind.ToString().ToLowerInvariant()), Current, kind));
+
+    public SequenceBuilder Sigmoid(string? name = null) => Activation(ActivationKind.Sigmoid, name);
+    public SequenceBuilder SiLU(string? name = null) => Activation(ActivationKind.SiLU, name);
+    public SequenceBuilder GELU(string? name = null) => Activation(ActivationKind.GELU, name);
+    public SequenceBuilder Tanh(string? name = null) => Activation(ActivationKind.Tanh, name);
+    public SequenceBuilder ReLU(string? name = null) => Activation(ActivationKind.ReLU, name);
+
+    /// <summary>x + body(x). The block's nodes live under the block's name, which the sum itself takes.</summary>
+    public SequenceBuilder Residual(Func<SequenceBuilder, SequenceBuilder> body, string? name = null)
+    {
+        var blockName = Name(name, "residual");
+        var afterBody = Branch(body, blockName, draft);
+        return With(afterBody.draft).Append(new Add(blockName, Current, afterBody.Current));
+    }
+
+    /// <summary>current + the node named <paramref name="other"/>.</summary>
+    public SequenceBuilder Add(string other, string? name = null) => Append(new Add(Name(name, "add"), Current, Resolve(other)));
+
+    /// <summary>current + branch(current).</summary>
+    public SequenceBuilder Add(Func<SequenceBuilder, SequenceBuilder> other, string? name = null)
+    {
+        var addName = Name(name, "add");
+        var afterOther = Branch(other, addName, draft);
+        return With(afterOther.draft).Append(new Add(addName, Current, afterOther.Current));
+    }
+
+    /// <summary>[branch1(x); branch2(x); ...] along features.</summary>
+    public SequenceBuilder Concat(params Func<SequenceBuilder, SequenceBuilder>[] branches) => Concat(null, branches);
+
+    public SequenceBuilder Concat(string? name, params Func<SequenceBuilder, SequenceBuilder>[] branches)
+    {
+        var concatName = Name(name, "concat");
+        var at = draft;
+        var parts = new List<NodeId>();
+        for (int i = 0; i < branches.Length; i++)
+        {
+            var after = Branch(branches[i], $"{concatName}/{i}", at);
+            parts.Add(after.Current);
+            at = after.draft;
+        }
+        return With(at).Append(new Concat(concatName, parts.ToValueList()));
+    }
+
+    /// <summary>[current; the nodes named in <paramref name="others"/>] along features.</summary>
+    public SequenceBuilder ConcatWith(params string[] others) =>
+        Append(new Concat(Name(null, "concat"), new[] { Current }.Concat(others.Select(Resolve)).ToValueList()));
+
+    public SequenceBuilder Slice(int start, int length, string? name = null) =>
+        Append(new Slice(Name(name, "slice"), Current, start, length));
+
+    public SequenceBuilder LayerNorm(double epsilon = 1e-5, bool affine = true, string? name = null, NormWeights? weights = null) =>
+        Append(new LayerNorm(Name(name, "layernorm"), Current, WidthOrZero, epsilon, affine, weights));
+
+    public SequenceBuilder RmsNorm(double epsilon = 1e-6, bool affine = true, string? name = null, NormWeights? weights = null) =>
+        Append(new RmsNorm(Name(name, "rmsnorm"), Current, WidthOrZero, epsilon, affine, weights));
+
+    public SequenceBuilder Scale(double factor, string? name = null) => Append(new Scale(Name(name, "scale"), Current, factor));
+
+    /// <summary>Names every node built inside <paramref name="body"/> under "<paramref name="name"/>/".</summary>
+    public SequenceBuilder Scope(string name, Func<SequenceBuilder, SequenceBuilder> body)
+    {
+        var after = Branch(body, Scoped(name), draft);
+        return new SequenceBuilder(after.draft, after.Current, scope);
+    }
+
+    /// <summary>Continues from the node named <paramref name="name"/> (relative to the scope, else absolute).</summary>
+    public SequenceBuilder From(string name) => new(draft, Resolve(name), scope);
+
+    /// <summary>Applies a reusable piece of architecture: <c>.Then(MyBlocks.Mlp(64))</c>.</summary>
+    public SequenceBuilder Then(Func<SequenceBuilder, SequenceBuilder> layers) => layers(this);
+
+    /// <summary>Marks the current node as a graph output.</summary>
+    public SequenceBuilder Output() =>
+        draft.Outputs.Contains(Current) ? this : new(draft with { Outputs = draft.Outputs.Add(Current) }, Current, scope);
+
+    /// <summary>The verified graph; outputs are the marked nodes, or the current node when none is marked.</summary>
+    public Graph Build() => Graph.Create(draft.Nodes, draft.Outputs.IsEmpty ? [Current] : draft.Outputs);
+
+    private int WidthOrZero => Current.Index >= 0 ? draft.Widths[Current.Index] ?? 0 : 0;
+
+    private SequenceBuilder With(Draft next) => new(next, Current, scope);
+
+    private SequenceBuilder Append(Node node)
+    {
+        var id = new NodeId(draft.Nodes.Count);
+        var width = ShapeRules.Infer(node, id, draft.Nodes, draft.Widths, []);
+        var next = draft with
+        {
+            Nodes = draft.Nodes.Add(node),
+            Widths = draft.Widths.Add(width),
+            Names = draft.Names.Add(node.Name),
+        };
+        return new SequenceBuilder(next, id, scope);
+    }
+
+    private SequenceBuilder Branch(Func<SequenceBuilder, SequenceBuilder> branch, string branchScope, Draft at)
+    {
+        var result = branch(new SequenceBuilder(at, Current, branchScope));
+        return result ?? throw new ArgumentException($"the branch under '{branchScope}' returned null; return the builder it was given");
+    }
+
+    private string Scoped(string name) => scope.Length == 0 ? name : $"{scope}/{name}";
+
+    private string Name(string? given, string kind)
+    {
+        if (given is not null) return Scoped(given);
+        var candidate = Scoped(kind);
+        for (int i = 2; draft.Names.Contains(candidate) || draft.Reserved(candidate); i++) candidate = Scoped($"{kind}_{i}");
+        return candidate;
+    }
+
+    private NodeId Resolve(string name)
+    {
+        for (var prefix = scope; ; prefix = prefix.Contains('/') ? prefix[..prefix.LastIndexOf('/')] : "")
+        {
+            var path = prefix.Length == 0 ? name : $"{prefix}/{name}";
+            var index = draft.Nodes.FindIndex(n => n.Name == path);
+            if (index >= 0) return new NodeId(index);
+            if (prefix.Length == 0) break;
+        }
+        throw new GraphException(new Diagnostic("unknown node", name, "referenced from " + (scope.Length == 0 ? "the top level" : $"scope '{scope}'"),
+            $"refer to a node built earlier; known: {string.Join(", ", draft.Nodes.Select(n => n.Name).Take(12))}"));
+    }
+
+    private sealed record Draft(ImmutableList<Node> Nodes, ImmutableList<int?> Widths, ImmutableList<NodeId> Outputs,
+        ImmutableHashSet<string> Names)
+    {
+        public static readonly Draft Empty = new([], [], [], []);
+
+        /// <summary>A default name that prefixes an existing path is taken too (a block named like a scope).</summary>
+        public bool Reserved(string candidate) => Names.Any(n => n.StartsWith(candidate + "/", StringComparison.Ordinal));
+    }
+}

@@ -1,0 +1,124 @@
+using System.Text;
+
+namespace Duality.Ir;
+
+/// <summary>
+/// A verified layer graph: nodes in construction order (a node reads only earlier nodes, so the
+/// order is topological), named outputs, and every node's inferred width. Two graphs are equal
+/// when their nodes and outputs are; however they were built.
+/// </summary>
+public sealed class Graph : IEquatable<Graph>
+{
+    private readonly Dictionary<string, NodeId> byName;
+
+    private Graph(ValueList<Node> nodes, ValueList<NodeId> outputs, int[] widths)
+    {
+        Nodes = nodes;
+        Outputs = outputs;
+        Widths = widths.ToValueList();
+        byName = nodes.Select((n, i) => (n.Name, Id: new NodeId(i))).ToDictionary(p => p.Name, p => p.Id);
+        Inputs = nodes.Select((n, i) => (n, i)).Where(p => p.n is Input).Select(p => new NodeId(p.i)).ToValueList();
+    }
+
+    public ValueList<Node> Nodes { get; }
+
+    public ValueList<NodeId> Outputs { get; }
+
+    public ValueList<NodeId> Inputs { get; }
+
+    /// <summary>The feature width each node produces, by index.</summary>
+    public ValueList<int> Widths { get; }
+
+    public Node this[NodeId id] => Nodes[id.Index];
+
+    public int WidthOf(NodeId id) => Widths[id.Index];
+
+    public bool Contains(string name) => byName.ContainsKey(name);
+
+    public NodeId IdOf(string name) =>
+        byName.TryGetValue(name, out var id)
+            ? id
+            : throw new GraphException(new Diagnostic("unknown node", name, "not in this graph",
+                $"use one of: {string.Join(", ", Nodes.Select(n => n.Name).Take(12))}{(Nodes.Count > 12 ? ", ..." : "")}"));
+
+    public IEnumerable<Input> InputNodes => Inputs.Select(i => (Input)this[i]);
+
+    /// <summary>True when every node carries the weights it needs (the reference evaluator requires it).</summary>
+    public bool HasAllWeights => Nodes.All(n => n.HasWeights);
+
+    /// <summary>Verifies nodes and outputs; throws one <see cref="GraphException"/> listing every problem.</summary>
+    public static Graph Create(IEnumerable<Node> nodes, IEnumerable<NodeId> outputs)
+    {
+        var (graph, problems) = TryCreate(nodes, outputs);
+        return graph ?? throw new GraphException(problems);
+    }
+
+    /// <summary>Verifies nodes and outputs; returns the graph, or null and every problem.</summary>
+    public static (Graph? Graph, IReadOnlyList<Diagnostic> Problems) TryCreate(IEnumerable<Node> nodes, IEnumerable<NodeId> outputs)
+    {
+        ArgumentNullException.ThrowIfNull(nodes);
+        ArgumentNullException.ThrowIfNull(outputs);
+        var nodeList = nodes.ToValueList();
+        var outputList = outputs.ToValueList();
+        var problems = new List<Diagnostic>();
+        var widths = new List<int?>();
+        var seen = new HashSet<string>();
+        for (int i = 0; i < nodeList.Count; i++)
+        {
+            var node = nodeList[i];
+            if (node is null)
+            {
+                problems.Add(new Diagnostic("missing node", $"#{i}", "null", "remove the null entry from the node list"));
+                widths.Add(null);
+                continue;
+            }
+            if (!string.IsNullOrEmpty(node.Name) && !seen.Add(node.Name))
+                problems.Add(new Diagnostic("duplicate name", node.Name, node.Describe(),
+                    "give every node a unique path; use a scope such as 'block2/' for repeated blocks"));
+            widths.Add(ShapeRules.Infer(node, new NodeId(i), nodeList, widths, problems));
+        }
+        if (!nodeList.Any(n => n is Input))
+            problems.Add(new Diagnostic("no input", "(graph)", "graph", "start the graph with at least one Input node"));
+        if (outputList.Count == 0)
+            problems.Add(new Diagnostic("no output", "(graph)", "graph", "mark at least one node as an output"));
+        foreach (var output in outputList.Where(o => o.Index < 0 || o.Index >= nodeList.Count))
+            problems.Add(new Diagnostic("unknown node", "(graph outputs)", "graph", "outputs must name nodes of the graph",
+                Received: $"output {output}"));
+        foreach (var duplicate in outputList.GroupBy(o => o).Where(g => g.Count() > 1))
+            problems.Add(new Diagnostic("duplicate output", nodeList[duplicate.Key.Index]?.Name ?? duplicate.Key.ToString(), "graph",
+                "list each output once"));
+        if (problems.Count > 0) return (null, problems);
+        return (new Graph(nodeList, outputList, widths.Select(w => w!.Value).ToArray()), problems);
+    }
+
+    /// <summary>The same graph with one node replaced (verified again).</summary>
+    public Graph WithNode(NodeId id, Node node) => ReferenceEquals(this[id], node) ? this : Create(Nodes.SetItem(id.Index, node), Outputs);
+
+    /// <summary>The same graph with each node mapped; returns this instance when no node changes.</summary>
+    public Graph MapNodes(Func<Node, Node> map)
+    {
+        var mapped = Nodes.Select(map).ToArray();
+        return mapped.Where((n, i) => !ReferenceEquals(n, Nodes[i])).Any() ? Create(mapped, Outputs) : this;
+    }
+
+    public bool Equals(Graph? other) =>
+        other is not null && (ReferenceEquals(this, other) || (Nodes.Equals(other.Nodes) && Outputs.Equals(other.Outputs)));
+
+    public override bool Equals(object? obj) => obj is Graph other && Equals(other);
+
+    public override int GetHashCode() => HashCode.Combine(Nodes, Outputs);
+
+    /// <summary>One line a node: index, path, description, inferred shape, sources; outputs marked.</summary>
+    public override string ToString()
+    {
+        var text = new StringBuilder();
+        for (int i = 0; i < Nodes.Count; i++)
+        {
+            var node = Nodes[i];
+            var from = node.Sources.Count == 0 ? "" : " <- " + string.Join(", ", node.Sources.Select(s => Nodes[s.Index].Name));
+            var output = Outputs.Contains(new NodeId(i)) ? "  (output)" : "";
+            text.AppendLine($"{i,3} {node.Name,-28} {node.Describe(),-44} {Diagnostic.Sequence(Widths[i])}{from}{output}");
+        }
+        return text.ToString();
+    }
+}
