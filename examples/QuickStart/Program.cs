@@ -23,11 +23,11 @@ var graph = Model.Input("x", features)
     .Projection(4, name: "readout")
     .Build();
 
-Console.WriteLine("graph:");
-Console.WriteLine(graph);
+Console.WriteLine(graph.Summary());
+Console.WriteLine();
 
 var model = graph.Compile(new CompileOptions { Seed = 7 });
-Console.WriteLine($"parameters: {model.ParameterCount:N0}");
+Console.WriteLine($"compiled: {model.ParameterCount:N0} parameters, named by node path:");
 foreach (var (name, parameter) in model.named_parameters().Take(6))
     Console.WriteLine($"  {name,-36} [{string.Join(", ", parameter.shape)}]");
 Console.WriteLine("  ...");

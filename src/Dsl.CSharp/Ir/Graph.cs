@@ -108,6 +108,9 @@ public sealed class Graph : IEquatable<Graph>
 
     public override int GetHashCode() => HashCode.Combine(Nodes, Outputs);
 
+    /// <summary>A table of nodes, kinds, output shapes and parameter counts, with totals.</summary>
+    public string Summary() => ParameterCounts.Summary(this);
+
     /// <summary>One line a node: index, path, description, inferred shape, sources; outputs marked.</summary>
     public override string ToString()
     {

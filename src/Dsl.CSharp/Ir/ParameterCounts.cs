@@ -1,0 +1,39 @@
+using System.Text;
+
+namespace Duality.Ir;
+
+/// <summary>Trainable scalars per node, from hyper-parameters alone (no weights needed).</summary>
+public static class ParameterCounts
+{
+    public static long Of(Node node) => node switch
+    {
+        Projection p => (long)p.InFeatures * p.OutFeatures + (p.Bias ? p.OutFeatures : 0),
+        LinearRecurrence r => r.TrainableLambda && r.Decay is null ? (r.State == StateKind.Complex ? 2L : 1L) * r.Width : 0,
+        Attention a => (long)a.Heads * (2 * a.KeyWidth + a.ValueWidth) * a.InFeatures
+                       + (a.OutFeatures is { } o ? (long)o * a.Heads * a.ValueWidth : 0),
+        LayerNorm n => n.Affine ? 2L * n.Width : 0,
+        RmsNorm n => n.Affine ? n.Width : 0,
+        _ => 0,
+    };
+
+    public static long Total(Graph graph) => graph.Nodes.Sum(Of);
+
+    /// <summary>A table: node, kind, output shape, parameters; then the totals.</summary>
+    public static string Summary(Graph graph)
+    {
+        var text = new StringBuilder();
+        var nameWidth = Math.Max(4, graph.Nodes.Max(n => n.Name.Length));
+        var kindWidth = Math.Max(4, graph.Nodes.Max(n => n.Describe().Length));
+        text.AppendLine($"{"node".PadRight(nameWidth)}  {"kind".PadRight(kindWidth)}  {"output",-18} {"parameters",10}");
+        for (int i = 0; i < graph.Nodes.Count; i++)
+        {
+            var node = graph.Nodes[i];
+            var mark = graph.Outputs.Contains(new NodeId(i)) ? "  -> output" : "";
+            text.AppendLine($"{node.Name.PadRight(nameWidth)}  {node.Describe().PadRight(kindWidth)}  " +
+                            $"{Diagnostic.Sequence(graph.Widths[i]),-18} {Of(node),10:N0}{mark}");
+        }
+        text.Append($"{graph.Nodes.Count} nodes, {graph.Inputs.Count} input(s), {graph.Outputs.Count} output(s), " +
+                    $"{Total(graph):N0} parameters");
+        return text.ToString();
+    }
+}

@@ -1,0 +1,188 @@
+/// Random well-formed architectures that grow with FsCheck's size, as printable descriptions
+/// that are built through the C# builders.
+module Duality.Properties.Generators
+
+open System
+open FsCheck
+open FsCheck.FSharp
+open Duality.Ir
+open Duality.Builders
+open Duality.Passes
+
+type RecurrenceKind =
+    | Trainable
+    | Fixed of lambda: double list
+    | Complex of readout: ComplexReadout * initialState: double list option
+    | Decay of shared: bool
+    | RealWithInitialState of double list
+
+type AttentionSpec =
+    { Heads: int; Key: int; Value: int; Causal: bool; Kernel: AttentionKernel
+      FeatureMap: ActivationKind; Decay: double option; Out: int option }
+
+/// One layer applied to the current sequence.
+type Op =
+    | Project of outFeatures: int * bias: bool
+    | GateOf of width: int * activation: ActivationKind
+    | SelfGate of activation: ActivationKind
+    | Recurrence of RecurrenceKind
+    | AttentionOp of AttentionSpec
+    | Act of ActivationKind
+    | ResidualProjection
+    | ConcatOf of int * int
+    | SliceOf of start: int * length: int
+    | LayerNormOp
+    | RmsNormOp
+    | ScaleOp of double
+    | MarkOutput
+
+/// An architecture: one or two inputs (a second is concatenated to the first), then layers.
+type Architecture =
+    { Input: int; Second: int option; Ops: Op list }
+
+let activations =
+    [ ActivationKind.Identity; ActivationKind.Sigmoid; ActivationKind.SiLU; ActivationKind.GELU
+      ActivationKind.Tanh; ActivationKind.ReLU; ActivationKind.EluPlusOne ]
+
+let private width = Gen.choose (1, 6)
+
+let private lambdas n = Gen.listOfLength n (Gen.map (fun i -> float i / 100.0) (Gen.choose (-99, 99)))
+
+let private attention w =
+    gen {
+        let! heads = Gen.choose (1, 3)
+        let! key = Gen.choose (1, 4)
+        let! value = Gen.choose (1, 4)
+        let! causal = Gen.frequency [ 3, Gen.constant true; 1, Gen.constant false ]
+        let! kernel = Gen.elements [ AttentionKernel.Linear; AttentionKernel.Softmax ]
+        let! featureMap =
+            if kernel = AttentionKernel.Linear then Gen.elements [ ActivationKind.Identity; ActivationKind.EluPlusOne ]
+            else Gen.constant ActivationKind.Identity
+        let! decay =
+            if kernel = AttentionKernel.Linear && causal then
+                Gen.oneof [ Gen.constant None; Gen.map (fun i -> Some(float i / 100.0)) (Gen.choose (50, 100)) ]
+            else Gen.constant None
+        let! out = Gen.oneof [ Gen.constant None; Gen.map Some width ]
+        return { Heads = heads; Key = key; Value = value; Causal = causal; Kernel = kernel
+                 FeatureMap = featureMap; Decay = decay; Out = out }
+    }
+
+let private recurrence w =
+    Gen.oneof
+        [ Gen.constant Trainable
+          Gen.map Fixed (lambdas w)
+          gen {
+              let! readout = Gen.elements [ ComplexReadout.RealPart; ComplexReadout.RealAndImaginary ]
+              let! init = Gen.oneof [ Gen.constant None; Gen.map Some (lambdas (2 * w)) ]
+              return Complex(readout, init)
+          }
+          Gen.map Decay (Gen.elements [ true; false ])
+          Gen.map RealWithInitialState (lambdas w) ]
+
+/// The width after an op, given the width before.
+let widthAfter w op =
+    match op with
+    | Project(o, _) -> o
+    | GateOf(m, _) -> m
+    | Recurrence(Complex(ComplexReadout.RealAndImaginary, _)) -> 2 * w
+    | AttentionOp a -> defaultArg a.Out (a.Heads * a.Value)
+    | ConcatOf(a, b) -> a + b
+    | SliceOf(_, l) -> l
+    | _ -> w
+
+let private op w =
+    Gen.frequency
+        [ 3, Gen.map2 (fun o b -> Project(o, b)) width (Gen.elements [ true; false ])
+          2, Gen.map2 (fun m a -> GateOf(m, a)) width (Gen.elements activations)
+          1, Gen.map SelfGate (Gen.elements activations)
+          3, Gen.map Recurrence (recurrence w)
+          2, Gen.map AttentionOp (attention w)
+          1, Gen.map Act (Gen.elements activations)
+          1, Gen.constant ResidualProjection
+          1, Gen.map2 (fun a b -> ConcatOf(a, b)) width width
+          1, gen {
+                 let! start = Gen.choose (0, w - 1)
+                 let! length = Gen.choose (1, w - start)
+                 return SliceOf(start, length)
+             }
+          1, Gen.constant LayerNormOp
+          1, Gen.constant RmsNormOp
+          1, Gen.map (fun i -> ScaleOp(float i / 4.0)) (Gen.choose (-8, 8))
+          1, Gen.constant MarkOutput ]
+
+/// Architectures of 1 + size/8 layers (at most 8).
+let architecture : Gen<Architecture> =
+    Gen.sized (fun size ->
+        gen {
+            let! input = width
+            let! second = Gen.frequency [ 4, Gen.constant None; 1, Gen.map Some width ]
+            let! count = Gen.choose (1, 1 + min 7 (size / 8))
+            let rec ops n w acc =
+                if n = 0 then Gen.constant (List.rev acc)
+                else gen {
+                    let! o = op w
+                    return! ops (n - 1) (widthAfter w o) (o :: acc)
+                }
+            let! layers = ops count (input + defaultArg second 0) []
+            return { Input = input; Second = second; Ops = layers }
+        })
+
+let private vector (values: double list) = DoubleTensor.Vector(Array.ofList values)
+
+let private apply (b: SequenceBuilder) op : SequenceBuilder =
+    let w = b.Width.Value
+    match op with
+    | Project(o, bias) -> b.Projection(o, bias = bias)
+    | GateOf(m, a) -> b.Gate((fun v -> v.Projection(m)), (fun g -> g.Projection(m)), a)
+    | SelfGate a -> b.Gate((fun g -> g.Projection(w)), a)
+    | Recurrence Trainable -> b.LinearRecurrence()
+    | Recurrence(Fixed l) -> b.LinearRecurrence(Array.ofList l)
+    | Recurrence(Complex(readout, init)) ->
+        b.LinearRecurrence(state = StateKind.Complex, readout = readout,
+                           initialState = (init |> Option.map (fun v -> DoubleTensor.FromShape([| w; 2 |], Array.ofList v)) |> Option.toObj))
+    | Recurrence(Decay shared) -> b.LinearRecurrence(decay = (fun d -> d.Projection(if shared then 1 else w)))
+    | Recurrence(RealWithInitialState h0) -> b.LinearRecurrence(initialState = vector h0)
+    | AttentionOp a ->
+        b.Attention(a.Heads, a.Key, a.Value, outFeatures = Option.toNullable a.Out, causal = a.Causal, kernel = a.Kernel,
+                    featureMap = a.FeatureMap, decay = Option.toNullable a.Decay)
+    | Act k -> b.Activation(k)
+    | ResidualProjection -> b.Residual(fun r -> r.RmsNorm().Projection(w))
+    | ConcatOf(x, y) -> b.Concat((fun (l: SequenceBuilder) -> l.Projection(x)), (fun (r: SequenceBuilder) -> r.Projection(y)))
+    | SliceOf(s, l) -> b.Slice(s, l)
+    | LayerNormOp -> b.LayerNorm()
+    | RmsNormOp -> b.RmsNorm()
+    | ScaleOp f -> b.Scale(f)
+    | MarkOutput -> b.Output()
+
+/// The graph an architecture describes, built with the C# builders (no weights).
+let build (a: Architecture) : Graph =
+    let start =
+        match a.Second with
+        | None -> Model.Input("x", a.Input)
+        | Some k -> Model.Input("x", a.Input).Input("context", k).ConcatWith("x")
+    (List.fold apply start a.Ops).Output().Build()
+
+/// A graph with seeded weights (norm gains and biases random too) and inputs to run it on.
+type Case =
+    { Architecture: Architecture; Seed: int; Batch: int; Time: int }
+    member c.Graph = InitializeWeights.Run(build c.Architecture, c.Seed, WeightInit.Perturbed)
+    member c.Inputs =
+        let random = Random(c.Seed)
+        c.Graph.InputNodes |> Seq.map (fun i -> Support.randomSequence random c.Batch c.Time i.Features 1.5) |> Array.ofSeq
+    override c.ToString() = sprintf "%A\nseed %d, batch %d, time %d\n%O" c.Architecture c.Seed c.Batch c.Time c.Graph
+
+let case : Gen<Case> =
+    gen {
+        let! a = architecture
+        let! seed = Gen.choose (0, 1_000_000)
+        let! batch = Gen.choose (1, 3)
+        let! time = Gen.sized (fun s -> Gen.choose (1, 2 + min 14 (s / 4)))
+        return { Architecture = a; Seed = seed; Batch = batch; Time = time }
+    }
+
+let arbCase = Arb.fromGen case
+
+let arbArchitecture = Arb.fromGen architecture
+
+/// The node kinds the generator can produce, checked against NodeKinds.All by the coverage law.
+let kindsOf (g: Graph) = g.Nodes |> Seq.map (fun n -> n.GetType().Name) |> Set.ofSeq

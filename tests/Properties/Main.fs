@@ -1,0 +1,25 @@
+module Duality.Properties.Main
+
+open Expecto
+open Expecto.Impl
+
+let tests =
+    testList "Duality" [ LawsBuilders.tests; LawsErrors.tests; LawsCompiler.tests; LawsCompiler.coverage ]
+
+/// Runs every law with Expecto's console runner; the last line is the one CI counts: "N passed, N failed".
+[<EntryPoint>]
+let main argv =
+    let mutable counts = (0, 0)
+    let standard = defaultConfig.printer
+    let printer =
+        { standard with
+            summary = fun config summary ->
+                counts <- (summary.passed.Length, summary.failed.Length + summary.errored.Length)
+                standard.summary config summary }
+    let exitCode = runTestsWithCLIArgs [ CLIArguments.Printer printer; CLIArguments.No_Spinner ] argv tests
+    let passed, failed = counts
+    // Expecto leaves a colour reset without a newline; the count goes on a line of its own.
+    // Expecto's console writer pads lines, so the count is written to the raw stream.
+    use raw = new System.IO.StreamWriter(System.Console.OpenStandardOutput())
+    raw.Write(sprintf "\n%d passed, %d failed\n" passed failed)
+    exitCode
