@@ -16,9 +16,15 @@ type RecurrenceKind =
     | Decay of shared: bool
     | RealWithInitialState of double list
 
+type AttentionDecay =
+    | NoDecay
+    | Gamma of double
+    | Rotating of gamma: double * phase: double
+    | InputDependent
+
 type AttentionSpec =
     { Heads: int; Key: int; Value: int; Causal: bool; Kernel: AttentionKernel
-      FeatureMap: ActivationKind; Decay: double option; Out: int option }
+      FeatureMap: ActivationKind; Decay: AttentionDecay; Out: int option }
 
 /// One layer applied to the current sequence.
 type Op =
@@ -60,8 +66,13 @@ let private attention w =
             else Gen.constant ActivationKind.Identity
         let! decay =
             if kernel = AttentionKernel.Linear && causal then
-                Gen.oneof [ Gen.constant None; Gen.map (fun i -> Some(float i / 100.0)) (Gen.choose (50, 100)) ]
-            else Gen.constant None
+                let gamma = Gen.map (fun i -> float i / 100.0) (Gen.choose (50, 100))
+                Gen.oneof
+                    [ Gen.constant NoDecay
+                      Gen.map Gamma gamma
+                      Gen.map2 (fun g p -> Rotating(g, float p / 10.0)) gamma (Gen.choose (-31, 31))
+                      Gen.constant InputDependent ]
+            else Gen.constant NoDecay
         let! out = Gen.oneof [ Gen.constant None; Gen.map Some width ]
         return { Heads = heads; Key = key; Value = value; Causal = causal; Kernel = kernel
                  FeatureMap = featureMap; Decay = decay; Out = out }
@@ -143,8 +154,13 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
     | Recurrence(Decay shared) -> b.LinearRecurrence(decay = (fun d -> d.Projection(if shared then 1 else w)))
     | Recurrence(RealWithInitialState h0) -> b.LinearRecurrence(initialState = vector h0)
     | AttentionOp a ->
+        let gamma, phase =
+            match a.Decay with
+            | Gamma g -> Nullable g, Nullable()
+            | Rotating(g, p) -> Nullable g, Nullable p
+            | NoDecay | InputDependent -> Nullable(), Nullable()
         b.Attention(a.Heads, a.Key, a.Value, outFeatures = Option.toNullable a.Out, causal = a.Causal, kernel = a.Kernel,
-                    featureMap = a.FeatureMap, decay = Option.toNullable a.Decay)
+                    featureMap = a.FeatureMap, decay = gamma, decayPhase = phase, inputDependentDecay = (a.Decay = InputDependent))
     | Act k -> b.Activation(k)
     | ResidualProjection -> b.Residual(fun r -> r.RmsNorm().Projection(w))
     | ConcatOf(x, y) -> b.Concat((fun (l: SequenceBuilder) -> l.Projection(x)), (fun (r: SequenceBuilder) -> r.Projection(y)))

@@ -27,6 +27,8 @@ type Fault =
     | DecayWithoutCausality
     | ComplexWithDecayBranch
     | ResidualWidths
+    | PhaseWithoutGamma
+    | InputDependentDecayOnSoftmax
 
 /// (graph nodes, outputs, the name the diagnostic must carry)
 let faulty (a: Architecture) fault : Node list * NodeId list * string =
@@ -56,6 +58,9 @@ let faulty (a: Architecture) fault : Node list * NodeId list * string =
     | DecayWithoutCausality -> append (Attention("bad/acausal", last, w, 1, 2, 2, Causal = false, Decay = Nullable 0.9))
     | ComplexWithDecayBranch ->
         append (LinearRecurrence("bad/complex", last, w, State = StateKind.Complex, TrainableLambda = false, Decay = Nullable last))
+    | PhaseWithoutGamma -> append (Attention("bad/phase", last, w, 1, 2, 2, DecayPhase = Nullable 0.5))
+    | InputDependentDecayOnSoftmax ->
+        append (Attention("bad/gated", last, w, 1, 2, 2, Kernel = AttentionKernel.Softmax, InputDependentDecay = true))
     | ResidualWidths ->
         let p = Projection("bad/p", last, w, w + 1)
         nodes @ [ p; Add("bad/residual", last, NodeId nodes.Length) ], [ NodeId(nodes.Length + 1) ], "bad/residual"
@@ -63,7 +68,7 @@ let faulty (a: Architecture) fault : Node list * NodeId list * string =
 let allFaults =
     [ WrongProjectionInput; GateWidths; SliceOutOfRange; NaNWeight; WeightShape; NegativeSize; DuplicateName
       ForwardReference; FixedLambdaWithoutValues; SoftmaxWithFeatureMap; DecayWithoutCausality; ComplexWithDecayBranch
-      ResidualWidths ]
+      ResidualWidths; PhaseWithoutGamma; InputDependentDecayOnSoftmax ]
 
 let private raisesNaming (name: string) (f: unit -> 'a) =
     try

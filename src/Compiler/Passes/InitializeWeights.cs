@@ -15,7 +15,8 @@ public enum WeightInit
 /// <summary>
 /// Gives every node that lacks weights seeded values; nodes that carry weights keep them.
 ///   Projection    W, b ~ U(-1/sqrt(in), 1/sqrt(in))
-///   Attention     W_Q, W_K, W_V ~ N(0, 1/in),  W_O ~ N(0, 1/(heads value width))
+///   Attention     W_Q, W_K, W_V ~ N(0, 1/in),  W_O ~ N(0, 1/(heads value width));
+///                 input-dependent decay w ~ N(0, 1/in), b ~ U(1, 4) (decays near sigmoid(b), close to 1)
 ///   Recurrence    trainable lambda ~ U(0.5, 0.99); complex: r ~ U(0.5, 0.99), theta ~ U(0, pi/4)
 ///   Norms         gain 1, bias 0 (Perturbed: gain ~ U(0.5, 1.5), bias ~ U(-0.5, 0.5))
 /// A node's values depend only on the seed and its path, so adding a layer leaves the others' unchanged.
@@ -40,7 +41,9 @@ public static class InitializeWeights
                 Gaussian(random, 1 / Math.Sqrt(a.InFeatures), a.Heads * a.KeyWidth, a.InFeatures),
                 Gaussian(random, 1 / Math.Sqrt(a.InFeatures), a.Heads * a.KeyWidth, a.InFeatures),
                 Gaussian(random, 1 / Math.Sqrt(a.InFeatures), a.Heads * a.ValueWidth, a.InFeatures),
-                a.OutFeatures is { } o ? Gaussian(random, 1 / Math.Sqrt(a.Heads * a.ValueWidth), o, a.Heads * a.ValueWidth) : null),
+                a.OutFeatures is { } o ? Gaussian(random, 1 / Math.Sqrt(a.Heads * a.ValueWidth), o, a.Heads * a.ValueWidth) : null,
+                a.InputDependentDecay ? Gaussian(random, 1 / Math.Sqrt(a.InFeatures), a.Heads, a.InFeatures) : null,
+                a.InputDependentDecay ? Fill([a.Heads], () => random.Uniform(1, 4)) : null),
         },
         LinearRecurrence r => r with { Lambda = Eigenvalues(random, r) },
         LayerNorm n => n with { Weights = Norm(random, n.Width, style, withBias: true) },

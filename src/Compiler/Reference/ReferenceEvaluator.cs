@@ -125,7 +125,7 @@ public static class ReferenceEvaluator
                                 ? ScalarFunctions.Apply(n.FeatureMap, q[t, j]) * ScalarFunctions.Apply(n.FeatureMap, k[s, j])
                                 : q[t, j] * k[s, j];
                         weights[s] = n.Kernel == AttentionKernel.Linear
-                            ? dot * Math.Pow(n.Decay ?? 1.0, t - s)
+                            ? dot * PositionWeight(n, x, i, h, t, s)
                             : dot / Math.Sqrt(n.KeyWidth);
                     }
                     if (n.Kernel == AttentionKernel.Softmax)
@@ -154,6 +154,24 @@ public static class ReferenceEvaluator
                     y[i, t, o] = sum;
                 }
         return y;
+    }
+
+    /// <summary>w(t, s) of a linear attention: 1, gamma^(t-s), gamma^(t-s) cos(theta (t-s)), or prod_{r=s+1..t} sigmoid(w_h . x_r + b_h).</summary>
+    private static double PositionWeight(Attention n, double[,,] x, int i, int h, int t, int s)
+    {
+        if (n.InputDependentDecay)
+        {
+            double product = 1;
+            for (int r = s + 1; r <= t; r++)
+            {
+                double logit = n.Weights!.DecayBias![h];
+                for (int f = 0; f < n.InFeatures; f++) logit += n.Weights.DecayWeight![h, f] * x[i, r, f];
+                product *= ScalarFunctions.Sigmoid(logit);
+            }
+            return product;
+        }
+        var weight = Math.Pow(n.Decay ?? 1.0, t - s);
+        return n.DecayPhase is { } theta ? weight * Math.Cos(theta * (t - s)) : weight;
     }
 
     /// <summary>Rows [offset, offset + width) of W applied to every step of batch element i: [time, width].</summary>

@@ -16,7 +16,7 @@ internal sealed class AttentionModule : NodeModule
 {
     private readonly Attention node;
     private readonly Parameter query, key, value;
-    private readonly Parameter? output;
+    private readonly Parameter? output, decayWeight, decayBias;
 
     public AttentionModule(Attention node, ScalarType dtype) : base(node.Name)
     {
@@ -26,6 +26,11 @@ internal sealed class AttentionModule : NodeModule
         register_parameter("key", key = Convert.Parameter(w.Key, dtype));
         register_parameter("value", value = Convert.Parameter(w.Value, dtype));
         if (w.Output is { } o) register_parameter("output", output = Convert.Parameter(o, dtype));
+        if (node.InputDependentDecay)
+        {
+            register_parameter("decay_weight", decayWeight = Convert.Parameter(w.DecayWeight!, dtype));
+            register_parameter("decay_bias", decayBias = Convert.Parameter(w.DecayBias!, dtype));
+        }
     }
 
     private bool IsLinear => node.Kernel == AttentionKernel.Linear;
@@ -41,7 +46,8 @@ internal sealed class AttentionModule : NodeModule
         if (IsLinear)
         {
             var scores = Convert.Apply(node.FeatureMap, q).matmul(Convert.Apply(node.FeatureMap, k).transpose(-2, -1));
-            if (node.Causal) scores = scores * DecayMask(time, x.dtype, x.device);
+            if (node.InputDependentDecay) scores = scores * GatedDecayMask(x);
+            else if (node.Causal) scores = scores * DecayMask(time, x.dtype, x.device);
             mixed = scores.matmul(v);
         }
         else
@@ -54,15 +60,21 @@ internal sealed class AttentionModule : NodeModule
         return Output(mixed.transpose(1, 2).reshape(batch, time, node.Heads * node.ValueWidth));
     }
 
+    /// <summary>Linear: S [batch, heads, value, key] (and its imaginary part with a decay phase); softmax: keys and values so far.</summary>
     public override Tensor[] InitialState(long batch)
     {
         var (dtype, device) = (query.dtype, query.device);
-        return IsLinear
-            ? [zeros(batch, node.Heads, node.ValueWidth, node.KeyWidth, dtype: dtype, device: device)]
-            : [zeros(batch, node.Heads, 0, node.KeyWidth, dtype: dtype, device: device),
-               zeros(batch, node.Heads, 0, node.ValueWidth, dtype: dtype, device: device)];
+        Tensor Memory() => zeros(batch, node.Heads, node.ValueWidth, node.KeyWidth, dtype: dtype, device: device);
+        if (!IsLinear)
+            return [zeros(batch, node.Heads, 0, node.KeyWidth, dtype: dtype, device: device),
+                    zeros(batch, node.Heads, 0, node.ValueWidth, dtype: dtype, device: device)];
+        return node.DecayPhase is null ? [Memory()] : [Memory(), Memory()];
     }
 
+    /// <summary>
+    /// S_t = lambda_t S_{t-1} + v_t phi(k_t)^T, y_t = Re(S_t) phi(q_t); lambda_t = gamma, gamma e^(i theta) or
+    /// sigmoid(w . x_t + b). Softmax: append k_t, v_t and attend over all steps so far.
+    /// </summary>
     public override (Tensor Output, Tensor[] State) Step(IReadOnlyList<Tensor> inputs, Tensor[] state)
     {
         var x = inputs[0];
@@ -71,9 +83,17 @@ internal sealed class AttentionModule : NodeModule
         if (IsLinear)
         {
             var outer = v.transpose(-2, -1).matmul(Convert.Apply(node.FeatureMap, k));
-            var memory = node.Decay is { } gamma ? state[0] * gamma + outer : state[0] + outer;
-            var y = memory.matmul(Convert.Apply(node.FeatureMap, q).transpose(-2, -1)).squeeze(-1);
-            return (Output(y.reshape(batch, 1, node.Heads * node.ValueWidth)), [memory]);
+            Tensor[] memory;
+            if (node.InputDependentDecay)
+                memory = [HeadDecayLogits(x).sigmoid().view(batch, node.Heads, 1, 1) * state[0] + outer];
+            else if (node.DecayPhase is { } theta)
+            {
+                var (re, im) = (node.Decay!.Value * Math.Cos(theta), node.Decay.Value * Math.Sin(theta));
+                memory = [state[0] * re - state[1] * im + outer, state[0] * im + state[1] * re];
+            }
+            else memory = [node.Decay is { } gamma ? state[0] * gamma + outer : state[0] + outer];
+            var y = memory[0].matmul(Convert.Apply(node.FeatureMap, q).transpose(-2, -1)).squeeze(-1);
+            return (Output(y.reshape(batch, 1, node.Heads * node.ValueWidth)), memory);
         }
         var keys = cat([state[0], k], 2);
         var values = cat([state[1], v], 2);
@@ -86,7 +106,9 @@ internal sealed class AttentionModule : NodeModule
         ((Attention)node) with
         {
             Weights = new AttentionWeights(Convert.ToValues(query), Convert.ToValues(key), Convert.ToValues(value),
-                output is null ? null : Convert.ToValues(output)),
+                output is null ? null : Convert.ToValues(output),
+                decayWeight is null ? null : Convert.ToValues(decayWeight),
+                decayBias is null ? null : Convert.ToValues(decayBias)),
         };
 
     /// <summary>[batch, time, in] -> [batch, heads, time, width].</summary>
@@ -95,13 +117,30 @@ internal sealed class AttentionModule : NodeModule
 
     private Tensor Output(Tensor y) => output is null ? y : nn.functional.linear(y, output);
 
-    /// <summary>D[t, s] = gamma^(t-s) for s &lt;= t, else 0 (gamma = 1 without decay).</summary>
+    /// <summary>D[t, s] = gamma^(t-s) cos(theta (t-s)) for s &lt;= t, else 0 (gamma = 1, theta = 0 when absent).</summary>
     private Tensor DecayMask(long time, ScalarType dtype, Device device)
     {
         var steps = arange(time, dtype: ScalarType.Float64, device: device);
         var lag = steps.unsqueeze(1) - steps.unsqueeze(0);
-        var logGamma = Math.Log(node.Decay ?? 1.0);
-        var mask = where(lag >= 0, (lag.clamp_min(0) * logGamma).exp(), zeros_like(lag));
-        return mask.to_type(dtype);
+        var past = lag.clamp_min(0);
+        var weight = (past * Math.Log(node.Decay ?? 1.0)).exp();
+        if (node.DecayPhase is { } theta) weight = weight * (past * theta).cos();
+        return where(lag >= 0, weight, zeros_like(lag)).to_type(dtype);
     }
+
+    /// <summary>
+    /// D[b, h, t, s] = prod_{r=s+1..t} sigmoid(w_h . x_r + b_h) = exp(L_t - L_s), L the running sum of
+    /// log-sigmoids, for s &lt;= t, else 0: [batch, heads, time, time].
+    /// </summary>
+    private Tensor GatedDecayMask(Tensor x)
+    {
+        var time = x.shape[1];
+        var cumulative = nn.functional.logsigmoid(HeadDecayLogits(x)).cumsum(1).transpose(1, 2).unsqueeze(-1);
+        var lag = cumulative - cumulative.transpose(-2, -1);
+        var causal = ones(time, time, dtype: ScalarType.Bool, device: x.device).tril();
+        return where(causal, lag.clamp_max(0).exp(), zeros_like(lag));
+    }
+
+    /// <summary>w_h . x_t + b_h: [batch, time, heads].</summary>
+    private Tensor HeadDecayLogits(Tensor x) => nn.functional.linear(x, decayWeight!, decayBias!);
 }

@@ -88,11 +88,18 @@ public sealed class SequenceBuilder
     public SequenceBuilder LinearRecurrence(double[] fixedLambda, string? name = null) =>
         LinearRecurrence(fixedLambda.Length, trainable: false, lambda: DoubleTensor.Vector(fixedLambda), name: name);
 
+    /// <summary>
+    /// Self-attention over the current width. Linear by default (no softmax, no normalisation);
+    /// <paramref name="decay"/> gamma weights step s at step t by gamma^(t-s), rotated by
+    /// <paramref name="decayPhase"/> theta as cos(theta (t-s)); <paramref name="inputDependentDecay"/> learns a
+    /// per-head decay sigmoid(w . x_t + b) instead.
+    /// </summary>
     public SequenceBuilder Attention(int heads, int keyWidth, int valueWidth, int? outFeatures = null, bool causal = true,
         AttentionKernel kernel = AttentionKernel.Linear, ActivationKind featureMap = ActivationKind.Identity,
-        double? decay = null, AttentionWeights? weights = null, string? name = null) =>
+        double? decay = null, AttentionWeights? weights = null, string? name = null, double? decayPhase = null,
+        bool inputDependentDecay = false) =>
         Append(new Attention(Name(name, "attention"), Current, WidthOrZero, heads, keyWidth, valueWidth, causal, kernel,
-            featureMap, decay, outFeatures, weights));
+            featureMap, decay, outFeatures, weights, decayPhase, inputDependentDecay));
 
     public SequenceBuilder Activation(ActivationKind kind, string? name = null) =>
         Append(new Activation(Name(name, kind.ToString().ToLowerInvariant()), Current, kind));

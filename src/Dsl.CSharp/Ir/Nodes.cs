@@ -76,11 +76,16 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
 
 /// <summary>
 /// Multi-head self-attention over InFeatures. Per head h: q = W_Q^h x, k = W_K^h x (KeyWidth rows),
-/// v = W_V^h x (ValueWidth rows). Linear kernel: y_t = sum_s w(t,s) v_s (phi(k_s) . phi(q_t)), with
-/// w = gamma^(t-s) when Decay = gamma is given, else 1, and phi the FeatureMap. Softmax kernel:
-/// softmax_s(k_s . q_t / sqrt(KeyWidth)). Causal: s &lt;= t; otherwise all s. Heads are concatenated,
-/// then projected by W_O to OutFeatures when given.
-/// Weights: Query, Key [Heads KeyWidth, In]; Value [Heads ValueWidth, In]; Output [Out, Heads ValueWidth].
+/// v = W_V^h x (ValueWidth rows). Linear kernel: y_t = sum_s w(t,s) v_s (phi(k_s) . phi(q_t)), phi the
+/// FeatureMap, with the position weight
+///   w(t,s) = 1                                      no decay
+///   w(t,s) = gamma^(t-s)                            Decay = gamma
+///   w(t,s) = gamma^(t-s) cos(theta (t-s))           Decay = gamma, DecayPhase = theta (complex decay)
+///   w(t,s) = prod_{r=s+1..t} sigmoid(w_h . x_r + b_h)   InputDependentDecay (gated linear attention)
+/// Softmax kernel: softmax_s(k_s . q_t / sqrt(KeyWidth)). Causal: s &lt;= t; otherwise all s. Heads are
+/// concatenated, then projected by W_O to OutFeatures when given.
+/// Weights: Query, Key [Heads KeyWidth, In]; Value [Heads ValueWidth, In]; Output [Out, Heads ValueWidth];
+/// DecayWeight [Heads, In] and DecayBias [Heads] with an input-dependent decay.
 /// </summary>
 public sealed record Attention(string Name, NodeId Source, int InFeatures, int Heads, int KeyWidth, int ValueWidth,
     bool Causal = true,
@@ -88,7 +93,9 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
     ActivationKind FeatureMap = ActivationKind.Identity,
     double? Decay = null,
     int? OutFeatures = null,
-    AttentionWeights? Weights = null) : Node(Name)
+    AttentionWeights? Weights = null,
+    double? DecayPhase = null,
+    bool InputDependentDecay = false) : Node(Name)
 {
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
 
@@ -98,6 +105,8 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
         var causal = Causal ? "causal" : "non-causal";
         var extras = (FeatureMap != ActivationKind.Identity ? $", phi = {FeatureMap}" : "")
                      + (Decay is { } g ? $", decay {g}" : "")
+                     + (DecayPhase is { } theta ? $", phase {theta}" : "")
+                     + (InputDependentDecay ? ", input-dependent decay" : "")
                      + (OutFeatures is { } o ? $", out {o}" : "");
         return $"Attention {InFeatures} ({causal} {kind}, {Heads} x (k {KeyWidth}, v {ValueWidth}){extras})";
     }
@@ -108,7 +117,8 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
     public int OutputWidth => OutFeatures ?? Heads * ValueWidth;
 }
 
-public sealed record AttentionWeights(DoubleTensor Query, DoubleTensor Key, DoubleTensor Value, DoubleTensor? Output);
+public sealed record AttentionWeights(DoubleTensor Query, DoubleTensor Key, DoubleTensor Value, DoubleTensor? Output,
+    DoubleTensor? DecayWeight = null, DoubleTensor? DecayBias = null);
 
 /// <summary>y = f(x) elementwise.</summary>
 public sealed record Activation(string Name, NodeId Source, ActivationKind Kind) : Node(Name)

@@ -109,8 +109,38 @@ public static class ShapeRules
             if (!(gamma > 0 && gamma <= 1))
                 check.Problem("invalid decay", $"gamma is {gamma}", "give a decay gamma in (0, 1]");
         }
+        if (n.DecayPhase is { } theta)
+        {
+            if (n.Decay is null)
+                check.Problem("unsupported combination", "a decay phase rotates a decay gamma, and none is given",
+                    "give Decay = gamma with the phase (complex decay gamma e^(i theta))");
+            if (!double.IsFinite(theta)) check.Problem("invalid decay", $"the phase is {theta}", "give a finite phase in radians");
+        }
+        if (n.InputDependentDecay)
+        {
+            if (n.Kernel == AttentionKernel.Softmax || !n.Causal)
+                check.Problem("unsupported combination", "an input-dependent decay needs causal linear attention",
+                    "make the attention causal and linear, or drop the input-dependent decay");
+            if (n.Decay is not null)
+                check.Problem("unsupported combination", "both a fixed decay gamma and an input-dependent decay are declared",
+                    "keep one of the two decays");
+        }
         if (n.Weights is { } w)
         {
+            if (n.InputDependentDecay)
+            {
+                if (w.DecayWeight is null || w.DecayBias is null)
+                    check.Problem("missing weight", "an input-dependent decay needs DecayWeight and DecayBias",
+                        $"give DecayWeight [{n.Heads}, {n.InFeatures}] and DecayBias [{n.Heads}]");
+                else
+                {
+                    check.Weight("DecayWeight", w.DecayWeight, n.Heads, n.InFeatures);
+                    check.Weight("DecayBias", w.DecayBias, n.Heads);
+                }
+            }
+            else if (w.DecayWeight is not null || w.DecayBias is not null)
+                check.Problem("unexpected weight", "decay weights are given but the decay is not input-dependent",
+                    "declare InputDependentDecay = true, or drop DecayWeight and DecayBias");
             check.Weight("Query", w.Query, n.Heads * n.KeyWidth, n.InFeatures);
             check.Weight("Key", w.Key, n.Heads * n.KeyWidth, n.InFeatures);
             check.Weight("Value", w.Value, n.Heads * n.ValueWidth, n.InFeatures);
