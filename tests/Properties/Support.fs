@@ -22,6 +22,8 @@ let ofTensor (y: torch.Tensor) : Sequence =
     let b, t, f = int shape.[0], int shape.[1], int shape.[2]
     Array3D.init b t f (fun i j k -> data.[(i * t + j) * f + k])
 
+let ofTensorFlat (t: torch.Tensor) = t.detach().to_type(torch.ScalarType.Float64).contiguous().data<double>().ToArray()
+
 let maxAbs (x: Sequence) =
     let mutable m = 0.0
     x |> Array3D.iter (fun v -> m <- max m (abs v))

@@ -15,12 +15,16 @@ public abstract record Node(string Name)
 
     /// <summary>True when every weight this node needs is present (nodes without weights: always).</summary>
     public virtual bool HasWeights => true;
+
+    /// <summary>This node reading <paramref name="map"/>(source) for each source; the same instance when nothing moves.</summary>
+    public abstract Node MapSources(Func<NodeId, NodeId> map);
 }
 
 /// <summary>A named graph input x: [batch, time, Features].</summary>
 public sealed record Input(string Name, int Features) : Node(Name)
 {
     public override ValueList<NodeId> Sources => ValueList<NodeId>.Empty;
+    public override Node MapSources(Func<NodeId, NodeId> map) => this;
     public override string Describe() => $"Input {Features}";
 }
 
@@ -29,6 +33,7 @@ public sealed record Projection(string Name, NodeId Source, int InFeatures, int 
     ProjectionWeights? Weights = null) : Node(Name)
 {
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
     public override string Describe() => $"Projection {InFeatures} -> {OutFeatures}{(Bias ? "" : " (no bias)")}";
     public override bool HasWeights => Weights is not null;
 }
@@ -40,6 +45,7 @@ public sealed record Gate(string Name, NodeId Value, NodeId Gating, ActivationKi
     : Node(Name)
 {
     public override ValueList<NodeId> Sources => ValueList.Of(Value, Gating);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Value) == Value && map(Gating) == Gating ? this : this with { Value = map(Value), Gating = map(Gating) };
     public override string Describe() =>
         Activation == ActivationKind.Identity ? "Gate (product)" : $"Gate (value * {Activation}(gate))";
 }
@@ -60,6 +66,7 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
     DoubleTensor? InitialState = null) : Node(Name)
 {
     public override ValueList<NodeId> Sources => Decay is { } d ? ValueList.Of(Source, d) : ValueList.Of(Source);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source && (Decay is null || map(Decay.Value) == Decay) ? this : this with { Source = map(Source), Decay = Decay is { } d ? map(d) : null };
 
     public override string Describe()
     {
@@ -98,6 +105,7 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
     bool InputDependentDecay = false) : Node(Name)
 {
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
 
     public override string Describe()
     {
@@ -124,6 +132,7 @@ public sealed record AttentionWeights(DoubleTensor Query, DoubleTensor Key, Doub
 public sealed record Activation(string Name, NodeId Source, ActivationKind Kind) : Node(Name)
 {
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
     public override string Describe() => $"Activation {Kind}";
 }
 
@@ -131,6 +140,7 @@ public sealed record Activation(string Name, NodeId Source, ActivationKind Kind)
 public sealed record Add(string Name, NodeId Left, NodeId Right) : Node(Name)
 {
     public override ValueList<NodeId> Sources => ValueList.Of(Left, Right);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Left) == Left && map(Right) == Right ? this : this with { Left = map(Left), Right = map(Right) };
     public override string Describe() => "Add";
 }
 
@@ -138,6 +148,7 @@ public sealed record Add(string Name, NodeId Left, NodeId Right) : Node(Name)
 public sealed record Concat(string Name, ValueList<NodeId> Parts) : Node(Name)
 {
     public override ValueList<NodeId> Sources => Parts;
+    public override Node MapSources(Func<NodeId, NodeId> map) => Parts.All(p => map(p) == p) ? this : this with { Parts = Parts.Select(map).ToValueList() };
     public override string Describe() => $"Concat of {Parts.Count}";
 }
 
@@ -145,6 +156,7 @@ public sealed record Concat(string Name, ValueList<NodeId> Parts) : Node(Name)
 public sealed record Slice(string Name, NodeId Source, int Start, int Length) : Node(Name)
 {
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
     public override string Describe() => $"Slice [{Start}, {Start + Length})";
 }
 
@@ -153,6 +165,7 @@ public sealed record LayerNorm(string Name, NodeId Source, int Width, double Eps
     NormWeights? Weights = null) : Node(Name)
 {
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
     public override string Describe() => $"LayerNorm {Width}";
     public override bool HasWeights => !Affine || Weights is not null;
 }
@@ -162,6 +175,7 @@ public sealed record RmsNorm(string Name, NodeId Source, int Width, double Epsil
     NormWeights? Weights = null) : Node(Name)
 {
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
     public override string Describe() => $"RmsNorm {Width}";
     public override bool HasWeights => !Affine || Weights is not null;
 }
@@ -173,6 +187,7 @@ public sealed record NormWeights(DoubleTensor Gain, DoubleTensor? Bias);
 public sealed record Scale(string Name, NodeId Source, double Factor) : Node(Name)
 {
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
     public override string Describe() => $"Scale {Factor}";
 }
 
