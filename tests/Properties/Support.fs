@@ -26,7 +26,7 @@ let ofTensorFlat (t: torch.Tensor) = t.detach().to_type(torch.ScalarType.Float64
 
 let maxAbs (x: Sequence) =
     let mutable m = 0.0
-    x |> Array3D.iter (fun v -> m <- max m (abs v))
+    x |> Array3D.iter (fun v -> m <- if Double.IsNaN v || Double.IsNaN m then nan else max m (abs v))
     m
 
 let sameShape (a: Sequence) (b: Sequence) =

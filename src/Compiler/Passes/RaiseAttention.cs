@@ -1,0 +1,299 @@
+using Duality.Ir;
+
+namespace Duality.Passes;
+
+/// <summary>One gated-RNN layer recognised as attention: the node that now stands for it and its shape.</summary>
+public sealed record RaisedAttention(string Node, int Heads, int KeyWidth, int ValueWidth, int RecurrentNeurons);
+
+/// <summary>The raised graph, a report per raised layer, and why other recurrences were not raised.</summary>
+public sealed record Raising(Graph Graph, IReadOnlyList<RaisedAttention> Raised, IReadOnlyList<Diagnostic> Refused);
+
+/// <summary>
+/// The reverse of <see cref="LowerAttention"/>: finds gated-RNN layers of the paper's form
+///
+///   u = (A_g x + a_g) * phi(A_x x + a_x),  h_t = lambda * h_{t-1} + u_t,  y = D ((B_g h) * (B_x h))
+///
+/// in which neurons with lambda = 0 carry a query (one input factor is a constant), all other
+/// neurons share one lambda = gamma e^(i theta) and store bias-free products, and every output
+/// neuron multiplies memory neurons by query neurons; and replaces each by an equivalent causal
+/// linear attention node:
+///
+///   y_t = sum_s w(t,s) sum_(m,n) D[:,m] B_g[m,n] (a_n . x_s)(c_n . x_s)(r_m . x_t)
+///
+/// Each (output neuron, memory neuron) pair is a head with key and value width 1; pairs sharing a
+/// key and a query become one head (values stacked), and heads sharing values and output columns
+/// merge their keys and queries. The weights are identified only up to the invariances of
+/// paper.md section 6 (permutations, rescalings, swapped gate factors); the function is exact.
+/// </summary>
+public static class RaiseAttention
+{
+    private const double Zero = 1e-12;
+
+    public static Raising Run(Graph graph)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        var consumers = new int[graph.Nodes.Count];
+        foreach (var node in graph.Nodes) foreach (var s in node.Sources) consumers[s.Index]++;
+        foreach (var o in graph.Outputs) consumers[o.Index]++;
+        var layers = new List<(Layer Layer, Attention Attention)>();
+        var refused = new List<Diagnostic>();
+        foreach (var recurrence in graph.Nodes.OfType<LinearRecurrence>())
+        {
+            var (layer, why) = Match(graph, graph.IdOf(recurrence.Name), consumers);
+            if (layer is null)
+            {
+                refused.Add(new Diagnostic("not raised", recurrence.Name, recurrence.Describe(), why.Hint, Received: why.Reason));
+                continue;
+            }
+            var (attention, problem) = Recover(graph, layer);
+            if (attention is null) refused.Add(new Diagnostic("not raised", recurrence.Name, recurrence.Describe(), problem.Hint, Received: problem.Reason));
+            else layers.Add((layer, attention));
+        }
+        if (layers.Count == 0) return new Raising(graph, [], refused);
+        var removed = layers.SelectMany(l => l.Layer.Interior).ToHashSet();
+        var replacing = layers.ToDictionary(l => l.Layer.Readout, l => l.Attention);
+        var emitter = new GraphEmitter(graph, nameof(RaiseAttention));
+        for (int i = 0; i < graph.Nodes.Count; i++)
+        {
+            var id = new NodeId(i);
+            if (removed.Contains(id)) continue;
+            if (replacing.TryGetValue(id, out var attention))
+            {
+                emitter.Release(attention.Name);
+                emitter.Replace(id, emitter.Add(attention with { Source = emitter.Mapped(attention.Source) }));
+            }
+            else emitter.Copy(id);
+        }
+        var reports = layers.Select(l => new RaisedAttention(l.Attention.Name, l.Attention.Heads, l.Attention.KeyWidth,
+            l.Attention.ValueWidth, l.Layer.Recurrence.Width)).ToList();
+        return new Raising(emitter.Build(), reports, refused);
+    }
+
+    private sealed record Layer(NodeId Source, Projection InputValue, Projection InputKey, Gate Input, LinearRecurrence Recurrence,
+        Projection OutputValue, Projection OutputQuery, NodeId Readout, Projection ReadoutNode, IReadOnlyList<NodeId> Interior);
+
+    private readonly record struct Why(string Reason, string Hint);
+
+    private static readonly Why Shape = new(
+        "the recurrence is not the middle of input gate (two projections of one sequence) -> recurrence -> output gate (two bias-free projections of it) -> bias-free readout, each read only by the next",
+        "write the layer in exactly that shape (as LowerAttention does) to raise it");
+
+    private static (Layer?, Why) Match(Graph g, NodeId recurrenceId, int[] consumers)
+    {
+        var recurrence = (LinearRecurrence)g[recurrenceId];
+        if (recurrence.Decay is not null)
+            return (null, new("its decay is input-dependent; only fixed eigenvalues are raised", "use fixed lambda values"));
+        if (recurrence.Lambda is null || recurrence.InitialState is not null
+            || (recurrence.State == StateKind.Complex && recurrence.Readout != ComplexReadout.RealPart))
+            return (null, new("its eigenvalues are unknown, its initial state is not zero, or it reads out [re; im]",
+                "give lambda values, a zero initial state and a real-part readout"));
+        if (g[recurrence.Source] is not Gate { } input || consumers[recurrence.Source.Index] != 1
+            || g[input.Value] is not Projection inputValue || g[input.Gating] is not Projection inputKey
+            || inputValue.Source != inputKey.Source || consumers[input.Value.Index] != 1 || consumers[input.Gating.Index] != 1
+            || input.Value == input.Gating)
+            return (null, Shape);
+        var readers = g.Nodes.Select((n, i) => (n, Id: new NodeId(i))).Where(p => p.n.Sources.Contains(recurrenceId)).ToList();
+        if (readers.Count != 2 || consumers[recurrenceId.Index] != 2) return (null, Shape);
+        var gate = g.Nodes.Select((n, i) => (n, Id: new NodeId(i)))
+            .FirstOrDefault(p => p.n is Gate gt && (gt.Value == readers[0].Id && gt.Gating == readers[1].Id || gt.Value == readers[1].Id && gt.Gating == readers[0].Id));
+        if (gate.n is not Gate output || output.Activation != ActivationKind.Identity
+            || g[output.Value] is not Projection { Bias: false } outputValue || g[output.Gating] is not Projection { Bias: false } outputQuery
+            || consumers[output.Value.Index] != 1 || consumers[output.Gating.Index] != 1 || consumers[gate.Id.Index] != 1)
+            return (null, Shape);
+        var readout = g.Nodes.Select((n, i) => (n, Id: new NodeId(i))).First(p => p.n.Sources.Contains(gate.Id));
+        if (readout.n is not Projection { Bias: false } readoutNode) return (null, Shape);
+        NodeId[] interior = [input.Value, input.Gating, recurrence.Source, recurrenceId, output.Value, output.Gating, gate.Id];
+        return (new Layer(inputValue.Source, inputValue, inputKey, input, recurrence, outputValue, outputQuery, readout.Id, readoutNode, interior),
+            default);
+    }
+
+    /// <summary>A head of key and value width 1 for one (output neuron, memory neuron) pair, vectors normalised.</summary>
+    private sealed record PairHead(double[] Value, double[] Key, double[] Query, double[] Out);
+
+    private static (Attention?, Why) Recover(Graph g, Layer layer)
+    {
+        var r = layer.Recurrence;
+        int n = r.Width, d = layer.InputValue.InFeatures;
+        var lambdas = Enumerable.Range(0, n).Select(i => r.State == StateKind.Complex ? (r.Lambda![i, 0], r.Lambda[i, 1]) : (r.Lambda![i], 0.0)).ToArray();
+        var isQuery = lambdas.Select(l => Math.Abs(l.Item1) <= Zero && Math.Abs(l.Item2) <= Zero).ToArray();
+        var memory = Enumerable.Range(0, n).Where(i => !isQuery[i]).ToArray();
+        if (memory.Length == 0) return (null, new("no neuron has a non-zero eigenvalue, so nothing is remembered", "this layer is feed-forward"));
+        var gamma = lambdas[memory[0]];
+        if (memory.Any(i => Math.Abs(lambdas[i].Item1 - gamma.Item1) > 1e-9 || Math.Abs(lambdas[i].Item2 - gamma.Item2) > 1e-9))
+            return (null, new("memory neurons have different eigenvalues; one attention has one decay", "split the layer by eigenvalue"));
+        var magnitude = Math.Sqrt(gamma.Item1 * gamma.Item1 + gamma.Item2 * gamma.Item2);
+        var phase = Math.Atan2(gamma.Item2, gamma.Item1);
+        if (magnitude > 1 + 1e-12)
+            return (null, new($"the memory eigenvalue has modulus {magnitude}, larger than 1", "attention decays need |lambda| <= 1"));
+        var phi = layer.Input.Activation;
+        double[] Row(Projection p, int i) => Enumerable.Range(0, d).Select(c => p.Weights!.Weight[i, c]).ToArray();
+        double Bias(Projection p, int i) => p.Weights!.Bias is { } b ? b[i] : 0;
+        bool IsZero(double[] v) => v.All(x => Math.Abs(x) <= Zero);
+        // query neurons: h = scale * phi(row . x), a constant factor times a bias-free one (phi on the gating side only)
+        var query = new (double[] Row, double Scale)[n];
+        foreach (var i in Enumerable.Range(0, n).Where(i => isQuery[i]))
+        {
+            var (value, valueBias, key, keyBias) = (Row(layer.InputValue, i), Bias(layer.InputValue, i), Row(layer.InputKey, i), Bias(layer.InputKey, i));
+            if (IsZero(value) && Math.Abs(keyBias) <= Zero) query[i] = (key, valueBias);
+            else if (phi == ActivationKind.Identity && IsZero(key) && Math.Abs(valueBias) <= Zero) query[i] = (value, keyBias);
+            else return (null, new($"query neuron {i} (lambda = 0) is not a constant times a bias-free projection", "give one factor only a bias and the other none"));
+        }
+        foreach (var i in memory)
+            if (Math.Abs(Bias(layer.InputValue, i)) > Zero || Math.Abs(Bias(layer.InputKey, i)) > Zero)
+                return (null, new($"memory neuron {i} has a bias in its input gate; attention has no constant term", "remove the biases of memory neurons"));
+        var pairs = new List<PairHead>();
+        var (bg, bx, readout) = (layer.OutputValue.Weights!.Weight, layer.OutputQuery.Weights!.Weight, layer.ReadoutNode.Weights!.Weight);
+        int outputs = layer.ReadoutNode.OutFeatures;
+        for (int m = 0; m < layer.OutputValue.OutFeatures; m++)
+        {
+            var gRow = Enumerable.Range(0, n).Select(k => bg[m, k]).ToArray();
+            var xRow = Enumerable.Range(0, n).Select(k => bx[m, k]).ToArray();
+            bool OnlyOn(double[] row, bool queries) => row.Select((w, k) => Math.Abs(w) <= Zero || isQuery[k] == queries).All(b => b);
+            double[] memoryRow, queryRow;
+            if (OnlyOn(gRow, false) && OnlyOn(xRow, true)) (memoryRow, queryRow) = (gRow, xRow);
+            else if (OnlyOn(gRow, true) && OnlyOn(xRow, false)) (memoryRow, queryRow) = (xRow, gRow);
+            else return (null, new($"output neuron {m} does not multiply memory neurons by query neurons", "let one output factor read only lambda != 0 neurons and the other only lambda = 0 neurons"));
+            var queryNeurons = Enumerable.Range(0, n).Where(k => Math.Abs(queryRow[k]) > Zero).ToArray();
+            if (phi != ActivationKind.Identity && queryNeurons.Length > 1)
+                return (null, new($"output neuron {m} mixes several query neurons under a feature map", "select one query neuron per output neuron"));
+            var q = new double[d];
+            var factor = 1.0;
+            if (phi == ActivationKind.Identity)
+                foreach (var k in queryNeurons) for (int c = 0; c < d; c++) q[c] += queryRow[k] * query[k].Scale * query[k].Row[c];
+            else if (queryNeurons.Length == 1) (q, factor) = (query[queryNeurons[0]].Row, queryRow[queryNeurons[0]] * query[queryNeurons[0]].Scale);
+            var column = Enumerable.Range(0, outputs).Select(o => readout[o, m] * factor).ToArray();
+            foreach (var k in memory.Where(k => Math.Abs(memoryRow[k]) > Zero))
+                pairs.Add(Normalised(Row(layer.InputValue, k), Row(layer.InputKey, k), q, column.Select(w => w * memoryRow[k]).ToArray(),
+                    insidePhi: phi != ActivationKind.Identity));
+        }
+        var heads = Merge(pairs.Where(p => p.Out.Any(w => w != 0)).ToList(), swappable: phi == ActivationKind.Identity);
+        if (heads.Count == 0) heads = [new Head([new double[d]], [new double[d]], [new double[d]], new double[outputs, 1])];
+        return (Build(layer, heads, d, outputs, phi, magnitude, phase), default);
+    }
+
+    /// <summary>Unit vectors, their scales moved to the output column; keys and queries inside a feature map keep theirs.</summary>
+    private static PairHead Normalised(double[] value, double[] key, double[] query, double[] column, bool insidePhi)
+    {
+        var (v, sv) = Unit(value);
+        var (k, sk) = insidePhi ? (key, 1.0) : Unit(key);
+        var (q, sq) = insidePhi ? (query, 1.0) : Unit(query);
+        return new PairHead(v, k, q, column.Select(w => w * sv * sk * sq).ToArray());
+    }
+
+    /// <summary>v / s with s the norm, signed so the largest entry is positive.</summary>
+    private static (double[], double) Unit(double[] v)
+    {
+        var norm = Math.Sqrt(v.Sum(x => x * x));
+        if (norm == 0) return (v, 0);
+        var largest = v.MaxBy(Math.Abs);
+        var scale = largest < 0 ? -norm : norm;
+        return (v.Select(x => x / scale).ToArray(), scale);
+    }
+
+    /// <summary>Equal up to rounding: every difference within 1e-11 of the larger vector's largest entry.</summary>
+    private static bool Same(double[] a, double[] b)
+    {
+        var scale = Math.Max(a.Max(Math.Abs), b.Max(Math.Abs));
+        return a.Zip(b).All(p => Math.Abs(p.First - p.Second) <= 1e-11 * scale);
+    }
+
+    /// <summary>A head: values and their output columns; keys paired with queries.</summary>
+    private sealed record Head(List<double[]> Values, List<double[]> Keys, List<double[]> Queries, double[,] Out);
+
+    private static List<Head> Merge(List<PairHead> pairs, bool swappable)
+    {
+        // pairs sharing a query: find the factor common to all (the key); the other factors are values
+        var groups = new List<(double[] Key, double[] Query, List<(double[] Value, double[] Out)> Values)>();
+        foreach (var byQuery in GroupBy(pairs, p => p.Query))
+        {
+            var members = byQuery.ToList();
+            double[]? key = null;
+            var candidates = swappable ? new[] { members[0].Key, members[0].Value } : new[] { members[0].Key };
+            foreach (var candidate in candidates.OrderBy(c => pairs.Count(p => Same(p.Key, c) || Same(p.Value, c))))
+                if (members.All(p => Same(p.Key, candidate) || (swappable && Same(p.Value, candidate)))) { key = candidate; break; }
+            if (key is null)
+            {
+                foreach (var p in members) groups.Add((p.Key, p.Query, [(p.Value, p.Out)]));
+                continue;
+            }
+            var values = new List<(double[] Value, double[] Out)>();
+            foreach (var p in members)
+            {
+                var value = Same(p.Key, key) ? p.Value : p.Key;
+                var existing = values.FindIndex(v => Same(v.Value, value));
+                if (existing >= 0) values[existing] = (value, values[existing].Out.Zip(p.Out, (a, b) => a + b).ToArray());
+                else values.Add((value, p.Out));
+            }
+            values = values.OrderBy(v => string.Join(",", v.Value.Select(x => Math.Round(x, 9)))).ToList();
+            var query = byQuery.Key;
+            if (swappable)
+            {
+                // a head's output block is shared by its keys: fold the block's scale into the query
+                var largest = values.SelectMany(v => v.Out).MaxBy(Math.Abs);
+                if (largest != 0)
+                {
+                    values = values.Select(v => (v.Value, v.Out.Select(w => w / largest).ToArray())).ToList();
+                    query = query.Select(x => x * largest).ToArray();
+                }
+            }
+            groups.Add((key, query, values));
+        }
+        // groups with the same values and output columns become one head with several keys
+        var heads = new List<Head>();
+        foreach (var group in groups)
+        {
+            var match = heads.FirstOrDefault(h => h.Values.Count == group.Values.Count
+                && h.Values.Zip(group.Values).All(p => Same(p.First, p.Second.Value))
+                && Enumerable.Range(0, group.Values.Count).All(j => Same(Column(h.Out, j), group.Values[j].Out)));
+            if (match is not null)
+            {
+                match.Keys.Add(group.Key);
+                match.Queries.Add(group.Query);
+                continue;
+            }
+            var outputs = group.Values[0].Out.Length;
+            var block = new double[outputs, group.Values.Count];
+            for (int j = 0; j < group.Values.Count; j++) for (int o = 0; o < outputs; o++) block[o, j] = group.Values[j].Out[o];
+            heads.Add(new Head(group.Values.Select(v => v.Value).ToList(), [group.Key], [group.Query], block));
+        }
+        return heads;
+    }
+
+    private static double[] Column(double[,] m, int j) => Enumerable.Range(0, m.GetLength(0)).Select(o => m[o, j]).ToArray();
+
+    private static IEnumerable<IGrouping<double[], PairHead>> GroupBy(List<PairHead> pairs, Func<PairHead, double[]> key)
+    {
+        var keys = new List<double[]>();
+        foreach (var p in pairs) if (!keys.Any(k => Same(k, key(p)))) keys.Add(key(p));
+        return keys.Select(k => new Grouping(k, pairs.Where(p => Same(key(p), k)).ToList()));
+    }
+
+    private sealed class Grouping(double[] key, List<PairHead> items) : IGrouping<double[], PairHead>
+    {
+        public double[] Key => key;
+        public IEnumerator<PairHead> GetEnumerator() => items.GetEnumerator();
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+
+    /// <summary>One attention node; heads padded with zero rows to a common key and value width.</summary>
+    private static Attention Build(Layer layer, List<Head> heads, int d, int outputs, ActivationKind phi, double magnitude, double phase)
+    {
+        int count = heads.Count, dk = heads.Max(h => h.Keys.Count), dv = heads.Max(h => h.Values.Count);
+        var (wq, wk, wv, wo) = (new double[count * dk, d], new double[count * dk, d], new double[count * dv, d], new double[outputs, count * dv]);
+        for (int h = 0; h < count; h++)
+        {
+            for (int j = 0; j < heads[h].Keys.Count; j++)
+                for (int c = 0; c < d; c++) (wq[h * dk + j, c], wk[h * dk + j, c]) = (heads[h].Queries[j][c], heads[h].Keys[j][c]);
+            for (int i = 0; i < heads[h].Values.Count; i++)
+            {
+                for (int c = 0; c < d; c++) wv[h * dv + i, c] = heads[h].Values[i][c];
+                for (int o = 0; o < outputs; o++) wo[o, h * dv + i] = heads[h].Out[o, i];
+            }
+        }
+        var decay = Math.Abs(magnitude - 1) <= 1e-12 && Math.Abs(phase) <= 1e-12 ? (double?)null : magnitude;
+        var rotation = Math.Abs(phase) <= 1e-12 ? (double?)null : phase;
+        return new Attention(layer.ReadoutNode.Name, layer.Source, d, count, dk, dv, Causal: true, AttentionKernel.Linear, phi,
+            decay, outputs, new AttentionWeights(DoubleTensor.Matrix(wq), DoubleTensor.Matrix(wk), DoubleTensor.Matrix(wv), DoubleTensor.Matrix(wo)),
+            rotation);
+    }
+}
