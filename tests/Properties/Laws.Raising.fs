@@ -66,3 +66,54 @@ let tests =
                     for f in 0 .. 1 do
                         Expect.floatClose Accuracy.veryHigh y.[0, t, f] expected.[t].[f] (sprintf "%A y[%d, %d]" construction t f)
     ]
+
+/// The invariances of paper.md section 6, applied to a lowered layer: permuted recurrent neurons,
+/// input gates rescaled by alpha (output-gate columns by 1/alpha), swapped gate factors, output
+/// neurons rescaled by c (readout columns by 1/c).
+let perturbed (seed: int) (g: Graph) =
+    let random = Random(seed)
+    let node name = g.Nodes |> Seq.find (fun n -> n.Name.EndsWith(name: string))
+    let matrix (t: DoubleTensor) = Array2D.init t.Shape.[0] t.Shape.[1] (fun r c -> t.[r, c])
+    let vector (t: DoubleTensor) = Array.init t.Shape.[0] (fun i -> t.[i])
+    let p (n: string) = node n :?> Projection
+    let av, ak = p "/input_value", p "/input_key"
+    let bg, bx = p "/output_value", p "/output_query"
+    let readout = g.Nodes |> Seq.pick (function :? Projection as q when q.Name = "attention" -> Some q | _ -> None)
+    let memory = g.Nodes |> Seq.pick (function :? LinearRecurrence as r -> Some r | _ -> None)
+    let n, m = memory.Width, bg.OutFeatures
+    let order = Array.init n id |> Array.sortBy (fun _ -> random.Next())
+    let alpha = Array.init n (fun _ -> (if random.Next(2) = 0 then -1.0 else 1.0) * (0.5 + random.NextDouble()))
+    let swap = Array.init n (fun _ -> random.Next(2) = 0)
+    let c = Array.init m (fun _ -> 0.5 + random.NextDouble())
+    let swapOut = Array.init m (fun _ -> random.Next(2) = 0)
+    let (va, vb), (ka, kb) = (matrix av.Weights.Weight, vector av.Weights.Bias), (matrix ak.Weights.Weight, vector ak.Weights.Bias)
+    let d = av.InFeatures
+    let newValue = Array2D.init n d (fun i f -> alpha.[i] * (if swap.[i] then ka.[order.[i], f] else va.[order.[i], f]))
+    let newValueBias = Array.init n (fun i -> alpha.[i] * (if swap.[i] then kb.[order.[i]] else vb.[order.[i]]))
+    let newKey = Array2D.init n d (fun i f -> if swap.[i] then va.[order.[i], f] else ka.[order.[i], f])
+    let newKeyBias = Array.init n (fun i -> if swap.[i] then vb.[order.[i]] else kb.[order.[i]])
+    let lambda = vector memory.Lambda
+    let newLambda = Array.init n (fun i -> lambda.[order.[i]])
+    let gm, xm, dm = matrix bg.Weights.Weight, matrix bx.Weights.Weight, matrix readout.Weights.Weight
+    let column (w: double[,]) r i = w.[r, order.[i]] / alpha.[i]
+    let newG = Array2D.init m n (fun r i -> c.[r] * (if swapOut.[r] then column xm r i else column gm r i))
+    let newX = Array2D.init m n (fun r i -> if swapOut.[r] then column gm r i else column xm r i)
+    let newD = Array2D.init readout.OutFeatures m (fun o r -> dm.[o, r] / c.[r])
+    let replace (old: Node) (fresh: Node) (graph: Graph) = graph.WithNode(graph.IdOf old.Name, fresh)
+    g
+    |> replace av (Projection(av.Name, av.Source, d, n, true, ProjectionWeights(DoubleTensor.Matrix newValue, DoubleTensor.Vector newValueBias)))
+    |> replace ak (Projection(ak.Name, ak.Source, d, n, true, ProjectionWeights(DoubleTensor.Matrix newKey, DoubleTensor.Vector newKeyBias)))
+    |> replace memory (LinearRecurrence(memory.Name, memory.Source, n, Lambda = DoubleTensor.Vector newLambda))
+    |> replace bg (Projection(bg.Name, bg.Source, n, m, false, ProjectionWeights(DoubleTensor.Matrix newG, null)))
+    |> replace bx (Projection(bx.Name, bx.Source, n, m, false, ProjectionWeights(DoubleTensor.Matrix newX, null)))
+    |> replace readout (Projection(readout.Name, readout.Source, m, readout.OutFeatures, false, ProjectionWeights(DoubleTensor.Matrix newD, null)))
+
+let invariances =
+    testPropertyWithConfig config "RaiseAttention: a lowered layer perturbed by the invariances of paper.md section 6 is still read back exactly" <|
+        Prop.forAll arbLayer (fun l ->
+            ((l.Decay = NoDecay || (match l.Decay with Gamma _ -> true | _ -> false)) && l.FeatureMap = ActivationKind.Identity) ==> lazy (
+                let g = attentionGraph l
+                let lowered = LowerAttention.ToGatedRnn(g, Construction.Full)
+                let shuffled = perturbed l.Seed lowered
+                let raising = RaiseAttention.Run(shuffled)
+                equivalent g shuffled && raising.Raised.Count = 1 && equivalent g raising.Graph))
