@@ -1,20 +1,146 @@
-/// Data-last F# functions over the same IR as the C# builders.
-module Duality.FSharp.Layers
+namespace Duality.FSharp
 
+open System
 open Duality.Ir
 open Duality.Builders
 
-/// Starts a model at a named input of the given width.
-let input name features = Model.Input(name, features)
+/// A model under construction, positioned at its current sequence [batch, time, features].
+type Sequence = SequenceBuilder
 
-/// An affine map to `outFeatures` at every step.
-let projection outFeatures (b: SequenceBuilder) = b.Projection(outFeatures)
+/// A piece of architecture: from the sequence it starts at to the sequence it ends at.
+type Layers = Sequence -> Sequence
 
-/// Elementwise nonlinearity.
-let activation kind (b: SequenceBuilder) = b.Activation(kind)
+/// How a recurrence's eigenvalues are given.
+type Lambda =
+    /// Real, trainable, seeded.
+    | Trainable
+    /// Real and fixed, one per neuron.
+    | Fixed of float[]
+    /// Complex (re, im) pairs, trainable and seeded when none are given; emits the real part or [re; im].
+    | Complex of ComplexReadout * fixedValues: (float * float)[] option
+    /// lambda_t = sigmoid(decay x_t), from a branch one or width features wide.
+    | InputDependent of decay: Layers
 
-/// x + body x.
-let residual (body: SequenceBuilder -> SequenceBuilder) (b: SequenceBuilder) = b.Residual(System.Func<_, _> body)
+/// Position weighting of a linear attention.
+type Decay =
+    | NoDecay
+    /// gamma^(t-s)
+    | Gamma of float
+    /// gamma^(t-s) cos(theta (t-s)): a complex decay gamma e^(i theta)
+    | Rotating of gamma: float * theta: float
+    /// prod sigmoid(w_h . x + b_h): gated linear attention
+    | Gated
 
-/// The verified graph.
-let build (b: SequenceBuilder) : Graph = b.Build()
+/// An attention layer's hyper-parameters; start from `Attention.linear` or `Attention.softmax`.
+type AttentionSpec =
+    { Heads: int; KeyWidth: int; ValueWidth: int; Out: int option; Causal: bool
+      Kernel: AttentionKernel; FeatureMap: ActivationKind; Decay: Decay; Name: string option }
+
+[<RequireQualifiedAccess>]
+module Attention =
+    /// Causal linear attention (no softmax, no normalisation).
+    let linear heads keyWidth valueWidth =
+        { Heads = heads; KeyWidth = keyWidth; ValueWidth = valueWidth; Out = None; Causal = true
+          Kernel = AttentionKernel.Linear; FeatureMap = ActivationKind.Identity; Decay = NoDecay; Name = None }
+
+    /// Causal softmax attention.
+    let softmax heads keyWidth valueWidth = { linear heads keyWidth valueWidth with Kernel = AttentionKernel.Softmax }
+
+/// Data-last layer functions: `Model.input "x" 8 |> Layer.projection 32 |> Layer.rmsNorm`.
+[<RequireQualifiedAccess>]
+module Layer =
+    let private name (n: string option) = Option.toObj n
+
+    /// y = W x + b at every step.
+    let projection outFeatures : Layers = fun s -> s.Projection(outFeatures)
+
+    /// y = W x at every step.
+    let projectionNoBias outFeatures : Layers = fun s -> s.Projection(outFeatures, bias = false)
+
+    /// value x * activation (gate x); both branches start at the current sequence.
+    let gate (value: Layers) (gate: Layers) (activation: ActivationKind) : Layers = fun s -> s.Gate(value, gate, activation)
+
+    /// x * activation (gate x).
+    let gateBy (gate: Layers) (activation: ActivationKind) : Layers = fun s -> s.Gate(gate, activation)
+
+    /// h_t = lambda * h_{t-1} + u_t over the current width.
+    let recurrence (lambda: Lambda) : Layers =
+        fun s ->
+            match lambda with
+            | Trainable -> s.LinearRecurrence()
+            | Fixed values -> s.LinearRecurrence(values)
+            | Complex(readout, None) -> s.LinearRecurrence(state = StateKind.Complex, readout = readout)
+            | Complex(readout, Some pairs) ->
+                let values = pairs |> Array.collect (fun (re, im) -> [| re; im |])
+                s.LinearRecurrence(trainable = false, state = StateKind.Complex, readout = readout,
+                                   lambda = DoubleTensor.FromShape([| pairs.Length; 2 |], values))
+            | InputDependent decay -> s.LinearRecurrence(decay = decay)
+
+    /// A recurrence starting from a given state: [width] values, or [width] (re, im) pairs flattened for a complex state.
+    let recurrenceFrom (initialState: float[]) (lambda: Lambda) : Layers =
+        fun s ->
+            let width = s.Width.GetValueOrDefault()
+            let state shape = DoubleTensor.FromShape(shape, initialState)
+            match lambda with
+            | Trainable -> s.LinearRecurrence(initialState = state [| width |])
+            | Fixed values -> s.LinearRecurrence(values.Length, trainable = false, lambda = DoubleTensor.Vector values, initialState = state [| values.Length |])
+            | Complex(readout, None) ->
+                s.LinearRecurrence(state = StateKind.Complex, readout = readout, initialState = state [| width; 2 |])
+            | Complex(readout, Some pairs) ->
+                let values = pairs |> Array.collect (fun (re, im) -> [| re; im |])
+                s.LinearRecurrence(trainable = false, state = StateKind.Complex, readout = readout,
+                                   lambda = DoubleTensor.FromShape([| pairs.Length; 2 |], values), initialState = state [| pairs.Length; 2 |])
+            | InputDependent decay -> s.LinearRecurrence(decay = decay, initialState = state [| width |])
+
+    let attention (spec: AttentionSpec) : Layers =
+        fun s ->
+            let gamma, theta =
+                match spec.Decay with
+                | Gamma g -> Nullable g, Nullable()
+                | Rotating(g, t) -> Nullable g, Nullable t
+                | NoDecay | Gated -> Nullable(), Nullable()
+            s.Attention(spec.Heads, spec.KeyWidth, spec.ValueWidth, outFeatures = Option.toNullable spec.Out,
+                        causal = spec.Causal, kernel = spec.Kernel, featureMap = spec.FeatureMap, decay = gamma,
+                        decayPhase = theta, inputDependentDecay = (spec.Decay = Gated), name = name spec.Name)
+
+    let activation kind : Layers = fun s -> s.Activation(kind)
+    let sigmoid : Layers = activation ActivationKind.Sigmoid
+    let silu : Layers = activation ActivationKind.SiLU
+    let gelu : Layers = activation ActivationKind.GELU
+    let tanh : Layers = activation ActivationKind.Tanh
+    let relu : Layers = activation ActivationKind.ReLU
+
+    /// x + body x; the block's nodes are named under "residual/" (see `residualNamed`).
+    let residual (body: Layers) : Layers = fun s -> s.Residual(body)
+
+    /// x + body x; the sum takes the name, the block's nodes are named under "name/".
+    let residualNamed name (body: Layers) : Layers = fun s -> s.Residual(body, name)
+
+    /// current + the node called `other`.
+    let add other : Layers = fun s -> s.Add(other: string)
+
+    /// [branch1 x; branch2 x; ...] along features.
+    let concat (branches: Layers list) : Layers = fun s -> s.Concat(branches |> List.map (fun f -> Func<_, _> f) |> Array.ofList)
+
+    let slice start length : Layers = fun s -> s.Slice(start, length)
+    let layerNorm : Layers = fun s -> s.LayerNorm()
+    let rmsNorm : Layers = fun s -> s.RmsNorm()
+    let scale factor : Layers = fun s -> s.Scale(factor)
+
+    /// Names the nodes built by `body` under "name/".
+    let scope name (body: Layers) : Layers = fun s -> s.Scope(name, body)
+
+    /// Renames the node just built: `Layer.projection 8 >> Layer.named "embed"`.
+    let named name : Layers = fun s -> s.Named(name)
+
+    /// Marks the current sequence as a graph output.
+    let output : Layers = fun s -> s.Output()
+
+    /// Continues from the node called `name`.
+    let from name : Layers = fun s -> s.From(name)
+
+    /// Adds another input and continues from it.
+    let input name features : Layers = fun s -> s.Input(name, features)
+
+    /// Concatenates the current sequence with the nodes called `others`.
+    let concatWith (others: string list) : Layers = fun s -> s.ConcatWith(Array.ofList others)

@@ -6,7 +6,8 @@ open FsCheck
 open FsCheck.FSharp
 open Duality.Ir
 open Duality.Builders
-open Duality.Properties.Generators
+open Duality.Testing.Sequences
+open Duality.Testing.Generators
 
 let config = { FsCheckConfig.defaultConfig with maxTest = 200; endSize = 64 }
 

@@ -12,7 +12,8 @@ open Duality.Ir
 open Duality.Passes
 open Duality.Reference
 open Duality.Properties.Support
-open Duality.Properties.Generators
+open Duality.Testing.Sequences
+open Duality.Testing.Generators
 
 let private f64 = CompileOptions.Float64
 let private f32 = CompileOptions()

@@ -10,7 +10,8 @@ open TorchSharp
 open Duality
 open Duality.Ir
 open Duality.Builders
-open Duality.Properties.Generators
+open Duality.Testing.Sequences
+open Duality.Testing.Generators
 
 /// One fault injected into an otherwise well-formed graph, and the node it must be blamed on.
 type Fault =
@@ -94,7 +95,7 @@ let tests =
         testPropertyWithConfig config "inputs of the wrong width, rank or dtype raise a GraphException naming the input" <|
             Prop.forAll arbCase (fun c ->
                 let model = c.Graph.Compile(f64)
-                let good = c.Inputs |> Array.map (Support.toTensor torch.ScalarType.Float64)
+                let good = c.Inputs |> Array.map (Duality.Testing.Sequences.toTensor torch.ScalarType.Float64)
                 let first = c.Graph.InputNodes |> Seq.head
                 let wider = Array.copy good
                 wider.[0] <- torch.zeros(int64 c.Batch, int64 c.Time, int64 (first.Features + 1), dtype = torch.ScalarType.Float64)

@@ -12,65 +12,8 @@ open Duality.Builders
 open Duality.Passes
 open Duality.Verification
 open Duality.Properties.Support
-open Duality.Properties.Generators
-
-/// A random attention layer with weights at a random scale, and inputs to run it on.
-type AttentionLayer =
-    { Width: int; Heads: int; Key: int; Value: int; Out: int option; Decay: AttentionDecay
-      FeatureMap: ActivationKind; WeightScale: float; Seed: int; Batch: int; Time: int }
-
-let private scaleTensor (s: float) (t: DoubleTensor) =
-    if isNull (box t) then t else DoubleTensor.FromShape(Array.ofSeq t.Shape, t.Data |> Seq.map ((*) s) |> Array.ofSeq)
-
-let attentionGraph (l: AttentionLayer) =
-    let gamma, phase =
-        match l.Decay with
-        | Gamma g -> Nullable g, Nullable()
-        | Rotating(g, p) -> Nullable g, Nullable p
-        | _ -> Nullable(), Nullable()
-    let g =
-        Model.Input("x", l.Width)
-            .Attention(l.Heads, l.Key, l.Value, outFeatures = Option.toNullable l.Out, featureMap = l.FeatureMap,
-                       decay = gamma, decayPhase = phase, inputDependentDecay = (l.Decay = InputDependent), name = "attention")
-            .Build()
-    let seeded = InitializeWeights.Run(g, l.Seed)
-    seeded.MapNodes(function
-        | :? Attention as a ->
-            let w = a.Weights
-            let s = l.WeightScale
-            a.MapSources(id) |> ignore
-            Attention(a.Name, a.Source, a.InFeatures, a.Heads, a.KeyWidth, a.ValueWidth, a.Causal, a.Kernel, a.FeatureMap,
-                      a.Decay, a.OutFeatures,
-                      AttentionWeights(scaleTensor s w.Query, scaleTensor s w.Key, scaleTensor s w.Value,
-                                       (if isNull (box w.Output) then null else scaleTensor s w.Output),
-                                       w.DecayWeight, w.DecayBias),
-                      a.DecayPhase, a.InputDependentDecay) :> Node
-        | n -> n)
-
-let attentionLayer : Gen<AttentionLayer> =
-    gen {
-        let! width = Gen.choose (1, 16)
-        let! heads = Gen.choose (1, 4)
-        let! key = Gen.choose (1, 8)
-        let! value = Gen.choose (1, 8)
-        let! out = Gen.oneof [ Gen.constant None; Gen.map Some (Gen.choose (1, 16)) ]
-        let gamma = Gen.map (fun i -> float i / 100.0) (Gen.choose (50, 100))
-        let! decay =
-            Gen.frequency
-                [ 2, Gen.constant NoDecay
-                  1, Gen.map Gamma gamma
-                  1, Gen.map2 (fun g p -> Rotating(g, float p / 10.0)) gamma (Gen.choose (-31, 31))
-                  1, Gen.constant InputDependent ]
-        let! featureMap = Gen.frequency [ 3, Gen.constant ActivationKind.Identity; 1, Gen.constant ActivationKind.EluPlusOne ]
-        let! scale = Gen.map (fun k -> 10.0 ** (float k / 4.0)) (Gen.choose (-4, 4))
-        let! seed = Gen.choose (0, 1_000_000)
-        let! batch = Gen.choose (1, 4)
-        let! time = Gen.sized (fun s -> Gen.choose (1, max 1 (min 64 (s + 1))))
-        return { Width = width; Heads = heads; Key = key; Value = value; Out = out; Decay = decay; FeatureMap = featureMap
-                 WeightScale = scale; Seed = seed; Batch = batch; Time = time }
-    }
-
-let arbLayer = Arb.fromGen attentionLayer
+open Duality.Testing.Sequences
+open Duality.Testing.Generators
 
 let config = { FsCheckConfig.defaultConfig with maxTest = 100; endSize = 64 }
 

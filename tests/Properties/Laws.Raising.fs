@@ -10,8 +10,9 @@ open Duality.Ir
 open Duality.Builders
 open Duality.Passes
 open Duality.Verification
-open Duality.Properties.Generators
-open Duality.Properties.LawsLowering
+open Duality.Testing.Sequences
+open Duality.Testing.Generators
+
 
 let config = { FsCheckConfig.defaultConfig with maxTest = 100; endSize = 64 }
 

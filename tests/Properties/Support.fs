@@ -5,45 +5,6 @@ open System
 open TorchSharp
 open Duality.Ir
 
-type Sequence = double[,,]
-
-/// Deterministic input sequences [batch, time, features] in [-scale, scale].
-let randomSequence (random: Random) batch time features scale : Sequence =
-    Array3D.init batch time features (fun _ _ _ -> scale * (2.0 * random.NextDouble() - 1.0))
-
-let toTensor (dtype: torch.ScalarType) (x: Sequence) =
-    let b, t, f = Array3D.length1 x, Array3D.length2 x, Array3D.length3 x
-    let flat = Array.init (b * t * f) (fun i -> x.[i / (t * f), (i / f) % t, i % f])
-    torch.from_array(flat).reshape(int64 b, int64 t, int64 f).to_type(dtype)
-
-let ofTensor (y: torch.Tensor) : Sequence =
-    let shape = y.shape
-    let data = y.detach().to_type(torch.ScalarType.Float64).contiguous().data<double>().ToArray()
-    let b, t, f = int shape.[0], int shape.[1], int shape.[2]
-    Array3D.init b t f (fun i j k -> data.[(i * t + j) * f + k])
-
-let ofTensorFlat (t: torch.Tensor) = t.detach().to_type(torch.ScalarType.Float64).contiguous().data<double>().ToArray()
-
-let maxAbs (x: Sequence) =
-    let mutable m = 0.0
-    x |> Array3D.iter (fun v -> m <- if Double.IsNaN v || Double.IsNaN m then nan else max m (abs v))
-    m
-
-let sameShape (a: Sequence) (b: Sequence) =
-    Array3D.length1 a = Array3D.length1 b && Array3D.length2 a = Array3D.length2 b && Array3D.length3 a = Array3D.length3 b
-
-/// max |a - b| / (1 + max |a|): the error measure of every numerical law; infinity on shape mismatch or NaN.
-let scaledError (expected: Sequence) (actual: Sequence) =
-    if not (sameShape expected actual) then infinity
-    else
-        let mutable m = 0.0
-        for i in 0 .. Array3D.length1 expected - 1 do
-            for j in 0 .. Array3D.length2 expected - 1 do
-                for k in 0 .. Array3D.length3 expected - 1 do
-                    let d = abs (expected.[i, j, k] - actual.[i, j, k])
-                    m <- if Double.IsNaN d then infinity else max m d
-        m / (1.0 + maxAbs expected)
-
 /// The message FsCheck shows beside a failing case.
 let within tolerance (error: float) label =
     if error <= tolerance then true

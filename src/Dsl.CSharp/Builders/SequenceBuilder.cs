@@ -174,6 +174,21 @@ public sealed class SequenceBuilder
     /// <summary>Applies a reusable piece of architecture: <c>.Then(MyBlocks.Mlp(64))</c>.</summary>
     public SequenceBuilder Then(Func<SequenceBuilder, SequenceBuilder> layers) => layers(this);
 
+    /// <summary>Renames the node just built: <c>.Projection(32).Named("embed")</c> is <c>.Projection(32, name: "embed")</c>.</summary>
+    public SequenceBuilder Named(string name)
+    {
+        if (Current.Index != draft.Nodes.Count - 1)
+            throw new InvalidOperationException($"Named renames the node just built; '{CurrentName}' is not the last node built");
+        var node = draft.Nodes[Current.Index];
+        var renamed = node with { Name = Scoped(name) };
+        var next = draft with
+        {
+            Nodes = draft.Nodes.SetItem(Current.Index, renamed),
+            Names = draft.Names.Remove(node.Name).Add(renamed.Name),
+        };
+        return new SequenceBuilder(next, Current, scope);
+    }
+
     /// <summary>Marks the current node as a graph output.</summary>
     public SequenceBuilder Output() =>
         draft.Outputs.Contains(Current) ? this : new(draft with { Outputs = draft.Outputs.Add(Current) }, Current, scope);

@@ -1,0 +1,51 @@
+/// Sequences double[batch, time, features], their tensors, and the error measures of the laws.
+module Duality.Testing.Sequences
+
+open System
+open TorchSharp
+
+type Sequence = double[,,]
+
+/// Deterministic input sequences [batch, time, features] in [-scale, scale].
+let randomSequence (random: Random) batch time features scale : Sequence =
+    Array3D.init batch time features (fun _ _ _ -> scale * (2.0 * random.NextDouble() - 1.0))
+
+let toTensor (dtype: torch.ScalarType) (x: Sequence) =
+    let b, t, f = Array3D.length1 x, Array3D.length2 x, Array3D.length3 x
+    let flat = Array.init (b * t * f) (fun i -> x.[i / (t * f), (i / f) % t, i % f])
+    torch.from_array(flat).reshape(int64 b, int64 t, int64 f).to_type(dtype)
+
+let ofTensor (y: torch.Tensor) : Sequence =
+    let shape = y.shape
+    let data = y.detach().to_type(torch.ScalarType.Float64).contiguous().data<double>().ToArray()
+    let b, t, f = int shape.[0], int shape.[1], int shape.[2]
+    Array3D.init b t f (fun i j k -> data.[(i * t + j) * f + k])
+
+let ofTensorFlat (t: torch.Tensor) = t.detach().to_type(torch.ScalarType.Float64).contiguous().data<double>().ToArray()
+
+/// max |x|, NaN if any entry is NaN.
+let maxAbs (x: Sequence) =
+    let mutable m = 0.0
+    x |> Array3D.iter (fun v -> m <- if Double.IsNaN v || Double.IsNaN m then nan else max m (abs v))
+    m
+
+let sameShape (a: Sequence) (b: Sequence) =
+    Array3D.length1 a = Array3D.length1 b && Array3D.length2 a = Array3D.length2 b && Array3D.length3 a = Array3D.length3 b
+
+let private maxDifference (expected: Sequence) (actual: Sequence) =
+    let mutable m = 0.0
+    expected |> Array3D.iteri (fun i j k e ->
+        let d = abs (e - actual.[i, j, k])
+        m <- if Double.IsNaN d then infinity else max m d)
+    m
+
+/// max |a - b| / (1 + max |a|); infinity on a shape mismatch or NaN.
+let scaledError (expected: Sequence) (actual: Sequence) =
+    if not (sameShape expected actual) then infinity else maxDifference expected actual / (1.0 + maxAbs expected)
+
+/// max |a - b| / max |a|; infinity on a shape mismatch or NaN.
+let relativeError (expected: Sequence) (actual: Sequence) =
+    if not (sameShape expected actual) then infinity
+    else
+        let m, scale = maxDifference expected actual, maxAbs expected
+        if scale = 0.0 then m else m / scale
