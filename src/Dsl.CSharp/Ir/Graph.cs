@@ -115,12 +115,14 @@ public sealed class Graph : IEquatable<Graph>
     public override string ToString()
     {
         var text = new StringBuilder();
+        var nameWidth = Nodes.Max(n => n.Name.Length);
+        var kindWidth = Nodes.Max(n => n.Describe().Length);
         for (int i = 0; i < Nodes.Count; i++)
         {
             var node = Nodes[i];
             var from = node.Sources.Count == 0 ? "" : " <- " + string.Join(", ", node.Sources.Select(s => Nodes[s.Index].Name));
             var output = Outputs.Contains(new NodeId(i)) ? "  (output)" : "";
-            text.AppendLine($"{i,3} {node.Name,-28} {node.Describe(),-44} {Diagnostic.Sequence(Widths[i])}{from}{output}");
+            text.AppendLine($"{i,3} {node.Name.PadRight(nameWidth)}  {node.Describe().PadRight(kindWidth)}  {Diagnostic.Sequence(Widths[i]),-18}{from}{output}");
         }
         return text.ToString();
     }
