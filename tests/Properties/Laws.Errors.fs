@@ -123,6 +123,14 @@ let tests =
                 + "  hint: declare the projection with 96 inputs, or project to 64 first"
             Expect.equal message expected "message"
 
+        testCase "null fields are reported as missing, not as a NullReferenceException" <| fun () ->
+            try
+                Graph.Create([ Input("x", 2) :> Node; Concat("c", null) :> Node; Projection("p", NodeId 0, 2, 2, true, ProjectionWeights(null, null)) :> Node ],
+                             [ NodeId 2 ]) |> ignore
+                failtest "no exception"
+            with :? GraphException as e ->
+                Expect.equal (e.Diagnostics |> Seq.map (fun d -> d.NodePath) |> List.ofSeq) [ "c"; "p" ] "both nodes named"
+
         testCase "two problems, two diagnostics" <| fun () ->
             try
                 Model.Input("x", 4).Slice(2, 5).From("x").Projection(3, inFeatures = Nullable 5, name = "p").Build() |> ignore

@@ -5,6 +5,8 @@ public sealed record DoubleTensor
 {
     public DoubleTensor(ValueList<int> shape, ValueList<double> data)
     {
+        ArgumentNullException.ThrowIfNull(shape);
+        ArgumentNullException.ThrowIfNull(data);
         if (shape.Any(d => d < 0))
             throw new ArgumentException($"tensor dimensions must be non-negative, got {shape}");
         var size = shape.Aggregate(1L, (a, d) => a * d);

@@ -75,7 +75,16 @@ public sealed class Graph : IEquatable<Graph>
             if (!string.IsNullOrEmpty(node.Name) && !seen.Add(node.Name))
                 problems.Add(new Diagnostic("duplicate name", node.Name, node.Describe(),
                     "give every node a unique path; use a scope such as 'block2/' for repeated blocks"));
-            widths.Add(ShapeRules.Infer(node, new NodeId(i), nodeList, widths, problems));
+            try
+            {
+                widths.Add(ShapeRules.Infer(node, new NodeId(i), nodeList, widths, problems));
+            }
+            catch (NullReferenceException)
+            {
+                problems.Add(new Diagnostic("missing field", node.Name ?? $"#{i}", node.GetType().Name,
+                    "give every field of the node a value (a list, a tensor or weights record left null)"));
+                widths.Add(null);
+            }
         }
         if (!nodeList.Any(n => n is Input))
             problems.Add(new Diagnostic("no input", "(graph)", "graph", "start the graph with at least one Input node"));
