@@ -5,6 +5,16 @@ using static TorchSharp.torch;
 
 namespace Duality;
 
+/// <summary>How recurrences (and long attention) execute.</summary>
+public enum ExecutionMode
+{
+    /// <summary>Fused CPU kernels where they apply (CPU tensors), TorchSharp operations elsewhere.</summary>
+    Auto,
+
+    /// <summary>TorchSharp operations only: a step loop for recurrences, masked matrices for attention.</summary>
+    TorchOps,
+}
+
 /// <summary>How to compile: element type, device, and the seed for weights the graph does not carry.</summary>
 public sealed record CompileOptions
 {
@@ -13,6 +23,8 @@ public sealed record CompileOptions
     public Device? Device { get; init; }
 
     public int Seed { get; init; }
+
+    public ExecutionMode Execution { get; init; } = ExecutionMode.Auto;
 
     public static CompileOptions Float64 { get; } = new() { DType = ScalarType.Float64 };
 }
@@ -31,6 +43,6 @@ public static class GraphCompiler
         if (options.DType is not (ScalarType.Float32 or ScalarType.Float64))
             throw new ArgumentException($"compile to Float32 or Float64, not {options.DType}", nameof(options));
         var withWeights = InitializeWeights.Run(graph, options.Seed);
-        return new CompiledGraph(withWeights, options.DType, options.Device ?? CPU);
+        return new CompiledGraph(withWeights, options.DType, options.Device ?? CPU, options.Execution);
     }
 }

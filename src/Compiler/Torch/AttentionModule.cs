@@ -18,9 +18,12 @@ internal sealed class AttentionModule : NodeModule
     private readonly Parameter query, key, value;
     private readonly Parameter? output, decayWeight, decayBias;
 
-    public AttentionModule(Attention node, ScalarType dtype) : base(node.Name)
+    private readonly ExecutionMode execution;
+
+    public AttentionModule(Attention node, ScalarType dtype, ExecutionMode execution) : base(node.Name)
     {
         this.node = node;
+        this.execution = execution;
         var w = node.Weights!;
         register_parameter("query", query = Convert.Parameter(w.Query, dtype));
         register_parameter("key", key = Convert.Parameter(w.Key, dtype));

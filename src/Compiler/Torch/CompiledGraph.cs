@@ -14,12 +14,13 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
 {
     private readonly NodeModule?[] nodeModules;
 
-    internal CompiledGraph(Graph graph, ScalarType dtype, Device device) : base("graph")
+    internal CompiledGraph(Graph graph, ScalarType dtype, Device device, ExecutionMode execution) : base("graph")
     {
         Graph = graph;
         DType = dtype;
         Device = device;
-        nodeModules = graph.Nodes.Select(n => ModuleFactory.Create(n, dtype)).ToArray();
+        Execution = execution;
+        nodeModules = graph.Nodes.Select(n => ModuleFactory.Create(n, dtype, execution)).ToArray();
         foreach (var module in nodeModules)
             if (module is not null) register_module(module.GetName(), module);
         this.to(device);
@@ -31,6 +32,8 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     public ScalarType DType { get; }
 
     public Device Device { get; }
+
+    public ExecutionMode Execution { get; }
 
     /// <summary>Number of trainable scalars.</summary>
     public long ParameterCount => parameters().Sum(p => p.numel());

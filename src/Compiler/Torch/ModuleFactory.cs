@@ -6,13 +6,13 @@ namespace Duality.Torch;
 /// <summary>One module per node kind; inputs have none.</summary>
 internal static class ModuleFactory
 {
-    public static NodeModule? Create(Node node, ScalarType dtype) => node switch
+    public static NodeModule? Create(Node node, ScalarType dtype, ExecutionMode execution) => node switch
     {
         Input => null,
         Projection n => new ProjectionModule(n, dtype),
         Gate n => new GateModule(n),
-        LinearRecurrence n => new RecurrenceModule(n, dtype),
-        Attention n => new AttentionModule(n, dtype),
+        LinearRecurrence n => new RecurrenceModule(n, dtype, execution),
+        Attention n => new AttentionModule(n, dtype, execution),
         Activation n => new ActivationModule(n),
         Add n => new AddModule(n),
         Concat n => new ConcatModule(n),

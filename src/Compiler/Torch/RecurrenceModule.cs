@@ -16,9 +16,12 @@ internal sealed class RecurrenceModule : NodeModule
     private readonly Tensor? lambda;
     private readonly Tensor? initialState;
 
-    public RecurrenceModule(LinearRecurrence node, ScalarType dtype) : base(node.Name)
+    private readonly ExecutionMode execution;
+
+    public RecurrenceModule(LinearRecurrence node, ScalarType dtype, ExecutionMode execution) : base(node.Name)
     {
         this.node = node;
+        this.execution = execution;
         if (node.Lambda is { } values)
         {
             if (node.TrainableLambda) register_parameter("lambda", (Parameter)(lambda = Convert.Parameter(values, dtype)));
@@ -48,6 +51,7 @@ internal sealed class RecurrenceModule : NodeModule
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
         var u = inputs[0];
+        if (execution == ExecutionMode.Auto && u.device.type == DeviceType.CPU) return Fused(inputs);
         var state = Align(InitialState(u.shape[0]), u);
         var steps = new Tensor[u.shape[1]];
         for (int t = 0; t < steps.Length; t++)
@@ -56,6 +60,16 @@ internal sealed class RecurrenceModule : NodeModule
             steps[t] = Readout(state);
         }
         return stack(steps, 1);
+    }
+
+    /// <summary>The fused scan kernels (<see cref="Kernels.LinearScan"/>, <see cref="Kernels.ComplexScan"/>).</summary>
+    private Tensor Fused(IReadOnlyList<Tensor> inputs)
+    {
+        var u = inputs[0];
+        if (inputs.Count > 1) return Kernels.LinearScan.Run(u, inputs[1].sigmoid(), initialState);
+        if (!Complex) return Kernels.LinearScan.Run(u, lambda!, initialState);
+        var both = Kernels.ComplexScan.Run(u, lambda!, initialState);
+        return node.Readout == ComplexReadout.RealAndImaginary ? both : both.narrow(-1, 0, node.Width);
     }
 
     public override (Tensor Output, Tensor[] State) Step(IReadOnlyList<Tensor> inputs, Tensor[] state)

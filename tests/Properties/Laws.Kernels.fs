@@ -1,0 +1,85 @@
+/// Laws of the fast paths: fused kernels compute what the plain TorchSharp operations compute,
+/// forward and backward, at sizes around the SIMD width and the work-block boundary.
+module Duality.Properties.LawsKernels
+
+open System
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open TorchSharp
+open Duality
+open Duality.Ir
+open Duality.Builders
+open Duality.Passes
+open Duality.Testing.Sequences
+open Duality.Properties.Support
+
+type RecurrenceCase =
+    { Kind: int; Width: int; Batch: int; Time: int; WithState: bool; Seed: int }
+
+let private recurrenceCase =
+    gen {
+        let! kind = Gen.choose (0, 5)
+        let! width = Gen.elements [ 1; 2; 3; 4; 5; 7; 8; 9; 15; 16; 17; 33; 255; 256; 257; 300 ]
+        let! batch = Gen.choose (1, 3)
+        let! time = Gen.elements [ 1; 2; 3; 5; 17; 40 ]
+        let! withState = Gen.elements [ true; false ]
+        let! seed = Gen.choose (0, 100000)
+        return { Kind = kind; Width = width; Batch = batch; Time = time; WithState = withState; Seed = seed }
+    }
+
+/// kinds: 0 trainable real, 1 fixed real, 2 complex real part, 3 complex [re; im], 4 decay per neuron, 5 shared decay
+let recurrenceGraph (c: RecurrenceCase) =
+    let random = Random(c.Seed)
+    let values n = Array.init n (fun _ -> random.NextDouble() * 1.8 - 0.9)
+    let complex = c.Kind = 2 || c.Kind = 3
+    let state =
+        if not c.WithState then null
+        elif complex then DoubleTensor.FromShape([| c.Width; 2 |], values (2 * c.Width))
+        else DoubleTensor.Vector(values c.Width)
+    let b = Model.Input("x", c.Width)
+    let recurrence =
+        match c.Kind with
+        | 0 -> b.LinearRecurrence(initialState = state)
+        | 1 -> b.LinearRecurrence(trainable = false, lambda = DoubleTensor.Vector(values c.Width), initialState = state)
+        | 2 -> b.LinearRecurrence(state = StateKind.Complex, initialState = state)
+        | 3 -> b.LinearRecurrence(state = StateKind.Complex, readout = ComplexReadout.RealAndImaginary, initialState = state)
+        | 4 -> b.LinearRecurrence(decay = (fun d -> d.Projection(c.Width)), initialState = state)
+        | _ -> b.LinearRecurrence(decay = (fun d -> d.Projection(1)), initialState = state)
+    InitializeWeights.Run(recurrence.Build(), c.Seed)
+
+/// Output, input gradient and parameter gradients of a graph under one execution mode (float64).
+let private run (g: Graph) (execution: ExecutionMode) (c: RecurrenceCase) =
+    let model = g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution))
+    let x = (randomSequence (Random(c.Seed + 1)) c.Batch c.Time c.Width 1.0 |> toTensor torch.ScalarType.Float64).requires_grad_(true)
+    let y = model.forward(x)
+    let probe = torch.linspace(-1.0, 1.0, y.numel(), dtype = torch.ScalarType.Float64).reshape(y.shape)
+    (y * probe).sum().backward()
+    let grads = model.named_parameters() |> Seq.map (fun struct (n, p) -> n, ofTensorFlat p.grad) |> List.ofSeq
+    ofTensor y, ofTensor x.grad, grads
+
+let private close (a: double[]) (b: double[]) =
+    let scale = 1.0 + (Array.append a b |> Array.fold (fun m v -> max m (abs v)) 0.0)
+    Array.length a = Array.length b && Array.forall2 (fun x y -> abs (x - y) <= 1e-10 * scale) a b
+
+let config = { FsCheckConfig.defaultConfig with maxTest = 150 }
+
+let tests =
+    testList "kernels" [
+        testPropertyWithConfig config "fused scan = TorchSharp step loop: outputs, input and parameter gradients (float64, scaled error <= 1e-10)" <|
+            Prop.forAll (Arb.fromGen recurrenceCase) (fun c ->
+                let g = recurrenceGraph c
+                let yFused, dxFused, gradsFused = run g ExecutionMode.Auto c
+                let yOps, dxOps, gradsOps = run g ExecutionMode.TorchOps c
+                within 1e-10 (scaledError yOps yFused) "outputs"
+                && within 1e-10 (scaledError dxOps dxFused) "input gradients"
+                && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFused)
+
+        testPropertyWithConfig config "fused scan = reference evaluator (float32 within 1e-5 scaled)" <|
+            Prop.forAll (Arb.fromGen recurrenceCase) (fun c ->
+                let g = recurrenceGraph c
+                let x = randomSequence (Random(c.Seed + 1)) c.Batch c.Time c.Width 1.0
+                let expected = Duality.Reference.ReferenceEvaluator.Evaluate(g, [| x |]).[0]
+                let y = noGrad (fun () -> g.Compile().forward(toTensor torch.ScalarType.Float32 x) |> ofTensor)
+                within 1e-5 (scaledError expected y) "float32 fused vs reference")
+    ]
