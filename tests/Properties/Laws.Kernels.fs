@@ -64,6 +64,25 @@ let private close (a: double[]) (b: double[]) =
 
 let config = { FsCheckConfig.defaultConfig with maxTest = 150 }
 
+type AttentionCase = { Layer: Duality.Testing.Generators.AttentionLayer; Time: int }
+
+let private attentionCase =
+    gen {
+        let! layer = Duality.Testing.Generators.attentionLayer
+        let! time = Gen.elements [ 1; 63; 64; 65; 100; 128; 129; 200 ]
+        return { Layer = { layer with Time = time; Batch = min layer.Batch 2 }; Time = time }
+    }
+
+/// Output, input gradient and parameter gradients of an attention graph under one execution mode (float64).
+let private runAttention (g: Graph) (execution: ExecutionMode) (l: Duality.Testing.Generators.AttentionLayer) =
+    let model = g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution))
+    let x = (randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0 |> toTensor torch.ScalarType.Float64).requires_grad_(true)
+    let y = model.forward(x)
+    let probe = torch.linspace(-1.0, 1.0, y.numel(), dtype = torch.ScalarType.Float64).reshape(y.shape)
+    (y * probe).sum().backward()
+    let grads = model.named_parameters() |> Seq.map (fun struct (n, p) -> n, ofTensorFlat p.grad) |> List.ofSeq
+    ofTensor y, ofTensor x.grad, grads
+
 let tests =
     testList "kernels" [
         testPropertyWithConfig config "fused scan = TorchSharp step loop: outputs, input and parameter gradients (float64, scaled error <= 1e-10)" <|
@@ -74,6 +93,15 @@ let tests =
                 within 1e-10 (scaledError yOps yFused) "outputs"
                 && within 1e-10 (scaledError dxOps dxFused) "input gradients"
                 && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFused)
+
+        testPropertyWithConfig { config with maxTest = 60 } "chunked causal linear attention = masked form: outputs, input and parameter gradients (float64, <= 1e-10)" <|
+            Prop.forAll (Arb.fromGen attentionCase) (fun c ->
+                let g = Duality.Testing.Generators.attentionGraph c.Layer
+                let yFast, dxFast, gradsFast = runAttention g ExecutionMode.Auto c.Layer
+                let yOps, dxOps, gradsOps = runAttention g ExecutionMode.TorchOps c.Layer
+                within 1e-10 (scaledError yOps yFast) "outputs"
+                && within 1e-10 (scaledError dxOps dxFast) "input gradients"
+                && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFast)
 
         testPropertyWithConfig config "fused scan = reference evaluator (float32 within 1e-5 scaled)" <|
             Prop.forAll (Arb.fromGen recurrenceCase) (fun c ->

@@ -46,7 +46,10 @@ internal sealed class AttentionModule : NodeModule
         long batch = x.shape[0], time = x.shape[1];
         var (q, k, v) = (Heads(x, query, node.KeyWidth), Heads(x, key, node.KeyWidth), Heads(x, value, node.ValueWidth));
         Tensor mixed;
-        if (IsLinear)
+        if (IsLinear && node.Causal && node.DecayPhase is null && execution == ExecutionMode.Auto && time > Chunk)
+            mixed = Chunked(Convert.Apply(node.FeatureMap, q), Convert.Apply(node.FeatureMap, k), v,
+                node.InputDependentDecay ? nn.functional.logsigmoid(HeadDecayLogits(x)).transpose(1, 2) : null);
+        else if (IsLinear)
         {
             var scores = Convert.Apply(node.FeatureMap, q).matmul(Convert.Apply(node.FeatureMap, k).transpose(-2, -1));
             if (node.InputDependentDecay) scores = scores * GatedDecayMask(x);
@@ -119,6 +122,48 @@ internal sealed class AttentionModule : NodeModule
         nn.functional.linear(x, weight).view(x.shape[0], x.shape[1], node.Heads, width).transpose(1, 2);
 
     private Tensor Output(Tensor y) => output is null ? y : nn.functional.linear(y, output);
+
+    private const int Chunk = 64;
+
+    /// <summary>
+    /// Causal linear attention in chunks of C steps: exact, O(T C) instead of O(T^2). With l_t the log
+    /// decay of step t (ln gamma, log sigmoid(w . x_t + b), or 0) and L_i its running sum within a chunk:
+    ///   y_i = sum_{j &lt;= i in chunk} e^(L_i - L_j) (q_i . k_j) v_j  +  e^(L_i) q_i S_(c-1)
+    ///   S_c = e^(L_(C-1)) S_(c-1) + sum_j e^(L_(C-1) - L_j) k_j v_j^T
+    /// q, k: [batch, heads, time, key]; v: [batch, heads, time, value]; logDecay: [batch, heads, time] or null.
+    /// </summary>
+    private Tensor Chunked(Tensor q, Tensor k, Tensor v, Tensor? logDecay)
+    {
+        long batch = q.shape[0], heads = q.shape[1], time = q.shape[2], chunks = (time + Chunk - 1) / Chunk, padding = chunks * Chunk - time;
+        Tensor Blocks(Tensor t) =>
+            (padding > 0 ? nn.functional.pad(t, [0, 0, 0, padding]) : t).view(batch, heads, chunks, Chunk, t.shape[3]);
+        var (qb, kb, vb) = (Blocks(q), Blocks(k), Blocks(v));
+        Tensor cumulative;
+        if (logDecay is not null)
+            cumulative = (padding > 0 ? nn.functional.pad(logDecay, [0, padding]) : logDecay).view(batch, heads, chunks, Chunk).cumsum(-1);
+        else
+            cumulative = arange(1, Chunk + 1, dtype: q.dtype, device: q.device) * Math.Log(node.Decay ?? 1.0);
+        var lag = cumulative.unsqueeze(-1) - cumulative.unsqueeze(-2);
+        var causal = ones(Chunk, Chunk, dtype: ScalarType.Bool, device: q.device).tril();
+        var within = where(causal, lag.clamp_max(0).exp(), zeros_like(lag));
+        var local = (qb.matmul(kb.transpose(-2, -1)) * within).matmul(vb);
+        var last = cumulative.narrow(-1, Chunk - 1, 1);
+        var toEnd = (last - cumulative).exp().unsqueeze(-1);
+        var contributions = (kb * toEnd).transpose(-2, -1).matmul(vb);
+        var carry = last.squeeze(-1).exp();
+        var fromStart = cumulative.exp().unsqueeze(-1);
+        var state = zeros(batch, heads, node.KeyWidth, node.ValueWidth, dtype: q.dtype, device: q.device);
+        var carried = new Tensor[chunks];
+        for (long c = 0; c < chunks; c++)
+        {
+            var decayIn = logDecay is null ? fromStart : fromStart.select(2, c);
+            var totals = logDecay is null ? carry : carry.select(2, c).view(batch, heads, 1, 1);
+            carried[c] = (qb.select(2, c) * decayIn).matmul(state);
+            state = state * totals + contributions.select(2, c);
+        }
+        var mixed = local + stack(carried, 2);
+        return mixed.view(batch, heads, chunks * Chunk, node.ValueWidth).narrow(2, 0, time);
+    }
 
     /// <summary>D[t, s] = gamma^(t-s) cos(theta (t-s)) for s &lt;= t, else 0 (gamma = 1, theta = 0 when absent).</summary>
     private Tensor DecayMask(long time, ScalarType dtype, Device device)
