@@ -1,0 +1,166 @@
+// Benchmarks of the execution paths: dotnet run --project benchmarks/Benchmarks -c Release [-- --quick]
+// Prints a table (median and min of repeated runs, throughput), the target ratios, peak memory,
+// and writes artifacts/benchmarks.csv.
+using System.Diagnostics;
+using Duality;
+using Duality.Benchmarks;
+using Duality.Builders;
+using Duality.Ir;
+using Duality.Passes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+var quick = args.Contains("--quick");
+var warmPages = !args.Contains("--fresh-pages") && Duality.Runtime.Allocation.KeepLargeAllocations();
+var repeats = quick ? 5 : 15;
+var report = new Report();
+torch.set_num_threads(Environment.ProcessorCount);
+var generator = new torch.Generator(1);
+Console.WriteLine($"{(quick ? "quick" : "full")} run, {repeats} repeats after a warm-up, {Environment.ProcessorCount} cores, float32, " +
+                  (warmPages ? "large allocations kept warm (Allocation.KeepLargeAllocations; --fresh-pages to compare)" : "fresh pages for large tensors"));
+
+// --- memory bandwidth and the diagonal recurrence, B = 8, N = 4096, T = 1024
+Console.WriteLine("\n== linear recurrence h_t = lambda * h_{t-1} + u_t");
+const int batch = 8, width = 4096, time = 1024;
+var source = randn(batch, time, width, generator: generator);
+var target = empty_like(source);
+double bytes = 2.0 * source.numel() * 4;
+var copy = report.Add(Measurement.Of("memory", $"copy [{batch}, {time}, {width}]", "Tensor.copy_", repeats,
+    () => target.copy_(source), ms => $"{bytes / ms / 1e6:0.0} GB/s"));
+var copyRate = bytes / copy.MinMs / 1e6;
+
+var lambda = rand(width, generator: generator) * 0.5 + 0.45;
+var recurrence = Model.Input("u", width).LinearRecurrence(trainable: false, lambda: Values(lambda)).Build();
+var fused = recurrence.Compile(new CompileOptions { Seed = 1 });
+var stepLoop = recurrence.Compile(new CompileOptions { Seed = 1, Execution = ExecutionMode.TorchOps });
+Func<double, string> scanRate = ms => $"{bytes / ms / 1e6:0.0} GB/s";
+var kernel = report.Add(Measurement.Of("recurrence", $"B {batch}, N {width}, T {time}", "fused SIMD kernel", repeats,
+    () => { using var _ = no_grad(); using var s = NewDisposeScope(); fused.forward(source); }, scanRate));
+var perStep = report.Add(Measurement.Of("recurrence", $"B {batch}, N {width}, T {time}", "TorchSharp per-step loop", repeats,
+    () => { using var _ = no_grad(); using var s = NewDisposeScope(); stepLoop.forward(source); }, scanRate));
+var cumsum = report.Add(Measurement.Of("recurrence", $"B {batch}, N {width}, T {time}", "cumsum of lambda^-t u (timing only)", repeats,
+    () =>
+    {
+        using var _ = no_grad();
+        using var s = NewDisposeScope();
+        var powers = lambda.log().unsqueeze(0) * arange(time, dtype: ScalarType.Float32).unsqueeze(1);
+        ((source * (-powers).exp()).cumsum(1) * powers.exp()).Dispose();
+    }, scanRate));
+var trainable = Model.Input("u", width).LinearRecurrence(lambda: Values(lambda)).Build().Compile(new CompileOptions { Seed = 1 });
+var sourceGrad = source.clone().requires_grad_(true);
+var backward = report.Add(Measurement.Of("recurrence", $"B {batch}, N {width}, T {time}", "fused forward + backward", repeats,
+    () =>
+    {
+        using var s = NewDisposeScope();
+        trainable.zero_grad();
+        trainable.forward(sourceGrad).sum().backward();
+        sourceGrad.grad!.Dispose();
+        sourceGrad.grad = null;
+    }));
+report.Ratio("recurrence kernel rate / copy rate", bytes / kernel.MinMs / 1e6 / copyRate, ">= 0.5", bytes / kernel.MinMs / 1e6 / copyRate >= 0.5);
+report.Ratio("per-step loop time / kernel time", perStep.MinMs / kernel.MinMs, ">= 4", perStep.MinMs / kernel.MinMs >= 4);
+report.Ratio("cumsum formulation time / kernel time", cumsum.MinMs / kernel.MinMs, ">= 4", cumsum.MinMs / kernel.MinMs >= 4);
+report.Ratio("forward+backward time / forward time", backward.MinMs / kernel.MinMs, "<= 3", backward.MinMs / kernel.MinMs <= 3);
+source.Dispose(); target.Dispose(); sourceGrad.Dispose();
+
+// --- attention and its lowered gated RNN: d = 64, 4 heads of 16, B = 8
+Console.WriteLine("\n== causal linear attention (d 64, 4 heads of 16, B 8) and its lowered gated RNN");
+var attention = InitializeWeights.Run(Model.Input("x", 64).Attention(4, 16, 16, outFeatures: 64, name: "attention").Build(), 1);
+var lowered = LowerAttention.ToGatedRnn(attention);
+var chunked = attention.Compile();
+var masked = attention.Compile(new CompileOptions { Execution = ExecutionMode.TorchOps });
+var rnn = lowered.Compile();
+foreach (var length in quick ? new[] { 1024 } : new[] { 1024, 4096 })
+{
+    var x = randn(8, length, 64, generator: generator);
+    var configuration = $"T {length}";
+    var fast = report.Add(Measurement.Of("attention", configuration, "chunked (exact)", repeats, () => Run(chunked, x)));
+    report.Add(Measurement.Of("attention", configuration, "masked T x T", Math.Min(repeats, 3), () => Run(masked, x)));
+    var dense = report.Add(Measurement.Of("lowered RNN", configuration, "dense projections + fused scan", Math.Min(repeats, 3), () => Run(rnn, x)));
+    report.Ratio($"lowered RNN / fastest attention at T {length}", dense.MinMs / fast.MinMs, "<= 2", dense.MinMs / fast.MinMs <= 2);
+    x.Dispose();
+}
+
+// --- step form: per-token latency and allocation
+Console.WriteLine("\n== step form (one token at a time, batch 1)");
+var attentionLatency = StepLatency(chunked, 64, quick ? 200 : 1000, out var attentionBytes);
+var rnnLatency = StepLatency(rnn, 64, quick ? 200 : 1000, out var rnnBytes);
+report.Add(new Measurement("step", "d 64, 4 heads of 16", "attention step", attentionLatency, attentionLatency, $"{attentionBytes:0} B allocated per step"));
+report.Add(new Measurement("step", "d 64, 4 heads of 16", "lowered RNN step", rnnLatency, rnnLatency, $"{rnnBytes:0} B allocated per step"));
+report.Ratio("lowered RNN step latency / attention step latency", rnnLatency / attentionLatency, "<= 2", rnnLatency / attentionLatency <= 2);
+report.Ratio("managed bytes allocated per lowered RNN step", rnnBytes, "0", rnnBytes == 0);
+
+// --- a gated RNN layer against the same layer written by hand with a per-step loop of tensor ops
+Console.WriteLine("\n== gated RNN layer (d 256, N 1024, B 8, T 1024): compiled against hand-written");
+const int d = 256, n = 1024;
+var layer = InitializeWeights.Run(Model.Input("x", d)
+    .Gate(value: v => v.Projection(n), gate: g => g.Projection(n), activation: ActivationKind.Sigmoid)
+    .LinearRecurrence(name: "memory")
+    .Projection(d, name: "readout")
+    .Build(), 1);
+var compiled = layer.Compile();
+var handWritten = new HandWrittenLayer(compiled);
+var input = randn(8, 1024, d, generator: generator);
+var ours = report.Add(Measurement.Of("gated RNN", "forward", "compiled", repeats, () => Run(compiled, input)));
+var theirs = report.Add(Measurement.Of("gated RNN", "forward", "hand-written per-step loop", Math.Min(repeats, 3),
+    () => { using var _ = no_grad(); using var s = NewDisposeScope(); handWritten.Forward(input); }));
+var oursBackward = report.Add(Measurement.Of("gated RNN", "forward + backward", "compiled", repeats,
+    () => { using var s = NewDisposeScope(); compiled.zero_grad(); compiled.forward(input).sum().backward(); }));
+var theirsBackward = report.Add(Measurement.Of("gated RNN", "forward + backward", "hand-written per-step loop", Math.Min(repeats, 3),
+    () => { using var s = NewDisposeScope(); compiled.zero_grad(); handWritten.Forward(input).sum().backward(); }));
+report.Ratio("hand-written / compiled, forward", theirs.MinMs / ours.MinMs, ">= 4", theirs.MinMs / ours.MinMs >= 4);
+report.Ratio("hand-written / compiled, forward + backward", theirsBackward.MinMs / oursBackward.MinMs, ">= 4",
+    theirsBackward.MinMs / oursBackward.MinMs >= 4);
+var matmulA = randn(2048, 2048, generator: generator);
+var matmul = report.Add(Measurement.Of("reference", "matmul 2048^3", "libtorch", repeats, () => matmulA.matmul(matmulA).Dispose(),
+    ms => $"{2.0 * 2048 * 2048 * 2048 / ms / 1e6:0.0} GFLOP/s"));
+Console.WriteLine("  (the Python peer, benchmarks/peer.py, runs where python3 has torch: python3 benchmarks/peer.py)");
+
+report.Print(Process.GetCurrentProcess().PeakWorkingSet64);
+report.WriteCsv(Path.Combine("artifacts", "benchmarks.csv"));
+Console.WriteLine($"wrote {Path.GetFullPath(Path.Combine("artifacts", "benchmarks.csv"))}");
+
+static void Run(Duality.Torch.CompiledGraph model, Tensor x)
+{
+    using var _ = no_grad();
+    using var scope = NewDisposeScope();
+    model.forward(x);
+}
+
+static double StepLatency(Duality.Torch.CompiledGraph model, int features, int steps, out double bytesPerStep)
+{
+    using var noGrad = no_grad();
+    var stream = model.ToStepForm();
+    var state = stream.InitialState(1);
+    var x = randn(1, features);
+    for (int i = 0; i < 20; i++) (_, state) = stream.Step(x, state);
+    var before = GC.GetAllocatedBytesForCurrentThread();
+    var clock = Stopwatch.StartNew();
+    for (int i = 0; i < steps; i++) (_, state) = stream.Step(x, state);
+    var elapsed = clock.Elapsed.TotalMilliseconds;
+    bytesPerStep = (GC.GetAllocatedBytesForCurrentThread() - before) / (double)steps;
+    return elapsed / steps;
+}
+
+static Duality.Ir.DoubleTensor Values(Tensor t) => Duality.Ir.DoubleTensor.Vector(t.to_type(ScalarType.Float64).data<double>().ToArray());
+
+/// <summary>The gated RNN layer as a user would write it by hand: a loop over time of tensor operations.</summary>
+sealed class HandWrittenLayer(Duality.Torch.CompiledGraph model)
+{
+    private readonly Dictionary<string, Tensor> p = model.named_parameters().ToDictionary(x => x.name, x => (Tensor)x.parameter);
+
+    public Tensor Forward(Tensor x)
+    {
+        var value = nn.functional.linear(x, p["gate/value/projection.weight"], p["gate/value/projection.bias"]);
+        var gate = nn.functional.linear(x, p["gate/gate/projection.weight"], p["gate/gate/projection.bias"]).sigmoid();
+        var u = value * gate;
+        var h = zeros(x.shape[0], u.shape[2]);
+        var outputs = new List<Tensor>();
+        for (long t = 0; t < x.shape[1]; t++)
+        {
+            h = p["memory.lambda"] * h + u.select(1, t);
+            outputs.Add(nn.functional.linear(h, p["readout.weight"], p["readout.bias"]));
+        }
+        return stack(outputs, 1);
+    }
+}
