@@ -103,6 +103,21 @@ let tests =
                 && within 1e-10 (scaledError dxOps dxFast) "input gradients"
                 && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFast)
 
+        testPropertyWithConfig { config with maxTest = 60 } "structure-aware execution of lowered layers = node-by-node execution (float64, <= 1e-10), also under the invariances" <|
+            Prop.forAll (Arb.fromGen attentionCase) (fun c ->
+                let l = c.Layer
+                let fixedDecay = match l.Decay with Duality.Testing.Generators.InputDependent -> false | _ -> true
+                fixedDecay ==> lazy (
+                    let lowered = LowerAttention.ToGatedRnn(Duality.Testing.Generators.attentionGraph l, Construction.Full)
+                    let variants =
+                        let realDecay = match l.Decay with Duality.Testing.Generators.Rotating _ -> false | _ -> true
+                        if l.FeatureMap = ActivationKind.Identity && realDecay then [ lowered; LawsRaising.perturbed l.Seed lowered ] else [ lowered ]
+                    let x = randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0 |> toTensor torch.ScalarType.Float64
+                    variants |> List.forall (fun g ->
+                        let run execution =
+                            noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution)).forward(x) |> ofTensor)
+                        within 1e-10 (scaledError (run ExecutionMode.TorchOps) (run ExecutionMode.Auto)) "structure-aware vs node by node")))
+
         testPropertyWithConfig config "fused scan = reference evaluator (float32 within 1e-5 scaled)" <|
             Prop.forAll (Arb.fromGen recurrenceCase) (fun c ->
                 let g = recurrenceGraph c

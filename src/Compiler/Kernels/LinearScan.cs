@@ -8,7 +8,7 @@ using static TorchSharp.torch.autograd;
 namespace Duality.Kernels;
 
 /// <summary>Raw-storage access to contiguous CPU tensors, for the kernels.</summary>
-internal static unsafe class Storage
+internal static unsafe class RawStorage
 {
     public static T* Pointer<T>(Tensor tensor) where T : unmanaged =>
         (T*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(MemoryMarshal.Cast<byte, T>(tensor.bytes)));
@@ -54,10 +54,10 @@ internal sealed class LinearScan : SingleTensorFunction<LinearScan>
 
     private static unsafe void Forward<T>(Tensor u, Tensor lambda, Tensor? h0, Tensor h, LambdaLayout layout) where T : unmanaged, INumber<T>
     {
-        var pu = Storage.Pointer<T>(u);
-        var pl = Storage.Pointer<T>(lambda);
-        var ph0 = Storage.PointerOrNull<T>(h0);
-        var ph = Storage.Pointer<T>(h);
+        var pu = RawStorage.Pointer<T>(u);
+        var pl = RawStorage.Pointer<T>(lambda);
+        var ph0 = RawStorage.PointerOrNull<T>(h0);
+        var ph = RawStorage.Pointer<T>(h);
         int batch = (int)u.shape[0], time = (int)u.shape[1], width = (int)u.shape[2];
         if (time == 0) return;
         ScanLoops.Parallel(batch, width, (b, n0, n1) => ScanLoops.RealForward(pu, pl, layout, ph0, ph, b, n0, n1, time, width));
@@ -71,13 +71,13 @@ internal sealed class LinearScan : SingleTensorFunction<LinearScan>
         var perChannel = layout == LambdaLayout.PerChannel;
         var dLambda = perChannel ? zeros(batch, width, dtype: g.dtype) : zeros_like(g);
         var dh0 = h0 is null ? null : zeros(batch, width, dtype: g.dtype);
-        var pg = Storage.Pointer<T>(g);
-        var pl = Storage.Pointer<T>(lambda);
-        var ph0 = Storage.PointerOrNull<T>(h0);
-        var ph = Storage.Pointer<T>(h);
-        var pdu = Storage.Pointer<T>(du);
-        var pdl = Storage.Pointer<T>(dLambda);
-        var pdh0 = Storage.PointerOrNull<T>(dh0);
+        var pg = RawStorage.Pointer<T>(g);
+        var pl = RawStorage.Pointer<T>(lambda);
+        var ph0 = RawStorage.PointerOrNull<T>(h0);
+        var ph = RawStorage.Pointer<T>(h);
+        var pdu = RawStorage.Pointer<T>(du);
+        var pdl = RawStorage.Pointer<T>(dLambda);
+        var pdh0 = RawStorage.PointerOrNull<T>(dh0);
         if (time > 0)
             ScanLoops.Parallel(batch, width, (b, n0, n1) =>
                 ScanLoops.RealBackward(pg, pl, layout, ph0, ph, pdu, perChannel ? pdl + (long)b * width : pdl,
@@ -128,12 +128,12 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
 
     private static unsafe void Forward<T>(Tensor u, Tensor lre, Tensor lim, Tensor? h0re, Tensor? h0im, Tensor h) where T : unmanaged, INumber<T>
     {
-        var pu = Storage.Pointer<T>(u);
-        var pr = Storage.Pointer<T>(lre);
-        var pi = Storage.Pointer<T>(lim);
-        var p0r = Storage.PointerOrNull<T>(h0re);
-        var p0i = Storage.PointerOrNull<T>(h0im);
-        var ph = Storage.Pointer<T>(h);
+        var pu = RawStorage.Pointer<T>(u);
+        var pr = RawStorage.Pointer<T>(lre);
+        var pi = RawStorage.Pointer<T>(lim);
+        var p0r = RawStorage.PointerOrNull<T>(h0re);
+        var p0i = RawStorage.PointerOrNull<T>(h0im);
+        var ph = RawStorage.Pointer<T>(h);
         int batch = (int)u.shape[0], time = (int)u.shape[1], width = (int)u.shape[2];
         if (time == 0) return;
         ScanLoops.Parallel(batch, width, (b, n0, n1) => ScanLoops.ComplexForward(pu, pr, pi, p0r, p0i, ph, b, n0, n1, time, width));
@@ -146,15 +146,15 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
         var adjoint = empty_like(g);
         var dl = zeros(2, batch, width, dtype: g.dtype);
         var dh0 = h0re is null ? null : zeros(2, batch, width, dtype: g.dtype);
-        var pg = Storage.Pointer<T>(g);
-        var pr = Storage.Pointer<T>(lre);
-        var pi = Storage.Pointer<T>(lim);
-        var p0r = Storage.PointerOrNull<T>(h0re);
-        var p0i = Storage.PointerOrNull<T>(h0im);
-        var ph = Storage.Pointer<T>(h);
-        var pa = Storage.Pointer<T>(adjoint);
-        var pdl = Storage.Pointer<T>(dl);
-        var pdh0 = Storage.PointerOrNull<T>(dh0);
+        var pg = RawStorage.Pointer<T>(g);
+        var pr = RawStorage.Pointer<T>(lre);
+        var pi = RawStorage.Pointer<T>(lim);
+        var p0r = RawStorage.PointerOrNull<T>(h0re);
+        var p0i = RawStorage.PointerOrNull<T>(h0im);
+        var ph = RawStorage.Pointer<T>(h);
+        var pa = RawStorage.Pointer<T>(adjoint);
+        var pdl = RawStorage.Pointer<T>(dl);
+        var pdh0 = RawStorage.PointerOrNull<T>(dh0);
         long plane = (long)batch * width;
         if (time > 0)
             ScanLoops.Parallel(batch, width, (b, n0, n1) =>

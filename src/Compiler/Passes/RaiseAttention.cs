@@ -69,16 +69,26 @@ public static class RaiseAttention
         return new Raising(emitter.Build(), reports, refused);
     }
 
-    private sealed record Layer(NodeId Source, Projection InputValue, Projection InputKey, Gate Input, LinearRecurrence Recurrence,
+    internal sealed record Layer(NodeId Source, Projection InputValue, Projection InputKey, Gate Input, LinearRecurrence Recurrence,
         Projection OutputValue, Projection OutputQuery, NodeId Readout, Projection ReadoutNode, IReadOnlyList<NodeId> Interior);
 
-    private readonly record struct Why(string Reason, string Hint);
+    internal readonly record struct Why(string Reason, string Hint);
+
+    /// <summary>Every gated-RNN layer of the paper's form in the graph (whatever its weights).</summary>
+    internal static IEnumerable<Layer> Layers(Graph graph)
+    {
+        var consumers = new int[graph.Nodes.Count];
+        foreach (var node in graph.Nodes) foreach (var s in node.Sources) consumers[s.Index]++;
+        foreach (var o in graph.Outputs) consumers[o.Index]++;
+        foreach (var recurrence in graph.Nodes.OfType<LinearRecurrence>())
+            if (Match(graph, graph.IdOf(recurrence.Name), consumers).Item1 is { } layer) yield return layer;
+    }
 
     private static readonly Why Shape = new(
         "the recurrence is not the middle of input gate (two projections of one sequence) -> recurrence -> output gate (two bias-free projections of it) -> bias-free readout, each read only by the next",
         "write the layer in exactly that shape (as LowerAttention does) to raise it");
 
-    private static (Layer?, Why) Match(Graph g, NodeId recurrenceId, int[] consumers)
+    internal static (Layer?, Why) Match(Graph g, NodeId recurrenceId, int[] consumers)
     {
         var recurrence = (LinearRecurrence)g[recurrenceId];
         if (recurrence.Decay is not null)

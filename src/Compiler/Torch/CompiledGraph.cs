@@ -13,6 +13,7 @@ namespace Duality.Torch;
 public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
 {
     private readonly NodeModule?[] nodeModules;
+    private readonly IReadOnlyList<GatedLayerExecutor> executors;
 
     internal CompiledGraph(Graph graph, ScalarType dtype, Device device, ExecutionMode execution) : base("graph")
     {
@@ -23,6 +24,7 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
         nodeModules = graph.Nodes.Select(n => ModuleFactory.Create(n, dtype, execution)).ToArray();
         foreach (var module in nodeModules)
             if (module is not null) register_module(module.GetName(), module);
+        executors = execution == ExecutionMode.Auto ? GatedLayerExecutor.For(graph, nodeModules) : [];
         this.to(device);
     }
 
@@ -53,12 +55,40 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     {
         InputCheck.Sequences(Graph, inputs, DType, Device, timeSteps: null);
         var values = new Tensor[nodeModules.Length];
+        var fused = Fuse(values);
         int next = 0;
         for (int i = 0; i < nodeModules.Length; i++)
+        {
+            if (fused.TryGetValue(i, out var layerOutput))
+            {
+                values[i] = layerOutput;
+                continue;
+            }
+            if (fused.ContainsKey(~i)) continue;
             values[i] = nodeModules[i] is { } module
                 ? module.Forward(Graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray())
                 : inputs[next++];
+            fused = Fuse(values, fused, i);
+        }
         return Graph.Outputs.Select(o => values[o.Index]).ToArray();
+    }
+
+    /// <summary>
+    /// Runs each structure-aware layer as soon as its input is known (after node <paramref name="computed"/>):
+    /// the result is keyed by the layer's readout index, its interior nodes by their complement (~index) so
+    /// they are skipped. Layers whose weights lack the structure, or any layer while gradients are
+    /// recorded, run node by node.
+    /// </summary>
+    private Dictionary<int, Tensor> Fuse(Tensor[] values, Dictionary<int, Tensor>? fused = null, int computed = -1)
+    {
+        fused ??= [];
+        foreach (var executor in executors.Where(e => e.Layer.Source.Index == computed))
+            if (executor.TryRun(values[computed]) is { } output)
+            {
+                fused[executor.Layer.Readout.Index] = output;
+                foreach (var interior in executor.Layer.Interior) fused[~interior.Index] = output;
+            }
+        return fused;
     }
 
     /// <summary>Named inputs to named outputs.</summary>

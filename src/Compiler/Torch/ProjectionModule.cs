@@ -21,6 +21,10 @@ internal sealed class ProjectionModule : NodeModule
         }
     }
 
+    public Tensor Weight => weight;
+
+    public Tensor? BiasWeight => bias;
+
     public override Tensor Forward(IReadOnlyList<Tensor> inputs) => nn.functional.linear(inputs[0], weight, bias);
 
     public override Node ReadBack(Node node) =>

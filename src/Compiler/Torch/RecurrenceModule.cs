@@ -32,6 +32,9 @@ internal sealed class RecurrenceModule : NodeModule
 
     private bool Complex => node.State == StateKind.Complex;
 
+    /// <summary>The eigenvalues ([width] or [width, 2]), or null with a decay branch.</summary>
+    public Tensor? Lambda => lambda;
+
     public override bool IsStateful => true;
 
     public override Tensor[] InitialState(long batch)
