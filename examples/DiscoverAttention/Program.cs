@@ -1,0 +1,77 @@
+// Do gated RNNs trained by gradient descent discover attention? Students of the paper's layer are
+// trained to imitate a random causal linear attention teacher (d = 3), for numbers of recurrent
+// neurons around d(d+1)/2 + d = 9, and read afterwards: their losses, eigenvalues, pruning, and the
+// rank of the quadratic forms their memory neurons store. Then in-context linear regression against
+// the best one-step gradient-descent predictor, and baselines.
+//   dotnet run --project examples/DiscoverAttention -c Release [-- --steps 30000 --seeds 3]
+using System.Globalization;
+using Duality;
+using Duality.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+int Argument(string name, int fallback) =>
+    args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() is { } v && int.TryParse(v, out var n) ? n : fallback;
+var steps = Argument("--steps", 5000);
+var seeds = Argument("--seeds", 2);
+const int d = 3;
+var threshold = d * (d + 1) / 2 + d;
+Duality.Runtime.Allocation.KeepLargeAllocations();
+
+Console.WriteLine($"teacher-student, d = {d} (threshold d(d+1)/2 + d = {threshold}), {steps} Adam steps (3e-3, cosine), batch 64, T = 10, {seeds} seeds");
+var task = new TeacherStudentTask(d, seed: 7, dtype: ScalarType.Float64);
+var options = new TrainingOptions { Steps = steps, LearningRate = 3e-3, Progress = null, RecordEvery = Math.Max(1, steps / 200) };
+Console.WriteLine($"{"N",3} {"seed",4} {"loss",10} {"pruned",10} {"near 0",7} {"near 1",7} {"other",6} {"rank",5} {"steps/s",8}");
+var curves = new List<(string, IReadOnlyList<(double, double)>)>();
+var rows = new List<string> { "task,neurons,seed,loss,pruned_loss,near_zero,near_one,other,rank" };
+foreach (var neurons in new[] { 4, 6, 8, threshold, 12, 16 })
+    for (int seed = 0; seed < seeds; seed++)
+    {
+        var student = Students.GatedRnn(d, neurons, 2 * d * d, d, seed).Compile(new CompileOptions { DType = ScalarType.Float64, Seed = seed });
+        var result = Trainer.Train(student, task, options with { Seed = seed });
+        var trained = student.ToGraph();
+        var reading = Analysis.Read(trained);
+        var loss = Analysis.Loss(trained, task);
+        var pruned = Analysis.Loss(Analysis.Prune(trained), task);
+        Console.WriteLine($"{neurons,3} {seed,4} {loss,10:0.00e0} {pruned,10:0.00e0} {reading.NearZero,7} {reading.NearOne,7} {reading.Elsewhere,6} " +
+                          $"{reading.QuadraticFormRank,5} {result.StepsPerSecond,8:0}");
+        rows.Add(string.Join(",", "teacher-student", neurons, seed, R(loss), R(pruned), reading.NearZero, reading.NearOne, reading.Elsewhere, reading.QuadraticFormRank));
+        if (seed == 0) curves.Add(($"N = {neurons}", result.Losses.Select(l => ((double)l.Step, l.Loss)).ToList()));
+    }
+Console.WriteLine($"(exact students: loss below 1e-6; the attention teacher stores d(d+1)/2 = {d * (d + 1) / 2} quadratic forms)");
+
+Console.WriteLine();
+const int dx = 3, dy = 1;
+var regression = new InContextRegressionTask(dx, dy, examples: 10, ScalarType.Float64);
+var oneStep = regression.OneStepGradientDescentLoss();
+Console.WriteLine($"in-context linear regression (d_x = {dx}, d_y = {dy}, 10 examples): best one-step gradient descent loss {oneStep:0.0000} (E|y|^2 = 1)");
+foreach (var neurons in new[] { 3, dx * dy + dx, 9 })
+{
+    var student = Students.GatedRnn(dx + dy, neurons, 2 * (dx + dy) * (dx + dy), dx + dy, 0).Compile(new CompileOptions { DType = ScalarType.Float64 });
+    Trainer.Train(student, regression, options);
+    var loss = Analysis.Loss(student.ToGraph(), regression, batch: 16384);
+    Console.WriteLine($"  gated RNN, N = {neurons,2}: loss {loss:0.0000}");
+    rows.Add(string.Join(",", "regression", neurons, 0, R(loss), "", "", "", "", ""));
+}
+
+Console.WriteLine();
+Console.WriteLine("baselines on the teacher-student task (seed 0):");
+var baselines = new (string, nn.Module<Tensor, Tensor>)[]
+{
+    ("linear attention", Students.LinearAttention(d, d).Compile(new CompileOptions { DType = ScalarType.Float64 })),
+    ("LSTM, 16 units", Students.Lstm(d, 16, d).to(ScalarType.Float64)),
+    ("GRU, 16 units", Students.Gru(d, 16, d).to(ScalarType.Float64)),
+};
+foreach (var (name, model) in baselines)
+{
+    var result = Trainer.Train(model, task, options);
+    Console.WriteLine($"  {name,-17} loss {result.FinalLoss:0.00e0}");
+    rows.Add(string.Join(",", "baseline " + name, "", 0, R(result.FinalLoss), "", "", "", "", ""));
+}
+
+Directory.CreateDirectory("artifacts");
+File.WriteAllLines(Path.Combine("artifacts", "discover-attention.csv"), rows);
+Plot.Lines(Path.Combine("artifacts", "discover-attention.png"), curves);
+Console.WriteLine($"\nwrote artifacts/discover-attention.csv and artifacts/discover-attention.png (loss curves, log scale, seed 0)");
+
+static string R(double v) => v.ToString("R", CultureInfo.InvariantCulture);

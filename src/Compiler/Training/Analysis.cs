@@ -1,0 +1,76 @@
+using Duality.Ir;
+using Duality.Passes;
+using DoubleTensor = Duality.Ir.DoubleTensor;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Duality.Training;
+
+/// <summary>What a trained gated RNN layer stores (paper.md section 7).</summary>
+public sealed record GatedRnnReading(
+    IReadOnlyList<double> Lambdas, int NearZero, int NearOne, int Elsewhere,
+    int QuadraticFormRank, IReadOnlyList<double> QuadraticFormSpectrum)
+{
+    public override string ToString() =>
+        $"lambda: {NearOne} near 1, {NearZero} near 0, {Elsewhere} elsewhere; memory quadratic forms span rank {QuadraticFormRank} " +
+        $"(singular values {string.Join(" ", QuadraticFormSpectrum.Take(10).Select(s => s.ToString("0.###e0")))})";
+}
+
+/// <summary>Reading a trained gated RNN of the paper's form: eigenvalues, pruning, stored quadratic forms.</summary>
+public static class Analysis
+{
+    /// <summary>
+    /// Eigenvalues near 0 and near 1 (within <paramref name="tolerance"/>), and the rank of the memory
+    /// neurons' quadratic forms sym(a_g a_x^T) over the input (biases excluded): singular values above
+    /// <paramref name="rankTolerance"/> times the largest.
+    /// </summary>
+    public static GatedRnnReading Read(Graph trained, double tolerance = 0.05, double rankTolerance = 1e-3)
+    {
+        var layer = RaiseAttention.Layers(trained).FirstOrDefault()
+            ?? throw new GraphException(new Diagnostic("not a gated RNN layer", "(graph)", "analysis",
+                "analyse a graph with an input gate, a real recurrence, an output gate and a readout (Students.GatedRnn)"));
+        var r = layer.Recurrence;
+        var lambdas = Enumerable.Range(0, r.Width).Select(i => r.Lambda![i]).ToArray();
+        var nearOne = Enumerable.Range(0, r.Width).Where(i => Math.Abs(lambdas[i] - 1) <= tolerance).ToArray();
+        int nearZero = lambdas.Count(l => Math.Abs(l) <= tolerance);
+        var d = layer.InputValue.InFeatures;
+        var forms = new double[Math.Max(nearOne.Length, 1), d * d];
+        for (int row = 0; row < nearOne.Length; row++)
+            for (int a = 0; a < d; a++)
+                for (int b = 0; b < d; b++)
+                {
+                    var (ga, xb) = (layer.InputValue.Weights!.Weight[nearOne[row], a], layer.InputKey.Weights!.Weight[nearOne[row], b]);
+                    var (gb, xa) = (layer.InputValue.Weights.Weight[nearOne[row], b], layer.InputKey.Weights.Weight[nearOne[row], a]);
+                    forms[row, a * d + b] = 0.5 * (ga * xb + gb * xa);
+                }
+        using var scope = NewDisposeScope();
+        var spectrum = linalg.svdvals(tensor(forms)).data<double>().ToArray();
+        var rank = nearOne.Length == 0 ? 0 : spectrum.Count(s => s > rankTolerance * spectrum[0]);
+        return new GatedRnnReading(lambdas, nearZero, nearOne.Length, r.Width - nearZero - nearOne.Length, rank, spectrum);
+    }
+
+    /// <summary>The graph with every recurrent neuron whose eigenvalue is away from 0 and 1 silenced (its input gate rows zeroed).</summary>
+    public static Graph Prune(Graph trained, double tolerance = 0.05)
+    {
+        var layer = RaiseAttention.Layers(trained).FirstOrDefault()
+            ?? throw new GraphException(new Diagnostic("not a gated RNN layer", "(graph)", "pruning", "prune a graph made by Students.GatedRnn"));
+        var r = layer.Recurrence;
+        var silenced = Enumerable.Range(0, r.Width).Where(i => Math.Abs(r.Lambda![i]) > tolerance && Math.Abs(r.Lambda[i] - 1) > tolerance).ToHashSet();
+        if (silenced.Count == 0) return trained;
+        var p = layer.InputValue;
+        var w = p.Weights!.Weight;
+        var weight = DoubleTensor.FromShape([w.Shape[0], w.Shape[1]], w.Data.Select((x, i) => silenced.Contains(i / w.Shape[1]) ? 0 : x).ToArray());
+        var bias = p.Weights.Bias is { } b ? DoubleTensor.Vector(b.Data.Select((x, i) => silenced.Contains(i) ? 0 : x).ToArray()) : null;
+        return trained.WithNode(trained.IdOf(p.Name), p with { Weights = new ProjectionWeights(weight, bias) });
+    }
+
+    /// <summary>A task's loss for a graph on a fixed batch (float64).</summary>
+    public static double Loss(Graph graph, ITrainingTask task, int batch = 1024, int seed = 12345)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var (input, target) = task.Batch(batch, new torch.Generator((ulong)seed));
+        var model = graph.Compile(new CompileOptions { DType = input.dtype });
+        return task.Loss(model.forward(input), target).to_type(ScalarType.Float64).item<double>();
+    }
+}
