@@ -21,9 +21,10 @@ Duality.Runtime.Allocation.KeepLargeAllocations();
 Console.WriteLine($"teacher-student, d = {d} (threshold d(d+1)/2 + d = {threshold}), {steps} Adam steps (3e-3, cosine), batch 64, T = 10, {seeds} seeds");
 var task = new TeacherStudentTask(d, seed: 7, dtype: ScalarType.Float64);
 var options = new TrainingOptions { Steps = steps, LearningRate = 3e-3, Progress = null, RecordEvery = Math.Max(1, steps / 200) };
-Console.WriteLine($"{"N",3} {"seed",4} {"loss",10} {"pruned",10} {"near 0",7} {"near 1",7} {"other",6} {"rank",5} {"steps/s",8}");
+var teacherTensor = Analysis.CubicTensor(task.Teacher);
+Console.WriteLine($"{"N",3} {"seed",4} {"loss",10} {"pruned",10} {"near 0",7} {"near 1",7} {"other",6} {"rank",5} {"distance",9} {"steps/s",8}");
 var curves = new List<(string, IReadOnlyList<(double, double)>)>();
-var rows = new List<string> { "task,neurons,seed,loss,pruned_loss,near_zero,near_one,other,rank" };
+var rows = new List<string> { "task,neurons,seed,loss,pruned_loss,near_zero,near_one,other,rank,tensor_distance" };
 foreach (var neurons in new[] { 4, 6, 8, threshold, 12, 16 })
     for (int seed = 0; seed < seeds; seed++)
     {
@@ -33,12 +34,15 @@ foreach (var neurons in new[] { 4, 6, 8, threshold, 12, 16 })
         var reading = Analysis.Read(trained);
         var loss = Analysis.Loss(trained, task);
         var pruned = Analysis.Loss(Analysis.Prune(trained), task);
+        var distance = Analysis.TensorDistance(Analysis.CubicTensor(trained), teacherTensor);
         Console.WriteLine($"{neurons,3} {seed,4} {loss,10:0.00e0} {pruned,10:0.00e0} {reading.NearZero,7} {reading.NearOne,7} {reading.Elsewhere,6} " +
-                          $"{reading.QuadraticFormRank,5} {result.StepsPerSecond,8:0}");
-        rows.Add(string.Join(",", "teacher-student", neurons, seed, R(loss), R(pruned), reading.NearZero, reading.NearOne, reading.Elsewhere, reading.QuadraticFormRank));
+                          $"{reading.QuadraticFormRank,5} {distance,9:0.00e0} {result.StepsPerSecond,8:0}");
+        rows.Add(string.Join(",", "teacher-student", neurons, seed, R(loss), R(pruned), reading.NearZero, reading.NearOne, reading.Elsewhere,
+            reading.QuadraticFormRank, R(distance)));
         if (seed == 0) curves.Add(($"N = {neurons}", result.Losses.Select(l => ((double)l.Step, l.Loss)).ToList()));
     }
-Console.WriteLine($"(exact students: loss below 1e-6; the attention teacher stores d(d+1)/2 = {d * (d + 1) / 2} quadratic forms)");
+Console.WriteLine($"(exact students: loss below 1e-6; the attention teacher stores d(d+1)/2 = {d * (d + 1) / 2} quadratic forms; " +
+                  "distance: relative Frobenius distance of the fitted order-3 tensor to the teacher's)");
 
 Console.WriteLine();
 const int dx = 3, dy = 1;
@@ -51,7 +55,7 @@ foreach (var neurons in new[] { 3, dx * dy + dx, 9 })
     Trainer.Train(student, regression, options);
     var loss = Analysis.Loss(student.ToGraph(), regression, batch: 16384);
     Console.WriteLine($"  gated RNN, N = {neurons,2}: loss {loss:0.0000}");
-    rows.Add(string.Join(",", "regression", neurons, 0, R(loss), "", "", "", "", ""));
+    rows.Add(string.Join(",", "regression", neurons, 0, R(loss), "", "", "", "", "", ""));
 }
 
 Console.WriteLine();
@@ -66,7 +70,7 @@ foreach (var (name, model) in baselines)
 {
     var result = Trainer.Train(model, task, options);
     Console.WriteLine($"  {name,-17} loss {result.FinalLoss:0.00e0}");
-    rows.Add(string.Join(",", "baseline " + name, "", 0, R(result.FinalLoss), "", "", "", "", ""));
+    rows.Add(string.Join(",", "baseline " + name, "", 0, R(result.FinalLoss), "", "", "", "", "", ""));
 }
 
 Directory.CreateDirectory("artifacts");

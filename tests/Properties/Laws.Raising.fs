@@ -79,7 +79,8 @@ let perturbed (seed: int) (g: Graph) =
     let p (n: string) = node n :?> Projection
     let av, ak = p "/input_value", p "/input_key"
     let bg, bx = p "/output_value", p "/output_query"
-    let readout = g.Nodes |> Seq.pick (function :? Projection as q when q.Name = "attention" -> Some q | _ -> None)
+    let outputGate = g.IdOf((node "/output").Name)
+    let readout = g.Nodes |> Seq.pick (function :? Projection as q when q.Source = outputGate -> Some q | _ -> None)
     let memory = g.Nodes |> Seq.pick (function :? LinearRecurrence as r -> Some r | _ -> None)
     let n, m = memory.Width, bg.OutFeatures
     let order = Array.init n id |> Array.sortBy (fun _ -> random.Next())

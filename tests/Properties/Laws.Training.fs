@@ -53,6 +53,15 @@ let tests =
                     Expect.equal reading.QuadraticFormRank (d * (d + 1) / 2) "the symmetric forms of the teacher"
                     Expect.isTrue (obj.ReferenceEquals(Analysis.Prune graph, graph)) "nothing to prune"
 
+        testCase "the fitted order-3 tensor of a lowered attention equals the attention's, also under the invariances" <| fun () ->
+            let task = TeacherStudentTask(3, seed = 2, dtype = torch.ScalarType.Float64)
+            let teacher = Analysis.CubicTensor(task.Teacher)
+            let lowered = LowerAttention.ToGatedRnn(task.Teacher, Construction.Full)
+            for graph in [ lowered; LawsRaising.perturbed 4 lowered; LowerAttention.ToGatedRnn(task.Teacher, Construction.Compressed) ] do
+                Expect.isLessThan (Analysis.TensorDistance(Analysis.CubicTensor(graph), teacher)) 1e-9 "same tensor"
+            let other = TeacherStudentTask(3, seed = 3, dtype = torch.ScalarType.Float64)
+            Expect.isGreaterThan (Analysis.TensorDistance(Analysis.CubicTensor(other.Teacher), teacher)) 0.1 "another teacher is far"
+
         testCase "the one-step gradient descent loss of in-context regression matches paper.md (0.2179 for d_x = 3, d_y = 1, n = 10)" <| fun () ->
             let loss = InContextRegressionTask(3, 1, 10, torch.ScalarType.Float64).OneStepGradientDescentLoss(200_000, 1)
             Expect.floatClose { absolute = 0.004; relative = 0.0 } loss 0.2179 "Monte Carlo estimate within 0.004"

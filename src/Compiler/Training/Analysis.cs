@@ -64,6 +64,30 @@ public static class Analysis
         return trained.WithNode(trained.IdOf(p.Name), p with { Weights = new ProjectionWeights(weight, bias) });
     }
 
+    /// <summary>
+    /// The least-squares fit of y_t,i = sum_(a &lt;= b, c) C[i, (a,b), c] X_t[a,b] x_t,c with X_t = sum_(s &lt;= t) x_s x_s^T:
+    /// the order-3 tensor of paper.md section 7, invariant to every reparametrisation of the network.
+    /// Fitted on <paramref name="sequences"/> random N(0, I) sequences of <paramref name="time"/> steps; returns
+    /// [outputs, d(d+1)/2 * d] in float64.
+    /// </summary>
+    public static Tensor CubicTensor(Graph graph, int sequences = 256, int time = 10, int seed = 99)
+    {
+        var width = graph.InputNodes.Single().Features;
+        using var _ = no_grad();
+        var x = randn(sequences, time, width, dtype: ScalarType.Float64, generator: new torch.Generator((ulong)seed));
+        var y = graph.Compile(CompileOptions.Float64).forward(x);
+        var sums = (x.unsqueeze(-1) * x.unsqueeze(-2)).cumsum(1);
+        var upper = Enumerable.Range(0, width).SelectMany(a => Enumerable.Range(a, width - a).Select(b => a * width + b)).ToArray();
+        var triangle = sums.reshape(sequences, time, width * width).index_select(2, tensor(upper.Select(i => (long)i).ToArray()));
+        var features = (triangle.unsqueeze(-1) * x.unsqueeze(-2)).reshape(sequences * time, upper.Length * width);
+        var solution = linalg.lstsq(features, y.reshape(sequences * time, y.shape[2])).Solution;
+        return solution.t().contiguous();
+    }
+
+    /// <summary>||A - B||_F / ||B||_F between two fitted tensors.</summary>
+    public static double TensorDistance(Tensor fitted, Tensor reference) =>
+        ((fitted - reference).norm() / reference.norm()).to_type(ScalarType.Float64).item<double>();
+
     /// <summary>A task's loss for a graph on a fixed batch (float64).</summary>
     public static double Loss(Graph graph, ITrainingTask task, int batch = 1024, int seed = 12345)
     {
