@@ -49,14 +49,17 @@ let recurrenceGraph (c: RecurrenceCase) =
     InitializeWeights.Run(recurrence.Build(), c.Seed)
 
 /// Output, input gradient and parameter gradients of a graph under one execution mode (float64).
-let private run (g: Graph) (execution: ExecutionMode) (c: RecurrenceCase) =
+let private gradients (g: Graph) (execution: ExecutionMode) (x: Sequence) =
     let model = g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution))
-    let x = (randomSequence (Random(c.Seed + 1)) c.Batch c.Time c.Width 1.0 |> toTensor torch.ScalarType.Float64).requires_grad_(true)
+    let x = (x |> toTensor torch.ScalarType.Float64).requires_grad_(true)
     let y = model.forward(x)
     let probe = torch.linspace(-1.0, 1.0, y.numel(), dtype = torch.ScalarType.Float64).reshape(y.shape)
     (y * probe).sum().backward()
     let grads = model.named_parameters() |> Seq.map (fun struct (n, p) -> n, ofTensorFlat p.grad) |> List.ofSeq
     ofTensor y, ofTensor x.grad, grads
+
+let private run (g: Graph) execution (c: RecurrenceCase) =
+    gradients g execution (randomSequence (Random(c.Seed + 1)) c.Batch c.Time c.Width 1.0)
 
 let private close (a: double[]) (b: double[]) =
     let scale = 1.0 + (Array.append a b |> Array.fold (fun m v -> max m (abs v)) 0.0)
@@ -73,15 +76,8 @@ let private attentionCase =
         return { Layer = { layer with Time = time; Batch = min layer.Batch 2 }; Time = time }
     }
 
-/// Output, input gradient and parameter gradients of an attention graph under one execution mode (float64).
-let private runAttention (g: Graph) (execution: ExecutionMode) (l: Duality.Testing.Generators.AttentionLayer) =
-    let model = g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution))
-    let x = (randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0 |> toTensor torch.ScalarType.Float64).requires_grad_(true)
-    let y = model.forward(x)
-    let probe = torch.linspace(-1.0, 1.0, y.numel(), dtype = torch.ScalarType.Float64).reshape(y.shape)
-    (y * probe).sum().backward()
-    let grads = model.named_parameters() |> Seq.map (fun struct (n, p) -> n, ofTensorFlat p.grad) |> List.ofSeq
-    ofTensor y, ofTensor x.grad, grads
+let private runAttention (g: Graph) execution (l: Duality.Testing.Generators.AttentionLayer) =
+    gradients g execution (randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0)
 
 let tests =
     testList "kernels" [

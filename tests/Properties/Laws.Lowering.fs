@@ -24,14 +24,6 @@ let private inputsOf (l: AttentionLayer) dtype =
 let private outputs (g: Graph) dtype (inputs: torch.Tensor[]) =
     noGrad (fun () -> g.Compile(CompileOptions(DType = dtype)).Forward(inputs) |> Array.map ofTensor)
 
-let private relativeError (expected: Sequence) (actual: Sequence) =
-    if not (sameShape expected actual) then infinity
-    else
-        let mutable m = 0.0
-        expected |> Array3D.iteri (fun i j k e -> m <- max m (abs (e - actual.[i, j, k])))
-        let scale = maxAbs expected
-        if scale = 0.0 then m else m / scale
-
 let private preserves tolerance dtype construction (l: AttentionLayer) =
     let g = attentionGraph l
     let lowered = (LowerAttention.Run(g, construction)).Graph
