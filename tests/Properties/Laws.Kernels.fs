@@ -114,6 +114,21 @@ let tests =
                             noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution)).forward(x) |> ofTensor)
                         within 1e-10 (scaledError (run ExecutionMode.TorchOps) (run ExecutionMode.Auto)) "structure-aware vs node by node")))
 
+        testCase "structure-aware execution follows weight changes: rescaled gates, and gates that lose their structure" <| fun () ->
+            let g = LowerAttention.ToGatedRnn(InitializeWeights.Run(Model.Input("x", 4).Attention(2, 3, 2, outFeatures = Nullable 4, name = "a").Build(), 3))
+            let model = g.Compile(CompileOptions.Float64)
+            let x = randomSequence (Random 5) 2 9 4 1.0 |> toTensor torch.ScalarType.Float64
+            let check label =
+                let expected = noGrad (fun () -> model.ToGraph().Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = ExecutionMode.TorchOps)).forward(x) |> ofTensor)
+                let actual = noGrad (fun () -> model.forward(x) |> ofTensor)
+                within 1e-10 (scaledError expected actual) label |> ignore
+            check "as lowered"
+            let outputValue = model.named_parameters() |> Seq.pick (fun struct (n, p) -> if n = "a/output_value.weight" then Some p else None)
+            noGrad (fun () -> outputValue.mul_(torch.tensor(1.5, dtype = torch.ScalarType.Float64)) |> ignore)
+            check "after rescaling an output gate"
+            noGrad (fun () -> outputValue.add_(torch.full_like(outputValue, 0.01)) |> ignore)
+            check "after the output gate stops being a selection"
+
         testPropertyWithConfig config "fused scan = reference evaluator (float32 within 1e-5 scaled)" <|
             Prop.forAll (Arb.fromGen recurrenceCase) (fun c ->
                 let g = recurrenceGraph c

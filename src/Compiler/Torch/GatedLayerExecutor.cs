@@ -48,7 +48,7 @@ internal sealed class GatedLayerExecutor
     {
         if (is_grad_enabled() || x.device.type != DeviceType.CPU) return null;
         using var scope = NewDisposeScope();
-        var plan = Analyse(out var valueRows, out var keyRows, out var readoutColumns);
+        var (plan, valueRows, keyRows, readoutColumns) = Structure();
         if (plan is null) return null;
         var value = nn.functional.linear(x, valueRows.narrow(1, 0, x.shape[2]), valueRows.select(1, x.shape[2])).contiguous();
         var key = Convert.Apply(featureMap, nn.functional.linear(x, keyRows.narrow(1, 0, x.shape[2]), keyRows.select(1, x.shape[2]))).contiguous();
@@ -64,6 +64,29 @@ internal sealed class GatedLayerExecutor
                     batch, time, (int)value.shape[2], (int)key.shape[2]);
         }
         return nn.functional.linear(sums, readoutColumns).MoveToOuterDisposeScope();
+    }
+
+    private (double Fingerprint, GatedLayerLoop.Plan? Plan, Tensor? ValueRows, Tensor? KeyRows, Tensor? ReadoutColumns)? cached;
+    private Tensor[]? probes;
+
+    /// <summary>
+    /// The structure of the current weights, read again only when they change: a fingerprint (each weight
+    /// dotted with a fixed random tensor) costs one pass over the weights, the analysis several sorts.
+    /// </summary>
+    private (GatedLayerLoop.Plan? Plan, Tensor ValueRows, Tensor KeyRows, Tensor ReadoutColumns) Structure()
+    {
+        Tensor[] weights = [inputValue.Weight, inputKey.Weight, outputValue.Weight, outputQuery.Weight, readout.Weight, recurrence.Lambda!,
+            .. new[] { inputValue.BiasWeight, inputKey.BiasWeight }.OfType<Tensor>()];
+        if (probes is null || probes.Length != weights.Length)
+        {
+            var generator = new torch.Generator(20231);
+            probes = weights.Select(w => rand(w.shape, dtype: w.dtype, generator: generator).DetachFromDisposeScope()).ToArray();
+        }
+        var fingerprint = weights.Zip(probes, (w, p) => (w.detach() * p).sum().to_type(ScalarType.Float64).item<double>()).Sum();
+        if (cached is { } c && c.Fingerprint == fingerprint) return (c.Plan, c.ValueRows!, c.KeyRows!, c.ReadoutColumns!);
+        var plan = Analyse(out var valueRows, out var keyRows, out var readoutColumns);
+        cached = (fingerprint, plan, valueRows?.DetachFromDisposeScope(), keyRows?.DetachFromDisposeScope(), readoutColumns?.DetachFromDisposeScope());
+        return (plan, valueRows!, keyRows!, readoutColumns!);
     }
 
     /// <summary>Reads the structure of the current weights; null when an output gate row mixes several neurons.</summary>
