@@ -62,6 +62,13 @@ let tests =
             let other = TeacherStudentTask(3, seed = 3, dtype = torch.ScalarType.Float64)
             Expect.isGreaterThan (Analysis.TensorDistance(Analysis.CubicTensor(other.Teacher), teacher)) 0.1 "another teacher is far"
 
+        testCase "an attention rebuilt from the fitted tensor of a network computes that network's function" <| fun () ->
+            let task = TeacherStudentTask(3, seed = 4, dtype = torch.ScalarType.Float64)
+            let lowered = LawsRaising.perturbed 5 (LowerAttention.ToGatedRnn(task.Teacher, Construction.Full))
+            let recovered = Analysis.AttentionFromTensor(Analysis.CubicTensor(lowered), 3)
+            let report = Duality.Verification.Equivalence.Check(lowered, recovered, Duality.Verification.EquivalenceOptions(Tolerance = 1e-8))
+            Expect.isTrue report.Equivalent (string report)
+
         testCase "the one-step gradient descent loss of in-context regression matches paper.md (0.2179 for d_x = 3, d_y = 1, n = 10)" <| fun () ->
             let loss = InContextRegressionTask(3, 1, 10, torch.ScalarType.Float64).OneStepGradientDescentLoss(200_000, 1)
             Expect.floatClose { absolute = 0.004; relative = 0.0 } loss 0.2179 "Monte Carlo estimate within 0.004"

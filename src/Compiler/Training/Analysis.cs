@@ -84,6 +84,34 @@ public static class Analysis
         return solution.t().contiguous();
     }
 
+    /// <summary>
+    /// An attention node computing exactly the cubic form of a fitted tensor (from <see cref="CubicTensor"/>):
+    /// y_t,i = sum_(s &lt;= t) sum_(a &lt;= b, c) C[i, (a,b), c] x_s,a x_s,b x_t,c. Head (i, a) has value x_a
+    /// (width 1), keys x (width d), query rows C[i, (a, .), .] and writes output i; a = b terms count once.
+    /// </summary>
+    public static Graph AttentionFromTensor(Tensor fitted, int width, string name = "recovered")
+    {
+        var c = fitted.to_type(ScalarType.Float64).contiguous().data<double>().ToArray();
+        int outputs = (int)fitted.shape[0], pairs = width * (width + 1) / 2, heads = outputs * width;
+        var (query, key, value, output) = (new double[heads * width, width], new double[heads * width, width], new double[heads, width], new double[outputs, heads]);
+        for (int i = 0; i < outputs; i++)
+            for (int a = 0; a < width; a++)
+            {
+                int head = i * width + a;
+                value[head, a] = 1;
+                output[i, head] = 1;
+                for (int b = 0; b < width; b++)
+                {
+                    key[head * width + b, b] = 1;
+                    if (b < a) continue;
+                    int pair = a * width - a * (a - 1) / 2 + (b - a);
+                    for (int k = 0; k < width; k++) query[head * width + b, k] = c[i * pairs * width + pair * width + k];
+                }
+            }
+        var weights = new AttentionWeights(DoubleTensor.Matrix(query), DoubleTensor.Matrix(key), DoubleTensor.Matrix(value), DoubleTensor.Matrix(output));
+        return Builders.Model.Input("x", width).Attention(heads, width, 1, outFeatures: outputs, weights: weights, name: name).Build();
+    }
+
     /// <summary>||A - B||_F / ||B||_F between two fitted tensors.</summary>
     public static double TensorDistance(Tensor fitted, Tensor reference) =>
         ((fitted - reference).norm() / reference.norm()).to_type(ScalarType.Float64).item<double>();

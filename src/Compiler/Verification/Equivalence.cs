@@ -54,7 +54,10 @@ public sealed record EquivalenceReport(IReadOnlyList<OutputError> Outputs, Scala
     }
 }
 
-/// <summary>Checks that two graphs compute the same function, on random and given inputs.</summary>
+/// <summary>
+/// Checks that two graphs compute the same function, on random and given inputs. Inputs are matched by
+/// name; outputs by position (the report uses the first graph's names).
+/// </summary>
 public static class Equivalence
 {
     /// <summary>Compiles both graphs (same dtype and seed; weights they carry are used) and compares them.</summary>
@@ -80,11 +83,11 @@ public static class Equivalence
         {
             using var scope = NewDisposeScope();
             using var _ = no_grad();
-            var a = expected.Run(Cast(named, expected));
-            var b = actual.Run(Cast(named, actual));
+            var a = expected.Forward(Ordered(named, expected));
+            var b = actual.Forward(Ordered(named, actual));
             for (int o = 0; o < outputs.Length; o++)
             {
-                var (ya, yb) = (a[outputs[o]].to_type(ScalarType.Float64), b[outputs[o]].to_type(ScalarType.Float64));
+                var (ya, yb) = (a[o].to_type(ScalarType.Float64), b[o].to_type(ScalarType.Float64));
                 var difference = (ya - yb).abs().max().item<double>();
                 worstAbsolute[o] = double.IsNaN(difference) ? double.PositiveInfinity : Math.Max(worstAbsolute[o], difference);
                 largest[o] = Math.Max(largest[o], ya.abs().max().item<double>());
@@ -101,21 +104,24 @@ public static class Equivalence
         return new EquivalenceReport(errors, options.DType, samples, options.Batch, options.Lengths, options.Seed, options.EffectiveTolerance);
     }
 
-    private static Dictionary<string, Tensor> Cast(IReadOnlyDictionary<string, Tensor> inputs, CompiledGraph model) =>
-        inputs.ToDictionary(p => p.Key, p => p.Value.to(model.DType, model.Device));
+    private static Tensor[] Ordered(IReadOnlyDictionary<string, Tensor> inputs, CompiledGraph model) =>
+        model.Graph.InputNodes.Select(i => inputs.TryGetValue(i.Name, out var x)
+            ? x.to(model.DType, model.Device)
+            : throw new GraphException(new Diagnostic("missing input", i.Name, i.Describe(), $"give an input named '{i.Name}'"))).ToArray();
 
     private static void CheckInterfaces(Graph a, Graph b)
     {
-        string Describe(Graph g, IEnumerable<NodeId> ids) => string.Join(", ", ids.Select(i => $"{g[i].Name} {Diagnostic.Sequence(g.WidthOf(i))}"));
-        var (inputsA, inputsB) = (Describe(a, a.Inputs), Describe(b, b.Inputs));
-        var (outputsA, outputsB) = (Describe(a, a.Outputs), Describe(b, b.Outputs));
+        string Describe(Graph g, IEnumerable<NodeId> ids, bool named) =>
+            string.Join(", ", ids.Select(i => (named ? g[i].Name + " " : "") + Diagnostic.Sequence(g.WidthOf(i))));
+        var (inputsA, inputsB) = (Describe(a, a.Inputs, true), Describe(b, b.Inputs, true));
+        var (outputsA, outputsB) = (Describe(a, a.Outputs, false), Describe(b, b.Outputs, false));
         var problems = new List<Diagnostic>();
         if (inputsA != inputsB)
             problems.Add(new Diagnostic("different inputs", "(graph inputs)", "equivalence check",
                 "compare graphs with the same input names and widths", inputsA, inputsB));
         if (outputsA != outputsB)
             problems.Add(new Diagnostic("different outputs", "(graph outputs)", "equivalence check",
-                "compare graphs with the same output names and widths", outputsA, outputsB));
+                "compare graphs with as many outputs, of the same widths in the same order", outputsA, outputsB));
         if (problems.Count > 0) throw new GraphException(problems);
     }
 }
