@@ -19,6 +19,7 @@ public static class Plot
         double x0 = all.Min(p => p.X), x1 = Math.Max(all.Max(p => p.X), x0 + 1e-12);
         double y0 = all.Min(p => Y(p.Y)), y1 = Math.Max(all.Max(p => Y(p.Y)), y0 + 1e-12);
         const int left = 50, right = 20, top = 20, bottom = 40;
+        // ticks: decades (log scale) or the extremes, and the first and last x
         (int, int) Map(double x, double y) =>
             ((int)Math.Round(left + (x - x0) / (x1 - x0) * (width - left - right)),
              (int)Math.Round(height - bottom - (Y(y) - y0) / (y1 - y0) * (height - top - bottom)));
@@ -30,7 +31,24 @@ public static class Plot
                 var (_, row) = Map(x0, Math.Pow(10, decade));
                 for (int c = left; c < width - right; c += 4) Set(pixels, row, c, (200, 200, 200));
             }
+        if (logScale)
+            for (var decade = Math.Ceiling(y0); decade <= y1; decade++)
+                Text(pixels, 4, Map(x0, Math.Pow(10, decade)).Item2 - 3, $"1e{decade:0}", (80, 80, 80));
+        else
+        {
+            Text(pixels, 4, top, Number(y1), (80, 80, 80));
+            Text(pixels, 4, height - bottom - 7, Number(y0), (80, 80, 80));
+        }
+        Text(pixels, left, height - bottom + 8, Number(x0), (80, 80, 80));
+        var last = Number(x1);
+        Text(pixels, width - right - 6 * last.Length, height - bottom + 8, last, (80, 80, 80));
         (byte, byte, byte)[] colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)];
+        for (int s = 0; s < series.Count; s++)
+        {
+            int row = top + 4 + 11 * s, column = width - right - 6 * series[s].Name.Length - 24;
+            Line(pixels, column, row + 3, column + 16, row + 3, colours[s % colours.Length]);
+            Text(pixels, column + 20, row, series[s].Name, (0, 0, 0));
+        }
         for (int s = 0; s < series.Count; s++)
         {
             var points = series[s].Points.Where(p => double.IsFinite(p.Y) && (!logScale || p.Y > 0)).ToList();
@@ -41,6 +59,49 @@ public static class Plot
             }
         }
         Write(path, pixels);
+    }
+
+    private static string Number(double v) =>
+        Math.Abs(v) >= 1e5 || (Math.Abs(v) < 1e-2 && v != 0) ? v.ToString("0.#e0", System.Globalization.CultureInfo.InvariantCulture)
+                                                              : v.ToString("0.##", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>5 x 7 glyphs, one row of 5 bits per entry, for the characters tick labels and legends use.</summary>
+    private static readonly Dictionary<char, byte[]> Glyphs = new()
+    {
+        ['0'] = [0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110],
+        ['1'] = [0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110],
+        ['2'] = [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111],
+        ['3'] = [0b11110, 0b00001, 0b00001, 0b01110, 0b00001, 0b00001, 0b11110],
+        ['4'] = [0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010],
+        ['5'] = [0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110],
+        ['6'] = [0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110],
+        ['7'] = [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000],
+        ['8'] = [0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110],
+        ['9'] = [0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100],
+        ['.'] = [0, 0, 0, 0, 0, 0b01100, 0b01100],
+        ['-'] = [0, 0, 0, 0b11111, 0, 0, 0],
+        ['+'] = [0, 0b00100, 0b00100, 0b11111, 0b00100, 0b00100, 0],
+        ['='] = [0, 0, 0b11111, 0, 0b11111, 0, 0],
+        ['e'] = [0, 0, 0b01110, 0b10001, 0b11111, 0b10000, 0b01110],
+        ['N'] = [0b10001, 0b11001, 0b10101, 0b10011, 0b10001, 0b10001, 0b10001],
+        ['l'] = [0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110],
+        ['o'] = [0, 0, 0b01110, 0b10001, 0b10001, 0b10001, 0b01110],
+        ['s'] = [0, 0, 0b01111, 0b10000, 0b01110, 0b00001, 0b11110],
+        ['t'] = [0b01000, 0b01000, 0b11100, 0b01000, 0b01000, 0b01001, 0b00110],
+        ['p'] = [0, 0, 0b11110, 0b10001, 0b11110, 0b10000, 0b10000],
+    };
+
+    /// <summary>Draws text with its top-left corner at (column, row); characters without a glyph are left blank.</summary>
+    private static void Text(byte[,,] p, int column, int row, string text, (byte, byte, byte) colour)
+    {
+        foreach (var ch in text)
+        {
+            if (Glyphs.TryGetValue(ch, out var glyph))
+                for (int r = 0; r < 7; r++)
+                    for (int c = 0; c < 5; c++)
+                        if ((glyph[r] >> (4 - c) & 1) == 1) Set(p, row + r, column + c, colour);
+            column += 6;
+        }
     }
 
     private static void Set(byte[,,] p, int r, int c, (byte, byte, byte) colour)
