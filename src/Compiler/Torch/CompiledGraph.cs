@@ -53,7 +53,7 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     /// <summary>Inputs in the graph's input order; outputs in its output order.</summary>
     public Tensor[] Forward(params Tensor[] inputs)
     {
-        InputCheck.Sequences(Graph, inputs, DType, Device, timeSteps: null);
+        InputCheck.Sequences(Graph, inputs, DType, Device);
         var values = new Tensor[nodeModules.Length];
         var fused = Fuse(values);
         int next = 0;

@@ -8,9 +8,9 @@ namespace Duality.Torch;
 
 /// <summary>
 /// Structure-aware execution of a gated-RNN layer of the paper's form (input gate, real diagonal
-/// recurrence, output gate, readout), such as LowerAttention produces. Before each run it reads
-/// the structure of the current weights: the input gates' distinct rows, output gates whose rows
-/// each select one neuron, and the readout's distinct columns. When the output gates are
+/// recurrence, output gate, readout), such as LowerAttention produces. It reads the structure of
+/// the current weights (again whenever a fingerprint of the weights changes): the input gates'
+/// distinct rows, output gates whose rows each select one neuron, and the readout's distinct columns. When the output gates are
 /// selections, the layer runs as a fused loop doing the work of attention's recurrent form
 /// (O(neurons) per step, no [batch, time, neurons] tensors) instead of dense matrices; otherwise,
 /// and whenever gradients are recorded (the dense path gives every weight its gradient), it

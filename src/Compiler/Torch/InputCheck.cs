@@ -6,7 +6,7 @@ namespace Duality.Torch;
 /// <summary>The runtime boundary: tensors handed to a compiled graph are checked once, with readable errors.</summary>
 internal static class InputCheck
 {
-    public static void Sequences(Graph graph, Tensor[] inputs, ScalarType dtype, Device device, long? timeSteps) =>
+    public static void Sequences(Graph graph, Tensor[] inputs, ScalarType dtype, Device device) =>
         Check(graph, inputs, dtype, device, rank: 3, batch: null, "[batch, time, {0}]");
 
     public static void Steps(Graph graph, Tensor[] inputs, ScalarType dtype, Device device, long batch) =>
