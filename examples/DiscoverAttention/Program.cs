@@ -24,6 +24,7 @@ var options = new TrainingOptions { Steps = steps, LearningRate = 3e-3, Progress
 var teacherTensor = Analysis.CubicTensor(task.Teacher);
 Console.WriteLine($"{"N",3} {"seed",4} {"loss",10} {"pruned",10} {"near 0",7} {"near 1",7} {"other",6} {"rank",5} {"distance",9} {"recovered",10} {"steps/s",8}");
 var curves = new List<(string, IReadOnlyList<(double, double)>)>();
+GatedRnnReading? lastReading = null;
 var rows = new List<string> { "task,neurons,seed,loss,pruned_loss,near_zero,near_one,other,rank,tensor_distance,recovered_attention_error" };
 foreach (var neurons in new[] { 4, 6, 8, threshold, 12, 16 })
     for (int seed = 0; seed < seeds; seed++)
@@ -43,7 +44,9 @@ foreach (var neurons in new[] { 4, 6, 8, threshold, 12, 16 })
         rows.Add(string.Join(",", "teacher-student", neurons, seed, R(loss), R(pruned), reading.NearZero, reading.NearOne, reading.Elsewhere,
             reading.QuadraticFormRank, R(distance), R(recovered)));
         if (seed == 0) curves.Add(($"N = {neurons}", result.Losses.Select(l => ((double)l.Step, l.Loss)).ToList()));
+        if (seed == 0 && neurons == 16) lastReading = reading;
     }
+if (lastReading is not null) Console.WriteLine($"learned eigenvalues, N = 16, seed 0:\n{lastReading.HistogramText()}");
 Console.WriteLine($"(exact students: loss below 1e-6; the attention teacher stores d(d+1)/2 = {d * (d + 1) / 2} quadratic forms; " +
                   "distance: relative Frobenius distance of the fitted order-3 tensor to the teacher's; " +
                   "recovered: relative error of the attention rebuilt from that tensor against the student)");

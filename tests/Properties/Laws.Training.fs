@@ -52,6 +52,7 @@ let tests =
                     Expect.equal (reading.NearOne, reading.NearZero, reading.Elsewhere) (d * d, d, 0) "memory and query neurons"
                     Expect.equal reading.QuadraticFormRank (d * (d + 1) / 2) "the symmetric forms of the teacher"
                     Expect.isTrue (obj.ReferenceEquals(Analysis.Prune graph, graph)) "nothing to prune"
+                    Expect.equal (reading.Histogram(10)) [| d; 0; 0; 0; 0; 0; 0; 0; 0; d * d |] "the histogram: queries at 0, memory at 1"
 
         testCase "the fitted order-3 tensor of a lowered attention equals the attention's, also under the invariances" <| fun () ->
             let task = TeacherStudentTask(3, seed = 2, dtype = torch.ScalarType.Float64)

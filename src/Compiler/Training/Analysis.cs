@@ -14,6 +14,22 @@ public sealed record GatedRnnReading(
     public override string ToString() =>
         $"lambda: {NearOne} near 1, {NearZero} near 0, {Elsewhere} elsewhere; memory quadratic forms span rank {QuadraticFormRank} " +
         $"(singular values {string.Join(" ", QuadraticFormSpectrum.Take(10).Select(s => s.ToString("0.###e0")))})";
+
+    /// <summary>Counts of eigenvalues in <paramref name="bins"/> equal bins over [low, high] (values outside go to the end bins).</summary>
+    public int[] Histogram(int bins = 10, double low = 0, double high = 1)
+    {
+        var counts = new int[bins];
+        foreach (var l in Lambdas) counts[Math.Clamp((int)Math.Floor((l - low) / (high - low) * bins), 0, bins - 1)]++;
+        return counts;
+    }
+
+    /// <summary>The eigenvalue histogram as text, one line a bin: "[0.9, 1.0] ######".</summary>
+    public string HistogramText(int bins = 10)
+    {
+        var counts = Histogram(bins);
+        return string.Join("\n", counts.Select((c, i) =>
+            $"[{(double)i / bins:0.0}, {(double)(i + 1) / bins:0.0}{(i == bins - 1 ? "]" : ")")} {new string('#', c)} {c}"));
+    }
 }
 
 /// <summary>Reading a trained gated RNN of the paper's form: eigenvalues, pruning, stored quadratic forms.</summary>
