@@ -70,6 +70,17 @@ let tests =
             let report = Duality.Verification.Equivalence.Check(lowered, recovered, Duality.Verification.EquivalenceOptions(Tolerance = 1e-8))
             Expect.isTrue report.Equivalent (string report)
 
+        testCase "the regression tensor of an attention implementing one step of gradient descent is that of the predictor" <| fun () ->
+            let task = InContextRegressionTask(3, 1, 10, torch.ScalarType.Float64)
+            let struct (_, eta) = task.OneStepGradientDescent()
+            let m (rows: float list list) = DoubleTensor.Matrix(array2D rows)
+            let select = [ [ 1.; 0.; 0.; 0. ]; [ 0.; 1.; 0.; 0. ]; [ 0.; 0.; 1.; 0. ] ]
+            let weights = AttentionWeights(m (select |> List.map (List.map ((*) eta))), m select, m [ [ 0.; 0.; 0.; 1. ] ], null)
+            let gd = Duality.Builders.Model.Input("x", 4).Attention(1, 3, 1, weights = weights).Build()
+            let struct (fitted, reference) = Analysis.RegressionTensors(gd, task)
+            Expect.isLessThan (Analysis.TensorDistance(fitted, reference)) 1e-8 "the same tensor"
+            Expect.floatClose { absolute = 0.01; relative = 0.0 } (Analysis.Loss(gd, task, 20000)) (task.OneStepGradientDescentLoss()) "its loss"
+
         testCase "the one-step gradient descent loss of in-context regression matches paper.md (0.2179 for d_x = 3, d_y = 1, n = 10)" <| fun () ->
             let loss = InContextRegressionTask(3, 1, 10, torch.ScalarType.Float64).OneStepGradientDescentLoss(200_000, 1)
             Expect.floatClose { absolute = 0.004; relative = 0.0 } loss 0.2179 "Monte Carlo estimate within 0.004"

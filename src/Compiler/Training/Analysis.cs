@@ -128,6 +128,35 @@ public static class Analysis
         return Builders.Model.Input("x", width).Attention(heads, width, 1, outFeatures: outputs, weights: weights, name: name).Build();
     }
 
+    /// <summary>
+    /// In-context regression: the least-squares order-3 tensor of a model's prediction at the query,
+    /// y_j = sum_(a &lt;= b, c &lt; d_x) C[j, (a,b), c] Z[a,b] x_q,c with Z = sum_s z_s z_s^T over all tokens
+    /// z = [x; y] (the query's y is 0), fitted on N(0, I) tokens; and the same tensor for the one-step
+    /// gradient-descent predictor eta sum_i y_i x_i^T x_q (C[j, (x_k, y_j), x_k] = eta). Returns both, [d_y, pairs * d_x].
+    /// </summary>
+    public static (Tensor Model, Tensor GradientDescent) RegressionTensors(Graph graph, InContextRegressionTask task, int sequences = 4096, int seed = 98)
+    {
+        int dx = task.Inputs, dy = task.Outputs, width = dx + dy, time = task.Examples + 1;
+        using var _ = no_grad();
+        var z = randn(sequences, time, width, dtype: ScalarType.Float64, generator: new torch.Generator((ulong)seed));
+        z[.., time - 1, TensorIndex.Slice(dx)] = zeros(sequences, dy, dtype: ScalarType.Float64);
+        var y = graph.Compile(CompileOptions.Float64).forward(z).select(1, time - 1).narrow(-1, 0, dy);
+        var sums = (z.unsqueeze(-1) * z.unsqueeze(-2)).sum(1).reshape(sequences, width * width);
+        var upper = Enumerable.Range(0, width).SelectMany(a => Enumerable.Range(a, width - a).Select(b => (long)(a * width + b))).ToArray();
+        var query = z.select(1, time - 1).narrow(-1, 0, dx);
+        var features = (sums.index_select(1, tensor(upper)).unsqueeze(-1) * query.unsqueeze(-2)).reshape(sequences, upper.Length * dx);
+        var fitted = linalg.lstsq(features, y).Solution.t().contiguous();
+        var eta = task.OneStepGradientDescent().StepSize;
+        var reference = zeros(dy, upper.Length * dx, dtype: ScalarType.Float64);
+        for (int j = 0; j < dy; j++)
+            for (int k = 0; k < dx; k++)
+            {
+                var pair = Array.IndexOf(upper, (long)(k * width + dx + j));
+                reference[j, pair * dx + k] = eta;
+            }
+        return (fitted, reference);
+    }
+
     /// <summary>||A - B||_F / ||B||_F between two fitted tensors.</summary>
     public static double TensorDistance(Tensor fitted, Tensor reference) =>
         ((fitted - reference).norm() / reference.norm()).to_type(ScalarType.Float64).item<double>();

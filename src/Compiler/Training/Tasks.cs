@@ -76,7 +76,10 @@ public sealed class InContextRegressionTask(int inputs, int outputs = 1, int exa
     /// The loss of the best one-step gradient-descent predictor y = eta sum_i y_i x_i^T x_q (from W = 0):
     /// eta = E[y . g] / E[g . g], loss = E|y|^2 - eta E[y . g], expectations estimated on <paramref name="samples"/> sequences in float64.
     /// </summary>
-    public double OneStepGradientDescentLoss(int samples = 200_000, int seed = 0)
+    public double OneStepGradientDescentLoss(int samples = 200_000, int seed = 0) => OneStepGradientDescent(samples, seed).Loss;
+
+    /// <summary>The best one-step gradient-descent predictor's loss and its step size eta (see <see cref="OneStepGradientDescentLoss"/>).</summary>
+    public (double Loss, double StepSize) OneStepGradientDescent(int samples = 200_000, int seed = 0)
     {
         using var _ = no_grad();
         var task = new InContextRegressionTask(inputs, outputs, examples, ScalarType.Float64);
@@ -88,7 +91,7 @@ public sealed class InContextRegressionTask(int inputs, int outputs = 1, int exa
         var yg = (target * g).sum(-1).mean().item<double>();
         var gg = (g * g).sum(-1).mean().item<double>();
         var yy = (target * target).sum(-1).mean().item<double>();
-        return yy - yg * yg / gg;
+        return (yy - yg * yg / gg, yg / gg);
     }
 }
 
