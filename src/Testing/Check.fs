@@ -82,15 +82,8 @@ let stepEqualsFull tolerance (graph: Graph) : Property =
         let inputs = inputsFor weighted s
         let full = outputsOf weighted inputs
         use _ = torch.no_grad()
-        let stepper = weighted.Compile(CompileOptions.Float64).ToStepForm()
         let tensors = inputs |> Array.map (toTensor torch.ScalarType.Float64)
-        let mutable state = stepper.InitialState(int64 s.Batch)
-        let steps =
-            Array.init s.Time (fun t ->
-                let struct (outputs, next) = stepper.Step(tensors |> Array.map (fun x -> x.select(1, int64 t)), state)
-                state <- next
-                outputs)
-        let streamed = Array.init full.Length (fun o -> torch.stack(steps |> Array.map (fun step -> step.[o]), 1L) |> ofTensor)
+        let streamed = weighted.Compile(CompileOptions.Float64).ToStepForm().Unroll(tensors) |> Array.map ofTensor
         agree tolerance "step form differs from the full sequence" full streamed)
 
 /// Checks a law with FsCheck (100 samples); on failure throws with the smallest failing sample.

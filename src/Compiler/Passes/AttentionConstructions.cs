@@ -33,7 +33,7 @@ internal static class AttentionConstructions
 {
     public static int FullNeurons(Attention a) => a.Heads * (a.KeyWidth * a.ValueWidth + a.KeyWidth);
 
-    public static int CompressedNeurons(Attention a) => a.Heads * (a.InFeatures * (a.InFeatures + 1) / 2 + a.InFeatures);
+    public static int CompressedNeurons(Attention a) => a.Heads * (SymmetricPairs.Count(a.InFeatures) + a.InFeatures);
 
     /// <summary>
     /// Full (paper.md section 3), per head h, i &lt; d_v, j &lt; d_k:
@@ -83,17 +83,16 @@ internal static class AttentionConstructions
     {
         var w = a.Weights!;
         int d = a.InFeatures, heads = a.Heads, dk = a.KeyWidth, dv = a.ValueWidth;
-        int triangle = d * (d + 1) / 2, memory = heads * triangle, n = memory + heads * d, m = heads * dv * d;
+        int triangle = SymmetricPairs.Count(d), memory = heads * triangle, n = memory + heads * d, m = heads * dv * d;
         var (value, valueBias, key, keyBias) = (new double[n, d], new double[n], new double[n, d], new double[n]);
         var (outputValue, outputQuery) = (new double[m, n], new double[m, n]);
         var mixed = new double[heads * dv, m];
-        int Triangle(int p, int q) => Math.Min(p, q) * d - Math.Min(p, q) * (Math.Min(p, q) - 1) / 2 + (Math.Max(p, q) - Math.Min(p, q));
         for (int h = 0; h < heads; h++)
         {
             for (int p = 0; p < d; p++)
                 for (int q = p; q < d; q++)
                 {
-                    int neuron = h * triangle + Triangle(p, q);
+                    int neuron = h * triangle + SymmetricPairs.Index(p, q, d);
                     value[neuron, p] = 1;
                     key[neuron, q] = 1;
                 }
@@ -109,7 +108,7 @@ internal static class AttentionConstructions
                 for (int b = 0; b < d; b++)
                 {
                     int output = h * dv * d + i * d + b;
-                    for (int p = 0; p < d; p++) outputValue[output, h * triangle + Triangle(p, b)] += w.Value[h * dv + i, p];
+                    for (int p = 0; p < d; p++) outputValue[output, h * triangle + SymmetricPairs.Index(p, b, d)] += w.Value[h * dv + i, p];
                     outputQuery[output, memory + h * d + b] = 1;
                     mixed[h * dv + i, output] = 1;
                 }

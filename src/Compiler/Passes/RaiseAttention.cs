@@ -32,9 +32,7 @@ public static class RaiseAttention
     public static Raising Run(Graph graph)
     {
         ArgumentNullException.ThrowIfNull(graph);
-        var consumers = new int[graph.Nodes.Count];
-        foreach (var node in graph.Nodes) foreach (var s in node.Sources) consumers[s.Index]++;
-        foreach (var o in graph.Outputs) consumers[o.Index]++;
+        var consumers = Consumers(graph);
         var layers = new List<(Layer Layer, Attention Attention)>();
         var refused = new List<Diagnostic>();
         foreach (var recurrence in graph.Nodes.OfType<LinearRecurrence>())
@@ -77,11 +75,18 @@ public static class RaiseAttention
     /// <summary>Every gated-RNN layer of the paper's form in the graph (whatever its weights).</summary>
     internal static IEnumerable<Layer> Layers(Graph graph)
     {
+        var consumers = Consumers(graph);
+        foreach (var recurrence in graph.Nodes.OfType<LinearRecurrence>())
+            if (Match(graph, graph.IdOf(recurrence.Name), consumers).Item1 is { } layer) yield return layer;
+    }
+
+    /// <summary>How many nodes read each node, a graph output counting as a reader.</summary>
+    private static int[] Consumers(Graph graph)
+    {
         var consumers = new int[graph.Nodes.Count];
         foreach (var node in graph.Nodes) foreach (var s in node.Sources) consumers[s.Index]++;
         foreach (var o in graph.Outputs) consumers[o.Index]++;
-        foreach (var recurrence in graph.Nodes.OfType<LinearRecurrence>())
-            if (Match(graph, graph.IdOf(recurrence.Name), consumers).Item1 is { } layer) yield return layer;
+        return consumers;
     }
 
     private static readonly Why Shape = new(

@@ -13,7 +13,7 @@ namespace Duality.Torch;
 public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
 {
     private readonly NodeModule?[] nodeModules;
-    private readonly IReadOnlyList<GatedLayerExecutor> executors;
+    private readonly ILookup<int, GatedLayerExecutor> executorsBySource;
 
     internal CompiledGraph(Graph graph, ScalarType dtype, Device device, ExecutionMode execution) : base("graph")
     {
@@ -24,7 +24,8 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
         nodeModules = graph.Nodes.Select(n => ModuleFactory.Create(n, dtype, execution)).ToArray();
         foreach (var module in nodeModules)
             if (module is not null) register_module(module.GetName(), module);
-        executors = execution == ExecutionMode.Auto ? GatedLayerExecutor.For(graph, nodeModules) : [];
+        var executors = execution == ExecutionMode.Auto ? GatedLayerExecutor.For(graph, nodeModules) : [];
+        executorsBySource = executors.ToLookup(e => e.Layer.Source.Index);
         this.to(device);
     }
 
@@ -82,7 +83,7 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     private Dictionary<int, Tensor> Fuse(Tensor[] values, Dictionary<int, Tensor>? fused = null, int computed = -1)
     {
         fused ??= [];
-        foreach (var executor in executors.Where(e => e.Layer.Source.Index == computed))
+        foreach (var executor in executorsBySource[computed])
             if (executor.TryRun(values[computed]) is { } output)
             {
                 fused[executor.Layer.Readout.Index] = output;

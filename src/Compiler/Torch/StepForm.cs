@@ -85,11 +85,14 @@ public sealed class StepForm
     }
 
     /// <summary>Runs the steps over a whole sequence x: [batch, time, features]; returns [batch, time, features'].</summary>
-    public Tensor Unroll(Tensor x)
+    public Tensor Unroll(Tensor x) => Unroll([x])[0];
+
+    /// <summary>Runs the steps over whole sequences [batch, time, features] (the graph's inputs, in order); returns its outputs.</summary>
+    public Tensor[] Unroll(Tensor[] inputs)
     {
-        var state = InitialState(x.shape[0]);
-        var steps = new Tensor[x.shape[1]];
-        for (int t = 0; t < steps.Length; t++) (steps[t], state) = Step(x.select(1, t), state);
-        return stack(steps, 1);
+        var state = InitialState(inputs[0].shape[0]);
+        var steps = new Tensor[inputs[0].shape[1]][];
+        for (int t = 0; t < steps.Length; t++) (steps[t], state) = Step(inputs.Select(x => x.select(1, t)).ToArray(), state);
+        return Enumerable.Range(0, graph.Outputs.Count).Select(o => stack(steps.Select(step => step[o]), 1)).ToArray();
     }
 }

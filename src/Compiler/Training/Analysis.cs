@@ -93,8 +93,8 @@ public static class Analysis
         var x = randn(sequences, time, width, dtype: ScalarType.Float64, generator: new torch.Generator((ulong)seed));
         var y = graph.Compile(CompileOptions.Float64).forward(x);
         var sums = (x.unsqueeze(-1) * x.unsqueeze(-2)).cumsum(1);
-        var upper = Enumerable.Range(0, width).SelectMany(a => Enumerable.Range(a, width - a).Select(b => a * width + b)).ToArray();
-        var triangle = sums.reshape(sequences, time, width * width).index_select(2, tensor(upper.Select(i => (long)i).ToArray()));
+        var upper = SymmetricPairs.FlatPositions(width);
+        var triangle = sums.reshape(sequences, time, width * width).index_select(2, tensor(upper));
         var features = (triangle.unsqueeze(-1) * x.unsqueeze(-2)).reshape(sequences * time, upper.Length * width);
         var solution = linalg.lstsq(features, y.reshape(sequences * time, y.shape[2])).Solution;
         return solution.t().contiguous();
@@ -108,7 +108,7 @@ public static class Analysis
     public static Graph AttentionFromTensor(Tensor fitted, int width, string name = "recovered")
     {
         var c = fitted.to_type(ScalarType.Float64).contiguous().data<double>().ToArray();
-        int outputs = (int)fitted.shape[0], pairs = width * (width + 1) / 2, heads = outputs * width;
+        int outputs = (int)fitted.shape[0], pairs = SymmetricPairs.Count(width), heads = outputs * width;
         var (query, key, value, output) = (new double[heads * width, width], new double[heads * width, width], new double[heads, width], new double[outputs, heads]);
         for (int i = 0; i < outputs; i++)
             for (int a = 0; a < width; a++)
@@ -120,7 +120,7 @@ public static class Analysis
                 {
                     key[head * width + b, b] = 1;
                     if (b < a) continue;
-                    int pair = a * width - a * (a - 1) / 2 + (b - a);
+                    int pair = SymmetricPairs.Index(a, b, width);
                     for (int k = 0; k < width; k++) query[head * width + b, k] = c[i * pairs * width + pair * width + k];
                 }
             }
@@ -142,7 +142,7 @@ public static class Analysis
         z[.., time - 1, TensorIndex.Slice(dx)] = zeros(sequences, dy, dtype: ScalarType.Float64);
         var y = graph.Compile(CompileOptions.Float64).forward(z).select(1, time - 1).narrow(-1, 0, dy);
         var sums = (z.unsqueeze(-1) * z.unsqueeze(-2)).sum(1).reshape(sequences, width * width);
-        var upper = Enumerable.Range(0, width).SelectMany(a => Enumerable.Range(a, width - a).Select(b => (long)(a * width + b))).ToArray();
+        var upper = SymmetricPairs.FlatPositions(width);
         var query = z.select(1, time - 1).narrow(-1, 0, dx);
         var features = (sums.index_select(1, tensor(upper)).unsqueeze(-1) * query.unsqueeze(-2)).reshape(sequences, upper.Length * dx);
         var fitted = linalg.lstsq(features, y).Solution.t().contiguous();
@@ -151,7 +151,7 @@ public static class Analysis
         for (int j = 0; j < dy; j++)
             for (int k = 0; k < dx; k++)
             {
-                var pair = Array.IndexOf(upper, (long)(k * width + dx + j));
+                var pair = SymmetricPairs.Index(k, dx + j, width);
                 reference[j, pair * dx + k] = eta;
             }
         return (fitted, reference);
