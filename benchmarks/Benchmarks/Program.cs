@@ -11,6 +11,8 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 var quick = args.Contains("--quick");
+var only = args.SkipWhile(a => a != "--only").Skip(1).FirstOrDefault();
+bool Selected(string section) => only is null || section.StartsWith(only, StringComparison.OrdinalIgnoreCase);
 var warmPages = !args.Contains("--fresh-pages") && Duality.Runtime.Allocation.KeepLargeAllocations();
 var repeats = quick ? 5 : 15;
 var report = new Report();
@@ -20,6 +22,8 @@ Console.WriteLine($"{(quick ? "quick" : "full")} run, {repeats} repeats after a 
                   (warmPages ? "large allocations kept warm (Allocation.KeepLargeAllocations; --fresh-pages to compare)" : "fresh pages for large tensors"));
 
 // --- memory bandwidth and the diagonal recurrence, B = 8, N = 4096, T = 1024
+if (Selected("recurrence"))
+{
 Console.WriteLine("\n== linear recurrence h_t = lambda * h_{t-1} + u_t");
 const int batch = 8, width = 4096, time = 1024;
 var source = randn(batch, time, width, generator: generator);
@@ -62,14 +66,17 @@ report.Ratio("per-step loop time / kernel time", perStep.MinMs / kernel.MinMs, "
 report.Ratio("cumsum formulation time / kernel time", cumsum.MinMs / kernel.MinMs, ">= 4", cumsum.MinMs / kernel.MinMs >= 4);
 report.Ratio("forward+backward time / forward time", backward.MinMs / kernel.MinMs, "<= 3", backward.MinMs / kernel.MinMs <= 3);
 source.Dispose(); target.Dispose(); sourceGrad.Dispose();
+}
 
 // --- attention and its lowered gated RNN: d = 64, 4 heads of 16, B = 8
-Console.WriteLine("\n== causal linear attention (d 64, 4 heads of 16, B 8) and its lowered gated RNN");
 var attention = InitializeWeights.Run(Model.Input("x", 64).Attention(4, 16, 16, outFeatures: 64, name: "attention").Build(), 1);
 var lowered = LowerAttention.ToGatedRnn(attention);
 var chunked = attention.Compile();
 var masked = attention.Compile(new CompileOptions { Execution = ExecutionMode.TorchOps });
 var rnn = lowered.Compile();
+if (Selected("attention"))
+{
+Console.WriteLine("\n== causal linear attention (d 64, 4 heads of 16, B 8) and its lowered gated RNN");
 foreach (var length in quick ? new[] { 1024 } : new[] { 1024, 4096 })
 {
     var x = randn(8, length, 64, generator: generator);
@@ -80,8 +87,11 @@ foreach (var length in quick ? new[] { 1024 } : new[] { 1024, 4096 })
     report.Ratio($"lowered RNN / fastest attention at T {length}", dense.MinMs / fast.MinMs, "<= 2", dense.MinMs / fast.MinMs <= 2);
     x.Dispose();
 }
+}
 
 // --- step form: per-token latency and allocation
+if (Selected("step"))
+{
 Console.WriteLine("\n== step form (one token at a time, batch 1)");
 var attentionLatency = StepLatency(chunked, 64, quick ? 200 : 1000, out var attentionBytes);
 var rnnLatency = StepLatency(rnn, 64, quick ? 200 : 1000, out var rnnBytes);
@@ -89,8 +99,11 @@ report.Add(new Measurement("step", "d 64, 4 heads of 16", "attention step", atte
 report.Add(new Measurement("step", "d 64, 4 heads of 16", "lowered RNN step", rnnLatency, rnnLatency, $"{rnnBytes:0} B allocated per step"));
 report.Ratio("lowered RNN step latency / attention step latency", rnnLatency / attentionLatency, "<= 2", rnnLatency / attentionLatency <= 2);
 report.Ratio("managed bytes allocated per lowered RNN step", rnnBytes, "0", rnnBytes == 0);
+}
 
 // --- a gated RNN layer against the same layer written by hand with a per-step loop of tensor ops
+if (Selected("gated"))
+{
 Console.WriteLine("\n== gated RNN layer (d 256, N 1024, B 8, T 1024): compiled against hand-written");
 const int d = 256, n = 1024;
 var layer = InitializeWeights.Run(Model.Input("x", d)
@@ -115,6 +128,7 @@ var matmulA = randn(2048, 2048, generator: generator);
 var matmul = report.Add(Measurement.Of("reference", "matmul 2048^3", "libtorch", repeats, () => matmulA.matmul(matmulA).Dispose(),
     ms => $"{2.0 * 2048 * 2048 * 2048 / ms / 1e6:0.0} GFLOP/s"));
 Console.WriteLine("  (the Python peer, benchmarks/peer.py, runs where python3 has torch: python3 benchmarks/peer.py)");
+}
 
 report.Print(Process.GetCurrentProcess().PeakWorkingSet64);
 report.WriteCsv(Path.Combine("artifacts", "benchmarks.csv"));

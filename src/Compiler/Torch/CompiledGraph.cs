@@ -109,4 +109,12 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
 
     /// <summary>A streaming form that consumes one time step at a time with explicit state.</summary>
     public StepForm ToStepForm() => new(Graph, nodeModules, DType, Device);
+
+    /// <summary>
+    /// An allocation-free streaming form over the module's current weights, in float or double, for
+    /// low-latency inference on the CPU (<see cref="Streaming.Streamer{T}"/>). It copies the weights: make
+    /// a new one after training.
+    /// </summary>
+    public Streaming.Streamer<T> ToStreamer<T>(int batch = 1, int capacity = 1024) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T> =>
+        Streaming.Streamer.Create<T>(ToGraph(), batch, capacity);
 }

@@ -48,32 +48,35 @@ internal sealed class GatedLayerExecutor
     {
         if (is_grad_enabled() || x.device.type != DeviceType.CPU) return null;
         using var scope = NewDisposeScope();
-        var (plan, valueRows, keyRows, readoutColumns) = Structure();
-        if (plan is null) return null;
-        var value = nn.functional.linear(x, valueRows.narrow(1, 0, x.shape[2]), valueRows.select(1, x.shape[2])).contiguous();
-        var key = Convert.Apply(featureMap, nn.functional.linear(x, keyRows.narrow(1, 0, x.shape[2]), keyRows.select(1, x.shape[2]))).contiguous();
+        if (Current(x.dtype) is not { } layout) return null;
+        var features = x.shape[2];
+        var value = nn.functional.linear(x, layout.ValueRows.narrow(1, 0, features), layout.ValueRows.select(1, features)).contiguous();
+        var key = Convert.Apply(featureMap, nn.functional.linear(x, layout.KeyRows.narrow(1, 0, features), layout.KeyRows.select(1, features))).contiguous();
         int batch = (int)x.shape[0], time = (int)x.shape[1];
-        var sums = empty(batch, time, plan.Groups, dtype: x.dtype);
+        var sums = empty(batch, time, layout.Groups, dtype: x.dtype);
         unsafe
         {
             if (x.dtype == ScalarType.Float32)
-                GatedLayerLoop.Run(RawStorage.Pointer<float>(value), RawStorage.Pointer<float>(key), RawStorage.Pointer<float>(sums), plan,
-                    batch, time, (int)value.shape[2], (int)key.shape[2]);
+                GatedLayerLoop.Run(RawStorage.Pointer<float>(value), RawStorage.Pointer<float>(key), RawStorage.Pointer<float>(sums),
+                    layout.Single, batch, time, (int)value.shape[2], (int)key.shape[2]);
             else
-                GatedLayerLoop.Run(RawStorage.Pointer<double>(value), RawStorage.Pointer<double>(key), RawStorage.Pointer<double>(sums), plan,
-                    batch, time, (int)value.shape[2], (int)key.shape[2]);
+                GatedLayerLoop.Run(RawStorage.Pointer<double>(value), RawStorage.Pointer<double>(key), RawStorage.Pointer<double>(sums),
+                    layout.Double, batch, time, (int)value.shape[2], (int)key.shape[2]);
         }
-        return nn.functional.linear(sums, readoutColumns).MoveToOuterDisposeScope();
+        return nn.functional.linear(sums, layout.ReadoutColumns).MoveToOuterDisposeScope();
     }
 
-    private (double Fingerprint, GatedLayerLoop.Plan? Plan, Tensor? ValueRows, Tensor? KeyRows, Tensor? ReadoutColumns)? cached;
+    /// <summary>The structure in the tensors and loop schedules that one run needs.</summary>
+    private sealed record Layout(Tensor ValueRows, Tensor KeyRows, Tensor ReadoutColumns, int Groups, Schedule<float> Single, Schedule<double> Double);
+
+    private (double Fingerprint, ScalarType DType, Layout? Layout)? cached;
     private Tensor[]? probes;
 
     /// <summary>
     /// The structure of the current weights, read again only when they change: a fingerprint (each weight
-    /// dotted with a fixed random tensor) costs one pass over the weights, the analysis several sorts.
+    /// dotted with a fixed random tensor) costs one pass over the weights, the analysis a copy and hashing.
     /// </summary>
-    private (GatedLayerLoop.Plan? Plan, Tensor ValueRows, Tensor KeyRows, Tensor ReadoutColumns) Structure()
+    private Layout? Current(ScalarType dtype)
     {
         Tensor[] weights = [inputValue.Weight, inputKey.Weight, outputValue.Weight, outputQuery.Weight, readout.Weight, recurrence.Lambda!,
             .. new[] { inputValue.BiasWeight, inputKey.BiasWeight }.OfType<Tensor>()];
@@ -83,42 +86,39 @@ internal sealed class GatedLayerExecutor
             probes = weights.Select(w => rand(w.shape, dtype: w.dtype, generator: generator).DetachFromDisposeScope()).ToArray();
         }
         var fingerprint = weights.Zip(probes, (w, p) => (w.detach() * p).sum().to_type(ScalarType.Float64).item<double>()).Sum();
-        if (cached is { } c && c.Fingerprint == fingerprint) return (c.Plan, c.ValueRows!, c.KeyRows!, c.ReadoutColumns!);
-        var plan = Analyse(out var valueRows, out var keyRows, out var readoutColumns);
-        cached = (fingerprint, plan, valueRows?.DetachFromDisposeScope(), keyRows?.DetachFromDisposeScope(), readoutColumns?.DetachFromDisposeScope());
-        return (plan, valueRows!, keyRows!, readoutColumns!);
+        if (cached is { } c && c.Fingerprint == fingerprint && c.DType == dtype) return c.Layout;
+        var layout = Read(dtype);
+        cached = (fingerprint, dtype, layout);
+        return layout;
     }
 
-    /// <summary>Reads the structure of the current weights; null when an output gate row mixes several neurons.</summary>
-    private GatedLayerLoop.Plan? Analyse(out Tensor valueRows, out Tensor keyRows, out Tensor readoutColumns)
+    private Layout? Read(ScalarType dtype)
     {
-        var (bg, bx, d) = (outputValue.Weight.detach(), outputQuery.Weight.detach(), readout.Weight.detach());
-        valueRows = keyRows = readoutColumns = null!;
-        if ((bg != 0).sum(1).max().item<long>() > 1 || (bx != 0).sum(1).max().item<long>() > 1) return null;
-        (valueRows, var valueIndex) = Distinct(Augmented(inputValue));
-        (keyRows, var keyIndex) = Distinct(Augmented(inputKey));
-        var (columns, groupIndex, _) = d.t().unique(sorted: true, return_inverse: true, return_counts: false, dim: 0);
-        readoutColumns = columns.t();
-        var memory = bg.abs().argmax(1);
-        var query = bx.abs().argmax(1);
-        var coefficient = bg.gather(1, memory.unsqueeze(1)).squeeze(1) * bx.gather(1, query.unsqueeze(1)).squeeze(1);
-        int[] Ints(Tensor t) => t.to_type(ScalarType.Int32).data<int>().ToArray();
-        double[] Doubles(Tensor t) => t.to_type(ScalarType.Float64).data<double>().ToArray();
-        return new GatedLayerLoop.Plan(Ints(valueIndex), Ints(keyIndex), Doubles(recurrence.Lambda!.detach()), Ints(memory), Ints(query),
-            Doubles(coefficient), Ints(groupIndex!), (int)columns.shape[0]);
+        var structure = GatedLayerStructure.Read(Augmented(inputValue), Augmented(inputKey), Vector(recurrence.Lambda!),
+            Matrix(outputValue.Weight), Matrix(outputQuery.Weight), Matrix(readout.Weight));
+        if (structure is null) return null;
+        Tensor Stack(double[][] rows) => tensor(rows.SelectMany(v => v).ToArray(), [rows.Length, rows[0].Length], dtype).DetachFromDisposeScope();
+        var columns = structure.ReadoutColumns;
+        var readoutRows = Enumerable.Range(0, columns[0].Length).Select(o => columns.Select(c => c[o]).ToArray()).ToArray();
+        return new Layout(Stack(structure.ValueRows), Stack(structure.KeyRows), Stack(readoutRows), structure.Plan.Groups, new Schedule<float>(structure.Plan), new Schedule<double>(structure.Plan));
     }
 
     /// <summary>[W | b]: a projection's rows with their biases as a last column.</summary>
-    private static Tensor Augmented(ProjectionModule p)
+    private static double[,] Augmented(ProjectionModule p)
     {
         var w = p.Weight.detach();
         var b = p.BiasWeight?.detach() ?? zeros(w.shape[0], dtype: w.dtype);
-        return cat([w, b.unsqueeze(1)], 1);
+        return Matrix(cat([w, b.unsqueeze(1)], 1));
     }
 
-    private static (Tensor Rows, Tensor Index) Distinct(Tensor augmented)
+    private static double[] Vector(Tensor t) => t.detach().to_type(ScalarType.Float64).cpu().data<double>().ToArray();
+
+    private static double[,] Matrix(Tensor t)
     {
-        var (rows, index, _) = augmented.unique(sorted: true, return_inverse: true, return_counts: false, dim: 0);
-        return (rows, index!);
+        var values = Vector(t);
+        var (rows, columns) = ((int)t.shape[0], (int)t.shape[1]);
+        var matrix = new double[rows, columns];
+        Buffer.BlockCopy(values, 0, matrix, 0, values.Length * sizeof(double));
+        return matrix;
     }
 }

@@ -1,0 +1,169 @@
+using System.Numerics;
+using Duality.Ir;
+using Duality.Kernels;
+using Duality.Passes;
+
+namespace Duality.Streaming;
+
+/// <summary>
+/// Runs a graph one token at a time over buffers allocated once: write each input's step
+/// ([batch, features] row-major) into <see cref="Input"/>, call <see cref="Step()"/>, read
+/// <see cref="Output"/>. Once warm, a step allocates no managed memory (a softmax attention's cache
+/// grows by doubling unless its capacity covers the sequence). The weights are copied when the
+/// streamer is made; make a new one after training. Gated RNN layers whose output gates are
+/// selections (as LowerAttention builds) run structure-aware, at the cost of the attention they came from.
+/// </summary>
+public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    private readonly Graph graph;
+    private readonly StepKernel<T>?[] kernels;
+    private readonly StepKernel<T>[] inputs, outputs;
+
+    internal Streamer(Graph graph, int batch, int capacity)
+    {
+        StreamCheck.Streamable(graph, batch);
+        this.graph = graph;
+        Batch = batch;
+        kernels = Build(graph, batch, capacity);
+        StructuredLayers = kernels.OfType<GatedLayerKernel<T>>().Count();
+        inputs = graph.Inputs.Select(i => kernels[i.Index]!).ToArray();
+        outputs = graph.Outputs.Select(o => kernels[o.Index]!).ToArray();
+    }
+
+    public int Batch { get; }
+
+    /// <summary>How many gated RNN layers run structure-aware (the others node by node).</summary>
+    public int StructuredLayers { get; }
+
+    /// <summary>Steps taken since the start or the last <see cref="Reset"/>.</summary>
+    public long Steps { get; private set; }
+
+    /// <summary>The buffer of input <paramref name="index"/> (graph input order): [batch, features].</summary>
+    public Span<T> Input(int index = 0) => inputs[index].Output;
+
+    /// <summary>Output <paramref name="index"/> of the last step (graph output order): [batch, features'].</summary>
+    public ReadOnlySpan<T> Output(int index = 0) => outputs[index].Output;
+
+    /// <summary>Advances every node by one token, reading the input buffers.</summary>
+    public void Step()
+    {
+        foreach (var kernel in kernels) kernel?.Step();
+        Steps++;
+    }
+
+    /// <summary>One step of a graph with one input and one output: x: [batch, features] -> [batch, features'].</summary>
+    public ReadOnlySpan<T> Step(ReadOnlySpan<T> x)
+    {
+        if (inputs.Length != 1 || outputs.Length != 1)
+            throw new GraphException(new Diagnostic("wrong call", "(graph)", $"{inputs.Length} inputs, {outputs.Length} outputs",
+                "write each input into Input(i), call Step(), read Output(i)"));
+        if (x.Length != inputs[0].Output.Length)
+        {
+            var input = graph.InputNodes.First();
+            throw new ArgumentException($"input '{input.Name}' takes [batch {Batch}, features {input.Features}] = {inputs[0].Output.Length} values per step, got {x.Length}",
+                nameof(x));
+        }
+        x.CopyTo(inputs[0].Output);
+        Step();
+        return outputs[0].Output;
+    }
+
+    /// <summary>Back to the initial state (the state before the first step).</summary>
+    public void Reset()
+    {
+        foreach (var kernel in kernels) kernel?.Reset();
+        Steps = 0;
+    }
+
+    private static StepKernel<T>?[] Build(Graph graph, int batch, int capacity)
+    {
+        var kernels = new StepKernel<T>?[graph.Nodes.Count];
+        var layers = SelectionLayers(graph).ToDictionary(l => l.Layer.Readout.Index);
+        var interior = layers.Values.SelectMany(l => l.Layer.Interior).Select(n => n.Index).ToHashSet();
+        for (int i = 0; i < graph.Nodes.Count; i++)
+        {
+            if (interior.Contains(i)) continue;
+            var node = graph.Nodes[i];
+            StepKernel<T> Source(int s = 0) => kernels[node.Sources[s].Index]!;
+            kernels[i] = layers.TryGetValue(i, out var layer)
+                ? new GatedLayerKernel<T>(layer.Structure, layer.Layer.Input.Activation, kernels[layer.Layer.Source.Index]!, batch,
+                    layer.Layer.ReadoutNode.OutFeatures)
+                : node switch
+                {
+                    Input n => new InputKernel<T>(batch, n.Features),
+                    Projection n => new ProjectionKernel<T>(n, Source(), batch),
+                    Gate or Add => new ElementwiseKernel<T>(node, Source(0), Source(1), batch),
+                    Activation or Scale => new ElementwiseKernel<T>(node, Source(), null, batch),
+                    LinearRecurrence n => new RecurrenceKernel<T>(n, Source(), n.Decay is null ? null : Source(1), batch),
+                    Attention { Kernel: AttentionKernel.Linear } n => new LinearAttentionKernel<T>(n, Source(), batch),
+                    Attention n => new SoftmaxAttentionKernel<T>(n, Source(), batch, capacity),
+                    Concat => new ConcatKernel<T>(node.Sources.Select(s => kernels[s.Index]!).ToArray(), batch),
+                    Slice n => new SliceKernel<T>(n, Source(), batch),
+                    LayerNorm n => new NormKernel<T>(Source(), batch, n.Epsilon, centre: true, n.Weights?.Gain, n.Weights?.Bias),
+                    RmsNorm n => new NormKernel<T>(Source(), batch, n.Epsilon, centre: false, n.Weights?.Gain, null),
+                    _ => throw new GraphException(new Diagnostic("no step kernel", node.Name, node.Describe(),
+                        "bug in Streamer: this node kind has no step kernel")),
+                };
+        }
+        return kernels;
+    }
+
+    /// <summary>The gated RNN layers (real eigenvalues) whose weights have the selection structure.</summary>
+    private static IEnumerable<(RaiseAttention.Layer Layer, GatedLayerStructure Structure)> SelectionLayers(Graph graph)
+    {
+        foreach (var layer in RaiseAttention.Layers(graph).Where(l => l.Recurrence.State == StateKind.Real))
+        {
+            var structure = GatedLayerStructure.Read(Augmented(layer.InputValue), Augmented(layer.InputKey), layer.Recurrence.Lambda!.Data.ToArray(),
+                Matrix(layer.OutputValue.Weights!.Weight), Matrix(layer.OutputQuery.Weights!.Weight), Matrix(layer.ReadoutNode.Weights!.Weight));
+            if (structure is not null) yield return (layer, structure);
+        }
+    }
+
+    private static double[,] Matrix(DoubleTensor t)
+    {
+        var m = new double[t.Shape[0], t.Shape[1]];
+        for (int r = 0; r < t.Shape[0]; r++)
+            for (int c = 0; c < t.Shape[1]; c++) m[r, c] = t[r, c];
+        return m;
+    }
+
+    /// <summary>[W | b]: a projection's rows with their biases as a last column.</summary>
+    private static double[,] Augmented(Projection p)
+    {
+        var (w, b) = (p.Weights!.Weight, p.Weights.Bias);
+        var m = new double[p.OutFeatures, p.InFeatures + 1];
+        for (int r = 0; r < p.OutFeatures; r++)
+        {
+            for (int c = 0; c < p.InFeatures; c++) m[r, c] = w[r, c];
+            m[r, p.InFeatures] = b is null ? 0 : b[r];
+        }
+        return m;
+    }
+}
+
+/// <summary>Makes streamers from graphs that carry weights.</summary>
+public static class Streamer
+{
+    /// <summary>
+    /// A streamer for <paramref name="graph"/> (every node must carry weights: InitializeWeights.Run, or
+    /// compiled.ToGraph()). <paramref name="capacity"/>: tokens a softmax attention caches before it grows.
+    /// </summary>
+    public static Streamer<T> Create<T>(Graph graph, int batch = 1, int capacity = 1024) where T : unmanaged, IFloatingPointIeee754<T> =>
+        new(graph, batch, capacity);
+}
+
+internal static class StreamCheck
+{
+    public static void Streamable(Graph graph, int batch)
+    {
+        if (batch < 1) throw new ArgumentOutOfRangeException(nameof(batch), batch, "a streamer needs a batch of at least 1");
+        var problems = graph.Nodes.Where(n => !n.HasWeights)
+            .Select(n => new Diagnostic("missing weights", n.Name, n.Describe(),
+                "a streamer copies concrete weights: InitializeWeights.Run(graph, seed), or compiled.ToGraph() / compiled.ToStreamer()"))
+            .Concat(graph.Nodes.OfType<Attention>().Where(a => !a.Causal)
+                .Select(a => new Diagnostic("no step form", a.Name, a.Describe(),
+                    "non-causal attention reads future steps; make it causal to stream the graph")))
+            .ToList();
+        if (problems.Count > 0) throw new GraphException(problems);
+    }
+}
