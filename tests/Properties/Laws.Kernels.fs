@@ -99,6 +99,15 @@ let tests =
                 && within 1e-10 (scaledError dxOps dxFast) "input gradients"
                 && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFast)
 
+        testPropertyWithConfig { config with maxTest = 60 } "fused recurrent attention (no gradients) = masked form (float64, scaled error <= 1e-10)" <|
+            Prop.forAll (Arb.fromGen attentionCase) (fun c ->
+                let l = c.Layer
+                let g = Duality.Testing.Generators.attentionGraph l
+                let x = randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0 |> toTensor torch.ScalarType.Float64
+                let run execution =
+                    noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution)).forward(x) |> ofTensor)
+                within 1e-10 (scaledError (run ExecutionMode.TorchOps) (run ExecutionMode.Auto)) "fused vs masked")
+
         testPropertyWithConfig { config with maxTest = 60 } "structure-aware execution of lowered layers = node-by-node execution (float64, <= 1e-10), also under the invariances" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->
                 let l = c.Layer

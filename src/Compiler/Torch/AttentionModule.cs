@@ -44,6 +44,9 @@ internal sealed class AttentionModule : NodeModule
     {
         var x = inputs[0];
         long batch = x.shape[0], time = x.shape[1];
+        if (IsLinear && node.Causal && node.DecayPhase is null && execution == ExecutionMode.Auto && x.device.type == DeviceType.CPU
+            && !is_grad_enabled())
+            return Output(Recurrent(x));
         var (q, k, v) = (Heads(x, query, node.KeyWidth), Heads(x, key, node.KeyWidth), Heads(x, value, node.ValueWidth));
         Tensor mixed;
         if (IsLinear && node.Causal && node.DecayPhase is null && execution == ExecutionMode.Auto && time > Chunk)
@@ -124,6 +127,32 @@ internal sealed class AttentionModule : NodeModule
     private Tensor Output(Tensor y) => output is null ? y : nn.functional.linear(y, output);
 
     private const int Chunk = 64;
+
+    /// <summary>
+    /// Without gradients, on the CPU: the recurrent form as one fused loop (<see cref="Kernels.LinearAttentionLoop"/>),
+    /// O(T key value) per head with the state in cache. Returns the heads' outputs [batch, time, heads value].
+    /// </summary>
+    private Tensor Recurrent(Tensor x)
+    {
+        var q = Convert.Apply(node.FeatureMap, nn.functional.linear(x, query)).contiguous();
+        var k = Convert.Apply(node.FeatureMap, nn.functional.linear(x, key)).contiguous();
+        var v = nn.functional.linear(x, value).contiguous();
+        var decay = node.InputDependentDecay ? HeadDecayLogits(x).sigmoid().contiguous() : null;
+        var y = empty(x.shape[0], x.shape[1], node.Heads * node.ValueWidth, dtype: x.dtype);
+        var shape = new Kernels.LinearAttentionLoop.Shape((int)x.shape[0], (int)x.shape[1], node.Heads, node.KeyWidth, node.ValueWidth);
+        unsafe
+        {
+            if (x.dtype == ScalarType.Float32)
+                Kernels.LinearAttentionLoop.Run(Pointer<float>(q), Pointer<float>(k), Pointer<float>(v), Kernels.RawStorage.PointerOrNull<float>(decay),
+                    (float)(node.Decay ?? 1.0), Pointer<float>(y), shape);
+            else
+                Kernels.LinearAttentionLoop.Run(Pointer<double>(q), Pointer<double>(k), Pointer<double>(v), Kernels.RawStorage.PointerOrNull<double>(decay),
+                    node.Decay ?? 1.0, Pointer<double>(y), shape);
+        }
+        return y;
+    }
+
+    private static unsafe T* Pointer<T>(Tensor t) where T : unmanaged => Kernels.RawStorage.Pointer<T>(t);
 
     /// <summary>
     /// Causal linear attention in chunks of C steps: exact, O(T C) instead of O(T^2). With l_t the log
