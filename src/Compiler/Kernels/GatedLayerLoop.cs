@@ -40,6 +40,7 @@ internal static unsafe class GatedLayerLoop
         where T : unmanaged, INumber<T> =>
         System.Threading.Tasks.Parallel.For(0, batch, b => RunSequence(value, key, sums, schedule, b, shape, state));
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RunSequence<T>(T* value, T* key, T* sums, Schedule<T> schedule, int b, Shape shape, T* state)
         where T : unmanaged, INumber<T>
     {
@@ -59,6 +60,17 @@ internal static unsafe class GatedLayerLoop
                         Advance(h + n, l + n, v[block.ValueRow + r * block.ValueStride], k + block.KeyRow + r * block.KeyStride, block.Length);
                     }
                 new Span<T>(s, groups).Clear();
+                foreach (var block in schedule.Transposed) AdvanceAndRead(h, v, k, s, block);
+                foreach (var (inputs, outputs, uniform) in schedule.Paired)
+                    for (int r = 0; r < inputs.Count; r++)
+                    {
+                        int n = inputs.Neuron + r * inputs.Length, m = outputs.Start + r * outputs.Length;
+                        T vr = v[inputs.ValueRow + r * inputs.ValueStride];
+                        T* kr = k + inputs.KeyRow + r * inputs.KeyStride, q = h + outputs.Query + r * outputs.QueryStride;
+                        s[outputs.Group + r * outputs.GroupStride] += uniform
+                            ? AdvanceAndDot(h + n, l[n], vr, kr, c[m], q, inputs.Length)
+                            : AdvanceAndDot(h + n, l + n, vr, kr, c + m, q, inputs.Length);
+                    }
                 foreach (var block in schedule.Outputs)
                     for (int r = 0; r < block.Count; r++)
                         s[block.Group + r * block.GroupStride] += Dot(c + block.Start + r * block.Length,
@@ -79,6 +91,92 @@ internal static unsafe class GatedLayerLoop
                 Vector.Store(Vector.Load(l + i) * Vector.Load(h + i) + vv * Vector.Load(k + i), h + i);
         }
         for (; i < n; i++) h[i] = l[i] * h[i] + v * k[i];
+    }
+
+    /// <summary>
+    /// A transposed block (the state of run r, element j at Neuron + j Count + r) as attention's recurrent form,
+    /// vectorised across runs: H[j, r] = l H[j, r] + k_j v_r, s_r += c sum_j q_j H[j, r].
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AdvanceAndRead<T>(T* h, T* v, T* k, T* s, TransposedBlock<T> block) where T : unmanaged, INumber<T>
+    {
+        int runs = block.Runs, length = block.Length, r = 0;
+        T* state = h + block.Neuron, values = v + block.ValueRow, keys = k + block.KeyRow, queries = h + block.Query, sums = s + block.Group;
+        var (l, c) = (new Vector<T>(block.Lambda), new Vector<T>(block.Coefficient));
+        for (; r <= runs - Vector<T>.Count; r += Vector<T>.Count)
+        {
+            var vr = Vector.Load(values + r);
+            var acc = Vector<T>.Zero;
+            for (int j = 0; j < length; j++)
+            {
+                T* cell = state + j * runs + r;
+                var updated = l * Vector.Load(cell) + new Vector<T>(keys[j]) * vr;
+                Vector.Store(updated, cell);
+                acc += new Vector<T>(queries[j]) * updated;
+            }
+            Vector.Store(Vector.Load(sums + r) + c * acc, sums + r);
+        }
+        for (; r < runs; r++)
+        {
+            var total = T.Zero;
+            for (int j = 0; j < length; j++)
+            {
+                T* cell = state + j * runs + r;
+                *cell = block.Lambda * *cell + keys[j] * values[r];
+                total += queries[j] * *cell;
+            }
+            sums[r] += block.Coefficient * total;
+        }
+    }
+
+    /// <summary>h_i = l_i h_i + v k_i, then sum_i c_i h_i q_i, for i &lt; n: a paired block's run in one pass over h.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T AdvanceAndDot<T>(T* h, T* l, T v, T* k, T* c, T* q, int n) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        var total = T.Zero;
+        if (n >= Vector<T>.Count)
+        {
+            var (vv, acc) = (new Vector<T>(v), Vector<T>.Zero);
+            for (; i <= n - Vector<T>.Count; i += Vector<T>.Count)
+            {
+                var updated = Vector.Load(l + i) * Vector.Load(h + i) + vv * Vector.Load(k + i);
+                Vector.Store(updated, h + i);
+                acc += Vector.Load(c + i) * updated * Vector.Load(q + i);
+            }
+            total = Vector.Sum(acc);
+        }
+        for (; i < n; i++)
+        {
+            h[i] = l[i] * h[i] + v * k[i];
+            total += c[i] * h[i] * q[i];
+        }
+        return total;
+    }
+
+    /// <summary><see cref="AdvanceAndDot{T}(T*, T*, T, T*, T*, T*, int)"/> with one eigenvalue and one coefficient for the run.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T AdvanceAndDot<T>(T* h, T l, T v, T* k, T c, T* q, int n) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        var total = T.Zero;
+        if (n >= Vector<T>.Count)
+        {
+            var (vl, vv, acc) = (new Vector<T>(l), new Vector<T>(v), Vector<T>.Zero);
+            for (; i <= n - Vector<T>.Count; i += Vector<T>.Count)
+            {
+                var updated = vl * Vector.Load(h + i) + vv * Vector.Load(k + i);
+                Vector.Store(updated, h + i);
+                acc += updated * Vector.Load(q + i);
+            }
+            total = Vector.Sum(acc);
+        }
+        for (; i < n; i++)
+        {
+            h[i] = l * h[i] + v * k[i];
+            total += h[i] * q[i];
+        }
+        return c * total;
     }
 
     /// <summary>sum_i c_i a_i b_i for i &lt; n.</summary>
@@ -113,12 +211,21 @@ internal readonly record struct OutputBlock(int Start, int Length, int Count, in
     int Query, int QueryStride);
 
 /// <summary>
+/// Runs r &lt; Runs of Length neurons whose state is kept transposed at Neuron + j Runs + r, reading value
+/// ValueRow + r, keys KeyRow + j, queries h[Query + j], and adding into group Group + r.
+/// </summary>
+internal readonly record struct TransposedBlock<T>(int Neuron, int Runs, int Length, int ValueRow, int KeyRow, int Query, int Group,
+    T Lambda, T Coefficient) where T : unmanaged, INumber<T>;
+
+/// <summary>
 /// A plan laid out for the loop in element type T: neurons whose value row is shared and whose key rows
 /// are consecutive form runs (SIMD vectors), and runs that repeat with constant strides form blocks, so a
 /// lowered attention head costs a few loop headers per step instead of one per neuron.
 /// </summary>
 internal sealed class Schedule<T> where T : unmanaged, INumber<T>
 {
+    private readonly OutputBlock[] allOutputs;
+
     public Schedule(GatedLayerLoop.Plan plan)
     {
         Neurons = plan.Neurons;
@@ -130,10 +237,64 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
             .Select(b => new InputBlock(b.Start, b.Length, b.Count, b.First[0], b.Stride[0], b.First[1], b.Stride[1])).ToArray();
         var outputRuns = Runs(plan.Memory.Length, m => plan.Group[m] == plan.Group[m - 1]
             && plan.Memory[m] == plan.Memory[m - 1] + 1 && plan.Query[m] == plan.Query[m - 1] + 1);
-        Outputs = Blocks(outputRuns, start => [plan.Group[start], plan.Memory[start], plan.Query[start]])
+        Outputs = allOutputs = Blocks(outputRuns, start => [plan.Group[start], plan.Memory[start], plan.Query[start]])
             .Select(b => new OutputBlock(b.Start, b.Length, b.Count, b.First[0], b.Stride[0], b.First[1], b.Stride[1], b.First[2], b.Stride[2]))
             .ToArray();
+        var paired = Pair(plan);
+        Transposed = paired.Where(p => Transposable(p.Inputs, p.Outputs, p.Uniform))
+            .Select(p => new TransposedBlock<T>(p.Inputs.Neuron, p.Inputs.Count, p.Inputs.Length, p.Inputs.ValueRow, p.Inputs.KeyRow,
+                p.Outputs.Query, p.Outputs.Group, T.CreateChecked(plan.Lambda[p.Inputs.Neuron]), T.CreateChecked(plan.Coefficient[p.Outputs.Start])))
+            .ToArray();
+        Paired = paired.Where(p => !Transposable(p.Inputs, p.Outputs, p.Uniform)).ToArray();
+        Inputs = Inputs.Except(paired.Select(p => p.Inputs)).ToArray();
+        Outputs = Outputs.Except(paired.Select(p => p.Outputs)).ToArray();
     }
+
+    /// <summary>
+    /// A paired block whose runs read consecutive value rows and the same key rows, add into consecutive
+    /// groups with the same query neurons, with one eigenvalue and one coefficient: a head of a lowered
+    /// attention. Its neurons are read by no other block (so they may be stored transposed).
+    /// </summary>
+    private bool Transposable(InputBlock i, OutputBlock o, bool uniform)
+    {
+        if (!uniform || i.ValueStride != 1 || i.KeyStride != 0 || o.QueryStride != 0 || o.GroupStride != 1) return false;
+        bool Inside(int neuron) => neuron >= i.Neuron && neuron < i.Neuron + i.Count * i.Length;
+        bool ReadsInside(OutputBlock other) => other != o && Enumerable.Range(0, other.Count).Any(r =>
+            Enumerable.Range(0, other.Length).Any(n => Inside(other.Memory + r * other.MemoryStride + n) || Inside(other.Query + r * other.QueryStride + n)));
+        return !Inside(o.Query) && !allOutputs.Any(ReadsInside);
+    }
+
+    /// <summary>Paired blocks run as attention's recurrent form, their state transposed.</summary>
+    public TransposedBlock<T>[] Transposed { get; }
+
+    /// <summary>
+    /// Input blocks whose runs are exactly the memory runs of an output block, so each run is updated and
+    /// read in one pass; only where the output block's query neurons lie outside every paired input block
+    /// (they are updated before the pairs, with the other input blocks).
+    /// </summary>
+    private (InputBlock Inputs, OutputBlock Outputs, bool Uniform)[] Pair(GatedLayerLoop.Plan plan)
+    {
+        var candidates = Outputs
+            .Select(o => (Outputs: o, Inputs: Inputs.FirstOrDefault(i => i.Count == o.Count && i.Length == o.Length && i.Neuron == o.Memory
+                                                                          && o.MemoryStride == o.Length && i.Count > 0)))
+            .Where(p => p.Inputs.Count > 0)
+            .ToList();
+        var paired = candidates.Select(p => p.Inputs).ToHashSet();
+        bool InsidePaired(int neuron) => paired.Any(i => neuron >= i.Neuron && neuron < i.Neuron + i.Count * i.Length);
+        bool QueriesOutside(OutputBlock o) =>
+            Enumerable.Range(0, o.Count).All(r => !Enumerable.Range(o.Query + r * o.QueryStride, o.Length).Any(InsidePaired));
+        bool Uniform(InputBlock i, OutputBlock o)
+        {
+            var lambdas = Enumerable.Range(i.Neuron, i.Count * i.Length).Select(n => plan.Lambda[n]);
+            var coefficients = Enumerable.Range(o.Start, o.Count * o.Length).Select(m => plan.Coefficient[m]);
+            return lambdas.Distinct().Count() == 1 && coefficients.Distinct().Count() == 1;
+        }
+        return candidates.Where(p => QueriesOutside(p.Outputs)).GroupBy(p => p.Inputs).Select(g => g.First())
+            .Select(p => (p.Inputs, p.Outputs, Uniform(p.Inputs, p.Outputs))).ToArray();
+    }
+
+    /// <summary>Input and output blocks computed together, with whether their eigenvalues and coefficients are each one value.</summary>
+    public (InputBlock Inputs, OutputBlock Outputs, bool Uniform)[] Paired { get; }
 
     public int Neurons { get; }
 
@@ -143,8 +304,10 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
 
     public T[] Coefficient { get; }
 
+    /// <summary>The input blocks not in <see cref="Paired"/>, computed first in every step.</summary>
     public InputBlock[] Inputs { get; }
 
+    /// <summary>The output blocks not in <see cref="Paired"/>, computed last in every step.</summary>
     public OutputBlock[] Outputs { get; }
 
     /// <summary>Maximal runs [start, start + length) over which every sequence advances by one (where <paramref name="continues"/> holds).</summary>

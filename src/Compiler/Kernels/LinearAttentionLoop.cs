@@ -22,6 +22,7 @@ internal static unsafe class LinearAttentionLoop
             for (int p = 0; p < pairs; p++) RunHead(q, k, v, decay, gamma, y, shape, p / shape.Heads, p % shape.Heads);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RunHead<T>(T* q, T* k, T* v, T* decay, T gamma, T* y, Shape shape, int b, int h) where T : unmanaged, INumber<T>
     {
         int dk = shape.Key, dv = shape.Value;
@@ -33,30 +34,42 @@ internal static unsafe class LinearAttentionLoop
                 var a = decay is null ? gamma : decay[step * shape.Heads + h];
                 T* qt = q + (step * shape.Heads + h) * dk, kt = k + (step * shape.Heads + h) * dk;
                 T* vt = v + (step * shape.Heads + h) * dv, yt = y + (step * shape.Heads + h) * dv;
-                new Span<T>(yt, dv).Clear();
-                for (int j = 0; j < dk; j++) UpdateAndRead(s + j * dv, a, kt[j], vt, qt[j], yt, dv);
+                Advance(s, a, kt, vt, qt, yt, dk, dv);
             }
     }
 
-    /// <summary>row = a row + kj v; y += qj row, over n values.</summary>
+    /// <summary>
+    /// S[j, :] = a S[j, :] + k_j v and y = sum_j q_j S[j, :], one vector of values at a time so that v and
+    /// the sum stay in registers while the rows of S stream through once.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void UpdateAndRead<T>(T* row, T a, T kj, T* v, T qj, T* y, int n) where T : unmanaged, INumber<T>
+    private static void Advance<T>(T* s, T a, T* k, T* v, T* q, T* y, int dk, int dv) where T : unmanaged, INumber<T>
     {
         int i = 0;
-        if (n >= Vector<T>.Count)
+        var va = new Vector<T>(a);
+        for (; i <= dv - Vector<T>.Count; i += Vector<T>.Count)
         {
-            Vector<T> va = new(a), vk = new(kj), vq = new(qj);
-            for (; i <= n - Vector<T>.Count; i += Vector<T>.Count)
+            var vi = Vector.Load(v + i);
+            var sum = Vector<T>.Zero;
+            for (int j = 0; j < dk; j++)
             {
-                var updated = va * Vector.Load(row + i) + vk * Vector.Load(v + i);
-                Vector.Store(updated, row + i);
-                Vector.Store(Vector.Load(y + i) + vq * updated, y + i);
+                T* row = s + j * dv + i;
+                var updated = va * Vector.Load(row) + new Vector<T>(k[j]) * vi;
+                Vector.Store(updated, row);
+                sum += new Vector<T>(q[j]) * updated;
             }
+            Vector.Store(sum, y + i);
         }
-        for (; i < n; i++)
+        for (; i < dv; i++)
         {
-            row[i] = a * row[i] + kj * v[i];
-            y[i] += qj * row[i];
+            var sum = T.Zero;
+            for (int j = 0; j < dk; j++)
+            {
+                T* cell = s + j * dv + i;
+                *cell = a * *cell + k[j] * v[i];
+                sum += q[j] * *cell;
+            }
+            y[i] = sum;
         }
     }
 }

@@ -140,6 +140,7 @@ internal sealed class AttentionModule : NodeModule
         var decay = node.InputDependentDecay ? HeadDecayLogits(x).sigmoid().contiguous() : null;
         var y = empty(x.shape[0], x.shape[1], node.Heads * node.ValueWidth, dtype: x.dtype);
         var shape = new Kernels.LinearAttentionLoop.Shape((int)x.shape[0], (int)x.shape[1], node.Heads, node.KeyWidth, node.ValueWidth);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         unsafe
         {
             if (x.dtype == ScalarType.Float32)
@@ -149,6 +150,7 @@ internal sealed class AttentionModule : NodeModule
                 Kernels.LinearAttentionLoop.Run(Pointer<double>(q), Pointer<double>(k), Pointer<double>(v), Kernels.RawStorage.PointerOrNull<double>(decay),
                     node.Decay ?? 1.0, Pointer<double>(y), shape);
         }
+        if (Environment.GetEnvironmentVariable("DUALITY_PROFILE") is not null) Console.Error.WriteLine($"loop {clock.Elapsed.TotalMilliseconds:0.00} ms");
         return y;
     }
 

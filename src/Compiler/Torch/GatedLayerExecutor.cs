@@ -49,43 +49,46 @@ internal sealed class GatedLayerExecutor
         if (is_grad_enabled() || x.device.type != DeviceType.CPU) return null;
         using var scope = NewDisposeScope();
         if (Current(x.dtype) is not { } layout) return null;
-        var features = x.shape[2];
-        var value = nn.functional.linear(x, layout.ValueRows.narrow(1, 0, features), layout.ValueRows.select(1, features)).contiguous();
-        var key = Convert.Apply(featureMap, nn.functional.linear(x, layout.KeyRows.narrow(1, 0, features), layout.KeyRows.select(1, features))).contiguous();
-        int batch = (int)x.shape[0], time = (int)x.shape[1];
+        int batch = (int)x.shape[0], time = (int)x.shape[1], values = (int)layout.ValueBias.shape[0], keys = (int)layout.KeyBias.shape[0];
+        // both input-gate projections in one product when no feature map applies to the key branch: rows values | keys
+        var fused = featureMap == ActivationKind.Identity;
+        var value = fused
+            ? nn.functional.linear(x, layout.InputWeight, layout.InputBias).contiguous()
+            : nn.functional.linear(x, layout.ValueWeight, layout.ValueBias).contiguous();
+        var key = fused ? value : Convert.Apply(featureMap, nn.functional.linear(x, layout.KeyWeight, layout.KeyBias)).contiguous();
+        var (keyOffset, valueStride, keyStride) = fused ? (values, values + keys, values + keys) : (0, values, keys);
         var sums = empty(batch, time, layout.Groups, dtype: x.dtype);
-        unsafe
-        {
-            if (x.dtype == ScalarType.Float32)
-                GatedLayerLoop.Run(RawStorage.Pointer<float>(value), RawStorage.Pointer<float>(key), RawStorage.Pointer<float>(sums),
-                    layout.Single, batch, time, (int)value.shape[2], (int)key.shape[2]);
-            else
-                GatedLayerLoop.Run(RawStorage.Pointer<double>(value), RawStorage.Pointer<double>(key), RawStorage.Pointer<double>(sums),
-                    layout.Double, batch, time, (int)value.shape[2], (int)key.shape[2]);
-        }
+        if (x.dtype == ScalarType.Float32) Loop(value, key, keyOffset, sums, layout.Single, batch, time, valueStride, keyStride);
+        else Loop(value, key, keyOffset, sums, layout.Double, batch, time, valueStride, keyStride);
         return nn.functional.linear(sums, layout.ReadoutColumns).MoveToOuterDisposeScope();
     }
 
-    /// <summary>The structure in the tensors and loop schedules that one run needs.</summary>
-    private sealed record Layout(Tensor ValueRows, Tensor KeyRows, Tensor ReadoutColumns, int Groups, Schedule<float> Single, Schedule<double> Double);
+    private static unsafe void Loop<T>(Tensor value, Tensor key, int keyOffset, Tensor sums, Schedule<T> schedule, int batch, int time,
+        int valueStride, int keyStride) where T : unmanaged, System.Numerics.INumber<T> =>
+        GatedLayerLoop.Run(RawStorage.Pointer<T>(value), RawStorage.Pointer<T>(key) + keyOffset, RawStorage.Pointer<T>(sums), schedule,
+            batch, time, valueStride, keyStride);
 
-    private (double Fingerprint, ScalarType DType, Layout? Layout)? cached;
-    private Tensor[]? probes;
+    /// <summary>The structure in the tensors and loop schedules that one run needs.</summary>
+    private sealed record Layout(Tensor ValueWeight, Tensor ValueBias, Tensor KeyWeight, Tensor KeyBias, Tensor ReadoutColumns, int Groups,
+        Schedule<float> Single, Schedule<double> Double)
+    {
+        /// <summary>[A_g; A_x] and [a_g; a_x]: both projections at once.</summary>
+        public Tensor InputWeight { get; } = cat([ValueWeight, KeyWeight], 0).DetachFromDisposeScope();
+
+        public Tensor InputBias { get; } = cat([ValueBias, KeyBias], 0).DetachFromDisposeScope();
+    }
+
+    private (ulong Fingerprint, ScalarType DType, Layout? Layout)? cached;
 
     /// <summary>
-    /// The structure of the current weights, read again only when they change: a fingerprint (each weight
-    /// dotted with a fixed random tensor) costs one pass over the weights, the analysis a copy and hashing.
+    /// The structure of the current weights, read again only when they change: a hash of the weights' bits
+    /// costs one pass over them at memory speed, the analysis a copy and hashing of rows.
     /// </summary>
     private Layout? Current(ScalarType dtype)
     {
         Tensor[] weights = [inputValue.Weight, inputKey.Weight, outputValue.Weight, outputQuery.Weight, readout.Weight, recurrence.Lambda!,
             .. new[] { inputValue.BiasWeight, inputKey.BiasWeight }.OfType<Tensor>()];
-        if (probes is null || probes.Length != weights.Length)
-        {
-            var generator = new torch.Generator(20231);
-            probes = weights.Select(w => rand(w.shape, dtype: w.dtype, generator: generator).DetachFromDisposeScope()).ToArray();
-        }
-        var fingerprint = weights.Zip(probes, (w, p) => (w.detach() * p).sum().to_type(ScalarType.Float64).item<double>()).Sum();
+        var fingerprint = Fingerprint.Of(weights);
         if (cached is { } c && c.Fingerprint == fingerprint && c.DType == dtype) return c.Layout;
         var layout = Read(dtype);
         cached = (fingerprint, dtype, layout);
@@ -98,9 +101,12 @@ internal sealed class GatedLayerExecutor
             Matrix(outputValue.Weight), Matrix(outputQuery.Weight), Matrix(readout.Weight));
         if (structure is null) return null;
         Tensor Stack(double[][] rows) => tensor(rows.SelectMany(v => v).ToArray(), [rows.Length, rows[0].Length], dtype).DetachFromDisposeScope();
+        Tensor Weight(double[][] augmented) => Stack(augmented.Select(r => r[..^1]).ToArray());
+        Tensor Bias(double[][] augmented) => tensor(augmented.Select(r => r[^1]).ToArray(), dtype: dtype).DetachFromDisposeScope();
         var columns = structure.ReadoutColumns;
         var readoutRows = Enumerable.Range(0, columns[0].Length).Select(o => columns.Select(c => c[o]).ToArray()).ToArray();
-        return new Layout(Stack(structure.ValueRows), Stack(structure.KeyRows), Stack(readoutRows), structure.Plan.Groups, new Schedule<float>(structure.Plan), new Schedule<double>(structure.Plan));
+        return new Layout(Weight(structure.ValueRows), Bias(structure.ValueRows), Weight(structure.KeyRows), Bias(structure.KeyRows),
+            Stack(readoutRows), structure.Plan.Groups, new Schedule<float>(structure.Plan), new Schedule<double>(structure.Plan));
     }
 
     /// <summary>[W | b]: a projection's rows with their biases as a last column.</summary>
