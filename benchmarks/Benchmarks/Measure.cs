@@ -27,7 +27,7 @@ public sealed record Measurement(string Group, string Configuration, string Mode
 public sealed class Report
 {
     private readonly List<Measurement> rows = [];
-    private readonly List<(string Name, double Value, string Target, bool Met)> ratios = [];
+    private readonly List<(string Name, double Value, string Target, bool? Met)> ratios = [];
 
     public Measurement Add(Measurement m)
     {
@@ -39,8 +39,17 @@ public sealed class Report
     public void Ratio(string name, double value, string target, bool met)
     {
         ratios.Add((name, value, target, met));
-        Console.WriteLine($"  ratio: {name} = {value:0.00} (target {target}: {(met ? "met" : "NOT met")})");
+        Console.WriteLine($"  ratio: {name} = {value:0.00} (target {target}: {Verdict(met)})");
     }
+
+    /// <summary>A ratio shown for context, with no target.</summary>
+    public void Context(string name, double value)
+    {
+        ratios.Add((name, value, "-", null));
+        Console.WriteLine($"  ratio: {name} = {value:0.00}");
+    }
+
+    private static string Verdict(bool? met) => met switch { true => "met", false => "NOT met", null => "context" };
 
     public void Print(long peakBytes)
     {
@@ -49,7 +58,7 @@ public sealed class Report
         foreach (var m in rows)
             Console.WriteLine($"{m.Group,-12} {m.Configuration,-34} {m.Mode,-30} {m.MedianMs,10:0.00} {m.MinMs,10:0.00}  {m.Throughput}");
         Console.WriteLine();
-        foreach (var r in ratios) Console.WriteLine($"{r.Name,-70} {r.Value,8:0.00}  target {r.Target,-10} {(r.Met ? "met" : "NOT met")}");
+        foreach (var r in ratios) Console.WriteLine($"{r.Name,-70} {r.Value,8:0.00}  target {r.Target,-10} {Verdict(r.Met)}");
         Console.WriteLine($"peak working set: {peakBytes / (1 << 20)} MiB");
     }
 
@@ -63,7 +72,7 @@ public sealed class Report
         csv.AppendLine();
         csv.AppendLine("ratio,value,target,met");
         foreach (var r in ratios)
-            csv.AppendLine(string.Join(",", Quote(r.Name), r.Value.ToString("0.000", CultureInfo.InvariantCulture), Quote(r.Target), r.Met));
+            csv.AppendLine(string.Join(",", Quote(r.Name), r.Value.ToString("0.000", CultureInfo.InvariantCulture), Quote(r.Target), Verdict(r.Met)));
         File.WriteAllText(path, csv.ToString());
     }
 

@@ -67,6 +67,16 @@ let private close (a: double[]) (b: double[]) =
 
 let config = { FsCheckConfig.defaultConfig with maxTest = 150 }
 
+/// Widths around the fused kernel's block of 256 channels, every activation (those without a fused form too).
+let private gatedCase =
+    gen {
+        let! c = recurrenceCase
+        let! width = Gen.elements [ 1; 7; 8; 255; 256; 257; 600 ]
+        let! activation = Gen.elements [ ActivationKind.Identity; ActivationKind.Sigmoid; ActivationKind.Tanh; ActivationKind.SiLU; ActivationKind.ReLU; ActivationKind.GELU ]
+        let! fixedLambda = Gen.elements [ true; false ]
+        return { c with Width = width; Batch = min c.Batch 2 }, activation, fixedLambda
+    }
+
 type AttentionCase = { Layer: Duality.Testing.Generators.AttentionLayer; Time: int }
 
 let private attentionCase =
@@ -98,6 +108,21 @@ let tests =
                 within 1e-10 (scaledError yOps yFast) "outputs"
                 && within 1e-10 (scaledError dxOps dxFast) "input gradients"
                 && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFast)
+
+        testPropertyWithConfig { config with maxTest = 60 } "fused gate + recurrence (no gradients) = node-by-node execution (float64, scaled error <= 1e-10)" <|
+            Prop.forAll (Arb.fromGen gatedCase) (fun (c, activation, fixedLambda) ->
+                let b = Model.Input("x", 3).Gate((fun v -> v.Projection(c.Width)), (fun g -> g.Projection(c.Width)), activation)
+                let random = Random(c.Seed)
+                let values n = Array.init n (fun _ -> random.NextDouble() * 1.8 - 0.9)
+                let state = if c.WithState then DoubleTensor.Vector(values c.Width) else null
+                let g =
+                    InitializeWeights.Run(
+                        (if fixedLambda then b.LinearRecurrence(trainable = false, lambda = DoubleTensor.Vector(values c.Width), initialState = state)
+                         else b.LinearRecurrence(initialState = state)).Build(), c.Seed)
+                let x = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5 |> toTensor torch.ScalarType.Float64
+                let run execution =
+                    noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution)).forward(x) |> ofTensor)
+                within 1e-10 (scaledError (run ExecutionMode.TorchOps) (run ExecutionMode.Auto)) "fused vs node by node")
 
         testPropertyWithConfig { config with maxTest = 60 } "fused recurrent attention (no gradients) = masked form (float64, scaled error <= 1e-10)" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->

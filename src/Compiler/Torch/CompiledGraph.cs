@@ -13,7 +13,7 @@ namespace Duality.Torch;
 public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
 {
     private readonly NodeModule?[] nodeModules;
-    private readonly ILookup<int, GatedLayerExecutor> executorsBySource;
+    private readonly ILookup<int, IFusedExecutor> executorsByTrigger;
 
     internal CompiledGraph(Graph graph, ScalarType dtype, Device device, ExecutionMode execution) : base("graph")
     {
@@ -24,8 +24,10 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
         nodeModules = graph.Nodes.Select(n => ModuleFactory.Create(n, dtype, execution)).ToArray();
         foreach (var module in nodeModules)
             if (module is not null) register_module(module.GetName(), module);
-        var executors = execution == ExecutionMode.Auto ? GatedLayerExecutor.For(graph, nodeModules) : [];
-        executorsBySource = executors.ToLookup(e => e.Layer.Source.Index);
+        IEnumerable<IFusedExecutor> executors = execution == ExecutionMode.Auto
+            ? [.. GatedLayerExecutor.For(graph, nodeModules), .. GatedRecurrenceExecutor.For(graph, nodeModules)]
+            : [];
+        executorsByTrigger = executors.ToLookup(e => e.Trigger);
         this.to(device);
     }
 
@@ -60,35 +62,37 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
         int next = 0;
         for (int i = 0; i < nodeModules.Length; i++)
         {
-            if (fused.TryGetValue(i, out var layerOutput))
-            {
-                values[i] = layerOutput;
-                continue;
-            }
-            if (fused.ContainsKey(~i)) continue;
-            values[i] = nodeModules[i] is { } module
-                ? module.Forward(Graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray())
-                : inputs[next++];
+            if (fused.TryGetValue(i, out var groupOutput)) values[i] = groupOutput;
+            else if (fused.ContainsKey(~i)) continue;
+            else
+                values[i] = nodeModules[i] is { } module
+                    ? module.Forward(Graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray())
+                    : inputs[next++];
             fused = Fuse(values, fused, i);
         }
         return Graph.Outputs.Select(o => values[o.Index]).ToArray();
     }
 
     /// <summary>
-    /// Runs each structure-aware layer as soon as its input is known (after node <paramref name="computed"/>):
-    /// the result is keyed by the layer's readout index, its interior nodes by their complement (~index) so
-    /// they are skipped. Layers whose weights lack the structure, or any layer while gradients are
-    /// recorded, run node by node.
+    /// Runs each fused group (a structure-aware layer, a gate feeding a recurrence) as soon as its inputs are
+    /// known (after node <paramref name="computed"/>): the result is keyed by its node's index, the interior
+    /// nodes by their complement (~index) so they are skipped. Groups that decline (weights without the
+    /// structure, gradients recorded, another device) run node by node; a group whose nodes another group
+    /// already took is not run.
     /// </summary>
     private Dictionary<int, Tensor> Fuse(Tensor[] values, Dictionary<int, Tensor>? fused = null, int computed = -1)
     {
         fused ??= [];
-        foreach (var executor in executorsBySource[computed])
-            if (executor.TryRun(values[computed]) is { } output)
+        foreach (var executor in executorsByTrigger[computed])
+        {
+            if (fused.ContainsKey(executor.Result) || fused.ContainsKey(~executor.Result) || executor.Interior.Any(i => fused.ContainsKey(~i)))
+                continue;
+            if (executor.TryRun(values) is { } output)
             {
-                fused[executor.Layer.Readout.Index] = output;
-                foreach (var interior in executor.Layer.Interior) fused[~interior.Index] = output;
+                fused[executor.Result] = output;
+                foreach (var interior in executor.Interior) fused[~interior] = output;
             }
+        }
         return fused;
     }
 

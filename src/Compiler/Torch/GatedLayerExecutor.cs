@@ -16,7 +16,7 @@ namespace Duality.Torch;
 /// and whenever gradients are recorded (the dense path gives every weight its gradient), it
 /// returns null and the graph runs node by node.
 /// </summary>
-internal sealed class GatedLayerExecutor
+internal sealed class GatedLayerExecutor : IFusedExecutor
 {
     private readonly ProjectionModule inputValue, inputKey, outputValue, outputQuery, readout;
     private readonly RecurrenceModule recurrence;
@@ -35,6 +35,14 @@ internal sealed class GatedLayerExecutor
     }
 
     public RaiseAttention.Layer Layer { get; }
+
+    public int Trigger => Layer.Source.Index;
+
+    public int Result => Layer.Readout.Index;
+
+    public IReadOnlyList<int> Interior => Layer.Interior.Select(n => n.Index).ToArray();
+
+    public Tensor? TryRun(Tensor[] values) => TryRun(values[Trigger]);
 
     /// <summary>The layers of a graph that this executor can run (real, fixed or trainable eigenvalues).</summary>
     public static IReadOnlyList<GatedLayerExecutor> For(Graph graph, NodeModule?[] modules) =>

@@ -35,6 +35,9 @@ internal sealed class RecurrenceModule : NodeModule
     /// <summary>The eigenvalues ([width] or [width, 2]), or null with a decay branch.</summary>
     public Tensor? Lambda => lambda;
 
+    /// <summary>The initial state ([width] or [width, 2]), or null for zero.</summary>
+    public Tensor? InitialStateBuffer => initialState;
+
     public override bool IsStateful => true;
 
     public override Tensor[] InitialState(long batch)
