@@ -51,6 +51,13 @@ let x = torch.randn(2L, 50L, 4L)
 let y = compiled |> Compiled.run x
 printfn "input %A -> output %A, %d parameters" x.shape y.shape (Compiled.parameterCount compiled)
 
+// token by token with the allocation-free streamer (batch 1): the last output matches the full sequence
+let streamer = compiled |> Compiled.streamer 1
+let first = x.[0].contiguous().data<float32>().ToArray()
+let mutable last = 0.0f
+for t in 0 .. 49 do last <- (streamer.Step(System.ReadOnlySpan(first, 4 * t, 4))).[0]
+printfn "streamer, 50 tokens: last output %.5f, full sequence %.5f" last (y.[0, 49, 0].item<float32>())
+
 let kinds = Graph.kinds model |> List.countBy (function
     | RecurrenceNode _ -> "recurrence" | ProjectionNode _ -> "projection" | GateNode _ -> "gate"
     | InputNode _ | AttentionNode _ | ActivationNode _ | AddNode _ | ConcatNode _ | SliceNode _

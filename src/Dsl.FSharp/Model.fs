@@ -100,6 +100,12 @@ module Compiled =
 
     let stepForm (m: CompiledGraph) = m.ToStepForm()
 
+    /// The allocation-free float32 streamer over the current weights: Step(ReadOnlySpan) per token.
+    let streamer batch (m: CompiledGraph) = m.ToStreamer<float32>(batch)
+
+    /// The float64 streamer.
+    let streamer64 batch (m: CompiledGraph) = m.ToStreamer<float>(batch)
+
     let parameterCount (m: CompiledGraph) = m.ParameterCount
 
     /// The graph with the module's current weights.
