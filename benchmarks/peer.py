@@ -1,8 +1,12 @@
 """The gated RNN layer of benchmarks/Benchmarks (d 256, N 1024, B 8, T 1024) in PyTorch, written
 as a Python user would: projections, then a loop over time. Prints forward and forward+backward
-times and the matmul rate, for comparison in the same run. Needs python3 with torch."""
+times and the matmul rate, for comparison in the same run. Needs python3 with torch (Debian:
+apt-get install python3-torch, then /usr/bin/python3 benchmarks/peer.py; about two minutes)."""
+import os
 import time
 import torch
+
+torch.set_num_threads(os.cpu_count())
 
 torch.manual_seed(1)
 d, n, b, t = 256, 1024, 8, 1024
@@ -21,7 +25,7 @@ def forward(x):
     return readout(torch.stack(outputs, 1))
 
 
-def best(run, repeats=5):
+def best(run, repeats=3):
     run()
     times = []
     for _ in range(repeats):
@@ -33,7 +37,7 @@ def best(run, repeats=5):
 
 with torch.no_grad():
     print(f"python forward: {best(lambda: forward(x)):.1f} ms")
-print(f"python forward + backward: {best(lambda: forward(x).sum().backward()):.1f} ms")
+print(f"python forward + backward: {best(lambda: forward(x).sum().backward(), repeats=2):.1f} ms")
 a = torch.randn(2048, 2048)
 ms = best(lambda: a @ a)
 print(f"python matmul 2048^3: {ms:.1f} ms, {2 * 2048 ** 3 / ms / 1e6:.1f} GFLOP/s")

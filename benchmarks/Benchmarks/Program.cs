@@ -148,7 +148,8 @@ var matmul = report.Add(Measurement.Of("reference", "matmul 2048^3", "libtorch",
 // the layer's three products (value, gate, readout) at that rate: the floor for any implementation using libtorch's matmul
 var layerFlops = 3 * 2.0 * 8 * 1024 * d * n;
 report.Context("compiled forward / its matmuls at the measured matmul rate", ours.MinMs / (layerFlops / (2.0 * 2048 * 2048 * 2048) * matmul.MinMs));
-Console.WriteLine("  (the Python peer, benchmarks/peer.py, runs where python3 has torch: python3 benchmarks/peer.py)");
+if (args.Contains("--peer")) PythonPeer(report, ours, oursBackward);
+else Console.WriteLine("  (--peer also runs the Python peer, benchmarks/peer.py, where python3 has torch: a few minutes)");
 }
 
 report.Print(Process.GetCurrentProcess().PeakWorkingSet64);
@@ -175,6 +176,33 @@ static double StepLatency(Duality.Torch.CompiledGraph model, int features, int s
     var elapsed = clock.Elapsed.TotalMilliseconds;
     bytesPerStep = (GC.GetAllocatedBytesForCurrentThread() - before) / (double)steps;
     return elapsed / steps;
+}
+
+/// <summary>Runs benchmarks/peer.py (Debian's /usr/bin/python3 first) and adds its figures and ratios to the report.</summary>
+static void PythonPeer(Report report, Measurement ours, Measurement oursBackward)
+{
+    var script = Path.Combine(AppContext.BaseDirectory, "peer.py");
+    foreach (var python in new[] { "/usr/bin/python3", "python3" })
+    {
+        try
+        {
+            using var process = Process.Start(new ProcessStartInfo(python, [script]) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+            var output = process.StandardOutput.ReadToEnd();
+            process.WaitForExit();
+            double Figure(string label) =>
+                double.Parse(output.Split('\n').First(l => l.StartsWith(label)).Split(':')[1].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+            if (process.ExitCode != 0 || !output.Contains("python forward:")) continue;
+            var (forward, backward, rate) = (Figure("python forward"), Figure("python forward + backward"), output.Split('\n').First(l => l.StartsWith("python matmul")));
+            report.Add(new Measurement("gated RNN", "forward", $"Python peer ({python})", forward, forward, ""));
+            report.Add(new Measurement("gated RNN", "forward + backward", $"Python peer ({python})", backward, backward, ""));
+            report.Add(new Measurement("reference", "matmul 2048^3", "Python peer", 0, 0, rate.Split(',')[1].Trim()));
+            report.Ratio("Python peer / compiled, forward", forward / ours.MinMs, "> 1", forward > ours.MinMs);
+            report.Ratio("Python peer / compiled, forward + backward", backward / oursBackward.MinMs, "> 1", backward > oursBackward.MinMs);
+            return;
+        }
+        catch (System.ComponentModel.Win32Exception) { }
+    }
+    Console.WriteLine("  the Python peer did not run: no python3 with torch (Debian: apt-get install python3-torch)");
 }
 
 static double StreamerLatency(Duality.Streaming.Streamer<float> streamer, int features, int steps, out double bytesPerStep)
