@@ -67,6 +67,12 @@ let private close (a: double[]) (b: double[]) =
 
 let config = { FsCheckConfig.defaultConfig with maxTest = 150 }
 
+/// The default (fast) execution without gradients equals plain TorchSharp operations, in float64.
+let private fastEqualsPlain (g: Graph) (x: Sequence) label =
+    let x = x |> toTensor torch.ScalarType.Float64
+    let run execution = noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution)).forward(x) |> ofTensor)
+    within 1e-10 (scaledError (run ExecutionMode.TorchOps) (run ExecutionMode.Auto)) label
+
 /// Widths around the fused kernel's block of 256 channels, every activation (those without a fused form too).
 let private gatedCase =
     gen {
@@ -119,19 +125,12 @@ let tests =
                     InitializeWeights.Run(
                         (if fixedLambda then b.LinearRecurrence(trainable = false, lambda = DoubleTensor.Vector(values c.Width), initialState = state)
                          else b.LinearRecurrence(initialState = state)).Build(), c.Seed)
-                let x = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5 |> toTensor torch.ScalarType.Float64
-                let run execution =
-                    noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution)).forward(x) |> ofTensor)
-                within 1e-10 (scaledError (run ExecutionMode.TorchOps) (run ExecutionMode.Auto)) "fused vs node by node")
+                fastEqualsPlain g (randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5) "fused vs node by node")
 
         testPropertyWithConfig { config with maxTest = 60 } "fused recurrent attention (no gradients) = masked form (float64, scaled error <= 1e-10)" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->
                 let l = c.Layer
-                let g = Duality.Testing.Generators.attentionGraph l
-                let x = randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0 |> toTensor torch.ScalarType.Float64
-                let run execution =
-                    noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution)).forward(x) |> ofTensor)
-                within 1e-10 (scaledError (run ExecutionMode.TorchOps) (run ExecutionMode.Auto)) "fused vs masked")
+                fastEqualsPlain (Duality.Testing.Generators.attentionGraph l) (randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0) "fused vs masked")
 
         testPropertyWithConfig { config with maxTest = 60 } "structure-aware execution of lowered layers = node-by-node execution (float64, <= 1e-10), also under the invariances" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->

@@ -24,7 +24,7 @@ let private outputsLike (g: Graph) batch time =
     g.Outputs |> Seq.map (fun o -> Array3D.zeroCreate<double> batch time g.Widths.[o.Index]) |> Array.ofSeq
 
 /// Feeds [batch, time, features] inputs one step at a time; returns the outputs as sequences.
-let stream64 (s: Streamer<float>) (g: Graph) (inputs: double[,,][]) =
+let stream (s: Streamer<'T>) (ofDouble: double -> 'T) (toDouble: 'T -> double) (g: Graph) (inputs: double[,,][]) =
     let batch, time = inputs.[0].GetLength 0, inputs.[0].GetLength 1
     let outputs = outputsLike g batch time
     for t in 0 .. time - 1 do
@@ -32,31 +32,18 @@ let stream64 (s: Streamer<float>) (g: Graph) (inputs: double[,,][]) =
             let width = inputs.[i].GetLength 2
             let buffer = s.Input(i)
             for b in 0 .. batch - 1 do
-                for f in 0 .. width - 1 do buffer.[b * width + f] <- inputs.[i].[b, t, f]
+                for f in 0 .. width - 1 do buffer.[b * width + f] <- ofDouble inputs.[i].[b, t, f]
         s.Step()
         for o in 0 .. outputs.Length - 1 do
             let width = outputs.[o].GetLength 2
             let y = s.Output(o)
             for b in 0 .. batch - 1 do
-                for f in 0 .. width - 1 do outputs.[o].[b, t, f] <- y.[b * width + f]
+                for f in 0 .. width - 1 do outputs.[o].[b, t, f] <- toDouble y.[b * width + f]
     outputs
 
-let stream32 (s: Streamer<float32>) (g: Graph) (inputs: double[,,][]) =
-    let batch, time = inputs.[0].GetLength 0, inputs.[0].GetLength 1
-    let outputs = outputsLike g batch time
-    for t in 0 .. time - 1 do
-        for i in 0 .. inputs.Length - 1 do
-            let width = inputs.[i].GetLength 2
-            let buffer = s.Input(i)
-            for b in 0 .. batch - 1 do
-                for f in 0 .. width - 1 do buffer.[b * width + f] <- float32 inputs.[i].[b, t, f]
-        s.Step()
-        for o in 0 .. outputs.Length - 1 do
-            let width = outputs.[o].GetLength 2
-            let y = s.Output(o)
-            for b in 0 .. batch - 1 do
-                for f in 0 .. width - 1 do outputs.[o].[b, t, f] <- float y.[b * width + f]
-    outputs
+let stream64 (s: Streamer<float>) = stream s id id
+
+let stream32 (s: Streamer<float32>) = stream s float32 float
 
 let private agree tolerance label (expected: double[,,][]) (actual: double[,,][]) =
     Array.forall2 (fun e a -> within tolerance (scaledError e a) label) expected actual
