@@ -132,11 +132,11 @@ internal readonly unsafe struct RealForwardScan<T>(T* input, T* lambda, LambdaLa
 
 /// <summary>
 /// The reverse scan of <see cref="RealForwardScan{T}"/>: adjoints a_t = g_t + lambda_{t+1} a_{t+1} are the
-/// input gradient; the eigenvalue gradient a_t h_{t-1} is written per layout as it goes: summed over time
-/// into lambdaGradient [batch, width] (per channel), stored as [batch, time, width] (per step), or summed
-/// over this item's channels into [batch, time, blocks] (shared per step); null skips it. initialGradient
-/// [batch, width] receives lambda_0 a_0, or is null. The gradient g is [batch, time, width], or [batch, time]
-/// when it is the same for every channel.
+/// input gradient; the eigenvalue gradient a_t h_{t-1} is formed in the same pass and written per layout:
+/// summed over time into lambdaGradient [batch, width] (per channel), stored as [batch, time, width] (per
+/// step), or summed over this item's channels into [batch, time, blocks] (shared per step); null skips it,
+/// and with it every read of h. initialGradient [batch, width] receives lambda_0 a_0, or is null. The
+/// gradient g is [batch, time, width], or [batch, time] when it is the same for every channel.
 /// </summary>
 internal readonly unsafe struct RealBackwardScan<T>(
     T* gradient, bool channelBroadcast, T* lambda, LambdaLayout layout, T* initial, T* states,
@@ -147,23 +147,27 @@ internal readonly unsafe struct RealBackwardScan<T>(
     public void Run(ScanItem item)
     {
         int count = item.Count;
+        bool perChannel = layout == LambdaLayout.PerChannel && lambdaGradient != null;
         T* adjoint = stackalloc T[count];
-        T* lambdaSum = stackalloc T[layout == LambdaLayout.PerChannel ? count : 0];
-        new Span<T>(lambdaSum, layout == LambdaLayout.PerChannel ? count : 0).Clear();
+        T* timeSum = stackalloc T[perChannel ? count : 0];
+        new Span<T>(timeSum, perChannel ? count : 0).Clear();
         for (int t = time - 1; t >= 0; t--)
         {
             long row = ScanRows.Offset(item.Batch, t, time, width) + item.Start;
             T* g = channelBroadcast ? gradient + ((long)item.Batch * time + t) : gradient + row;
             T* next = t + 1 < time ? ScanRows.Lambda(lambda, layout, item.Batch, t + 1, time, width, item.Start) : null;
-            Adjoint(adjoint, g, next, inputGradient + row, count);
-            if (lambdaGradient == null) continue;
-            T* previous = t > 0 ? states + row - width : initial == null ? null : initial + item.Start;
-            if (layout == LambdaLayout.PerChannel) AccumulateProducts(lambdaSum, adjoint, previous, count);
-            else if (layout == LambdaLayout.PerStep) StoreProducts(lambdaGradient + row, adjoint, previous, count);
-            else lambdaGradient[((long)item.Batch * time + t) * blocks + item.Block] = Dot(adjoint, previous, count);
+            T* previous = lambdaGradient == null ? null : t > 0 ? states + row - width : initial == null ? null : initial + item.Start;
+            T* products = lambdaGradient == null ? null : layout switch
+            {
+                LambdaLayout.PerChannel => timeSum,
+                LambdaLayout.PerStep => lambdaGradient + row,
+                _ => null,
+            };
+            var dot = Step(adjoint, g, next, inputGradient + row, previous, t > 1 ? previous - width : null, products, count);
+            if (layout == LambdaLayout.PerStepShared && lambdaGradient != null)
+                lambdaGradient[((long)item.Batch * time + t) * blocks + item.Block] = dot;
         }
-        if (layout == LambdaLayout.PerChannel && lambdaGradient != null)
-            new Span<T>(lambdaSum, count).CopyTo(new Span<T>(lambdaGradient + (long)item.Batch * width + item.Start, count));
+        if (perChannel) new Span<T>(timeSum, count).CopyTo(new Span<T>(lambdaGradient + (long)item.Batch * width + item.Start, count));
         if (initialGradient != null && time > 0)
         {
             T* first = ScanRows.Lambda(lambda, layout, item.Batch, 0, time, width, item.Start);
@@ -172,9 +176,15 @@ internal readonly unsafe struct RealBackwardScan<T>(
         StreamingStores.Fence(streaming);
     }
 
+    /// <summary>
+    /// One step back: the adjoint row into adjoint and du, and its products with h_{t-1} (previous, null for
+    /// zero): added to products (per channel), stored to products (per step) or summed and returned (shared).
+    /// The row the next step reads (ahead) is prefetched, the rows being visited in descending order.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Adjoint(T* adjoint, T* g, T* next, T* du, int count)
+    private T Step(T* adjoint, T* g, T* next, T* du, T* previous, T* ahead, T* products, int count)
     {
+        var sum = Vector<T>.Zero;
         int n = 0;
         for (; n <= count - Vector<T>.Count; n += Vector<T>.Count)
         {
@@ -182,43 +192,23 @@ internal readonly unsafe struct RealBackwardScan<T>(
             if (next != null) a += ScanRows.LambdaVector(next, layout, n) * Vector.Load(adjoint + n);
             Vector.Store(a, adjoint + n);
             StreamingStores.Store(a, du + n, streaming);
+            var product = previous == null ? Vector<T>.Zero : a * Vector.Load(previous + n);
+            if (ahead != null && Sse.IsSupported) Sse.Prefetch0(ahead + n);
+            if (layout == LambdaLayout.PerChannel) { if (products != null) Vector.Store(Vector.Load(products + n) + product, products + n); }
+            else if (layout == LambdaLayout.PerStep) { if (products != null) StreamingStores.Store(product, products + n, streaming); }
+            else sum += product;
         }
+        var total = Vector.Sum(sum);
         for (; n < count; n++)
         {
             var a = channelBroadcast ? g[0] : g[n];
             if (next != null) a += ScanRows.LambdaAt(next, layout, n) * adjoint[n];
             du[n] = adjoint[n] = a;
+            var product = previous == null ? T.Zero : a * previous[n];
+            if (products == null) total += product;
+            else if (layout == LambdaLayout.PerChannel) products[n] += product;
+            else products[n] = product;
         }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AccumulateProducts(T* sum, T* adjoint, T* previous, int count)
-    {
-        if (previous == null) return;
-        int n = 0;
-        for (; n <= count - Vector<T>.Count; n += Vector<T>.Count)
-            Vector.Store(Vector.Load(sum + n) + Vector.Load(adjoint + n) * Vector.Load(previous + n), sum + n);
-        for (; n < count; n++) sum[n] += adjoint[n] * previous[n];
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void StoreProducts(T* destination, T* adjoint, T* previous, int count)
-    {
-        int n = 0;
-        for (; n <= count - Vector<T>.Count; n += Vector<T>.Count)
-            StreamingStores.Store(previous == null ? Vector<T>.Zero : Vector.Load(adjoint + n) * Vector.Load(previous + n), destination + n, streaming);
-        for (; n < count; n++) destination[n] = previous == null ? T.Zero : adjoint[n] * previous[n];
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static T Dot(T* adjoint, T* previous, int count)
-    {
-        if (previous == null) return T.Zero;
-        var sum = Vector<T>.Zero;
-        int n = 0;
-        for (; n <= count - Vector<T>.Count; n += Vector<T>.Count) sum += Vector.Load(adjoint + n) * Vector.Load(previous + n);
-        var total = Vector.Sum(sum);
-        for (; n < count; n++) total += adjoint[n] * previous[n];
         return total;
     }
 }
