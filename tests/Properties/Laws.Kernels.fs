@@ -14,8 +14,13 @@ open Duality.Passes
 open Duality.Testing.Sequences
 open Duality.Properties.Support
 
+/// How the output is reduced to the loss, which decides the layout of the gradient reaching the scan:
+/// 0 weighted by a probe (dense), 1 plain sum (a scalar expanded, stride 0 everywhere),
+/// 2 channel sums weighted per (batch, step) (stride 0 along channels), 3 batch-and-time sums weighted per channel.
+type Loss = Probe = 0 | Sum = 1 | StepWeights = 2 | ChannelWeights = 3
+
 type RecurrenceCase =
-    { Kind: int; Width: int; Batch: int; Time: int; WithState: bool; Seed: int }
+    { Kind: int; Width: int; Batch: int; Time: int; WithState: bool; Seed: int; Loss: Loss }
 
 let private recurrenceCase =
     gen {
@@ -25,7 +30,8 @@ let private recurrenceCase =
         let! time = Gen.elements [ 1; 2; 3; 5; 17; 40 ]
         let! withState = Gen.elements [ true; false ]
         let! seed = Gen.choose (0, 100000)
-        return { Kind = kind; Width = width; Batch = batch; Time = time; WithState = withState; Seed = seed }
+        let! loss = Gen.elements [ Loss.Probe; Loss.Sum; Loss.StepWeights; Loss.ChannelWeights ]
+        return { Kind = kind; Width = width; Batch = batch; Time = time; WithState = withState; Seed = seed; Loss = loss }
     }
 
 /// kinds: 0 trainable real, 1 fixed real, 2 complex real part, 3 complex [re; im], 4 decay per neuron, 5 shared decay
@@ -48,18 +54,27 @@ let recurrenceGraph (c: RecurrenceCase) =
         | _ -> b.LinearRecurrence(decay = (fun d -> d.Projection(1)), initialState = state)
     InitializeWeights.Run(recurrence.Build(), c.Seed)
 
+let private weights (shape: int64[]) =
+    torch.linspace(-1.0, 1.0, Array.fold (*) 1L shape, dtype = torch.ScalarType.Float64).reshape(shape)
+
+let private reduce (loss: Loss) (y: torch.Tensor) =
+    match loss with
+    | Loss.Sum -> y.sum()
+    | Loss.StepWeights -> (y.sum([| -1L |]) * weights y.shape.[0..1]).sum()
+    | Loss.ChannelWeights -> (y.sum([| 0L; 1L |]) * weights [| y.shape.[2] |]).sum()
+    | _ -> (y * weights y.shape).sum()
+
 /// Output, input gradient and parameter gradients of a graph under one execution mode (float64).
-let private gradients (g: Graph) (execution: ExecutionMode) (x: Sequence) =
+let private gradients (loss: Loss) (g: Graph) (execution: ExecutionMode) (x: Sequence) =
     let model = g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution))
     let x = (x |> toTensor torch.ScalarType.Float64).requires_grad_(true)
     let y = model.forward(x)
-    let probe = torch.linspace(-1.0, 1.0, y.numel(), dtype = torch.ScalarType.Float64).reshape(y.shape)
-    (y * probe).sum().backward()
+    (reduce loss y).backward()
     let grads = model.named_parameters() |> Seq.map (fun struct (n, p) -> n, ofTensorFlat p.grad) |> List.ofSeq
     ofTensor y, ofTensor x.grad, grads
 
 let private run (g: Graph) execution (c: RecurrenceCase) =
-    gradients g execution (randomSequence (Random(c.Seed + 1)) c.Batch c.Time c.Width 1.0)
+    gradients c.Loss g execution (randomSequence (Random(c.Seed + 1)) c.Batch c.Time c.Width 1.0)
 
 let private close (a: double[]) (b: double[]) =
     let scale = 1.0 + (Array.append a b |> Array.fold (fun m v -> max m (abs v)) 0.0)
@@ -93,7 +108,7 @@ let private attentionCase =
     }
 
 let private runAttention (g: Graph) execution (l: Duality.Testing.Generators.AttentionLayer) =
-    gradients g execution (randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0)
+    gradients Loss.Probe g execution (randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0)
 
 let tests =
     testList "kernels" [
@@ -105,6 +120,16 @@ let tests =
                 within 1e-10 (scaledError yOps yFused) "outputs"
                 && within 1e-10 (scaledError dxOps dxFused) "input gradients"
                 && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFused)
+
+        testCase "fused scan = TorchSharp step loop on sequences large enough for streaming stores (float64, <= 1e-10)" <| fun () ->
+            for kind, loss in [ 0, Loss.Probe; 0, Loss.Sum; 1, Loss.StepWeights ] do
+                let c = { Kind = kind; Width = 32768; Batch = 1; Time = 64; WithState = true; Seed = 7 + kind; Loss = loss }
+                let g = recurrenceGraph c
+                let yFused, dxFused, gradsFused = run g ExecutionMode.Auto c
+                let yOps, dxOps, gradsOps = run g ExecutionMode.TorchOps c
+                within 1e-10 (scaledError yOps yFused) "outputs" |> ignore
+                within 1e-10 (scaledError dxOps dxFused) "input gradients" |> ignore
+                List.iter2 (fun (n1, a) (n2, b) -> if n1 <> n2 || not (close a b) then failwithf "gradient of %s differs" n1) gradsOps gradsFused
 
         testPropertyWithConfig { config with maxTest = 60 } "chunked causal linear attention = masked form: outputs, input and parameter gradients (float64, <= 1e-10)" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->

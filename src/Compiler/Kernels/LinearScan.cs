@@ -23,9 +23,17 @@ internal static unsafe class RawStorage
 /// </summary>
 internal sealed class LinearScan : SingleTensorFunction<LinearScan>
 {
+    private sealed record Saved(LambdaLayout Layout, bool LambdaGradient, bool InitialGradient);
+
     public override string Name => "LinearScan";
 
-    public static Tensor Run(Tensor u, Tensor lambda, Tensor? h0) => apply(u.contiguous(), lambda.contiguous(), h0?.contiguous()!, Layout(u, lambda));
+    public static Tensor Run(Tensor u, Tensor lambda, Tensor? h0)
+    {
+        var (input, eigenvalues, initial, layout) = (u.contiguous(), lambda.contiguous(), h0?.contiguous(), Layout(u, lambda));
+        return GradientGate.Records(input, eigenvalues, initial)
+            ? apply(GradientGate.Through(input), eigenvalues, initial!, layout)
+            : Scan(input, eigenvalues, initial, layout);
+    }
 
     private static LambdaLayout Layout(Tensor u, Tensor lambda) =>
         lambda.dim() == 1 ? LambdaLayout.PerChannel : lambda.shape[^1] == 1 && u.shape[^1] != 1 ? LambdaLayout.PerStepShared : LambdaLayout.PerStep;
@@ -33,63 +41,96 @@ internal sealed class LinearScan : SingleTensorFunction<LinearScan>
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
         var (u, lambda, h0, layout) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor, (LambdaLayout)vars[3]);
+        var h = Scan(u, lambda, h0, layout);
+        ctx.save_for_backward([lambda, h0!, h]);
+        ctx.save_data("saved", new Saved(layout, lambda.requires_grad, h0?.requires_grad == true));
+        return h;
+    }
+
+    private static Tensor Scan(Tensor u, Tensor lambda, Tensor? h0, LambdaLayout layout)
+    {
         var h = empty_like(u);
         if (u.dtype == ScalarType.Float32) Forward<float>(u, lambda, h0, h, layout); else Forward<double>(u, lambda, h0, h, layout);
-        ctx.save_for_backward([lambda, h0!, h]);
-        ctx.save_data("layout", layout);
         return h;
     }
 
     public override List<Tensor> backward(AutogradContext ctx, Tensor grad)
     {
-        var saved = ctx.get_saved_variables();
-        var (lambda, h0, h) = (saved[0], saved[1] is { IsInvalid: false } s ? s : null, saved[2]);
-        var layout = (LambdaLayout)ctx.get_data("layout");
-        var g = grad.contiguous();
+        var tensors = ctx.get_saved_variables();
+        var (lambda, h0, h) = (tensors[0], tensors[1] is { IsInvalid: false } s ? s : null, tensors[2]);
+        var saved = (Saved)ctx.get_data("saved");
+        var (g, channelBroadcast) = ChannelBroadcastGradient.Of(grad);
         var (du, dLambda, dh0) = g.dtype == ScalarType.Float32
-            ? Backward<float>(g, lambda, h0, h, layout)
-            : Backward<double>(g, lambda, h0, h, layout);
-        return [du, dLambda, dh0!, null!];
+            ? Backward<float>(g, channelBroadcast, lambda, h0, h, saved)
+            : Backward<double>(g, channelBroadcast, lambda, h0, h, saved);
+        return [du, dLambda!, dh0!, null!];
     }
 
     private static unsafe void Forward<T>(Tensor u, Tensor lambda, Tensor? h0, Tensor h, LambdaLayout layout) where T : unmanaged, INumber<T>
     {
-        var pu = RawStorage.Pointer<T>(u);
-        var pl = RawStorage.Pointer<T>(lambda);
-        var ph0 = RawStorage.PointerOrNull<T>(h0);
-        var ph = RawStorage.Pointer<T>(h);
         int batch = (int)u.shape[0], time = (int)u.shape[1], width = (int)u.shape[2];
-        if (time == 0) return;
-        ScanLoops.Parallel(batch, width, (b, n0, n1) => ScanLoops.RealForward(pu, pl, layout, ph0, ph, b, n0, n1, time, width));
+        var ph = RawStorage.Pointer<T>(h);
+        var scan = new RealForwardScan<T>(RawStorage.Pointer<T>(u), RawStorage.Pointer<T>(lambda), layout, RawStorage.PointerOrNull<T>(h0), ph,
+            time, width, StreamingStores.Suit(ph, width, h.numel()));
+        if (time > 0) ScanPartition.For(batch, width).Run(scan.Run);
     }
 
-    private static unsafe (Tensor, Tensor, Tensor?) Backward<T>(Tensor g, Tensor lambda, Tensor? h0, Tensor h, LambdaLayout layout)
-        where T : unmanaged, INumber<T>
+    private static unsafe (Tensor Input, Tensor? Lambda, Tensor? Initial) Backward<T>(Tensor g, bool channelBroadcast, Tensor lambda, Tensor? h0, Tensor h,
+        Saved saved) where T : unmanaged, INumber<T>
     {
-        int batch = (int)g.shape[0], time = (int)g.shape[1], width = (int)g.shape[2];
-        var du = empty_like(g);
-        var perChannel = layout == LambdaLayout.PerChannel;
-        var dLambda = perChannel ? zeros(batch, width, dtype: g.dtype) : zeros_like(g);
-        var dh0 = h0 is null ? null : zeros(batch, width, dtype: g.dtype);
-        var pg = RawStorage.Pointer<T>(g);
-        var pl = RawStorage.Pointer<T>(lambda);
-        var ph0 = RawStorage.PointerOrNull<T>(h0);
-        var ph = RawStorage.Pointer<T>(h);
+        int batch = (int)h.shape[0], time = (int)h.shape[1], width = (int)h.shape[2];
+        var partition = ScanPartition.For(batch, width);
+        var du = empty_like(h);
+        var lambdaRows = saved.LambdaGradient ? LambdaGradientRows(saved.Layout, h, partition) : null;
+        var initialRows = saved.InitialGradient && h0 is not null ? zeros(batch, width, dtype: h.dtype) : null;
         var pdu = RawStorage.Pointer<T>(du);
-        var pdl = RawStorage.Pointer<T>(dLambda);
-        var pdh0 = RawStorage.PointerOrNull<T>(dh0);
-        if (time > 0)
-            ScanLoops.Parallel(batch, width, (b, n0, n1) =>
-                ScanLoops.RealBackward(pg, pl, layout, ph0, ph, pdu, perChannel ? pdl + (long)b * width : pdl,
-                    pdh0 == null ? null : pdh0 + (long)b * width, b, n0, n1, time, width));
-        var lambdaGrad = layout switch
-        {
-            LambdaLayout.PerChannel => dLambda.sum([0L]),
-            LambdaLayout.PerStepShared => dLambda.sum([-1L], keepdim: true),
-            _ => dLambda,
-        };
-        return (du, lambdaGrad, dh0?.sum([0L]));
+        var pdl = RawStorage.PointerOrNull<T>(lambdaRows);
+        var scan = new RealBackwardScan<T>(RawStorage.Pointer<T>(g), channelBroadcast, RawStorage.Pointer<T>(lambda), saved.Layout,
+            RawStorage.PointerOrNull<T>(h0), RawStorage.Pointer<T>(h), pdu, pdl, RawStorage.PointerOrNull<T>(initialRows),
+            time, width, partition.Blocks,
+            StreamingStores.Suit(pdu, width, du.numel()) && (saved.Layout != LambdaLayout.PerStep || pdl == null || StreamingStores.Suit(pdl, width, du.numel())));
+        if (time > 0) partition.Run(scan.Run);
+        return (du, LambdaGradient(saved.Layout, lambdaRows), initialRows?.sum([0L]));
     }
+
+    /// <summary>Where the kernel writes the eigenvalue gradient: [batch, width], [batch, time, width] or [batch, time, blocks].</summary>
+    private static Tensor LambdaGradientRows(LambdaLayout layout, Tensor h, ScanPartition partition) => layout switch
+    {
+        LambdaLayout.PerChannel => zeros(h.shape[0], h.shape[2], dtype: h.dtype),
+        LambdaLayout.PerStep => h.shape[1] == 0 ? zeros_like(h) : empty_like(h),
+        _ => zeros(h.shape[0], h.shape[1], partition.Blocks, dtype: h.dtype),
+    };
+
+    private static Tensor? LambdaGradient(LambdaLayout layout, Tensor? rows) => rows is null ? null : layout switch
+    {
+        LambdaLayout.PerChannel => rows.sum([0L]),
+        LambdaLayout.PerStepShared => rows.sum([-1L], keepdim: true),
+        _ => rows,
+    };
+}
+
+/// <summary>
+/// Gradients arriving at a scan: a gradient that is the same for every channel (e.g. from sum(), an
+/// expanded scalar with stride 0) is read as its [batch, time] values instead of being materialised.
+/// </summary>
+internal static class ChannelBroadcastGradient
+{
+    public static (Tensor Values, bool ChannelBroadcast) Of(Tensor grad) =>
+        grad.dim() == 3 && grad.shape[2] > 0 && grad.stride(2) == 0 ? (grad.select(-1, 0).contiguous(), true) : (grad.contiguous(), false);
+}
+
+/// <summary>How the scans enter autograd.</summary>
+internal static class GradientGate
+{
+    /// <summary>Whether a gradient is to be recorded; without one the kernels run directly, outside a custom function.</summary>
+    public static bool Records(params Tensor?[] inputs) => is_grad_enabled() && inputs.Any(t => t is { requires_grad: true });
+
+    /// <summary>
+    /// Autograd stores a gradient as a leaf's .grad without copying only while it holds the sole reference,
+    /// and the managed wrapper of a custom function's result keeps another one: an input that requires grad
+    /// enters through a view, whose backward hands autograd a fresh alias of the gradient instead.
+    /// </summary>
+    public static Tensor Through(Tensor input) => input.requires_grad ? input.view(input.shape) : input;
 }
 
 /// <summary>
@@ -101,16 +142,29 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
 {
     public override string Name => "ComplexScan";
 
-    public static Tensor Run(Tensor u, Tensor lambda, Tensor? h0) => apply(u.contiguous(), lambda, h0!);
+    public static Tensor Run(Tensor u, Tensor lambda, Tensor? h0)
+    {
+        var input = u.contiguous();
+        return GradientGate.Records(input, lambda, h0)
+            ? apply(GradientGate.Through(input), lambda, h0!)
+            : Scan(input, Parts(lambda), h0 is null ? null : Parts(h0));
+    }
 
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
-        var (u, lambda, h0) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor);
-        var (lre, lim) = (lambda.select(1, 0).contiguous(), lambda.select(1, 1).contiguous());
-        var (h0re, h0im) = (h0?.select(1, 0).contiguous(), h0?.select(1, 1).contiguous());
+        var (u, lambda, h0) = ((Tensor)vars[0], Parts((Tensor)vars[1]), vars[2] is Tensor pairs ? Parts(pairs) : ((Tensor Re, Tensor Im)?)null);
+        var h = Scan(u, lambda, h0);
+        ctx.save_for_backward([lambda.Re, lambda.Im, h0?.Re!, h0?.Im!, h]);
+        return h;
+    }
+
+    private static (Tensor Re, Tensor Im) Parts(Tensor pairs) => (pairs.select(1, 0).contiguous(), pairs.select(1, 1).contiguous());
+
+    private static Tensor Scan(Tensor u, (Tensor Re, Tensor Im) lambda, (Tensor Re, Tensor Im)? h0)
+    {
         var h = empty(u.shape[0], u.shape[1], 2 * u.shape[2], dtype: u.dtype);
-        if (u.dtype == ScalarType.Float32) Forward<float>(u, lre, lim, h0re, h0im, h); else Forward<double>(u, lre, lim, h0re, h0im, h);
-        ctx.save_for_backward([lre, lim, h0re!, h0im!, h]);
+        if (u.dtype == ScalarType.Float32) Forward<float>(u, lambda.Re, lambda.Im, h0?.Re, h0?.Im, h);
+        else Forward<double>(u, lambda.Re, lambda.Im, h0?.Re, h0?.Im, h);
         return h;
     }
 
@@ -136,7 +190,7 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
         var ph = RawStorage.Pointer<T>(h);
         int batch = (int)u.shape[0], time = (int)u.shape[1], width = (int)u.shape[2];
         if (time == 0) return;
-        ScanLoops.Parallel(batch, width, (b, n0, n1) => ScanLoops.ComplexForward(pu, pr, pi, p0r, p0i, ph, b, n0, n1, time, width));
+        ScanPartition.For(batch, width).Run(item => ScanLoops.ComplexForward(pu, pr, pi, p0r, p0i, ph, item, time, width));
     }
 
     private static unsafe (Tensor, Tensor, Tensor?) Backward<T>(Tensor g, Tensor lre, Tensor lim, Tensor? h0re, Tensor? h0im, Tensor h)
@@ -157,10 +211,10 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
         var pdh0 = RawStorage.PointerOrNull<T>(dh0);
         long plane = (long)batch * width;
         if (time > 0)
-            ScanLoops.Parallel(batch, width, (b, n0, n1) =>
-                ScanLoops.ComplexBackward(pg, pr, pi, p0r, p0i, ph, pa, pdl + (long)b * width, pdl + plane + (long)b * width,
-                    pdh0 == null ? null : pdh0 + (long)b * width, pdh0 == null ? null : pdh0 + plane + (long)b * width,
-                    b, n0, n1, time, width));
+            ScanPartition.For(batch, width).Run(item =>
+                ScanLoops.ComplexBackward(pg, pr, pi, p0r, p0i, ph, pa, pdl + (long)item.Batch * width, pdl + plane + (long)item.Batch * width,
+                    pdh0 == null ? null : pdh0 + (long)item.Batch * width, pdh0 == null ? null : pdh0 + plane + (long)item.Batch * width,
+                    item, time, width));
         var du = adjoint.narrow(-1, 0, width).contiguous();
         return (du, dl.sum([1L]).t().contiguous(), dh0?.sum([1L]).t().contiguous());
     }

@@ -1,118 +1,230 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
 
 namespace Duality.Kernels;
 
 /// <summary>Where a scan's eigenvalues come from: one per channel, one per (batch, step, channel), or one per (batch, step).</summary>
 internal enum LambdaLayout { PerChannel, PerStep, PerStepShared }
 
-/// <summary>
-/// Diagonal linear scans over raw storage, sequences laid out [batch, time, width] row-major.
-/// Work is split into (batch, channel block) items run in parallel; within an item the loop runs
-/// over time, and over channels with SIMD vectors.
-///   real:     h_t = l_t * h_{t-1} + u_t
-///   complex:  (re, im)_t = (lr re - li im + u, li re + lr im)_{t-1}, re and im stored as [.., 0:N] and [.., N:2N]
-/// Backward passes are the reverse scans a_t = g_t + l_{t+1} a_{t+1} (J^T for complex).
-/// </summary>
-internal static unsafe class ScanLoops
+/// <summary>Channels [Start, End) of batch element Batch; Block numbers the slice within its row.</summary>
+internal readonly record struct ScanItem(int Batch, int Start, int End, int Block)
 {
-    private const int Block = 256;
+    public int Count => End - Start;
+}
 
-    public static void Parallel(int batch, int width, Action<int, int, int> item)
+/// <summary>
+/// How a [batch, time, width] scan is cut into items that run in parallel: whole rows when the batch
+/// alone keeps the cores busy, narrower blocks otherwise. Block widths are multiples of 16 channels,
+/// so blocks start as aligned as their rows, and at most 4096, so an item's running state fits on its stack.
+/// </summary>
+internal readonly record struct ScanPartition(int Batch, int Width, int BlockWidth)
+{
+    private const int MinBlock = 256, MaxBlock = 4096, Alignment = 16;
+
+    public int Blocks => (Width + BlockWidth - 1) / BlockWidth;
+
+    public static ScanPartition For(int batch, int width)
     {
-        int blocks = (width + Block - 1) / Block;
-        System.Threading.Tasks.Parallel.For(0, batch * blocks, i =>
+        int itemsWanted = 2 * Environment.ProcessorCount;
+        int blocks = Math.Max(1, Math.Max(Ceiling(width, MaxBlock), Math.Min(Ceiling(itemsWanted, Math.Max(batch, 1)), Ceiling(width, MinBlock))));
+        return new(batch, width, Math.Max(Alignment, Ceiling(Ceiling(width, blocks), Alignment) * Alignment));
+    }
+
+    public void Run(Action<ScanItem> work)
+    {
+        int blocks = Blocks, width = Width, blockWidth = BlockWidth;
+        System.Threading.Tasks.Parallel.For(0, Batch * blocks, i =>
         {
-            int b = i / blocks, n0 = i % blocks * Block;
-            item(b, n0, Math.Min(n0 + Block, width));
+            int block = i % blocks, start = block * blockWidth;
+            work(new ScanItem(i / blocks, start, Math.Min(start + blockWidth, width), block));
         });
     }
 
+    private static int Ceiling(int value, int divisor) => (value + divisor - 1) / divisor;
+}
+
+/// <summary>
+/// Stores that bypass the caches, for outputs much larger than them: the written lines are neither
+/// read first nor left to evict the inputs. They need vector-aligned rows.
+/// </summary>
+internal static unsafe class StreamingStores
+{
+    private const long MinBytes = 16L << 20;
+
+    public static bool Suit<T>(T* rows, int rowLength, long elements) where T : unmanaged =>
+        Sse.IsSupported && elements * sizeof(T) >= MinBytes &&
+        (nuint)rows % (nuint)Vector<byte>.Count == 0 && rowLength * sizeof(T) % Vector<byte>.Count == 0;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static T* LambdaRow<T>(T* lambda, LambdaLayout layout, int b, int t, int time, int width) where T : unmanaged =>
+    public static void Store<T>(Vector<T> value, T* destination, bool streaming) where T : unmanaged
+    {
+        if (streaming) Vector.StoreAlignedNonTemporal(value, destination);
+        else Vector.Store(value, destination);
+    }
+
+    /// <summary>Makes this thread's streaming stores visible before the item is reported done.</summary>
+    public static void Fence(bool streaming)
+    {
+        if (streaming) Sse.StoreFence();
+    }
+}
+
+/// <summary>Rows of [batch, time, width] sequences and of the eigenvalues in each <see cref="LambdaLayout"/>.</summary>
+internal static unsafe class ScanRows
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long Offset(int b, int t, int time, int width) => ((long)b * time + t) * width;
+
+    /// <summary>The eigenvalues of step t from channel <paramref name="start"/> on (the one shared value for <see cref="LambdaLayout.PerStepShared"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static T* Lambda<T>(T* lambda, LambdaLayout layout, int b, int t, int time, int width, int start) where T : unmanaged =>
         layout switch
         {
-            LambdaLayout.PerChannel => lambda,
-            LambdaLayout.PerStep => lambda + ((long)b * time + t) * width,
+            LambdaLayout.PerChannel => lambda + start,
+            LambdaLayout.PerStep => lambda + Offset(b, t, time, width) + start,
             _ => lambda + ((long)b * time + t),
         };
 
-    /// <summary>h = scan(u) for one item: channels [n0, n1) of batch element b.</summary>
-    public static void RealForward<T>(T* u, T* lambda, LambdaLayout layout, T* h0, T* h, int b, int n0, int n1, int time, int width)
-        where T : unmanaged, INumber<T>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> LambdaVector<T>(T* row, LambdaLayout layout, int n) where T : unmanaged =>
+        layout == LambdaLayout.PerStepShared ? new Vector<T>(row[0]) : Vector.Load(row + n);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static T LambdaAt<T>(T* row, LambdaLayout layout, int n) where T : unmanaged =>
+        layout == LambdaLayout.PerStepShared ? row[0] : row[n];
+}
+
+/// <summary>
+/// The forward scan h_t = lambda_t h_{t-1} + u_t over [batch, time, width] rows, h_{-1} = initial ([width]) or zero.
+/// Each item keeps its running state on its stack, reads u once and writes h once.
+/// </summary>
+internal readonly unsafe struct RealForwardScan<T>(T* input, T* lambda, LambdaLayout layout, T* initial, T* states, int time, int width, bool streaming)
+    where T : unmanaged, INumber<T>
+{
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Run(ScanItem item)
     {
-        long offset = (long)b * time * width;
+        int count = item.Count;
+        T* state = stackalloc T[count];
+        for (int n = 0; n < count; n++) state[n] = initial == null ? T.Zero : initial[item.Start + n];
         for (int t = 0; t < time; t++)
         {
-            T* ut = u + offset + (long)t * width, ht = h + offset + (long)t * width, hp = ht - width;
-            T* lt = LambdaRow(lambda, layout, b, t, time, width);
-            int n = n0;
-            if (t == 0)
-            {
-                for (; n < n1; n++) ht[n] = (h0 == null ? T.Zero : Lambda(lt, layout, n) * h0[n]) + ut[n];
-                continue;
-            }
-            if (layout == LambdaLayout.PerStepShared)
-            {
-                var shared = new Vector<T>(lt[0]);
-                for (; n <= n1 - Vector<T>.Count; n += Vector<T>.Count)
-                    Vector.Store(shared * Vector.Load(hp + n) + Vector.Load(ut + n), ht + n);
-            }
-            else
-                for (; n <= n1 - Vector<T>.Count; n += Vector<T>.Count)
-                    Vector.Store(Vector.Load(lt + n) * Vector.Load(hp + n) + Vector.Load(ut + n), ht + n);
-            for (; n < n1; n++) ht[n] = Lambda(lt, layout, n) * hp[n] + ut[n];
+            long row = ScanRows.Offset(item.Batch, t, time, width) + item.Start;
+            Step(state, input + row, states + row, ScanRows.Lambda(lambda, layout, item.Batch, t, time, width, item.Start), count);
         }
+        StreamingStores.Fence(streaming);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Step(T* state, T* u, T* h, T* l, int count)
+    {
+        int n = 0;
+        for (; n <= count - Vector<T>.Count; n += Vector<T>.Count)
+        {
+            var next = ScanRows.LambdaVector(l, layout, n) * Vector.Load(state + n) + Vector.Load(u + n);
+            Vector.Store(next, state + n);
+            StreamingStores.Store(next, h + n, streaming);
+        }
+        for (; n < count; n++) h[n] = state[n] = ScanRows.LambdaAt(l, layout, n) * state[n] + u[n];
+    }
+}
+
+/// <summary>
+/// The reverse scan of <see cref="RealForwardScan{T}"/>: adjoints a_t = g_t + lambda_{t+1} a_{t+1} are the
+/// input gradient; the eigenvalue gradient a_t h_{t-1} is formed in the same pass and written per layout:
+/// summed over time into lambdaGradient [batch, width] (per channel), stored as [batch, time, width] (per
+/// step), or summed over this item's channels into [batch, time, blocks] (shared per step); null skips it,
+/// and with it every read of h. initialGradient [batch, width] receives lambda_0 a_0, or is null. The
+/// gradient g is [batch, time, width], or [batch, time] when it is the same for every channel.
+/// </summary>
+internal readonly unsafe struct RealBackwardScan<T>(
+    T* gradient, bool channelBroadcast, T* lambda, LambdaLayout layout, T* initial, T* states,
+    T* inputGradient, T* lambdaGradient, T* initialGradient, int time, int width, int blocks, bool streaming)
+    where T : unmanaged, INumber<T>
+{
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Run(ScanItem item)
+    {
+        int count = item.Count;
+        bool perChannel = layout == LambdaLayout.PerChannel && lambdaGradient != null;
+        T* adjoint = stackalloc T[count];
+        T* timeSum = stackalloc T[perChannel ? count : 0];
+        new Span<T>(timeSum, perChannel ? count : 0).Clear();
+        for (int t = time - 1; t >= 0; t--)
+        {
+            long row = ScanRows.Offset(item.Batch, t, time, width) + item.Start;
+            T* g = channelBroadcast ? gradient + ((long)item.Batch * time + t) : gradient + row;
+            T* next = t + 1 < time ? ScanRows.Lambda(lambda, layout, item.Batch, t + 1, time, width, item.Start) : null;
+            T* previous = lambdaGradient == null ? null : t > 0 ? states + row - width : initial == null ? null : initial + item.Start;
+            T* products = lambdaGradient == null ? null : layout switch
+            {
+                LambdaLayout.PerChannel => timeSum,
+                LambdaLayout.PerStep => lambdaGradient + row,
+                _ => null,
+            };
+            var dot = Step(adjoint, g, next, inputGradient + row, previous, t > 1 ? previous - width : null, products, count);
+            if (layout == LambdaLayout.PerStepShared && lambdaGradient != null)
+                lambdaGradient[((long)item.Batch * time + t) * blocks + item.Block] = dot;
+        }
+        if (perChannel) new Span<T>(timeSum, count).CopyTo(new Span<T>(lambdaGradient + (long)item.Batch * width + item.Start, count));
+        if (initialGradient != null && time > 0)
+        {
+            T* first = ScanRows.Lambda(lambda, layout, item.Batch, 0, time, width, item.Start);
+            for (int n = 0; n < count; n++) initialGradient[(long)item.Batch * width + item.Start + n] = ScanRows.LambdaAt(first, layout, n) * adjoint[n];
+        }
+        StreamingStores.Fence(streaming);
     }
 
     /// <summary>
-    /// The reverse scan a_t = g_t + l_{t+1} a_{t+1} into du, and the eigenvalue gradient: dl_t = a_t h_{t-1}
-    /// into dLambda ([B, T, N] for per-step layouts; accumulated over time into this item's [N] row otherwise),
-    /// and dh0 += l_0 a_0 into this item's row.
+    /// One step back: the adjoint row into adjoint and du, and its products with h_{t-1} (previous, null for
+    /// zero): added to products (per channel), stored to products (per step) or summed and returned (shared).
+    /// The row the next step reads (ahead) is prefetched, the rows being visited in descending order.
     /// </summary>
-    public static void RealBackward<T>(T* g, T* lambda, LambdaLayout layout, T* h0, T* h, T* du, T* dLambda, T* dh0,
-        int b, int n0, int n1, int time, int width) where T : unmanaged, INumber<T>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private T Step(T* adjoint, T* g, T* next, T* du, T* previous, T* ahead, T* products, int count)
     {
-        long offset = (long)b * time * width;
-        bool perStep = layout != LambdaLayout.PerChannel;
-        for (int t = time - 1; t >= 0; t--)
+        var sum = Vector<T>.Zero;
+        int n = 0;
+        for (; n <= count - Vector<T>.Count; n += Vector<T>.Count)
         {
-            T* gt = g + offset + (long)t * width, at = du + offset + (long)t * width, an = at + width;
-            T* hp = t > 0 ? h + offset + (long)(t - 1) * width : h0;
-            T* ln = t < time - 1 ? LambdaRow(lambda, layout, b, t + 1, time, width) : null;
-            T* dl = perStep ? dLambda + offset + (long)t * width : dLambda;
-            int n = n0;
-            if (ln != null && layout != LambdaLayout.PerStepShared)
-                for (; n <= n1 - Vector<T>.Count; n += Vector<T>.Count)
-                {
-                    var a = Vector.Load(gt + n) + Vector.Load(ln + n) * Vector.Load(an + n);
-                    Vector.Store(a, at + n);
-                    if (hp != null)
-                        Vector.Store(perStep ? a * Vector.Load(hp + n) : Vector.Load(dl + n) + a * Vector.Load(hp + n), dl + n);
-                }
-            for (; n < n1; n++)
-            {
-                var a = gt[n] + (ln == null ? T.Zero : Lambda(ln, layout, n) * an[n]);
-                at[n] = a;
-                if (hp != null) dl[n] = perStep ? a * hp[n] : dl[n] + a * hp[n];
-                else if (perStep) dl[n] = T.Zero;
-            }
+            var a = channelBroadcast ? new Vector<T>(g[0]) : Vector.Load(g + n);
+            if (next != null) a += ScanRows.LambdaVector(next, layout, n) * Vector.Load(adjoint + n);
+            Vector.Store(a, adjoint + n);
+            StreamingStores.Store(a, du + n, streaming);
+            var product = previous == null ? Vector<T>.Zero : a * Vector.Load(previous + n);
+            if (ahead != null && Sse.IsSupported) Sse.Prefetch0(ahead + n);
+            if (layout == LambdaLayout.PerChannel) { if (products != null) Vector.Store(Vector.Load(products + n) + product, products + n); }
+            else if (layout == LambdaLayout.PerStep) { if (products != null) StreamingStores.Store(product, products + n, streaming); }
+            else sum += product;
         }
-        if (dh0 != null)
+        var total = Vector.Sum(sum);
+        for (; n < count; n++)
         {
-            T* l0 = LambdaRow(lambda, layout, b, 0, time, width);
-            for (int n = n0; n < n1; n++) dh0[n] += Lambda(l0, layout, n) * du[offset + n];
+            var a = channelBroadcast ? g[0] : g[n];
+            if (next != null) a += ScanRows.LambdaAt(next, layout, n) * adjoint[n];
+            du[n] = adjoint[n] = a;
+            var product = previous == null ? T.Zero : a * previous[n];
+            if (products == null) total += product;
+            else if (layout == LambdaLayout.PerChannel) products[n] += product;
+            else products[n] = product;
         }
+        return total;
     }
+}
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static T Lambda<T>(T* row, LambdaLayout layout, int n) where T : unmanaged =>
-        layout == LambdaLayout.PerStepShared ? row[0] : row[n];
-
+/// <summary>
+/// The complex diagonal scan over raw storage, re and im stored as [.., 0:N] and [.., N:2N]:
+///   (re, im)_t = (lr re - li im + u, li re + lr im)_{t-1}
+/// Backward passes are the reverse scans a_t = g_t + J^T a_{t+1}.
+/// </summary>
+internal static unsafe class ScanLoops
+{
     /// <summary>Complex forward for one item; h: [B, T, 2N] with re in [0, N) and im in [N, 2N).</summary>
-    public static void ComplexForward<T>(T* u, T* lre, T* lim, T* h0re, T* h0im, T* h, int b, int n0, int n1, int time, int width)
+    public static void ComplexForward<T>(T* u, T* lre, T* lim, T* h0re, T* h0im, T* h, ScanItem item, int time, int width)
         where T : unmanaged, INumber<T>
     {
+        int b = item.Batch, n0 = item.Start, n1 = item.End;
         long inOffset = (long)b * time * width, outOffset = (long)b * time * 2 * width;
         for (int t = 0; t < time; t++)
         {
@@ -142,8 +254,9 @@ internal static unsafe class ScanLoops
     /// dh0 += J^T a_0 (rows of this item).
     /// </summary>
     public static void ComplexBackward<T>(T* g, T* lre, T* lim, T* h0re, T* h0im, T* h, T* adjoint, T* dlre, T* dlim,
-        T* dh0re, T* dh0im, int b, int n0, int n1, int time, int width) where T : unmanaged, INumber<T>
+        T* dh0re, T* dh0im, ScanItem item, int time, int width) where T : unmanaged, INumber<T>
     {
+        int b = item.Batch, n0 = item.Start, n1 = item.End;
         long offset = (long)b * time * 2 * width;
         for (int t = time - 1; t >= 0; t--)
         {
