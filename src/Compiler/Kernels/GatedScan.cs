@@ -63,13 +63,7 @@ internal static unsafe class GatedScan
         _ => x,
     };
 
-    /// <summary>1 / (1 + e^-x), with e^x from the runtime's vectorised exponential (float and double).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<T> Sigmoid<T>(Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        var exp = typeof(T) == typeof(float)
-            ? Vector.As<float, T>(Vector.Exp(Vector.As<T, float>(-x)))
-            : Vector.As<double, T>(Vector.Exp(Vector.As<T, double>(-x)));
-        return Vector<T>.One / (Vector<T>.One + exp);
-    }
+    private static Vector<T> Sigmoid<T>(Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>
+        Vector<T>.One / (Vector<T>.One + VectorExp.Exp(-x));
 }
