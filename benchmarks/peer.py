@@ -1,7 +1,8 @@
 """The gated RNN layer of benchmarks/Benchmarks (d 256, N 1024, B 8, T 1024) in PyTorch, written
 as a Python user would: projections, then a loop over time. Prints forward and forward+backward
 times and the matmul rate, for comparison in the same run. Needs python3 with torch (Debian:
-apt-get install python3-torch, then /usr/bin/python3 benchmarks/peer.py; about two minutes)."""
+apt-get install python3-torch libopenblas0-pthread, then /usr/bin/python3 benchmarks/peer.py; without
+OpenBLAS, Debian's torch falls back to the reference BLAS, about 30 times slower)."""
 import os
 import time
 import torch

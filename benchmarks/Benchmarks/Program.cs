@@ -202,7 +202,7 @@ static void PythonPeer(Report report, Measurement ours, Measurement oursBackward
         }
         catch (System.ComponentModel.Win32Exception) { }
     }
-    Console.WriteLine("  the Python peer did not run: no python3 with torch (Debian: apt-get install python3-torch)");
+    Console.WriteLine("  the Python peer did not run: no python3 with torch (Debian: apt-get install python3-torch libopenblas0-pthread)");
 }
 
 static double StreamerLatency(Duality.Streaming.Streamer<float> streamer, int features, int steps, out double bytesPerStep)
