@@ -19,7 +19,9 @@ internal static unsafe class Fingerprint
         ulong hash = 14695981039346656037;
         foreach (var t in tensors)
         {
-            var bytes = t.is_contiguous() && t.device.type == DeviceType.CPU ? t.bytes : t.contiguous().cpu().bytes;
+            var readable = t.is_contiguous() && t.device.type == DeviceType.CPU ? t : t.contiguous().cpu();
+            using var alive = RawStorage.KeepAlive(readable);
+            var bytes = readable.bytes;
             hash = Mix(hash ^ Halves(bytes) ^ (ulong)bytes.Length);
         }
         return hash;

@@ -14,6 +14,17 @@ internal static unsafe class RawStorage
         (T*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(MemoryMarshal.Cast<byte, T>(tensor.bytes)));
 
     public static T* PointerOrNull<T>(Tensor? tensor) where T : unmanaged => tensor is null ? null : Pointer<T>(tensor);
+
+    /// <summary>
+    /// Keeps tensors reachable until the returned value is disposed: a kernel holding only raw pointers must
+    /// not let the garbage collector finalise (and free) a tensor whose managed wrapper is its sole owner.
+    /// </summary>
+    public static Reachable KeepAlive(params Tensor?[] tensors) => new(tensors);
+
+    public readonly struct Reachable(Tensor?[] tensors) : IDisposable
+    {
+        public void Dispose() => GC.KeepAlive(tensors);
+    }
 }
 
 /// <summary>
@@ -68,6 +79,7 @@ internal sealed class LinearScan : SingleTensorFunction<LinearScan>
 
     private static unsafe void Forward<T>(Tensor u, Tensor lambda, Tensor? h0, Tensor h, LambdaLayout layout) where T : unmanaged, INumber<T>
     {
+        using var alive = RawStorage.KeepAlive(u, lambda, h0, h);
         int batch = (int)u.shape[0], time = (int)u.shape[1], width = (int)u.shape[2];
         var ph = RawStorage.Pointer<T>(h);
         var scan = new RealForwardScan<T>(RawStorage.Pointer<T>(u), RawStorage.Pointer<T>(lambda), layout, RawStorage.PointerOrNull<T>(h0), ph,
@@ -78,6 +90,7 @@ internal sealed class LinearScan : SingleTensorFunction<LinearScan>
     private static unsafe (Tensor Input, Tensor? Lambda, Tensor? Initial) Backward<T>(Tensor g, bool channelBroadcast, Tensor lambda, Tensor? h0, Tensor h,
         Saved saved) where T : unmanaged, INumber<T>
     {
+        using var alive = RawStorage.KeepAlive(g, lambda, h0, h);
         int batch = (int)h.shape[0], time = (int)h.shape[1], width = (int)h.shape[2];
         var partition = ScanPartition.For(batch, width);
         var du = empty_like(h);
@@ -182,6 +195,7 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
 
     private static unsafe void Forward<T>(Tensor u, Tensor lre, Tensor lim, Tensor? h0re, Tensor? h0im, Tensor h) where T : unmanaged, INumber<T>
     {
+        using var alive = RawStorage.KeepAlive(u, lre, lim, h0re, h0im, h);
         var pu = RawStorage.Pointer<T>(u);
         var pr = RawStorage.Pointer<T>(lre);
         var pi = RawStorage.Pointer<T>(lim);
@@ -196,6 +210,7 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
     private static unsafe (Tensor, Tensor, Tensor?) Backward<T>(Tensor g, Tensor lre, Tensor lim, Tensor? h0re, Tensor? h0im, Tensor h)
         where T : unmanaged, INumber<T>
     {
+        using var alive = RawStorage.KeepAlive(g, lre, lim, h0re, h0im, h);
         int batch = (int)g.shape[0], time = (int)g.shape[1], width = (int)g.shape[2] / 2;
         var adjoint = empty_like(g);
         var dl = zeros(2, batch, width, dtype: g.dtype);

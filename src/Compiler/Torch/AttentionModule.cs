@@ -140,6 +140,7 @@ internal sealed class AttentionModule : NodeModule
         var decay = node.InputDependentDecay ? HeadDecayLogits(x).sigmoid().contiguous() : null;
         var y = empty(x.shape[0], x.shape[1], node.Heads * node.ValueWidth, dtype: x.dtype);
         var shape = new Kernels.LinearAttentionLoop.Shape((int)x.shape[0], (int)x.shape[1], node.Heads, node.KeyWidth, node.ValueWidth);
+        using var alive = Kernels.RawStorage.KeepAlive(q, k, v, decay, y);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         unsafe
         {

@@ -72,9 +72,12 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
     }
 
     private static unsafe void Loop<T>(Tensor value, Tensor key, int keyOffset, Tensor sums, Schedule<T> schedule, int batch, int time,
-        int valueStride, int keyStride) where T : unmanaged, System.Numerics.INumber<T> =>
+        int valueStride, int keyStride) where T : unmanaged, System.Numerics.INumber<T>
+    {
+        using var alive = RawStorage.KeepAlive(value, key, sums);
         GatedLayerLoop.Run(RawStorage.Pointer<T>(value), RawStorage.Pointer<T>(key) + keyOffset, RawStorage.Pointer<T>(sums), schedule,
             batch, time, valueStride, keyStride);
+    }
 
     /// <summary>The structure in the tensors and loop schedules that one run needs.</summary>
     private sealed record Layout(Tensor ValueWeight, Tensor ValueBias, Tensor KeyWeight, Tensor KeyBias, Tensor ReadoutColumns, int Groups,

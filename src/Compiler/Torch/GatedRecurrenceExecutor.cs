@@ -52,13 +52,15 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         var h0 = recurrence.InitialStateBuffer?.contiguous();
         var h = empty_like(v);
         var shape = new GatedScan.Shape((int)v.shape[0], (int)v.shape[1], (int)v.shape[2]);
+        lambda = lambda.contiguous();
+        using var alive = RawStorage.KeepAlive(v, g, lambda, h0, h);
         unsafe
         {
             if (v.dtype == ScalarType.Float32)
-                GatedScan.Run(RawStorage.Pointer<float>(v), RawStorage.Pointer<float>(g), RawStorage.Pointer<float>(lambda.contiguous()),
+                GatedScan.Run(RawStorage.Pointer<float>(v), RawStorage.Pointer<float>(g), RawStorage.Pointer<float>(lambda),
                     RawStorage.PointerOrNull<float>(h0), RawStorage.Pointer<float>(h), activation, shape);
             else
-                GatedScan.Run(RawStorage.Pointer<double>(v), RawStorage.Pointer<double>(g), RawStorage.Pointer<double>(lambda.contiguous()),
+                GatedScan.Run(RawStorage.Pointer<double>(v), RawStorage.Pointer<double>(g), RawStorage.Pointer<double>(lambda),
                     RawStorage.PointerOrNull<double>(h0), RawStorage.Pointer<double>(h), activation, shape);
         }
         return h.MoveToOuterDisposeScope();
