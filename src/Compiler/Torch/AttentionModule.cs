@@ -44,8 +44,7 @@ internal sealed class AttentionModule : NodeModule
     {
         var x = inputs[0];
         long batch = x.shape[0], time = x.shape[1];
-        if (IsLinear && node.Causal && node.DecayPhase is null && execution == ExecutionMode.Auto && x.device.type == DeviceType.CPU
-            && !is_grad_enabled())
+        if (IsLinear && node.Causal && execution == ExecutionMode.Auto && x.device.type == DeviceType.CPU && !is_grad_enabled())
             return Output(Recurrent(x));
         var (q, k, v) = (Heads(x, query, node.KeyWidth), Heads(x, key, node.KeyWidth), Heads(x, value, node.ValueWidth));
         Tensor mixed;
@@ -144,12 +143,14 @@ internal sealed class AttentionModule : NodeModule
         var clock = System.Diagnostics.Stopwatch.StartNew();
         unsafe
         {
+            var gamma = node.Decay ?? 1.0;
+            var (re, im) = node.DecayPhase is { } theta ? (gamma * Math.Cos(theta), gamma * Math.Sin(theta)) : (gamma, 0.0);
             if (x.dtype == ScalarType.Float32)
                 Kernels.LinearAttentionLoop.Run(Pointer<float>(q), Pointer<float>(k), Pointer<float>(v), Kernels.RawStorage.PointerOrNull<float>(decay),
-                    (float)(node.Decay ?? 1.0), Pointer<float>(y), shape);
+                    (float)gamma, node.DecayPhase is null ? null : new((float)re, (float)im), Pointer<float>(y), shape);
             else
                 Kernels.LinearAttentionLoop.Run(Pointer<double>(q), Pointer<double>(k), Pointer<double>(v), Kernels.RawStorage.PointerOrNull<double>(decay),
-                    node.Decay ?? 1.0, Pointer<double>(y), shape);
+                    gamma, node.DecayPhase is null ? null : new(re, im), Pointer<double>(y), shape);
         }
         if (Environment.GetEnvironmentVariable("DUALITY_PROFILE") is not null) Console.Error.WriteLine($"loop {clock.Elapsed.TotalMilliseconds:0.00} ms");
         return y;
