@@ -157,7 +157,7 @@ let tests =
                 let l = c.Layer
                 fastEqualsPlain (Duality.Testing.Generators.attentionGraph l) (randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0) "fused vs masked")
 
-        testPropertyWithConfig { config with maxTest = 60 } "structure-aware execution of lowered layers = node-by-node execution (float64, <= 1e-10), also under the invariances" <|
+        testPropertyWithConfig { config with maxTest = 60 } "structure-aware execution of lowered layers = per-node kernels = plain operations (float64, <= 1e-10), also under the invariances" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->
                 let l = c.Layer
                 let fixedDecay = match l.Decay with Duality.Testing.Generators.InputDependent -> false | _ -> true
@@ -170,7 +170,9 @@ let tests =
                     variants |> List.forall (fun g ->
                         let run execution =
                             noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution)).forward(x) |> ofTensor)
-                        within 1e-10 (scaledError (run ExecutionMode.TorchOps) (run ExecutionMode.Auto)) "structure-aware vs node by node")))
+                        let plain = run ExecutionMode.TorchOps
+                        within 1e-10 (scaledError plain (run ExecutionMode.Auto)) "structure-aware vs node by node"
+                        && within 1e-10 (scaledError plain (run ExecutionMode.PerNode)) "per-node kernels vs plain")))
 
         testCase "structure-aware execution follows weight changes: rescaled gates, and gates that lose their structure" <| fun () ->
             let g = LowerAttention.ToGatedRnn(InitializeWeights.Run(Model.Input("x", 4).Attention(2, 3, 2, outFeatures = Nullable 4, name = "a").Build(), 3))

@@ -44,11 +44,11 @@ internal sealed class AttentionModule : NodeModule
     {
         var x = inputs[0];
         long batch = x.shape[0], time = x.shape[1];
-        if (IsLinear && node.Causal && execution == ExecutionMode.Auto && x.device.type == DeviceType.CPU && !is_grad_enabled())
+        if (IsLinear && node.Causal && execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU && !is_grad_enabled())
             return Output(Recurrent(x));
         var (q, k, v) = (Heads(x, query, node.KeyWidth), Heads(x, key, node.KeyWidth), Heads(x, value, node.ValueWidth));
         Tensor mixed;
-        if (IsLinear && node.Causal && node.DecayPhase is null && execution == ExecutionMode.Auto && time > Chunk)
+        if (IsLinear && node.Causal && node.DecayPhase is null && execution != ExecutionMode.TorchOps && time > Chunk)
             mixed = Chunked(Convert.Apply(node.FeatureMap, q), Convert.Apply(node.FeatureMap, k), v,
                 node.InputDependentDecay ? nn.functional.logsigmoid(HeadDecayLogits(x)).transpose(1, 2) : null);
         else if (IsLinear)

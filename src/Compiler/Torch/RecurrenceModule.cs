@@ -57,7 +57,7 @@ internal sealed class RecurrenceModule : NodeModule
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
         var u = inputs[0];
-        if (execution == ExecutionMode.Auto && u.device.type == DeviceType.CPU) return Fused(inputs);
+        if (execution != ExecutionMode.TorchOps && u.device.type == DeviceType.CPU) return Fused(inputs);
         var state = Align(InitialState(u.shape[0]), u);
         var steps = new Tensor[u.shape[1]];
         for (int t = 0; t < steps.Length; t++)
