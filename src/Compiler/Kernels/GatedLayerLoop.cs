@@ -16,14 +16,17 @@ internal static unsafe class GatedLayerLoop
 {
     /// <summary>Per neuron: its value and key rows and eigenvalue; per output neuron: its memory and query neurons, coefficient and readout group.</summary>
     public sealed record Plan(int[] ValueRow, int[] KeyRow, double[] Lambda, int[] Memory, int[] Query, double[] Coefficient,
-        int[] Group, int Groups)
+        int[] Group, int Groups, double[]? LambdaImaginary = null)
     {
         public int Neurons => Lambda.Length;
+
+        /// <summary>Whether some eigenvalue is complex (the state then has imaginary parts, read out as real parts).</summary>
+        public bool Complex => LambdaImaginary is { } im && im.Any(x => x != 0);
     }
 
     /// <summary>
-    /// Runs the layer over [batch, time]. <paramref name="state"/> ([batch, neurons]) is read as the
-    /// initial state and left holding the last one; null starts from zero. Without <paramref name="parallel"/>
+    /// Runs the layer over [batch, time]. <paramref name="state"/> ([batch, <see cref="Schedule{T}.StateSize"/>],
+    /// laid out by the schedule) starts at zero and is left holding the last state; null starts from zero. Without <paramref name="parallel"/>
     /// and with a state, nothing is allocated.
     /// </summary>
     public static void Run<T>(T* value, T* key, T* sums, Schedule<T> schedule, int batch, int time, int valueWidth, int keyWidth,
@@ -44,11 +47,11 @@ internal static unsafe class GatedLayerLoop
     private static void RunSequence<T>(T* value, T* key, T* sums, Schedule<T> schedule, int b, Shape shape, T* state)
         where T : unmanaged, INumber<T>
     {
-        int neurons = schedule.Neurons, groups = schedule.Groups;
-        var scratch = state is null ? new T[neurons] : null;
+        int groups = schedule.Groups;
+        var scratch = state is null ? new T[schedule.StateSize] : null;
         fixed (T* own = scratch, l = schedule.Lambda, c = schedule.Coefficient)
         {
-            T* h = state is null ? own : state + (long)b * neurons;
+            T* h = state is null ? own : state + (long)b * schedule.StateSize;
             for (int t = 0; t < shape.Time; t++)
             {
                 long step = (long)b * shape.Time + t;
@@ -60,7 +63,9 @@ internal static unsafe class GatedLayerLoop
                         Advance(h + n, l + n, v[block.ValueRow + r * block.ValueStride], k + block.KeyRow + r * block.KeyStride, block.Length);
                     }
                 new Span<T>(s, groups).Clear();
-                foreach (var block in schedule.Transposed) AdvanceAndRead(h, v, k, s, block);
+                foreach (var block in schedule.Transposed)
+                    if (block.LambdaImaginary == T.Zero) AdvanceAndRead(h, v, k, s, block);
+                    else RotateAndRead(h, h + schedule.Neurons, v, k, s, block);
                 foreach (var (inputs, outputs, uniform) in schedule.Paired)
                     for (int r = 0; r < inputs.Count; r++)
                     {
@@ -124,6 +129,47 @@ internal static unsafe class GatedLayerLoop
                 T* cell = state + j * runs + r;
                 *cell = block.Lambda * *cell + keys[j] * values[r];
                 total += queries[j] * *cell;
+            }
+            sums[r] += block.Coefficient * total;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="AdvanceAndRead{T}"/> for a complex eigenvalue l = a + i b, the imaginary parts kept at the same
+    /// places of <paramref name="imaginary"/>: (H, I) = (a H - b I + k_j v_r, a I + b H); the real parts are read.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RotateAndRead<T>(T* h, T* imaginary, T* v, T* k, T* s, TransposedBlock<T> block) where T : unmanaged, INumber<T>
+    {
+        int runs = block.Runs, length = block.Length, r = 0;
+        T* real = h + block.Neuron, imag = imaginary + block.Neuron, values = v + block.ValueRow, keys = k + block.KeyRow;
+        T* queries = h + block.Query, sums = s + block.Group;
+        var (a, b, c) = (new Vector<T>(block.Lambda), new Vector<T>(block.LambdaImaginary), new Vector<T>(block.Coefficient));
+        for (; r <= runs - Vector<T>.Count; r += Vector<T>.Count)
+        {
+            var vr = Vector.Load(values + r);
+            var acc = Vector<T>.Zero;
+            for (int j = 0; j < length; j++)
+            {
+                T* re = real + j * runs + r, im = imag + j * runs + r;
+                Vector<T> x = Vector.Load(re), y = Vector.Load(im);
+                var updated = a * x - b * y + new Vector<T>(keys[j]) * vr;
+                Vector.Store(updated, re);
+                Vector.Store(a * y + b * x, im);
+                acc += new Vector<T>(queries[j]) * updated;
+            }
+            Vector.Store(Vector.Load(sums + r) + c * acc, sums + r);
+        }
+        for (; r < runs; r++)
+        {
+            var total = T.Zero;
+            for (int j = 0; j < length; j++)
+            {
+                T* re = real + j * runs + r, im = imag + j * runs + r;
+                var (x, y) = (*re, *im);
+                *re = block.Lambda * x - block.LambdaImaginary * y + keys[j] * values[r];
+                *im = block.Lambda * y + block.LambdaImaginary * x;
+                total += queries[j] * *re;
             }
             sums[r] += block.Coefficient * total;
         }
@@ -215,7 +261,7 @@ internal readonly record struct OutputBlock(int Start, int Length, int Count, in
 /// ValueRow + r, keys KeyRow + j, queries h[Query + j], and adding into group Group + r.
 /// </summary>
 internal readonly record struct TransposedBlock<T>(int Neuron, int Runs, int Length, int ValueRow, int KeyRow, int Query, int Group,
-    T Lambda, T Coefficient) where T : unmanaged, INumber<T>;
+    T Lambda, T LambdaImaginary, T Coefficient) where T : unmanaged, INumber<T>;
 
 /// <summary>
 /// A plan laid out for the loop in element type T: neurons whose value row is shared and whose key rows
@@ -224,7 +270,7 @@ internal readonly record struct TransposedBlock<T>(int Neuron, int Runs, int Len
 /// </summary>
 internal sealed class Schedule<T> where T : unmanaged, INumber<T>
 {
-    private readonly OutputBlock[] allOutputs;
+    private readonly OutputBlock[] unpairedOutputs;
 
     public Schedule(GatedLayerLoop.Plan plan)
     {
@@ -233,22 +279,41 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
         Lambda = plan.Lambda.Select(T.CreateChecked).ToArray();
         Coefficient = plan.Coefficient.Select(T.CreateChecked).ToArray();
         var inputRuns = Runs(plan.Neurons, n => plan.ValueRow[n] == plan.ValueRow[n - 1] && plan.KeyRow[n] == plan.KeyRow[n - 1] + 1);
-        Inputs = Blocks(inputRuns, start => [plan.ValueRow[start], plan.KeyRow[start]])
+        // runs join a block only with runs of the same eigenvalue (memory and query neurons stay apart)
+        bool SameEigenvalue(int a, int b) => plan.Lambda[a] == plan.Lambda[b] && (plan.LambdaImaginary?[a] ?? 0) == (plan.LambdaImaginary?[b] ?? 0);
+        Inputs = Blocks(inputRuns, start => [plan.ValueRow[start], plan.KeyRow[start]], SameEigenvalue)
             .Select(b => new InputBlock(b.Start, b.Length, b.Count, b.First[0], b.Stride[0], b.First[1], b.Stride[1])).ToArray();
         var outputRuns = Runs(plan.Memory.Length, m => plan.Group[m] == plan.Group[m - 1]
             && plan.Memory[m] == plan.Memory[m - 1] + 1 && plan.Query[m] == plan.Query[m - 1] + 1);
-        Outputs = allOutputs = Blocks(outputRuns, start => [plan.Group[start], plan.Memory[start], plan.Query[start]])
+        Outputs = Blocks(outputRuns, start => [plan.Group[start], plan.Memory[start], plan.Query[start]])
             .Select(b => new OutputBlock(b.Start, b.Length, b.Count, b.First[0], b.Stride[0], b.First[1], b.Stride[1], b.First[2], b.Stride[2]))
             .ToArray();
         var paired = Pair(plan);
+        unpairedOutputs = Outputs.Except(paired.Select(p => p.Outputs)).ToArray();
+        if (plan.Complex) paired = paired.SelectMany(p => Transposable(p.Inputs, p.Outputs, p.Uniform) ? [p] : SingleRuns(p, plan)).ToArray();
         Transposed = paired.Where(p => Transposable(p.Inputs, p.Outputs, p.Uniform))
             .Select(p => new TransposedBlock<T>(p.Inputs.Neuron, p.Inputs.Count, p.Inputs.Length, p.Inputs.ValueRow, p.Inputs.KeyRow,
-                p.Outputs.Query, p.Outputs.Group, T.CreateChecked(plan.Lambda[p.Inputs.Neuron]), T.CreateChecked(plan.Coefficient[p.Outputs.Start])))
+                p.Outputs.Query, p.Outputs.Group, T.CreateChecked(plan.Lambda[p.Inputs.Neuron]),
+                T.CreateChecked(plan.LambdaImaginary?[p.Inputs.Neuron] ?? 0), T.CreateChecked(plan.Coefficient[p.Outputs.Start])))
             .ToArray();
         Paired = paired.Where(p => !Transposable(p.Inputs, p.Outputs, p.Uniform)).ToArray();
-        Inputs = Inputs.Except(paired.Select(p => p.Inputs)).ToArray();
-        Outputs = Outputs.Except(paired.Select(p => p.Outputs)).ToArray();
+        var pairedInputs = paired.Select(p => p.Inputs).ToList();
+        Inputs = Inputs.Where(i => !pairedInputs.Any(p => p.Neuron >= i.Neuron && p.Neuron < i.Neuron + i.Count * i.Length)).ToArray();
+        Outputs = unpairedOutputs;
+        StateSize = plan.Complex ? 2 * Neurons : Neurons;
+        var rotating = Transposed.Where(t => t.LambdaImaginary != T.Zero).Select(t => (t.Neuron, End: t.Neuron + t.Runs * t.Length)).ToList();
+        Supported = !plan.Complex || Enumerable.Range(0, Neurons)
+            .All(n => plan.LambdaImaginary![n] == 0 || rotating.Any(t => n >= t.Neuron && n < t.End));
     }
+
+    /// <summary>
+    /// Whether the loop can run the plan: with complex eigenvalues, only when every complex neuron lies in a
+    /// transposed block (a lowered head with a complex decay); real plans always.
+    /// </summary>
+    public bool Supported { get; }
+
+    /// <summary>Values of state per batch row: the neurons, and with complex eigenvalues their imaginary parts after them.</summary>
+    public int StateSize { get; }
 
     /// <summary>
     /// A paired block whose runs read consecutive value rows and the same key rows, add into consecutive
@@ -257,11 +322,33 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
     /// </summary>
     private bool Transposable(InputBlock i, OutputBlock o, bool uniform)
     {
-        if (!uniform || i.ValueStride != 1 || i.KeyStride != 0 || o.QueryStride != 0 || o.GroupStride != 1) return false;
+        if (!uniform) return false;
+        if (i.Count > 1 && (i.ValueStride != 1 || i.KeyStride != 0 || o.QueryStride != 0 || o.GroupStride != 1)) return false;
         bool Inside(int neuron) => neuron >= i.Neuron && neuron < i.Neuron + i.Count * i.Length;
-        bool ReadsInside(OutputBlock other) => other != o && Enumerable.Range(0, other.Count).Any(r =>
+        bool ReadsInside(OutputBlock other) => Enumerable.Range(0, other.Count).Any(r =>
             Enumerable.Range(0, other.Length).Any(n => Inside(other.Memory + r * other.MemoryStride + n) || Inside(other.Query + r * other.QueryStride + n)));
-        return !Inside(o.Query) && !allOutputs.Any(ReadsInside);
+        return !Inside(o.Query) && !unpairedOutputs.Any(ReadsInside);
+    }
+
+    /// <summary>A paired block as one pair per run (a run alone is always transposable when uniform): for complex eigenvalues.</summary>
+    private static IEnumerable<(InputBlock Inputs, OutputBlock Outputs, bool Uniform)> SingleRuns(
+        (InputBlock Inputs, OutputBlock Outputs, bool Uniform) pair, GatedLayerLoop.Plan plan)
+    {
+        var (i, o) = (pair.Inputs, pair.Outputs);
+        for (int r = 0; r < i.Count; r++)
+        {
+            var input = new InputBlock(i.Neuron + r * i.Length, i.Length, 1, i.ValueRow + r * i.ValueStride, 0, i.KeyRow + r * i.KeyStride, 0);
+            var output = new OutputBlock(o.Start + r * o.Length, o.Length, 1, o.Group + r * o.GroupStride, 0, o.Memory + r * o.MemoryStride, 0,
+                o.Query + r * o.QueryStride, 0);
+            yield return (input, output, Uniform(plan, input, output));
+        }
+    }
+
+    private static bool Uniform(GatedLayerLoop.Plan plan, InputBlock i, OutputBlock o)
+    {
+        var lambdas = Enumerable.Range(i.Neuron, i.Count * i.Length).Select(n => (plan.Lambda[n], plan.LambdaImaginary?[n] ?? 0));
+        var coefficients = Enumerable.Range(o.Start, o.Count * o.Length).Select(m => plan.Coefficient[m]);
+        return lambdas.Distinct().Count() == 1 && coefficients.Distinct().Count() == 1;
     }
 
     /// <summary>Paired blocks run as attention's recurrent form, their state transposed.</summary>
@@ -276,21 +363,15 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
     {
         var candidates = Outputs
             .Select(o => (Outputs: o, Inputs: Inputs.FirstOrDefault(i => i.Count == o.Count && i.Length == o.Length && i.Neuron == o.Memory
-                                                                          && o.MemoryStride == o.Length && i.Count > 0)))
+                                                                          && (o.Count == 1 || o.MemoryStride == o.Length) && i.Count > 0)))
             .Where(p => p.Inputs.Count > 0)
             .ToList();
         var paired = candidates.Select(p => p.Inputs).ToHashSet();
         bool InsidePaired(int neuron) => paired.Any(i => neuron >= i.Neuron && neuron < i.Neuron + i.Count * i.Length);
         bool QueriesOutside(OutputBlock o) =>
             Enumerable.Range(0, o.Count).All(r => !Enumerable.Range(o.Query + r * o.QueryStride, o.Length).Any(InsidePaired));
-        bool Uniform(InputBlock i, OutputBlock o)
-        {
-            var lambdas = Enumerable.Range(i.Neuron, i.Count * i.Length).Select(n => plan.Lambda[n]);
-            var coefficients = Enumerable.Range(o.Start, o.Count * o.Length).Select(m => plan.Coefficient[m]);
-            return lambdas.Distinct().Count() == 1 && coefficients.Distinct().Count() == 1;
-        }
         return candidates.Where(p => QueriesOutside(p.Outputs)).GroupBy(p => p.Inputs).Select(g => g.First())
-            .Select(p => (p.Inputs, p.Outputs, Uniform(p.Inputs, p.Outputs))).ToArray();
+            .Select(p => (p.Inputs, p.Outputs, Uniform(plan, p.Inputs, p.Outputs))).ToArray();
     }
 
     /// <summary>Input and output blocks computed together, with whether their eigenvalues and coefficients are each one value.</summary>
@@ -324,10 +405,11 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
         return runs;
     }
 
-    /// <summary>Consecutive runs of one length, adjacent, whose indices (given per run start) advance by constant strides.</summary>
+    /// <summary>Consecutive runs of one length, adjacent, that <paramref name="joins"/> allows together, whose indices (given per run start) advance by constant strides.</summary>
     private static List<(int Start, int Length, int Count, int[] First, int[] Stride)> Blocks(List<(int Start, int Length)> runs,
-        Func<int, int[]> indices)
+        Func<int, int[]> indices, Func<int, int, bool>? joins = null)
     {
+        joins ??= (_, _) => true;
         var blocks = new List<(int, int, int, int[], int[])>();
         for (int i = 0; i < runs.Count;)
         {
@@ -335,12 +417,12 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
             var first = indices(start);
             var stride = new int[first.Length];
             int count = 1;
-            if (i + 1 < runs.Count && runs[i + 1].Length == length && runs[i + 1].Start == start + length)
+            if (i + 1 < runs.Count && runs[i + 1].Length == length && runs[i + 1].Start == start + length && joins(start, runs[i + 1].Start))
             {
                 var second = indices(runs[i + 1].Start);
                 stride = second.Zip(first, (a, b) => a - b).ToArray();
                 while (i + count < runs.Count && runs[i + count].Length == length && runs[i + count].Start == start + count * length
-                       && indices(runs[i + count].Start).Select((x, j) => x - first[j] == count * stride[j]).All(ok => ok))
+                       && joins(start, runs[i + count].Start) && indices(runs[i + count].Start).Select((x, j) => x - first[j] == count * stride[j]).All(ok => ok))
                     count++;
             }
             blocks.Add((start, length, count, first, stride));

@@ -1,8 +1,8 @@
 namespace Duality.Kernels;
 
 /// <summary>
-/// The structure of a gated RNN layer's weights (input gate u = (A_g x + a_g) * phi(A_x x + a_x), real
-/// diagonal recurrence, output gate z = (B_g h) * (B_x h), readout y = D z) that the fused loop needs:
+/// The structure of a gated RNN layer's weights (input gate u = (A_g x + a_g) * phi(A_x x + a_x), diagonal
+/// recurrence (complex eigenvalues read out as real parts), output gate z = (B_g h) * (B_x h), readout y = D z) that the fused loop needs:
 /// the distinct rows of [A_g | a_g] and [A_x | a_x], and the distinct columns of D. Present only when
 /// every row of B_g and B_x selects at most one neuron.
 /// </summary>
@@ -10,7 +10,7 @@ internal sealed record GatedLayerStructure(GatedLayerLoop.Plan Plan, double[][] 
 {
     /// <summary>Null when an output gate row mixes several neurons.</summary>
     public static GatedLayerStructure? Read(double[,] valueAugmented, double[,] keyAugmented, double[] lambda,
-        double[,] outputValue, double[,] outputQuery, double[,] readout)
+        double[,] outputValue, double[,] outputQuery, double[,] readout, double[]? lambdaImaginary = null)
     {
         if (!Selects(outputValue) || !Selects(outputQuery)) return null;
         var (valueRows, valueIndex) = Distinct(Rows(valueAugmented));
@@ -26,7 +26,7 @@ internal sealed record GatedLayerStructure(GatedLayerLoop.Plan Plan, double[][] 
             query[m] = Selected(outputQuery, m);
             coefficient[m] = outputValue[m, memory[m]] * outputQuery[m, query[m]];
         }
-        var plan = new GatedLayerLoop.Plan(valueIndex, keyIndex, lambda, memory, query, coefficient, group, columns.Length);
+        var plan = new GatedLayerLoop.Plan(valueIndex, keyIndex, lambda, memory, query, coefficient, group, columns.Length, lambdaImaginary);
         return new GatedLayerStructure(plan, valueRows, keyRows, columns);
     }
 

@@ -174,7 +174,7 @@ internal sealed unsafe class GatedLayerKernel<T> : StepKernel<T> where T : unman
         var columns = structure.ReadoutColumns;
         readout = Enumerable.Range(0, width).SelectMany(o => columns.Select(c => T.CreateChecked(c[o]))).ToArray();
         (value, key) = (new T[batch * valueBias.Length], new T[batch * keyBias.Length]);
-        (sums, state) = (new T[batch * schedule.Groups], new T[batch * schedule.Neurons]);
+        (sums, state) = (new T[batch * schedule.Groups], new T[batch * schedule.StateSize]);
     }
 
     /// <summary>Rows [W | b] into W (row-major) and b.</summary>

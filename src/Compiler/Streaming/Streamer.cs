@@ -108,14 +108,19 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
         return kernels;
     }
 
-    /// <summary>The gated RNN layers (real eigenvalues) whose weights have the selection structure.</summary>
+    /// <summary>The gated RNN layers whose weights have the selection structure (complex eigenvalues only in lowered heads).</summary>
     private static IEnumerable<(RaiseAttention.Layer Layer, GatedLayerStructure Structure)> SelectionLayers(Graph graph)
     {
-        foreach (var layer in RaiseAttention.Layers(graph).Where(l => l.Recurrence.State == StateKind.Real))
+        foreach (var layer in RaiseAttention.Layers(graph))
         {
-            var structure = GatedLayerStructure.Read(Augmented(layer.InputValue), Augmented(layer.InputKey), layer.Recurrence.Lambda!.Data.ToArray(),
-                Matrix(layer.OutputValue.Weights!.Weight), Matrix(layer.OutputQuery.Weights!.Weight), Matrix(layer.ReadoutNode.Weights!.Weight));
-            if (structure is not null) yield return (layer, structure);
+            var lambda = layer.Recurrence.Lambda!;
+            var complex = layer.Recurrence.State == StateKind.Complex;
+            var real = Enumerable.Range(0, lambda.Shape[0]).Select(n => complex ? lambda[n, 0] : lambda[n]).ToArray();
+            var imaginary = complex ? Enumerable.Range(0, lambda.Shape[0]).Select(n => lambda[n, 1]).ToArray() : null;
+            var structure = GatedLayerStructure.Read(Augmented(layer.InputValue), Augmented(layer.InputKey), real,
+                Matrix(layer.OutputValue.Weights!.Weight), Matrix(layer.OutputQuery.Weights!.Weight), Matrix(layer.ReadoutNode.Weights!.Weight),
+                imaginary);
+            if (structure is not null && new Schedule<double>(structure.Plan).Supported) yield return (layer, structure);
         }
     }
 

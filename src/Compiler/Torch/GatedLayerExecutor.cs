@@ -44,10 +44,9 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
 
     public Tensor? TryRun(Tensor[] values) => TryRun(values[Trigger]);
 
-    /// <summary>The layers of a graph that this executor can run (real, fixed or trainable eigenvalues).</summary>
+    /// <summary>The layers of a graph that this executor can run (fixed or trainable eigenvalues, real or complex).</summary>
     public static IReadOnlyList<GatedLayerExecutor> For(Graph graph, NodeModule?[] modules) =>
         RaiseAttention.Layers(graph)
-            .Where(l => l.Recurrence.State == StateKind.Real)
             .Select(l => new GatedLayerExecutor(l, modules))
             .ToList();
 
@@ -108,9 +107,11 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
 
     private Layout? Read(ScalarType dtype)
     {
-        var structure = GatedLayerStructure.Read(Augmented(inputValue), Augmented(inputKey), Vector(recurrence.Lambda!),
-            Matrix(outputValue.Weight), Matrix(outputQuery.Weight), Matrix(readout.Weight));
-        if (structure is null) return null;
+        var lambda = recurrence.Lambda!;
+        var (real, imaginary) = lambda.dim() == 2 ? (Vector(lambda.select(1, 0)), Vector(lambda.select(1, 1))) : (Vector(lambda), null);
+        var structure = GatedLayerStructure.Read(Augmented(inputValue), Augmented(inputKey), real,
+            Matrix(outputValue.Weight), Matrix(outputQuery.Weight), Matrix(readout.Weight), imaginary);
+        if (structure is null || !new Schedule<double>(structure.Plan).Supported) return null;
         Tensor Stack(double[][] rows) => tensor(rows.SelectMany(v => v).ToArray(), [rows.Length, rows[0].Length], dtype).DetachFromDisposeScope();
         Tensor Weight(double[][] augmented) => Stack(augmented.Select(r => r[..^1]).ToArray());
         Tensor Bias(double[][] augmented) => tensor(augmented.Select(r => r[^1]).ToArray(), dtype: dtype).DetachFromDisposeScope();
