@@ -63,9 +63,14 @@ internal static unsafe class GatedLayerLoop
                         Advance(h + n, l + n, v[block.ValueRow + r * block.ValueStride], k + block.KeyRow + r * block.KeyStride, block.Length);
                     }
                 new Span<T>(s, groups).Clear();
-                foreach (var block in schedule.Transposed)
-                    if (block.LambdaImaginary == T.Zero) AdvanceAndRead(h, v, k, s, block);
-                    else RotateAndRead(h, h + schedule.Neurons, v, k, s, block);
+                // a transposed block is attention's recurrent form: state of run r, element j at Neuron + j Runs + r
+                foreach (var head in schedule.Transposed)
+                    if (head.LambdaImaginary == T.Zero)
+                        RecurrentAttentionStep.Advance(h + head.Neuron, head.Lambda, k + head.KeyRow, v + head.ValueRow, h + head.Query, s + head.Group,
+                            head.Length, head.Runs, head.Coefficient, accumulate: true);
+                    else
+                        RecurrentAttentionStep.Rotate(h + head.Neuron, h + schedule.Neurons + head.Neuron, head.Lambda, head.LambdaImaginary, k + head.KeyRow,
+                            v + head.ValueRow, h + head.Query, s + head.Group, head.Length, head.Runs, head.Coefficient, accumulate: true);
                 foreach (var (inputs, outputs, uniform) in schedule.Paired)
                     for (int r = 0; r < inputs.Count; r++)
                     {
@@ -96,83 +101,6 @@ internal static unsafe class GatedLayerLoop
                 Vector.Store(Vector.Load(l + i) * Vector.Load(h + i) + vv * Vector.Load(k + i), h + i);
         }
         for (; i < n; i++) h[i] = l[i] * h[i] + v * k[i];
-    }
-
-    /// <summary>
-    /// A transposed block (the state of run r, element j at Neuron + j Count + r) as attention's recurrent form,
-    /// vectorised across runs: H[j, r] = l H[j, r] + k_j v_r, s_r += c sum_j q_j H[j, r].
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AdvanceAndRead<T>(T* h, T* v, T* k, T* s, TransposedBlock<T> block) where T : unmanaged, INumber<T>
-    {
-        int runs = block.Runs, length = block.Length, r = 0;
-        T* state = h + block.Neuron, values = v + block.ValueRow, keys = k + block.KeyRow, queries = h + block.Query, sums = s + block.Group;
-        var (l, c) = (new Vector<T>(block.Lambda), new Vector<T>(block.Coefficient));
-        for (; r <= runs - Vector<T>.Count; r += Vector<T>.Count)
-        {
-            var vr = Vector.Load(values + r);
-            var acc = Vector<T>.Zero;
-            for (int j = 0; j < length; j++)
-            {
-                T* cell = state + j * runs + r;
-                var updated = l * Vector.Load(cell) + new Vector<T>(keys[j]) * vr;
-                Vector.Store(updated, cell);
-                acc += new Vector<T>(queries[j]) * updated;
-            }
-            Vector.Store(Vector.Load(sums + r) + c * acc, sums + r);
-        }
-        for (; r < runs; r++)
-        {
-            var total = T.Zero;
-            for (int j = 0; j < length; j++)
-            {
-                T* cell = state + j * runs + r;
-                *cell = block.Lambda * *cell + keys[j] * values[r];
-                total += queries[j] * *cell;
-            }
-            sums[r] += block.Coefficient * total;
-        }
-    }
-
-    /// <summary>
-    /// <see cref="AdvanceAndRead{T}"/> for a complex eigenvalue l = a + i b, the imaginary parts kept at the same
-    /// places of <paramref name="imaginary"/>: (H, I) = (a H - b I + k_j v_r, a I + b H); the real parts are read.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void RotateAndRead<T>(T* h, T* imaginary, T* v, T* k, T* s, TransposedBlock<T> block) where T : unmanaged, INumber<T>
-    {
-        int runs = block.Runs, length = block.Length, r = 0;
-        T* real = h + block.Neuron, imag = imaginary + block.Neuron, values = v + block.ValueRow, keys = k + block.KeyRow;
-        T* queries = h + block.Query, sums = s + block.Group;
-        var (a, b, c) = (new Vector<T>(block.Lambda), new Vector<T>(block.LambdaImaginary), new Vector<T>(block.Coefficient));
-        for (; r <= runs - Vector<T>.Count; r += Vector<T>.Count)
-        {
-            var vr = Vector.Load(values + r);
-            var acc = Vector<T>.Zero;
-            for (int j = 0; j < length; j++)
-            {
-                T* re = real + j * runs + r, im = imag + j * runs + r;
-                Vector<T> x = Vector.Load(re), y = Vector.Load(im);
-                var updated = a * x - b * y + new Vector<T>(keys[j]) * vr;
-                Vector.Store(updated, re);
-                Vector.Store(a * y + b * x, im);
-                acc += new Vector<T>(queries[j]) * updated;
-            }
-            Vector.Store(Vector.Load(sums + r) + c * acc, sums + r);
-        }
-        for (; r < runs; r++)
-        {
-            var total = T.Zero;
-            for (int j = 0; j < length; j++)
-            {
-                T* re = real + j * runs + r, im = imag + j * runs + r;
-                var (x, y) = (*re, *im);
-                *re = block.Lambda * x - block.LambdaImaginary * y + keys[j] * values[r];
-                *im = block.Lambda * y + block.LambdaImaginary * x;
-                total += queries[j] * *re;
-            }
-            sums[r] += block.Coefficient * total;
-        }
     }
 
     /// <summary>h_i = l_i h_i + v k_i, then sum_i c_i h_i q_i, for i &lt; n: a paired block's run in one pass over h.</summary>

@@ -38,79 +38,8 @@ internal static unsafe class LinearAttentionLoop
                 long step = (long)b * shape.Time + t;
                 T* qt = q + (step * shape.Heads + h) * dk, kt = k + (step * shape.Heads + h) * dk;
                 T* vt = v + (step * shape.Heads + h) * dv, yt = y + (step * shape.Heads + h) * dv;
-                if (rotation is { } r) Rotate(s, s + dk * dv, r, kt, vt, qt, yt, dk, dv);
-                else Advance(s, decay is null ? gamma : decay[step * shape.Heads + h], kt, vt, qt, yt, dk, dv);
+                if (rotation is { } r) RecurrentAttentionStep.Rotate(s, s + dk * dv, r.Real, r.Imaginary, kt, vt, qt, yt, dk, dv, T.One, accumulate: false);
+                else RecurrentAttentionStep.Advance(s, decay is null ? gamma : decay[step * shape.Heads + h], kt, vt, qt, yt, dk, dv, T.One, accumulate: false);
             }
-    }
-
-    /// <summary>(re, im)[j, :] = (c re - s im + k_j v, c im + s re) and y = sum_j q_j re[j, :], for c + i s = gamma e^(i theta).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Rotate<T>(T* re, T* im, Rotation<T> rotation, T* k, T* v, T* q, T* y, int dk, int dv) where T : unmanaged, INumber<T>
-    {
-        int i = 0;
-        Vector<T> c = new(rotation.Real), s = new(rotation.Imaginary);
-        for (; i <= dv - Vector<T>.Count; i += Vector<T>.Count)
-        {
-            var vi = Vector.Load(v + i);
-            var sum = Vector<T>.Zero;
-            for (int j = 0; j < dk; j++)
-            {
-                T* real = re + j * dv + i, imaginary = im + j * dv + i;
-                Vector<T> a = Vector.Load(real), b = Vector.Load(imaginary);
-                var updated = c * a - s * b + new Vector<T>(k[j]) * vi;
-                Vector.Store(updated, real);
-                Vector.Store(c * b + s * a, imaginary);
-                sum += new Vector<T>(q[j]) * updated;
-            }
-            Vector.Store(sum, y + i);
-        }
-        for (; i < dv; i++)
-        {
-            var sum = T.Zero;
-            for (int j = 0; j < dk; j++)
-            {
-                T* real = re + j * dv + i, imaginary = im + j * dv + i;
-                var (a, b) = (*real, *imaginary);
-                *real = rotation.Real * a - rotation.Imaginary * b + k[j] * v[i];
-                *imaginary = rotation.Real * b + rotation.Imaginary * a;
-                sum += q[j] * *real;
-            }
-            y[i] = sum;
-        }
-    }
-
-    /// <summary>
-    /// S[j, :] = a S[j, :] + k_j v and y = sum_j q_j S[j, :], one vector of values at a time so that v and
-    /// the sum stay in registers while the rows of S stream through once.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Advance<T>(T* s, T a, T* k, T* v, T* q, T* y, int dk, int dv) where T : unmanaged, INumber<T>
-    {
-        int i = 0;
-        var va = new Vector<T>(a);
-        for (; i <= dv - Vector<T>.Count; i += Vector<T>.Count)
-        {
-            var vi = Vector.Load(v + i);
-            var sum = Vector<T>.Zero;
-            for (int j = 0; j < dk; j++)
-            {
-                T* row = s + j * dv + i;
-                var updated = va * Vector.Load(row) + new Vector<T>(k[j]) * vi;
-                Vector.Store(updated, row);
-                sum += new Vector<T>(q[j]) * updated;
-            }
-            Vector.Store(sum, y + i);
-        }
-        for (; i < dv; i++)
-        {
-            var sum = T.Zero;
-            for (int j = 0; j < dk; j++)
-            {
-                T* cell = s + j * dv + i;
-                *cell = a * *cell + k[j] * v[i];
-                sum += q[j] * *cell;
-            }
-            y[i] = sum;
-        }
     }
 }
