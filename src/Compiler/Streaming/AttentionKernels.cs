@@ -39,7 +39,7 @@ internal sealed class LinearAttentionKernel<T> : StepKernel<T> where T : unmanag
         Array.Clear(im);
     }
 
-    public override void Step()
+    public override unsafe void Step()
     {
         int dk = node.KeyWidth, dv = node.ValueWidth, block = dk * dv;
         for (int b = 0; b < Batch; b++)
@@ -50,32 +50,21 @@ internal sealed class LinearAttentionKernel<T> : StepKernel<T> where T : unmanag
             MatVec(value, null, x, v);
             VectorMath.Apply(node.FeatureMap, q.AsSpan());
             VectorMath.Apply(node.FeatureMap, k.AsSpan());
-            for (int h = 0; h < node.Heads; h++)
-            {
-                var decay = decayWeight is null ? gamma : Sigmoid(Dot<T>(decayWeight.AsSpan(h * x.Length, x.Length), x) + decayBias![h]);
-                var state = re.AsSpan((b * node.Heads + h) * block, block);
-                if (im.Length > 0) Rotate(state, im.AsSpan((b * node.Heads + h) * block, block), decay);
-                var vh = v.AsSpan(h * dv, dv);
-                var oh = mixed.AsSpan(h * dv, dv);
-                oh.Clear();
-                for (int i = 0; i < dk; i++)
+            fixed (T* pq = q, pk = k, pv = v, po = mixed, pre = re, pim = im)
+                for (int h = 0; h < node.Heads; h++)
                 {
-                    var row = state.Slice(i * dv, dv);
-                    if (im.Length == 0 && decay != T.One) VectorMath.Scale(row, decay);
-                    AddScaled(row, k[h * dk + i], vh);
-                    AddScaled(oh, q[h * dk + i], row);
+                    var decay = decayWeight is null ? gamma : Sigmoid(Dot<T>(decayWeight.AsSpan(h * x.Length, x.Length), x) + decayBias![h]);
+                    var offset = (b * node.Heads + h) * block;
+                    if (im.Length > 0)
+                        RecurrentAttentionStep.Rotate(pre + offset, pim + offset, decay * cos, decay * sin, pk + h * dk, pv + h * dv, pq + h * dk,
+                            po + h * dv, dk, dv, T.One, accumulate: false);
+                    else
+                        RecurrentAttentionStep.Advance(pre + offset, decay, pk + h * dk, pv + h * dv, pq + h * dk, po + h * dv, dk, dv, T.One,
+                            accumulate: false);
                 }
-            }
             if (output is null) mixed.CopyTo(Row(b));
             else MatVec(output, null, mixed, Row(b));
         }
-    }
-
-    /// <summary>S = a e^(i theta) S, kept as (re, im).</summary>
-    private void Rotate(Span<T> re, Span<T> im, T a)
-    {
-        T c = a * cos, s = a * sin;
-        for (int i = 0; i < re.Length; i++) (re[i], im[i]) = (c * re[i] - s * im[i], c * im[i] + s * re[i]);
     }
 }
 

@@ -43,12 +43,6 @@ internal static class VectorMath
         for (; i < y.Length; i++) y[i] += a * x[i];
     }
 
-    /// <summary>y *= a.</summary>
-    public static void Scale<T>(Span<T> y, T a) where T : unmanaged, INumber<T>
-    {
-        for (int i = 0; i < y.Length; i++) y[i] *= a;
-    }
-
     public static void Apply<T>(ActivationKind kind, Span<T> values) where T : unmanaged, INumber<T>
     {
         if (kind == ActivationKind.Identity) return;
