@@ -16,11 +16,15 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
     private readonly int value, gating;
     private readonly ActivationKind activation;
     private readonly RecurrenceModule recurrence;
+    private readonly bool overwriteValue;
 
-    private GatedRecurrenceExecutor(Graph graph, NodeId gateId, NodeId recurrenceId, RecurrenceModule recurrence)
+    private GatedRecurrenceExecutor(Graph graph, NodeId gateId, NodeId recurrenceId, RecurrenceModule recurrence, int[] readers)
     {
         var gate = (Gate)graph[gateId];
         (value, gating, activation, this.recurrence) = (gate.Value.Index, gate.Gating.Index, gate.Activation, recurrence);
+        // a projection read only by this gate produced a tensor nothing else holds: h is written over it,
+        // sparing a fresh [batch, time, width] allocation (never over an input the caller passed)
+        overwriteValue = graph[gate.Value] is Projection && readers[value] == 1;
         Trigger = Math.Max(value, gating);
         Result = recurrenceId.Index;
         Interior = [gateId.Index];
@@ -40,7 +44,7 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         for (int i = 0; i < graph.Nodes.Count; i++)
             if (graph.Nodes[i] is LinearRecurrence { State: StateKind.Real, Decay: null } r && graph[r.Source] is Gate g
                 && GatedScan.Supports(g.Activation) && readers[r.Source.Index] == 1 && g.Value != g.Gating)
-                yield return new GatedRecurrenceExecutor(graph, r.Source, new NodeId(i), (RecurrenceModule)modules[i]!);
+                yield return new GatedRecurrenceExecutor(graph, r.Source, new NodeId(i), (RecurrenceModule)modules[i]!, readers);
     }
 
     public Tensor? TryRun(Tensor[] values)
@@ -50,7 +54,7 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         using var scope = NewDisposeScope();
         (v, g) = (v.contiguous(), g.contiguous());
         var h0 = recurrence.InitialStateBuffer?.contiguous();
-        var h = empty_like(v);
+        var h = overwriteValue ? v : empty_like(v);
         var shape = new GatedScan.Shape((int)v.shape[0], (int)v.shape[1], (int)v.shape[2]);
         lambda = lambda.contiguous();
         using var alive = RawStorage.KeepAlive(v, g, lambda, h0, h);
