@@ -16,11 +16,16 @@ type RecurrenceKind =
     | Decay of shared: bool
     | RealWithInitialState of double list
 
-type AttentionDecay =
-    | NoDecay
-    | Gamma of double
-    | Rotating of gamma: double * phase: double
-    | InputDependent
+/// The decay of a generated attention: the F# surface's own type (Gated is the input-dependent decay).
+type AttentionDecay = Duality.FSharp.Decay
+
+/// gamma, theta and whether the decay is input-dependent, as the C# builder takes them.
+let private decayArguments (decay: AttentionDecay) =
+    match decay with
+    | AttentionDecay.Gamma g -> Nullable g, Nullable(), false
+    | AttentionDecay.Rotating(g, theta) -> Nullable g, Nullable theta, false
+    | AttentionDecay.NoDecay -> Nullable(), Nullable(), false
+    | AttentionDecay.Gated -> Nullable(), Nullable(), true
 
 type AttentionSpec =
     { Heads: int; Key: int; Value: int; Causal: bool; Kernel: AttentionKernel
@@ -68,11 +73,11 @@ let private attention w =
             if kernel = AttentionKernel.Linear && causal then
                 let gamma = Gen.map (fun i -> float i / 100.0) (Gen.choose (50, 100))
                 Gen.oneof
-                    [ Gen.constant NoDecay
-                      Gen.map Gamma gamma
-                      Gen.map2 (fun g p -> Rotating(g, float p / 10.0)) gamma (Gen.choose (-31, 31))
-                      Gen.constant InputDependent ]
-            else Gen.constant NoDecay
+                    [ Gen.constant AttentionDecay.NoDecay
+                      Gen.map AttentionDecay.Gamma gamma
+                      Gen.map2 (fun g p -> AttentionDecay.Rotating(g, float p / 10.0)) gamma (Gen.choose (-31, 31))
+                      Gen.constant AttentionDecay.Gated ]
+            else Gen.constant AttentionDecay.NoDecay
         let! out = Gen.oneof [ Gen.constant None; Gen.map Some width ]
         return { Heads = heads; Key = key; Value = value; Causal = causal; Kernel = kernel
                  FeatureMap = featureMap; Decay = decay; Out = out }
@@ -154,13 +159,9 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
     | Recurrence(Decay shared) -> b.LinearRecurrence(decay = (fun d -> d.Projection(if shared then 1 else w)))
     | Recurrence(RealWithInitialState h0) -> b.LinearRecurrence(initialState = vector h0)
     | AttentionOp a ->
-        let gamma, phase =
-            match a.Decay with
-            | Gamma g -> Nullable g, Nullable()
-            | Rotating(g, p) -> Nullable g, Nullable p
-            | NoDecay | InputDependent -> Nullable(), Nullable()
+        let gamma, phase, gated = decayArguments a.Decay
         b.Attention(a.Heads, a.Key, a.Value, outFeatures = Option.toNullable a.Out, causal = a.Causal, kernel = a.Kernel,
-                    featureMap = a.FeatureMap, decay = gamma, decayPhase = phase, inputDependentDecay = (a.Decay = InputDependent))
+                    featureMap = a.FeatureMap, decay = gamma, decayPhase = phase, inputDependentDecay = gated)
     | Act k -> b.Activation(k)
     | ResidualProjection -> b.Residual(fun r -> r.RmsNorm().Projection(w))
     | ConcatOf(x, y) -> b.Concat((fun (l: SequenceBuilder) -> l.Projection(x)), (fun (r: SequenceBuilder) -> r.Projection(y)))
@@ -212,15 +213,11 @@ let private scaleTensor (s: float) (t: DoubleTensor) =
     if isNull (box t) then t else DoubleTensor.FromShape(Array.ofSeq t.Shape, t.Data |> Seq.map ((*) s) |> Array.ofSeq)
 
 let attentionGraph (l: AttentionLayer) =
-    let gamma, phase =
-        match l.Decay with
-        | Gamma g -> Nullable g, Nullable()
-        | Rotating(g, p) -> Nullable g, Nullable p
-        | _ -> Nullable(), Nullable()
+    let gamma, phase, gated = decayArguments l.Decay
     let g =
         Model.Input("x", l.Width)
             .Attention(l.Heads, l.Key, l.Value, outFeatures = Option.toNullable l.Out, featureMap = l.FeatureMap,
-                       decay = gamma, decayPhase = phase, inputDependentDecay = (l.Decay = InputDependent), name = "attention")
+                       decay = gamma, decayPhase = phase, inputDependentDecay = gated, name = "attention")
             .Build()
     let seeded = InitializeWeights.Run(g, l.Seed)
     seeded.MapNodes(function
@@ -245,10 +242,10 @@ let attentionLayer : Gen<AttentionLayer> =
         let gamma = Gen.map (fun i -> float i / 100.0) (Gen.choose (50, 100))
         let! decay =
             Gen.frequency
-                [ 2, Gen.constant NoDecay
-                  1, Gen.map Gamma gamma
-                  1, Gen.map2 (fun g p -> Rotating(g, float p / 10.0)) gamma (Gen.choose (-31, 31))
-                  1, Gen.constant InputDependent ]
+                [ 2, Gen.constant AttentionDecay.NoDecay
+                  1, Gen.map AttentionDecay.Gamma gamma
+                  1, Gen.map2 (fun g p -> AttentionDecay.Rotating(g, float p / 10.0)) gamma (Gen.choose (-31, 31))
+                  1, Gen.constant AttentionDecay.Gated ]
         let! featureMap = Gen.frequency [ 3, Gen.constant ActivationKind.Identity; 1, Gen.constant ActivationKind.EluPlusOne ]
         let! scale = Gen.map (fun k -> 10.0 ** (float k / 4.0)) (Gen.choose (-4, 4))
         let! seed = Gen.choose (0, 1_000_000)

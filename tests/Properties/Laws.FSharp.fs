@@ -28,14 +28,8 @@ let private applyFSharp (s: Sequence) op : Sequence =
     | Recurrence(Decay shared) -> s |> Layer.recurrence (Lambda.InputDependent(Layer.projection (if shared then 1 else w)))
     | Recurrence(RealWithInitialState h0) -> s |> Layer.recurrenceFrom (Array.ofList h0) Lambda.Trainable
     | AttentionOp a ->
-        let decay =
-            match a.Decay with
-            | AttentionDecay.NoDecay -> Decay.NoDecay
-            | AttentionDecay.Gamma g -> Decay.Gamma g
-            | AttentionDecay.Rotating(g, t) -> Decay.Rotating(g, t)
-            | AttentionDecay.InputDependent -> Decay.Gated
         s |> Layer.attention { Attention.linear a.Heads a.Key a.Value with
-                                 Out = a.Out; Causal = a.Causal; Kernel = a.Kernel; FeatureMap = a.FeatureMap; Decay = decay }
+                                 Out = a.Out; Causal = a.Causal; Kernel = a.Kernel; FeatureMap = a.FeatureMap; Decay = a.Decay }
     | Act k -> s |> Layer.activation k
     | ResidualProjection -> s |> Layer.residual (Layer.rmsNorm >> Layer.projection w)
     | ConcatOf(x, y) -> s |> Layer.concat [ Layer.projection x; Layer.projection y ]

@@ -160,11 +160,11 @@ let tests =
         testPropertyWithConfig { config with maxTest = 60 } "structure-aware execution of lowered layers = per-node kernels = plain operations (float64, <= 1e-10), also under the invariances" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->
                 let l = c.Layer
-                let fixedDecay = match l.Decay with Duality.Testing.Generators.InputDependent -> false | _ -> true
+                let fixedDecay = match l.Decay with Duality.Testing.Generators.AttentionDecay.Gated -> false | _ -> true
                 fixedDecay ==> lazy (
                     let lowered = LowerAttention.ToGatedRnn(Duality.Testing.Generators.attentionGraph l, Construction.Full)
                     let variants =
-                        let realDecay = match l.Decay with Duality.Testing.Generators.Rotating _ -> false | _ -> true
+                        let realDecay = match l.Decay with Duality.Testing.Generators.AttentionDecay.Rotating _ -> false | _ -> true
                         if l.FeatureMap = ActivationKind.Identity && realDecay then [ lowered; LawsRaising.perturbed l.Seed lowered ] else [ lowered ]
                     let x = randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0 |> toTensor torch.ScalarType.Float64
                     variants |> List.forall (fun g ->

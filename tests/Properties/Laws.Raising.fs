@@ -16,7 +16,7 @@ open Duality.Testing.Generators
 
 let config = { FsCheckConfig.defaultConfig with maxTest = 100; endSize = 64 }
 
-let private fixedDecay (l: AttentionLayer) = l.Decay <> InputDependent
+let private fixedDecay (l: AttentionLayer) = l.Decay <> AttentionDecay.Gated
 
 let private equivalent (a: Graph) (b: Graph) =
     let report = Equivalence.Check(a, b, EquivalenceOptions(Lengths = [| 1; 5; 17 |], Samples = 2))
@@ -113,7 +113,7 @@ let perturbed (seed: int) (g: Graph) =
 let invariances =
     testPropertyWithConfig config "RaiseAttention: a lowered layer perturbed by the invariances of paper.md section 6 is still read back exactly" <|
         Prop.forAll arbLayer (fun l ->
-            ((l.Decay = NoDecay || (match l.Decay with Gamma _ -> true | _ -> false)) && l.FeatureMap = ActivationKind.Identity) ==> lazy (
+            ((l.Decay = AttentionDecay.NoDecay || (match l.Decay with AttentionDecay.Gamma _ -> true | _ -> false)) && l.FeatureMap = ActivationKind.Identity) ==> lazy (
                 let g = attentionGraph l
                 let lowered = LowerAttention.ToGatedRnn(g, Construction.Full)
                 let shuffled = perturbed l.Seed lowered

@@ -104,7 +104,7 @@ let tests =
                 let inputs = layerInputs l
                 let expected = stream64 (Streamer.Create<float>(g, l.Batch)) g inputs
                 // the split form of an input-dependent decay runs node by node
-                let structured = s.StructuredLayers = (match l.Decay with InputDependent -> 0 | _ -> 1)
+                let structured = s.StructuredLayers = (match l.Decay with AttentionDecay.Gated -> 0 | _ -> 1)
                 let compressed = LowerAttention.ToGatedRnn(g, Construction.Smallest)
                 structured && within 1e-10 (relativeError expected.[0] (stream64 s rnn inputs).[0]) "lowered vs attention"
                 && within 1e-10 (relativeError expected.[0] (stream64 (Streamer.Create<float>(compressed, l.Batch)) compressed inputs).[0]) "smallest vs attention"
