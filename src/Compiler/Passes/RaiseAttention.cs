@@ -81,7 +81,7 @@ public static class RaiseAttention
     }
 
     /// <summary>How many nodes read each node, a graph output counting as a reader.</summary>
-    private static int[] Consumers(Graph graph)
+    internal static int[] Consumers(Graph graph)
     {
         var consumers = new int[graph.Nodes.Count];
         foreach (var node in graph.Nodes) foreach (var s in node.Sources) consumers[s.Index]++;

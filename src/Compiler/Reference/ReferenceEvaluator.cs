@@ -11,11 +11,7 @@ public static class ReferenceEvaluator
     /// <summary>Inputs in the graph's input order; outputs in its output order. The graph must carry all weights.</summary>
     public static double[][,,] Evaluate(Graph graph, params double[][,,] inputs)
     {
-        var missing = graph.Nodes.Where(n => !n.HasWeights)
-            .Select(n => new Diagnostic("missing weights", n.Name, n.Describe(),
-                "the reference needs concrete weights: InitializeWeights.Run(graph, seed), or compiled.ToGraph()"))
-            .ToList();
-        if (missing.Count > 0) throw new GraphException(missing);
+        Requirements.Check(Requirements.MissingWeights(graph, "the reference"));
         if (inputs.Length != graph.Inputs.Count)
             throw new ArgumentException($"the graph has {graph.Inputs.Count} inputs, {inputs.Length} were given");
         var values = new double[graph.Nodes.Count][,,];

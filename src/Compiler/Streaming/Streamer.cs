@@ -21,7 +21,8 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     internal Streamer(Graph graph, int batch, int capacity)
     {
-        StreamCheck.Streamable(graph, batch);
+        if (batch < 1) throw new ArgumentOutOfRangeException(nameof(batch), batch, "a streamer needs a batch of at least 1");
+        Requirements.Check(Requirements.MissingWeights(graph, "a streamer").Concat(Requirements.NonCausalAttention(graph)));
         this.graph = graph;
         Batch = batch;
         kernels = Build(graph, batch, capacity);
@@ -86,8 +87,8 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
             var node = graph.Nodes[i];
             StepKernel<T> Source(int s = 0) => kernels[node.Sources[s].Index]!;
             kernels[i] = layers.TryGetValue(i, out var layer)
-                ? new GatedLayerKernel<T>(layer.Structure, layer.Layer.Input.Activation, kernels[layer.Layer.Source.Index]!, batch,
-                    layer.Layer.ReadoutNode.OutFeatures)
+                ? new GatedLayerKernel<T>(layer.Structure, layer.Schedule, layer.Layer.Input.Activation, kernels[layer.Layer.Source.Index]!,
+                    batch, layer.Layer.ReadoutNode.OutFeatures)
                 : node switch
                 {
                     Input n => new InputKernel<T>(batch, n.Features),
@@ -109,7 +110,7 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>The gated RNN layers whose weights have the selection structure (complex eigenvalues only in lowered heads).</summary>
-    private static IEnumerable<(RaiseAttention.Layer Layer, GatedLayerStructure Structure)> SelectionLayers(Graph graph)
+    private static IEnumerable<(RaiseAttention.Layer Layer, GatedLayerStructure Structure, Schedule<T> Schedule)> SelectionLayers(Graph graph)
     {
         foreach (var layer in RaiseAttention.Layers(graph))
         {
@@ -120,7 +121,9 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
             var structure = GatedLayerStructure.Read(Augmented(layer.InputValue), Augmented(layer.InputKey), real,
                 Matrix(layer.OutputValue.Weights!.Weight), Matrix(layer.OutputQuery.Weights!.Weight), Matrix(layer.ReadoutNode.Weights!.Weight),
                 imaginary);
-            if (structure is not null && new Schedule<double>(structure.Plan).Supported) yield return (layer, structure);
+            if (structure is null) continue;
+            var schedule = new Schedule<T>(structure.Plan);
+            if (schedule.Supported) yield return (layer, structure, schedule);
         }
     }
 
@@ -155,20 +158,4 @@ public static class Streamer
     /// </summary>
     public static Streamer<T> Create<T>(Graph graph, int batch = 1, int capacity = 1024) where T : unmanaged, IFloatingPointIeee754<T> =>
         new(graph, batch, capacity);
-}
-
-internal static class StreamCheck
-{
-    public static void Streamable(Graph graph, int batch)
-    {
-        if (batch < 1) throw new ArgumentOutOfRangeException(nameof(batch), batch, "a streamer needs a batch of at least 1");
-        var problems = graph.Nodes.Where(n => !n.HasWeights)
-            .Select(n => new Diagnostic("missing weights", n.Name, n.Describe(),
-                "a streamer copies concrete weights: InitializeWeights.Run(graph, seed), or compiled.ToGraph() / compiled.ToStreamer()"))
-            .Concat(graph.Nodes.OfType<Attention>().Where(a => !a.Causal)
-                .Select(a => new Diagnostic("no step form", a.Name, a.Describe(),
-                    "non-causal attention reads future steps; make it causal to stream the graph")))
-            .ToList();
-        if (problems.Count > 0) throw new GraphException(problems);
-    }
 }

@@ -1,5 +1,6 @@
 using Duality.Ir;
 using Duality.Kernels;
+using Duality.Passes;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -38,9 +39,7 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
 
     public static IEnumerable<GatedRecurrenceExecutor> For(Graph graph, NodeModule?[] modules)
     {
-        var readers = new int[graph.Nodes.Count];
-        foreach (var node in graph.Nodes) foreach (var s in node.Sources) readers[s.Index]++;
-        foreach (var o in graph.Outputs) readers[o.Index]++;
+        var readers = RaiseAttention.Consumers(graph);
         for (int i = 0; i < graph.Nodes.Count; i++)
             if (graph.Nodes[i] is LinearRecurrence { State: StateKind.Real, Decay: null } r && graph[r.Source] is Gate g
                 && GatedScan.Supports(g.Activation) && readers[r.Source.Index] == 1 && g.Value != g.Gating)

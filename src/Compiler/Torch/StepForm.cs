@@ -36,11 +36,7 @@ public sealed class StepForm
 
     internal StepForm(Graph graph, NodeModule?[] nodeModules, ScalarType dtype, Device device)
     {
-        var acausal = graph.Nodes.OfType<Attention>().Where(a => !a.Causal)
-            .Select(a => new Diagnostic("no step form", a.Name, a.Describe(),
-                "non-causal attention reads future steps; make it causal to stream the graph"))
-            .ToList();
-        if (acausal.Count > 0) throw new GraphException(acausal);
+        Requirements.Check(Requirements.NonCausalAttention(graph));
         this.graph = graph;
         this.nodeModules = nodeModules;
         this.dtype = dtype;
