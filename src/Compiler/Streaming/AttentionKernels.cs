@@ -153,11 +153,10 @@ internal sealed unsafe class GatedLayerKernel<T> : StepKernel<T> where T : unman
     private readonly Schedule<T> schedule;
     private readonly T[] valueWeight, valueBias, keyWeight, keyBias, readout, value, key, sums, state;
 
-    public GatedLayerKernel(GatedLayerStructure structure, ActivationKind featureMap, StepKernel<T> source, int batch, int width)
-        : base(batch, width)
+    public GatedLayerKernel(GatedLayerStructure structure, Schedule<T> schedule, ActivationKind featureMap, StepKernel<T> source, int batch,
+        int width) : base(batch, width)
     {
-        (this.source, this.featureMap) = (source, featureMap);
-        schedule = new Schedule<T>(structure.Plan);
+        (this.source, this.schedule, this.featureMap) = (source, schedule, featureMap);
         (valueWeight, valueBias) = Split(structure.ValueRows);
         (keyWeight, keyBias) = Split(structure.KeyRows);
         var columns = structure.ReadoutColumns;

@@ -55,6 +55,4 @@ internal static class VectorMath
     public static T Sigmoid<T>(T x) where T : unmanaged, INumber<T> => T.CreateChecked(ScalarFunctions.Sigmoid(double.CreateChecked(x)));
 
     public static T[] Values<T>(DoubleTensor tensor) where T : unmanaged, INumber<T> => tensor.Data.Select(T.CreateChecked).ToArray();
-
-    public static T[] Values<T>(double[,] matrix) where T : unmanaged, INumber<T> => matrix.Cast<double>().Select(T.CreateChecked).ToArray();
 }

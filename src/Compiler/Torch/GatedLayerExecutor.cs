@@ -32,6 +32,7 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
         outputQuery = (ProjectionModule)modules[layer.Interior[5].Index]!;
         readout = (ProjectionModule)modules[layer.Readout.Index]!;
         featureMap = layer.Input.Activation;
+        Interior = layer.Interior.Select(n => n.Index).ToArray();
     }
 
     public RaiseAttention.Layer Layer { get; }
@@ -40,7 +41,7 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
 
     public int Result => Layer.Readout.Index;
 
-    public IReadOnlyList<int> Interior => Layer.Interior.Select(n => n.Index).ToArray();
+    public IReadOnlyList<int> Interior { get; }
 
     public Tensor? TryRun(Tensor[] values) => TryRun(values[Trigger]);
 
@@ -56,17 +57,15 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
         if (is_grad_enabled() || x.device.type != DeviceType.CPU) return null;
         using var scope = NewDisposeScope();
         if (Current(x.dtype) is not { } layout) return null;
-        int batch = (int)x.shape[0], time = (int)x.shape[1], values = (int)layout.ValueBias.shape[0], keys = (int)layout.KeyBias.shape[0];
-        // both input-gate projections in one product when no feature map applies to the key branch: rows values | keys
-        var fused = featureMap == ActivationKind.Identity;
-        var value = fused
-            ? nn.functional.linear(x, layout.InputWeight, layout.InputBias).contiguous()
-            : nn.functional.linear(x, layout.ValueWeight, layout.ValueBias).contiguous();
-        var key = fused ? value : Convert.Apply(featureMap, nn.functional.linear(x, layout.KeyWeight, layout.KeyBias)).contiguous();
-        var (keyOffset, valueStride, keyStride) = fused ? (values, values + keys, values + keys) : (0, values, keys);
+        int batch = (int)x.shape[0], time = (int)x.shape[1], width = layout.Values + layout.Keys;
+        // both input-gate projections in one product: rows values | keys; a feature map gives the keys a tensor of their own
+        var value = nn.functional.linear(x, layout.InputWeight, layout.InputBias).contiguous();
+        var (key, keyOffset, keyStride) = featureMap == ActivationKind.Identity
+            ? (value, layout.Values, width)
+            : (Convert.Apply(featureMap, value.narrow(2, layout.Values, layout.Keys)).contiguous(), 0, layout.Keys);
         var sums = empty(batch, time, layout.Groups, dtype: x.dtype);
-        if (x.dtype == ScalarType.Float32) Loop(value, key, keyOffset, sums, layout.Single, batch, time, valueStride, keyStride);
-        else Loop(value, key, keyOffset, sums, layout.Double, batch, time, valueStride, keyStride);
+        if (x.dtype == ScalarType.Float32) Loop(value, key, keyOffset, sums, layout.Single, batch, time, width, keyStride);
+        else Loop(value, key, keyOffset, sums, layout.Double, batch, time, width, keyStride);
         return nn.functional.linear(sums, layout.ReadoutColumns).MoveToOuterDisposeScope();
     }
 
@@ -78,15 +77,12 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
             batch, time, valueStride, keyStride);
     }
 
-    /// <summary>The structure in the tensors and loop schedules that one run needs.</summary>
-    private sealed record Layout(Tensor ValueWeight, Tensor ValueBias, Tensor KeyWeight, Tensor KeyBias, Tensor ReadoutColumns, int Groups,
-        Schedule<float> Single, Schedule<double> Double)
-    {
-        /// <summary>[A_g; A_x] and [a_g; a_x]: both projections at once.</summary>
-        public Tensor InputWeight { get; } = cat([ValueWeight, KeyWeight], 0).DetachFromDisposeScope();
-
-        public Tensor InputBias { get; } = cat([ValueBias, KeyBias], 0).DetachFromDisposeScope();
-    }
+    /// <summary>
+    /// The structure in the tensors and loop schedules that one run needs: the distinct input-gate rows
+    /// [A_g; A_x] and their biases (Values rows, then Keys rows), the distinct readout columns.
+    /// </summary>
+    private sealed record Layout(Tensor InputWeight, Tensor InputBias, int Values, int Keys, Tensor ReadoutColumns, int Groups,
+        Schedule<float> Single, Schedule<double> Double);
 
     private (ulong Fingerprint, ScalarType DType, Layout? Layout)? cached;
 
@@ -111,14 +107,15 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
         var (real, imaginary) = lambda.dim() == 2 ? (Vector(lambda.select(1, 0)), Vector(lambda.select(1, 1))) : (Vector(lambda), null);
         var structure = GatedLayerStructure.Read(Augmented(inputValue), Augmented(inputKey), real,
             Matrix(outputValue.Weight), Matrix(outputQuery.Weight), Matrix(readout.Weight), imaginary);
-        if (structure is null || !new Schedule<double>(structure.Plan).Supported) return null;
+        if (structure is null) return null;
+        var (single, @double) = (new Schedule<float>(structure.Plan), new Schedule<double>(structure.Plan));
+        if (!@double.Supported) return null;
         Tensor Stack(double[][] rows) => tensor(rows.SelectMany(v => v).ToArray(), [rows.Length, rows[0].Length], dtype).DetachFromDisposeScope();
-        Tensor Weight(double[][] augmented) => Stack(augmented.Select(r => r[..^1]).ToArray());
-        Tensor Bias(double[][] augmented) => tensor(augmented.Select(r => r[^1]).ToArray(), dtype: dtype).DetachFromDisposeScope();
+        double[][] rows = [.. structure.ValueRows, .. structure.KeyRows];
         var columns = structure.ReadoutColumns;
         var readoutRows = Enumerable.Range(0, columns[0].Length).Select(o => columns.Select(c => c[o]).ToArray()).ToArray();
-        return new Layout(Weight(structure.ValueRows), Bias(structure.ValueRows), Weight(structure.KeyRows), Bias(structure.KeyRows),
-            Stack(readoutRows), structure.Plan.Groups, new Schedule<float>(structure.Plan), new Schedule<double>(structure.Plan));
+        return new Layout(Stack(rows.Select(r => r[..^1]).ToArray()), tensor(rows.Select(r => r[^1]).ToArray(), dtype: dtype).DetachFromDisposeScope(),
+            structure.ValueRows.Length, structure.KeyRows.Length, Stack(readoutRows), structure.Plan.Groups, single, @double);
     }
 
     /// <summary>[W | b]: a projection's rows with their biases as a last column.</summary>
