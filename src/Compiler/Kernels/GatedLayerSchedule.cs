@@ -6,7 +6,10 @@ namespace Duality.Kernels;
 /// Runs of neurons [Neuron + r Length, + Length) for r &lt; Count, each reading value row ValueRow + r ValueStride
 /// and consecutive key rows from KeyRow + r KeyStride. A head of a lowered attention is one block.
 /// </summary>
-internal readonly record struct InputBlock(int Neuron, int Length, int Count, int ValueRow, int ValueStride, int KeyRow, int KeyStride);
+internal readonly record struct InputBlock(int Neuron, int Length, int Count, int ValueRow, int ValueStride, int KeyRow, int KeyStride)
+{
+    public bool Holds(int neuron) => neuron >= Neuron && neuron < Neuron + Count * Length;
+}
 
 /// <summary>
 /// Runs of output neurons [Start + r Length, + Length) for r &lt; Count, each adding into group Group + r GroupStride
@@ -50,19 +53,18 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
         var paired = Pair(plan);
         unpairedOutputs = Outputs.Except(paired.Select(p => p.Outputs)).ToArray();
         if (plan.Complex) paired = paired.SelectMany(p => Transposable(p.Inputs, p.Outputs, p.Uniform) ? [p] : SingleRuns(p, plan)).ToArray();
-        Transposed = paired.Where(p => Transposable(p.Inputs, p.Outputs, p.Uniform))
+        var transposable = paired.ToLookup(p => Transposable(p.Inputs, p.Outputs, p.Uniform));
+        Transposed = transposable[true]
             .Select(p => new TransposedBlock<T>(p.Inputs.Neuron, p.Inputs.Count, p.Inputs.Length, p.Inputs.ValueRow, p.Inputs.KeyRow,
                 p.Outputs.Query, p.Outputs.Group, T.CreateChecked(plan.Lambda[p.Inputs.Neuron]),
                 T.CreateChecked(plan.LambdaImaginary?[p.Inputs.Neuron] ?? 0), T.CreateChecked(plan.Coefficient[p.Outputs.Start])))
             .ToArray();
-        Paired = paired.Where(p => !Transposable(p.Inputs, p.Outputs, p.Uniform)).ToArray();
-        var pairedInputs = paired.Select(p => p.Inputs).ToList();
-        Inputs = Inputs.Where(i => !pairedInputs.Any(p => p.Neuron >= i.Neuron && p.Neuron < i.Neuron + i.Count * i.Length)).ToArray();
+        Paired = transposable[false].ToArray();
+        Inputs = Inputs.Where(i => !paired.Any(p => i.Holds(p.Inputs.Neuron))).ToArray();
         Outputs = unpairedOutputs;
         StateSize = plan.Complex ? 2 * Neurons : Neurons;
-        var rotating = Transposed.Where(t => t.LambdaImaginary != T.Zero).Select(t => (t.Neuron, End: t.Neuron + t.Runs * t.Length)).ToList();
-        Supported = !plan.Complex || Enumerable.Range(0, Neurons)
-            .All(n => plan.LambdaImaginary![n] == 0 || rotating.Any(t => n >= t.Neuron && n < t.End));
+        var transposed = transposable[true].Select(p => p.Inputs).ToList();
+        Supported = !plan.Complex || Enumerable.Range(0, Neurons).All(n => plan.LambdaImaginary![n] == 0 || transposed.Any(i => i.Holds(n)));
     }
 
     /// <summary>
@@ -83,10 +85,9 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
     {
         if (!uniform) return false;
         if (i.Count > 1 && (i.ValueStride != 1 || i.KeyStride != 0 || o.QueryStride != 0 || o.GroupStride != 1)) return false;
-        bool Inside(int neuron) => neuron >= i.Neuron && neuron < i.Neuron + i.Count * i.Length;
-        bool ReadsInside(OutputBlock other) => Enumerable.Range(0, other.Count).Any(r =>
-            Enumerable.Range(0, other.Length).Any(n => Inside(other.Memory + r * other.MemoryStride + n) || Inside(other.Query + r * other.QueryStride + n)));
-        return !Inside(o.Query) && !unpairedOutputs.Any(ReadsInside);
+        bool ReadsInside(OutputBlock other) => Enumerable.Range(0, other.Count).Any(r => Enumerable.Range(0, other.Length)
+            .Any(n => i.Holds(other.Memory + r * other.MemoryStride + n) || i.Holds(other.Query + r * other.QueryStride + n)));
+        return !i.Holds(o.Query) && !unpairedOutputs.Any(ReadsInside);
     }
 
     /// <summary>A paired block as one pair per run (a run alone is always transposable when uniform): for complex eigenvalues.</summary>
@@ -126,7 +127,7 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
             .Where(p => p.Inputs.Count > 0)
             .ToList();
         var paired = candidates.Select(p => p.Inputs).ToHashSet();
-        bool InsidePaired(int neuron) => paired.Any(i => neuron >= i.Neuron && neuron < i.Neuron + i.Count * i.Length);
+        bool InsidePaired(int neuron) => paired.Any(i => i.Holds(neuron));
         bool QueriesOutside(OutputBlock o) =>
             Enumerable.Range(0, o.Count).All(r => !Enumerable.Range(o.Query + r * o.QueryStride, o.Length).Any(InsidePaired));
         return candidates.Where(p => QueriesOutside(p.Outputs)).GroupBy(p => p.Inputs).Select(g => g.First())
