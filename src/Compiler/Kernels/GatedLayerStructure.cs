@@ -1,3 +1,6 @@
+using Duality.Ir;
+using Duality.Passes;
+
 namespace Duality.Kernels;
 
 /// <summary>
@@ -8,8 +11,40 @@ namespace Duality.Kernels;
 /// </summary>
 internal sealed record GatedLayerStructure(GatedLayerLoop.Plan Plan, double[][] ValueRows, double[][] KeyRows, double[][] ReadoutColumns)
 {
+    /// <summary>The structure of a layer whose nodes carry weights (the graph's, or a module's read back); null without it.</summary>
+    public static GatedLayerStructure? Of(RaiseAttention.Layer layer)
+    {
+        var lambda = layer.Recurrence.Lambda!;
+        var complex = layer.Recurrence.State == StateKind.Complex;
+        var real = Enumerable.Range(0, lambda.Shape[0]).Select(n => complex ? lambda[n, 0] : lambda[n]).ToArray();
+        var imaginary = complex ? Enumerable.Range(0, lambda.Shape[0]).Select(n => lambda[n, 1]).ToArray() : null;
+        return Read(Augmented(layer.InputValue), Augmented(layer.InputKey), real, Matrix(layer.OutputValue.Weights!.Weight),
+            Matrix(layer.OutputQuery.Weights!.Weight), Matrix(layer.ReadoutNode.Weights!.Weight), imaginary);
+    }
+
+    private static double[,] Matrix(DoubleTensor t)
+    {
+        var m = new double[t.Shape[0], t.Shape[1]];
+        for (int r = 0; r < t.Shape[0]; r++)
+            for (int c = 0; c < t.Shape[1]; c++) m[r, c] = t[r, c];
+        return m;
+    }
+
+    /// <summary>[W | b]: a projection's rows with their biases as a last column.</summary>
+    private static double[,] Augmented(Projection p)
+    {
+        var (w, b) = (p.Weights!.Weight, p.Weights.Bias);
+        var m = new double[p.OutFeatures, p.InFeatures + 1];
+        for (int r = 0; r < p.OutFeatures; r++)
+        {
+            for (int c = 0; c < p.InFeatures; c++) m[r, c] = w[r, c];
+            m[r, p.InFeatures] = b is null ? 0 : b[r];
+        }
+        return m;
+    }
+
     /// <summary>Null when an output gate row mixes several neurons.</summary>
-    public static GatedLayerStructure? Read(double[,] valueAugmented, double[,] keyAugmented, double[] lambda,
+    private static GatedLayerStructure? Read(double[,] valueAugmented, double[,] keyAugmented, double[] lambda,
         double[,] outputValue, double[,] outputQuery, double[,] readout, double[]? lambdaImaginary = null)
     {
         if (!Selects(outputValue) || !Selects(outputQuery)) return null;

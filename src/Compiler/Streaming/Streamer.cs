@@ -114,38 +114,11 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
         foreach (var layer in RaiseAttention.Layers(graph))
         {
-            var lambda = layer.Recurrence.Lambda!;
-            var complex = layer.Recurrence.State == StateKind.Complex;
-            var real = Enumerable.Range(0, lambda.Shape[0]).Select(n => complex ? lambda[n, 0] : lambda[n]).ToArray();
-            var imaginary = complex ? Enumerable.Range(0, lambda.Shape[0]).Select(n => lambda[n, 1]).ToArray() : null;
-            var structure = GatedLayerStructure.Read(Augmented(layer.InputValue), Augmented(layer.InputKey), real,
-                Matrix(layer.OutputValue.Weights!.Weight), Matrix(layer.OutputQuery.Weights!.Weight), Matrix(layer.ReadoutNode.Weights!.Weight),
-                imaginary);
+            var structure = GatedLayerStructure.Of(layer);
             if (structure is null) continue;
             var schedule = new Schedule<T>(structure.Plan);
             if (schedule.Supported) yield return (layer, structure, schedule);
         }
-    }
-
-    private static double[,] Matrix(DoubleTensor t)
-    {
-        var m = new double[t.Shape[0], t.Shape[1]];
-        for (int r = 0; r < t.Shape[0]; r++)
-            for (int c = 0; c < t.Shape[1]; c++) m[r, c] = t[r, c];
-        return m;
-    }
-
-    /// <summary>[W | b]: a projection's rows with their biases as a last column.</summary>
-    private static double[,] Augmented(Projection p)
-    {
-        var (w, b) = (p.Weights!.Weight, p.Weights.Bias);
-        var m = new double[p.OutFeatures, p.InFeatures + 1];
-        for (int r = 0; r < p.OutFeatures; r++)
-        {
-            for (int c = 0; c < p.InFeatures; c++) m[r, c] = w[r, c];
-            m[r, p.InFeatures] = b is null ? 0 : b[r];
-        }
-        return m;
     }
 }
 

@@ -103,10 +103,16 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
 
     private Layout? Read(ScalarType dtype)
     {
-        var lambda = recurrence.Lambda!;
-        var (real, imaginary) = lambda.dim() == 2 ? (Vector(lambda.select(1, 0)), Vector(lambda.select(1, 1))) : (Vector(lambda), null);
-        var structure = GatedLayerStructure.Read(Augmented(inputValue), Augmented(inputKey), real,
-            Matrix(outputValue.Weight), Matrix(outputQuery.Weight), Matrix(readout.Weight), imaginary);
+        var current = Layer with
+        {
+            InputValue = (Projection)inputValue.ReadBack(Layer.InputValue),
+            InputKey = (Projection)inputKey.ReadBack(Layer.InputKey),
+            Recurrence = (LinearRecurrence)recurrence.ReadBack(Layer.Recurrence),
+            OutputValue = (Projection)outputValue.ReadBack(Layer.OutputValue),
+            OutputQuery = (Projection)outputQuery.ReadBack(Layer.OutputQuery),
+            ReadoutNode = (Projection)readout.ReadBack(Layer.ReadoutNode),
+        };
+        var structure = GatedLayerStructure.Of(current);
         if (structure is null) return null;
         var (single, @double) = (new Schedule<float>(structure.Plan), new Schedule<double>(structure.Plan));
         if (!@double.Supported) return null;
@@ -116,24 +122,5 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
         var readoutRows = Enumerable.Range(0, columns[0].Length).Select(o => columns.Select(c => c[o]).ToArray()).ToArray();
         return new Layout(Stack(rows.Select(r => r[..^1]).ToArray()), tensor(rows.Select(r => r[^1]).ToArray(), dtype: dtype).DetachFromDisposeScope(),
             structure.ValueRows.Length, structure.KeyRows.Length, Stack(readoutRows), structure.Plan.Groups, single, @double);
-    }
-
-    /// <summary>[W | b]: a projection's rows with their biases as a last column.</summary>
-    private static double[,] Augmented(ProjectionModule p)
-    {
-        var w = p.Weight.detach();
-        var b = p.BiasWeight?.detach() ?? zeros(w.shape[0], dtype: w.dtype);
-        return Matrix(cat([w, b.unsqueeze(1)], 1));
-    }
-
-    private static double[] Vector(Tensor t) => t.detach().to_type(ScalarType.Float64).cpu().data<double>().ToArray();
-
-    private static double[,] Matrix(Tensor t)
-    {
-        var values = Vector(t);
-        var (rows, columns) = ((int)t.shape[0], (int)t.shape[1]);
-        var matrix = new double[rows, columns];
-        Buffer.BlockCopy(values, 0, matrix, 0, values.Length * sizeof(double));
-        return matrix;
     }
 }
