@@ -7,11 +7,13 @@ namespace Duality.Kernels;
 /// <summary>
 /// A gate feeding a real diagonal recurrence, fused: h_t = lambda * h_{t-1} + value_t * f(gate_t), never
 /// materialising f(gate) or the product. value, gate, h: [B, T, N] contiguous; lambda: [N]; h0: [N] or null.
-/// Work is split as the scans split it (<see cref="ScanPartition"/>); each item keeps its block of the state on
-/// its stack while it walks through time.
+/// Work is split into (batch row, block of channels) pieces run in parallel; each keeps its block of the
+/// state in cache while it walks through time.
 /// </summary>
 internal static unsafe class GatedScan
 {
+    private const int Block = 256;
+
     public static bool Supports(ActivationKind kind) =>
         kind is ActivationKind.Identity or ActivationKind.Sigmoid or ActivationKind.Tanh or ActivationKind.SiLU or ActivationKind.ReLU;
 
@@ -20,7 +22,12 @@ internal static unsafe class GatedScan
     public static void Run<T>(T* value, T* gate, T* lambda, T* h0, T* h, ActivationKind kind, Shape shape)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        ScanPartition.For(shape.Batch, shape.Width).Run(item => RunPiece(value, gate, lambda, h0, h, kind, shape, item.Batch, item.Start, item.Count));
+        int blocks = (shape.Width + Block - 1) / Block, pieces = shape.Batch * blocks;
+        System.Threading.Tasks.Parallel.For(0, pieces, piece =>
+        {
+            int start = piece % blocks * Block;
+            RunPiece(value, gate, lambda, h0, h, kind, shape, piece / blocks, start, Math.Min(Block, shape.Width - start));
+        });
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
