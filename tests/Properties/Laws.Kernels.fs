@@ -95,7 +95,9 @@ let private gatedCase =
         let! width = Gen.elements [ 1; 7; 8; 255; 256; 257; 600 ]
         let! activation = Gen.elements [ ActivationKind.Identity; ActivationKind.Sigmoid; ActivationKind.Tanh; ActivationKind.SiLU; ActivationKind.ReLU; ActivationKind.GELU ]
         let! fixedLambda = Gen.elements [ true; false ]
-        return { c with Width = width; Batch = min c.Batch 2 }, activation, fixedLambda
+        let! biases = Gen.elements [ (true, true); (true, false); (false, true); (false, false) ]
+        let! valueReadTwice = Gen.elements [ false; false; true ]
+        return { c with Width = width; Batch = min c.Batch 2 }, activation, fixedLambda, biases, valueReadTwice
     }
 
 type AttentionCase = { Layer: Duality.Testing.Generators.AttentionLayer; Time: int }
@@ -140,16 +142,19 @@ let tests =
                 && within 1e-10 (scaledError dxOps dxFast) "input gradients"
                 && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFast)
 
-        testPropertyWithConfig { config with maxTest = 60 } "fused gate + recurrence (no gradients) = node-by-node execution (float64, scaled error <= 1e-10)" <|
-            Prop.forAll (Arb.fromGen gatedCase) (fun (c, activation, fixedLambda) ->
-                let b = Model.Input("x", 3).Gate((fun v -> v.Projection(c.Width)), (fun g -> g.Projection(c.Width)), activation)
+        testPropertyWithConfig { config with maxTest = 60 } "fused gate + recurrence (no gradients) = node-by-node execution (float64, scaled error <= 1e-10), with the projections' biases added in the pass" <|
+            Prop.forAll (Arb.fromGen gatedCase) (fun (c, activation, fixedLambda, (valueBias, gateBias), valueReadTwice) ->
+                let b =
+                    Model.Input("x", 3).Gate((fun v -> v.Projection(c.Width, bias = valueBias, name = "value")),
+                                             (fun g -> g.Projection(c.Width, bias = gateBias)), activation)
                 let random = Random(c.Seed)
                 let values n = Array.init n (fun _ -> random.NextDouble() * 1.8 - 0.9)
                 let state = if c.WithState then DoubleTensor.Vector(values c.Width) else null
-                let g =
-                    InitializeWeights.Run(
-                        (if fixedLambda then b.LinearRecurrence(trainable = false, lambda = DoubleTensor.Vector(values c.Width), initialState = state)
-                         else b.LinearRecurrence(initialState = state)).Build(), c.Seed)
+                let recurrence =
+                    if fixedLambda then b.LinearRecurrence(trainable = false, lambda = DoubleTensor.Vector(values c.Width), initialState = state)
+                    else b.LinearRecurrence(initialState = state)
+                // a value projection read twice is neither run by the group nor written over
+                let g = InitializeWeights.Run((if valueReadTwice then recurrence.Add("gate/value/value") else recurrence).Build(), c.Seed)
                 fastEqualsPlain g (randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5) "fused vs node by node")
 
         testPropertyWithConfig { config with maxTest = 60 } "fused recurrent attention (no gradients) = masked form (float64, scaled error <= 1e-10)" <|

@@ -5,51 +5,78 @@ using Duality.Ir;
 namespace Duality.Kernels;
 
 /// <summary>
-/// A gate feeding a real diagonal recurrence, fused: h_t = lambda * h_{t-1} + value_t * f(gate_t), never
-/// materialising f(gate) or the product. value, gate, h: [B, T, N] contiguous; lambda: [N]; h0: [N] or null.
-/// Work is split into (batch row, block of channels) pieces run in parallel; each keeps its block of the
-/// state in cache while it walks through time.
+/// A gate feeding a real diagonal recurrence, fused: h_t = lambda * h_{t-1} + (value_t + a) * f(gate_t + c),
+/// never materialising f(gate) or the product; a and c are optional biases ([N] or null) of the projections
+/// that produced value and gate. value, gate, h: [B, T, N] contiguous (h may be value itself); lambda: [N];
+/// h0: [N] or null. Work is split into (batch row, block of channels) pieces run in parallel, each walking
+/// through time; blocks are as wide as the number of pieces allows, so each step of a piece reads whole
+/// pages (narrow blocks revisit every page, paying a TLB miss each time).
 /// </summary>
 internal static unsafe class GatedScan
 {
-    private const int Block = 256;
+    private const int NarrowestBlock = 256;
 
     public static bool Supports(ActivationKind kind) =>
         kind is ActivationKind.Identity or ActivationKind.Sigmoid or ActivationKind.Tanh or ActivationKind.SiLU or ActivationKind.ReLU;
 
     public readonly record struct Shape(int Batch, int Time, int Width);
 
-    public static void Run<T>(T* value, T* gate, T* lambda, T* h0, T* h, ActivationKind kind, Shape shape)
+    /// <summary>Optional per-channel biases of the value and the gate, added before the product.</summary>
+    public readonly struct Biases<T>(T* value, T* gate) where T : unmanaged
+    {
+        public T* Value { get; } = value;
+
+        public T* Gate { get; } = gate;
+    }
+
+    public static void Run<T>(T* value, T* gate, T* lambda, T* h0, T* h, Biases<T> biases, ActivationKind kind, Shape shape)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int blocks = (shape.Width + Block - 1) / Block, pieces = shape.Batch * blocks;
-        System.Threading.Tasks.Parallel.For(0, pieces, piece =>
+        int block = BlockWidth(shape, Vector<T>.Count), blocks = (shape.Width + block - 1) / block;
+        System.Threading.Tasks.Parallel.For(0, shape.Batch * blocks, piece =>
         {
-            int start = piece % blocks * Block;
-            RunPiece(value, gate, lambda, h0, h, kind, shape, piece / blocks, start, Math.Min(Block, shape.Width - start));
+            int start = piece % blocks * block;
+            RunPiece(value, gate, lambda, h0, h, biases, kind, shape, piece / blocks, start, Math.Min(block, shape.Width - start));
         });
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RunPiece<T>(T* value, T* gate, T* lambda, T* h0, T* h, ActivationKind kind, Shape shape, int b, int start, int width)
-        where T : unmanaged, IFloatingPointIeee754<T>
+    /// <summary>The widest block (a multiple of the vector width, at least 256) giving two pieces per core.</summary>
+    internal static int BlockWidth(Shape shape, int lanes)
     {
-        var state = stackalloc T[width];
-        for (int i = 0; i < width; i++) state[i] = h0 is null ? T.Zero : h0[start + i];
-        T* l = lambda + start;
+        int perRow = Math.Max(1, (2 * Environment.ProcessorCount + shape.Batch - 1) / shape.Batch);
+        int block = (shape.Width + perRow - 1) / perRow;
+        block = (block + lanes - 1) / lanes * lanes;
+        return Math.Min(shape.Width, Math.Max(block, NarrowestBlock));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RunPiece<T>(T* value, T* gate, T* lambda, T* h0, T* h, Biases<T> biases, ActivationKind kind, Shape shape,
+        int b, int start, int width) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T* l = lambda + start, a = biases.Value is null ? null : biases.Value + start, c = biases.Gate is null ? null : biases.Gate + start;
         for (int t = 0; t < shape.Time; t++)
         {
             long offset = ((long)b * shape.Time + t) * shape.Width + start;
             T* v = value + offset, g = gate + offset, y = h + offset;
+            // h_{t-1} is the row just written (still in cache); before the first step, h0 or zero
+            T* previous = t > 0 ? y - shape.Width : h0 is null ? null : h0 + start;
             int i = 0;
             for (; i <= width - Vector<T>.Count; i += Vector<T>.Count)
             {
-                var next = Vector.Load(l + i) * Vector.Load(state + i) + Vector.Load(v + i) * Activate(kind, Vector.Load(g + i));
-                Vector.Store(next, state + i);
+                var input = Vector.Load(v + i);
+                var gating = Vector.Load(g + i);
+                if (a is not null) input += Vector.Load(a + i);
+                if (c is not null) gating += Vector.Load(c + i);
+                var product = input * Activate(kind, gating);
+                var next = previous is null ? product : VectorFused.MultiplyAdd(Vector.Load(l + i), Vector.Load(previous + i), product);
                 Vector.Store(next, y + i);
             }
             for (; i < width; i++)
-                y[i] = state[i] = l[i] * state[i] + v[i] * Activate(kind, new Vector<T>(g[i]))[0];
+            {
+                T input = v[i] + (a is null ? T.Zero : a[i]), gating = g[i] + (c is null ? T.Zero : c[i]);
+                T product = input * Activate(kind, new Vector<T>(gating))[0];
+                y[i] = previous is null ? product : l[i] * previous[i] + product;
+            }
         }
     }
 

@@ -10,25 +10,41 @@ namespace Duality.Torch;
 /// A Gate read only by a real diagonal recurrence with fixed or trainable eigenvalues:
 ///   h_t = lambda * h_{t-1} + value_t * f(gate_t)
 /// run as one fused pass (<see cref="GatedScan"/>) without gradients on the CPU, instead of three passes
-/// over [batch, time, width] tensors (activation, product, scan).
+/// over [batch, time, width] tensors (activation, product, scan). A projection with a bias read only by
+/// the gate joins the group: its product runs without the bias, which the pass adds, sparing the copy of
+/// the bias into the output and the product's read of it.
 /// </summary>
 internal sealed class GatedRecurrenceExecutor : IFusedExecutor
 {
-    private readonly int value, gating;
+    /// <summary>One operand of the gate: the node computing it, or the biased projection the group runs itself.</summary>
+    private sealed record Operand(int Node, ProjectionModule? Absorbed, int Source)
+    {
+        public static Operand Of(Graph graph, NodeModule?[] modules, int[] readers, NodeId id) =>
+            graph[id] is Projection projection && readers[id.Index] == 1 && modules[id.Index] is ProjectionModule { BiasWeight: not null } module
+                ? new Operand(id.Index, module, projection.Source.Index)
+                : new Operand(id.Index, null, id.Index);
+
+        public Tensor Compute(Tensor[] values) =>
+            Absorbed is { } projection ? nn.functional.linear(values[Source], projection.Weight) : values[Node];
+    }
+
+    private readonly Operand value, gating;
     private readonly ActivationKind activation;
     private readonly RecurrenceModule recurrence;
     private readonly bool overwriteValue;
 
-    private GatedRecurrenceExecutor(Graph graph, NodeId gateId, NodeId recurrenceId, RecurrenceModule recurrence, int[] readers)
+    private GatedRecurrenceExecutor(Graph graph, NodeModule?[] modules, NodeId gateId, NodeId recurrenceId, int[] readers)
     {
         var gate = (Gate)graph[gateId];
-        (value, gating, activation, this.recurrence) = (gate.Value.Index, gate.Gating.Index, gate.Activation, recurrence);
+        value = Operand.Of(graph, modules, readers, gate.Value);
+        gating = Operand.Of(graph, modules, readers, gate.Gating);
+        (activation, recurrence) = (gate.Activation, (RecurrenceModule)modules[recurrenceId.Index]!);
         // a projection read only by this gate produced a tensor nothing else holds: h is written over it,
         // sparing a fresh [batch, time, width] allocation (never over an input the caller passed)
-        overwriteValue = graph[gate.Value] is Projection && readers[value] == 1;
-        Trigger = Math.Max(value, gating);
+        overwriteValue = graph[gate.Value] is Projection && readers[gate.Value.Index] == 1;
+        Trigger = Math.Max(value.Source, gating.Source);
         Result = recurrenceId.Index;
-        Interior = [gateId.Index];
+        Interior = [gateId.Index, .. new[] { value, gating }.Where(o => o.Absorbed is not null).Select(o => o.Node)];
     }
 
     public int Trigger { get; }
@@ -43,28 +59,32 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         for (int i = 0; i < graph.Nodes.Count; i++)
             if (graph.Nodes[i] is LinearRecurrence { State: StateKind.Real, Decay: null } r && graph[r.Source] is Gate g
                 && GatedScan.Supports(g.Activation) && readers[r.Source.Index] == 1 && g.Value != g.Gating)
-                yield return new GatedRecurrenceExecutor(graph, r.Source, new NodeId(i), (RecurrenceModule)modules[i]!, readers);
+                yield return new GatedRecurrenceExecutor(graph, modules, r.Source, new NodeId(i), readers);
     }
 
     public Tensor? TryRun(Tensor[] values)
     {
-        var (v, g) = (values[value], values[gating]);
-        if (is_grad_enabled() || v.device.type != DeviceType.CPU || recurrence.Lambda is not { } lambda) return null;
+        var (input, gateInput) = (values[value.Source], values[gating.Source]);
+        if (is_grad_enabled() || input.device.type != DeviceType.CPU || gateInput.device.type != DeviceType.CPU
+            || recurrence.Lambda is not { } lambda) return null;
         using var scope = NewDisposeScope();
-        (v, g) = (v.contiguous(), g.contiguous());
+        var (v, g) = (value.Compute(values).contiguous(), gating.Compute(values).contiguous());
+        var (valueBias, gateBias) = (value.Absorbed?.BiasWeight!.contiguous(), gating.Absorbed?.BiasWeight!.contiguous());
         var h0 = recurrence.InitialStateBuffer?.contiguous();
         var h = overwriteValue ? v : empty_like(v);
         var shape = new GatedScan.Shape((int)v.shape[0], (int)v.shape[1], (int)v.shape[2]);
         lambda = lambda.contiguous();
-        using var alive = RawStorage.KeepAlive(v, g, lambda, h0, h);
+        using var alive = RawStorage.KeepAlive(v, g, lambda, h0, h, valueBias, gateBias);
         unsafe
         {
             if (v.dtype == ScalarType.Float32)
                 GatedScan.Run(RawStorage.Pointer<float>(v), RawStorage.Pointer<float>(g), RawStorage.Pointer<float>(lambda),
-                    RawStorage.PointerOrNull<float>(h0), RawStorage.Pointer<float>(h), activation, shape);
+                    RawStorage.PointerOrNull<float>(h0), RawStorage.Pointer<float>(h),
+                    new GatedScan.Biases<float>(RawStorage.PointerOrNull<float>(valueBias), RawStorage.PointerOrNull<float>(gateBias)), activation, shape);
             else
                 GatedScan.Run(RawStorage.Pointer<double>(v), RawStorage.Pointer<double>(g), RawStorage.Pointer<double>(lambda),
-                    RawStorage.PointerOrNull<double>(h0), RawStorage.Pointer<double>(h), activation, shape);
+                    RawStorage.PointerOrNull<double>(h0), RawStorage.Pointer<double>(h),
+                    new GatedScan.Biases<double>(RawStorage.PointerOrNull<double>(valueBias), RawStorage.PointerOrNull<double>(gateBias)), activation, shape);
         }
         return h.MoveToOuterDisposeScope();
     }
