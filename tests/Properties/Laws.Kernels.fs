@@ -100,6 +100,20 @@ let private gatedCase =
         return { c with Width = width; Batch = min c.Batch 2 }, activation, fixedLambda, biases, valueReadTwice
     }
 
+/// value * f(gate) into a recurrence; the value projection optionally also read by the output (then it is neither
+/// run by the fused group nor written over).
+let private gatedGraph (c: RecurrenceCase, activation, fixedLambda, (valueBias, gateBias), valueReadTwice) =
+    let b =
+        Model.Input("x", 3).Gate((fun v -> v.Projection(c.Width, bias = valueBias, name = "value")),
+                                 (fun g -> g.Projection(c.Width, bias = gateBias)), activation)
+    let random = Random(c.Seed)
+    let values n = Array.init n (fun _ -> random.NextDouble() * 1.8 - 0.9)
+    let state = if c.WithState then DoubleTensor.Vector(values c.Width) else null
+    let recurrence =
+        if fixedLambda then b.LinearRecurrence(trainable = false, lambda = DoubleTensor.Vector(values c.Width), initialState = state)
+        else b.LinearRecurrence(initialState = state)
+    InitializeWeights.Run((if valueReadTwice then recurrence.Add("gate/value/value") else recurrence).Build(), c.Seed)
+
 type AttentionCase = { Layer: Duality.Testing.Generators.AttentionLayer; Time: int }
 
 let private attentionCase =
@@ -143,19 +157,20 @@ let tests =
                 && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFast)
 
         testPropertyWithConfig { config with maxTest = 60 } "fused gate + recurrence (no gradients) = node-by-node execution (float64, scaled error <= 1e-10), with the projections' biases added in the pass" <|
-            Prop.forAll (Arb.fromGen gatedCase) (fun (c, activation, fixedLambda, (valueBias, gateBias), valueReadTwice) ->
-                let b =
-                    Model.Input("x", 3).Gate((fun v -> v.Projection(c.Width, bias = valueBias, name = "value")),
-                                             (fun g -> g.Projection(c.Width, bias = gateBias)), activation)
-                let random = Random(c.Seed)
-                let values n = Array.init n (fun _ -> random.NextDouble() * 1.8 - 0.9)
-                let state = if c.WithState then DoubleTensor.Vector(values c.Width) else null
-                let recurrence =
-                    if fixedLambda then b.LinearRecurrence(trainable = false, lambda = DoubleTensor.Vector(values c.Width), initialState = state)
-                    else b.LinearRecurrence(initialState = state)
-                // a value projection read twice is neither run by the group nor written over
-                let g = InitializeWeights.Run((if valueReadTwice then recurrence.Add("gate/value/value") else recurrence).Build(), c.Seed)
-                fastEqualsPlain g (randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5) "fused vs node by node")
+            Prop.forAll (Arb.fromGen gatedCase) (fun case ->
+                let c, _, _, _, _ = case
+                fastEqualsPlain (gatedGraph case) (randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5) "fused vs node by node")
+
+        testPropertyWithConfig { config with maxTest = 60 } "fused gate + recurrence with gradients = node-by-node execution: outputs, input and parameter gradients (float64, scaled error <= 1e-10)" <|
+            Prop.forAll (Arb.fromGen gatedCase) (fun case ->
+                let c, _, _, _, _ = case
+                let g = gatedGraph case
+                let x () = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5
+                let yFused, dxFused, gradsFused = gradients c.Loss g ExecutionMode.Auto (x ())
+                let yOps, dxOps, gradsOps = gradients c.Loss g ExecutionMode.TorchOps (x ())
+                within 1e-10 (scaledError yOps yFused) "outputs"
+                && within 1e-10 (scaledError dxOps dxFused) "input gradients"
+                && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFused)
 
         testPropertyWithConfig { config with maxTest = 60 } "fused recurrent attention (no gradients) = masked form (float64, scaled error <= 1e-10)" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->

@@ -43,10 +43,10 @@ internal static unsafe class GatedScan
     /// <summary>The widest block (a multiple of the vector width, at least 256) giving two pieces per core.</summary>
     internal static int BlockWidth(Shape shape, int lanes)
     {
-        int perRow = Math.Max(1, (2 * Environment.ProcessorCount + shape.Batch - 1) / shape.Batch);
+        int rows = Math.Max(1, shape.Batch), perRow = Math.Max(1, (2 * Environment.ProcessorCount + rows - 1) / rows);
         int block = (shape.Width + perRow - 1) / perRow;
         block = (block + lanes - 1) / lanes * lanes;
-        return Math.Min(shape.Width, Math.Max(block, NarrowestBlock));
+        return Math.Max(1, Math.Min(shape.Width, Math.Max(block, NarrowestBlock)));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -77,6 +77,98 @@ internal static unsafe class GatedScan
                 T product = input * Activate(kind, new Vector<T>(gating))[0];
                 y[i] = previous is null ? product : l[i] * previous[i] + product;
             }
+        }
+    }
+
+    /// <summary>
+    /// The reverse pass, with the gate's inputs saved by the forward pass: a_t = dh_t + lambda a_{t+1},
+    /// dvalue_t = a_t f(gate_t), dgate_t = a_t value_t f'(gate_t), and the eigenvalue gradient's rows
+    /// lambdaRows[b] = sum_t a_t h_{t-1} (null when lambda is not trained). dh is [B, T, N], or [B, T] for a
+    /// gradient equal across channels (channelBroadcast).
+    /// </summary>
+    public static void RunBackward<T>(T* dh, bool channelBroadcast, T* value, T* gate, T* lambda, T* h0, T* h,
+        T* dValue, T* dGate, T* lambdaRows, ActivationKind kind, Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int block = Math.Min(BlockWidth(shape, Vector<T>.Count), WidestBackwardBlock), blocks = (shape.Width + block - 1) / block;
+        System.Threading.Tasks.Parallel.For(0, shape.Batch * blocks, piece =>
+        {
+            int start = piece % blocks * block;
+            BackwardPiece(dh, channelBroadcast, value, gate, lambda, h0, h, dValue, dGate, lambdaRows, kind, shape, piece / blocks, start,
+                Math.Min(block, shape.Width - start));
+        });
+    }
+
+    /// <summary>The reverse pass keeps a block of the adjoint (and of the eigenvalue gradient) on the stack.</summary>
+    private const int WidestBackwardBlock = 2048;
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void BackwardPiece<T>(T* dh, bool channelBroadcast, T* value, T* gate, T* lambda, T* h0, T* h,
+        T* dValue, T* dGate, T* lambdaRows, ActivationKind kind, Shape shape, int b, int start, int width)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        T* adjoint = stackalloc T[width], products = stackalloc T[width];
+        new Span<T>(adjoint, width).Clear();
+        new Span<T>(products, width).Clear();
+        T* l = lambda + start;
+        for (int t = shape.Time - 1; t >= 0; t--)
+        {
+            long row = (long)b * shape.Time + t, offset = row * shape.Width + start;
+            T* v = value + offset, g = gate + offset, dv = dValue + offset, dg = dGate + offset, d = dh + (channelBroadcast ? row : offset);
+            T* previous = t > 0 ? h + offset - shape.Width : h0 is null ? null : h0 + start;
+            int i = 0;
+            for (; i <= width - Vector<T>.Count; i += Vector<T>.Count)
+            {
+                var incoming = channelBroadcast ? new Vector<T>(d[0]) : Vector.Load(d + i);
+                var a = VectorFused.MultiplyAdd(Vector.Load(l + i), Vector.Load(adjoint + i), incoming);
+                Vector.Store(a, adjoint + i);
+                var activated = ActivateWithSlope(kind, Vector.Load(g + i), out var slope);
+                Vector.Store(a * activated, dv + i);
+                Vector.Store(a * Vector.Load(v + i) * slope, dg + i);
+                if (previous is not null) Vector.Store(VectorFused.MultiplyAdd(a, Vector.Load(previous + i), Vector.Load(products + i)), products + i);
+            }
+            for (; i < width; i++)
+            {
+                T a = (channelBroadcast ? d[0] : d[i]) + l[i] * adjoint[i];
+                adjoint[i] = a;
+                var activated = ActivateWithSlope(kind, new Vector<T>(g[i]), out var slope);
+                dv[i] = a * activated[0];
+                dg[i] = a * v[i] * slope[0];
+                if (previous is not null) products[i] += a * previous[i];
+            }
+        }
+        if (lambdaRows is not null) new Span<T>(products, width).CopyTo(new Span<T>(lambdaRows + (long)b * shape.Width + start, width));
+    }
+
+    /// <summary>f(x) and f'(x).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<T> ActivateWithSlope<T>(ActivationKind kind, Vector<T> x, out Vector<T> slope) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        switch (kind)
+        {
+            case ActivationKind.Sigmoid:
+            {
+                var s = Sigmoid(x);
+                slope = s * (Vector<T>.One - s);
+                return s;
+            }
+            case ActivationKind.Tanh:
+            {
+                var tanh = Vector.Create(T.CreateTruncating(2)) * Sigmoid(x + x) - Vector<T>.One;
+                slope = Vector<T>.One - tanh * tanh;
+                return tanh;
+            }
+            case ActivationKind.SiLU:
+            {
+                var s = Sigmoid(x);
+                slope = s * VectorFused.MultiplyAdd(x, Vector<T>.One - s, Vector<T>.One);
+                return x * s;
+            }
+            case ActivationKind.ReLU:
+                slope = Vector.ConditionalSelect(Vector.GreaterThan(x, Vector<T>.Zero), Vector<T>.One, Vector<T>.Zero);
+                return Vector.Max(x, Vector<T>.Zero);
+            default:
+                slope = Vector<T>.One;
+                return x;
         }
     }
 

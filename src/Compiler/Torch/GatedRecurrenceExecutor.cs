@@ -9,9 +9,10 @@ namespace Duality.Torch;
 /// <summary>
 /// A Gate read only by a real diagonal recurrence with fixed or trainable eigenvalues:
 ///   h_t = lambda * h_{t-1} + value_t * f(gate_t)
-/// run as one fused pass (<see cref="GatedScan"/>) without gradients on the CPU, instead of three passes
-/// over [batch, time, width] tensors (activation, product, scan). A projection with a bias read only by
-/// the gate joins the group: its product runs without the bias, which the pass adds, sparing the copy of
+/// run as one fused pass (<see cref="GatedScan"/>) on the CPU, instead of three passes over [batch, time,
+/// width] tensors (activation, product, scan); with gradients, as one autograd operation whose backward is
+/// one reverse pass (<see cref="GatedScanFunction"/>). A projection with a bias read only by the gate joins
+/// the group: without gradients its product runs without the bias, which the pass adds, sparing the copy of
 /// the bias into the output and the product's read of it.
 /// </summary>
 internal sealed class GatedRecurrenceExecutor : IFusedExecutor
@@ -24,8 +25,9 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
                 ? new Operand(id.Index, module, projection.Source.Index)
                 : new Operand(id.Index, null, id.Index);
 
-        public Tensor Compute(Tensor[] values) =>
-            Absorbed is { } projection ? nn.functional.linear(values[Source], projection.Weight) : values[Node];
+        /// <summary>The operand; an absorbed projection's bias is left to the fused pass unless <paramref name="biased"/>.</summary>
+        public Tensor Compute(Tensor[] values, bool biased) =>
+            Absorbed is { } projection ? nn.functional.linear(values[Source], projection.Weight, biased ? projection.BiasWeight : null) : values[Node];
     }
 
     private readonly Operand value, gating;
@@ -65,10 +67,12 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
     public Tensor? TryRun(Tensor[] values)
     {
         var (input, gateInput) = (values[value.Source], values[gating.Source]);
-        if (is_grad_enabled() || input.device.type != DeviceType.CPU || gateInput.device.type != DeviceType.CPU
-            || recurrence.Lambda is not { } lambda) return null;
+        if (input.device.type != DeviceType.CPU || gateInput.device.type != DeviceType.CPU || recurrence.Lambda is not { } lambda) return null;
+        if (is_grad_enabled())
+            return GatedScanFunction.Run(value.Compute(values, biased: true), gating.Compute(values, biased: true), lambda,
+                recurrence.InitialStateBuffer, activation);
         using var scope = NewDisposeScope();
-        var (v, g) = (value.Compute(values).contiguous(), gating.Compute(values).contiguous());
+        var (v, g) = (value.Compute(values, biased: false).contiguous(), gating.Compute(values, biased: false).contiguous());
         var (valueBias, gateBias) = (value.Absorbed?.BiasWeight!.contiguous(), gating.Absorbed?.BiasWeight!.contiguous());
         var h0 = recurrence.InitialStateBuffer?.contiguous();
         var h = overwriteValue ? v : empty_like(v);
