@@ -33,6 +33,15 @@ public sealed record CompileOptions
 
     public ExecutionMode Execution { get; init; } = ExecutionMode.Auto;
 
+    /// <summary>
+    /// Lets forward passes without gradients on the CPU keep the scratch tensors of fused groups (a gate feeding
+    /// a recurrence: its projections and a state read only inside the graph) and write them again on the next
+    /// call with the same shapes. Outputs are always new tensors. Costs memory (about two [batch, time, width]
+    /// tensors per such group, until <see cref="CompiledGraph.ReleaseBuffers"/> or disposal) and spares
+    /// allocations: large tensors otherwise arrive as fresh pages the system zero-fills on first touch.
+    /// </summary>
+    public bool ReuseBuffers { get; init; }
+
     public static CompileOptions Float64 { get; } = new() { DType = ScalarType.Float64 };
 }
 
@@ -50,6 +59,6 @@ public static class GraphCompiler
         if (options.DType is not (ScalarType.Float32 or ScalarType.Float64))
             throw new ArgumentException($"compile to Float32 or Float64, not {options.DType}", nameof(options));
         var withWeights = InitializeWeights.Run(graph, options.Seed);
-        return new CompiledGraph(withWeights, options.DType, options.Device ?? CPU, options.Execution);
+        return new CompiledGraph(withWeights, options.DType, options.Device ?? CPU, options.Execution, options.ReuseBuffers);
     }
 }

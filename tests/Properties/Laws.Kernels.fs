@@ -172,6 +172,59 @@ let tests =
                 && within 1e-10 (scaledError dxOps dxFused) "input gradients"
                 && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFused)
 
+        testPropertyWithConfig { config with maxTest = 40 } "kept buffers (ReuseBuffers): repeated forwards equal forwards without (float64, <= 1e-12), and earlier outputs stay intact, whichever node reads the state" <|
+            Prop.forAll (Arb.fromGen (Gen.zip gatedCase (Gen.elements [ "readout"; "output"; "slice"; "identity"; "twice" ]))) (fun (case, ending) ->
+                let c, activation, _, (valueBias, gateBias), _ = case
+                let b =
+                    Model.Input("x", 3).Gate((fun v -> v.Projection(c.Width, bias = valueBias)), (fun g -> g.Projection(c.Width, bias = gateBias)), activation)
+                        .LinearRecurrence(name = "memory")
+                let b =
+                    match ending with
+                    | "readout" -> b.Projection(2)
+                    | "slice" -> b.Slice(0, max 1 (c.Width / 2))
+                    | "identity" -> b.Activation(ActivationKind.Identity)
+                    | "twice" -> b.Projection(2).Add(fun m -> m.Projection(2))
+                    | _ -> b
+                let g = InitializeWeights.Run(b.Build(), c.Seed)
+                let options reuse = CompileOptions(DType = torch.ScalarType.Float64, ReuseBuffers = reuse)
+                let kept, fresh = g.Compile(options true), g.Compile(options false)
+                let x time seed = randomSequence (Random(seed)) c.Batch time 3 1.5 |> toTensor torch.ScalarType.Float64
+                noGrad (fun () ->
+                    let x1, x2, x3 = x c.Time c.Seed, x c.Time (c.Seed + 1), x (c.Time + 3) (c.Seed + 2)
+                    let y1 = kept.forward(x1)
+                    let first = ofTensor y1
+                    let y2, y3 = ofTensor (kept.forward(x2)), ofTensor (kept.forward(x3))
+                    kept.ReleaseBuffers()
+                    let y4 = ofTensor (kept.forward(x2))
+                    within 0.0 (scaledError first (ofTensor y1)) "first output after later calls"
+                    && within 1e-12 (scaledError first (ofTensor (fresh.forward(x1)))) "first call"
+                    && within 1e-12 (scaledError (ofTensor (fresh.forward(x2))) y2) "second call"
+                    && within 1e-12 (scaledError (ofTensor (fresh.forward(x3))) y3) "longer sequence"
+                    && within 0.0 (scaledError y2 y4) "after releasing the buffers"))
+
+        testCase "kept buffers (ReuseBuffers): concurrent forwards from several threads each equal a forward without (float64, <= 1e-12)" <| fun () ->
+            let g =
+                InitializeWeights.Run(
+                    Model.Input("x", 16).Gate((fun v -> v.Projection(256)), (fun g -> g.Projection(256)), ActivationKind.Sigmoid)
+                        .LinearRecurrence().Projection(8).Build(), 3)
+            let kept = g.Compile(CompileOptions(DType = torch.ScalarType.Float64, ReuseBuffers = true))
+            let fresh = g.Compile(CompileOptions.Float64)
+            let inputs = Array.init 4 (fun i -> randomSequence (Random(i)) 2 300 16 1.0 |> toTensor torch.ScalarType.Float64)
+            let expected = inputs |> Array.map (fun x -> noGrad (fun () -> ofTensor (fresh.forward(x))))
+            use start = new System.Threading.Barrier(inputs.Length)
+            let results = Array.zeroCreate inputs.Length
+            let threads =
+                inputs |> Array.mapi (fun i x ->
+                    System.Threading.Thread(fun () ->
+                        use _ = torch.no_grad()
+                        start.SignalAndWait()
+                        results.[i] <- Array.init 15 (fun _ -> ofTensor (kept.forward(x)))))
+            threads |> Array.iter (fun t -> t.Start())
+            threads |> Array.iter (fun t -> t.Join())
+            for i in 0 .. inputs.Length - 1 do
+                for y in results.[i] do
+                    within 1e-12 (scaledError expected.[i] y) "concurrent call" |> ignore
+
         testPropertyWithConfig { config with maxTest = 60 } "fused recurrent attention (no gradients) = masked form (float64, scaled error <= 1e-10)" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->
                 let l = c.Layer

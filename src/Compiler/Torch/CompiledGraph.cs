@@ -15,12 +15,15 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     private readonly NodeModule?[] nodeModules;
     private readonly ILookup<int, IFusedExecutor> executorsByTrigger;
 
-    internal CompiledGraph(Graph graph, ScalarType dtype, Device device, ExecutionMode execution) : base("graph")
+    private readonly Workspace? workspace;
+
+    internal CompiledGraph(Graph graph, ScalarType dtype, Device device, ExecutionMode execution, bool reuseBuffers = false) : base("graph")
     {
         Graph = graph;
         DType = dtype;
         Device = device;
         Execution = execution;
+        workspace = reuseBuffers ? new Workspace() : null;
         nodeModules = graph.Nodes.Select(n => ModuleFactory.Create(n, dtype, execution)).ToArray();
         foreach (var module in nodeModules)
             if (module is not null) register_module(module.GetName(), module);
@@ -40,6 +43,22 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
 
     public ExecutionMode Execution { get; }
 
+    /// <summary>Whether forward passes without gradients keep their fused groups' scratch tensors (<see cref="CompileOptions.ReuseBuffers"/>).</summary>
+    public bool ReuseBuffers => workspace is not null;
+
+    /// <summary>Frees the tensors kept by <see cref="ReuseBuffers"/>; the next forward pass allocates them again.</summary>
+    public void ReleaseBuffers()
+    {
+        if (workspace is null) return;
+        lock (workspace) workspace.Dispose();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) ReleaseBuffers();
+        base.Dispose(disposing);
+    }
+
     /// <summary>Number of trainable scalars.</summary>
     public long ParameterCount => parameters().Sum(p => p.numel());
 
@@ -57,8 +76,22 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     public Tensor[] Forward(params Tensor[] inputs)
     {
         InputCheck.Sequences(Graph, inputs, DType, Device);
+        // a call running while another holds the buffers (another thread) allocates its own
+        var buffers = workspace is not null && !is_grad_enabled() && Monitor.TryEnter(workspace) ? workspace : null;
+        try
+        {
+            return Forward(inputs, buffers);
+        }
+        finally
+        {
+            if (buffers is not null) Monitor.Exit(buffers);
+        }
+    }
+
+    private Tensor[] Forward(Tensor[] inputs, Workspace? buffers)
+    {
         var values = new Tensor[nodeModules.Length];
-        var fused = Fuse(values);
+        var fused = Fuse(values, buffers);
         int next = 0;
         for (int i = 0; i < nodeModules.Length; i++)
         {
@@ -68,7 +101,7 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
                 values[i] = nodeModules[i] is { } module
                     ? module.Forward(Graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray())
                     : inputs[next++];
-            fused = Fuse(values, fused, i);
+            fused = Fuse(values, buffers, fused, i);
         }
         return Graph.Outputs.Select(o => values[o.Index]).ToArray();
     }
@@ -80,14 +113,14 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     /// structure, gradients recorded, another device) run node by node; a group whose nodes another group
     /// already took is not run.
     /// </summary>
-    private Dictionary<int, Tensor> Fuse(Tensor[] values, Dictionary<int, Tensor>? fused = null, int computed = -1)
+    private Dictionary<int, Tensor> Fuse(Tensor[] values, Workspace? buffers, Dictionary<int, Tensor>? fused = null, int computed = -1)
     {
         fused ??= [];
         foreach (var executor in executorsByTrigger[computed])
         {
             if (fused.ContainsKey(executor.Result) || fused.ContainsKey(~executor.Result) || executor.Interior.Any(i => fused.ContainsKey(~i)))
                 continue;
-            if (executor.TryRun(values) is { } output)
+            if (executor.TryRun(values, buffers) is { } output)
             {
                 fused[executor.Result] = output;
                 foreach (var interior in executor.Interior) fused[~interior] = output;

@@ -43,7 +43,7 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
 
     public IReadOnlyList<int> Interior { get; }
 
-    public Tensor? TryRun(Tensor[] values) => TryRun(values[Trigger]);
+    public Tensor? TryRun(Tensor[] values, Workspace? workspace) => TryRun(values[Trigger]);
 
     /// <summary>The layers of a graph that this executor can run (fixed or trainable eigenvalues, real or complex).</summary>
     public static IReadOnlyList<GatedLayerExecutor> For(Graph graph, NodeModule?[] modules) =>

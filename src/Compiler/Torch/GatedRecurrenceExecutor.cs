@@ -11,29 +11,40 @@ namespace Duality.Torch;
 ///   h_t = lambda * h_{t-1} + value_t * f(gate_t)
 /// run as one fused pass (<see cref="GatedScan"/>) on the CPU, instead of three passes over [batch, time,
 /// width] tensors (activation, product, scan); with gradients, as one autograd operation whose backward is
-/// one reverse pass (<see cref="GatedScanFunction"/>). A projection with a bias read only by the gate joins
+/// one reverse pass (<see cref="GatedScanFunction"/>). A projection read only by the gate joins
 /// the group: without gradients its product runs without the bias, which the pass adds, sparing the copy of
-/// the bias into the output and the product's read of it.
+/// the bias into the output and the product's read of it; with a <see cref="Workspace"/> the products (and the
+/// state, when it dies within the pass) are written into kept buffers.
 /// </summary>
 internal sealed class GatedRecurrenceExecutor : IFusedExecutor
 {
-    /// <summary>One operand of the gate: the node computing it, or the biased projection the group runs itself.</summary>
+    /// <summary>One operand of the gate: the node computing it, or the projection read only by the gate, which the group runs itself.</summary>
     private sealed record Operand(int Node, ProjectionModule? Absorbed, int Source)
     {
         public static Operand Of(Graph graph, NodeModule?[] modules, int[] readers, NodeId id) =>
-            graph[id] is Projection projection && readers[id.Index] == 1 && modules[id.Index] is ProjectionModule { BiasWeight: not null } module
+            graph[id] is Projection projection && readers[id.Index] == 1 && modules[id.Index] is ProjectionModule module
                 ? new Operand(id.Index, module, projection.Source.Index)
                 : new Operand(id.Index, null, id.Index);
 
         /// <summary>The operand; an absorbed projection's bias is left to the fused pass unless <paramref name="biased"/>.</summary>
         public Tensor Compute(Tensor[] values, bool biased) =>
             Absorbed is { } projection ? nn.functional.linear(values[Source], projection.Weight, biased ? projection.BiasWeight : null) : values[Node];
+
+        /// <summary>An absorbed projection's product without its bias, written into a kept buffer.</summary>
+        public Tensor ComputeInto(Workspace workspace, int owner, int slot, Tensor[] values)
+        {
+            var (x, weight) = (values[Source], Absorbed!.Weight);
+            long rows = x.shape[0] * x.shape[1];
+            var buffer = workspace.Take(owner, slot, [rows, weight.shape[0]], x.dtype, x.device);
+            buffer.addmm_(x.reshape(rows, x.shape[2]), weight.t(), beta: 0);
+            return buffer.view(x.shape[0], x.shape[1], weight.shape[0]);
+        }
     }
 
     private readonly Operand value, gating;
     private readonly ActivationKind activation;
     private readonly RecurrenceModule recurrence;
-    private readonly bool overwriteValue;
+    private readonly bool overwriteValue, resultDies;
 
     private GatedRecurrenceExecutor(Graph graph, NodeModule?[] modules, NodeId gateId, NodeId recurrenceId, int[] readers)
     {
@@ -41,9 +52,10 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         value = Operand.Of(graph, modules, readers, gate.Value);
         gating = Operand.Of(graph, modules, readers, gate.Gating);
         (activation, recurrence) = (gate.Activation, (RecurrenceModule)modules[recurrenceId.Index]!);
-        // a projection read only by this gate produced a tensor nothing else holds: h is written over it,
+        // the value's projection, run by this group, produced a tensor nothing else holds: h is written over it,
         // sparing a fresh [batch, time, width] allocation (never over an input the caller passed)
-        overwriteValue = graph[gate.Value] is Projection && readers[gate.Value.Index] == 1;
+        overwriteValue = value.Absorbed is not null;
+        resultDies = Workspace.DiesWithinPass(graph, recurrenceId.Index);
         Trigger = Math.Max(value.Source, gating.Source);
         Result = recurrenceId.Index;
         Interior = [gateId.Index, .. new[] { value, gating }.Where(o => o.Absorbed is not null).Select(o => o.Node)];
@@ -64,7 +76,7 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
                 yield return new GatedRecurrenceExecutor(graph, modules, r.Source, new NodeId(i), readers);
     }
 
-    public Tensor? TryRun(Tensor[] values)
+    public Tensor? TryRun(Tensor[] values, Workspace? workspace)
     {
         var (input, gateInput) = (values[value.Source], values[gating.Source]);
         if (input.device.type != DeviceType.CPU || gateInput.device.type != DeviceType.CPU || recurrence.Lambda is not { } lambda) return null;
@@ -72,10 +84,17 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
             return GatedScanFunction.Run(value.Compute(values, biased: true), gating.Compute(values, biased: true), lambda,
                 recurrence.InitialStateBuffer, activation);
         using var scope = NewDisposeScope();
-        var (v, g) = (value.Compute(values, biased: false).contiguous(), gating.Compute(values, biased: false).contiguous());
-        var (valueBias, gateBias) = (value.Absorbed?.BiasWeight!.contiguous(), gating.Absorbed?.BiasWeight!.contiguous());
+        // kept buffers: the gate's product always (only this pass reads it), the value's (then the state) when the state dies within the pass
+        var keepState = workspace is not null && resultDies && value.Absorbed is not null;
+        var v = keepState ? value.ComputeInto(workspace!, Result, 0, values) : value.Compute(values, biased: false).contiguous();
+        var g = workspace is not null && gating.Absorbed is not null
+            ? gating.ComputeInto(workspace, Result, 1, values)
+            : gating.Compute(values, biased: false).contiguous();
+        var (valueBias, gateBias) = (value.Absorbed?.BiasWeight?.contiguous(), gating.Absorbed?.BiasWeight?.contiguous());
         var h0 = recurrence.InitialStateBuffer?.contiguous();
-        var h = overwriteValue ? v : empty_like(v);
+        var h = overwriteValue ? v
+            : workspace is not null && resultDies ? workspace.Take(Result, 0, v.shape, v.dtype, v.device)
+            : empty_like(v);
         var shape = new GatedScan.Shape((int)v.shape[0], (int)v.shape[1], (int)v.shape[2]);
         lambda = lambda.contiguous();
         using var alive = RawStorage.KeepAlive(v, g, lambda, h0, h, valueBias, gateBias);

@@ -1,0 +1,43 @@
+using Duality.Ir;
+using static TorchSharp.torch;
+
+namespace Duality.Torch;
+
+/// <summary>
+/// Tensors a compiled graph keeps between forward passes without gradients (<see cref="CompileOptions.ReuseBuffers"/>),
+/// each owned by one fused group and one of its slots, for values that die within the pass. A buffer is
+/// allocated again only when the shape, type or device changes.
+/// </summary>
+internal sealed class Workspace : IDisposable
+{
+    private readonly Dictionary<(int Owner, int Slot), Tensor> buffers = [];
+
+    public Tensor Take(int owner, int slot, long[] shape, ScalarType dtype, Device device)
+    {
+        if (buffers.TryGetValue((owner, slot), out var kept) && !kept.IsInvalid && kept.dtype == dtype
+            && kept.device_type == device.type && kept.device_index == device.index
+            && kept.shape.SequenceEqual(shape))
+            return kept;
+        kept?.Dispose();
+        return buffers[(owner, slot)] = empty(shape, dtype: dtype, device: device).DetachFromDisposeScope();
+    }
+
+    public void Dispose()
+    {
+        foreach (var buffer in buffers.Values) buffer.Dispose();
+        buffers.Clear();
+    }
+
+    /// <summary>
+    /// Whether a node's value can live in a reused buffer: it is no output of the graph, and each node reading
+    /// it computes a new tensor rather than a view of it (a slice, an identity activation).
+    /// </summary>
+    public static bool DiesWithinPass(Graph graph, int node) =>
+        !graph.Outputs.Any(o => o.Index == node)
+        && graph.Nodes.Where(n => n.Sources.Any(s => s.Index == node)).All(reader => reader switch
+        {
+            Projection or Gate or LinearRecurrence or Attention or Add or Concat or LayerNorm or RmsNorm or Scale => true,
+            Activation a => a.Kind != ActivationKind.Identity,
+            _ => false,
+        });
+}
