@@ -210,9 +210,8 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
     private static unsafe (Tensor, Tensor, Tensor?) Backward<T>(Tensor g, Tensor lre, Tensor lim, Tensor? h0re, Tensor? h0im, Tensor h)
         where T : unmanaged, INumber<T>
     {
-        using var alive = RawStorage.KeepAlive(g, lre, lim, h0re, h0im, h);
         int batch = (int)g.shape[0], time = (int)g.shape[1], width = (int)g.shape[2] / 2;
-        var adjoint = empty_like(g);
+        var du = empty(batch, time, width, dtype: g.dtype);
         var dl = zeros(2, batch, width, dtype: g.dtype);
         var dh0 = h0re is null ? null : zeros(2, batch, width, dtype: g.dtype);
         var pg = RawStorage.Pointer<T>(g);
@@ -221,16 +220,16 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
         var p0r = RawStorage.PointerOrNull<T>(h0re);
         var p0i = RawStorage.PointerOrNull<T>(h0im);
         var ph = RawStorage.Pointer<T>(h);
-        var pa = RawStorage.Pointer<T>(adjoint);
+        var pdu = RawStorage.Pointer<T>(du);
         var pdl = RawStorage.Pointer<T>(dl);
         var pdh0 = RawStorage.PointerOrNull<T>(dh0);
+        using var alive = RawStorage.KeepAlive(g, lre, lim, h0re, h0im, h, du, dl, dh0);
         long plane = (long)batch * width;
         if (time > 0)
             ScanPartition.For(batch, width).Run(item =>
-                ScanLoops.ComplexBackward(pg, pr, pi, p0r, p0i, ph, pa, pdl + (long)item.Batch * width, pdl + plane + (long)item.Batch * width,
+                ScanLoops.ComplexBackward(pg, pr, pi, p0r, p0i, ph, pdu, pdl + (long)item.Batch * width, pdl + plane + (long)item.Batch * width,
                     pdh0 == null ? null : pdh0 + (long)item.Batch * width, pdh0 == null ? null : pdh0 + plane + (long)item.Batch * width,
                     item, time, width));
-        var du = adjoint.narrow(-1, 0, width).contiguous();
         return (du, dl.sum([1L]).t().contiguous(), dh0?.sum([1L]).t().contiguous());
     }
 }

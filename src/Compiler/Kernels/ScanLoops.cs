@@ -221,6 +221,7 @@ internal readonly unsafe struct RealBackwardScan<T>(
 internal static unsafe class ScanLoops
 {
     /// <summary>Complex forward for one item; h: [B, T, 2N] with re in [0, N) and im in [N, 2N).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void ComplexForward<T>(T* u, T* lre, T* lim, T* h0re, T* h0im, T* h, ScanItem item, int time, int width)
         where T : unmanaged, INumber<T>
     {
@@ -250,27 +251,45 @@ internal static unsafe class ScanLoops
 
     /// <summary>
     /// Complex backward for one item: adjoints (ar, ai)_t = g_t + J^T (ar, ai)_{t+1}, J^T = [[lr, li], [-li, lr]],
-    /// written to a [B, T, 2N]; du = ar; dlr += ar re_{t-1} + ai im_{t-1}; dli += ai re_{t-1} - ar im_{t-1};
-    /// dh0 += J^T a_0 (rows of this item).
+    /// carried on the stack; du = ar, written to [B, T, N]; dlr += ar re_{t-1} + ai im_{t-1};
+    /// dli += ai re_{t-1} - ar im_{t-1}; dh0 += J^T a_0 (rows of this item).
     /// </summary>
-    public static void ComplexBackward<T>(T* g, T* lre, T* lim, T* h0re, T* h0im, T* h, T* adjoint, T* dlre, T* dlim,
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void ComplexBackward<T>(T* g, T* lre, T* lim, T* h0re, T* h0im, T* h, T* du, T* dlre, T* dlim,
         T* dh0re, T* dh0im, ScanItem item, int time, int width) where T : unmanaged, INumber<T>
     {
-        int b = item.Batch, n0 = item.Start, n1 = item.End;
+        int b = item.Batch, n0 = item.Start, n1 = item.End, count = item.Count;
+        T* carryRe = stackalloc T[count], carryIm = stackalloc T[count];
+        new Span<T>(carryRe, count).Clear();
+        new Span<T>(carryIm, count).Clear();
+        T* cr = carryRe - n0, ci = carryIm - n0;
         long offset = (long)b * time * 2 * width;
         for (int t = time - 1; t >= 0; t--)
         {
             T* gr = g + offset + (long)t * 2 * width, gi = gr + width;
-            T* ar = adjoint + offset + (long)t * 2 * width, ai = ar + width;
+            T* d = du + ((long)b * time + t) * width;
             T* pre = t > 0 ? h + offset + (long)(t - 1) * 2 * width : h0re;
             T* pim = t > 0 ? pre + width : h0im;
-            bool last = t == time - 1;
-            for (int n = n0; n < n1; n++)
+            int n = n0;
+            for (; n <= n1 - Vector<T>.Count; n += Vector<T>.Count)
             {
-                T nr = last ? T.Zero : ar[n + 2 * width], ni = last ? T.Zero : ai[n + 2 * width];
-                T r = gr[n] + lre[n] * nr + lim[n] * ni, i = gi[n] - lim[n] * nr + lre[n] * ni;
-                ar[n] = r;
-                ai[n] = i;
+                Vector<T> a = Vector.Load(lre + n), c = Vector.Load(lim + n), nr = Vector.Load(cr + n), ni = Vector.Load(ci + n);
+                Vector<T> r = Vector.Load(gr + n) + a * nr + c * ni, i = Vector.Load(gi + n) - c * nr + a * ni;
+                Vector.Store(r, cr + n);
+                Vector.Store(i, ci + n);
+                Vector.Store(r, d + n);
+                if (pre != null)
+                {
+                    Vector<T> hr = Vector.Load(pre + n), hi = Vector.Load(pim + n);
+                    Vector.Store(Vector.Load(dlre + n) + r * hr + i * hi, dlre + n);
+                    Vector.Store(Vector.Load(dlim + n) + i * hr - r * hi, dlim + n);
+                }
+            }
+            for (; n < n1; n++)
+            {
+                T r = gr[n] + lre[n] * cr[n] + lim[n] * ci[n], i = gi[n] - lim[n] * cr[n] + lre[n] * ci[n];
+                d[n] = cr[n] = r;
+                ci[n] = i;
                 if (pre != null)
                 {
                     dlre[n] += r * pre[n] + i * pim[n];
@@ -278,12 +297,11 @@ internal static unsafe class ScanLoops
                 }
             }
         }
-        if (dh0re != null)
+        if (dh0re != null && time > 0)
             for (int n = n0; n < n1; n++)
             {
-                T r = adjoint[offset + n], i = adjoint[offset + width + n];
-                dh0re[n] += lre[n] * r + lim[n] * i;
-                dh0im[n] += lre[n] * i - lim[n] * r;
+                dh0re[n] += lre[n] * cr[n] + lim[n] * ci[n];
+                dh0im[n] += lre[n] * ci[n] - lim[n] * cr[n];
             }
     }
 }
