@@ -172,15 +172,21 @@ let tests =
                 && within 1e-10 (scaledError dxOps dxFused) "input gradients"
                 && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFused)
 
-        testPropertyWithConfig { config with maxTest = 40 } "kept buffers (ReuseBuffers): repeated forwards equal forwards without (float64, <= 1e-12), and earlier outputs stay intact, whichever node reads the state" <|
-            Prop.forAll (Arb.fromGen (Gen.zip gatedCase (Gen.elements [ "readout"; "output"; "slice"; "identity"; "twice" ]))) (fun (case, ending) ->
+        testPropertyWithConfig { config with maxTest = 60 } "kept buffers (ReuseBuffers): repeated forwards equal forwards without (float64, <= 1e-12), and earlier outputs stay intact, whichever node reads the state" <|
+            Prop.forAll (Arb.fromGen (Gen.zip3 gatedCase (Gen.elements [ "gated"; "plain"; "decay" ]) (Gen.elements [ "readout"; "output"; "slice"; "identity"; "twice" ])))
+                (fun (case, family, ending) ->
                 let c, activation, _, (valueBias, gateBias), _ = case
+                let x0 = Model.Input("x", 3)
                 let b =
-                    Model.Input("x", 3).Gate((fun v -> v.Projection(c.Width, bias = valueBias)), (fun g -> g.Projection(c.Width, bias = gateBias)), activation)
-                        .LinearRecurrence(name = "memory")
+                    match family with
+                    | "gated" ->
+                        x0.Gate((fun v -> v.Projection(c.Width, bias = valueBias)), (fun g -> g.Projection(c.Width, bias = gateBias)), activation)
+                            .LinearRecurrence(name = "memory")
+                    | "plain" -> x0.Projection(c.Width, bias = valueBias).LinearRecurrence(name = "memory")
+                    | _ -> x0.Projection(c.Width, bias = valueBias).LinearRecurrence(decay = (fun d -> d.Projection(c.Width)), name = "memory")
                 let b =
                     match ending with
-                    | "readout" -> b.Projection(2)
+                    | "readout" -> b.Projection(2, bias = gateBias)
                     | "slice" -> b.Slice(0, max 1 (c.Width / 2))
                     | "identity" -> b.Activation(ActivationKind.Identity)
                     | "twice" -> b.Projection(2).Add(fun m -> m.Projection(2))

@@ -38,12 +38,13 @@ internal sealed class LinearScan : SingleTensorFunction<LinearScan>
 
     public override string Name => "LinearScan";
 
-    public static Tensor Run(Tensor u, Tensor lambda, Tensor? h0)
+    /// <summary>The scan; without gradients its result may be written into <paramref name="into"/> ([batch, time, width], contiguous).</summary>
+    public static Tensor Run(Tensor u, Tensor lambda, Tensor? h0, Tensor? into = null)
     {
         var (input, eigenvalues, initial, layout) = (u.contiguous(), lambda.contiguous(), h0?.contiguous(), Layout(u, lambda));
         return GradientGate.Records(input, eigenvalues, initial)
             ? apply(GradientGate.Through(input), eigenvalues, initial!, layout)
-            : Scan(input, eigenvalues, initial, layout);
+            : Scan(input, eigenvalues, initial, layout, into);
     }
 
     private static LambdaLayout Layout(Tensor u, Tensor lambda) =>
@@ -58,9 +59,9 @@ internal sealed class LinearScan : SingleTensorFunction<LinearScan>
         return h;
     }
 
-    private static Tensor Scan(Tensor u, Tensor lambda, Tensor? h0, LambdaLayout layout)
+    private static Tensor Scan(Tensor u, Tensor lambda, Tensor? h0, LambdaLayout layout, Tensor? into = null)
     {
-        var h = empty_like(u);
+        var h = into ?? empty_like(u);
         if (u.dtype == ScalarType.Float32) Forward<float>(u, lambda, h0, h, layout); else Forward<double>(u, lambda, h0, h, layout);
         return h;
     }

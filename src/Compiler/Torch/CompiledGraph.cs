@@ -16,6 +16,7 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     private readonly ILookup<int, IFusedExecutor> executorsByTrigger;
 
     private readonly Workspace? workspace;
+    private readonly bool[]? diesWithinPass;
 
     internal CompiledGraph(Graph graph, ScalarType dtype, Device device, ExecutionMode execution, bool reuseBuffers = false) : base("graph")
     {
@@ -24,6 +25,7 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
         Device = device;
         Execution = execution;
         workspace = reuseBuffers ? new Workspace() : null;
+        diesWithinPass = reuseBuffers ? Enumerable.Range(0, graph.Nodes.Count).Select(i => Workspace.DiesWithinPass(graph, i)).ToArray() : null;
         nodeModules = graph.Nodes.Select(n => ModuleFactory.Create(n, dtype, execution)).ToArray();
         foreach (var module in nodeModules)
             if (module is not null) register_module(module.GetName(), module);
@@ -99,7 +101,9 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
             else if (fused.ContainsKey(~i)) continue;
             else
                 values[i] = nodeModules[i] is { } module
-                    ? module.Forward(Graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray())
+                    ? buffers is not null && diesWithinPass![i]
+                        ? module.Forward(Graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray(), buffers.For(i))
+                        : module.Forward(Graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray())
                     : inputs[next++];
             fused = Fuse(values, buffers, fused, i);
         }

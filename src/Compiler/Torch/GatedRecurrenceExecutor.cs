@@ -31,11 +31,11 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
             Absorbed is { } projection ? nn.functional.linear(values[Source], projection.Weight, biased ? projection.BiasWeight : null) : values[Node];
 
         /// <summary>An absorbed projection's product without its bias, written into a kept buffer.</summary>
-        public Tensor ComputeInto(Workspace workspace, int owner, int slot, Tensor[] values)
+        public Tensor ComputeInto(KeptBuffers kept, int slot, Tensor[] values)
         {
             var (x, weight) = (values[Source], Absorbed!.Weight);
             long rows = x.shape[0] * x.shape[1];
-            var buffer = workspace.Take(owner, slot, [rows, weight.shape[0]], x.dtype, x.device);
+            var buffer = kept.Take(slot, [rows, weight.shape[0]], x.dtype, x.device);
             buffer.addmm_(x.reshape(rows, x.shape[2]), weight.t(), beta: 0);
             return buffer.view(x.shape[0], x.shape[1], weight.shape[0]);
         }
@@ -85,15 +85,17 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
                 recurrence.InitialStateBuffer, activation);
         using var scope = NewDisposeScope();
         // kept buffers: the gate's product always (only this pass reads it), the value's (then the state) when the state dies within the pass
-        var keepState = workspace is not null && resultDies && value.Absorbed is not null;
-        var v = keepState ? value.ComputeInto(workspace!, Result, 0, values) : value.Compute(values, biased: false).contiguous();
-        var g = workspace is not null && gating.Absorbed is not null
-            ? gating.ComputeInto(workspace, Result, 1, values)
+        var kept = workspace?.For(~Result);
+        var v = kept is { } forState && resultDies && value.Absorbed is not null
+            ? value.ComputeInto(forState, 0, values)
+            : value.Compute(values, biased: false).contiguous();
+        var g = kept is { } forGate && gating.Absorbed is not null
+            ? gating.ComputeInto(forGate, 1, values)
             : gating.Compute(values, biased: false).contiguous();
         var (valueBias, gateBias) = (value.Absorbed?.BiasWeight?.contiguous(), gating.Absorbed?.BiasWeight?.contiguous());
         var h0 = recurrence.InitialStateBuffer?.contiguous();
         var h = overwriteValue ? v
-            : workspace is not null && resultDies ? workspace.Take(Result, 0, v.shape, v.dtype, v.device)
+            : kept is { } forResult && resultDies ? forResult.Take(0, v.shape, v.dtype, v.device)
             : empty_like(v);
         var shape = new GatedScan.Shape((int)v.shape[0], (int)v.shape[1], (int)v.shape[2]);
         lambda = lambda.contiguous();

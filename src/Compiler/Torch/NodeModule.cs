@@ -14,6 +14,12 @@ internal abstract class NodeModule(string name) : nn.Module(name)
 {
     public abstract Tensor Forward(IReadOnlyList<Tensor> inputs);
 
+    /// <summary>
+    /// Forward without gradients for a value that dies within the pass: modules that write their own result
+    /// may write it into a buffer kept from the previous call (<see cref="CompileOptions.ReuseBuffers"/>).
+    /// </summary>
+    public virtual Tensor Forward(IReadOnlyList<Tensor> inputs, KeptBuffers kept) => Forward(inputs);
+
     public virtual bool IsStateful => false;
 
     /// <summary>The state before the first step, for a batch of the given size.</summary>

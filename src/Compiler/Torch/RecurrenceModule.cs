@@ -68,12 +68,21 @@ internal sealed class RecurrenceModule : NodeModule
         return stack(steps, 1);
     }
 
-    /// <summary>The fused scan kernels (<see cref="Kernels.LinearScan"/>, <see cref="Kernels.ComplexScan"/>).</summary>
-    private Tensor Fused(IReadOnlyList<Tensor> inputs)
+    /// <summary>A real scan on the CPU writes its states into a kept buffer.</summary>
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs, KeptBuffers kept)
     {
         var u = inputs[0];
-        if (inputs.Count > 1) return Kernels.LinearScan.Run(u, inputs[1].sigmoid(), initialState);
-        if (!Complex) return Kernels.LinearScan.Run(u, lambda!, initialState);
+        if (execution == ExecutionMode.TorchOps || u.device.type != DeviceType.CPU || Complex) return Forward(inputs);
+        var states = kept.Take(0, u.shape, u.dtype, u.device);
+        return Fused(inputs, states).alias();
+    }
+
+    /// <summary>The fused scan kernels (<see cref="Kernels.LinearScan"/>, <see cref="Kernels.ComplexScan"/>).</summary>
+    private Tensor Fused(IReadOnlyList<Tensor> inputs, Tensor? into = null)
+    {
+        var u = inputs[0];
+        if (inputs.Count > 1) return Kernels.LinearScan.Run(u, inputs[1].sigmoid(), initialState, into);
+        if (!Complex) return Kernels.LinearScan.Run(u, lambda!, initialState, into);
         var both = Kernels.ComplexScan.Run(u, lambda!, initialState);
         return node.Readout == ComplexReadout.RealAndImaginary ? both : both.narrow(-1, 0, node.Width);
     }

@@ -10,6 +10,9 @@ namespace Duality.Torch;
 /// </summary>
 internal sealed class Workspace : IDisposable
 {
+    /// <summary>The buffers of one node (owner = its index) or one fused group (owner = ~ its result's index).</summary>
+    public KeptBuffers For(int owner) => new(this, owner);
+
     private readonly Dictionary<(int Owner, int Slot), Tensor> buffers = [];
 
     public Tensor Take(int owner, int slot, long[] shape, ScalarType dtype, Device device)
@@ -40,4 +43,10 @@ internal sealed class Workspace : IDisposable
             Activation a => a.Kind != ActivationKind.Identity,
             _ => false,
         });
+}
+
+/// <summary>The kept buffers of one owner in a <see cref="Workspace"/>.</summary>
+internal readonly record struct KeptBuffers(Workspace Workspace, int Owner)
+{
+    public Tensor Take(int slot, long[] shape, ScalarType dtype, Device device) => Workspace.Take(Owner, slot, shape, dtype, device);
 }
