@@ -34,11 +34,12 @@ public sealed record CompileOptions
     public ExecutionMode Execution { get; init; } = ExecutionMode.Auto;
 
     /// <summary>
-    /// Lets forward passes without gradients on the CPU keep the scratch tensors of fused groups (a gate feeding
-    /// a recurrence: its projections and a state read only inside the graph) and write them again on the next
-    /// call with the same shapes. Outputs are always new tensors. Costs memory (about two [batch, time, width]
-    /// tensors per such group, until <see cref="CompiledGraph.ReleaseBuffers"/> or disposal) and spares
-    /// allocations: large tensors otherwise arrive as fresh pages the system zero-fills on first touch.
+    /// Lets forward passes without gradients keep the tensors of values that die within the pass (projections,
+    /// real scans on the CPU, the products and state of a gate feeding a recurrence; never a graph output or a
+    /// value another node reads as a view) and write them again on the next call with the same shapes. Outputs
+    /// are always new tensors. Costs memory (one tensor per such value, until
+    /// <see cref="CompiledGraph.ReleaseBuffers"/> or disposal) and spares allocations: large tensors otherwise
+    /// arrive as fresh pages the system zero-fills on first touch.
     /// </summary>
     public bool ReuseBuffers { get; init; }
 
