@@ -45,7 +45,7 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
 
     public ExecutionMode Execution { get; }
 
-    /// <summary>Whether forward passes without gradients keep their fused groups' scratch tensors (<see cref="CompileOptions.ReuseBuffers"/>).</summary>
+    /// <summary>Whether forward passes without gradients keep the tensors of values that die within them (<see cref="CompileOptions.ReuseBuffers"/>).</summary>
     public bool ReuseBuffers => workspace is not null;
 
     /// <summary>Frees the tensors kept by <see cref="ReuseBuffers"/>; the next forward pass allocates them again.</summary>
