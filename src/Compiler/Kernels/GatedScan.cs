@@ -8,14 +8,12 @@ namespace Duality.Kernels;
 /// A gate feeding a real diagonal recurrence, fused: h_t = lambda * h_{t-1} + (value_t + a) * f(gate_t + c),
 /// never materialising f(gate) or the product; a and c are optional biases ([N] or null) of the projections
 /// that produced value and gate. value, gate, h: [B, T, N] contiguous (h may be value itself); lambda: [N];
-/// h0: [N] or null. Work is split into (batch row, block of channels) pieces run in parallel, each walking
-/// through time; blocks are as wide as the number of pieces allows, so each step of a piece reads whole
-/// pages (narrow blocks revisit every page, paying a TLB miss each time).
+/// h0: [N] or null. Work is split as the scans split theirs (<see cref="ScanPartition"/>): (batch row, block of
+/// channels) pieces run in parallel, each walking through time, blocks as wide as the number of pieces allows,
+/// so each step of a piece reads whole pages (narrow blocks revisit every page, paying a TLB miss each time).
 /// </summary>
 internal static unsafe class GatedScan
 {
-    private const int NarrowestBlock = 256;
-
     public static bool Supports(ActivationKind kind) =>
         kind is ActivationKind.Identity or ActivationKind.Sigmoid or ActivationKind.Tanh or ActivationKind.SiLU or ActivationKind.ReLU;
 
@@ -32,21 +30,9 @@ internal static unsafe class GatedScan
     public static void Run<T>(T* value, T* gate, T* lambda, T* h0, T* h, Biases<T> biases, ActivationKind kind, Shape shape)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int block = BlockWidth(shape, Vector<T>.Count), blocks = (shape.Width + block - 1) / block;
-        System.Threading.Tasks.Parallel.For(0, shape.Batch * blocks, piece =>
-        {
-            int start = piece % blocks * block;
-            RunPiece(value, gate, lambda, h0, h, biases, kind, shape, piece / blocks, start, Math.Min(block, shape.Width - start));
-        });
-    }
-
-    /// <summary>The widest block (a multiple of the vector width, at least 256) giving two pieces per core.</summary>
-    internal static int BlockWidth(Shape shape, int lanes)
-    {
-        int rows = Math.Max(1, shape.Batch), perRow = Math.Max(1, (2 * Environment.ProcessorCount + rows - 1) / rows);
-        int block = (shape.Width + perRow - 1) / perRow;
-        block = (block + lanes - 1) / lanes * lanes;
-        return Math.Max(1, Math.Min(shape.Width, Math.Max(block, NarrowestBlock)));
+        if (shape.Time > 0)
+            ScanPartition.For(shape.Batch, shape.Width).Run(item =>
+                RunPiece(value, gate, lambda, h0, h, biases, kind, shape, item.Batch, item.Start, item.Count));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -89,17 +75,11 @@ internal static unsafe class GatedScan
     public static void RunBackward<T>(T* dh, bool channelBroadcast, T* value, T* gate, T* lambda, T* h0, T* h,
         T* dValue, T* dGate, T* lambdaRows, ActivationKind kind, Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int block = Math.Min(BlockWidth(shape, Vector<T>.Count), WidestBackwardBlock), blocks = (shape.Width + block - 1) / block;
-        System.Threading.Tasks.Parallel.For(0, shape.Batch * blocks, piece =>
-        {
-            int start = piece % blocks * block;
-            BackwardPiece(dh, channelBroadcast, value, gate, lambda, h0, h, dValue, dGate, lambdaRows, kind, shape, piece / blocks, start,
-                Math.Min(block, shape.Width - start));
-        });
+        if (shape.Time > 0)
+            ScanPartition.For(shape.Batch, shape.Width).Run(item =>
+                BackwardPiece(dh, channelBroadcast, value, gate, lambda, h0, h, dValue, dGate, lambdaRows, kind, shape, item.Batch, item.Start,
+                    item.Count));
     }
-
-    /// <summary>The reverse pass keeps a block of the adjoint (and of the eigenvalue gradient) on the stack.</summary>
-    private const int WidestBackwardBlock = 2048;
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void BackwardPiece<T>(T* dh, bool channelBroadcast, T* value, T* gate, T* lambda, T* h0, T* h,
