@@ -132,13 +132,13 @@ Func<double, string> layerRate = ms => $"{layerFlops / ms / 1e6:0.0} GFLOP/s in 
 var ours = report.Add(Measurement.Of("gated RNN", "forward", "compiled", repeats, () => Run(compiled, input), layerRate));
 var kept = layer.Compile(new CompileOptions { ReuseBuffers = true });
 var oursKept = report.Add(Measurement.Of("gated RNN", "forward", "compiled, ReuseBuffers", repeats, () => Run(kept, input), layerRate));
-var cell = report.Add(Measurement.Of("gated RNN", "forward", "hand-written per-step cell", Math.Min(repeats, 3),
+var cell = report.Add(Measurement.Of("gated RNN", "forward", "hand-written per-step cell", repeats,
     () => { using var _ = no_grad(); using var s = NewDisposeScope(); handWritten.Cell(input); }, layerRate));
 var hoisted = report.Add(Measurement.Of("gated RNN", "forward", "hand-written, projections hoisted", Math.Min(repeats, 3),
     () => { using var _ = no_grad(); using var s = NewDisposeScope(); handWritten.Hoisted(input); }, layerRate));
 var oursBackward = report.Add(Measurement.Of("gated RNN", "forward + backward", "compiled", repeats,
     () => { using var s = NewDisposeScope(); compiled.zero_grad(); compiled.forward(input).sum().backward(); }));
-var cellBackward = report.Add(Measurement.Of("gated RNN", "forward + backward", "hand-written per-step cell", Math.Min(repeats, 3),
+var cellBackward = report.Add(Measurement.Of("gated RNN", "forward + backward", "hand-written per-step cell", repeats,
     () => { using var s = NewDisposeScope(); compiled.zero_grad(); handWritten.Cell(input).sum().backward(); }));
 var hoistedBackward = report.Add(Measurement.Of("gated RNN", "forward + backward", "hand-written, projections hoisted", Math.Min(repeats, 3),
     () => { using var s = NewDisposeScope(); compiled.zero_grad(); handWritten.Hoisted(input).sum().backward(); }));
