@@ -23,7 +23,7 @@ internal sealed class GatedScanFunction : SingleTensorFunction<GatedScanFunction
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
         var (value, gate, lambda, h0, activation) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], vars[3] as Tensor, (ActivationKind)vars[4]);
-        var h = empty_like(value);
+        var h = LargeTensors.EmptyLike(value);
         if (value.dtype == ScalarType.Float32) Forward<float>(value, gate, lambda, h0, h, activation);
         else Forward<double>(value, gate, lambda, h0, h, activation);
         ctx.save_for_backward([value, gate, lambda, h0!, h]);
@@ -38,7 +38,7 @@ internal sealed class GatedScanFunction : SingleTensorFunction<GatedScanFunction
         var (value, gate, lambda, h0, h) = (saved[0], saved[1], saved[2], saved[3] is { IsInvalid: false } s ? s : null, saved[4]);
         var (dh, channelBroadcast) = ChannelBroadcastGradient.Of(grad);
         var (activation, lambdaGradient) = ((ActivationKind)ctx.get_data("activation"), (bool)ctx.get_data("lambdaGradient"));
-        var (dValue, dGate) = (empty_like(value), empty_like(gate));
+        var (dValue, dGate) = (LargeTensors.EmptyLike(value), LargeTensors.EmptyLike(gate));
         var lambdaRows = lambdaGradient ? empty(value.shape[0], value.shape[2], dtype: value.dtype) : null;
         if (value.dtype == ScalarType.Float32) Backward<float>(dh, channelBroadcast, value, gate, lambda, h0, h, dValue, dGate, lambdaRows, activation);
         else Backward<double>(dh, channelBroadcast, value, gate, lambda, h0, h, dValue, dGate, lambdaRows, activation);

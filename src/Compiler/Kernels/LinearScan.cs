@@ -61,7 +61,7 @@ internal sealed class LinearScan : SingleTensorFunction<LinearScan>
 
     private static Tensor Scan(Tensor u, Tensor lambda, Tensor? h0, LambdaLayout layout, Tensor? into = null)
     {
-        var h = into ?? empty_like(u);
+        var h = into ?? LargeTensors.EmptyLike(u);
         if (u.dtype == ScalarType.Float32) Forward<float>(u, lambda, h0, h, layout); else Forward<double>(u, lambda, h0, h, layout);
         return h;
     }
@@ -94,7 +94,7 @@ internal sealed class LinearScan : SingleTensorFunction<LinearScan>
         using var alive = RawStorage.KeepAlive(g, lambda, h0, h);
         int batch = (int)h.shape[0], time = (int)h.shape[1], width = (int)h.shape[2];
         var partition = ScanPartition.For(batch, width);
-        var du = empty_like(h);
+        var du = LargeTensors.EmptyLike(h);
         var lambdaRows = saved.LambdaGradient ? LambdaGradientRows(saved.Layout, h, partition) : null;
         var initialRows = saved.InitialGradient && h0 is not null ? zeros(batch, width, dtype: h.dtype) : null;
         var pdu = RawStorage.Pointer<T>(du);
@@ -111,7 +111,7 @@ internal sealed class LinearScan : SingleTensorFunction<LinearScan>
     private static Tensor LambdaGradientRows(LambdaLayout layout, Tensor h, ScanPartition partition) => layout switch
     {
         LambdaLayout.PerChannel => zeros(h.shape[0], h.shape[2], dtype: h.dtype),
-        LambdaLayout.PerStep => h.shape[1] == 0 ? zeros_like(h) : empty_like(h),
+        LambdaLayout.PerStep => h.shape[1] == 0 ? zeros_like(h) : LargeTensors.EmptyLike(h),
         _ => zeros(h.shape[0], h.shape[1], partition.Blocks, dtype: h.dtype),
     };
 
@@ -176,7 +176,7 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
 
     private static Tensor Scan(Tensor u, (Tensor Re, Tensor Im) lambda, (Tensor Re, Tensor Im)? h0)
     {
-        var h = empty(u.shape[0], u.shape[1], 2 * u.shape[2], dtype: u.dtype);
+        var h = LargeTensors.Empty([u.shape[0], u.shape[1], 2 * u.shape[2]], u.dtype);
         if (u.dtype == ScalarType.Float32) Forward<float>(u, lambda.Re, lambda.Im, h0?.Re, h0?.Im, h);
         else Forward<double>(u, lambda.Re, lambda.Im, h0?.Re, h0?.Im, h);
         return h;
@@ -212,7 +212,7 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
         where T : unmanaged, INumber<T>
     {
         int batch = (int)g.shape[0], time = (int)g.shape[1], width = (int)g.shape[2] / 2;
-        var du = empty(batch, time, width, dtype: g.dtype);
+        var du = LargeTensors.Empty([batch, time, width], g.dtype);
         var dl = zeros(2, batch, width, dtype: g.dtype);
         var dh0 = h0re is null ? null : zeros(2, batch, width, dtype: g.dtype);
         var pg = RawStorage.Pointer<T>(g);

@@ -96,7 +96,7 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         var h0 = recurrence.InitialStateBuffer?.contiguous();
         var h = overwriteValue ? v
             : kept is { } forResult && resultDies ? forResult.Take(0, v.shape, v.dtype, v.device)
-            : empty_like(v);
+            : LargeTensors.EmptyLike(v);
         var shape = new GatedScan.Shape((int)v.shape[0], (int)v.shape[1], (int)v.shape[2]);
         lambda = lambda.contiguous();
         using var alive = RawStorage.KeepAlive(v, g, lambda, h0, h, valueBias, gateBias);

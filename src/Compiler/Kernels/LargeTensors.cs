@@ -1,0 +1,94 @@
+using System.Runtime.InteropServices;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Duality.Kernels;
+
+/// <summary>
+/// Outputs of the CPU kernels from recycled memory. glibc serves blocks above 32 MiB as fresh mmap'd pages
+/// and unmaps them when freed, so every large tensor is zero-filled by the system on first touch (about
+/// 8 ms per 128 MiB on 2 cores here, often more than the kernel that writes it). Tensors of at least
+/// <see cref="MinBytes"/> are instead built over blocks this pool owns: when libtorch releases the tensor's
+/// storage, the block returns to the pool and the next tensor of that size reuses its warm pages. Idle
+/// blocks are kept up to <see cref="IdleLimitBytes"/>; beyond it the oldest are freed.
+/// </summary>
+internal static unsafe class LargeTensors
+{
+    public const long MinBytes = 32L << 20;
+
+    public const long IdleLimitBytes = 1L << 30;
+
+    private const nuint Alignment = 64;
+
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    private delegate void Deleter(IntPtr data);
+
+    [DllImport("LibTorchSharp")]
+    private static extern IntPtr THSTensor_new(IntPtr data, Deleter deleter, long* sizes, int dimensions, sbyte scalarType, sbyte dtype,
+        int deviceType, int deviceIndex, [MarshalAs(UnmanagedType.U1)] bool requiresGrad);
+
+    // kept in a static field: native code calls it long after any call that passed it
+    private static readonly Deleter release = Release;
+    private static readonly object gate = new();
+    private static readonly Dictionary<IntPtr, long> sizes = [];
+    private static readonly LinkedList<(IntPtr Block, long Bytes)> idle = [];
+    private static long idleBytes;
+
+    /// <summary>An uninitialised contiguous CPU tensor; from the pool when large enough.</summary>
+    public static Tensor Empty(long[] shape, ScalarType dtype)
+    {
+        long bytes = dtype switch { ScalarType.Float32 => 4, ScalarType.Float64 => 8, _ => 0 };
+        foreach (var d in shape) bytes *= d;
+        if (bytes < MinBytes) return empty(shape, dtype: dtype);
+        var block = Take(bytes);
+        IntPtr handle;
+        fixed (long* dims = shape)
+            handle = THSTensor_new(block, release, dims, shape.Length, (sbyte)dtype, (sbyte)dtype, (int)DeviceType.CPU, 0, false);
+        if (handle == IntPtr.Zero)
+        {
+            Release(block);
+            torch.CheckForErrors();
+        }
+        return Tensor.UnsafeCreateTensor(handle);
+    }
+
+    public static Tensor EmptyLike(Tensor like) =>
+        like.device.type == DeviceType.CPU ? Empty(like.shape, like.dtype) : empty_like(like);
+
+    /// <summary>Idle blocks and their bytes, for tests.</summary>
+    internal static (int Blocks, long Bytes) Idle
+    {
+        get { lock (gate) return (idle.Count, idleBytes); }
+    }
+
+    private static IntPtr Take(long bytes)
+    {
+        lock (gate)
+            for (var node = idle.Last; node is not null; node = node.Previous)
+                if (node.Value.Bytes == bytes)
+                {
+                    idle.Remove(node);
+                    idleBytes -= bytes;
+                    return node.Value.Block;
+                }
+        var block = (IntPtr)NativeMemory.AlignedAlloc((nuint)bytes, Alignment);
+        lock (gate) sizes[block] = bytes;
+        return block;
+    }
+
+    private static void Release(IntPtr block)
+    {
+        lock (gate)
+        {
+            idle.AddLast((block, sizes[block]));
+            idleBytes += sizes[block];
+            while (idleBytes > IdleLimitBytes && idle.First is { } oldest)
+            {
+                idle.RemoveFirst();
+                idleBytes -= oldest.Value.Bytes;
+                sizes.Remove(oldest.Value.Block);
+                NativeMemory.AlignedFree((void*)oldest.Value.Block);
+            }
+        }
+    }
+}
