@@ -23,6 +23,8 @@ internal static unsafe class LargeTensors
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
     private delegate void Deleter(IntPtr data);
 
+    // the native entry TorchSharp 0.107 itself declares (PInvoke.NativeMethods) for tensors over memory it
+    // owns; a TorchSharp upgrade must keep this signature (the pooled-output law exercises it)
     [DllImport("LibTorchSharp")]
     private static extern IntPtr THSTensor_new(IntPtr data, Deleter deleter, long* sizes, int dimensions, sbyte scalarType, sbyte dtype,
         int deviceType, int deviceIndex, [MarshalAs(UnmanagedType.U1)] bool requiresGrad);
