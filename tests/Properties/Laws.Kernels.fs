@@ -156,6 +156,18 @@ let private pooledOutputs =
             if address third = address second then failwith "two live tensors share a block"
             within 1e-10 (scaledError expected (ofTensor second)) "reused block" |> ignore
             within 1e-10 (scaledError expected (ofTensor third)) "second block" |> ignore)
+        // a projection's large output: the product written into a pooled block equals libtorch's linear
+        let projection = InitializeWeights.Run(Model.Input("x", 8).Projection(65536).Build(), 3).Compile(CompileOptions.Float64)
+        let weights = projection.named_parameters() |> Seq.map (fun struct (n, p) -> n, p) |> dict
+        let small = randomSequence (Random(6)) 1 64 8 1.0 |> toTensor torch.ScalarType.Float64
+        noGrad (fun () ->
+            let first = projection.forward(small)
+            let block = address first
+            first.Dispose()
+            let second = projection.forward(small)
+            if address second <> block then failwith "a projection's freed block was not reused"
+            let linear = torch.nn.functional.linear(small, weights.["projection.weight"], weights.["projection.bias"])
+            within 1e-12 (scaledError (ofTensor linear) (ofTensor second)) "pooled projection" |> ignore)
         // the input gradient (a pooled tensor handed to autograd) accumulates over two backward passes
         let leaf = x.detach().requires_grad_(true)
         let once = (model.forward(leaf) * 0.5).sum()

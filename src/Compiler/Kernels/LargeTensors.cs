@@ -36,11 +36,20 @@ internal static unsafe class LargeTensors
     private static readonly LinkedList<(IntPtr Block, long Bytes)> idle = [];
     private static long idleBytes;
 
-    /// <summary>An uninitialised contiguous CPU tensor; from the pool when large enough.</summary>
-    public static Tensor Empty(long[] shape, ScalarType dtype)
+    /// <summary>Whether a tensor of this shape and type comes from the pool.</summary>
+    public static bool Pooled(long[] shape, ScalarType dtype) => Bytes(shape, dtype) >= MinBytes;
+
+    private static long Bytes(long[] shape, ScalarType dtype)
     {
         long bytes = dtype switch { ScalarType.Float32 => 4, ScalarType.Float64 => 8, _ => 0 };
         foreach (var d in shape) bytes *= d;
+        return bytes;
+    }
+
+    /// <summary>An uninitialised contiguous CPU tensor; from the pool when large enough.</summary>
+    public static Tensor Empty(long[] shape, ScalarType dtype)
+    {
+        long bytes = Bytes(shape, dtype);
         if (bytes < MinBytes) return empty(shape, dtype: dtype);
         var block = Take(bytes);
         IntPtr handle;

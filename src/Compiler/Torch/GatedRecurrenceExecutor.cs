@@ -26,18 +26,16 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
                 ? new Operand(id.Index, module, projection.Source.Index)
                 : new Operand(id.Index, null, id.Index);
 
-        /// <summary>The operand; an absorbed projection's bias is left to the fused pass unless <paramref name="biased"/>.</summary>
-        public Tensor Compute(Tensor[] values, bool biased) =>
-            Absorbed is { } projection ? nn.functional.linear(values[Source], projection.Weight, biased ? projection.BiasWeight : null) : values[Node];
-
-        /// <summary>An absorbed projection's product without its bias, written into a kept buffer.</summary>
-        public Tensor ComputeInto(KeptBuffers kept, int slot, Tensor[] values)
+        /// <summary>
+        /// The operand: with gradients, an absorbed projection as libtorch computes it; without, its product alone
+        /// (the pass adds the bias), into a kept buffer when one is given, else into recycled memory.
+        /// </summary>
+        public Tensor Compute(Tensor[] values, KeptBuffers? kept = null, int slot = 0)
         {
-            var (x, weight) = (values[Source], Absorbed!.Weight);
-            long rows = x.shape[0] * x.shape[1];
-            var buffer = kept.Take(slot, [rows, weight.shape[0]], x.dtype, x.device);
-            buffer.addmm_(x.reshape(rows, x.shape[2]), weight.t(), beta: 0);
-            return buffer.view(x.shape[0], x.shape[1], weight.shape[0]);
+            if (Absorbed is not { } projection) return values[Node].contiguous();
+            if (is_grad_enabled()) return ProjectionModule.Product(values[Source], projection.Weight, projection.BiasWeight, null);
+            return ProjectionModule.Product(values[Source], projection.Weight, null,
+                kept is { } buffers ? (shape, dtype) => buffers.Take(slot, shape, dtype, values[Source].device) : LargeTensors.Empty);
         }
     }
 
@@ -81,17 +79,12 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         var (input, gateInput) = (values[value.Source], values[gating.Source]);
         if (input.device.type != DeviceType.CPU || gateInput.device.type != DeviceType.CPU || recurrence.Lambda is not { } lambda) return null;
         if (is_grad_enabled())
-            return GatedScanFunction.Run(value.Compute(values, biased: true), gating.Compute(values, biased: true), lambda,
-                recurrence.InitialStateBuffer, activation);
+            return GatedScanFunction.Run(value.Compute(values), gating.Compute(values), lambda, recurrence.InitialStateBuffer, activation);
         using var scope = NewDisposeScope();
         // kept buffers: the gate's product always (only this pass reads it), the value's (then the state) when the state dies within the pass
         var kept = workspace?.For(~Result);
-        var v = kept is { } forState && resultDies && value.Absorbed is not null
-            ? value.ComputeInto(forState, 0, values)
-            : value.Compute(values, biased: false).contiguous();
-        var g = kept is { } forGate && gating.Absorbed is not null
-            ? gating.ComputeInto(forGate, 1, values)
-            : gating.Compute(values, biased: false).contiguous();
+        var v = value.Compute(values, resultDies ? kept : null, 0);
+        var g = gating.Compute(values, kept, 1);
         var (valueBias, gateBias) = (value.Absorbed?.BiasWeight?.contiguous(), gating.Absorbed?.BiasWeight?.contiguous());
         var h0 = recurrence.InitialStateBuffer?.contiguous();
         var h = overwriteValue ? v

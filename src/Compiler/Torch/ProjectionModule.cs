@@ -25,18 +25,33 @@ internal sealed class ProjectionModule : NodeModule
 
     public Tensor? BiasWeight => bias;
 
-    public override Tensor Forward(IReadOnlyList<Tensor> inputs) => nn.functional.linear(inputs[0], weight, bias);
-
-    /// <summary>The same product written into a kept buffer: the bias copied in, then x W^T added to it.</summary>
-    public override Tensor Forward(IReadOnlyList<Tensor> inputs, KeptBuffers kept)
+    /// <summary>Without gradients on the CPU, a large output comes from recycled memory (<see cref="Kernels.LargeTensors"/>).</summary>
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
         var x = inputs[0];
+        var pooled = x.device.type == DeviceType.CPU && !is_grad_enabled() && x.dim() == 3
+            && Kernels.LargeTensors.Pooled([x.shape[0], x.shape[1], weight.shape[0]], x.dtype);
+        return Product(x, weight, bias, pooled ? Kernels.LargeTensors.Empty : null);
+    }
+
+    /// <summary>The same product written into a kept buffer.</summary>
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs, KeptBuffers kept) =>
+        Product(inputs[0], weight, bias, (shape, dtype) => kept.Take(0, shape, dtype, inputs[0].device)).alias();
+
+    /// <summary>
+    /// x W^T + b: into a tensor from <paramref name="allocate"/> (the bias copied in, then the product added to
+    /// it), or as libtorch's linear when there is none.
+    /// </summary>
+    public static Tensor Product(Tensor x, Tensor weight, Tensor? bias, Func<long[], ScalarType, Tensor>? allocate)
+    {
+        if (allocate is null) return nn.functional.linear(x, weight, bias);
         long rows = x.shape[0] * x.shape[1], features = weight.shape[0];
-        var output = kept.Take(0, [x.shape[0], x.shape[1], features], x.dtype, x.device);
+        var output = allocate([x.shape[0], x.shape[1], features], x.dtype);
         using var matrix = output.view(rows, features);
-        if (bias is null) matrix.addmm_(x.reshape(rows, x.shape[2]), weight.t(), beta: 0);
-        else matrix.copy_(bias.expand(rows, features)).addmm_(x.reshape(rows, x.shape[2]), weight.t());
-        return output.alias();
+        using var input = x.reshape(rows, x.shape[2]);
+        if (bias is null) matrix.addmm_(input, weight.t(), beta: 0).Dispose();
+        else matrix.copy_(bias.expand(rows, features)).addmm_(input, weight.t()).Dispose();
+        return output;
     }
 
     public override Node ReadBack(Node node) =>
