@@ -144,14 +144,18 @@ let private pooledOutputs =
             let bytes = t.bytes
             use first = fixed &bytes.GetPinnableReference()
             NativePtr.toNativeInt first
+        // run, free the result, run again: the second result lands in the first one's block (reading values makes
+        // handles the garbage collector frees later, so only after this check)
+        let reusesFreedBlock (run: unit -> torch.Tensor) what =
+            let first = run ()
+            let block = address first
+            first.Dispose()
+            let second = run ()
+            if address second <> block then failwithf "%s: a freed block was not reused" what
+            second
         let expected = noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = ExecutionMode.TorchOps)).forward(x)))
         noGrad (fun () ->
-            let first = model.forward(x)
-            let block = address first
-            // reading values makes handles the garbage collector frees later: only after the reuse checks
-            first.Dispose()
-            let second = model.forward(x)
-            if address second <> block then failwith "a freed block was not reused"
+            let second = reusesFreedBlock (fun () -> model.forward(x)) "scan"
             let third = model.forward(x)
             if address third = address second then failwith "two live tensors share a block"
             within 1e-10 (scaledError expected (ofTensor second)) "reused block" |> ignore
@@ -161,11 +165,7 @@ let private pooledOutputs =
         let weights = projection.named_parameters() |> Seq.map (fun struct (n, p) -> n, p) |> dict
         let small = randomSequence (Random(6)) 1 64 8 1.0 |> toTensor torch.ScalarType.Float64
         noGrad (fun () ->
-            let first = projection.forward(small)
-            let block = address first
-            first.Dispose()
-            let second = projection.forward(small)
-            if address second <> block then failwith "a projection's freed block was not reused"
+            let second = reusesFreedBlock (fun () -> projection.forward(small)) "projection"
             let linear = torch.nn.functional.linear(small, weights.["projection.weight"], weights.["projection.bias"])
             within 1e-12 (scaledError (ofTensor linear) (ofTensor second)) "pooled projection" |> ignore)
         // the input gradient (a pooled tensor handed to autograd) accumulates over two backward passes

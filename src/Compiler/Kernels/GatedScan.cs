@@ -153,14 +153,8 @@ internal static unsafe class GatedScan
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<T> Activate<T>(ActivationKind kind, Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> => kind switch
-    {
-        ActivationKind.Sigmoid => Sigmoid(x),
-        ActivationKind.Tanh => Vector.Create(T.CreateTruncating(2)) * Sigmoid(x + x) - Vector<T>.One,
-        ActivationKind.SiLU => x * Sigmoid(x),
-        ActivationKind.ReLU => Vector.Max(x, Vector<T>.Zero),
-        _ => x,
-    };
+    private static Vector<T> Activate<T>(ActivationKind kind, Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>
+        ActivateWithSlope(kind, x, out _);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector<T> Sigmoid<T>(Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>

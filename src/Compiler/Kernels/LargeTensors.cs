@@ -66,12 +66,6 @@ internal static unsafe class LargeTensors
     public static Tensor EmptyLike(Tensor like) =>
         like.device.type == DeviceType.CPU ? Empty(like.shape, like.dtype) : empty_like(like);
 
-    /// <summary>Idle blocks and their bytes, for tests.</summary>
-    internal static (int Blocks, long Bytes) Idle
-    {
-        get { lock (gate) return (idle.Count, idleBytes); }
-    }
-
     private static IntPtr Take(long bytes)
     {
         lock (gate)

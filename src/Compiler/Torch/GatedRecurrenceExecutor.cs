@@ -42,7 +42,7 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
     private readonly Operand value, gating;
     private readonly ActivationKind activation;
     private readonly RecurrenceModule recurrence;
-    private readonly bool overwriteValue, resultDies;
+    private readonly bool resultDies;
 
     private GatedRecurrenceExecutor(Graph graph, NodeModule?[] modules, NodeId gateId, NodeId recurrenceId, int[] readers)
     {
@@ -50,9 +50,6 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         value = Operand.Of(graph, modules, readers, gate.Value);
         gating = Operand.Of(graph, modules, readers, gate.Gating);
         (activation, recurrence) = (gate.Activation, (RecurrenceModule)modules[recurrenceId.Index]!);
-        // the value's projection, run by this group, produced a tensor nothing else holds: h is written over it,
-        // sparing a fresh [batch, time, width] allocation (never over an input the caller passed)
-        overwriteValue = value.Absorbed is not null;
         resultDies = Workspace.DiesWithinPass(graph, recurrenceId.Index);
         Trigger = Math.Max(value.Source, gating.Source);
         Result = recurrenceId.Index;
@@ -87,7 +84,9 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         var g = gating.Compute(values, kept, 1);
         var (valueBias, gateBias) = (value.Absorbed?.BiasWeight?.contiguous(), gating.Absorbed?.BiasWeight?.contiguous());
         var h0 = recurrence.InitialStateBuffer?.contiguous();
-        var h = overwriteValue ? v
+        // the value's projection, run by this group, produced a tensor nothing else holds: h is written over it,
+        // sparing a fresh [batch, time, width] allocation (never over an input the caller passed)
+        var h = value.Absorbed is not null ? v
             : kept is { } forResult && resultDies ? forResult.Take(0, v.shape, v.dtype, v.device)
             : LargeTensors.EmptyLike(v);
         var shape = new GatedScan.Shape((int)v.shape[0], (int)v.shape[1], (int)v.shape[2]);

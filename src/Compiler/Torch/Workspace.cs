@@ -5,7 +5,7 @@ namespace Duality.Torch;
 
 /// <summary>
 /// Tensors a compiled graph keeps between forward passes without gradients (<see cref="CompileOptions.ReuseBuffers"/>),
-/// each owned by one fused group and one of its slots, for values that die within the pass. A buffer is
+/// each owned by one node or one fused group and one of its slots, for values that die within the pass. A buffer is
 /// allocated again only when the shape, type or device changes.
 /// </summary>
 internal sealed class Workspace : IDisposable
