@@ -92,6 +92,19 @@ foreach (var length in quick ? new[] { 1024 } : new[] { 1024, 4096 })
     report.Ratio($"lowered RNN / fastest attention at T {length}", structured.MinMs / fastest, "<= 2", structured.MinMs / fastest <= 2);
     x.Dispose();
 }
+// the same with an input-dependent decay (gated linear attention): the lowered form splits the state in two recurrences
+var gated = InitializeWeights.Run(Model.Input("x", 64).Attention(4, 16, 16, outFeatures: 64, name: "attention", inputDependentDecay: true).Build(), 1);
+var gatedLowered = LowerAttention.ToGatedRnn(gated);
+var (gatedAttention, gatedRnn) = (gated.Compile(), gatedLowered.Compile());
+var gatedDense = gatedLowered.Compile(new CompileOptions { Execution = ExecutionMode.PerNode });
+using (var x = randn(8, 1024, 64, generator: generator))
+{
+    const string configuration = "T 1024, input-dependent decay";
+    var fast = report.Add(Measurement.Of("attention", configuration, "fused recurrent loop (no gradients)", repeats, () => Run(gatedAttention, x)));
+    var structured = report.Add(Measurement.Of("lowered RNN", configuration, "structure-aware fused layer", repeats, () => Run(gatedRnn, x)));
+    report.Add(Measurement.Of("lowered RNN", configuration, "dense, node by node (PerNode)", Math.Min(repeats, 3), () => Run(gatedDense, x)));
+    report.Context("lowered RNN / fused attention, input-dependent decay, T 1024", structured.MinMs / fast.MinMs);
+}
 }
 
 // --- step form: per-token latency and allocation

@@ -288,22 +288,27 @@ let tests =
                 let l = c.Layer
                 fastEqualsPlain (Duality.Testing.Generators.attentionGraph l) (randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0) "fused vs masked")
 
-        testPropertyWithConfig { config with maxTest = 60 } "structure-aware execution of lowered layers = per-node kernels = plain operations (float64, <= 1e-10), also under the invariances" <|
+        testPropertyWithConfig { config with maxTest = 60 } "structure-aware execution of lowered layers (every decay) = per-node kernels = plain operations (float64, <= 1e-10), also under the invariances" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->
                 let l = c.Layer
-                let fixedDecay = match l.Decay with Duality.Testing.Generators.AttentionDecay.Gated -> false | _ -> true
-                fixedDecay ==> lazy (
-                    let lowered = LowerAttention.ToGatedRnn(Duality.Testing.Generators.attentionGraph l, Construction.Full)
-                    let variants =
-                        let realDecay = match l.Decay with Duality.Testing.Generators.AttentionDecay.Rotating _ -> false | _ -> true
-                        if l.FeatureMap = ActivationKind.Identity && realDecay then [ lowered; LawsRaising.perturbed l.Seed lowered ] else [ lowered ]
-                    let x = randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0 |> toTensor torch.ScalarType.Float64
-                    variants |> List.forall (fun g ->
-                        let run execution =
-                            noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution)).forward(x) |> ofTensor)
-                        let plain = run ExecutionMode.TorchOps
-                        within 1e-10 (scaledError plain (run ExecutionMode.Auto)) "structure-aware vs node by node"
-                        && within 1e-10 (scaledError plain (run ExecutionMode.PerNode)) "per-node kernels vs plain")))
+                let lowered = LowerAttention.ToGatedRnn(Duality.Testing.Generators.attentionGraph l, Construction.Full)
+                let variants =
+                    let fixedRealDecay =
+                        match l.Decay with
+                        | Duality.Testing.Generators.AttentionDecay.Rotating _ | Duality.Testing.Generators.AttentionDecay.Gated -> false
+                        | _ -> true
+                    if l.FeatureMap = ActivationKind.Identity && fixedRealDecay then [ lowered; LawsRaising.perturbed l.Seed lowered ] else [ lowered ]
+                let x = randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0 |> toTensor torch.ScalarType.Float64
+                variants |> List.forall (fun g ->
+                    let run execution =
+                        let model = g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution))
+                        noGrad (fun () -> model.forward(x) |> ofTensor), List.ofSeq model.FusedGroups
+                    let plain, _ = run ExecutionMode.TorchOps
+                    let structured, groups = run ExecutionMode.Auto
+                    if not (groups |> List.exists (fun group -> group.Kind.StartsWith "structure-aware" && group.Fused = 1L && group.NodeByNode = 0L)) then
+                        failwithf "no structure-aware group ran fused: %A" groups
+                    within 1e-10 (scaledError plain structured) "structure-aware vs node by node"
+                    && within 1e-10 (scaledError plain (fst (run ExecutionMode.PerNode))) "per-node kernels vs plain"))
 
         testCase "structure-aware execution follows weight changes: rescaled gates, and gates that lose their structure" <| fun () ->
             let g = LowerAttention.ToGatedRnn(InitializeWeights.Run(Model.Input("x", 4).Attention(2, 3, 2, outFeatures = Nullable 4, name = "a").Build(), 3))
@@ -319,6 +324,23 @@ let tests =
             check "after rescaling an output gate"
             noGrad (fun () -> outputValue.add_(torch.full_like(outputValue, 0.01)) |> ignore)
             check "after the output gate stops being a selection"
+
+        testCase "structure-aware execution follows an input-dependent decay's weights, and counts fused and node-by-node passes" <| fun () ->
+            let attention = Model.Input("x", 4).Attention(2, 3, 2, outFeatures = Nullable 4, name = "a", inputDependentDecay = true).Build()
+            let model = LowerAttention.ToGatedRnn(InitializeWeights.Run(attention, 3)).Compile(CompileOptions.Float64)
+            let x = randomSequence (Random 5) 2 9 4 1.0 |> toTensor torch.ScalarType.Float64
+            let check label =
+                let expected = noGrad (fun () -> model.ToGraph().Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = ExecutionMode.TorchOps)).forward(x) |> ofTensor)
+                let actual = noGrad (fun () -> model.forward(x) |> ofTensor)
+                within 1e-10 (scaledError expected actual) label |> ignore
+            check "as lowered"
+            let decay = model.named_parameters() |> Seq.pick (fun struct (n, p) -> if n = "a/decay.weight" then Some p else None)
+            noGrad (fun () -> decay.mul_(torch.tensor(-2.0, dtype = torch.ScalarType.Float64)) |> ignore)
+            check "after changing the decay's weights"
+            model.forward(x).sum().backward()
+            let group = model.FusedGroups |> Seq.find (fun g -> g.Node = "a")
+            Expect.equal (group.Kind, group.Fused, group.NodeByNode) ("structure-aware gated layer, input-dependent decay", 2L, 1L)
+                "two passes without gradients fused, one with gradients node by node"
 
         testPropertyWithConfig config "fused scan = reference evaluator (float32 within 1e-5 scaled)" <|
             Prop.forAll (Arb.fromGen recurrenceCase) (fun c ->

@@ -97,14 +97,13 @@ let tests =
                     s.Reset()
                     s.Steps = 0L && agree 0.0 "after Reset" first (stream64 s g c.Inputs)))
 
-        testPropertyWithConfig LawsLowering.config "lowered attention (full construction, fixed real or complex decay) streams structure-aware; every lowering equals the attention (float64, < 1e-10)" <|
+        testPropertyWithConfig LawsLowering.config "lowered attention (full construction, every decay) streams structure-aware; every lowering equals the attention (float64, < 1e-10)" <|
             Prop.forAll arbLayer (fun l ->
                 let g, rnn = attentionGraph l, lowered l
                 let s = Streamer.Create<float>(rnn, l.Batch)
                 let inputs = layerInputs l
                 let expected = stream64 (Streamer.Create<float>(g, l.Batch)) g inputs
-                // the split form of an input-dependent decay runs node by node
-                let structured = s.StructuredLayers = (match l.Decay with AttentionDecay.Gated -> 0 | _ -> 1)
+                let structured = s.StructuredLayers = 1
                 let compressed = LowerAttention.ToGatedRnn(g, Construction.Smallest)
                 structured && within 1e-10 (relativeError expected.[0] (stream64 s rnn inputs).[0]) "lowered vs attention"
                 && within 1e-10 (relativeError expected.[0] (stream64 (Streamer.Create<float>(compressed, l.Batch)) compressed inputs).[0]) "smallest vs attention"

@@ -14,11 +14,17 @@ namespace Duality.Kernels;
 /// </summary>
 internal static unsafe class GatedLayerLoop
 {
-    /// <summary>Per neuron: its value and key rows and eigenvalue; per output neuron: its memory and query neurons, coefficient and readout group.</summary>
+    /// <summary>
+    /// Per neuron: its value and key rows and eigenvalue, or the row of the per-step decays it reads instead (DecayRow, -1
+    /// for none); per output neuron: its memory and query neurons, coefficient and readout group.
+    /// </summary>
     public sealed record Plan(int[] ValueRow, int[] KeyRow, double[] Lambda, int[] Memory, int[] Query, double[] Coefficient,
-        int[] Group, int Groups, double[]? LambdaImaginary = null)
+        int[] Group, int Groups, double[]? LambdaImaginary = null, int[]? DecayRow = null)
     {
         public int Neurons => Lambda.Length;
+
+        /// <summary>The row of the per-step decays neuron n reads, or -1 when its eigenvalue is fixed.</summary>
+        public int DecayOf(int n) => DecayRow?[n] ?? -1;
 
         /// <summary>Whether some eigenvalue is complex (the state then has imaginary parts, read out as real parts).</summary>
         public bool Complex => LambdaImaginary is { } im && im.Any(x => x != 0);
@@ -27,24 +33,36 @@ internal static unsafe class GatedLayerLoop
     /// <summary>
     /// Runs the layer over [batch, time]. <paramref name="state"/> ([batch, <see cref="Schedule{T}.StateSize"/>],
     /// laid out by the schedule) starts at zero and is left holding the last state; null starts from zero. Without <paramref name="parallel"/>
-    /// and with a state, nothing is allocated.
+    /// and with a state, nothing is allocated. <paramref name="decay"/>: [batch, time, decayWidth], the per-step eigenvalues
+    /// of the neurons with an input-dependent decay (null when there are none).
     /// </summary>
     public static void Run<T>(T* value, T* key, T* sums, Schedule<T> schedule, int batch, int time, int valueWidth, int keyWidth,
-        T* state = null, bool parallel = true) where T : unmanaged, INumber<T>
+        T* state = null, bool parallel = true, T* decay = null, int decayWidth = 0) where T : unmanaged, INumber<T>
     {
-        var shape = new Shape(time, valueWidth, keyWidth);
+        var shape = new Shape<T>(time, valueWidth, keyWidth, decay, decayWidth);
         if (parallel && batch > 1 && (long)time * schedule.Neurons >= 1 << 16) RunParallel(value, key, sums, schedule, batch, shape, state);
         else for (int b = 0; b < batch; b++) RunSequence(value, key, sums, schedule, b, shape, state);
     }
 
-    private readonly record struct Shape(int Time, int ValueWidth, int KeyWidth);
+    private readonly struct Shape<T>(int time, int valueWidth, int keyWidth, T* decay, int decayWidth) where T : unmanaged
+    {
+        public int Time { get; } = time;
 
-    private static void RunParallel<T>(T* value, T* key, T* sums, Schedule<T> schedule, int batch, Shape shape, T* state)
+        public int ValueWidth { get; } = valueWidth;
+
+        public int KeyWidth { get; } = keyWidth;
+
+        public T* Decay { get; } = decay;
+
+        public int DecayWidth { get; } = decayWidth;
+    }
+
+    private static void RunParallel<T>(T* value, T* key, T* sums, Schedule<T> schedule, int batch, Shape<T> shape, T* state)
         where T : unmanaged, INumber<T> =>
         System.Threading.Tasks.Parallel.For(0, batch, b => RunSequence(value, key, sums, schedule, b, shape, state));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RunSequence<T>(T* value, T* key, T* sums, Schedule<T> schedule, int b, Shape shape, T* state)
+    private static void RunSequence<T>(T* value, T* key, T* sums, Schedule<T> schedule, int b, Shape<T> shape, T* state)
         where T : unmanaged, INumber<T>
     {
         int groups = schedule.Groups;
@@ -56,6 +74,7 @@ internal static unsafe class GatedLayerLoop
             {
                 long step = (long)b * shape.Time + t;
                 T* v = value + step * shape.ValueWidth, k = key + step * shape.KeyWidth, s = sums + step * groups;
+                T* decay = shape.Decay + step * shape.DecayWidth;
                 foreach (var block in schedule.Inputs)
                     for (int r = 0; r < block.Count; r++)
                     {
@@ -66,8 +85,8 @@ internal static unsafe class GatedLayerLoop
                 // a transposed block is attention's recurrent form: state of run r, element j at Neuron + j Runs + r
                 foreach (var head in schedule.Transposed)
                     if (head.LambdaImaginary == T.Zero)
-                        RecurrentAttentionStep.Advance(h + head.Neuron, head.Lambda, k + head.KeyRow, v + head.ValueRow, h + head.Query, s + head.Group,
-                            head.Length, head.Runs, head.Coefficient, accumulate: true);
+                        RecurrentAttentionStep.Advance(h + head.Neuron, head.DecayRow < 0 ? head.Lambda : decay[head.DecayRow], k + head.KeyRow,
+                            v + head.ValueRow, h + head.Query, s + head.Group, head.Length, head.Runs, head.Coefficient, accumulate: true);
                     else
                         RecurrentAttentionStep.Rotate(h + head.Neuron, h + schedule.Neurons + head.Neuron, head.Lambda, head.LambdaImaginary, k + head.KeyRow,
                             v + head.ValueRow, h + head.Query, s + head.Group, head.Length, head.Runs, head.Coefficient, accumulate: true);

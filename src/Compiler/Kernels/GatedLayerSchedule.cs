@@ -23,7 +23,7 @@ internal readonly record struct OutputBlock(int Start, int Length, int Count, in
 /// ValueRow + r, keys KeyRow + j, queries h[Query + j], and adding into group Group + r.
 /// </summary>
 internal readonly record struct TransposedBlock<T>(int Neuron, int Runs, int Length, int ValueRow, int KeyRow, int Query, int Group,
-    T Lambda, T LambdaImaginary, T Coefficient) where T : unmanaged, INumber<T>;
+    T Lambda, T LambdaImaginary, T Coefficient, int DecayRow) where T : unmanaged, INumber<T>;
 
 /// <summary>
 /// A plan laid out for the loop in element type T: neurons whose value row is shared and whose key rows
@@ -41,7 +41,8 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
         Lambda = plan.Lambda.Select(T.CreateChecked).ToArray();
         Coefficient = plan.Coefficient.Select(T.CreateChecked).ToArray();
         var inputRuns = Runs(plan.Neurons, n => plan.ValueRow[n] == plan.ValueRow[n - 1] && plan.KeyRow[n] == plan.KeyRow[n - 1] + 1);
-        // runs join a block only with runs of the same eigenvalue (memory and query neurons stay apart)
+        // runs join a block only with runs of the same eigenvalue (memory and query neurons stay apart); runs with
+        // different per-step decays may join, such blocks being split into single runs below
         bool SameEigenvalue(int a, int b) => plan.Lambda[a] == plan.Lambda[b] && (plan.LambdaImaginary?[a] ?? 0) == (plan.LambdaImaginary?[b] ?? 0);
         Inputs = Blocks(inputRuns, start => [plan.ValueRow[start], plan.KeyRow[start]], SameEigenvalue)
             .Select(b => new InputBlock(b.Start, b.Length, b.Count, b.First[0], b.Stride[0], b.First[1], b.Stride[1])).ToArray();
@@ -52,24 +53,26 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
             .ToArray();
         var paired = Pair(plan);
         unpairedOutputs = Outputs.Except(paired.Select(p => p.Outputs)).ToArray();
-        if (plan.Complex) paired = paired.SelectMany(p => Transposable(p.Inputs, p.Outputs, p.Uniform) ? [p] : SingleRuns(p, plan)).ToArray();
+        // complex eigenvalues and per-step decays run only in transposed blocks: a run alone is one whenever it is uniform
+        if (plan.Complex || plan.DecayRow is not null) paired = paired.SelectMany(p => Transposable(p.Inputs, p.Outputs, p.Uniform) ? [p] : SingleRuns(p, plan)).ToArray();
         var transposable = paired.ToLookup(p => Transposable(p.Inputs, p.Outputs, p.Uniform));
         Transposed = transposable[true]
             .Select(p => new TransposedBlock<T>(p.Inputs.Neuron, p.Inputs.Count, p.Inputs.Length, p.Inputs.ValueRow, p.Inputs.KeyRow,
                 p.Outputs.Query, p.Outputs.Group, T.CreateChecked(plan.Lambda[p.Inputs.Neuron]),
-                T.CreateChecked(plan.LambdaImaginary?[p.Inputs.Neuron] ?? 0), T.CreateChecked(plan.Coefficient[p.Outputs.Start])))
+                T.CreateChecked(plan.LambdaImaginary?[p.Inputs.Neuron] ?? 0), T.CreateChecked(plan.Coefficient[p.Outputs.Start]),
+                plan.DecayOf(p.Inputs.Neuron)))
             .ToArray();
         Paired = transposable[false].ToArray();
         Inputs = Inputs.Where(i => !paired.Any(p => i.Holds(p.Inputs.Neuron))).ToArray();
         Outputs = unpairedOutputs;
         StateSize = plan.Complex ? 2 * Neurons : Neurons;
         var transposed = transposable[true].Select(p => p.Inputs).ToList();
-        Supported = !plan.Complex || Enumerable.Range(0, Neurons).All(n => plan.LambdaImaginary![n] == 0 || transposed.Any(i => i.Holds(n)));
+        Supported = Enumerable.Range(0, Neurons).All(n => (plan.LambdaImaginary?[n] ?? 0) == 0 && plan.DecayOf(n) < 0 || transposed.Any(i => i.Holds(n)));
     }
 
     /// <summary>
-    /// Whether the loop can run the plan: with complex eigenvalues, only when every complex neuron lies in a
-    /// transposed block (a lowered head with a complex decay); real plans always.
+    /// Whether the loop can run the plan: only when every neuron with a complex eigenvalue or an input-dependent decay
+    /// lies in a transposed block (a lowered head); plans of fixed real eigenvalues always.
     /// </summary>
     public bool Supported { get; }
 
@@ -90,7 +93,7 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
         return !i.Holds(o.Query) && !unpairedOutputs.Any(ReadsInside);
     }
 
-    /// <summary>A paired block as one pair per run (a run alone is always transposable when uniform): for complex eigenvalues.</summary>
+    /// <summary>A paired block as one pair per run (a run alone is always transposable when uniform): for complex eigenvalues and decays.</summary>
     private static IEnumerable<(InputBlock Inputs, OutputBlock Outputs, bool Uniform)> SingleRuns(
         (InputBlock Inputs, OutputBlock Outputs, bool Uniform) pair, GatedLayerLoop.Plan plan)
     {
@@ -106,7 +109,7 @@ internal sealed class Schedule<T> where T : unmanaged, INumber<T>
 
     private static bool Uniform(GatedLayerLoop.Plan plan, InputBlock i, OutputBlock o)
     {
-        var lambdas = Enumerable.Range(i.Neuron, i.Count * i.Length).Select(n => (plan.Lambda[n], plan.LambdaImaginary?[n] ?? 0));
+        var lambdas = Enumerable.Range(i.Neuron, i.Count * i.Length).Select(n => (plan.Lambda[n], plan.LambdaImaginary?[n] ?? 0, plan.DecayOf(n)));
         var coefficients = Enumerable.Range(o.Start, o.Count * o.Length).Select(m => plan.Coefficient[m]);
         return lambdas.Distinct().Count() == 1 && coefficients.Distinct().Count() == 1;
     }

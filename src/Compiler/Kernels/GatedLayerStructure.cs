@@ -9,17 +9,32 @@ namespace Duality.Kernels;
 /// the distinct rows of [A_g | a_g] and [A_x | a_x], and the distinct columns of D. Present only when
 /// every row of B_g and B_x selects at most one neuron.
 /// </summary>
-internal sealed record GatedLayerStructure(GatedLayerLoop.Plan Plan, double[][] ValueRows, double[][] KeyRows, double[][] ReadoutColumns)
+internal sealed record GatedLayerStructure(GatedLayerLoop.Plan Plan, double[][] ValueRows, double[][] KeyRows, double[][] ReadoutColumns,
+    double[][] DecayRows)
 {
-    /// <summary>The structure of a layer whose nodes carry weights (the graph's, or a module's read back); null without it.</summary>
+    /// <summary>
+    /// The structure of a layer whose nodes carry weights (the graph's, or a module's read back); null without it. With an
+    /// input-dependent decay, the memory neurons come first, each reading a distinct row of [P | p] (the decay is sigmoid(P x + p)).
+    /// </summary>
     public static GatedLayerStructure? Of(RaiseAttention.Layer layer)
     {
         var lambda = layer.Recurrence.Lambda!;
         var complex = layer.Recurrence.State == StateKind.Complex;
-        var real = Enumerable.Range(0, lambda.Shape[0]).Select(n => complex ? lambda[n, 0] : lambda[n]).ToArray();
+        int memory = layer.Decay?.Memory.Width ?? 0;
+        // neurons with an input-dependent decay have no eigenvalue: 1 stands in, never read
+        var real = Enumerable.Repeat(1.0, memory).Concat(Enumerable.Range(0, lambda.Shape[0]).Select(n => complex ? lambda[n, 0] : lambda[n])).ToArray();
         var imaginary = complex ? Enumerable.Range(0, lambda.Shape[0]).Select(n => lambda[n, 1]).ToArray() : null;
+        var (decayRows, decayRow) = layer.Decay is { } split ? DecayRowsOf(split, layer.Neurons) : ([], null);
         return Read(Augmented(layer.InputValue), Augmented(layer.InputKey), real, Matrix(layer.OutputValue.Weights!.Weight),
-            Matrix(layer.OutputQuery.Weights!.Weight), Matrix(layer.ReadoutNode.Weights!.Weight), imaginary);
+            Matrix(layer.OutputQuery.Weights!.Weight), Matrix(layer.ReadoutNode.Weights!.Weight), imaginary, decayRows, decayRow);
+    }
+
+    /// <summary>The distinct rows of the decay projection [P | p], and per neuron the row it reads (-1: a fixed eigenvalue).</summary>
+    private static (double[][], int[]) DecayRowsOf(RaiseAttention.SplitByDecay split, int neurons)
+    {
+        var (rows, index) = Distinct(Rows(Augmented(split.Projection)));
+        var row = Enumerable.Range(0, neurons).Select(n => n >= split.Memory.Width ? -1 : index[index.Length == 1 ? 0 : n]).ToArray();
+        return (rows, row);
     }
 
     private static double[,] Matrix(DoubleTensor t)
@@ -45,7 +60,7 @@ internal sealed record GatedLayerStructure(GatedLayerLoop.Plan Plan, double[][] 
 
     /// <summary>Null when an output gate row mixes several neurons.</summary>
     private static GatedLayerStructure? Read(double[,] valueAugmented, double[,] keyAugmented, double[] lambda,
-        double[,] outputValue, double[,] outputQuery, double[,] readout, double[]? lambdaImaginary = null)
+        double[,] outputValue, double[,] outputQuery, double[,] readout, double[]? lambdaImaginary, double[][] decayRows, int[]? decayRow)
     {
         if (!Selects(outputValue) || !Selects(outputQuery)) return null;
         var (valueRows, valueIndex) = Distinct(Rows(valueAugmented));
@@ -61,8 +76,8 @@ internal sealed record GatedLayerStructure(GatedLayerLoop.Plan Plan, double[][] 
             query[m] = Selected(outputQuery, m);
             coefficient[m] = outputValue[m, memory[m]] * outputQuery[m, query[m]];
         }
-        var plan = new GatedLayerLoop.Plan(valueIndex, keyIndex, lambda, memory, query, coefficient, group, columns.Length, lambdaImaginary);
-        return new GatedLayerStructure(plan, valueRows, keyRows, columns);
+        var plan = new GatedLayerLoop.Plan(valueIndex, keyIndex, lambda, memory, query, coefficient, group, columns.Length, lambdaImaginary, decayRow);
+        return new GatedLayerStructure(plan, valueRows, keyRows, columns, decayRows);
     }
 
     private static bool Selects(double[,] gate)

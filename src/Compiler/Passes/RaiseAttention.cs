@@ -67,17 +67,40 @@ public static class RaiseAttention
         return new Raising(emitter.Build(), reports, refused);
     }
 
+    /// <summary>
+    /// A gated-RNN layer's nodes. Interior lists input value, input key, input gate, Recurrence, output value, output
+    /// query, output gate, then (with <see cref="Decay"/>) the nodes splitting and joining the state.
+    /// </summary>
     internal sealed record Layer(NodeId Source, Projection InputValue, Projection InputKey, Gate Input, LinearRecurrence Recurrence,
-        Projection OutputValue, Projection OutputQuery, NodeId Readout, Projection ReadoutNode, IReadOnlyList<NodeId> Interior);
+        Projection OutputValue, Projection OutputQuery, NodeId Readout, Projection ReadoutNode, IReadOnlyList<NodeId> Interior,
+        SplitByDecay? Decay = null)
+    {
+        /// <summary>Recurrent neurons: the input gate's width.</summary>
+        public int Neurons => (Decay?.Memory.Width ?? 0) + Recurrence.Width;
+    }
+
+    /// <summary>
+    /// The state of a lowered attention with an input-dependent decay: the input gate's first Memory.Width neurons
+    /// recur in <see cref="Memory"/>, whose decay is sigmoid of <see cref="Projection"/> (of the layer's input),
+    /// the others in the layer's Recurrence (fixed eigenvalues), and a Concat joins them in that order.
+    /// </summary>
+    internal sealed record SplitByDecay(LinearRecurrence Memory, Projection Projection, NodeId ProjectionNode);
 
     internal readonly record struct Why(string Reason, string Hint);
 
-    /// <summary>Every gated-RNN layer of the paper's form in the graph (whatever its weights).</summary>
-    internal static IEnumerable<Layer> Layers(Graph graph)
+    /// <summary>
+    /// Every gated-RNN layer of the paper's form in the graph (whatever its weights), also, with
+    /// <paramref name="withInputDependentDecay"/>, the split form LowerAttention builds for an input-dependent decay.
+    /// </summary>
+    internal static IEnumerable<Layer> Layers(Graph graph, bool withInputDependentDecay = false)
     {
         var consumers = Consumers(graph);
         foreach (var recurrence in graph.Nodes.OfType<LinearRecurrence>())
-            if (Match(graph, graph.IdOf(recurrence.Name), consumers).Item1 is { } layer) yield return layer;
+        {
+            var id = graph.IdOf(recurrence.Name);
+            var layer = recurrence.Decay is null ? Match(graph, id, consumers).Item1 : withInputDependentDecay ? MatchSplit(graph, id, consumers) : null;
+            if (layer is not null) yield return layer;
+        }
     }
 
     /// <summary>How many nodes read each node, a graph output counting as a reader.</summary>
@@ -102,24 +125,66 @@ public static class RaiseAttention
             || (recurrence.State == StateKind.Complex && recurrence.Readout != ComplexReadout.RealPart))
             return (null, new("its eigenvalues are unknown, its initial state is not zero, or it reads out [re; im]",
                 "give lambda values, a zero initial state and a real-part readout"));
-        if (g[recurrence.Source] is not Gate { } input || consumers[recurrence.Source.Index] != 1
-            || g[input.Value] is not Projection inputValue || g[input.Gating] is not Projection inputKey
+        if (g[recurrence.Source] is not Gate || consumers[recurrence.Source.Index] != 1)
+            return (null, Shape);
+        return Ends(g, recurrence.Source, recurrence, recurrenceId, consumers) is { } layer ? (layer, default) : (null, Shape);
+    }
+
+    /// <summary>
+    /// The split form of an input-dependent decay, anchored on its memory recurrence: input gate -> Slice [0, m) ->
+    /// recurrence with decay sigmoid(P x), and Slice [m, n) -> recurrence with fixed real eigenvalues, joined by a
+    /// Concat in that order, which the output gate reads; null for anything else.
+    /// </summary>
+    private static Layer? MatchSplit(Graph g, NodeId memoryId, int[] consumers)
+    {
+        var memory = (LinearRecurrence)g[memoryId];
+        if (memory.State != StateKind.Real || memory.InitialState is not null || consumers[memoryId.Index] != 1
+            || g[memory.Decay!.Value] is not Projection decay || consumers[memory.Decay.Value.Index] != 1
+            || (decay.OutFeatures != memory.Width && decay.OutFeatures != 1)
+            || g[memory.Source] is not Slice { Start: 0 } memorySlice || consumers[memory.Source.Index] != 1
+            || g[memorySlice.Source] is not Gate || consumers[memorySlice.Source.Index] != 2)
+            return null;
+        var nodes = g.Nodes.Select((n, i) => (Node: n, Id: new NodeId(i))).ToList();
+        var querySlice = nodes.FirstOrDefault(p => p.Node is Slice s && s.Source == memorySlice.Source && p.Id != memory.Source);
+        if (querySlice.Node is not Slice { } slice || slice.Start != memory.Width || consumers[querySlice.Id.Index] != 1) return null;
+        var query = nodes.FirstOrDefault(p => p.Node.Sources.Contains(querySlice.Id));
+        if (query.Node is not LinearRecurrence { State: StateKind.Real, Decay: null, InitialState: null } recurrence
+            || recurrence.Lambda is null || consumers[query.Id.Index] != 1)
+            return null;
+        var state = nodes.FirstOrDefault(p => p.Node is Concat c && c.Parts.Count == 2 && c.Parts[0] == memoryId && c.Parts[1] == query.Id);
+        if (state.Node is null || Ends(g, memorySlice.Source, recurrence, state.Id, consumers) is not { } layer
+            || decay.Source != layer.Source || layer.InputValue.OutFeatures != memory.Width + recurrence.Width)
+            return null;
+        return layer with
+        {
+            Interior = [.. layer.Interior, memory.Source, querySlice.Id, memory.Decay.Value, memoryId, state.Id],
+            Decay = new SplitByDecay(memory, decay, memory.Decay.Value),
+        };
+    }
+
+    /// <summary>
+    /// The layer around its state: the input gate <paramref name="inputId"/> (two projections of one sequence) and the
+    /// node holding the state, read by an output gate of two bias-free projections and a bias-free readout, each read only by the next.
+    /// </summary>
+    private static Layer? Ends(Graph g, NodeId inputId, LinearRecurrence recurrence, NodeId stateId, int[] consumers)
+    {
+        var input = (Gate)g[inputId];
+        if (g[input.Value] is not Projection inputValue || g[input.Gating] is not Projection inputKey
             || inputValue.Source != inputKey.Source || consumers[input.Value.Index] != 1 || consumers[input.Gating.Index] != 1
             || input.Value == input.Gating)
-            return (null, Shape);
-        var readers = g.Nodes.Select((n, i) => (n, Id: new NodeId(i))).Where(p => p.n.Sources.Contains(recurrenceId)).ToList();
-        if (readers.Count != 2 || consumers[recurrenceId.Index] != 2) return (null, Shape);
+            return null;
+        var readers = g.Nodes.Select((n, i) => (n, Id: new NodeId(i))).Where(p => p.n.Sources.Contains(stateId)).ToList();
+        if (readers.Count != 2 || consumers[stateId.Index] != 2) return null;
         var gate = g.Nodes.Select((n, i) => (n, Id: new NodeId(i)))
             .FirstOrDefault(p => p.n is Gate gt && (gt.Value == readers[0].Id && gt.Gating == readers[1].Id || gt.Value == readers[1].Id && gt.Gating == readers[0].Id));
         if (gate.n is not Gate output || output.Activation != ActivationKind.Identity
             || g[output.Value] is not Projection { Bias: false } outputValue || g[output.Gating] is not Projection { Bias: false } outputQuery
             || consumers[output.Value.Index] != 1 || consumers[output.Gating.Index] != 1 || consumers[gate.Id.Index] != 1)
-            return (null, Shape);
+            return null;
         var readout = g.Nodes.Select((n, i) => (n, Id: new NodeId(i))).First(p => p.n.Sources.Contains(gate.Id));
-        if (readout.n is not Projection { Bias: false } readoutNode) return (null, Shape);
-        NodeId[] interior = [input.Value, input.Gating, recurrence.Source, recurrenceId, output.Value, output.Gating, gate.Id];
-        return (new Layer(inputValue.Source, inputValue, inputKey, input, recurrence, outputValue, outputQuery, readout.Id, readoutNode, interior),
-            default);
+        if (readout.n is not Projection { Bias: false } readoutNode) return null;
+        NodeId[] interior = [input.Value, input.Gating, inputId, g.IdOf(recurrence.Name), output.Value, output.Gating, gate.Id];
+        return new Layer(inputValue.Source, inputValue, inputKey, input, recurrence, outputValue, outputQuery, readout.Id, readoutNode, interior);
     }
 
     /// <summary>A head of key and value width 1 for one (output neuron, memory neuron) pair, vectors normalised.</summary>

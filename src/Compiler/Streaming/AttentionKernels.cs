@@ -143,15 +143,16 @@ internal sealed class SoftmaxAttentionKernel<T> : StepKernel<T> where T : unmana
 
 /// <summary>
 /// A gated RNN layer of the paper's form whose output gates are selections (as LowerAttention builds),
-/// run by <see cref="GatedLayerLoop"/> one step at a time: projections onto the distinct input-gate rows,
-/// O(neurons) state update and output products, and the readout from the distinct readout columns.
+/// run by <see cref="GatedLayerLoop"/> one step at a time: projections onto the distinct input-gate rows (and
+/// decay rows, for an input-dependent decay), O(neurons) state update and output products, and the readout from
+/// the distinct readout columns.
 /// </summary>
 internal sealed unsafe class GatedLayerKernel<T> : StepKernel<T> where T : unmanaged, INumber<T>
 {
     private readonly StepKernel<T> source;
     private readonly ActivationKind featureMap;
     private readonly Schedule<T> schedule;
-    private readonly T[] valueWeight, valueBias, keyWeight, keyBias, readout, value, key, sums, state;
+    private readonly T[] valueWeight, valueBias, keyWeight, keyBias, decayWeight, decayBias, readout, value, key, decay, sums, state;
 
     public GatedLayerKernel(GatedLayerStructure structure, Schedule<T> schedule, ActivationKind featureMap, StepKernel<T> source, int batch,
         int width) : base(batch, width)
@@ -159,9 +160,10 @@ internal sealed unsafe class GatedLayerKernel<T> : StepKernel<T> where T : unman
         (this.source, this.schedule, this.featureMap) = (source, schedule, featureMap);
         (valueWeight, valueBias) = Split(structure.ValueRows);
         (keyWeight, keyBias) = Split(structure.KeyRows);
+        (decayWeight, decayBias) = Split(structure.DecayRows);
         var columns = structure.ReadoutColumns;
         readout = Enumerable.Range(0, width).SelectMany(o => columns.Select(c => T.CreateChecked(c[o]))).ToArray();
-        (value, key) = (new T[batch * valueBias.Length], new T[batch * keyBias.Length]);
+        (value, key, decay) = (new T[batch * valueBias.Length], new T[batch * keyBias.Length], new T[batch * decayBias.Length]);
         (sums, state) = (new T[batch * schedule.Groups], new T[batch * schedule.StateSize]);
     }
 
@@ -173,16 +175,18 @@ internal sealed unsafe class GatedLayerKernel<T> : StepKernel<T> where T : unman
 
     public override void Step()
     {
-        var (values, keys, groups) = (valueBias.Length, keyBias.Length, schedule.Groups);
+        var (values, keys, decays, groups) = (valueBias.Length, keyBias.Length, decayBias.Length, schedule.Groups);
         for (int b = 0; b < Batch; b++)
         {
             var x = source.Row(b);
             MatVec(valueWeight, valueBias, x, value.AsSpan(b * values, values));
             MatVec(keyWeight, keyBias, x, key.AsSpan(b * keys, keys));
+            MatVec(decayWeight, decayBias, x, decay.AsSpan(b * decays, decays));
         }
         VectorMath.Apply(featureMap, key.AsSpan());
-        fixed (T* pv = value, pk = key, ps = sums, ph = state)
-            GatedLayerLoop.Run(pv, pk, ps, schedule, Batch, 1, values, keys, ph, parallel: false);
+        VectorMath.Apply(ActivationKind.Sigmoid, decay.AsSpan());
+        fixed (T* pv = value, pk = key, ps = sums, ph = state, pd = decay)
+            GatedLayerLoop.Run(pv, pk, ps, schedule, Batch, 1, values, keys, ph, parallel: false, decays == 0 ? null : pd, decays);
         for (int b = 0; b < Batch; b++) MatVec(readout, null, sums.AsSpan(b * groups, groups), Row(b));
     }
 }

@@ -112,7 +112,7 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>The gated RNN layers whose weights have the selection structure (complex eigenvalues only in lowered heads).</summary>
     private static IEnumerable<(RaiseAttention.Layer Layer, GatedLayerStructure Structure, Schedule<T> Schedule)> SelectionLayers(Graph graph)
     {
-        foreach (var layer in RaiseAttention.Layers(graph))
+        foreach (var layer in RaiseAttention.Layers(graph, withInputDependentDecay: true))
         {
             var structure = GatedLayerStructure.Of(layer);
             if (structure is null) continue;

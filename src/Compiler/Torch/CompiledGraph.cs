@@ -13,7 +13,7 @@ namespace Duality.Torch;
 public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
 {
     private readonly NodeModule?[] nodeModules;
-    private readonly ILookup<int, IFusedExecutor> executorsByTrigger;
+    private readonly ILookup<int, (IFusedExecutor Executor, FusedGroup Group)> executorsByTrigger;
 
     private readonly Workspace? workspace;
     private readonly bool[]? diesWithinPass;
@@ -32,7 +32,10 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
         IEnumerable<IFusedExecutor> executors = execution == ExecutionMode.Auto
             ? [.. GatedLayerExecutor.For(graph, nodeModules), .. GatedRecurrenceExecutor.For(graph, nodeModules)]
             : [];
-        executorsByTrigger = executors.ToLookup(e => e.Trigger);
+        var groups = executors.Select(e => (Executor: e, Group: new FusedGroup(graph.Nodes[e.Result].Name, e.Kind,
+            [.. e.Interior.Order().Select(i => graph.Nodes[i].Name), graph.Nodes[e.Result].Name]))).ToList();
+        FusedGroups = groups.Select(g => g.Group).ToList();
+        executorsByTrigger = groups.ToLookup(g => g.Executor.Trigger);
         this.to(device);
     }
 
@@ -44,6 +47,12 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     public Device Device { get; }
 
     public ExecutionMode Execution { get; }
+
+    /// <summary>
+    /// The groups of nodes this module runs as one kernel when it can (<see cref="ExecutionMode.Auto"/>): structure-aware
+    /// gated layers, gates feeding a recurrence; each counts the forward passes that ran it fused and node by node.
+    /// </summary>
+    public IReadOnlyList<FusedGroup> FusedGroups { get; }
 
     /// <summary>Whether forward passes without gradients keep the tensors of values that die within them (<see cref="CompileOptions.ReuseBuffers"/>).</summary>
     public bool ReuseBuffers => workspace is not null;
@@ -120,15 +129,15 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     private Dictionary<int, Tensor> Fuse(Tensor[] values, Workspace? buffers, Dictionary<int, Tensor>? fused = null, int computed = -1)
     {
         fused ??= [];
-        foreach (var executor in executorsByTrigger[computed])
+        foreach (var (executor, group) in executorsByTrigger[computed])
         {
             if (fused.ContainsKey(executor.Result) || fused.ContainsKey(~executor.Result) || executor.Interior.Any(i => fused.ContainsKey(~i)))
                 continue;
-            if (executor.TryRun(values, buffers) is { } output)
-            {
-                fused[executor.Result] = output;
-                foreach (var interior in executor.Interior) fused[~interior] = output;
-            }
+            var output = executor.TryRun(values, buffers);
+            group.Count(ranFused: output is not null);
+            if (output is null) continue;
+            fused[executor.Result] = output;
+            foreach (var interior in executor.Interior) fused[~interior] = output;
         }
         return fused;
     }

@@ -11,6 +11,9 @@ namespace Duality.Torch;
 /// </summary>
 internal interface IFusedExecutor
 {
+    /// <summary>What the group is, for <see cref="FusedGroup.Kind"/>.</summary>
+    string Kind { get; }
+
     int Trigger { get; }
 
     int Result { get; }
@@ -18,4 +21,34 @@ internal interface IFusedExecutor
     IReadOnlyList<int> Interior { get; }
 
     Tensor? TryRun(Tensor[] values, Workspace? workspace);
+}
+
+/// <summary>
+/// A group of nodes that a compiled graph runs as one kernel when it can: the node it produces, what it is, its
+/// nodes, and how many forward passes ran it fused and how many ran its nodes one by one (gradients recorded,
+/// weights without the structure it needs, or a device other than the CPU).
+/// </summary>
+public sealed class FusedGroup
+{
+    private long fused, nodeByNode;
+
+    internal FusedGroup(string node, string kind, IReadOnlyList<string> nodes) => (Node, Kind, Nodes) = (node, kind, nodes);
+
+    /// <summary>The node whose value the group produces.</summary>
+    public string Node { get; }
+
+    public string Kind { get; }
+
+    /// <summary>Every node the group computes, its result last.</summary>
+    public IReadOnlyList<string> Nodes { get; }
+
+    /// <summary>Forward passes that ran the group as one kernel.</summary>
+    public long Fused => Interlocked.Read(ref fused);
+
+    /// <summary>Forward passes that ran the group's nodes one by one.</summary>
+    public long NodeByNode => Interlocked.Read(ref nodeByNode);
+
+    internal void Count(bool ranFused) => Interlocked.Increment(ref ranFused ? ref fused : ref nodeByNode);
+
+    public override string ToString() => $"{Node}: {Kind}, {Fused} fused, {NodeByNode} node by node";
 }

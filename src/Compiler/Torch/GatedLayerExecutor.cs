@@ -19,6 +19,7 @@ namespace Duality.Torch;
 internal sealed class GatedLayerExecutor : IFusedExecutor
 {
     private readonly ProjectionModule inputValue, inputKey, outputValue, outputQuery, readout;
+    private readonly ProjectionModule? decay;
     private readonly RecurrenceModule recurrence;
     private readonly ActivationKind featureMap;
 
@@ -31,11 +32,14 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
         outputValue = (ProjectionModule)modules[layer.Interior[4].Index]!;
         outputQuery = (ProjectionModule)modules[layer.Interior[5].Index]!;
         readout = (ProjectionModule)modules[layer.Readout.Index]!;
+        decay = layer.Decay is { } split ? (ProjectionModule)modules[split.ProjectionNode.Index]! : null;
         featureMap = layer.Input.Activation;
         Interior = layer.Interior.Select(n => n.Index).ToArray();
     }
 
     public RaiseAttention.Layer Layer { get; }
+
+    public string Kind => Layer.Decay is null ? "structure-aware gated layer" : "structure-aware gated layer, input-dependent decay";
 
     public int Trigger => Layer.Source.Index;
 
@@ -45,9 +49,9 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
 
     public Tensor? TryRun(Tensor[] values, Workspace? workspace) => TryRun(values[Trigger]);
 
-    /// <summary>The layers of a graph that this executor can run (fixed or trainable eigenvalues, real or complex).</summary>
+    /// <summary>The layers of a graph that this executor can run (fixed or trainable eigenvalues, real or complex, or an input-dependent decay).</summary>
     public static IReadOnlyList<GatedLayerExecutor> For(Graph graph, NodeModule?[] modules) =>
-        RaiseAttention.Layers(graph)
+        RaiseAttention.Layers(graph, withInputDependentDecay: true)
             .Select(l => new GatedLayerExecutor(l, modules))
             .ToList();
 
@@ -64,25 +68,28 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
             ? (value, layout.Values, width)
             : (Convert.Apply(featureMap, value.narrow(2, layout.Values, layout.Keys)).contiguous(), 0, layout.Keys);
         var sums = empty(batch, time, layout.Groups, dtype: x.dtype);
-        if (x.dtype == ScalarType.Float32) Loop(value, key, keyOffset, sums, layout.Single, batch, time, width, keyStride);
-        else Loop(value, key, keyOffset, sums, layout.Double, batch, time, width, keyStride);
+        // per-step eigenvalues of the neurons with an input-dependent decay: sigmoid of the distinct decay rows
+        var decays = layout.Decay is { } rows ? nn.functional.linear(x, rows.Weight, rows.Bias).sigmoid_().contiguous() : null;
+        if (x.dtype == ScalarType.Float32) Loop(value, key, keyOffset, sums, decays, layout.Single, batch, time, width, keyStride);
+        else Loop(value, key, keyOffset, sums, decays, layout.Double, batch, time, width, keyStride);
         return nn.functional.linear(sums, layout.ReadoutColumns).MoveToOuterDisposeScope();
     }
 
-    private static unsafe void Loop<T>(Tensor value, Tensor key, int keyOffset, Tensor sums, Schedule<T> schedule, int batch, int time,
-        int valueStride, int keyStride) where T : unmanaged, System.Numerics.INumber<T>
+    private static unsafe void Loop<T>(Tensor value, Tensor key, int keyOffset, Tensor sums, Tensor? decays, Schedule<T> schedule, int batch,
+        int time, int valueStride, int keyStride) where T : unmanaged, System.Numerics.INumber<T>
     {
-        using var alive = RawStorage.KeepAlive(value, key, sums);
+        using var alive = RawStorage.KeepAlive(value, key, sums, decays);
         GatedLayerLoop.Run(RawStorage.Pointer<T>(value), RawStorage.Pointer<T>(key) + keyOffset, RawStorage.Pointer<T>(sums), schedule,
-            batch, time, valueStride, keyStride);
+            batch, time, valueStride, keyStride, decay: RawStorage.PointerOrNull<T>(decays), decayWidth: decays is null ? 0 : (int)decays.shape[2]);
     }
 
     /// <summary>
     /// The structure in the tensors and loop schedules that one run needs: the distinct input-gate rows
-    /// [A_g; A_x] and their biases (Values rows, then Keys rows), the distinct readout columns.
+    /// [A_g; A_x] and their biases (Values rows, then Keys rows), the distinct readout columns, and the distinct
+    /// rows of an input-dependent decay.
     /// </summary>
     private sealed record Layout(Tensor InputWeight, Tensor InputBias, int Values, int Keys, Tensor ReadoutColumns, int Groups,
-        Schedule<float> Single, Schedule<double> Double);
+        Schedule<float> Single, Schedule<double> Double, (Tensor Weight, Tensor Bias)? Decay);
 
     private (ulong Fingerprint, ScalarType DType, Layout? Layout)? cached;
 
@@ -93,7 +100,7 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
     private Layout? Current(ScalarType dtype)
     {
         Tensor[] weights = [inputValue.Weight, inputKey.Weight, outputValue.Weight, outputQuery.Weight, readout.Weight, recurrence.Lambda!,
-            .. new[] { inputValue.BiasWeight, inputKey.BiasWeight }.OfType<Tensor>()];
+            .. new[] { inputValue.BiasWeight, inputKey.BiasWeight, decay?.Weight, decay?.BiasWeight }.OfType<Tensor>()];
         var fingerprint = Fingerprint.Of(weights);
         if (cached is { } c && c.Fingerprint == fingerprint && c.DType == dtype) return c.Layout;
         var layout = Read(dtype);
@@ -111,16 +118,20 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
             OutputValue = (Projection)outputValue.ReadBack(Layer.OutputValue),
             OutputQuery = (Projection)outputQuery.ReadBack(Layer.OutputQuery),
             ReadoutNode = (Projection)readout.ReadBack(Layer.ReadoutNode),
+            Decay = Layer.Decay is { } split ? split with { Projection = (Projection)decay!.ReadBack(split.Projection) } : null,
         };
         var structure = GatedLayerStructure.Of(current);
         if (structure is null) return null;
         var (single, @double) = (new Schedule<float>(structure.Plan), new Schedule<double>(structure.Plan));
         if (!@double.Supported) return null;
         Tensor Stack(double[][] rows) => tensor(rows.SelectMany(v => v).ToArray(), [rows.Length, rows[0].Length], dtype).DetachFromDisposeScope();
+        Tensor Biases(double[][] rows) => tensor(rows.Select(r => r[^1]).ToArray(), dtype: dtype).DetachFromDisposeScope();
         double[][] rows = [.. structure.ValueRows, .. structure.KeyRows];
         var columns = structure.ReadoutColumns;
         var readoutRows = Enumerable.Range(0, columns[0].Length).Select(o => columns.Select(c => c[o]).ToArray()).ToArray();
-        return new Layout(Stack(rows.Select(r => r[..^1]).ToArray()), tensor(rows.Select(r => r[^1]).ToArray(), dtype: dtype).DetachFromDisposeScope(),
-            structure.ValueRows.Length, structure.KeyRows.Length, Stack(readoutRows), structure.Plan.Groups, single, @double);
+        var decayRows = structure.DecayRows;
+        return new Layout(Stack(rows.Select(r => r[..^1]).ToArray()), Biases(rows),
+            structure.ValueRows.Length, structure.KeyRows.Length, Stack(readoutRows), structure.Plan.Groups, single, @double,
+            decayRows.Length == 0 ? null : (Stack(decayRows.Select(r => r[..^1]).ToArray()), Biases(decayRows)));
     }
 }

@@ -56,6 +56,8 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         Interior = [gateId.Index, .. new[] { value, gating }.Where(o => o.Absorbed is not null).Select(o => o.Node)];
     }
 
+    public string Kind => "gate + recurrence";
+
     public int Trigger { get; }
 
     public int Result { get; }
