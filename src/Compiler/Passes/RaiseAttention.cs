@@ -43,7 +43,7 @@ public static class RaiseAttention
                 refused.Add(new Diagnostic("not raised", recurrence.Name, recurrence.Describe(), why.Hint, Received: why.Reason));
                 continue;
             }
-            var (attention, problem) = Recover(graph, layer);
+            var (attention, problem) = Recover(layer);
             if (attention is null) refused.Add(new Diagnostic("not raised", recurrence.Name, recurrence.Describe(), problem.Hint, Received: problem.Reason));
             else layers.Add((layer, attention));
         }
@@ -190,7 +190,10 @@ public static class RaiseAttention
     /// <summary>A head of key and value width 1 for one (output neuron, memory neuron) pair, vectors normalised.</summary>
     private sealed record PairHead(double[] Value, double[] Key, double[] Query, double[] Out);
 
-    private static (Attention?, Why) Recover(Graph g, Layer layer)
+    /// <summary>The causal linear attention computing the same function as a layer of fixed eigenvalues, or null when it has none.</summary>
+    internal static Attention? Raise(Layer layer) => layer.Decay is null ? Recover(layer).Item1 : null;
+
+    private static (Attention?, Why) Recover(Layer layer)
     {
         var r = layer.Recurrence;
         int n = r.Width, d = layer.InputValue.InFeatures;
@@ -273,8 +276,13 @@ public static class RaiseAttention
     /// <summary>Equal up to rounding: every difference within 1e-11 of the larger vector's largest entry.</summary>
     private static bool Same(double[] a, double[] b)
     {
-        var scale = Math.Max(a.Max(Math.Abs), b.Max(Math.Abs));
-        return a.Zip(b).All(p => Math.Abs(p.First - p.Second) <= 1e-11 * scale);
+        double scale = 0, difference = 0;
+        for (int i = 0; i < a.Length; i++)
+        {
+            scale = Math.Max(scale, Math.Max(Math.Abs(a[i]), Math.Abs(b[i])));
+            difference = Math.Max(difference, Math.Abs(a[i] - b[i]));
+        }
+        return difference <= 1e-11 * scale;
     }
 
     /// <summary>A head: values and their output columns; keys paired with queries.</summary>
@@ -282,77 +290,117 @@ public static class RaiseAttention
 
     private static List<Head> Merge(List<PairHead> pairs, bool swappable)
     {
+        // every vector of every pair as a class of vectors equal up to rounding, so pairs compare by number
+        var classes = new VectorClasses();
+        var (keyOf, valueOf, queryOf) = (new int[pairs.Count], new int[pairs.Count], new int[pairs.Count]);
+        for (int i = 0; i < pairs.Count; i++)
+            (keyOf[i], valueOf[i], queryOf[i]) = (classes.Of(pairs[i].Key), classes.Of(pairs[i].Value), classes.Of(pairs[i].Query));
+        // how many pairs hold a class as key or value: the rarer candidate is tried first as a group's key
+        var holders = new int[classes.Count];
+        for (int i = 0; i < pairs.Count; i++)
+        {
+            holders[keyOf[i]]++;
+            if (valueOf[i] != keyOf[i]) holders[valueOf[i]]++;
+        }
         // pairs sharing a query: find the factor common to all (the key); the other factors are values
-        var groups = new List<(double[] Key, double[] Query, List<(double[] Value, double[] Out)> Values)>();
-        foreach (var byQuery in GroupBy(pairs, p => p.Query))
+        var groups = new List<(double[] Key, double[] Query, List<(int Class, double[] Value, double[] Out)> Values)>();
+        foreach (var byQuery in Enumerable.Range(0, pairs.Count).GroupBy(i => queryOf[i]))
         {
             var members = byQuery.ToList();
-            double[]? key = null;
-            var candidates = swappable ? new[] { members[0].Key, members[0].Value } : new[] { members[0].Key };
-            foreach (var candidate in candidates.OrderBy(c => pairs.Count(p => Same(p.Key, c) || Same(p.Value, c))))
-                if (members.All(p => Same(p.Key, candidate) || (swappable && Same(p.Value, candidate)))) { key = candidate; break; }
+            var first = members[0];
+            int[] candidates = swappable ? [keyOf[first], valueOf[first]] : [keyOf[first]];
+            int? key = candidates.OrderBy(c => holders[c])
+                .Select(c => (int?)c)
+                .FirstOrDefault(c => members.All(i => keyOf[i] == c || (swappable && valueOf[i] == c)));
             if (key is null)
             {
-                foreach (var p in members) groups.Add((p.Key, p.Query, [(p.Value, p.Out)]));
+                foreach (var i in members) groups.Add((pairs[i].Key, pairs[i].Query, [(valueOf[i], pairs[i].Value, pairs[i].Out)]));
                 continue;
             }
-            var values = new List<(double[] Value, double[] Out)>();
-            foreach (var p in members)
+            var values = new List<(int Class, double[] Value, double[] Out)>();
+            foreach (var i in members)
             {
-                var value = Same(p.Key, key) ? p.Value : p.Key;
-                var existing = values.FindIndex(v => Same(v.Value, value));
-                if (existing >= 0) values[existing] = (value, values[existing].Out.Zip(p.Out, (a, b) => a + b).ToArray());
-                else values.Add((value, p.Out));
+                var (value, valueClass) = keyOf[i] == key ? (pairs[i].Value, valueOf[i]) : (pairs[i].Key, keyOf[i]);
+                var existing = values.FindIndex(v => v.Class == valueClass);
+                if (existing < 0) values.Add((valueClass, value, (double[])pairs[i].Out.Clone()));
+                else for (int o = 0; o < pairs[i].Out.Length; o++) values[existing].Out[o] += pairs[i].Out[o];
             }
             values = values.OrderBy(v => string.Join(",", v.Value.Select(x => Math.Round(x, 9)))).ToList();
-            var query = byQuery.Key;
+            var query = classes[byQuery.Key];
             if (swappable)
             {
                 // a head's output block is shared by its keys: fold the block's scale into the query
                 var largest = values.SelectMany(v => v.Out).MaxBy(Math.Abs);
                 if (largest != 0)
                 {
-                    values = values.Select(v => (v.Value, v.Out.Select(w => w / largest).ToArray())).ToList();
+                    values = values.Select(v => v with { Out = v.Out.Select(w => w / largest).ToArray() }).ToList();
                     query = query.Select(x => x * largest).ToArray();
                 }
             }
-            groups.Add((key, query, values));
+            groups.Add((classes[key.Value], query, values));
         }
         // groups with the same values and output columns become one head with several keys
-        var heads = new List<Head>();
+        var heads = new List<(Head Head, int[] Values)>();
         foreach (var group in groups)
         {
-            var match = heads.FirstOrDefault(h => h.Values.Count == group.Values.Count
-                && h.Values.Zip(group.Values).All(p => Same(p.First, p.Second.Value))
-                && Enumerable.Range(0, group.Values.Count).All(j => Same(Column(h.Out, j), group.Values[j].Out)));
-            if (match is not null)
+            var match = heads.FirstOrDefault(h => h.Values.SequenceEqual(group.Values.Select(v => v.Class))
+                && Enumerable.Range(0, group.Values.Count).All(j => Same(Column(h.Head.Out, j), group.Values[j].Out)));
+            if (match.Head is not null)
             {
-                match.Keys.Add(group.Key);
-                match.Queries.Add(group.Query);
+                match.Head.Keys.Add(group.Key);
+                match.Head.Queries.Add(group.Query);
                 continue;
             }
             var outputs = group.Values[0].Out.Length;
             var block = new double[outputs, group.Values.Count];
             for (int j = 0; j < group.Values.Count; j++) for (int o = 0; o < outputs; o++) block[o, j] = group.Values[j].Out[o];
-            heads.Add(new Head(group.Values.Select(v => v.Value).ToList(), [group.Key], [group.Query], block));
+            heads.Add((new Head(group.Values.Select(v => v.Value).ToList(), [group.Key], [group.Query], block), group.Values.Select(v => v.Class).ToArray()));
         }
-        return heads;
+        return heads.Select(h => h.Head).ToList();
     }
 
     private static double[] Column(double[,] m, int j) => Enumerable.Range(0, m.GetLength(0)).Select(o => m[o, j]).ToArray();
 
-    private static IEnumerable<IGrouping<double[], PairHead>> GroupBy(List<PairHead> pairs, Func<PairHead, double[]> key)
+    /// <summary>
+    /// Classes of vectors equal up to rounding (<see cref="Same"/>), numbered in order of first appearance, each
+    /// represented by its first vector. Vectors are bucketed by their entries rounded relative to their largest, so
+    /// equal vectors are found at once; one not found in its bucket is compared with every class before it opens one.
+    /// </summary>
+    private sealed class VectorClasses
     {
-        var keys = new List<double[]>();
-        foreach (var p in pairs) if (!keys.Any(k => Same(k, key(p)))) keys.Add(key(p));
-        return keys.Select(k => new Grouping(k, pairs.Where(p => Same(key(p), k)).ToList()));
-    }
+        private readonly List<double[]> representatives = [];
+        private readonly Dictionary<long, List<int>> buckets = [];
 
-    private sealed class Grouping(double[] key, List<PairHead> items) : IGrouping<double[], PairHead>
-    {
-        public double[] Key => key;
-        public IEnumerator<PairHead> GetEnumerator() => items.GetEnumerator();
-        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+        public int Count => representatives.Count;
+
+        public double[] this[int id] => representatives[id];
+
+        public int Of(double[] v)
+        {
+            var bucket = Bucket(v);
+            if (buckets.TryGetValue(bucket, out var ids))
+                foreach (var id in ids)
+                    if (representatives[id].Length == v.Length && Same(representatives[id], v)) return id;
+            var found = representatives.FindIndex(r => r.Length == v.Length && Same(r, v));
+            if (found < 0)
+            {
+                found = representatives.Count;
+                representatives.Add(v);
+            }
+            if (ids is null) buckets[bucket] = ids = [];
+            ids.Add(found);
+            return found;
+        }
+
+        private static long Bucket(double[] v)
+        {
+            var scale = 0.0;
+            foreach (var x in v) scale = Math.Max(scale, Math.Abs(x));
+            var hash = new HashCode();
+            hash.Add(v.Length);
+            foreach (var x in v) hash.Add(scale == 0 ? 0 : Math.Round(x / scale * 1e6));
+            return hash.ToHashCode();
+        }
     }
 
     /// <summary>One attention node; heads padded with zero rows to a common key and value width.</summary>
