@@ -105,6 +105,19 @@ using (var x = randn(8, 1024, 64, generator: generator))
     report.Add(Measurement.Of("lowered RNN", configuration, "dense, node by node (PerNode)", Math.Min(repeats, 3), () => Run(gatedDense, x)));
     report.Context("lowered RNN / fused attention, input-dependent decay, T 1024", structured.MinMs / fast.MinMs);
 }
+// the compressed construction (d (d + 1) / 2 + d neurons per head, the smaller one at d 16, 4 heads of 16) runs as the attention it raises to
+var small = InitializeWeights.Run(Model.Input("x", 16).Attention(4, 16, 16, name: "attention").Build(), 1);
+var compressed = LowerAttention.ToGatedRnn(small, Construction.Compressed);
+var (smallAttention, compressedRnn) = (small.Compile(), compressed.Compile());
+var compressedDense = compressed.Compile(new CompileOptions { Execution = ExecutionMode.PerNode });
+using (var x = randn(8, 1024, 16, generator: generator))
+{
+    const string configuration = "T 1024, d 16, compressed";
+    var fast = report.Add(Measurement.Of("attention", configuration, "fused recurrent loop (no gradients)", repeats, () => Run(smallAttention, x)));
+    var structured = report.Add(Measurement.Of("lowered RNN", configuration, "structure-aware (as the raised attention)", repeats, () => Run(compressedRnn, x)));
+    report.Add(Measurement.Of("lowered RNN", configuration, "dense, node by node (PerNode)", Math.Min(repeats, 3), () => Run(compressedDense, x)));
+    report.Context("lowered RNN / fused attention, compressed construction, T 1024", structured.MinMs / fast.MinMs);
+}
 }
 
 // --- step form: per-token latency and allocation

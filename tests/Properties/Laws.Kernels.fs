@@ -288,24 +288,28 @@ let tests =
                 let l = c.Layer
                 fastEqualsPlain (Duality.Testing.Generators.attentionGraph l) (randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0) "fused vs masked")
 
-        testPropertyWithConfig { config with maxTest = 60 } "structure-aware execution of lowered layers (every decay) = per-node kernels = plain operations (float64, <= 1e-10), also under the invariances" <|
+        testPropertyWithConfig { config with maxTest = 60 } "structure-aware execution of lowered layers (both constructions, every decay) = per-node kernels = plain operations (float64, <= 1e-10), also under the invariances" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->
                 let l = c.Layer
-                let lowered = LowerAttention.ToGatedRnn(Duality.Testing.Generators.attentionGraph l, Construction.Full)
+                let attention = Duality.Testing.Generators.attentionGraph l
+                let lowered = LowerAttention.ToGatedRnn(attention, Construction.Full)
+                let gated = match l.Decay with Duality.Testing.Generators.AttentionDecay.Gated -> true | _ -> false
+                let rotating = match l.Decay with Duality.Testing.Generators.AttentionDecay.Rotating _ -> true | _ -> false
+                // (graph, whether it must run fused): the compressed construction runs as the attention it raises to,
+                // which an input-dependent decay has not
                 let variants =
-                    let fixedRealDecay =
-                        match l.Decay with
-                        | Duality.Testing.Generators.AttentionDecay.Rotating _ | Duality.Testing.Generators.AttentionDecay.Gated -> false
-                        | _ -> true
-                    if l.FeatureMap = ActivationKind.Identity && fixedRealDecay then [ lowered; LawsRaising.perturbed l.Seed lowered ] else [ lowered ]
+                    [ yield lowered, true
+                      if l.FeatureMap = ActivationKind.Identity then
+                          yield LowerAttention.ToGatedRnn(attention, Construction.Compressed), not gated
+                          if not gated && not rotating then yield LawsRaising.perturbed l.Seed lowered, true ]
                 let x = randomSequence (Random(l.Seed)) l.Batch l.Time l.Width 1.0 |> toTensor torch.ScalarType.Float64
-                variants |> List.forall (fun g ->
+                variants |> List.forall (fun (g, mustFuse) ->
                     let run execution =
                         let model = g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution))
                         noGrad (fun () -> model.forward(x) |> ofTensor), List.ofSeq model.FusedGroups
                     let plain, _ = run ExecutionMode.TorchOps
                     let structured, groups = run ExecutionMode.Auto
-                    if not (groups |> List.exists (fun group -> group.Kind.StartsWith "structure-aware" && group.Fused = 1L && group.NodeByNode = 0L)) then
+                    if mustFuse && not (groups |> List.exists (fun group -> group.Kind.StartsWith "structure-aware" && group.Fused = 1L && group.NodeByNode = 0L)) then
                         failwithf "no structure-aware group ran fused: %A" groups
                     within 1e-10 (scaledError plain structured) "structure-aware vs node by node"
                     && within 1e-10 (scaledError plain (fst (run ExecutionMode.PerNode))) "per-node kernels vs plain"))

@@ -11,7 +11,8 @@ namespace Duality.Streaming;
 /// <see cref="Output"/>. Once warm, a step allocates no managed memory (a softmax attention's cache
 /// grows by doubling unless its capacity covers the sequence). The weights are copied when the
 /// streamer is made; make a new one after training. Gated RNN layers whose output gates are
-/// selections (as LowerAttention builds) run structure-aware, at the cost of the attention they came from.
+/// selections (as LowerAttention's full construction builds) or that raise to an attention (its compressed
+/// construction) run structure-aware, at the cost of the attention they came from.
 /// </summary>
 public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
@@ -25,8 +26,8 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
         Requirements.Check(Requirements.MissingWeights(graph, "a streamer").Concat(Requirements.NonCausalAttention(graph)));
         this.graph = graph;
         Batch = batch;
-        kernels = Build(graph, batch, capacity);
-        StructuredLayers = kernels.OfType<GatedLayerKernel<T>>().Count();
+        kernels = Build(graph, batch, capacity, out var structured);
+        StructuredLayers = structured;
         inputs = graph.Inputs.Select(i => kernels[i.Index]!).ToArray();
         outputs = graph.Outputs.Select(o => kernels[o.Index]!).ToArray();
     }
@@ -76,10 +77,11 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
         Steps = 0;
     }
 
-    private static StepKernel<T>?[] Build(Graph graph, int batch, int capacity)
+    private static StepKernel<T>?[] Build(Graph graph, int batch, int capacity, out int structured)
     {
         var kernels = new StepKernel<T>?[graph.Nodes.Count];
-        var layers = SelectionLayers(graph).ToDictionary(l => l.Layer.Readout.Index);
+        var layers = StructuredKernels(graph).ToDictionary(l => l.Layer.Readout.Index);
+        structured = layers.Count;
         var interior = layers.Values.SelectMany(l => l.Layer.Interior).Select(n => n.Index).ToHashSet();
         for (int i = 0; i < graph.Nodes.Count; i++)
         {
@@ -87,8 +89,7 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
             var node = graph.Nodes[i];
             StepKernel<T> Source(int s = 0) => kernels[node.Sources[s].Index]!;
             kernels[i] = layers.TryGetValue(i, out var layer)
-                ? new GatedLayerKernel<T>(layer.Structure, layer.Schedule, layer.Layer.Input.Activation, kernels[layer.Layer.Source.Index]!,
-                    batch, layer.Layer.ReadoutNode.OutFeatures)
+                ? layer.Kernel(kernels[layer.Layer.Source.Index]!, batch)
                 : node switch
                 {
                     Input n => new InputKernel<T>(batch, n.Features),
@@ -109,15 +110,22 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
         return kernels;
     }
 
-    /// <summary>The gated RNN layers whose weights have the selection structure (complex eigenvalues only in lowered heads).</summary>
-    private static IEnumerable<(RaiseAttention.Layer Layer, GatedLayerStructure Structure, Schedule<T> Schedule)> SelectionLayers(Graph graph)
+    /// <summary>
+    /// The gated RNN layers that run structure-aware, each with its kernel given the kernel of its input: those whose weights
+    /// have the selection structure (complex eigenvalues only in lowered heads), and those that raise to an attention
+    /// (the compressed construction), run as that attention.
+    /// </summary>
+    private static IEnumerable<(RaiseAttention.Layer Layer, Func<StepKernel<T>, int, StepKernel<T>> Kernel)> StructuredKernels(Graph graph)
     {
         foreach (var layer in RaiseAttention.Layers(graph, withInputDependentDecay: true))
         {
             var structure = GatedLayerStructure.Of(layer);
-            if (structure is null) continue;
-            var schedule = new Schedule<T>(structure.Plan);
-            if (schedule.Supported) yield return (layer, structure, schedule);
+            var schedule = structure is null ? null : new Schedule<T>(structure.Plan);
+            if (schedule is { Supported: true })
+                yield return (layer, (source, batch) =>
+                    new GatedLayerKernel<T>(structure!, schedule, layer.Input.Activation, source, batch, layer.ReadoutNode.OutFeatures));
+            else if (RaiseAttention.Raise(layer) is { } attention)
+                yield return (layer, (source, batch) => new LinearAttentionKernel<T>(attention, source, batch));
         }
     }
 }

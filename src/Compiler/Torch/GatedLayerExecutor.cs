@@ -12,9 +12,11 @@ namespace Duality.Torch;
 /// the current weights (again whenever a fingerprint of the weights changes): the input gates'
 /// distinct rows, output gates whose rows each select one neuron, and the readout's distinct columns. When the output gates are
 /// selections, the layer runs as a fused loop doing the work of attention's recurrent form
-/// (O(neurons) per step, no [batch, time, neurons] tensors) instead of dense matrices; otherwise,
-/// and whenever gradients are recorded (the dense path gives every weight its gradient), it
-/// returns null and the graph runs node by node.
+/// (O(neurons) per step, no [batch, time, neurons] tensors) instead of dense matrices; an input-dependent
+/// decay (LowerAttention's split form) gives its heads per-step eigenvalues. Weights without selections that
+/// raise to an attention (the compressed construction) run as that attention. Otherwise, and whenever
+/// gradients are recorded (the dense path gives every weight its gradient), it returns null and the graph
+/// runs node by node.
 /// </summary>
 internal sealed class GatedLayerExecutor : IFusedExecutor
 {
@@ -59,8 +61,10 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
     public Tensor? TryRun(Tensor x)
     {
         if (is_grad_enabled() || x.device.type != DeviceType.CPU) return null;
+        var reading = Current(x.dtype);
+        if (reading.Raised is { } attention) return attention.Forward([x]);
+        if (reading.Selection is not { } layout) return null;
         using var scope = NewDisposeScope();
-        if (Current(x.dtype) is not { } layout) return null;
         int batch = (int)x.shape[0], time = (int)x.shape[1], width = layout.Values + layout.Keys;
         // both input-gate projections in one product: rows values | keys; a feature map gives the keys a tensor of their own
         var value = nn.functional.linear(x, layout.InputWeight, layout.InputBias).contiguous();
@@ -91,24 +95,27 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
     private sealed record Layout(Tensor InputWeight, Tensor InputBias, int Values, int Keys, Tensor ReadoutColumns, int Groups,
         Schedule<float> Single, Schedule<double> Double, (Tensor Weight, Tensor Bias)? Decay);
 
-    private (ulong Fingerprint, ScalarType DType, Layout? Layout)? cached;
+    /// <summary>How the current weights run: as the selection-structured loop, as the attention they raise to, or (neither) node by node.</summary>
+    private sealed record Reading(Layout? Selection, AttentionModule? Raised);
+
+    private (ulong Fingerprint, ScalarType DType, Reading Reading)? cached;
 
     /// <summary>
     /// The structure of the current weights, read again only when they change: a hash of the weights' bits
     /// costs one pass over them at memory speed, the analysis a copy and hashing of rows.
     /// </summary>
-    private Layout? Current(ScalarType dtype)
+    private Reading Current(ScalarType dtype)
     {
         Tensor[] weights = [inputValue.Weight, inputKey.Weight, outputValue.Weight, outputQuery.Weight, readout.Weight, recurrence.Lambda!,
             .. new[] { inputValue.BiasWeight, inputKey.BiasWeight, decay?.Weight, decay?.BiasWeight }.OfType<Tensor>()];
         var fingerprint = Fingerprint.Of(weights);
-        if (cached is { } c && c.Fingerprint == fingerprint && c.DType == dtype) return c.Layout;
-        var layout = Read(dtype);
-        cached = (fingerprint, dtype, layout);
-        return layout;
+        if (cached is { } c && c.Fingerprint == fingerprint && c.DType == dtype) return c.Reading;
+        var reading = Read(dtype);
+        cached = (fingerprint, dtype, reading);
+        return reading;
     }
 
-    private Layout? Read(ScalarType dtype)
+    private Reading Read(ScalarType dtype)
     {
         var current = Layer with
         {
@@ -120,6 +127,24 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
             ReadoutNode = (Projection)readout.ReadBack(Layer.ReadoutNode),
             Decay = Layer.Decay is { } split ? split with { Projection = (Projection)decay!.ReadBack(split.Projection) } : null,
         };
+        return Selection(current, dtype) is { } layout ? new Reading(layout, null) : new Reading(null, Raised(current, dtype));
+    }
+
+    /// <summary>
+    /// Weights whose output gates mix neurons (the compressed construction stores x x^T, and each output reads a
+    /// row of W_V times it) run as the attention they raise to, at its cost; null when they raise to none.
+    /// </summary>
+    private static AttentionModule? Raised(RaiseAttention.Layer layer, ScalarType dtype)
+    {
+        if (RaiseAttention.Raise(layer) is not { } attention) return null;
+        using var scope = NewDisposeScope();
+        var module = new AttentionModule(attention, dtype, ExecutionMode.Auto);
+        foreach (var parameter in module.parameters()) parameter.DetachFromDisposeScope();
+        return module;
+    }
+
+    private static Layout? Selection(RaiseAttention.Layer current, ScalarType dtype)
+    {
         var structure = GatedLayerStructure.Of(current);
         if (structure is null) return null;
         var (single, @double) = (new Schedule<float>(structure.Plan), new Schedule<double>(structure.Plan));
