@@ -37,7 +37,9 @@ public static class RaiseAttention
         var refused = new List<Diagnostic>();
         foreach (var recurrence in graph.Nodes.OfType<LinearRecurrence>())
         {
-            var (layer, why) = Match(graph, graph.IdOf(recurrence.Name), consumers);
+            var id = graph.IdOf(recurrence.Name);
+            var (layer, why) = recurrence.Decay is null ? Match(graph, id, consumers)
+                : MatchSplit(graph, id, consumers) is { } split ? (split, default) : (null, SplitShape);
             if (layer is null)
             {
                 refused.Add(new Diagnostic("not raised", recurrence.Name, recurrence.Describe(), why.Hint, Received: why.Reason));
@@ -47,6 +49,9 @@ public static class RaiseAttention
             if (attention is null) refused.Add(new Diagnostic("not raised", recurrence.Name, recurrence.Describe(), problem.Hint, Received: problem.Reason));
             else layers.Add((layer, attention));
         }
+        // the query recurrence of a raised split layer is part of it, not a layer refused
+        var inside = layers.SelectMany(l => l.Layer.Interior).Select(n => graph[n].Name).ToHashSet();
+        refused.RemoveAll(r => inside.Contains(r.NodePath));
         if (layers.Count == 0) return new Raising(graph, [], refused);
         var removed = layers.SelectMany(l => l.Layer.Interior).ToHashSet();
         var replacing = layers.ToDictionary(l => l.Layer.Readout, l => l.Attention);
@@ -63,7 +68,7 @@ public static class RaiseAttention
             else emitter.Copy(id);
         }
         var reports = layers.Select(l => new RaisedAttention(l.Attention.Name, l.Attention.Heads, l.Attention.KeyWidth,
-            l.Attention.ValueWidth, l.Layer.Recurrence.Width)).ToList();
+            l.Attention.ValueWidth, l.Layer.Neurons)).ToList();
         return new Raising(emitter.Build(), reports, refused);
     }
 
@@ -116,11 +121,13 @@ public static class RaiseAttention
         "the recurrence is not the middle of input gate (two projections of one sequence) -> recurrence -> output gate (two bias-free projections of it) -> bias-free readout, each read only by the next",
         "write the layer in exactly that shape (as LowerAttention does) to raise it");
 
+    private static readonly Why SplitShape = new(
+        "its decay is input-dependent, and the layer is not the split form LowerAttention builds: input gate -> Slice [0, m) -> this recurrence (decay sigmoid(P x)) and Slice [m, n) -> a recurrence of fixed eigenvalues, joined by a Concat, then output gate and readout",
+        "write the layer in exactly that shape (as LowerAttention does) to raise it");
+
     internal static (Layer?, Why) Match(Graph g, NodeId recurrenceId, int[] consumers)
     {
         var recurrence = (LinearRecurrence)g[recurrenceId];
-        if (recurrence.Decay is not null)
-            return (null, new("its decay is input-dependent; only fixed eigenvalues are raised", "use fixed lambda values"));
         if (recurrence.Lambda is null || recurrence.InitialState is not null
             || (recurrence.State == StateKind.Complex && recurrence.Readout != ComplexReadout.RealPart))
             return (null, new("its eigenvalues are unknown, its initial state is not zero, or it reads out [re; im]",
@@ -187,23 +194,33 @@ public static class RaiseAttention
         return new Layer(inputValue.Source, inputValue, inputKey, input, recurrence, outputValue, outputQuery, readout.Id, readoutNode, interior);
     }
 
-    /// <summary>A head of key and value width 1 for one (output neuron, memory neuron) pair, vectors normalised.</summary>
-    private sealed record PairHead(double[] Value, double[] Key, double[] Query, double[] Out);
+    /// <summary>
+    /// A head of key and value width 1 for one (output neuron, memory neuron) pair, vectors normalised; Decay: the class of
+    /// the memory neuron's decay row (-1 for a fixed eigenvalue).
+    /// </summary>
+    private sealed record PairHead(double[] Value, double[] Key, double[] Query, double[] Out, int Decay);
 
-    /// <summary>The causal linear attention computing the same function as a layer of fixed eigenvalues, or null when it has none.</summary>
-    internal static Attention? Raise(Layer layer) => layer.Decay is null ? Recover(layer).Item1 : null;
+    /// <summary>The causal linear attention computing the same function as the layer, or null when it has none.</summary>
+    internal static Attention? Raise(Layer layer) => Recover(layer).Item1;
 
     private static (Attention?, Why) Recover(Layer layer)
     {
         var r = layer.Recurrence;
-        int n = r.Width, d = layer.InputValue.InFeatures;
-        var lambdas = Enumerable.Range(0, n).Select(i => r.State == StateKind.Complex ? (r.Lambda![i, 0], r.Lambda[i, 1]) : (r.Lambda![i], 0.0)).ToArray();
+        int n = layer.Neurons, d = layer.InputValue.InFeatures, decayed = layer.Decay?.Memory.Width ?? 0;
+        // neurons with an input-dependent decay come first (eigenvalue 1 stands in for theirs), then those of Recurrence
+        var lambdas = Enumerable.Repeat((1.0, 0.0), decayed)
+            .Concat(Enumerable.Range(0, r.Width).Select(i => r.State == StateKind.Complex ? (r.Lambda![i, 0], r.Lambda[i, 1]) : (r.Lambda![i], 0.0)))
+            .ToArray();
         var isQuery = lambdas.Select(l => Math.Abs(l.Item1) <= Zero && Math.Abs(l.Item2) <= Zero).ToArray();
         var memory = Enumerable.Range(0, n).Where(i => !isQuery[i]).ToArray();
         if (memory.Length == 0) return (null, new("no neuron has a non-zero eigenvalue, so nothing is remembered", "this layer is feed-forward"));
+        if (decayed > 0 && memory.Any(i => i >= decayed))
+            return (null, new("neurons of fixed non-zero eigenvalue sit beside neurons with an input-dependent decay; one attention has one kind of decay",
+                "give the neurons after the decayed ones eigenvalue 0 (queries)"));
         var gamma = lambdas[memory[0]];
         if (memory.Any(i => Math.Abs(lambdas[i].Item1 - gamma.Item1) > 1e-9 || Math.Abs(lambdas[i].Item2 - gamma.Item2) > 1e-9))
             return (null, new("memory neurons have different eigenvalues; one attention has one decay", "split the layer by eigenvalue"));
+        var (decayRows, decayOf) = DecayClasses(layer, n);
         var magnitude = Math.Sqrt(gamma.Item1 * gamma.Item1 + gamma.Item2 * gamma.Item2);
         var phase = Math.Atan2(gamma.Item2, gamma.Item1);
         if (magnitude > 1 + 1e-12)
@@ -247,11 +264,27 @@ public static class RaiseAttention
             var column = Enumerable.Range(0, outputs).Select(o => readout[o, m] * factor).ToArray();
             foreach (var k in memory.Where(k => Math.Abs(memoryRow[k]) > Zero))
                 pairs.Add(Normalised(Row(layer.InputValue, k), Row(layer.InputKey, k), q, column.Select(w => w * memoryRow[k]).ToArray(),
-                    insidePhi: phi != ActivationKind.Identity));
+                    insidePhi: phi != ActivationKind.Identity) with { Decay = decayOf[k] });
         }
         var heads = Merge(pairs.Where(p => p.Out.Any(w => w != 0)).ToList(), swappable: phi == ActivationKind.Identity);
-        if (heads.Count == 0) heads = [new Head([new double[d]], [new double[d]], [new double[d]], new double[outputs, 1])];
-        return (Build(layer, heads, d, outputs, phi, magnitude, phase), default);
+        if (heads.Count == 0) heads = [new Head([new double[d]], [new double[d]], [new double[d]], new double[outputs, 1], decayRows.Count > 0 ? 0 : -1)];
+        return (Build(layer, heads, d, outputs, phi, magnitude, phase, decayRows), default);
+    }
+
+    /// <summary>The distinct rows [P | p] of an input-dependent decay, and per neuron the one it reads (-1: a fixed eigenvalue).</summary>
+    private static (List<double[]> Rows, int[] Of) DecayClasses(Layer layer, int neurons)
+    {
+        var of = Enumerable.Repeat(-1, neurons).ToArray();
+        if (layer.Decay is not { } split) return ([], of);
+        var w = split.Projection.Weights!;
+        int d = split.Projection.InFeatures;
+        var classes = new VectorClasses();
+        for (int i = 0; i < split.Memory.Width; i++)
+        {
+            var row = split.Projection.OutFeatures == 1 ? 0 : i;
+            of[i] = classes.Of([.. Enumerable.Range(0, d).Select(c => w.Weight[row, c]), w.Bias is { } b ? b[row] : 0]);
+        }
+        return (Enumerable.Range(0, classes.Count).Select(c => classes[c]).ToList(), of);
     }
 
     /// <summary>Unit vectors, their scales moved to the output column; keys and queries inside a feature map keep theirs.</summary>
@@ -260,7 +293,7 @@ public static class RaiseAttention
         var (v, sv) = Unit(value);
         var (k, sk) = insidePhi ? (key, 1.0) : Unit(key);
         var (q, sq) = insidePhi ? (query, 1.0) : Unit(query);
-        return new PairHead(v, k, q, column.Select(w => w * sv * sk * sq).ToArray());
+        return new PairHead(v, k, q, column.Select(w => w * sv * sk * sq).ToArray(), -1);
     }
 
     /// <summary>v / s with s the norm, signed so the largest entry is positive.</summary>
@@ -286,7 +319,7 @@ public static class RaiseAttention
     }
 
     /// <summary>A head: values and their output columns; keys paired with queries.</summary>
-    private sealed record Head(List<double[]> Values, List<double[]> Keys, List<double[]> Queries, double[,] Out);
+    private sealed record Head(List<double[]> Values, List<double[]> Keys, List<double[]> Queries, double[,] Out, int Decay);
 
     private static List<Head> Merge(List<PairHead> pairs, bool swappable)
     {
@@ -303,8 +336,9 @@ public static class RaiseAttention
             if (valueOf[i] != keyOf[i]) holders[valueOf[i]]++;
         }
         // pairs sharing a query: find the factor common to all (the key); the other factors are values
-        var groups = new List<(double[] Key, double[] Query, List<(int Class, double[] Value, double[] Out)> Values)>();
-        foreach (var byQuery in Enumerable.Range(0, pairs.Count).GroupBy(i => queryOf[i]))
+        // (pairs whose memory neurons decay by different rows never share a head)
+        var groups = new List<(double[] Key, double[] Query, List<(int Class, double[] Value, double[] Out)> Values, int Decay)>();
+        foreach (var byQuery in Enumerable.Range(0, pairs.Count).GroupBy(i => (Query: queryOf[i], pairs[i].Decay)))
         {
             var members = byQuery.ToList();
             var first = members[0];
@@ -314,7 +348,7 @@ public static class RaiseAttention
                 .FirstOrDefault(c => members.All(i => keyOf[i] == c || (swappable && valueOf[i] == c)));
             if (key is null)
             {
-                foreach (var i in members) groups.Add((pairs[i].Key, pairs[i].Query, [(valueOf[i], pairs[i].Value, pairs[i].Out)]));
+                foreach (var i in members) groups.Add((pairs[i].Key, pairs[i].Query, [(valueOf[i], pairs[i].Value, pairs[i].Out)], byQuery.Key.Decay));
                 continue;
             }
             var values = new List<(int Class, double[] Value, double[] Out)>();
@@ -326,7 +360,7 @@ public static class RaiseAttention
                 else for (int o = 0; o < pairs[i].Out.Length; o++) values[existing].Out[o] += pairs[i].Out[o];
             }
             values = values.OrderBy(v => string.Join(",", v.Value.Select(x => Math.Round(x, 9)))).ToList();
-            var query = classes[byQuery.Key];
+            var query = classes[byQuery.Key.Query];
             if (swappable)
             {
                 // a head's output block is shared by its keys: fold the block's scale into the query
@@ -337,13 +371,13 @@ public static class RaiseAttention
                     query = query.Select(x => x * largest).ToArray();
                 }
             }
-            groups.Add((classes[key.Value], query, values));
+            groups.Add((classes[key.Value], query, values, byQuery.Key.Decay));
         }
         // groups with the same values and output columns become one head with several keys
         var heads = new List<(Head Head, int[] Values)>();
         foreach (var group in groups)
         {
-            var match = heads.FirstOrDefault(h => h.Values.SequenceEqual(group.Values.Select(v => v.Class))
+            var match = heads.FirstOrDefault(h => h.Head.Decay == group.Decay && h.Values.SequenceEqual(group.Values.Select(v => v.Class))
                 && Enumerable.Range(0, group.Values.Count).All(j => Same(Column(h.Head.Out, j), group.Values[j].Out)));
             if (match.Head is not null)
             {
@@ -354,7 +388,8 @@ public static class RaiseAttention
             var outputs = group.Values[0].Out.Length;
             var block = new double[outputs, group.Values.Count];
             for (int j = 0; j < group.Values.Count; j++) for (int o = 0; o < outputs; o++) block[o, j] = group.Values[j].Out[o];
-            heads.Add((new Head(group.Values.Select(v => v.Value).ToList(), [group.Key], [group.Query], block), group.Values.Select(v => v.Class).ToArray()));
+            heads.Add((new Head(group.Values.Select(v => v.Value).ToList(), [group.Key], [group.Query], block, group.Decay),
+                group.Values.Select(v => v.Class).ToArray()));
         }
         return heads.Select(h => h.Head).ToList();
     }
@@ -404,7 +439,8 @@ public static class RaiseAttention
     }
 
     /// <summary>One attention node; heads padded with zero rows to a common key and value width.</summary>
-    private static Attention Build(Layer layer, List<Head> heads, int d, int outputs, ActivationKind phi, double magnitude, double phase)
+    private static Attention Build(Layer layer, List<Head> heads, int d, int outputs, ActivationKind phi, double magnitude, double phase,
+        List<double[]> decayRows)
     {
         int count = heads.Count, dk = heads.Max(h => h.Keys.Count), dv = heads.Max(h => h.Values.Count);
         var (wq, wk, wv, wo) = (new double[count * dk, d], new double[count * dk, d], new double[count * dv, d], new double[outputs, count * dv]);
@@ -418,10 +454,23 @@ public static class RaiseAttention
                 for (int o = 0; o < outputs; o++) wo[o, h * dv + i] = heads[h].Out[o, i];
             }
         }
+        var weights = new AttentionWeights(DoubleTensor.Matrix(wq), DoubleTensor.Matrix(wk), DoubleTensor.Matrix(wv), DoubleTensor.Matrix(wo));
+        if (decayRows.Count > 0)
+        {
+            // each head decays by its memory neurons' row: sigmoid(w_h . x + b_h)
+            var (wd, bd) = (new double[count, d], new double[count]);
+            for (int h = 0; h < count; h++)
+            {
+                var row = decayRows[heads[h].Decay];
+                for (int c = 0; c < d; c++) wd[h, c] = row[c];
+                bd[h] = row[d];
+            }
+            return new Attention(layer.ReadoutNode.Name, layer.Source, d, count, dk, dv, Causal: true, AttentionKernel.Linear, phi,
+                null, outputs, weights with { DecayWeight = DoubleTensor.Matrix(wd), DecayBias = DoubleTensor.Vector(bd) }, InputDependentDecay: true);
+        }
         var decay = Math.Abs(magnitude - 1) <= 1e-12 && Math.Abs(phase) <= 1e-12 ? (double?)null : magnitude;
         var rotation = Math.Abs(phase) <= 1e-12 ? (double?)null : phase;
         return new Attention(layer.ReadoutNode.Name, layer.Source, d, count, dk, dv, Causal: true, AttentionKernel.Linear, phi,
-            decay, outputs, new AttentionWeights(DoubleTensor.Matrix(wq), DoubleTensor.Matrix(wk), DoubleTensor.Matrix(wv), DoubleTensor.Matrix(wo)),
-            rotation);
+            decay, outputs, weights, rotation);
     }
 }
