@@ -92,31 +92,23 @@ foreach (var length in quick ? new[] { 1024 } : new[] { 1024, 4096 })
     report.Ratio($"lowered RNN / fastest attention at T {length}", structured.MinMs / fastest, "<= 2", structured.MinMs / fastest <= 2);
     x.Dispose();
 }
-// the same with an input-dependent decay (gated linear attention): the lowered form splits the state in two recurrences
+// two more forms at T 1024: an input-dependent decay (gated linear attention), whose lowered form splits the state in two
+// recurrences, and the compressed construction (d (d + 1) / 2 + d neurons per head, the smaller one at d 16, 4 heads of 16),
+// which runs as the attention it raises to
 var gated = InitializeWeights.Run(Model.Input("x", 64).Attention(4, 16, 16, outFeatures: 64, name: "attention", inputDependentDecay: true).Build(), 1);
-var gatedLowered = LowerAttention.ToGatedRnn(gated);
-var (gatedAttention, gatedRnn) = (gated.Compile(), gatedLowered.Compile());
-var gatedDense = gatedLowered.Compile(new CompileOptions { Execution = ExecutionMode.PerNode });
-using (var x = randn(8, 1024, 64, generator: generator))
-{
-    const string configuration = "T 1024, input-dependent decay";
-    var fast = report.Add(Measurement.Of("attention", configuration, "fused recurrent loop (no gradients)", repeats, () => Run(gatedAttention, x)));
-    var structured = report.Add(Measurement.Of("lowered RNN", configuration, "structure-aware fused layer", repeats, () => Run(gatedRnn, x)));
-    report.Add(Measurement.Of("lowered RNN", configuration, "dense, node by node (PerNode)", Math.Min(repeats, 3), () => Run(gatedDense, x)));
-    report.Context("lowered RNN / fused attention, input-dependent decay, T 1024", structured.MinMs / fast.MinMs);
-}
-// the compressed construction (d (d + 1) / 2 + d neurons per head, the smaller one at d 16, 4 heads of 16) runs as the attention it raises to
+CompareLowered("T 1024, input-dependent decay", gated, LowerAttention.ToGatedRnn(gated), "structure-aware fused layer");
 var small = InitializeWeights.Run(Model.Input("x", 16).Attention(4, 16, 16, name: "attention").Build(), 1);
-var compressed = LowerAttention.ToGatedRnn(small, Construction.Compressed);
-var (smallAttention, compressedRnn) = (small.Compile(), compressed.Compile());
-var compressedDense = compressed.Compile(new CompileOptions { Execution = ExecutionMode.PerNode });
-using (var x = randn(8, 1024, 16, generator: generator))
+CompareLowered("T 1024, d 16, compressed", small, LowerAttention.ToGatedRnn(small, Construction.Compressed), "structure-aware (as the raised attention)");
+
+void CompareLowered(string configuration, Graph attentionGraph, Graph loweredGraph, string structuredMode)
 {
-    const string configuration = "T 1024, d 16, compressed";
-    var fast = report.Add(Measurement.Of("attention", configuration, "fused recurrent loop (no gradients)", repeats, () => Run(smallAttention, x)));
-    var structured = report.Add(Measurement.Of("lowered RNN", configuration, "structure-aware (as the raised attention)", repeats, () => Run(compressedRnn, x)));
-    report.Add(Measurement.Of("lowered RNN", configuration, "dense, node by node (PerNode)", Math.Min(repeats, 3), () => Run(compressedDense, x)));
-    report.Context("lowered RNN / fused attention, compressed construction, T 1024", structured.MinMs / fast.MinMs);
+    var (attentionModule, structuredRnn) = (attentionGraph.Compile(), loweredGraph.Compile());
+    var dense = loweredGraph.Compile(new CompileOptions { Execution = ExecutionMode.PerNode });
+    using var x = randn(8, 1024, attentionGraph.InputNodes.First().Features, generator: generator);
+    var fast = report.Add(Measurement.Of("attention", configuration, "fused recurrent loop (no gradients)", repeats, () => Run(attentionModule, x)));
+    var structured = report.Add(Measurement.Of("lowered RNN", configuration, structuredMode, repeats, () => Run(structuredRnn, x)));
+    report.Add(Measurement.Of("lowered RNN", configuration, "dense, node by node (PerNode)", Math.Min(repeats, 3), () => Run(dense, x)));
+    report.Context($"lowered RNN / fused attention, {configuration}", structured.MinMs / fast.MinMs);
 }
 }
 

@@ -91,6 +91,12 @@ let private fastEqualsPlain (g: Graph) (x: Sequence) label =
     let run execution = noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution)).forward(x) |> ofTensor)
     within 1e-10 (scaledError (run ExecutionMode.TorchOps) (run ExecutionMode.Auto)) label
 
+/// A module's forward (float64) equals plain TorchSharp operations on the weights it holds now.
+let private agreesWithItsWeights (model: Duality.Torch.CompiledGraph) (x: torch.Tensor) label =
+    let expected = noGrad (fun () -> model.ToGraph().Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = ExecutionMode.TorchOps)).forward(x) |> ofTensor)
+    let actual = noGrad (fun () -> model.forward(x) |> ofTensor)
+    within 1e-10 (scaledError expected actual) label |> ignore
+
 /// Widths around the fused kernel's block of 256 channels, every activation (those without a fused form too).
 let private gatedCase =
     gen {
@@ -317,10 +323,7 @@ let tests =
             let g = LowerAttention.ToGatedRnn(InitializeWeights.Run(Model.Input("x", 4).Attention(2, 3, 2, outFeatures = Nullable 4, name = "a").Build(), 3))
             let model = g.Compile(CompileOptions.Float64)
             let x = randomSequence (Random 5) 2 9 4 1.0 |> toTensor torch.ScalarType.Float64
-            let check label =
-                let expected = noGrad (fun () -> model.ToGraph().Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = ExecutionMode.TorchOps)).forward(x) |> ofTensor)
-                let actual = noGrad (fun () -> model.forward(x) |> ofTensor)
-                within 1e-10 (scaledError expected actual) label |> ignore
+            let check = agreesWithItsWeights model x
             check "as lowered"
             let outputValue = model.named_parameters() |> Seq.pick (fun struct (n, p) -> if n = "a/output_value.weight" then Some p else None)
             noGrad (fun () -> outputValue.mul_(torch.tensor(1.5, dtype = torch.ScalarType.Float64)) |> ignore)
@@ -332,10 +335,7 @@ let tests =
             let attention = Model.Input("x", 4).Attention(2, 3, 2, outFeatures = Nullable 4, name = "a", inputDependentDecay = true).Build()
             let model = LowerAttention.ToGatedRnn(InitializeWeights.Run(attention, 3)).Compile(CompileOptions.Float64)
             let x = randomSequence (Random 5) 2 9 4 1.0 |> toTensor torch.ScalarType.Float64
-            let check label =
-                let expected = noGrad (fun () -> model.ToGraph().Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = ExecutionMode.TorchOps)).forward(x) |> ofTensor)
-                let actual = noGrad (fun () -> model.forward(x) |> ofTensor)
-                within 1e-10 (scaledError expected actual) label |> ignore
+            let check = agreesWithItsWeights model x
             check "as lowered"
             let decay = model.named_parameters() |> Seq.pick (fun struct (n, p) -> if n = "a/decay.weight" then Some p else None)
             noGrad (fun () -> decay.mul_(torch.tensor(-2.0, dtype = torch.ScalarType.Float64)) |> ignore)
