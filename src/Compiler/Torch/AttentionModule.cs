@@ -140,7 +140,6 @@ internal sealed class AttentionModule : NodeModule
         var y = empty(x.shape[0], x.shape[1], node.Heads * node.ValueWidth, dtype: x.dtype);
         var shape = new Kernels.LinearAttentionLoop.Shape((int)x.shape[0], (int)x.shape[1], node.Heads, node.KeyWidth, node.ValueWidth);
         using var alive = Kernels.RawStorage.KeepAlive(q, k, v, decay, y);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
         unsafe
         {
             var gamma = node.Decay ?? 1.0;
@@ -152,7 +151,6 @@ internal sealed class AttentionModule : NodeModule
                 Kernels.LinearAttentionLoop.Run(Pointer<double>(q), Pointer<double>(k), Pointer<double>(v), Kernels.RawStorage.PointerOrNull<double>(decay),
                     gamma, node.DecayPhase is null ? null : new(re, im), Pointer<double>(y), shape);
         }
-        if (Environment.GetEnvironmentVariable("DUALITY_PROFILE") is not null) Console.Error.WriteLine($"loop {clock.Elapsed.TotalMilliseconds:0.00} ms");
         return y;
     }
 
