@@ -45,7 +45,10 @@ internal sealed class AttentionModule : NodeModule
         var x = inputs[0];
         long batch = x.shape[0], time = x.shape[1];
         if (IsLinear && node.Causal && execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU && !is_grad_enabled())
-            return Output(Recurrent(x));
+        {
+            var heads = Recurrent(x);
+            return output is null ? heads : ProjectionModule.Product(heads, output, null, Kernels.LargeTensors.Empty);
+        }
         var (q, k, v) = (Heads(x, query, node.KeyWidth), Heads(x, key, node.KeyWidth), Heads(x, value, node.ValueWidth));
         Tensor mixed;
         if (IsLinear && node.Causal && node.DecayPhase is null && execution != ExecutionMode.TorchOps && time > Chunk)
@@ -133,11 +136,13 @@ internal sealed class AttentionModule : NodeModule
     /// </summary>
     private Tensor Recurrent(Tensor x)
     {
-        var q = Convert.Apply(node.FeatureMap, nn.functional.linear(x, query)).contiguous();
-        var k = Convert.Apply(node.FeatureMap, nn.functional.linear(x, key)).contiguous();
-        var v = nn.functional.linear(x, value).contiguous();
+        // large projections and outputs come from recycled memory, as a projection's do
+        Tensor Project(Tensor weight) => ProjectionModule.Product(x, weight, null, Kernels.LargeTensors.Empty);
+        var q = Convert.Apply(node.FeatureMap, Project(query)).contiguous();
+        var k = Convert.Apply(node.FeatureMap, Project(key)).contiguous();
+        var v = Project(value);
         var decay = node.InputDependentDecay ? HeadDecayLogits(x).sigmoid().contiguous() : null;
-        var y = empty(x.shape[0], x.shape[1], node.Heads * node.ValueWidth, dtype: x.dtype);
+        var y = Kernels.LargeTensors.Empty([x.shape[0], x.shape[1], node.Heads * node.ValueWidth], x.dtype);
         var shape = new Kernels.LinearAttentionLoop.Shape((int)x.shape[0], (int)x.shape[1], node.Heads, node.KeyWidth, node.ValueWidth);
         using var alive = Kernels.RawStorage.KeepAlive(q, k, v, decay, y);
         unsafe
