@@ -67,16 +67,17 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
         using var scope = NewDisposeScope();
         int batch = (int)x.shape[0], time = (int)x.shape[1], width = layout.Values + layout.Keys;
         // both input-gate projections in one product: rows values | keys; a feature map gives the keys a tensor of their own
-        var value = nn.functional.linear(x, layout.InputWeight, layout.InputBias).contiguous();
+        // large products and sums come from recycled memory, as a projection's do
+        var value = ProjectionModule.Product(x, layout.InputWeight, layout.InputBias, LargeTensors.Empty);
         var (key, keyOffset, keyStride) = featureMap == ActivationKind.Identity
             ? (value, layout.Values, width)
             : (Convert.Apply(featureMap, value.narrow(2, layout.Values, layout.Keys)).contiguous(), 0, layout.Keys);
-        var sums = empty(batch, time, layout.Groups, dtype: x.dtype);
+        var sums = LargeTensors.Empty([batch, time, layout.Groups], x.dtype);
         // per-step eigenvalues of the neurons with an input-dependent decay: sigmoid of the distinct decay rows
         var decays = layout.Decay is { } rows ? nn.functional.linear(x, rows.Weight, rows.Bias).sigmoid_().contiguous() : null;
         if (x.dtype == ScalarType.Float32) Loop(value, key, keyOffset, sums, decays, layout.Single, batch, time, width, keyStride);
         else Loop(value, key, keyOffset, sums, decays, layout.Double, batch, time, width, keyStride);
-        return nn.functional.linear(sums, layout.ReadoutColumns).MoveToOuterDisposeScope();
+        return ProjectionModule.Product(sums, layout.ReadoutColumns, null, LargeTensors.Empty).MoveToOuterDisposeScope();
     }
 
     private static unsafe void Loop<T>(Tensor value, Tensor key, int keyOffset, Tensor sums, Tensor? decays, Schedule<T> schedule, int batch,
