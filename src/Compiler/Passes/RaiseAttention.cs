@@ -20,9 +20,13 @@ public sealed record Raising(Graph Graph, IReadOnlyList<RaisedAttention> Raised,
 ///
 ///   y_t = sum_s w(t,s) sum_(m,n) D[:,m] B_g[m,n] (a_n . x_s)(c_n . x_s)(r_m . x_t)
 ///
+/// With an input-dependent decay, the layer is the split form LowerAttention builds: the memory neurons
+/// in a recurrence whose decay is sigmoid(P x + p), the query neurons in one with lambda = 0, joined by a
+/// Concat; each head then decays by its memory neurons' row of [P | p].
+///
 /// Each (output neuron, memory neuron) pair is a head with key and value width 1; pairs sharing a
-/// key and a query become one head (values stacked), and heads sharing values and output columns
-/// merge their keys and queries. The weights are identified only up to the invariances of
+/// key, a query and a decay become one head (values stacked), and heads sharing values, output columns
+/// and decay merge their keys and queries. The weights are identified only up to the invariances of
 /// paper.md section 6 (permutations, rescalings, swapped gate factors); the function is exact.
 /// </summary>
 public static class RaiseAttention
