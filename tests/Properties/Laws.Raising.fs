@@ -52,6 +52,17 @@ let tests =
             Expect.isTrue (obj.ReferenceEquals(raising.Graph, g)) "same instance"
             Expect.equal raising.Refused.[0].NodePath "gate/value/memory" "names the recurrence"
 
+        testCase "a compiled layer whose weights turn NaN runs node by node, and the NaN propagates" <| fun () ->
+            let g = InitializeWeights.Run(Model.Input("x", 3).Attention(1, 3, 3, name = "a").Build(), 2)
+            let model = LowerAttention.ToGatedRnn(g, Construction.Compressed).Compile(CompileOptions.Float64)
+            let x = TorchSharp.torch.ones(1L, 4L, 3L, dtype = TorchSharp.torch.ScalarType.Float64)
+            let run () = Duality.Properties.Support.noGrad (fun () -> model.forward(x))
+            Expect.isFalse (run().isnan().any().item<bool>()) "finite as lowered"
+            let key = model.named_parameters() |> Seq.pick (fun struct (n, p) -> if n = "a/input_key.weight" then Some p else None)
+            Duality.Properties.Support.noGrad (fun () -> key.index_fill_(0, TorchSharp.torch.tensor([| 1L |]), nan) |> ignore)
+            Expect.isTrue (run().isnan().any().item<bool>()) "the NaN propagates"
+            Expect.equal (model.FusedGroups.[0].Fused, model.FusedGroups.[0].NodeByNode) (1L, 1L) "fused as lowered, node by node with the NaN"
+
         testCase "RaiseAttention: the worked d = 2 example is read back exactly" <| fun () ->
             let m (rows: double list list) = DoubleTensor.Matrix(array2D rows)
             let weights = AttentionWeights(m [ [ 0.; 1. ]; [ 1.; 0. ] ], m [ [ 1.; 0. ]; [ 1.; 1. ] ], m [ [ 1.; 2. ]; [ 0.; 1. ] ], null)

@@ -229,6 +229,8 @@ public static class RaiseAttention
         var phase = Math.Atan2(gamma.Item2, gamma.Item1);
         if (magnitude > 1 + 1e-12)
             return (null, new($"the memory eigenvalue has modulus {magnitude}, larger than 1", "attention decays need |lambda| <= 1"));
+        if (NonFinite(layer) is { } node)
+            return (null, new($"{node} holds a NaN or infinite weight", "fix the weights (a diverged training run?) before raising"));
         var phi = layer.Input.Activation;
         double[] Row(Projection p, int i) => Enumerable.Range(0, d).Select(c => p.Weights!.Weight[i, c]).ToArray();
         double Bias(Projection p, int i) => p.Weights!.Bias is { } b ? b[i] : 0;
@@ -273,6 +275,15 @@ public static class RaiseAttention
         var heads = Merge(pairs.Where(p => p.Out.Any(w => w != 0)).ToList(), swappable: phi == ActivationKind.Identity);
         if (heads.Count == 0) heads = [new Head([new double[d]], [new double[d]], [new double[d]], new double[outputs, 1], decayRows.Count > 0 ? 0 : -1)];
         return (Build(layer, heads, d, outputs, phi, magnitude, phase, decayRows), default);
+    }
+
+    /// <summary>The first node of the layer with a NaN or infinite weight, or null.</summary>
+    private static string? NonFinite(Layer layer)
+    {
+        Projection?[] projections = [layer.InputValue, layer.InputKey, layer.OutputValue, layer.OutputQuery, layer.ReadoutNode, layer.Decay?.Projection];
+        foreach (var p in projections.OfType<Projection>())
+            if (p.Weights is { } w && (!w.Weight.Data.All(double.IsFinite) || w.Bias is { } b && !b.Data.All(double.IsFinite))) return p.Name;
+        return layer.Recurrence.Lambda is { } lambda && !lambda.Data.All(double.IsFinite) ? layer.Recurrence.Name : null;
     }
 
     /// <summary>The distinct rows [P | p] of an input-dependent decay, and per neuron the one it reads (-1: a fixed eigenvalue).</summary>
@@ -407,6 +418,8 @@ public static class RaiseAttention
     /// </summary>
     private sealed class VectorClasses
     {
+        private const int SearchedClasses = 4096;
+
         private readonly List<double[]> representatives = [];
         private readonly Dictionary<long, List<int>> buckets = [];
 
@@ -420,7 +433,8 @@ public static class RaiseAttention
             if (buckets.TryGetValue(bucket, out var ids))
                 foreach (var id in ids)
                     if (representatives[id].Length == v.Length && Same(representatives[id], v)) return id;
-            var found = representatives.FindIndex(r => r.Length == v.Length && Same(r, v));
+            // (a vector whose rounding straddles a bucket's edge; past a few thousand classes, a new class instead)
+            var found = representatives.Count > SearchedClasses ? -1 : representatives.FindIndex(r => r.Length == v.Length && Same(r, v));
             if (found < 0)
             {
                 found = representatives.Count;
