@@ -108,5 +108,8 @@ module Compiled =
 
     let parameterCount (m: CompiledGraph) = m.ParameterCount
 
+    /// The groups of nodes the module runs as one kernel, each with the passes that ran it fused and node by node.
+    let fusedGroups (m: CompiledGraph) = List.ofSeq m.FusedGroups
+
     /// The graph with the module's current weights.
     let toGraph (m: CompiledGraph) = m.ToGraph()

@@ -110,6 +110,16 @@ let tests =
             | Error [ d ] -> Expect.stringContains d.Received "not polynomial" "the reason"
             | Error other -> failtestf "one diagnostic expected, got %A" other
 
+        testCase "a lowered gated linear attention, compiled from F#, runs as one structure-aware group and raises back" <| fun () ->
+            let attention = Model.input "x" 4 |> Layer.attention { Attention.linear 2 3 2 with Decay = Decay.Gated; Out = Some 4 } |> Model.build |> Graph.withWeights 1
+            let rnn = Graph.lower attention
+            let m = Graph.compile64 rnn
+            Duality.Properties.Support.noGrad (fun () -> m |> Compiled.run (TorchSharp.torch.ones(2L, 5L, 4L, dtype = TorchSharp.torch.ScalarType.Float64))) |> ignore
+            match Compiled.fusedGroups m with
+            | [ group ] -> Expect.equal (group.Node, group.Fused) ("attention", 1L) "one fused pass"
+            | groups -> failtestf "one group expected, got %A" groups
+            Laws.checkWith 10 (Laws.preserves 1e-10 Graph.raise rnn)
+
         testCase "the kit: lowering preserves the function of a linear attention, for random weights and inputs" <| fun () ->
             let g = Model.input "x" 4 |> Layer.attention { Attention.linear 2 3 2 with Decay = Decay.Gamma 0.9; Out = Some 4 } |> Model.build
             Laws.checkWith 30 (Laws.preserves 1e-10 Graph.lower g)
