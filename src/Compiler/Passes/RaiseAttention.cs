@@ -209,6 +209,8 @@ public static class RaiseAttention
 
     private static (Attention?, Why) Recover(Layer layer)
     {
+        if (NonFinite(layer) is { } node)
+            return (null, new($"{node} holds a NaN or infinite weight", "fix the weights (a diverged training run?) before raising"));
         var r = layer.Recurrence;
         int n = layer.Neurons, d = layer.InputValue.InFeatures, decayed = layer.Decay?.Memory.Width ?? 0;
         // neurons with an input-dependent decay come first (eigenvalue 1 stands in for theirs), then those of Recurrence
@@ -229,8 +231,6 @@ public static class RaiseAttention
         var phase = Math.Atan2(gamma.Item2, gamma.Item1);
         if (magnitude > 1 + 1e-12)
             return (null, new($"the memory eigenvalue has modulus {magnitude}, larger than 1", "attention decays need |lambda| <= 1"));
-        if (NonFinite(layer) is { } node)
-            return (null, new($"{node} holds a NaN or infinite weight", "fix the weights (a diverged training run?) before raising"));
         var phi = layer.Input.Activation;
         double[] Row(Projection p, int i) => Enumerable.Range(0, d).Select(c => p.Weights!.Weight[i, c]).ToArray();
         double Bias(Projection p, int i) => p.Weights!.Bias is { } b ? b[i] : 0;
