@@ -229,7 +229,8 @@ let tests =
                 && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFused)
 
         testPropertyWithConfig { config with maxTest = 60 } "kept buffers (ReuseBuffers): repeated forwards equal forwards without (float64, <= 1e-12), and earlier outputs stay intact, whichever node reads the state" <|
-            Prop.forAll (Arb.fromGen (Gen.zip3 gatedCase (Gen.elements [ "gated"; "plain"; "decay" ]) (Gen.elements [ "readout"; "output"; "slice"; "identity"; "twice" ])))
+            Prop.forAll (Arb.fromGen (Gen.zip3 gatedCase (Gen.elements [ "gated"; "plain"; "decay"; "attention"; "lowered"; "compressed" ])
+                                                    (Gen.elements [ "readout"; "output"; "slice"; "identity"; "twice" ])))
                 (fun (case, family, ending) ->
                 let c, activation, _, (valueBias, gateBias), _ = case
                 let x0 = Model.Input("x", 3)
@@ -239,15 +240,23 @@ let tests =
                         x0.Gate((fun v -> v.Projection(c.Width, bias = valueBias)), (fun g -> g.Projection(c.Width, bias = gateBias)), activation)
                             .LinearRecurrence(name = "memory")
                     | "plain" -> x0.Projection(c.Width, bias = valueBias).LinearRecurrence(name = "memory")
-                    | _ -> x0.Projection(c.Width, bias = valueBias).LinearRecurrence(decay = (fun d -> d.Projection(c.Width)), name = "memory")
+                    | "decay" -> x0.Projection(c.Width, bias = valueBias).LinearRecurrence(decay = (fun d -> d.Projection(c.Width)), name = "memory")
+                    // attention, as a node and lowered (structure-aware, and as the attention the compressed form raises to)
+                    | _ -> x0.Attention(2, 3, 2, outFeatures = (if valueBias then Nullable c.Width else Nullable()), decay = Nullable 0.9, name = "a")
+                let width = match family with "gated" | "plain" | "decay" -> c.Width | _ -> if valueBias then c.Width else 2 * 2
                 let b =
                     match ending with
                     | "readout" -> b.Projection(2, bias = gateBias)
-                    | "slice" -> b.Slice(0, max 1 (c.Width / 2))
+                    | "slice" -> b.Slice(0, max 1 (width / 2))
                     | "identity" -> b.Activation(ActivationKind.Identity)
                     | "twice" -> b.Projection(2).Add(fun m -> m.Projection(2))
                     | _ -> b
-                let g = InitializeWeights.Run(b.Build(), c.Seed)
+                let g =
+                    let g = InitializeWeights.Run(b.Build(), c.Seed)
+                    match family with
+                    | "lowered" -> LowerAttention.ToGatedRnn(g, Construction.Full)
+                    | "compressed" -> LowerAttention.ToGatedRnn(g, Construction.Compressed)
+                    | _ -> g
                 let options reuse = CompileOptions(DType = torch.ScalarType.Float64, ReuseBuffers = reuse)
                 let kept, fresh = g.Compile(options true), g.Compile(options false)
                 let x time seed = randomSequence (Random(seed)) c.Batch time 3 1.5 |> toTensor torch.ScalarType.Float64

@@ -40,15 +40,19 @@ internal sealed class AttentionModule : NodeModule
 
     public override bool IsStateful => true;
 
+    /// <summary>Whether a forward pass runs the fused recurrent loop: linear and causal, on the CPU, without gradients.</summary>
+    private bool RunsRecurrent(Tensor x) =>
+        IsLinear && node.Causal && execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU && !is_grad_enabled();
+
+    /// <summary>The fused loop writing its projections, heads and output into kept buffers.</summary>
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs, KeptBuffers kept) =>
+        RunsRecurrent(inputs[0]) ? Recurrent(inputs[0], kept, keepOutput: true).alias() : Forward(inputs);
+
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
         var x = inputs[0];
         long batch = x.shape[0], time = x.shape[1];
-        if (IsLinear && node.Causal && execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU && !is_grad_enabled())
-        {
-            var heads = Recurrent(x);
-            return output is null ? heads : ProjectionModule.Product(heads, output, null, Kernels.LargeTensors.Empty);
-        }
+        if (RunsRecurrent(x)) return Recurrent(x, null, keepOutput: false);
         var (q, k, v) = (Heads(x, query, node.KeyWidth), Heads(x, key, node.KeyWidth), Heads(x, value, node.ValueWidth));
         Tensor mixed;
         if (IsLinear && node.Causal && node.DecayPhase is null && execution != ExecutionMode.TorchOps && time > Chunk)
@@ -132,17 +136,20 @@ internal sealed class AttentionModule : NodeModule
 
     /// <summary>
     /// Without gradients, on the CPU: the recurrent form as one fused loop (<see cref="Kernels.LinearAttentionLoop"/>),
-    /// O(T key value) per head with the state in cache. Returns the heads' outputs [batch, time, heads value].
+    /// O(T key value) per head with the state in cache, then the output projection. Projections, heads and output
+    /// come from recycled memory when large, or from <paramref name="kept"/> buffers (the output only when
+    /// <paramref name="keepOutput"/>: when it dies within the pass).
     /// </summary>
-    private Tensor Recurrent(Tensor x)
+    internal Tensor Recurrent(Tensor x, KeptBuffers? kept, bool keepOutput)
     {
-        // large projections and outputs come from recycled memory, as a projection's do
-        Tensor Project(Tensor weight) => ProjectionModule.Product(x, weight, null, Kernels.LargeTensors.Empty);
-        var q = Convert.Apply(node.FeatureMap, Project(query)).contiguous();
-        var k = Convert.Apply(node.FeatureMap, Project(key)).contiguous();
-        var v = Project(value);
+        Func<long[], ScalarType, Tensor> Slot(int slot, bool allowed = true) =>
+            kept is { } buffers && allowed ? (shape, dtype) => buffers.Take(slot, shape, dtype, x.device) : Kernels.LargeTensors.Empty;
+        Tensor Project(Tensor weight, int slot) => ProjectionModule.Product(x, weight, null, Slot(slot));
+        var q = Convert.Apply(node.FeatureMap, Project(query, 0)).contiguous();
+        var k = Convert.Apply(node.FeatureMap, Project(key, 1)).contiguous();
+        var v = Project(value, 2);
         var decay = node.InputDependentDecay ? HeadDecayLogits(x).sigmoid().contiguous() : null;
-        var y = Kernels.LargeTensors.Empty([x.shape[0], x.shape[1], node.Heads * node.ValueWidth], x.dtype);
+        var y = Slot(3, output is not null || keepOutput)([x.shape[0], x.shape[1], node.Heads * node.ValueWidth], x.dtype);
         var shape = new Kernels.LinearAttentionLoop.Shape((int)x.shape[0], (int)x.shape[1], node.Heads, node.KeyWidth, node.ValueWidth);
         using var alive = Kernels.RawStorage.KeepAlive(q, k, v, decay, y);
         unsafe
@@ -156,7 +163,7 @@ internal sealed class AttentionModule : NodeModule
                 Kernels.LinearAttentionLoop.Run(Pointer<double>(q), Pointer<double>(k), Pointer<double>(v), Kernels.RawStorage.PointerOrNull<double>(decay),
                     gamma, node.DecayPhase is null ? null : new(re, im), Pointer<double>(y), shape);
         }
-        return y;
+        return output is null ? y : ProjectionModule.Product(y, output, null, Slot(4, keepOutput));
     }
 
     private static unsafe T* Pointer<T>(Tensor t) where T : unmanaged => Kernels.RawStorage.Pointer<T>(t);

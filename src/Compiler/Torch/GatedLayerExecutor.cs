@@ -24,10 +24,12 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
     private readonly ProjectionModule? decay;
     private readonly RecurrenceModule recurrence;
     private readonly ActivationKind featureMap;
+    private readonly bool resultDies;
 
-    private GatedLayerExecutor(RaiseAttention.Layer layer, NodeModule?[] modules)
+    private GatedLayerExecutor(RaiseAttention.Layer layer, NodeModule?[] modules, bool resultDies)
     {
         Layer = layer;
+        this.resultDies = resultDies;
         inputValue = (ProjectionModule)modules[layer.Interior[0].Index]!;
         inputKey = (ProjectionModule)modules[layer.Interior[1].Index]!;
         recurrence = (RecurrenceModule)modules[layer.Interior[3].Index]!;
@@ -49,35 +51,41 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
 
     public IReadOnlyList<int> Interior { get; }
 
-    public Tensor? TryRun(Tensor[] values, Workspace? workspace) => TryRun(values[Trigger]);
+    public Tensor? TryRun(Tensor[] values, Workspace? workspace) => TryRun(values[Trigger], workspace?.For(~Result));
 
     /// <summary>The layers of a graph that this executor can run (fixed or trainable eigenvalues, real or complex, or an input-dependent decay).</summary>
     public static IReadOnlyList<GatedLayerExecutor> For(Graph graph, NodeModule?[] modules) =>
         RaiseAttention.Layers(graph, withInputDependentDecay: true)
-            .Select(l => new GatedLayerExecutor(l, modules))
+            .Select(l => new GatedLayerExecutor(l, modules, Workspace.DiesWithinPass(graph, l.Readout.Index)))
             .ToList();
 
-    /// <summary>y: [batch, time, out] for x: [batch, time, in], or null when the structure is absent or gradients are on.</summary>
-    public Tensor? TryRun(Tensor x)
+    /// <summary>
+    /// y: [batch, time, out] for x: [batch, time, in], or null when the structure is absent or gradients are on. Scratch
+    /// tensors come from <paramref name="kept"/> buffers when given (the result too when it dies within the pass), else
+    /// from recycled memory when large.
+    /// </summary>
+    public Tensor? TryRun(Tensor x, KeptBuffers? kept = null)
     {
         if (is_grad_enabled() || x.device.type != DeviceType.CPU) return null;
         var reading = Current(x.dtype);
-        if (reading.Raised is { } attention) return attention.Forward([x]);
+        if (reading.Raised is { } attention) return kept is null ? attention.Forward([x]) : attention.Recurrent(x, kept, resultDies).alias();
         if (reading.Selection is not { } layout) return null;
+        Func<long[], ScalarType, Tensor> Slot(int slot, bool allowed = true) =>
+            kept is { } buffers && allowed ? (shape, dtype) => buffers.Take(slot, shape, dtype, x.device) : LargeTensors.Empty;
         using var scope = NewDisposeScope();
         int batch = (int)x.shape[0], time = (int)x.shape[1], width = layout.Values + layout.Keys;
         // both input-gate projections in one product: rows values | keys; a feature map gives the keys a tensor of their own
-        // large products and sums come from recycled memory, as a projection's do
-        var value = ProjectionModule.Product(x, layout.InputWeight, layout.InputBias, LargeTensors.Empty);
+        var value = ProjectionModule.Product(x, layout.InputWeight, layout.InputBias, Slot(0));
         var (key, keyOffset, keyStride) = featureMap == ActivationKind.Identity
             ? (value, layout.Values, width)
             : (Convert.Apply(featureMap, value.narrow(2, layout.Values, layout.Keys)).contiguous(), 0, layout.Keys);
-        var sums = LargeTensors.Empty([batch, time, layout.Groups], x.dtype);
+        var sums = Slot(1)([batch, time, layout.Groups], x.dtype);
         // per-step eigenvalues of the neurons with an input-dependent decay: sigmoid of the distinct decay rows
         var decays = layout.Decay is { } rows ? nn.functional.linear(x, rows.Weight, rows.Bias).sigmoid_().contiguous() : null;
         if (x.dtype == ScalarType.Float32) Loop(value, key, keyOffset, sums, decays, layout.Single, batch, time, width, keyStride);
         else Loop(value, key, keyOffset, sums, decays, layout.Double, batch, time, width, keyStride);
-        return ProjectionModule.Product(sums, layout.ReadoutColumns, null, LargeTensors.Empty).MoveToOuterDisposeScope();
+        var y = ProjectionModule.Product(sums, layout.ReadoutColumns, null, Slot(2, resultDies));
+        return (kept is not null && resultDies ? y.alias() : y).MoveToOuterDisposeScope();
     }
 
     private static unsafe void Loop<T>(Tensor value, Tensor key, int keyOffset, Tensor sums, Tensor? decays, Schedule<T> schedule, int batch,
