@@ -199,10 +199,21 @@ public static class RaiseAttention
     }
 
     /// <summary>
-    /// A head of key and value width 1 for one (output neuron, memory neuron) pair, vectors normalised; Decay: the class of
+    /// A head of key and value width 1 for one (output neuron, memory neuron) pair, vectors normalised, its output column
+    /// Weight times the output neuron's Column (shared by its pairs, so formed only when needed); Decay: the class of
     /// the memory neuron's decay row (-1 for a fixed eigenvalue).
     /// </summary>
-    private sealed record PairHead(double[] Value, double[] Key, double[] Query, double[] Out, int Decay);
+    private sealed record PairHead(double[] Value, double[] Key, double[] Query, double[] Column, double Weight, int Decay)
+    {
+        public double[] Out() => Column.Select(w => w * Weight).ToArray();
+
+        public void AddTo(double[] sum)
+        {
+            for (int o = 0; o < sum.Length; o++) sum[o] += Weight * Column[o];
+        }
+
+        public bool Reads => Weight != 0 && Column.Any(w => w != 0);
+    }
 
     /// <summary>The causal linear attention computing the same function as the layer, or null when it has none.</summary>
     internal static Attention? Raise(Layer layer) => Recover(layer).Item1;
@@ -248,31 +259,59 @@ public static class RaiseAttention
             if (Math.Abs(Bias(layer.InputValue, i)) > Zero || Math.Abs(Bias(layer.InputKey, i)) > Zero)
                 return (null, new($"memory neuron {i} has a bias in its input gate; attention has no constant term", "remove the biases of memory neurons"));
         var pairs = new List<PairHead>();
-        var (bg, bx, readout) = (layer.OutputValue.Weights!.Weight, layer.OutputQuery.Weights!.Weight, layer.ReadoutNode.Weights!.Weight);
+        var (bg, bx, readout) = (layer.OutputValue.Weights!.Weight.Data, layer.OutputQuery.Weights!.Weight.Data, layer.ReadoutNode.Weights!.Weight);
         int outputs = layer.ReadoutNode.OutFeatures;
+        bool insidePhi = phi != ActivationKind.Identity;
+        // vectors are made unit vectors, their scales moved to the output column (keys and queries inside a feature map
+        // keep theirs); each memory neuron's factors once, whichever output neurons read it
+        var factors = new (double[] Value, double[] Key, double Scale)?[n];
+        (double[] Value, double[] Key, double Scale) Factors(int k)
+        {
+            if (factors[k] is { } known) return known;
+            var (v, sv) = Unit(Row(layer.InputValue, k));
+            var (key, sk) = insidePhi ? (Row(layer.InputKey, k), 1.0) : Unit(Row(layer.InputKey, k));
+            return (factors[k] = (v, key, sv * sk)).Value;
+        }
+        var memoryNeurons = new List<int>();
+        var queryNeurons = new List<int>();
         for (int m = 0; m < layer.OutputValue.OutFeatures; m++)
         {
-            var gRow = Enumerable.Range(0, n).Select(k => bg[m, k]).ToArray();
-            var xRow = Enumerable.Range(0, n).Select(k => bx[m, k]).ToArray();
-            bool OnlyOn(double[] row, bool queries) => row.Select((w, k) => Math.Abs(w) <= Zero || isQuery[k] == queries).All(b => b);
-            double[] memoryRow, queryRow;
-            if (OnlyOn(gRow, false) && OnlyOn(xRow, true)) (memoryRow, queryRow) = (gRow, xRow);
-            else if (OnlyOn(gRow, true) && OnlyOn(xRow, false)) (memoryRow, queryRow) = (xRow, gRow);
-            else return (null, new($"output neuron {m} does not multiply memory neurons by query neurons", "let one output factor read only lambda != 0 neurons and the other only lambda = 0 neurons"));
-            var queryNeurons = Enumerable.Range(0, n).Where(k => Math.Abs(queryRow[k]) > Zero).ToArray();
-            if (phi != ActivationKind.Identity && queryNeurons.Length > 1)
+            // one output factor reads only memory neurons (lambda != 0), the other only query neurons (lambda = 0)
+            bool gOnMemory = false, gOnQuery = false, xOnMemory = false, xOnQuery = false;
+            for (int k = 0, at = m * n; k < n; k++, at++)
+            {
+                if (Math.Abs(bg[at]) > Zero) (gOnQuery, gOnMemory) = (gOnQuery || isQuery[k], gOnMemory || !isQuery[k]);
+                if (Math.Abs(bx[at]) > Zero) (xOnQuery, xOnMemory) = (xOnQuery || isQuery[k], xOnMemory || !isQuery[k]);
+            }
+            var (memoryRow, queryRow) = !gOnQuery && !xOnMemory ? (bg, bx)
+                : !gOnMemory && !xOnQuery ? (bx, bg)
+                : (null, null);
+            if (memoryRow is null || queryRow is null)
+                return (null, new($"output neuron {m} does not multiply memory neurons by query neurons", "let one output factor read only lambda != 0 neurons and the other only lambda = 0 neurons"));
+            memoryNeurons.Clear();
+            queryNeurons.Clear();
+            for (int k = 0, at = m * n; k < n; k++, at++)
+            {
+                if (Math.Abs(memoryRow[at]) > Zero && !isQuery[k]) memoryNeurons.Add(k);
+                if (Math.Abs(queryRow[at]) > Zero) queryNeurons.Add(k);
+            }
+            if (insidePhi && queryNeurons.Count > 1)
                 return (null, new($"output neuron {m} mixes several query neurons under a feature map", "select one query neuron per output neuron"));
             var q = new double[d];
             var factor = 1.0;
-            if (phi == ActivationKind.Identity)
-                foreach (var k in queryNeurons) for (int c = 0; c < d; c++) q[c] += queryRow[k] * query[k].Scale * query[k].Row[c];
-            else if (queryNeurons.Length == 1) (q, factor) = (query[queryNeurons[0]].Row, queryRow[queryNeurons[0]] * query[queryNeurons[0]].Scale);
-            var column = Enumerable.Range(0, outputs).Select(o => readout[o, m] * factor).ToArray();
-            foreach (var k in memory.Where(k => Math.Abs(memoryRow[k]) > Zero))
-                pairs.Add(Normalised(Row(layer.InputValue, k), Row(layer.InputKey, k), q, column.Select(w => w * memoryRow[k]).ToArray(),
-                    insidePhi: phi != ActivationKind.Identity) with { Decay = decayOf[k] });
+            if (!insidePhi)
+                foreach (var k in queryNeurons) for (int c = 0; c < d; c++) q[c] += queryRow[m * n + k] * query[k].Scale * query[k].Row[c];
+            else if (queryNeurons.Count == 1) (q, factor) = (query[queryNeurons[0]].Row, queryRow[m * n + queryNeurons[0]] * query[queryNeurons[0]].Scale);
+            var (unitQuery, queryScale) = insidePhi ? (q, 1.0) : Unit(q);
+            var column = Enumerable.Range(0, outputs).Select(o => readout[o, m] * factor * queryScale).ToArray();
+            foreach (var k in memoryNeurons)
+            {
+                var (value, key, scale) = Factors(k);
+                var weight = memoryRow[m * n + k] * scale;
+                pairs.Add(new PairHead(value, key, unitQuery, column, weight, decayOf[k]));
+            }
         }
-        var heads = Merge(pairs.Where(p => p.Out.Any(w => w != 0)).ToList(), swappable: phi == ActivationKind.Identity);
+        var heads = Merge(pairs.Where(p => p.Reads).ToList(), swappable: phi == ActivationKind.Identity);
         if (heads.Count == 0) heads = [new Head([new double[d]], [new double[d]], [new double[d]], new double[outputs, 1], decayRows.Count > 0 ? 0 : -1)];
         return (Build(layer, heads, d, outputs, phi, magnitude, phase, decayRows), default);
     }
@@ -282,8 +321,8 @@ public static class RaiseAttention
     {
         Projection?[] projections = [layer.InputValue, layer.InputKey, layer.OutputValue, layer.OutputQuery, layer.ReadoutNode, layer.Decay?.Projection];
         foreach (var p in projections.OfType<Projection>())
-            if (p.Weights is { } w && (!w.Weight.Data.All(double.IsFinite) || w.Bias is { } b && !b.Data.All(double.IsFinite))) return p.Name;
-        return layer.Recurrence.Lambda is { } lambda && !lambda.Data.All(double.IsFinite) ? layer.Recurrence.Name : null;
+            if (p.Weights is { } w && (!w.Weight.IsFinite || w.Bias is { IsFinite: false })) return p.Name;
+        return layer.Recurrence.Lambda is { IsFinite: false } ? layer.Recurrence.Name : null;
     }
 
     /// <summary>The distinct rows [P | p] of an input-dependent decay, and per neuron the one it reads (-1: a fixed eigenvalue).</summary>
@@ -300,15 +339,6 @@ public static class RaiseAttention
             of[i] = classes.Of([.. Enumerable.Range(0, d).Select(c => w.Weight[row, c]), w.Bias is { } b ? b[row] : 0]);
         }
         return (Enumerable.Range(0, classes.Count).Select(c => classes[c]).ToList(), of);
-    }
-
-    /// <summary>Unit vectors, their scales moved to the output column; keys and queries inside a feature map keep theirs.</summary>
-    private static PairHead Normalised(double[] value, double[] key, double[] query, double[] column, bool insidePhi)
-    {
-        var (v, sv) = Unit(value);
-        var (k, sk) = insidePhi ? (key, 1.0) : Unit(key);
-        var (q, sq) = insidePhi ? (query, 1.0) : Unit(query);
-        return new PairHead(v, k, q, column.Select(w => w * sv * sk * sq).ToArray(), -1);
     }
 
     /// <summary>v / s with s the norm, signed so the largest entry is positive.</summary>
@@ -363,7 +393,7 @@ public static class RaiseAttention
                 .FirstOrDefault(c => members.All(i => keyOf[i] == c || (swappable && valueOf[i] == c)));
             if (key is null)
             {
-                foreach (var i in members) groups.Add((pairs[i].Key, pairs[i].Query, [(valueOf[i], pairs[i].Value, pairs[i].Out)], byQuery.Key.Decay));
+                foreach (var i in members) groups.Add((pairs[i].Key, pairs[i].Query, [(valueOf[i], pairs[i].Value, pairs[i].Out())], byQuery.Key.Decay));
                 continue;
             }
             var values = new List<(int Class, double[] Value, double[] Out)>();
@@ -371,8 +401,8 @@ public static class RaiseAttention
             {
                 var (value, valueClass) = keyOf[i] == key ? (pairs[i].Value, valueOf[i]) : (pairs[i].Key, keyOf[i]);
                 var existing = values.FindIndex(v => v.Class == valueClass);
-                if (existing < 0) values.Add((valueClass, value, (double[])pairs[i].Out.Clone()));
-                else for (int o = 0; o < pairs[i].Out.Length; o++) values[existing].Out[o] += pairs[i].Out[o];
+                if (existing < 0) values.Add((valueClass, value, pairs[i].Out()));
+                else pairs[i].AddTo(values[existing].Out);
             }
             values = values.OrderBy(v => string.Join(",", v.Value.Select(x => Math.Round(x, 9)))).ToList();
             var query = classes[byQuery.Key.Query];

@@ -26,7 +26,15 @@ public sealed record DoubleTensor
 
     public double this[int row, int column] => Data[row * Shape[1] + column];
 
-    public bool IsFinite => Data.All(double.IsFinite);
+    public bool IsFinite
+    {
+        get
+        {
+            for (int i = 0; i < Data.Count; i++)
+                if (!double.IsFinite(Data[i])) return false;
+            return true;
+        }
+    }
 
     public static DoubleTensor Vector(params double[] values) => new(ValueList.Of(values.Length), values);
 
