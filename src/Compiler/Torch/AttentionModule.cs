@@ -46,13 +46,13 @@ internal sealed class AttentionModule : NodeModule
 
     /// <summary>The fused loop writing its projections, heads and output into kept buffers.</summary>
     public override Tensor Forward(IReadOnlyList<Tensor> inputs, KeptBuffers kept) =>
-        RunsRecurrent(inputs[0]) ? Recurrent(inputs[0], kept, keepOutput: true).alias() : Forward(inputs);
+        RunsRecurrent(inputs[0]) ? Recurrent(inputs[0], kept).alias() : Forward(inputs);
 
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
         var x = inputs[0];
         long batch = x.shape[0], time = x.shape[1];
-        if (RunsRecurrent(x)) return Recurrent(x, null, keepOutput: false);
+        if (RunsRecurrent(x)) return Recurrent(x, null);
         var (q, k, v) = (Heads(x, query, node.KeyWidth), Heads(x, key, node.KeyWidth), Heads(x, value, node.ValueWidth));
         Tensor mixed;
         if (IsLinear && node.Causal && node.DecayPhase is null && execution != ExecutionMode.TorchOps && time > Chunk)
@@ -137,13 +137,13 @@ internal sealed class AttentionModule : NodeModule
     /// <summary>
     /// Without gradients, on the CPU: the recurrent form as one fused loop (<see cref="Kernels.LinearAttentionLoop"/>),
     /// O(T key value) per head with the state in cache, then the output projection. Projections, heads and output
-    /// come from recycled memory when large, or from <paramref name="kept"/> buffers (the output only when
-    /// <paramref name="keepOutput"/>: when it dies within the pass).
+    /// come from recycled memory when large, or from <paramref name="kept"/> buffers (the output only when it dies
+    /// within the pass).
     /// </summary>
-    internal Tensor Recurrent(Tensor x, KeptBuffers? kept, bool keepOutput)
+    internal Tensor Recurrent(Tensor x, KeptBuffers? kept)
     {
-        Func<long[], ScalarType, Tensor> Slot(int slot, bool allowed = true) =>
-            kept is { } buffers && allowed ? (shape, dtype) => buffers.Take(slot, shape, dtype, x.device) : Kernels.LargeTensors.Empty;
+        var keepOutput = kept?.ResultDies == true;
+        Func<long[], ScalarType, Tensor> Slot(int slot, bool keep = true) => KeptBuffers.Allocator(kept, slot, x.device, keep);
         Tensor Project(Tensor weight, int slot) => ProjectionModule.Product(x, weight, null, Slot(slot));
         var q = Convert.Apply(node.FeatureMap, Project(query, 0)).contiguous();
         var k = Convert.Apply(node.FeatureMap, Project(key, 1)).contiguous();

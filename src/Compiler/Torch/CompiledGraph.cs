@@ -16,7 +16,6 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     private readonly ILookup<int, (IFusedExecutor Executor, FusedGroup Group)> executorsByTrigger;
 
     private readonly Workspace? workspace;
-    private readonly bool[]? diesWithinPass;
 
     internal CompiledGraph(Graph graph, ScalarType dtype, Device device, ExecutionMode execution, bool reuseBuffers = false) : base("graph")
     {
@@ -24,8 +23,7 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
         DType = dtype;
         Device = device;
         Execution = execution;
-        workspace = reuseBuffers ? new Workspace() : null;
-        diesWithinPass = reuseBuffers ? Enumerable.Range(0, graph.Nodes.Count).Select(i => Workspace.DiesWithinPass(graph, i)).ToArray() : null;
+        workspace = reuseBuffers ? new Workspace(graph) : null;
         nodeModules = graph.Nodes.Select(n => ModuleFactory.Create(n, dtype, execution)).ToArray();
         foreach (var module in nodeModules)
             if (module is not null) register_module(module.GetName(), module);
@@ -110,7 +108,7 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
             else if (fused.ContainsKey(~i)) continue;
             else
                 values[i] = nodeModules[i] is { } module
-                    ? buffers is not null && diesWithinPass![i]
+                    ? buffers is not null && buffers.Dies(i)
                         ? module.Forward(Graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray(), buffers.For(i))
                         : module.Forward(Graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray())
                     : inputs[next++];

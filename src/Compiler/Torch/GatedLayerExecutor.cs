@@ -24,12 +24,10 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
     private readonly ProjectionModule? decay;
     private readonly RecurrenceModule recurrence;
     private readonly ActivationKind featureMap;
-    private readonly bool resultDies;
 
-    private GatedLayerExecutor(RaiseAttention.Layer layer, NodeModule?[] modules, bool resultDies)
+    private GatedLayerExecutor(RaiseAttention.Layer layer, NodeModule?[] modules)
     {
         Layer = layer;
-        this.resultDies = resultDies;
         inputValue = (ProjectionModule)modules[layer.Interior[0].Index]!;
         inputKey = (ProjectionModule)modules[layer.Interior[1].Index]!;
         recurrence = (RecurrenceModule)modules[layer.Interior[3].Index]!;
@@ -56,7 +54,7 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
     /// <summary>The layers of a graph that this executor can run (fixed or trainable eigenvalues, real or complex, or an input-dependent decay).</summary>
     public static IReadOnlyList<GatedLayerExecutor> For(Graph graph, NodeModule?[] modules) =>
         RaiseAttention.Layers(graph, withInputDependentDecay: true)
-            .Select(l => new GatedLayerExecutor(l, modules, Workspace.DiesWithinPass(graph, l.Readout.Index)))
+            .Select(l => new GatedLayerExecutor(l, modules))
             .ToList();
 
     /// <summary>
@@ -68,10 +66,10 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
     {
         if (is_grad_enabled() || x.device.type != DeviceType.CPU) return null;
         var reading = Current(x.dtype);
-        if (reading.Raised is { } attention) return kept is null ? attention.Forward([x]) : attention.Recurrent(x, kept, resultDies).alias();
+        if (reading.Raised is { } attention) return kept is null ? attention.Forward([x]) : attention.Recurrent(x, kept).alias();
         if (reading.Selection is not { } layout) return null;
-        Func<long[], ScalarType, Tensor> Slot(int slot, bool allowed = true) =>
-            kept is { } buffers && allowed ? (shape, dtype) => buffers.Take(slot, shape, dtype, x.device) : LargeTensors.Empty;
+        var resultDies = kept?.ResultDies == true;
+        Func<long[], ScalarType, Tensor> Slot(int slot, bool keep = true) => KeptBuffers.Allocator(kept, slot, x.device, keep);
         using var scope = NewDisposeScope();
         int batch = (int)x.shape[0], time = (int)x.shape[1], width = layout.Values + layout.Keys;
         // both input-gate projections in one product: rows values | keys; a feature map gives the keys a tensor of their own
@@ -85,7 +83,7 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
         if (x.dtype == ScalarType.Float32) Loop(value, key, keyOffset, sums, decays, layout.Single, batch, time, width, keyStride);
         else Loop(value, key, keyOffset, sums, decays, layout.Double, batch, time, width, keyStride);
         var y = ProjectionModule.Product(sums, layout.ReadoutColumns, null, Slot(2, resultDies));
-        return (kept is not null && resultDies ? y.alias() : y).MoveToOuterDisposeScope();
+        return (resultDies ? y.alias() : y).MoveToOuterDisposeScope();
     }
 
     private static unsafe void Loop<T>(Tensor value, Tensor key, int keyOffset, Tensor sums, Tensor? decays, Schedule<T> schedule, int batch,

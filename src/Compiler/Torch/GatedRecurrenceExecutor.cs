@@ -34,15 +34,13 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         {
             if (Absorbed is not { } projection) return values[Node].contiguous();
             if (is_grad_enabled()) return ProjectionModule.Product(values[Source], projection.Weight, projection.BiasWeight, null);
-            return ProjectionModule.Product(values[Source], projection.Weight, null,
-                kept is { } buffers ? (shape, dtype) => buffers.Take(slot, shape, dtype, values[Source].device) : LargeTensors.Empty);
+            return ProjectionModule.Product(values[Source], projection.Weight, null, KeptBuffers.Allocator(kept, slot, values[Source].device));
         }
     }
 
     private readonly Operand value, gating;
     private readonly ActivationKind activation;
     private readonly RecurrenceModule recurrence;
-    private readonly bool resultDies;
 
     private GatedRecurrenceExecutor(Graph graph, NodeModule?[] modules, NodeId gateId, NodeId recurrenceId, int[] readers)
     {
@@ -50,7 +48,6 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         value = Operand.Of(graph, modules, readers, gate.Value);
         gating = Operand.Of(graph, modules, readers, gate.Gating);
         (activation, recurrence) = (gate.Activation, (RecurrenceModule)modules[recurrenceId.Index]!);
-        resultDies = Workspace.DiesWithinPass(graph, recurrenceId.Index);
         Trigger = Math.Max(value.Source, gating.Source);
         Result = recurrenceId.Index;
         Interior = [gateId.Index, .. new[] { value, gating }.Where(o => o.Absorbed is not null).Select(o => o.Node)];
@@ -82,6 +79,7 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         using var scope = NewDisposeScope();
         // kept buffers: the gate's product always (only this pass reads it), the value's (then the state) when the state dies within the pass
         var kept = workspace?.For(~Result);
+        var resultDies = kept?.ResultDies == true;
         var v = value.Compute(values, resultDies ? kept : null, 0);
         var g = gating.Compute(values, kept, 1);
         var (valueBias, gateBias) = (value.Absorbed?.BiasWeight?.contiguous(), gating.Absorbed?.BiasWeight?.contiguous());
@@ -89,7 +87,7 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
         // the value's projection, run by this group, produced a tensor nothing else holds: h is written over it,
         // sparing a fresh [batch, time, width] allocation (never over an input the caller passed)
         var h = value.Absorbed is not null ? v
-            : kept is { } forResult && resultDies ? forResult.Take(0, v.shape, v.dtype, v.device)
+            : resultDies ? kept!.Value.Take(0, v.shape, v.dtype, v.device)
             : LargeTensors.EmptyLike(v);
         var shape = new GatedScan.Shape((int)v.shape[0], (int)v.shape[1], (int)v.shape[2]);
         lambda = lambda.contiguous();

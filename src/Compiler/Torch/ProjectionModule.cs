@@ -36,7 +36,7 @@ internal sealed class ProjectionModule : NodeModule
 
     /// <summary>The same product written into a kept buffer.</summary>
     public override Tensor Forward(IReadOnlyList<Tensor> inputs, KeptBuffers kept) =>
-        Product(inputs[0], weight, bias, (shape, dtype) => kept.Take(0, shape, dtype, inputs[0].device)).alias();
+        Product(inputs[0], weight, bias, KeptBuffers.Allocator(kept, 0, inputs[0].device)).alias();
 
     /// <summary>
     /// x W^T + b: into a tensor from <paramref name="allocate"/> (the bias copied in, then the product added to

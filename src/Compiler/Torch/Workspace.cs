@@ -8,10 +8,15 @@ namespace Duality.Torch;
 /// each owned by one node or one fused group and one of its slots, for values that die within the pass. A buffer is
 /// allocated again only when the shape, type or device changes.
 /// </summary>
-internal sealed class Workspace : IDisposable
+internal sealed class Workspace(Graph graph) : IDisposable
 {
+    private readonly bool[] dies = Enumerable.Range(0, graph.Nodes.Count).Select(node => DiesWithinPass(graph, node)).ToArray();
+
     /// <summary>The buffers of one node (owner = its index) or one fused group (owner = ~ its result's index).</summary>
     public KeptBuffers For(int owner) => new(this, owner);
+
+    /// <summary>Whether node <paramref name="node"/>'s value may live in a kept buffer (<see cref="DiesWithinPass(Graph, int)"/>).</summary>
+    public bool Dies(int node) => dies[node];
 
     private readonly Dictionary<(int Owner, int Slot), Tensor> buffers = [];
 
@@ -35,7 +40,7 @@ internal sealed class Workspace : IDisposable
     /// Whether a node's value can live in a reused buffer: it is no output of the graph, and each node reading
     /// it computes a new tensor rather than a view of it (a slice, an identity activation).
     /// </summary>
-    public static bool DiesWithinPass(Graph graph, int node) =>
+    private static bool DiesWithinPass(Graph graph, int node) =>
         !graph.Outputs.Any(o => o.Index == node)
         && graph.Nodes.Where(n => n.Sources.Any(s => s.Index == node)).All(reader => reader switch
         {
@@ -49,4 +54,14 @@ internal sealed class Workspace : IDisposable
 internal readonly record struct KeptBuffers(Workspace Workspace, int Owner)
 {
     public Tensor Take(int slot, long[] shape, ScalarType dtype, Device device) => Workspace.Take(Owner, slot, shape, dtype, device);
+
+    /// <summary>Whether the owner's result (the node's value, or the group's result) dies within the pass.</summary>
+    public bool ResultDies => Workspace.Dies(Owner >= 0 ? Owner : ~Owner);
+
+    /// <summary>
+    /// Where a kernel writes the tensor of one slot: the owner's kept buffer when there are buffers and
+    /// <paramref name="keep"/> allows it, else recycled memory (<see cref="Kernels.LargeTensors"/>) when large.
+    /// </summary>
+    public static Func<long[], ScalarType, Tensor> Allocator(KeptBuffers? kept, int slot, Device device, bool keep = true) =>
+        kept is { } buffers && keep ? (shape, dtype) => buffers.Take(slot, shape, dtype, device) : Kernels.LargeTensors.Empty;
 }
