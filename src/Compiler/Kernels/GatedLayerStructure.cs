@@ -18,12 +18,10 @@ internal sealed record GatedLayerStructure(GatedLayerLoop.Plan Plan, double[][] 
     /// </summary>
     public static GatedLayerStructure? Of(RaiseAttention.Layer layer)
     {
-        var lambda = layer.Recurrence.Lambda!;
-        var complex = layer.Recurrence.State == StateKind.Complex;
-        int memory = layer.Decay?.Memory.Width ?? 0;
-        // neurons with an input-dependent decay have no eigenvalue: 1 stands in, never read
-        var real = Enumerable.Repeat(1.0, memory).Concat(Enumerable.Range(0, lambda.Shape[0]).Select(n => complex ? lambda[n, 0] : lambda[n])).ToArray();
-        var imaginary = complex ? Enumerable.Range(0, lambda.Shape[0]).Select(n => lambda[n, 1]).ToArray() : null;
+        // neurons with an input-dependent decay have no eigenvalue: the stand-in is never read
+        var eigenvalues = layer.Eigenvalues();
+        var real = eigenvalues.Select(e => e.Re).ToArray();
+        var imaginary = layer.Recurrence.State == StateKind.Complex ? eigenvalues.Select(e => e.Im).ToArray() : null;
         var (decayRows, decayRow) = layer.Decay is { } split ? DecayRowsOf(split, layer.Neurons) : ([], null);
         return Read(Augmented(layer.InputValue), Augmented(layer.InputKey), real, Matrix(layer.OutputValue.Weights!.Weight),
             Matrix(layer.OutputQuery.Weights!.Weight), Matrix(layer.ReadoutNode.Weights!.Weight), imaginary, decayRows, decayRow);

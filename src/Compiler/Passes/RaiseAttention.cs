@@ -86,6 +86,17 @@ public static class RaiseAttention
     {
         /// <summary>Recurrent neurons: the input gate's width.</summary>
         public int Neurons => (Decay?.Memory.Width ?? 0) + Recurrence.Width;
+
+        /// <summary>
+        /// Each neuron's eigenvalue (re, im): the neurons with an input-dependent decay come first, 1 standing in for
+        /// their eigenvalue, then those of Recurrence.
+        /// </summary>
+        public (double Re, double Im)[] Eigenvalues()
+        {
+            var (lambda, complex) = (Recurrence.Lambda!, Recurrence.State == StateKind.Complex);
+            return [.. Enumerable.Repeat((1.0, 0.0), Decay?.Memory.Width ?? 0),
+                .. Enumerable.Range(0, Recurrence.Width).Select(i => complex ? (lambda[i, 0], lambda[i, 1]) : (lambda[i], 0.0))];
+        }
     }
 
     /// <summary>
@@ -222,24 +233,20 @@ public static class RaiseAttention
     {
         if (NonFinite(layer) is { } node)
             return (null, new($"{node} holds a NaN or infinite weight", "fix the weights (a diverged training run?) before raising"));
-        var r = layer.Recurrence;
         int n = layer.Neurons, d = layer.InputValue.InFeatures, decayed = layer.Decay?.Memory.Width ?? 0;
-        // neurons with an input-dependent decay come first (eigenvalue 1 stands in for theirs), then those of Recurrence
-        var lambdas = Enumerable.Repeat((1.0, 0.0), decayed)
-            .Concat(Enumerable.Range(0, r.Width).Select(i => r.State == StateKind.Complex ? (r.Lambda![i, 0], r.Lambda[i, 1]) : (r.Lambda![i], 0.0)))
-            .ToArray();
-        var isQuery = lambdas.Select(l => Math.Abs(l.Item1) <= Zero && Math.Abs(l.Item2) <= Zero).ToArray();
+        var lambdas = layer.Eigenvalues();
+        var isQuery = lambdas.Select(l => Math.Abs(l.Re) <= Zero && Math.Abs(l.Im) <= Zero).ToArray();
         var memory = Enumerable.Range(0, n).Where(i => !isQuery[i]).ToArray();
         if (memory.Length == 0) return (null, new("no neuron has a non-zero eigenvalue, so nothing is remembered", "this layer is feed-forward"));
         if (decayed > 0 && memory.Any(i => i >= decayed))
             return (null, new("neurons of fixed non-zero eigenvalue sit beside neurons with an input-dependent decay; one attention has one kind of decay",
                 "give the neurons after the decayed ones eigenvalue 0 (queries)"));
         var gamma = lambdas[memory[0]];
-        if (memory.Any(i => Math.Abs(lambdas[i].Item1 - gamma.Item1) > 1e-9 || Math.Abs(lambdas[i].Item2 - gamma.Item2) > 1e-9))
+        if (memory.Any(i => Math.Abs(lambdas[i].Re - gamma.Re) > 1e-9 || Math.Abs(lambdas[i].Im - gamma.Im) > 1e-9))
             return (null, new("memory neurons have different eigenvalues; one attention has one decay", "split the layer by eigenvalue"));
         var (decayRows, decayOf) = DecayClasses(layer, n);
-        var magnitude = Math.Sqrt(gamma.Item1 * gamma.Item1 + gamma.Item2 * gamma.Item2);
-        var phase = Math.Atan2(gamma.Item2, gamma.Item1);
+        var magnitude = Math.Sqrt(gamma.Re * gamma.Re + gamma.Im * gamma.Im);
+        var phase = Math.Atan2(gamma.Im, gamma.Re);
         if (magnitude > 1 + 1e-12)
             return (null, new($"the memory eigenvalue has modulus {magnitude}, larger than 1", "attention decays need |lambda| <= 1"));
         var phi = layer.Input.Activation;
