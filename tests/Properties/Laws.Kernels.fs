@@ -91,6 +91,12 @@ let private fastEqualsPlain (g: Graph) (x: Sequence) label =
     let run execution = noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution)).forward(x) |> ofTensor)
     within 1e-10 (scaledError (run ExecutionMode.TorchOps) (run ExecutionMode.Auto)) label
 
+/// A fast run and a plain one agree: outputs, input gradients (float64, <= 1e-10) and every parameter gradient.
+let private sameRuns (yOps, dxOps, gradsOps) (yFast, dxFast, gradsFast) =
+    within 1e-10 (scaledError yOps yFast) "outputs"
+    && within 1e-10 (scaledError dxOps dxFast) "input gradients"
+    && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFast
+
 /// A module's forward (float64) equals plain TorchSharp operations on the weights it holds now.
 let private agreesWithItsWeights (model: Duality.Torch.CompiledGraph) (x: torch.Tensor) label =
     let expected = noGrad (fun () -> model.ToGraph().Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = ExecutionMode.TorchOps)).forward(x) |> ofTensor)
@@ -187,11 +193,7 @@ let tests =
         testPropertyWithConfig config "fused scan = TorchSharp step loop: outputs, input and parameter gradients (float64, scaled error <= 1e-10)" <|
             Prop.forAll (Arb.fromGen recurrenceCase) (fun c ->
                 let g = recurrenceGraph c
-                let yFused, dxFused, gradsFused = run g ExecutionMode.Auto c
-                let yOps, dxOps, gradsOps = run g ExecutionMode.TorchOps c
-                within 1e-10 (scaledError yOps yFused) "outputs"
-                && within 1e-10 (scaledError dxOps dxFused) "input gradients"
-                && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFused)
+                sameRuns (run g ExecutionMode.TorchOps c) (run g ExecutionMode.Auto c))
 
         testCase "fused scan = TorchSharp step loop on sequences large enough for streaming stores (float64, <= 1e-10)" <| fun () ->
             for kind, loss in [ 0, Loss.Probe; 0, Loss.Sum; 1, Loss.StepWeights ] do
@@ -206,11 +208,7 @@ let tests =
         testPropertyWithConfig { config with maxTest = 60 } "chunked causal linear attention = masked form: outputs, input and parameter gradients (float64, <= 1e-10)" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->
                 let g = Duality.Testing.Generators.attentionGraph c.Layer
-                let yFast, dxFast, gradsFast = runAttention g ExecutionMode.Auto c.Layer
-                let yOps, dxOps, gradsOps = runAttention g ExecutionMode.TorchOps c.Layer
-                within 1e-10 (scaledError yOps yFast) "outputs"
-                && within 1e-10 (scaledError dxOps dxFast) "input gradients"
-                && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFast)
+                sameRuns (runAttention g ExecutionMode.TorchOps c.Layer) (runAttention g ExecutionMode.Auto c.Layer))
 
         testPropertyWithConfig { config with maxTest = 60 } "fused gate + recurrence (no gradients) = node-by-node execution (float64, scaled error <= 1e-10), with the projections' biases added in the pass" <|
             Prop.forAll (Arb.fromGen gatedCase) (fun case ->
@@ -222,11 +220,7 @@ let tests =
                 let c, _, _, _, _ = case
                 let g = gatedGraph case
                 let x () = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5
-                let yFused, dxFused, gradsFused = gradients c.Loss g ExecutionMode.Auto (x ())
-                let yOps, dxOps, gradsOps = gradients c.Loss g ExecutionMode.TorchOps (x ())
-                within 1e-10 (scaledError yOps yFused) "outputs"
-                && within 1e-10 (scaledError dxOps dxFused) "input gradients"
-                && List.forall2 (fun (n1, a) (n2, b) -> n1 = n2 && (close a b || failwithf "gradient of %s differs" n1)) gradsOps gradsFused)
+                sameRuns (gradients c.Loss g ExecutionMode.TorchOps (x ())) (gradients c.Loss g ExecutionMode.Auto (x ())))
 
         testPropertyWithConfig { config with maxTest = 60 } "kept buffers (ReuseBuffers): repeated forwards equal forwards without (float64, <= 1e-12), and earlier outputs stay intact, whichever node reads the state" <|
             Prop.forAll (Arb.fromGen (Gen.zip3 gatedCase (Gen.elements [ "gated"; "plain"; "decay"; "attention"; "lowered"; "compressed" ])
