@@ -41,9 +41,7 @@ public static class RaiseAttention
         var refused = new List<Diagnostic>();
         foreach (var recurrence in graph.Nodes.OfType<LinearRecurrence>())
         {
-            var id = graph.IdOf(recurrence.Name);
-            var (layer, why) = recurrence.Decay is null ? Match(graph, id, consumers)
-                : MatchSplit(graph, id, consumers) is { } split ? (split, default) : (null, SplitShape);
+            var (layer, why) = MatchEither(graph, graph.IdOf(recurrence.Name), consumers);
             if (layer is null)
             {
                 refused.Add(new Diagnostic("not raised", recurrence.Name, recurrence.Describe(), why.Hint, Received: why.Reason));
@@ -116,12 +114,15 @@ public static class RaiseAttention
     {
         var consumers = Consumers(graph);
         foreach (var recurrence in graph.Nodes.OfType<LinearRecurrence>())
-        {
-            var id = graph.IdOf(recurrence.Name);
-            var layer = recurrence.Decay is null ? Match(graph, id, consumers).Item1 : withInputDependentDecay ? MatchSplit(graph, id, consumers) : null;
-            if (layer is not null) yield return layer;
-        }
+            if ((recurrence.Decay is null || withInputDependentDecay)
+                && MatchEither(graph, graph.IdOf(recurrence.Name), consumers).Item1 is { } layer)
+                yield return layer;
     }
+
+    /// <summary>The layer around a recurrence: the paper's form for fixed eigenvalues, the split form for an input-dependent decay.</summary>
+    private static (Layer?, Why) MatchEither(Graph g, NodeId recurrenceId, int[] consumers) =>
+        ((LinearRecurrence)g[recurrenceId]).Decay is null ? Match(g, recurrenceId, consumers)
+        : MatchSplit(g, recurrenceId, consumers) is { } split ? (split, default) : (null, SplitShape);
 
     /// <summary>How many nodes read each node, a graph output counting as a reader.</summary>
     internal static int[] Consumers(Graph graph)
