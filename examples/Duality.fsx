@@ -4,6 +4,7 @@
 #r "../src/Testing/bin/Release/net10.0/TorchSharp.dll"
 #r "../src/Testing/bin/Release/net10.0/FsCheck.dll"
 #r "../src/Testing/bin/Release/net10.0/Duality.Dsl.dll"
+#r "../src/Testing/bin/Release/net10.0/Duality.Meaning.dll"
 #r "../src/Testing/bin/Release/net10.0/Duality.Compiler.dll"
 #r "../src/Testing/bin/Release/net10.0/Duality.FSharp.dll"
 #r "../src/Testing/bin/Release/net10.0/Duality.Testing.dll"
