@@ -1,3 +1,4 @@
+using Duality.Execution;
 using Duality.Ir;
 using TorchSharp;
 using static TorchSharp.torch;

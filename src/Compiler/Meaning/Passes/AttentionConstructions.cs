@@ -21,7 +21,7 @@ public enum Construction
 /// that computes a causal linear attention exactly. Neurons [0, MemoryNeurons) hold key-value (or x x^T)
 /// sums with lambda = gamma; the rest hold the current query with lambda = 0.
 /// </summary>
-internal sealed record GatedLayer(
+internal sealed record GatedLayerWeights(
     double[,] InputValue, double[] InputValueBias, double[,] InputKey, double[] InputKeyBias, ActivationKind FeatureMap,
     int MemoryNeurons, int Neurons, double[,] OutputValue, double[,] OutputQuery, double[,] Readout,
     double[,]? DecayRows, double[]? DecayBias)
@@ -41,7 +41,7 @@ internal static class AttentionConstructions
     ///   query neuron (h, j):     value branch the constant 1 (bias), key branch W_Q row (h, j), lambda = 0
     ///   output neuron (h, i, j): memory (h, i, j) times query (h, j); D sums over j, then W_O.
     /// </summary>
-    public static GatedLayer Full(Attention a)
+    public static GatedLayerWeights Full(Attention a)
     {
         var w = a.Weights!;
         int d = a.InFeatures, heads = a.Heads, dk = a.KeyWidth, dv = a.ValueWidth;
@@ -69,7 +69,7 @@ internal static class AttentionConstructions
                 }
         }
         var (decayRows, decayBias) = DecayPerNeuron(a, memory, neuron => neuron / (dv * dk));
-        return new GatedLayer(value, valueBias, key, keyBias, a.FeatureMap, memory, n, outputValue, outputQuery,
+        return new GatedLayerWeights(value, valueBias, key, keyBias, a.FeatureMap, memory, n, outputValue, outputQuery,
             Readout(a, mixed), decayRows, decayBias);
     }
 
@@ -79,7 +79,7 @@ internal static class AttentionConstructions
     ///   query neuron (h, b):     the constant 1 times (M_h x)_b, lambda = 0
     ///   output neuron (h, i, b): (W_V^h X_t)[i, b] times (M_h x_t)_b; D sums over b, then W_O.
     /// </summary>
-    public static GatedLayer Compressed(Attention a)
+    public static GatedLayerWeights Compressed(Attention a)
     {
         var w = a.Weights!;
         int d = a.InFeatures, heads = a.Heads, dk = a.KeyWidth, dv = a.ValueWidth;
@@ -114,7 +114,7 @@ internal static class AttentionConstructions
                 }
         }
         var (decayRows, decayBias) = DecayPerNeuron(a, memory, neuron => neuron / triangle);
-        return new GatedLayer(value, valueBias, key, keyBias, a.FeatureMap, memory, n, outputValue, outputQuery,
+        return new GatedLayerWeights(value, valueBias, key, keyBias, a.FeatureMap, memory, n, outputValue, outputQuery,
             Readout(a, mixed), decayRows, decayBias);
     }
 

@@ -1,9 +1,10 @@
+using Duality.Kernels;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Duality.Kernels;
+namespace Duality.Execution;
 
 /// <summary>
 /// A 64-bit hash of the bits of contiguous CPU tensors, read in place at memory speed (four independent

@@ -1,10 +1,11 @@
+using Duality.Torch;
 using Duality.Ir;
 using Duality.Kernels;
-using Duality.Passes;
+using Duality.Structure;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Duality.Torch;
+namespace Duality.Execution;
 
 /// <summary>
 /// Structure-aware execution of a gated-RNN layer of the paper's form (input gate, real diagonal
@@ -25,27 +26,28 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
     private readonly RecurrenceModule recurrence;
     private readonly ActivationKind featureMap;
 
-    private GatedLayerExecutor(RaiseAttention.Layer layer, NodeModule?[] modules)
+    private GatedLayerExecutor(GatedLayer layer, NodeModule?[] modules)
     {
         Layer = layer;
-        inputValue = (ProjectionModule)modules[layer.Interior[0].Index]!;
-        inputKey = (ProjectionModule)modules[layer.Interior[1].Index]!;
-        recurrence = (RecurrenceModule)modules[layer.Interior[3].Index]!;
-        outputValue = (ProjectionModule)modules[layer.Interior[4].Index]!;
-        outputQuery = (ProjectionModule)modules[layer.Interior[5].Index]!;
-        readout = (ProjectionModule)modules[layer.Readout.Index]!;
-        decay = layer.Decay is { } split ? (ProjectionModule)modules[split.ProjectionNode.Index]! : null;
+        var ids = layer.Ids;
+        inputValue = (ProjectionModule)modules[ids.InputValue.Index]!;
+        inputKey = (ProjectionModule)modules[ids.InputKey.Index]!;
+        recurrence = (RecurrenceModule)modules[ids.Recurrence.Index]!;
+        outputValue = (ProjectionModule)modules[ids.OutputValue.Index]!;
+        outputQuery = (ProjectionModule)modules[ids.OutputQuery.Index]!;
+        readout = (ProjectionModule)modules[ids.Readout.Index]!;
+        decay = layer.Decay is { } split ? (ProjectionModule)modules[split.ProjectionId.Index]! : null;
         featureMap = layer.Input.Activation;
         Interior = layer.Interior.Select(n => n.Index).ToArray();
     }
 
-    public RaiseAttention.Layer Layer { get; }
+    public GatedLayer Layer { get; }
 
     public string Kind => Layer.Decay is null ? "structure-aware gated layer" : "structure-aware gated layer, input-dependent decay";
 
     public int Trigger => Layer.Source.Index;
 
-    public int Result => Layer.Readout.Index;
+    public int Result => Layer.Ids.Readout.Index;
 
     public IReadOnlyList<int> Interior { get; }
 
@@ -53,7 +55,7 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
 
     /// <summary>The layers of a graph that this executor can run (fixed or trainable eigenvalues, real or complex, or an input-dependent decay).</summary>
     public static IReadOnlyList<GatedLayerExecutor> For(Graph graph, NodeModule?[] modules) =>
-        RaiseAttention.Layers(graph, withInputDependentDecay: true)
+        GatedLayers.In(graph)
             .Select(l => new GatedLayerExecutor(l, modules))
             .ToList();
 
@@ -76,7 +78,7 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
         var value = ProjectionModule.Product(x, layout.InputWeight, layout.InputBias, Slot(0));
         var (key, keyOffset, keyStride) = featureMap == ActivationKind.Identity
             ? (value, layout.Values, width)
-            : (Convert.Apply(featureMap, value.narrow(2, layout.Values, layout.Keys)).contiguous(), 0, layout.Keys);
+            : (TensorValues.Apply(featureMap, value.narrow(2, layout.Values, layout.Keys)).contiguous(), 0, layout.Keys);
         var sums = Slot(1)([batch, time, layout.Groups], x.dtype);
         // per-step eigenvalues of the neurons with an input-dependent decay: sigmoid of the distinct decay rows
         var decays = layout.Decay is { } rows ? nn.functional.linear(x, rows.Weight, rows.Bias).sigmoid_().contiguous() : null;
@@ -124,16 +126,10 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
 
     private Reading Read(ScalarType dtype)
     {
-        var current = Layer with
-        {
-            InputValue = (Projection)inputValue.ReadBack(Layer.InputValue),
-            InputKey = (Projection)inputKey.ReadBack(Layer.InputKey),
-            Recurrence = (LinearRecurrence)recurrence.ReadBack(Layer.Recurrence),
-            OutputValue = (Projection)outputValue.ReadBack(Layer.OutputValue),
-            OutputQuery = (Projection)outputQuery.ReadBack(Layer.OutputQuery),
-            ReadoutNode = (Projection)readout.ReadBack(Layer.ReadoutNode),
-            Decay = Layer.Decay is { } split ? split with { Projection = (Projection)decay!.ReadBack(split.Projection) } : null,
-        };
+        var modules = new Dictionary<string, NodeModule?> { [Layer.InputValue.Name] = inputValue, [Layer.InputKey.Name] = inputKey,
+            [Layer.Recurrence.Name] = recurrence, [Layer.OutputValue.Name] = outputValue, [Layer.OutputQuery.Name] = outputQuery,
+            [Layer.Readout.Name] = readout, [Layer.Decay?.Projection.Name ?? ""] = decay };
+        var current = Layer.WithNodes(node => modules[node.Name]!.ReadBack(node));
         return Selection(current, dtype) is { } layout ? new Reading(layout, null) : new Reading(null, Raised(current, dtype));
     }
 
@@ -141,20 +137,21 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
     /// Weights whose output gates mix neurons (the compressed construction stores x x^T, and each output reads a
     /// row of W_V times it) run as the attention they raise to, at its cost; null when they raise to none.
     /// </summary>
-    private static AttentionModule? Raised(RaiseAttention.Layer layer, ScalarType dtype)
+    private static AttentionModule? Raised(GatedLayer layer, ScalarType dtype)
     {
-        if (RaiseAttention.Raise(layer) is not { } attention) return null;
+        if (AttentionForm.Of(layer).Attention is not { } attention) return null;
         using var scope = NewDisposeScope();
         var module = new AttentionModule(attention, dtype, ExecutionMode.Auto);
         foreach (var parameter in module.parameters()) parameter.DetachFromDisposeScope();
         return module;
     }
 
-    private static Layout? Selection(RaiseAttention.Layer current, ScalarType dtype)
+    private static Layout? Selection(GatedLayer current, ScalarType dtype)
     {
-        var structure = GatedLayerStructure.Of(current);
+        var structure = SelectionStructure.Of(current);
         if (structure is null) return null;
-        var (single, @double) = (new Schedule<float>(structure.Plan), new Schedule<double>(structure.Plan));
+        var plan = SelectionPlans.Of(structure);
+        var (single, @double) = (new Schedule<float>(plan), new Schedule<double>(plan));
         if (!@double.Supported) return null;
         Tensor Stack(double[][] rows) => tensor(rows.SelectMany(v => v).ToArray(), [rows.Length, rows[0].Length], dtype).DetachFromDisposeScope();
         Tensor Biases(double[][] rows) => tensor(rows.Select(r => r[^1]).ToArray(), dtype: dtype).DetachFromDisposeScope();
@@ -163,7 +160,7 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
         var readoutRows = Enumerable.Range(0, columns[0].Length).Select(o => columns.Select(c => c[o]).ToArray()).ToArray();
         var decayRows = structure.DecayRows;
         return new Layout(Stack(rows.Select(r => r[..^1]).ToArray()), Biases(rows),
-            structure.ValueRows.Length, structure.KeyRows.Length, Stack(readoutRows), structure.Plan.Groups, single, @double,
+            structure.ValueRows.Length, structure.KeyRows.Length, Stack(readoutRows), structure.Groups, single, @double,
             decayRows.Length == 0 ? null : (Stack(decayRows.Select(r => r[..^1]).ToArray()), Biases(decayRows)));
     }
 }

@@ -1,10 +1,11 @@
+using Duality.Torch;
 using Duality.Ir;
 using Duality.Kernels;
-using Duality.Passes;
+using Duality.Structure;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Duality.Torch;
+namespace Duality.Execution;
 
 /// <summary>
 /// A Gate read only by a real diagonal recurrence with fixed or trainable eigenvalues:
@@ -63,7 +64,7 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
 
     public static IEnumerable<GatedRecurrenceExecutor> For(Graph graph, NodeModule?[] modules)
     {
-        var readers = RaiseAttention.Consumers(graph);
+        var readers = GatedLayers.Readers(graph);
         for (int i = 0; i < graph.Nodes.Count; i++)
             if (graph.Nodes[i] is LinearRecurrence { State: StateKind.Real, Decay: null } r && graph[r.Source] is Gate g
                 && GatedScan.Supports(g.Activation) && readers[r.Source.Index] == 1 && g.Value != g.Gating)

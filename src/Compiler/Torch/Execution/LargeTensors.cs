@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Duality.Kernels;
+namespace Duality.Execution;
 
 /// <summary>
 /// Outputs of the CPU kernels from recycled memory. glibc serves blocks above 32 MiB as fresh mmap'd pages

@@ -1,7 +1,8 @@
+using Duality.Torch;
 using Duality.Ir;
 using static TorchSharp.torch;
 
-namespace Duality.Torch;
+namespace Duality.Execution;
 
 /// <summary>
 /// Tensors a compiled graph keeps between forward passes without gradients (<see cref="CompileOptions.ReuseBuffers"/>),
@@ -60,8 +61,8 @@ internal readonly record struct KeptBuffers(Workspace Workspace, int Owner)
 
     /// <summary>
     /// Where a kernel writes the tensor of one slot: the owner's kept buffer when there are buffers and
-    /// <paramref name="keep"/> allows it, else recycled memory (<see cref="Kernels.LargeTensors"/>) when large.
+    /// <paramref name="keep"/> allows it, else recycled memory (<see cref="Execution.LargeTensors"/>) when large.
     /// </summary>
     public static Func<long[], ScalarType, Tensor> Allocator(KeptBuffers? kept, int slot, Device device, bool keep = true) =>
-        kept is { } buffers && keep ? (shape, dtype) => buffers.Take(slot, shape, dtype, device) : Kernels.LargeTensors.Empty;
+        kept is { } buffers && keep ? (shape, dtype) => buffers.Take(slot, shape, dtype, device) : Execution.LargeTensors.Empty;
 }

@@ -1,3 +1,4 @@
+using Duality.Execution;
 using System.Numerics;
 using Duality.Ir;
 using TorchSharp;

@@ -1,3 +1,4 @@
+using Duality.Execution;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;

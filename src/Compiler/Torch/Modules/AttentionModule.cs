@@ -1,3 +1,4 @@
+using Duality.Execution;
 using Duality.Ir;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -25,14 +26,14 @@ internal sealed class AttentionModule : NodeModule
         this.node = node;
         this.execution = execution;
         var w = node.Weights!;
-        register_parameter("query", query = Convert.Parameter(w.Query, dtype));
-        register_parameter("key", key = Convert.Parameter(w.Key, dtype));
-        register_parameter("value", value = Convert.Parameter(w.Value, dtype));
-        if (w.Output is { } o) register_parameter("output", output = Convert.Parameter(o, dtype));
+        register_parameter("query", query = TensorValues.Parameter(w.Query, dtype));
+        register_parameter("key", key = TensorValues.Parameter(w.Key, dtype));
+        register_parameter("value", value = TensorValues.Parameter(w.Value, dtype));
+        if (w.Output is { } o) register_parameter("output", output = TensorValues.Parameter(o, dtype));
         if (node.InputDependentDecay)
         {
-            register_parameter("decay_weight", decayWeight = Convert.Parameter(w.DecayWeight!, dtype));
-            register_parameter("decay_bias", decayBias = Convert.Parameter(w.DecayBias!, dtype));
+            register_parameter("decay_weight", decayWeight = TensorValues.Parameter(w.DecayWeight!, dtype));
+            register_parameter("decay_bias", decayBias = TensorValues.Parameter(w.DecayBias!, dtype));
         }
     }
 
@@ -56,11 +57,11 @@ internal sealed class AttentionModule : NodeModule
         var (q, k, v) = (Heads(x, query, node.KeyWidth), Heads(x, key, node.KeyWidth), Heads(x, value, node.ValueWidth));
         Tensor mixed;
         if (IsLinear && node.Causal && node.DecayPhase is null && execution != ExecutionMode.TorchOps && time > Chunk)
-            mixed = Chunked(Convert.Apply(node.FeatureMap, q), Convert.Apply(node.FeatureMap, k), v,
+            mixed = Chunked(TensorValues.Apply(node.FeatureMap, q), TensorValues.Apply(node.FeatureMap, k), v,
                 node.InputDependentDecay ? nn.functional.logsigmoid(HeadDecayLogits(x)).transpose(1, 2) : null);
         else if (IsLinear)
         {
-            var scores = Convert.Apply(node.FeatureMap, q).matmul(Convert.Apply(node.FeatureMap, k).transpose(-2, -1));
+            var scores = TensorValues.Apply(node.FeatureMap, q).matmul(TensorValues.Apply(node.FeatureMap, k).transpose(-2, -1));
             if (node.InputDependentDecay) scores = scores * GatedDecayMask(x);
             else if (node.Causal) scores = scores * DecayMask(time, x.dtype, x.device);
             mixed = scores.matmul(v);
@@ -97,7 +98,7 @@ internal sealed class AttentionModule : NodeModule
         var (q, k, v) = (Heads(x, query, node.KeyWidth), Heads(x, key, node.KeyWidth), Heads(x, value, node.ValueWidth));
         if (IsLinear)
         {
-            var outer = v.transpose(-2, -1).matmul(Convert.Apply(node.FeatureMap, k));
+            var outer = v.transpose(-2, -1).matmul(TensorValues.Apply(node.FeatureMap, k));
             Tensor[] memory;
             if (node.InputDependentDecay)
                 memory = [HeadDecayLogits(x).sigmoid().view(batch, node.Heads, 1, 1) * state[0] + outer];
@@ -107,7 +108,7 @@ internal sealed class AttentionModule : NodeModule
                 memory = [state[0] * re - state[1] * im + outer, state[0] * im + state[1] * re];
             }
             else memory = [node.Decay is { } gamma ? state[0] * gamma + outer : state[0] + outer];
-            var y = memory[0].matmul(Convert.Apply(node.FeatureMap, q).transpose(-2, -1)).squeeze(-1);
+            var y = memory[0].matmul(TensorValues.Apply(node.FeatureMap, q).transpose(-2, -1)).squeeze(-1);
             return (Output(y.reshape(batch, 1, node.Heads * node.ValueWidth)), memory);
         }
         var keys = cat([state[0], k], 2);
@@ -120,10 +121,10 @@ internal sealed class AttentionModule : NodeModule
     public override Node ReadBack(Node node) =>
         ((Attention)node) with
         {
-            Weights = new AttentionWeights(Convert.ToValues(query), Convert.ToValues(key), Convert.ToValues(value),
-                output is null ? null : Convert.ToValues(output),
-                decayWeight is null ? null : Convert.ToValues(decayWeight),
-                decayBias is null ? null : Convert.ToValues(decayBias)),
+            Weights = new AttentionWeights(TensorValues.ToValues(query), TensorValues.ToValues(key), TensorValues.ToValues(value),
+                output is null ? null : TensorValues.ToValues(output),
+                decayWeight is null ? null : TensorValues.ToValues(decayWeight),
+                decayBias is null ? null : TensorValues.ToValues(decayBias)),
         };
 
     /// <summary>[batch, time, in] -> [batch, heads, time, width].</summary>
@@ -145,8 +146,8 @@ internal sealed class AttentionModule : NodeModule
         var keepOutput = kept?.ResultDies == true;
         Func<long[], ScalarType, Tensor> Slot(int slot, bool keep = true) => KeptBuffers.Allocator(kept, slot, x.device, keep);
         Tensor Project(Tensor weight, int slot) => ProjectionModule.Product(x, weight, null, Slot(slot));
-        var q = Convert.Apply(node.FeatureMap, Project(query, 0)).contiguous();
-        var k = Convert.Apply(node.FeatureMap, Project(key, 1)).contiguous();
+        var q = TensorValues.Apply(node.FeatureMap, Project(query, 0)).contiguous();
+        var k = TensorValues.Apply(node.FeatureMap, Project(key, 1)).contiguous();
         var v = Project(value, 2);
         var decay = node.InputDependentDecay ? HeadDecayLogits(x).sigmoid().contiguous() : null;
         var y = Slot(3, output is not null || keepOutput)([x.shape[0], x.shape[1], node.Heads * node.ValueWidth], x.dtype);

@@ -7,12 +7,12 @@ namespace Duality.Torch;
 /// <summary>value * activation(gate).</summary>
 internal sealed class GateModule(Gate node) : NodeModule(node.Name)
 {
-    public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0] * Convert.Apply(node.Activation, inputs[1]);
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0] * TensorValues.Apply(node.Activation, inputs[1]);
 }
 
 internal sealed class ActivationModule(Activation node) : NodeModule(node.Name)
 {
-    public override Tensor Forward(IReadOnlyList<Tensor> inputs) => Convert.Apply(node.Kind, inputs[0]);
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs) => TensorValues.Apply(node.Kind, inputs[0]);
 }
 
 internal sealed class AddModule(Add node) : NodeModule(node.Name)

@@ -1,3 +1,4 @@
+using Duality.Execution;
 using Duality.Ir;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -32,7 +33,8 @@ internal abstract class NodeModule(string name) : nn.Module(name)
     public virtual Node ReadBack(Node node) => node;
 }
 
-internal static class Convert
+/// <summary>Weights between the IR's float64 tensors and TorchSharp, and activations as tensor operations.</summary>
+internal static class TensorValues
 {
     public static Tensor ToTorch(DoubleTensor values, ScalarType dtype) =>
         torch.tensor(values.Data.ToArray(), values.Shape.Select(d => (long)d).ToArray(), dtype: ScalarType.Float64).to_type(dtype);

@@ -15,8 +15,8 @@ internal sealed class LayerNormModule : NodeModule
         epsilon = node.Epsilon;
         if (node.Weights is { } w)
         {
-            register_parameter("gain", gain = Convert.Parameter(w.Gain, dtype));
-            register_parameter("bias", bias = Convert.Parameter(w.Bias!, dtype));
+            register_parameter("gain", gain = TensorValues.Parameter(w.Gain, dtype));
+            register_parameter("bias", bias = TensorValues.Parameter(w.Bias!, dtype));
         }
     }
 
@@ -29,7 +29,7 @@ internal sealed class LayerNormModule : NodeModule
     }
 
     public override Node ReadBack(Node node) =>
-        gain is null ? node : ((LayerNorm)node) with { Weights = new NormWeights(Convert.ToValues(gain), Convert.ToValues(bias!)) };
+        gain is null ? node : ((LayerNorm)node) with { Weights = new NormWeights(TensorValues.ToValues(gain), TensorValues.ToValues(bias!)) };
 }
 
 /// <summary>x / sqrt(mean(x^2) + eps) * g over the last axis; x: [batch, time, width].</summary>
@@ -41,7 +41,7 @@ internal sealed class RmsNormModule : NodeModule
     public RmsNormModule(RmsNorm node, ScalarType dtype) : base(node.Name)
     {
         epsilon = node.Epsilon;
-        if (node.Weights is { } w) register_parameter("gain", gain = Convert.Parameter(w.Gain, dtype));
+        if (node.Weights is { } w) register_parameter("gain", gain = TensorValues.Parameter(w.Gain, dtype));
     }
 
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
@@ -52,5 +52,5 @@ internal sealed class RmsNormModule : NodeModule
     }
 
     public override Node ReadBack(Node node) =>
-        gain is null ? node : ((RmsNorm)node) with { Weights = new NormWeights(Convert.ToValues(gain), null) };
+        gain is null ? node : ((RmsNorm)node) with { Weights = new NormWeights(TensorValues.ToValues(gain), null) };
 }

@@ -1,3 +1,4 @@
+using Duality.Execution;
 using Duality.Ir;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -12,11 +13,11 @@ internal sealed class ProjectionModule : NodeModule
 
     public ProjectionModule(Projection node, ScalarType dtype) : base(node.Name)
     {
-        weight = Convert.Parameter(node.Weights!.Weight, dtype);
+        weight = TensorValues.Parameter(node.Weights!.Weight, dtype);
         register_parameter("weight", weight);
         if (node.Weights.Bias is { } b)
         {
-            bias = Convert.Parameter(b, dtype);
+            bias = TensorValues.Parameter(b, dtype);
             register_parameter("bias", bias);
         }
     }
@@ -25,13 +26,13 @@ internal sealed class ProjectionModule : NodeModule
 
     public Tensor? BiasWeight => bias;
 
-    /// <summary>Without gradients on the CPU, a large output comes from recycled memory (<see cref="Kernels.LargeTensors"/>).</summary>
+    /// <summary>Without gradients on the CPU, a large output comes from recycled memory (<see cref="Execution.LargeTensors"/>).</summary>
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
         var x = inputs[0];
         var pooled = x.device.type == DeviceType.CPU && !is_grad_enabled() && x.dim() == 3
-            && Kernels.LargeTensors.Pooled([x.shape[0], x.shape[1], weight.shape[0]], x.dtype);
-        return Product(x, weight, bias, pooled ? Kernels.LargeTensors.Empty : null);
+            && Execution.LargeTensors.Pooled([x.shape[0], x.shape[1], weight.shape[0]], x.dtype);
+        return Product(x, weight, bias, pooled ? Execution.LargeTensors.Empty : null);
     }
 
     /// <summary>The same product written into a kept buffer.</summary>
@@ -55,5 +56,5 @@ internal sealed class ProjectionModule : NodeModule
     }
 
     public override Node ReadBack(Node node) =>
-        ((Projection)node) with { Weights = new ProjectionWeights(Convert.ToValues(weight), bias is null ? null : Convert.ToValues(bias)) };
+        ((Projection)node) with { Weights = new ProjectionWeights(TensorValues.ToValues(weight), bias is null ? null : TensorValues.ToValues(bias)) };
 }

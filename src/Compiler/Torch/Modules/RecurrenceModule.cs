@@ -1,3 +1,4 @@
+using Duality.Execution;
 using Duality.Ir;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -24,10 +25,10 @@ internal sealed class RecurrenceModule : NodeModule
         this.execution = execution;
         if (node.Lambda is { } values)
         {
-            if (node.TrainableLambda) register_parameter("lambda", (Parameter)(lambda = Convert.Parameter(values, dtype)));
-            else register_buffer("lambda", lambda = Convert.ToTorch(values, dtype));
+            if (node.TrainableLambda) register_parameter("lambda", (Parameter)(lambda = TensorValues.Parameter(values, dtype)));
+            else register_buffer("lambda", lambda = TensorValues.ToTorch(values, dtype));
         }
-        if (node.InitialState is { } h0) register_buffer("initial_state", initialState = Convert.ToTorch(h0, dtype));
+        if (node.InitialState is { } h0) register_buffer("initial_state", initialState = TensorValues.ToTorch(h0, dtype));
     }
 
     private bool Complex => node.State == StateKind.Complex;
@@ -95,7 +96,7 @@ internal sealed class RecurrenceModule : NodeModule
     }
 
     public override Node ReadBack(Node node) =>
-        this.node.TrainableLambda && lambda is not null ? ((LinearRecurrence)node) with { Lambda = Convert.ToValues(lambda) } : node;
+        this.node.TrainableLambda && lambda is not null ? ((LinearRecurrence)node) with { Lambda = TensorValues.ToValues(lambda) } : node;
 
     private static Tensor[] Align(Tensor[] state, Tensor like) =>
         state.Select(s => s.dtype == like.dtype && s.device == like.device ? s : s.to(like.dtype, like.device)).ToArray();

@@ -1,6 +1,7 @@
 using System.Numerics;
 using Duality.Ir;
 using Duality.Kernels;
+using Duality.Structure;
 using static Duality.Streaming.VectorMath;
 
 namespace Duality.Streaming;
@@ -154,7 +155,7 @@ internal sealed unsafe class GatedLayerKernel<T> : StepKernel<T> where T : unman
     private readonly Schedule<T> schedule;
     private readonly T[] valueWeight, valueBias, keyWeight, keyBias, decayWeight, decayBias, readout, value, key, decay, sums, state;
 
-    public GatedLayerKernel(GatedLayerStructure structure, Schedule<T> schedule, ActivationKind featureMap, StepKernel<T> source, int batch,
+    public GatedLayerKernel(SelectionStructure structure, Schedule<T> schedule, ActivationKind featureMap, StepKernel<T> source, int batch,
         int width) : base(batch, width)
     {
         (this.source, this.schedule, this.featureMap) = (source, schedule, featureMap);

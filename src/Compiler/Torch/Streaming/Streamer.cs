@@ -1,7 +1,8 @@
 using System.Numerics;
 using Duality.Ir;
 using Duality.Kernels;
-using Duality.Passes;
+using Duality.Execution;
+using Duality.Structure;
 
 namespace Duality.Streaming;
 
@@ -80,7 +81,7 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
     private static StepKernel<T>?[] Build(Graph graph, int batch, int capacity, out int structured)
     {
         var kernels = new StepKernel<T>?[graph.Nodes.Count];
-        var layers = StructuredKernels(graph).ToDictionary(l => l.Layer.Readout.Index);
+        var layers = StructuredKernels(graph).ToDictionary(l => l.Layer.Ids.Readout.Index);
         structured = layers.Count;
         var interior = layers.Values.SelectMany(l => l.Layer.Interior).Select(n => n.Index).ToHashSet();
         for (int i = 0; i < graph.Nodes.Count; i++)
@@ -115,16 +116,16 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// have the selection structure (complex eigenvalues only in lowered heads), and those that raise to an attention
     /// (the compressed construction), run as that attention.
     /// </summary>
-    private static IEnumerable<(RaiseAttention.Layer Layer, Func<StepKernel<T>, int, StepKernel<T>> Kernel)> StructuredKernels(Graph graph)
+    private static IEnumerable<(GatedLayer Layer, Func<StepKernel<T>, int, StepKernel<T>> Kernel)> StructuredKernels(Graph graph)
     {
-        foreach (var layer in RaiseAttention.Layers(graph, withInputDependentDecay: true))
+        foreach (var layer in GatedLayers.In(graph))
         {
-            var structure = GatedLayerStructure.Of(layer);
-            var schedule = structure is null ? null : new Schedule<T>(structure.Plan);
+            var structure = SelectionStructure.Of(layer);
+            var schedule = structure is null ? null : new Schedule<T>(SelectionPlans.Of(structure));
             if (schedule is { Supported: true })
                 yield return (layer, (source, batch) =>
-                    new GatedLayerKernel<T>(structure!, schedule, layer.Input.Activation, source, batch, layer.ReadoutNode.OutFeatures));
-            else if (RaiseAttention.Raise(layer) is { } attention)
+                    new GatedLayerKernel<T>(structure!, schedule, layer.Input.Activation, source, batch, layer.Readout.OutFeatures));
+            else if (AttentionForm.Of(layer).Attention is { } attention)
                 yield return (layer, (source, batch) => new LinearAttentionKernel<T>(attention, source, batch));
         }
     }

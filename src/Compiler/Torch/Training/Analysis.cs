@@ -1,5 +1,6 @@
 using Duality.Ir;
 using Duality.Passes;
+using Duality.Structure;
 using DoubleTensor = Duality.Ir.DoubleTensor;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -42,7 +43,7 @@ public static class Analysis
     /// </summary>
     public static GatedRnnReading Read(Graph trained, double tolerance = 0.05, double rankTolerance = 1e-3)
     {
-        var layer = RaiseAttention.Layers(trained).FirstOrDefault()
+        var layer = GatedLayers.In(trained).FirstOrDefault(l => l.Decay is null)
             ?? throw new GraphException(new Diagnostic("not a gated RNN layer", "(graph)", "analysis",
                 "analyse a graph with an input gate, a real recurrence, an output gate and a readout (Students.GatedRnn)"));
         var r = layer.Recurrence;
@@ -68,7 +69,7 @@ public static class Analysis
     /// <summary>The graph with every recurrent neuron whose eigenvalue is away from 0 and 1 silenced (its input gate rows zeroed).</summary>
     public static Graph Prune(Graph trained, double tolerance = 0.05)
     {
-        var layer = RaiseAttention.Layers(trained).FirstOrDefault()
+        var layer = GatedLayers.In(trained).FirstOrDefault(l => l.Decay is null)
             ?? throw new GraphException(new Diagnostic("not a gated RNN layer", "(graph)", "pruning", "prune a graph made by Students.GatedRnn"));
         var r = layer.Recurrence;
         var silenced = Enumerable.Range(0, r.Width).Where(i => Math.Abs(r.Lambda![i]) > tolerance && Math.Abs(r.Lambda[i] - 1) > tolerance).ToHashSet();

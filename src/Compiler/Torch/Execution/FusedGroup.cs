@@ -1,27 +1,4 @@
-using static TorchSharp.torch;
-
 namespace Duality.Torch;
-
-/// <summary>
-/// Runs a group of nodes as one operation during a forward pass: after node
-/// <see cref="Trigger"/> is computed it produces node <see cref="Result"/>, and the nodes in
-/// <see cref="Interior"/> are then not computed. Returning null leaves every node to run by itself.
-/// Scratch tensors may come from the <see cref="Workspace"/> when one is given (never the result, unless the
-/// result dies within the pass).
-/// </summary>
-internal interface IFusedExecutor
-{
-    /// <summary>What the group is, for <see cref="FusedGroup.Kind"/>.</summary>
-    string Kind { get; }
-
-    int Trigger { get; }
-
-    int Result { get; }
-
-    IReadOnlyList<int> Interior { get; }
-
-    Tensor? TryRun(Tensor[] values, Workspace? workspace);
-}
 
 /// <summary>
 /// A group of nodes that a compiled graph runs as one kernel when it can: the node it produces, what it is, its
