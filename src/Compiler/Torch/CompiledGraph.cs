@@ -14,7 +14,7 @@ namespace Duality.Torch;
 public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
 {
     private readonly NodeModule?[] nodeModules;
-    private readonly ILookup<int, (IFusedExecutor Executor, FusedGroup Group)> executorsByTrigger;
+    private readonly ExecutionPlan plan;
 
     private readonly Workspace? workspace;
 
@@ -24,17 +24,12 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
         DType = dtype;
         Device = device;
         Execution = execution;
+        nodeModules = graph.Nodes.Select(n => NodeExecutions.For(n).Module(n, dtype, execution)).ToArray();
         workspace = reuseBuffers ? new Workspace(graph) : null;
-        nodeModules = graph.Nodes.Select(n => ModuleFactory.Create(n, dtype, execution)).ToArray();
         foreach (var module in nodeModules)
             if (module is not null) register_module(module.GetName(), module);
-        IEnumerable<IFusedExecutor> executors = execution == ExecutionMode.Auto
-            ? [.. GatedLayerExecutor.For(graph, nodeModules), .. GatedRecurrenceExecutor.For(graph, nodeModules)]
-            : [];
-        var groups = executors.Select(e => (Executor: e, Group: new FusedGroup(graph.Nodes[e.Result].Name, e.Kind,
-            [.. e.Interior.Order().Select(i => graph.Nodes[i].Name), graph.Nodes[e.Result].Name]))).ToList();
-        FusedGroups = groups.Select(g => g.Group).ToList();
-        executorsByTrigger = groups.ToLookup(g => g.Executor.Trigger);
+        plan = new ExecutionPlan(graph, nodeModules, execution);
+        FusedGroups = plan.Groups;
         this.to(device);
     }
 
@@ -100,46 +95,21 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
 
     private Tensor[] Forward(Tensor[] inputs, Workspace? buffers)
     {
-        var values = new Tensor[nodeModules.Length];
-        var fused = Fuse(values, buffers);
-        int next = 0;
-        for (int i = 0; i < nodeModules.Length; i++)
-        {
-            if (fused.TryGetValue(i, out var groupOutput)) values[i] = groupOutput;
-            else if (fused.ContainsKey(~i)) continue;
-            else
-                values[i] = nodeModules[i] is { } module
-                    ? buffers is not null && buffers.Dies(i)
-                        ? module.Forward(Graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray(), buffers.For(i))
-                        : module.Forward(Graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray())
-                    : inputs[next++];
-            fused = Fuse(values, buffers, fused, i);
-        }
+        var values = plan.Run(nodeModules, inputs, buffers);
         return Graph.Outputs.Select(o => values[o.Index]).ToArray();
     }
 
     /// <summary>
-    /// Runs each fused group (a structure-aware layer, a gate feeding a recurrence) as soon as its inputs are
-    /// known (after node <paramref name="computed"/>): the result is keyed by its node's index, the interior
-    /// nodes by their complement (~index) so they are skipped. Groups that decline (weights without the
-    /// structure, gradients recorded, another device) run node by node; a group whose nodes another group
-    /// already took is not run.
+    /// The execution plan, one line per fused group and then the nodes that run by themselves (decided when compiling;
+    /// <see cref="FusedGroups"/> counts how each group ran).
     /// </summary>
-    private Dictionary<int, Tensor> Fuse(Tensor[] values, Workspace? buffers, Dictionary<int, Tensor>? fused = null, int computed = -1)
-    {
-        fused ??= [];
-        foreach (var (executor, group) in executorsByTrigger[computed])
-        {
-            if (fused.ContainsKey(executor.Result) || fused.ContainsKey(~executor.Result) || executor.Interior.Any(i => fused.ContainsKey(~i)))
-                continue;
-            var output = executor.TryRun(values, buffers);
-            group.Count(ranFused: output is not null);
-            if (output is null) continue;
-            fused[executor.Result] = output;
-            foreach (var interior in executor.Interior) fused[~interior] = output;
-        }
-        return fused;
-    }
+    public string Plan => plan.ToString();
+
+    /// <summary>
+    /// Makes groups that read the structure of the weights read it again on the next call. Not needed after training or
+    /// edits through TorchSharp: a change of the weights' bits is noticed by itself.
+    /// </summary>
+    public void Replan() => plan.Replan();
 
     /// <summary>Named inputs to named outputs.</summary>
     public IReadOnlyDictionary<string, Tensor> Run(IReadOnlyDictionary<string, Tensor> inputs)

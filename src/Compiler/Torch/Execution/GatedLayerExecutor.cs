@@ -109,6 +109,8 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
 
     private (ulong Fingerprint, ScalarType DType, Reading Reading)? cached;
 
+    public void Forget() => cached = null;
+
     /// <summary>
     /// The structure of the current weights, read again only when they change: a hash of the weights' bits
     /// costs one pass over them at memory speed, the analysis a copy and hashing of rows.

@@ -22,5 +22,8 @@ internal interface IFusedExecutor
     IReadOnlyList<int> Interior { get; }
 
     Tensor? TryRun(Tensor[] values, Workspace? workspace);
+
+    /// <summary>Forgets anything read from the weights (their structure), so the next run reads it again.</summary>
+    void Forget() { }
 }
 

@@ -38,17 +38,12 @@ internal sealed class Workspace(Graph graph) : IDisposable
     }
 
     /// <summary>
-    /// Whether a node's value can live in a reused buffer: it is no output of the graph, and each node reading
-    /// it computes a new tensor rather than a view of it (a slice, an identity activation).
+    /// Whether a node's value can live in a reused buffer: it is no output of the graph, and no node reading it may
+    /// return a view of it (a slice, an identity activation, a one-part concat: as each kind's execution declares).
     /// </summary>
     private static bool DiesWithinPass(Graph graph, int node) =>
         !graph.Outputs.Any(o => o.Index == node)
-        && graph.Nodes.Where(n => n.Sources.Any(s => s.Index == node)).All(reader => reader switch
-        {
-            Projection or Gate or LinearRecurrence or Attention or Add or Concat or LayerNorm or RmsNorm or Scale => true,
-            Activation a => a.Kind != ActivationKind.Identity,
-            _ => false,
-        });
+        && graph.Nodes.Where(n => n.Sources.Any(s => s.Index == node)).All(reader => !NodeExecutions.For(reader).ReturnsView(reader));
 }
 
 /// <summary>The kept buffers of one owner in a <see cref="Workspace"/>.</summary>

@@ -1,5 +1,8 @@
 using Duality.Execution;
 using Duality.Ir;
+using static Duality.Streaming.VectorMath;
+using Duality.Streaming;
+using System.Numerics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -235,4 +238,14 @@ internal sealed class AttentionModule : NodeModule
 
     /// <summary>w_h . x_t + b_h: [batch, time, heads].</summary>
     private Tensor HeadDecayLogits(Tensor x) => nn.functional.linear(x, decayWeight!, decayBias!);
+}
+
+internal sealed class AttentionExecution : NodeExecution<Attention>
+{
+    protected override NodeModule Module(Attention node, ScalarType dtype, ExecutionMode execution) => new AttentionModule(node, dtype, execution);
+
+    protected override StepKernel<T> Kernel<T>(Attention node, StepKernel<T>[] sources, int batch, int capacity) =>
+        node.Kernel == AttentionKernel.Linear
+            ? new LinearAttentionKernel<T>(node, sources[0], batch)
+            : new SoftmaxAttentionKernel<T>(node, sources[0], batch, capacity);
 }

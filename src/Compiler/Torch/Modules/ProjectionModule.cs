@@ -1,5 +1,8 @@
 using Duality.Execution;
 using Duality.Ir;
+using static Duality.Streaming.VectorMath;
+using Duality.Streaming;
+using System.Numerics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -57,4 +60,24 @@ internal sealed class ProjectionModule : NodeModule
 
     public override Node ReadBack(Node node) =>
         ((Projection)node) with { Weights = new ProjectionWeights(TensorValues.ToValues(weight), bias is null ? null : TensorValues.ToValues(bias)) };
+}
+
+internal sealed class ProjectionKernel<T>(Projection node, StepKernel<T> source, int batch) : StepKernel<T>(batch, node.OutFeatures)
+    where T : unmanaged, INumber<T>
+{
+    private readonly T[] weight = Values<T>(node.Weights!.Weight);
+    private readonly T[]? bias = node.Weights!.Bias is { } b ? Values<T>(b) : null;
+
+    public override void Step()
+    {
+        for (int b = 0; b < Batch; b++) MatVec(weight, bias, source.Row(b), Row(b));
+    }
+}
+
+internal sealed class ProjectionExecution : NodeExecution<Projection>
+{
+    protected override NodeModule Module(Projection node, ScalarType dtype, ExecutionMode execution) => new ProjectionModule(node, dtype);
+
+    protected override StepKernel<T> Kernel<T>(Projection node, StepKernel<T>[] sources, int batch, int capacity) =>
+        new ProjectionKernel<T>(node, sources[0], batch);
 }

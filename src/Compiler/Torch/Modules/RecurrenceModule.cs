@@ -1,5 +1,8 @@
 using Duality.Execution;
 using Duality.Ir;
+using static Duality.Streaming.VectorMath;
+using Duality.Streaming;
+using System.Numerics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -111,4 +114,71 @@ internal sealed class RecurrenceModule : NodeModule
 
     private Tensor Readout(Tensor[] state) =>
         Complex && node.Readout == ComplexReadout.RealAndImaginary ? cat([state[0], state[1]], -1) : state[0];
+}
+
+/// <summary>h = lambda h + u, real or complex (kept as re, im), or h = sigmoid(d) h + u with a decay branch.</summary>
+internal sealed class RecurrenceKernel<T> : StepKernel<T> where T : unmanaged, INumber<T>
+{
+    private readonly LinearRecurrence node;
+    private readonly StepKernel<T> source;
+    private readonly StepKernel<T>? decay;
+    private readonly T[] lambdaRe, lambdaIm, initialRe, initialIm, re, im;
+
+    public RecurrenceKernel(LinearRecurrence node, StepKernel<T> source, StepKernel<T>? decay, int batch) : base(batch, node.OutputWidth)
+    {
+        (this.node, this.source, this.decay) = (node, source, decay);
+        int n = node.Width;
+        var complex = node.State == StateKind.Complex;
+        (lambdaRe, lambdaIm) = (new T[n], new T[n]);
+        (initialRe, initialIm) = (new T[n], new T[n]);
+        for (int k = 0; k < n; k++)
+        {
+            if (node.Lambda is { } l) (lambdaRe[k], lambdaIm[k]) = complex ? (T.CreateChecked(l[k, 0]), T.CreateChecked(l[k, 1])) : (T.CreateChecked(l[k]), T.Zero);
+            if (node.InitialState is { } h0) (initialRe[k], initialIm[k]) = complex ? (T.CreateChecked(h0[k, 0]), T.CreateChecked(h0[k, 1])) : (T.CreateChecked(h0[k]), T.Zero);
+        }
+        (re, im) = (new T[batch * n], new T[batch * n]);
+        Reset();
+    }
+
+    public override void Reset()
+    {
+        for (int b = 0; b < Batch; b++)
+        {
+            initialRe.CopyTo(re, b * node.Width);
+            initialIm.CopyTo(im, b * node.Width);
+        }
+    }
+
+    public override void Step()
+    {
+        int n = node.Width;
+        var complex = node.State == StateKind.Complex;
+        for (int b = 0; b < Batch; b++)
+        {
+            var u = source.Row(b);
+            var hr = re.AsSpan(b * n, n);
+            var hi = im.AsSpan(b * n, n);
+            if (decay is not null)
+            {
+                var d = decay.Row(b);
+                for (int k = 0; k < n; k++) hr[k] = Sigmoid(d[d.Length == 1 ? 0 : k]) * hr[k] + u[k];
+            }
+            else if (!complex)
+                for (int k = 0; k < n; k++) hr[k] = lambdaRe[k] * hr[k] + u[k];
+            else
+                for (int k = 0; k < n; k++)
+                    (hr[k], hi[k]) = (lambdaRe[k] * hr[k] - lambdaIm[k] * hi[k] + u[k], lambdaRe[k] * hi[k] + lambdaIm[k] * hr[k]);
+            var y = Row(b);
+            hr.CopyTo(y);
+            if (node.OutputWidth == 2 * n) hi.CopyTo(y.Slice(n));
+        }
+    }
+}
+
+internal sealed class RecurrenceExecution : NodeExecution<LinearRecurrence>
+{
+    protected override NodeModule Module(LinearRecurrence node, ScalarType dtype, ExecutionMode execution) => new RecurrenceModule(node, dtype, execution);
+
+    protected override StepKernel<T> Kernel<T>(LinearRecurrence node, StepKernel<T>[] sources, int batch, int capacity) =>
+        new RecurrenceKernel<T>(node, sources[0], node.Decay is null ? null : sources[1], batch);
 }

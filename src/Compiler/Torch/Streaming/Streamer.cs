@@ -3,6 +3,7 @@ using Duality.Ir;
 using Duality.Kernels;
 using Duality.Execution;
 using Duality.Structure;
+using Duality.Torch;
 
 namespace Duality.Streaming;
 
@@ -88,25 +89,9 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
         {
             if (interior.Contains(i)) continue;
             var node = graph.Nodes[i];
-            StepKernel<T> Source(int s = 0) => kernels[node.Sources[s].Index]!;
             kernels[i] = layers.TryGetValue(i, out var layer)
                 ? layer.Kernel(kernels[layer.Layer.Source.Index]!, batch)
-                : node switch
-                {
-                    Input n => new InputKernel<T>(batch, n.Features),
-                    Projection n => new ProjectionKernel<T>(n, Source(), batch),
-                    Gate or Add => new ElementwiseKernel<T>(node, Source(0), Source(1), batch),
-                    Activation or Scale => new ElementwiseKernel<T>(node, Source(), null, batch),
-                    LinearRecurrence n => new RecurrenceKernel<T>(n, Source(), n.Decay is null ? null : Source(1), batch),
-                    Attention { Kernel: AttentionKernel.Linear } n => new LinearAttentionKernel<T>(n, Source(), batch),
-                    Attention n => new SoftmaxAttentionKernel<T>(n, Source(), batch, capacity),
-                    Concat => new ConcatKernel<T>(node.Sources.Select(s => kernels[s.Index]!).ToArray(), batch),
-                    Slice n => new SliceKernel<T>(n, Source(), batch),
-                    LayerNorm n => new NormKernel<T>(Source(), batch, n.Epsilon, centre: true, n.Weights?.Gain, n.Weights?.Bias),
-                    RmsNorm n => new NormKernel<T>(Source(), batch, n.Epsilon, centre: false, n.Weights?.Gain, null),
-                    _ => throw new GraphException(new Diagnostic("no step kernel", node.Name, node.Describe(),
-                        "bug in Streamer: this node kind has no step kernel")),
-                };
+                : NodeExecutions.For(node).Kernel(node, node.Sources.Select(s => kernels[s.Index]!).ToArray(), batch, capacity);
         }
         return kernels;
     }

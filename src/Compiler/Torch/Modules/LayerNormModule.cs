@@ -1,4 +1,6 @@
+using System.Numerics;
 using Duality.Ir;
+using Duality.Streaming;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -32,25 +34,10 @@ internal sealed class LayerNormModule : NodeModule
         gain is null ? node : ((LayerNorm)node) with { Weights = new NormWeights(TensorValues.ToValues(gain), TensorValues.ToValues(bias!)) };
 }
 
-/// <summary>x / sqrt(mean(x^2) + eps) * g over the last axis; x: [batch, time, width].</summary>
-internal sealed class RmsNormModule : NodeModule
+internal sealed class LayerNormExecution : NodeExecution<LayerNorm>
 {
-    private readonly double epsilon;
-    private readonly Parameter? gain;
+    protected override NodeModule Module(LayerNorm node, ScalarType dtype, ExecutionMode execution) => new LayerNormModule(node, dtype);
 
-    public RmsNormModule(RmsNorm node, ScalarType dtype) : base(node.Name)
-    {
-        epsilon = node.Epsilon;
-        if (node.Weights is { } w) register_parameter("gain", gain = TensorValues.Parameter(w.Gain, dtype));
-    }
-
-    public override Tensor Forward(IReadOnlyList<Tensor> inputs)
-    {
-        var x = inputs[0];
-        var normalised = x * (x.square().mean([-1L], keepdim: true) + epsilon).rsqrt();
-        return gain is null ? normalised : normalised * gain;
-    }
-
-    public override Node ReadBack(Node node) =>
-        gain is null ? node : ((RmsNorm)node) with { Weights = new NormWeights(TensorValues.ToValues(gain), null) };
+    protected override StepKernel<T> Kernel<T>(LayerNorm node, StepKernel<T>[] sources, int batch, int capacity) =>
+        new NormKernel<T>(sources[0], batch, node.Epsilon, centre: true, node.Weights?.Gain, node.Weights?.Bias);
 }

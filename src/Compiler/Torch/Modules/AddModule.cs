@@ -1,0 +1,30 @@
+using System.Numerics;
+using Duality.Ir;
+using Duality.Streaming;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Duality.Torch;
+
+internal sealed class AddModule(Add node) : NodeModule(node.Name)
+{
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0] + inputs[1];
+}
+
+internal sealed class AddKernel<T>(StepKernel<T> left, StepKernel<T> right, int batch) : StepKernel<T>(batch, left.Width)
+    where T : unmanaged, IFloatingPointIeee754<T>
+{
+    public override void Step()
+    {
+        Span<T> y = Output, a = left.Output, b = right.Output;
+        for (int i = 0; i < y.Length; i++) y[i] = a[i] + b[i];
+    }
+}
+
+internal sealed class AddExecution : NodeExecution<Add>
+{
+    protected override NodeModule Module(Add node, ScalarType dtype, ExecutionMode execution) => new AddModule(node);
+
+    protected override StepKernel<T> Kernel<T>(Add node, StepKernel<T>[] sources, int batch, int capacity) =>
+        new AddKernel<T>(sources[0], sources[1], batch);
+}

@@ -1,0 +1,38 @@
+using System.Numerics;
+using Duality.Ir;
+using Duality.Streaming;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Duality.Torch;
+
+/// <summary>x / sqrt(mean(x^2) + eps) * g over the last axis; x: [batch, time, width].</summary>
+internal sealed class RmsNormModule : NodeModule
+{
+    private readonly double epsilon;
+    private readonly Parameter? gain;
+
+    public RmsNormModule(RmsNorm node, ScalarType dtype) : base(node.Name)
+    {
+        epsilon = node.Epsilon;
+        if (node.Weights is { } w) register_parameter("gain", gain = TensorValues.Parameter(w.Gain, dtype));
+    }
+
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs)
+    {
+        var x = inputs[0];
+        var normalised = x * (x.square().mean([-1L], keepdim: true) + epsilon).rsqrt();
+        return gain is null ? normalised : normalised * gain;
+    }
+
+    public override Node ReadBack(Node node) =>
+        gain is null ? node : ((RmsNorm)node) with { Weights = new NormWeights(TensorValues.ToValues(gain), null) };
+}
+
+internal sealed class RmsNormExecution : NodeExecution<RmsNorm>
+{
+    protected override NodeModule Module(RmsNorm node, ScalarType dtype, ExecutionMode execution) => new RmsNormModule(node, dtype);
+
+    protected override StepKernel<T> Kernel<T>(RmsNorm node, StepKernel<T>[] sources, int batch, int capacity) =>
+        new NormKernel<T>(sources[0], batch, node.Epsilon, centre: false, node.Weights?.Gain, null);
+}

@@ -1,0 +1,32 @@
+using System.Numerics;
+using Duality.Ir;
+using Duality.Streaming;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Duality.Torch;
+
+internal sealed class ScaleModule(Scale node) : NodeModule(node.Name)
+{
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0] * node.Factor;
+}
+
+internal sealed class ScaleKernel<T>(Scale node, StepKernel<T> source, int batch) : StepKernel<T>(batch, source.Width)
+    where T : unmanaged, IFloatingPointIeee754<T>
+{
+    private readonly T factor = T.CreateChecked(node.Factor);
+
+    public override void Step()
+    {
+        Span<T> y = Output, x = source.Output;
+        for (int i = 0; i < y.Length; i++) y[i] = factor * x[i];
+    }
+}
+
+internal sealed class ScaleExecution : NodeExecution<Scale>
+{
+    protected override NodeModule Module(Scale node, ScalarType dtype, ExecutionMode execution) => new ScaleModule(node);
+
+    protected override StepKernel<T> Kernel<T>(Scale node, StepKernel<T>[] sources, int batch, int capacity) =>
+        new ScaleKernel<T>(node, sources[0], batch);
+}
