@@ -222,9 +222,9 @@ let tests =
                 let x () = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5
                 sameRuns (gradients c.Loss g ExecutionMode.TorchOps (x ())) (gradients c.Loss g ExecutionMode.Auto (x ())))
 
-        testPropertyWithConfig { config with maxTest = 60 } "kept buffers (ReuseBuffers): repeated forwards equal forwards without (float64, <= 1e-12), and earlier outputs stay intact, whichever node reads the state" <|
+        testPropertyWithConfig { config with maxTest = 60 } "kept buffers (ReuseBuffers): repeated forwards equal forwards without (float64, <= 1e-12), and earlier outputs stay intact, whichever node reads the state (views: slices, identities, one-part concats)" <|
             Prop.forAll (Arb.fromGen (Gen.zip3 gatedCase (Gen.elements [ "gated"; "plain"; "decay"; "attention"; "lowered"; "compressed" ])
-                                                    (Gen.elements [ "readout"; "output"; "slice"; "identity"; "twice" ])))
+                                                    (Gen.elements [ "readout"; "output"; "slice"; "identity"; "twice"; "concat"; "projected concat" ])))
                 (fun (case, family, ending) ->
                 let c, activation, _, (valueBias, gateBias), _ = case
                 let x0 = Model.Input("x", 3)
@@ -244,6 +244,9 @@ let tests =
                     | "slice" -> b.Slice(0, max 1 (width / 2))
                     | "identity" -> b.Activation(ActivationKind.Identity)
                     | "twice" -> b.Projection(2).Add(fun m -> m.Projection(2))
+                    // a one-part concat returns its part as an alias: the part must not live in a kept buffer
+                    | "concat" -> b.Concat("joined", (fun (p: SequenceBuilder) -> p))
+                    | "projected concat" -> b.Projection(8, name = "p").Concat("joined", (fun (p: SequenceBuilder) -> p))
                     | _ -> b
                 let g =
                     let g = InitializeWeights.Run(b.Build(), c.Seed)

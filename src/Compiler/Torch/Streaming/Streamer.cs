@@ -14,7 +14,8 @@ namespace Duality.Streaming;
 /// grows by doubling unless its capacity covers the sequence). The weights are copied when the
 /// streamer is made; make a new one after training. Gated RNN layers whose output gates are
 /// selections (as LowerAttention's full construction builds) or that raise to an attention (its compressed
-/// construction) run structure-aware, at the cost of the attention they came from.
+/// construction) run structure-aware, at the cost of the attention they came from. Not thread-safe: a streamer is one
+/// stream's state, and a call made while another runs throws a <see cref="GraphException"/> ("concurrent use").
 /// </summary>
 public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
@@ -51,9 +52,34 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>Advances every node by one token, reading the input buffers.</summary>
     public void Step()
     {
+        Enter();
+        try
+        {
+            Advance();
+        }
+        finally
+        {
+            Leave();
+        }
+    }
+
+    private void Advance()
+    {
         foreach (var kernel in kernels) kernel?.Step();
         Steps++;
     }
+
+    // 1 while a call runs: a second call meanwhile (another thread) is refused instead of corrupting the state
+    private int busy;
+
+    private void Enter()
+    {
+        if (Interlocked.Exchange(ref busy, 1) != 0)
+            throw new GraphException(new Diagnostic("concurrent use", "(streamer)", $"Streamer<{typeof(T).Name}> of {graph.Nodes.Count} nodes",
+                "a streamer holds the state of one stream and is not thread-safe: make one streamer per thread (compiled.ToStreamer or Streamer.Create)"));
+    }
+
+    private void Leave() => Volatile.Write(ref busy, 0);
 
     /// <summary>One step of a graph with one input and one output: x: [batch, features] -> [batch, features'].</summary>
     public ReadOnlySpan<T> Step(ReadOnlySpan<T> x)
@@ -67,16 +93,32 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
             throw new ArgumentException($"input '{input.Name}' takes [batch {Batch}, features {input.Features}] = {inputs[0].Output.Length} values per step, got {x.Length}",
                 nameof(x));
         }
-        x.CopyTo(inputs[0].Output);
-        Step();
+        Enter();
+        try
+        {
+            x.CopyTo(inputs[0].Output);
+            Advance();
+        }
+        finally
+        {
+            Leave();
+        }
         return outputs[0].Output;
     }
 
     /// <summary>Back to the initial state (the state before the first step).</summary>
     public void Reset()
     {
-        foreach (var kernel in kernels) kernel?.Reset();
-        Steps = 0;
+        Enter();
+        try
+        {
+            foreach (var kernel in kernels) kernel?.Reset();
+            Steps = 0;
+        }
+        finally
+        {
+            Leave();
+        }
     }
 
     private static StepKernel<T>?[] Build(Graph graph, int batch, int capacity, out int structured)
