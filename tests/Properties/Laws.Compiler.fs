@@ -138,3 +138,45 @@ let coverage =
                 let compiled = run f64 c
                 let expected = reference c
                 Expect.equal compiled.Length expected.Length (sprintf "%s compiles and has a reference" kind.Name)
+
+/// The meaning of a node kind sits in its own file (Ir/Nodes/<Kind>.cs); each of its entries is consulted once per kind.
+let kinds =
+    testList "node kinds" [
+        testCase "coverage: every node kind has a shape rule, a parameter count, weight slots InitializeWeights fills, and a reference" <| fun () ->
+            let samples = Gen.sampleWithSize 40 400 case
+            for kind in NodeKinds.All do
+                match samples |> Array.tryFind (fun c -> (kindsOf c.Graph).Contains kind.Name) with
+                | None -> failtestf "the generator never produced a %s node" kind.Name
+                | Some c ->
+                    let g = c.Graph
+                    let i = g.Nodes |> Seq.findIndex (fun n -> n.GetType() = kind)
+                    let node = g.Nodes[i]
+                    let problems = ResizeArray<Diagnostic>()
+                    let widths = g.Widths |> Seq.map Nullable |> Array.ofSeq
+                    let width = ShapeRules.Infer(node, NodeId i, g.Nodes, widths, problems)
+                    Expect.isEmpty problems (sprintf "%s: its shape rule reports no problem (no 'unknown node kind')" kind.Name)
+                    Expect.equal width (Nullable g.Widths[i]) (sprintf "%s: its shape rule gives the graph's width" kind.Name)
+                    Expect.isGreaterThanOrEqual (ParameterCounts.Of node) 0L (sprintf "%s has a parameter count" kind.Name)
+                    let slots = node.WeightSlots
+                    Expect.equal (slots |> Seq.distinctBy (fun s -> s.Name) |> Seq.length) slots.Count
+                        (sprintf "%s: slot names are distinct" kind.Name)
+                    for slot in slots do
+                        match slot.Value, slot.Draw with
+                        | null, (:? WeightDraw.None) -> ()
+                        | null, _ -> failtestf "%s: InitializeWeights left slot %s empty" kind.Name slot.Name
+                        | value, _ ->
+                            Expect.sequenceEqual value.Shape slot.Shape
+                                (sprintf "%s: slot %s has the shape of the tensor InitializeWeights gives it" kind.Name slot.Name)
+                    let alone = Graph.Create(g.Nodes, [ NodeId i ])
+                    let y = (ReferenceEvaluator.Evaluate(alone, c.Inputs))[0]
+                    Expect.equal (y.GetLength 0, y.GetLength 1, y.GetLength 2) (c.Batch, c.Time, g.Widths[i])
+                        (sprintf "%s has a reference of the inferred shape" kind.Name)
+
+        testCase "NodeKinds.All = the concrete node records found by reflection, each sealed and listed once" <| fun () ->
+            let concrete =
+                typeof<Node>.Assembly.GetTypes() |> Array.filter (fun t -> t.IsSubclassOf typeof<Node> && not t.IsAbstract)
+            let names (types: Type seq) = types |> Seq.map (fun t -> t.FullName) |> set
+            Expect.equal (names NodeKinds.All) (names concrete) "NodeKinds.All lists exactly the concrete Node subclasses"
+            Expect.equal (Seq.length (Seq.distinct NodeKinds.All)) NodeKinds.All.Count "each kind once"
+            for t in concrete do Expect.isTrue (t.IsSealed && t.IsPublic) (sprintf "%s is a public sealed record" t.Name)
+    ]

@@ -5,17 +5,7 @@ namespace Duality.Ir;
 /// <summary>Trainable scalars per node, from hyper-parameters alone (no weights needed).</summary>
 public static class ParameterCounts
 {
-    public static long Of(Node node) => node switch
-    {
-        Projection p => (long)p.InFeatures * p.OutFeatures + (p.Bias ? p.OutFeatures : 0),
-        LinearRecurrence r => r.TrainableLambda && r.Decay is null ? (r.State == StateKind.Complex ? 2L : 1L) * r.Width : 0,
-        Attention a => (long)a.Heads * (2 * a.KeyWidth + a.ValueWidth) * a.InFeatures
-                       + (a.OutFeatures is { } o ? (long)o * a.Heads * a.ValueWidth : 0)
-                       + (a.InputDependentDecay ? (long)a.Heads * (a.InFeatures + 1) : 0),
-        LayerNorm n => n.Affine ? 2L * n.Width : 0,
-        RmsNorm n => n.Affine ? n.Width : 0,
-        _ => 0,
-    };
+    public static long Of(Node node) => node.CountParameters();
 
     public static long Total(Graph graph) => graph.Nodes.Sum(Of);
 

@@ -13,12 +13,13 @@ public enum WeightInit
 }
 
 /// <summary>
-/// Gives every node that lacks weights seeded values; nodes that carry weights keep them.
-///   Projection    W, b ~ U(-1/sqrt(in), 1/sqrt(in))
-///   Attention     W_Q, W_K, W_V ~ N(0, 1/in),  W_O ~ N(0, 1/(heads value width));
-///                 input-dependent decay w ~ N(0, 1/in), b ~ U(1, 4) (decays near sigmoid(b), close to 1)
-///   Recurrence    trainable lambda ~ U(0.5, 0.99); complex: r ~ U(0.5, 0.99), theta ~ U(0, pi/4)
-///   Norms         gain 1, bias 0 (Perturbed: gain ~ U(0.5, 1.5), bias ~ U(-0.5, 0.5))
+/// Gives every node that lacks weights seeded values; nodes that carry weights keep them. Each of the
+/// node's <see cref="Node.WeightSlots"/> is drawn in order, value by value in row-major order:
+///   Uniform(a, b)             w ~ U(a, b)
+///   Gaussian(s)               w ~ N(0, s^2)
+///   Eigenvalues               lambda ~ U(low, high); complex, per neuron: r ~ U(low, high), theta ~ U(0, max), r e^(i theta)
+///   Constant(c, low, high)    w = c (Perturbed: w ~ U(low, high))
+///   None                      kept as it is
 /// A node's values depend only on the seed and its path, so adding a layer leaves the others' unchanged.
 /// Returns the same instance when nothing is missing.
 /// </summary>
@@ -27,57 +28,40 @@ public static class InitializeWeights
     public static Graph Run(Graph graph, int seed, WeightInit style = WeightInit.Standard) =>
         graph.MapNodes(node => node.HasWeights ? node : Initialize(node, SeededRandom.ForNode(seed, node.Name), style));
 
-    private static Node Initialize(Node node, SeededRandom random, WeightInit style) => node switch
+    private static Node Initialize(Node node, SeededRandom random, WeightInit style)
     {
-        Projection p => p with
-        {
-            Weights = new ProjectionWeights(
-                Uniform(random, 1 / Math.Sqrt(p.InFeatures), p.OutFeatures, p.InFeatures),
-                p.Bias ? Uniform(random, 1 / Math.Sqrt(p.InFeatures), p.OutFeatures) : null),
-        },
-        Attention a => a with
-        {
-            Weights = new AttentionWeights(
-                Gaussian(random, 1 / Math.Sqrt(a.InFeatures), a.Heads * a.KeyWidth, a.InFeatures),
-                Gaussian(random, 1 / Math.Sqrt(a.InFeatures), a.Heads * a.KeyWidth, a.InFeatures),
-                Gaussian(random, 1 / Math.Sqrt(a.InFeatures), a.Heads * a.ValueWidth, a.InFeatures),
-                a.OutFeatures is { } o ? Gaussian(random, 1 / Math.Sqrt(a.Heads * a.ValueWidth), o, a.Heads * a.ValueWidth) : null,
-                a.InputDependentDecay ? Gaussian(random, 1 / Math.Sqrt(a.InFeatures), a.Heads, a.InFeatures) : null,
-                a.InputDependentDecay ? Fill([a.Heads], () => random.Uniform(1, 4)) : null),
-        },
-        LinearRecurrence r => r with { Lambda = Eigenvalues(random, r) },
-        LayerNorm n => n with { Weights = Norm(random, n.Width, style, withBias: true) },
-        RmsNorm n => n with { Weights = Norm(random, n.Width, style, withBias: false) },
-        _ => throw new InvalidOperationException($"bug in pass InitializeWeights: {node.GetType().Name} '{node.Name}' reports missing weights but has no initialiser"),
+        var values = new Dictionary<string, DoubleTensor>();
+        foreach (var slot in node.WeightSlots)
+            if ((Draw(slot, random, style) ?? slot.Value) is { } value) values[slot.Name] = value;
+        var initialised = node.WithWeights(values);
+        return initialised.HasWeights
+            ? initialised
+            : throw new InvalidOperationException(
+                $"bug in pass InitializeWeights: {node.GetType().Name} '{node.Name}' reports missing weights but its weight slots do not supply them");
+    }
+
+    private static DoubleTensor? Draw(WeightSlot slot, SeededRandom random, WeightInit style) => slot.Draw switch
+    {
+        WeightDraw.Uniform u => Fill(slot.Shape, () => random.Uniform(u.Low, u.High)),
+        WeightDraw.Gaussian g => Fill(slot.Shape, () => g.Scale * random.Gaussian()),
+        WeightDraw.Eigenvalues e => Eigenvalues(random, e, slot.Shape),
+        WeightDraw.Constant c => Fill(slot.Shape, () => style == WeightInit.Perturbed ? random.Uniform(c.PerturbedLow, c.PerturbedHigh) : c.Value),
+        WeightDraw.None => null,
+        _ => throw new InvalidOperationException($"bug in pass InitializeWeights: no rule draws {slot.Draw.GetType().Name} (slot {slot.Name})"),
     };
 
-    private static DoubleTensor Eigenvalues(SeededRandom random, LinearRecurrence r)
+    private static DoubleTensor Eigenvalues(SeededRandom random, WeightDraw.Eigenvalues e, int[] shape)
     {
-        if (r.State == StateKind.Real)
-            return DoubleTensor.Vector(Enumerable.Range(0, r.Width).Select(_ => random.Uniform(0.5, 0.99)).ToArray());
-        var values = new double[r.Width * 2];
-        for (int i = 0; i < r.Width; i++)
+        if (!e.Complex) return Fill(shape, () => random.Uniform(e.Low, e.High));
+        var values = new double[shape[0] * 2];
+        for (int i = 0; i < shape[0]; i++)
         {
-            double magnitude = random.Uniform(0.5, 0.99), phase = random.Uniform(0, Math.PI / 4);
+            double magnitude = random.Uniform(e.Low, e.High), phase = random.Uniform(0, e.MaxPhase);
             values[2 * i] = magnitude * Math.Cos(phase);
             values[2 * i + 1] = magnitude * Math.Sin(phase);
         }
-        return new DoubleTensor(ValueList.Of(r.Width, 2), values);
+        return new DoubleTensor(shape, values);
     }
-
-    private static NormWeights Norm(SeededRandom random, int width, WeightInit style, bool withBias)
-    {
-        var perturbed = style == WeightInit.Perturbed;
-        var gain = Enumerable.Range(0, width).Select(_ => perturbed ? random.Uniform(0.5, 1.5) : 1.0).ToArray();
-        var bias = Enumerable.Range(0, width).Select(_ => perturbed ? random.Uniform(-0.5, 0.5) : 0.0).ToArray();
-        return new NormWeights(DoubleTensor.Vector(gain), withBias ? DoubleTensor.Vector(bias) : null);
-    }
-
-    private static DoubleTensor Uniform(SeededRandom random, double bound, params int[] shape) =>
-        Fill(shape, () => random.Uniform(-bound, bound));
-
-    private static DoubleTensor Gaussian(SeededRandom random, double scale, params int[] shape) =>
-        Fill(shape, () => scale * random.Gaussian());
 
     private static DoubleTensor Fill(int[] shape, Func<double> next)
     {

@@ -1,0 +1,18 @@
+using Duality.Reference;
+
+namespace Duality.Ir;
+
+/// <summary>y = f(x) elementwise.</summary>
+public sealed record Activation(string Name, NodeId Source, ActivationKind Kind) : Node(Name)
+{
+    public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
+    public override string Describe() => $"Activation {Kind}";
+
+    internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width) => width(Source);
+
+    internal override long CountParameters() => 0;
+
+    internal override double[,,] Evaluate(IReadOnlyList<double[,,]> sources) =>
+        SequenceMath.Map2(sources[0], sources[0], (x, _) => ScalarFunctions.Apply(Kind, x));
+}

@@ -1,0 +1,21 @@
+using Duality.Reference;
+
+namespace Duality.Ir;
+
+/// <summary>y = value * activation(gate), elementwise; both branches have the same width.</summary>
+public sealed record Gate(string Name, NodeId Value, NodeId Gating, ActivationKind Activation = ActivationKind.Identity)
+    : Node(Name)
+{
+    public override ValueList<NodeId> Sources => ValueList.Of(Value, Gating);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Value) == Value && map(Gating) == Gating ? this : this with { Value = map(Value), Gating = map(Gating) };
+    public override string Describe() =>
+        Activation == ActivationKind.Identity ? "Gate (product)" : $"Gate (value * {Activation}(gate))";
+
+    internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width) =>
+        check.SameWidths(Value, width(Value), Gating, width(Gating), "project one branch so both branches have the same width");
+
+    internal override long CountParameters() => 0;
+
+    internal override double[,,] Evaluate(IReadOnlyList<double[,,]> sources) =>
+        SequenceMath.Map2(sources[0], sources[1], (v, g) => v * ScalarFunctions.Apply(Activation, g));
+}

@@ -1,0 +1,17 @@
+namespace Duality.Ir;
+
+/// <summary>A named graph input x: [batch, time, Features].</summary>
+public sealed record Input(string Name, int Features) : Node(Name)
+{
+    public override ValueList<NodeId> Sources => ValueList<NodeId>.Empty;
+    public override Node MapSources(Func<NodeId, NodeId> map) => this;
+    public override string Describe() => $"Input {Features}";
+
+    internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width) =>
+        check.Positive(Features, "features") ? Features : null;
+
+    internal override long CountParameters() => 0;
+
+    internal override double[,,] Evaluate(IReadOnlyList<double[,,]> sources) =>
+        throw new InvalidOperationException($"bug in the reference evaluator: input '{Name}' is fed, not evaluated");
+}

@@ -1,0 +1,116 @@
+using Duality.Reference;
+
+namespace Duality.Ir;
+
+/// <summary>
+/// Diagonal linear recurrence h_t = lambda * h_{t-1} + u_t over Width neurons.
+/// Lambda: [Width] (real) or [Width, 2] (complex, as re and im); required when not trainable.
+/// With a Decay branch d ([1] or [Width] wide), lambda_t = sigmoid(d_t) instead, and Lambda is absent.
+/// InitialState: [Width] or [Width, 2]; absent means zero. A complex state is fed u_t on its real
+/// part and emits its real part, or [re; im] with <see cref="ComplexReadout.RealAndImaginary"/>.
+/// Initially lambda ~ U(0.5, 0.99); complex: r ~ U(0.5, 0.99), theta ~ U(0, pi/4) per neuron.
+/// </summary>
+public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
+    StateKind State = StateKind.Real,
+    ComplexReadout Readout = ComplexReadout.RealPart,
+    bool TrainableLambda = true,
+    NodeId? Decay = null,
+    DoubleTensor? Lambda = null,
+    DoubleTensor? InitialState = null) : Node(Name)
+{
+    public override ValueList<NodeId> Sources => Decay is { } d ? ValueList.Of(Source, d) : ValueList.Of(Source);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source && (Decay is null || map(Decay.Value) == Decay) ? this : this with { Source = map(Source), Decay = Decay is { } d ? map(d) : null };
+
+    public override string Describe()
+    {
+        var state = State == StateKind.Complex ? "complex" : "real";
+        var lambda = Decay is not null ? "input-dependent decay" : TrainableLambda ? "trainable lambda" : "fixed lambda";
+        return $"LinearRecurrence {Width} ({state}, {lambda})";
+    }
+
+    public override bool HasWeights => Decay is not null || Lambda is not null;
+
+    /// <summary>Width of the output: 2 Width for complex [re; im] readout, else Width.</summary>
+    public int OutputWidth => State == StateKind.Complex && Readout == ComplexReadout.RealAndImaginary ? 2 * Width : Width;
+
+    public override IReadOnlyList<WeightSlot> WeightSlots
+    {
+        get
+        {
+            var complex = State == StateKind.Complex;
+            int[] shape = complex ? [Width, 2] : [Width];
+            var initialState = new WeightSlot("InitialState", shape, new WeightDraw.None(), InitialState);
+            return Decay is null
+                ? [new WeightSlot("Lambda", shape, new WeightDraw.Eigenvalues(complex, 0.5, 0.99, Math.PI / 4), Lambda), initialState]
+                : [initialState];
+        }
+    }
+
+    internal override Node WithWeights(IReadOnlyDictionary<string, DoubleTensor> values) =>
+        this with { Lambda = values.GetValueOrDefault("Lambda"), InitialState = values.GetValueOrDefault("InitialState") };
+
+    internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width)
+    {
+        var received = width(Source);
+        int? decayWidth = Decay is { } d ? width(d) : null;
+        if (!check.Positive(Width, "width")) return null;
+        check.Input(Source, Width, received, $"declare the recurrence with width {received}, or project to {Width} first");
+        var complex = State == StateKind.Complex;
+        if (Decay is { } decay)
+        {
+            if (complex)
+                check.Problem("unsupported combination", "an input-dependent decay is real (sigmoid of a branch); the state is complex",
+                    "use a real state with the decay branch, or a fixed complex lambda");
+            if (decayWidth != 1 && decayWidth != Width)
+                check.Mismatch("decay width mismatch", $"decay {Diagnostic.Sequence(1)} or {Diagnostic.Sequence(Width)}",
+                    Diagnostic.Sequence(decayWidth!.Value), check.NameOf(decay),
+                    $"project the decay branch to 1 (shared) or {Width} (per neuron) features");
+            if (Lambda is not null || TrainableLambda)
+                check.Problem("unexpected lambda", "lambda_t comes from the decay branch, yet lambda values or a trainable lambda are declared",
+                    "drop Lambda and set TrainableLambda = false when a decay branch is given");
+        }
+        else if (Lambda is null && !TrainableLambda)
+            check.Problem("missing weight", "lambda is fixed but no values are given", "give Lambda values, or make lambda trainable");
+        if (Lambda is { } lambda)
+        {
+            if (complex) check.Weight("Lambda", lambda, Width, 2); else check.Weight("Lambda", lambda, Width);
+        }
+        if (InitialState is { } h0)
+        {
+            if (complex) check.Weight("InitialState", h0, Width, 2); else check.Weight("InitialState", h0, Width);
+        }
+        return OutputWidth;
+    }
+
+    internal override long CountParameters() =>
+        TrainableLambda && Decay is null ? (State == StateKind.Complex ? 2L : 1L) * Width : 0;
+
+    internal override double[,,] Evaluate(IReadOnlyList<double[,,]> sources)
+    {
+        var (u, decay) = (sources[0], sources.Count > 1 ? sources[1] : null);
+        var (batch, time, width) = (u.GetLength(0), u.GetLength(1), Width);
+        var complex = State == StateKind.Complex;
+        var y = new double[batch, time, OutputWidth];
+        for (int i = 0; i < batch; i++)
+            for (int k = 0; k < width; k++)
+            {
+                double re = 0, im = 0;
+                if (InitialState is { } h0) (re, im) = complex ? (h0[k, 0], h0[k, 1]) : (h0[k], 0);
+                for (int t = 0; t < time; t++)
+                {
+                    if (decay is not null)
+                        re = ScalarFunctions.Sigmoid(decay[i, t, decay.GetLength(2) == 1 ? 0 : k]) * re + u[i, t, k];
+                    else if (!complex)
+                        re = Lambda![k] * re + u[i, t, k];
+                    else
+                    {
+                        double lre = Lambda![k, 0], lim = Lambda[k, 1];
+                        (re, im) = (lre * re - lim * im + u[i, t, k], lre * im + lim * re);
+                    }
+                    y[i, t, k] = re;
+                    if (complex && Readout == ComplexReadout.RealAndImaginary) y[i, t, width + k] = im;
+                }
+            }
+        return y;
+    }
+}

@@ -1,0 +1,27 @@
+using Duality.Reference;
+
+namespace Duality.Ir;
+
+/// <summary>y = x / sqrt(mean(x^2) + Epsilon) * g over features; initially g = 1 (perturbed: g ~ U(0.5, 1.5)).</summary>
+public sealed record RmsNorm(string Name, NodeId Source, int Width, double Epsilon = 1e-6, bool Affine = true,
+    NormWeights? Weights = null) : Node(Name)
+{
+    public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
+    public override string Describe() => $"RmsNorm {Width}";
+    public override bool HasWeights => !Affine || Weights is not null;
+
+    public override IReadOnlyList<WeightSlot> WeightSlots =>
+        Affine ? [new WeightSlot("Gain", [Width], new WeightDraw.Constant(1, 0.5, 1.5), Weights?.Gain)] : [];
+
+    internal override Node WithWeights(IReadOnlyDictionary<string, DoubleTensor> values) =>
+        this with { Weights = new NormWeights(values["Gain"], null) };
+
+    internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width) =>
+        NormWeights.Check(check, Source, Width, Epsilon, Affine, Weights, hasBias: false, width(Source));
+
+    internal override long CountParameters() => Affine ? Width : 0;
+
+    internal override double[,,] Evaluate(IReadOnlyList<double[,,]> sources) =>
+        SequenceMath.Normalise(sources[0], Epsilon, centre: false, Weights?.Gain, null);
+}

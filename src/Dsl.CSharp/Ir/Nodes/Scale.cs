@@ -1,0 +1,19 @@
+using Duality.Reference;
+
+namespace Duality.Ir;
+
+/// <summary>y = Factor * x.</summary>
+public sealed record Scale(string Name, NodeId Source, double Factor) : Node(Name)
+{
+    public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
+    public override string Describe() => $"Scale {Factor}";
+
+    internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width) =>
+        check.Require(double.IsFinite(Factor), "invalid factor", $"the factor is {Factor}", "give a finite scale factor") ? width(Source) : null;
+
+    internal override long CountParameters() => 0;
+
+    internal override double[,,] Evaluate(IReadOnlyList<double[,,]> sources) =>
+        SequenceMath.Map2(sources[0], sources[0], (x, _) => Factor * x);
+}

@@ -1,0 +1,34 @@
+namespace Duality.Ir;
+
+/// <summary>y = x[..., Start : Start + Length].</summary>
+public sealed record Slice(string Name, NodeId Source, int Start, int Length) : Node(Name)
+{
+    public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
+    public override string Describe() => $"Slice [{Start}, {Start + Length})";
+
+    internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width)
+    {
+        var received = width(Source);
+        if (Start < 0 || Length <= 0 || Start + Length > received)
+        {
+            check.Mismatch("slice out of range", $"features [{Start}, {Start + Length}) within {Diagnostic.Sequence(received)}",
+                Diagnostic.Sequence(received), check.NameOf(Source),
+                $"choose 0 <= start and 0 < length with start + length <= {received}");
+            return null;
+        }
+        return Length;
+    }
+
+    internal override long CountParameters() => 0;
+
+    internal override double[,,] Evaluate(IReadOnlyList<double[,,]> sources)
+    {
+        var x = sources[0];
+        var y = new double[x.GetLength(0), x.GetLength(1), Length];
+        for (int i = 0; i < x.GetLength(0); i++)
+            for (int t = 0; t < x.GetLength(1); t++)
+                for (int c = 0; c < Length; c++) y[i, t, c] = x[i, t, Start + c];
+        return y;
+    }
+}
