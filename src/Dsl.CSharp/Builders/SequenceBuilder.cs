@@ -196,11 +196,13 @@ public sealed class SequenceBuilder
     /// <summary>The verified graph; outputs are the marked nodes, or the current node when none is marked.</summary>
     public Graph Build() => Graph.Create(draft.Nodes, draft.Outputs.IsEmpty ? [Current] : draft.Outputs);
 
-    private int WidthOrZero => Current.Index >= 0 ? draft.Widths[Current.Index] ?? 0 : 0;
+    /// <summary>The current node's width, 0 when unknown (its shape rule then reports the problem).</summary>
+    internal int WidthOrZero => Current.Index >= 0 ? draft.Widths[Current.Index] ?? 0 : 0;
 
     private SequenceBuilder With(Draft next) => new(next, Current, scope);
 
-    private SequenceBuilder Append(Node node)
+    /// <summary>The builder at <paramref name="node"/>, appended to the graph (a kind's own builder method, beside its record, calls this).</summary>
+    internal SequenceBuilder Append(Node node)
     {
         var id = new NodeId(draft.Nodes.Count);
         var width = ShapeRules.Infer(node, id, draft.Nodes, draft.Widths, []);
@@ -221,7 +223,8 @@ public sealed class SequenceBuilder
 
     private string Scoped(string name) => scope.Length == 0 ? name : $"{scope}/{name}";
 
-    private string Name(string? given, string kind)
+    /// <summary>The node's path: the given name in this scope, or the kind's name made unique.</summary>
+    internal string Name(string? given, string kind)
     {
         if (given is not null) return Scoped(given);
         var candidate = Scoped(kind);
