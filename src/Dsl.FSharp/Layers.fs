@@ -127,6 +127,9 @@ module Layer =
     let rmsNorm : Layers = fun s -> s.RmsNorm()
     let scale factor : Layers = fun s -> s.Scale(factor)
 
+    /// y_t = b + sum_{i < k} w_i * x_{t-i} per channel: a causal depthwise convolution of `kernelSize` taps.
+    let causalConv1d kernelSize : Layers = fun s -> s.CausalConv1d(kernelSize)
+
     /// Names the nodes built by `body` under "name/".
     let scope name (body: Layers) : Layers = fun s -> s.Scope(name, body)
 

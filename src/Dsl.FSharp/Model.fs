@@ -22,6 +22,7 @@ type NodeKind =
     | LayerNormNode of LayerNorm
     | RmsNormNode of RmsNorm
     | ScaleNode of Scale
+    | CausalConv1dNode of CausalConv1d
 
 [<AutoOpen>]
 module NodePatterns =
@@ -40,6 +41,7 @@ module NodePatterns =
         | :? LayerNorm as n -> LayerNormNode n
         | :? RmsNorm as n -> RmsNormNode n
         | :? Scale as n -> ScaleNode n
+        | :? CausalConv1d as n -> CausalConv1dNode n
         | other -> invalidArg "node" (sprintf "unknown node kind %s" (other.GetType().Name))
 
 /// Starting, finishing and inspecting models.

@@ -45,6 +45,7 @@ type Op =
     | LayerNormOp
     | RmsNormOp
     | ScaleOp of double
+    | ConvolutionOp of kernelSize: int
     | MarkOutput
 
 /// An architecture: one or two inputs (a second is concatenated to the first), then layers.
@@ -124,6 +125,7 @@ let private op w =
           1, Gen.constant LayerNormOp
           1, Gen.constant RmsNormOp
           1, Gen.map (fun i -> ScaleOp(float i / 4.0)) (Gen.choose (-8, 8))
+          1, Gen.map ConvolutionOp (Gen.choose (1, 5))
           1, Gen.constant MarkOutput ]
 
 /// Architectures of 1 + size/8 layers (at most 8).
@@ -169,6 +171,7 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
     | LayerNormOp -> b.LayerNorm()
     | RmsNormOp -> b.RmsNorm()
     | ScaleOp f -> b.Scale(f)
+    | ConvolutionOp k -> b.CausalConv1d(k)
     | MarkOutput -> b.Output()
 
 /// The graph an architecture describes, built with the C# builders (no weights).

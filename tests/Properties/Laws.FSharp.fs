@@ -37,6 +37,7 @@ let private applyFSharp (s: Sequence) op : Sequence =
     | LayerNormOp -> s |> Layer.layerNorm
     | RmsNormOp -> s |> Layer.rmsNorm
     | ScaleOp f -> s |> Layer.scale f
+    | ConvolutionOp k -> s |> Layer.causalConv1d k
     | MarkOutput -> s |> Layer.output
 
 let buildFSharp (a: Architecture) =
@@ -70,7 +71,8 @@ let tests =
                     | SliceNode n -> obj.ReferenceEquals(n, node)
                     | LayerNormNode n -> obj.ReferenceEquals(n, node)
                     | RmsNormNode n -> obj.ReferenceEquals(n, node)
-                    | ScaleNode n -> obj.ReferenceEquals(n, node)))
+                    | ScaleNode n -> obj.ReferenceEquals(n, node)
+                    | CausalConv1dNode n -> obj.ReferenceEquals(n, node)))
 
         testCase "computation expressions build what the C# builders build" <| fun () ->
             let fsharp =

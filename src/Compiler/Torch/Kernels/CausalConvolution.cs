@@ -1,0 +1,116 @@
+using System.Numerics;
+using TorchSharp;
+using static TorchSharp.torch;
+using static TorchSharp.torch.autograd;
+
+namespace Duality.Kernels;
+
+/// <summary>
+/// Causal depthwise convolution over time on contiguous rows, taps transposed so each is a vector over channels:
+///   y_t = b + sum_{i &lt; K, i &lt;= t} tap_i * x_{t-i}                 (elementwise over C channels)
+/// and its reverse-mode derivative
+///   dx_s = sum_{i &lt; K, s + i &lt; T} tap_i * dy_{s+i},   dtap_i = sum_{n, t >= i} dy_t * x_{t-i},   db = sum_{n, t} dy_t.
+/// x, y, dy, dx: [B, T, C]; taps, dtaps: [K, C]; b, db: [C] (b may be null).
+/// </summary>
+internal static unsafe class CausalConvolution
+{
+    public static void Forward<T>(T* x, T* taps, T* bias, T* y, int batch, int time, int channels, int kernel)
+        where T : unmanaged, INumber<T>
+    {
+        for (int n = 0; n < batch; n++)
+            for (int t = 0; t < time; t++)
+            {
+                var row = y + ((long)n * time + t) * channels;
+                if (bias is null) new Span<T>(row, channels).Clear();
+                else new ReadOnlySpan<T>(bias, channels).CopyTo(new Span<T>(row, channels));
+                for (int i = 0; i < kernel && i <= t; i++)
+                    MultiplyAdd(row, taps + (long)i * channels, x + ((long)n * time + t - i) * channels, channels);
+            }
+    }
+
+    public static void Backward<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int batch, int time, int channels, int kernel)
+        where T : unmanaged, INumber<T>
+    {
+        new Span<T>(dtaps, kernel * channels).Clear();
+        if (dbias is not null) new Span<T>(dbias, channels).Clear();
+        for (int n = 0; n < batch; n++)
+            for (int s = 0; s < time; s++)
+            {
+                var gradient = dy + ((long)n * time + s) * channels;
+                var row = dx + ((long)n * time + s) * channels;
+                new Span<T>(row, channels).Clear();
+                for (int i = 0; i < kernel && s + i < time; i++)
+                    MultiplyAdd(row, taps + (long)i * channels, gradient + (long)i * channels, channels);
+                for (int i = 0; i < kernel && i <= s; i++)
+                    MultiplyAdd(dtaps + (long)i * channels, gradient, x + ((long)n * time + s - i) * channels, channels);
+                if (dbias is not null) Add(dbias, gradient, channels);
+            }
+    }
+
+    /// <summary>sum[c] += a[c] * b[c].</summary>
+    private static void MultiplyAdd<T>(T* sum, T* a, T* b, int length) where T : unmanaged, INumber<T>
+    {
+        int c = 0;
+        if (Vector.IsHardwareAccelerated && Vector<T>.IsSupported)
+            for (; c <= length - Vector<T>.Count; c += Vector<T>.Count)
+            {
+                var s = Vector.Load(sum + c) + Vector.Load(a + c) * Vector.Load(b + c);
+                s.Store(sum + c);
+            }
+        for (; c < length; c++) sum[c] += a[c] * b[c];
+    }
+
+    private static void Add<T>(T* sum, T* a, int length) where T : unmanaged, INumber<T>
+    {
+        for (int c = 0; c < length; c++) sum[c] += a[c];
+    }
+}
+
+/// <summary>
+/// The causal depthwise convolution as one autograd operation (<see cref="CausalConvolution"/>): x: [B, T, C],
+/// weight: [C, K] (tap i weighs the step i back), bias: [C] or null; returns y: [B, T, C].
+/// </summary>
+internal sealed class CausalConvolutionFunction : SingleTensorFunction<CausalConvolutionFunction>
+{
+    public override string Name => "CausalConvolution";
+
+    public static Tensor Run(Tensor x, Tensor weight, Tensor? bias) => apply(x.contiguous(), weight, bias!);
+
+    public override Tensor forward(AutogradContext ctx, params object[] vars)
+    {
+        var (x, weight, bias) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor);
+        var taps = weight.t().contiguous();
+        var b = bias?.contiguous();
+        var y = empty_like(x);
+        if (x.dtype == ScalarType.Float32) Forward<float>(x, taps, b, y);
+        else Forward<double>(x, taps, b, y);
+        ctx.save_for_backward([x, taps, b!]);
+        return y;
+    }
+
+    public override List<Tensor> backward(AutogradContext ctx, Tensor grad)
+    {
+        var saved = ctx.get_saved_variables();
+        var (x, taps, bias) = (saved[0], saved[1], saved[2] is { IsInvalid: false } s ? s : null);
+        var dy = grad.contiguous();
+        var (dx, dtaps) = (empty_like(x), empty_like(taps));
+        var dbias = bias is null ? null : empty_like(bias);
+        if (x.dtype == ScalarType.Float32) Backward<float>(dy, x, taps, dx, dtaps, dbias);
+        else Backward<double>(dy, x, taps, dx, dtaps, dbias);
+        return [dx, dtaps.t(), dbias!];
+    }
+
+    private static unsafe void Forward<T>(Tensor x, Tensor taps, Tensor? bias, Tensor y) where T : unmanaged, INumber<T>
+    {
+        using var alive = RawStorage.KeepAlive(x, taps, bias, y);
+        CausalConvolution.Forward(RawStorage.Pointer<T>(x), RawStorage.Pointer<T>(taps), RawStorage.PointerOrNull<T>(bias), RawStorage.Pointer<T>(y),
+            (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)taps.shape[0]);
+    }
+
+    private static unsafe void Backward<T>(Tensor dy, Tensor x, Tensor taps, Tensor dx, Tensor dtaps, Tensor? dbias) where T : unmanaged, INumber<T>
+    {
+        using var alive = RawStorage.KeepAlive(dy, x, taps, dx, dtaps, dbias);
+        CausalConvolution.Backward(RawStorage.Pointer<T>(dy), RawStorage.Pointer<T>(x), RawStorage.Pointer<T>(taps), RawStorage.Pointer<T>(dx),
+            RawStorage.Pointer<T>(dtaps), RawStorage.PointerOrNull<T>(dbias), (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)taps.shape[0]);
+    }
+}
