@@ -58,7 +58,7 @@ var oneStep = regression.OneStepGradientDescentLoss();
 Console.WriteLine($"in-context linear regression (d_x = {dx}, d_y = {dy}, 10 examples): best one-step gradient descent loss {oneStep:0.0000} (E|y|^2 = 1)");
 foreach (var neurons in new[] { 3, dx * dy + dx, 9 })
 {
-    var student = Students.GatedRnn(dx + dy, neurons, 2 * (dx + dy) * (dx + dy), dx + dy, 0).Compile(new CompileOptions { DType = ScalarType.Float64 });
+    var student = Students.GatedRnn(dx + dy, neurons, 2 * (dx + dy) * (dx + dy), dy, 0).Compile(new CompileOptions { DType = ScalarType.Float64 });
     Trainer.Train(student, regression, options);
     var loss = Analysis.Loss(student.ToGraph(), regression, batch: 16384);
     var (fitted, gradientDescent) = Analysis.RegressionTensors(student.ToGraph(), regression);

@@ -46,7 +46,14 @@ public sealed class TeacherStudentTask : ITrainingTask
         return (x, teacher.forward(x));
     }
 
-    public Tensor Loss(Tensor output, Tensor target) => (output - target).square().mean() / OutputVariance;
+    /// <summary>Output and target [batch, time, width]; any other output shape is refused.</summary>
+    public Tensor Loss(Tensor output, Tensor target)
+    {
+        OutputShape.Require(ToString(), output.shape, target.shape);
+        return (output - target).square().mean() / OutputVariance;
+    }
+
+    public override string ToString() => $"{nameof(TeacherStudentTask)}(width {Width}, time {Time})";
 }
 
 /// <summary>
@@ -70,7 +77,19 @@ public sealed class InContextRegressionTask(int inputs, int outputs = 1, int exa
         return (cat([x, y * mask], -1), y.select(1, examples));
     }
 
-    public Tensor Loss(Tensor output, Tensor target) => (output.select(1, examples).narrow(-1, 0, outputs) - target).square().sum(-1).mean();
+    /// <summary>The model predicts at every token, [batch, examples + 1, outputs]; only the query's prediction is scored.</summary>
+    public long[] ExpectedOutputShape(Tensor input, Tensor target) => Scored(target);
+
+    /// <summary>The squared error at the query; output [batch, examples + 1, outputs], target [batch, outputs], any other output shape is refused.</summary>
+    public Tensor Loss(Tensor output, Tensor target)
+    {
+        OutputShape.Require(ToString(), output.shape, Scored(target));
+        return (output.select(1, examples) - target).square().sum(-1).mean();
+    }
+
+    private long[] Scored(Tensor target) => [target.shape[0], examples + 1, outputs];
+
+    public override string ToString() => $"{nameof(InContextRegressionTask)}(inputs {inputs}, outputs {outputs}, examples {examples})";
 
     /// <summary>
     /// The loss of the best one-step gradient-descent predictor y = eta sum_i y_i x_i^T x_q (from W = 0):

@@ -1,13 +1,10 @@
 using System.Diagnostics;
 using System.Globalization;
+using Duality.Ir;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Duality.Training;
-
-public enum OptimizerKind { Adam, AdamW }
-
-public enum Schedule { Constant, Cosine }
 
 /// <summary>A source of training batches and the loss that scores a model on them.</summary>
 public interface ITrainingTask
@@ -15,31 +12,17 @@ public interface ITrainingTask
     /// <summary>A batch of inputs [batch, time, features] and its target; draw randomness only from <paramref name="random"/>.</summary>
     (Tensor Input, Tensor Target) Batch(int size, torch.Generator random);
 
-    /// <summary>The loss of a model output against the target, a scalar.</summary>
+    /// <summary>
+    /// The loss of a model output against the target, a scalar. An output whose shape is not
+    /// <see cref="ExpectedOutputShape"/> is refused (a <see cref="GraphException"/>), never broadcast or cut to fit.
+    /// </summary>
     Tensor Loss(Tensor output, Tensor target);
-}
 
-public sealed record TrainingOptions
-{
-    public int Steps { get; init; } = 1000;
-    public int BatchSize { get; init; } = 64;
-    public double LearningRate { get; init; } = 3e-3;
-    public OptimizerKind Optimizer { get; init; } = OptimizerKind.Adam;
-    public double WeightDecay { get; init; }
-    public Schedule Schedule { get; init; } = Schedule.Cosine;
-    public int Seed { get; init; }
-
-    /// <summary>Record the loss every this many steps.</summary>
-    public int RecordEvery { get; init; } = 10;
-
-    /// <summary>Writes "step,loss" here when set.</summary>
-    public string? LossCsv { get; init; }
-
-    /// <summary>Draws the loss curve here (PNG) when set.</summary>
-    public string? LossPlot { get; init; }
-
-    /// <summary>Progress output; a terminal gets a live bar, anything else a line per tenth of training. Null: silent.</summary>
-    public TextWriter? Progress { get; init; } = Console.Out;
+    /// <summary>
+    /// The shape [batch, time, width] a model's output must have to be scored against this batch; by default the
+    /// target's. <see cref="Trainer.Train"/> checks it on one batch before the first step.
+    /// </summary>
+    long[] ExpectedOutputShape(Tensor input, Tensor target) => target.shape;
 }
 
 public sealed record TrainingResult(IReadOnlyList<(int Step, double Loss)> Losses, double FinalLoss, double StepsPerSecond);
@@ -47,19 +30,45 @@ public sealed record TrainingResult(IReadOnlyList<(int Step, double Loss)> Losse
 /// <summary>Seeded, reproducible training of any TorchSharp module (compiled graphs included) on a task.</summary>
 public static class Trainer
 {
+    /// <summary>
+    /// Trains <paramref name="model"/> on <paramref name="task"/>. Before the first step and before any file is touched,
+    /// the options are checked and one batch is run through the model (in eval mode, without gradients, on batches of
+    /// its own) to compare its output with <see cref="ITrainingTask.ExpectedOutputShape"/>; the loss of every step is
+    /// checked before the parameters are updated.
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="model"/> or <paramref name="task"/> is null.</exception>
+    /// <exception cref="ArgumentException">
+    /// An option is invalid (an <see cref="ArgumentOutOfRangeException"/> for a number or enum out of range), with
+    /// ParamName the option's name, e.g. "Steps"; <see cref="TrainingOptions.LossCsv"/> or
+    /// <see cref="TrainingOptions.LossPlot"/> cannot be written; or the model has no trainable parameters (ParamName "model").
+    /// </exception>
+    /// <exception cref="GraphException">The model's output does not have the shape the task scores, at "(model output)".</exception>
+    /// <exception cref="TrainingDivergedException">
+    /// A step's loss was not finite; the loss file and plot written up to that step are complete.
+    /// </exception>
     public static TrainingResult Train(nn.Module<Tensor, Tensor> model, ITrainingTask task, TrainingOptions? options = null)
     {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(task);
         options ??= new TrainingOptions();
+        options.Validate();
+        var parameters = model.parameters().ToList();
+        if (!parameters.Any(p => p.requires_grad))
+            throw new ArgumentException($"the model has no trainable parameters, so {task} cannot train it. " +
+                "Fix: pass a model with parameters that require gradients.", nameof(model));
+        using var log = LossLog.Open(options.LossCsv, options.LossPlot);
+        CheckOutput(model, task, options);
+        log.Begin();
+
         torch.manual_seed(options.Seed);
         var random = new torch.Generator((ulong)options.Seed + 1);
-        var parameters = model.parameters().ToList();
         optim.Optimizer optimizer = options.Optimizer == OptimizerKind.AdamW
             ? optim.AdamW(parameters, options.LearningRate, weight_decay: options.WeightDecay)
             : optim.Adam(parameters, options.LearningRate, weight_decay: options.WeightDecay);
-        var losses = new List<(int, double)>();
         var clock = Stopwatch.StartNew();
         var live = options.Progress == Console.Out && !Console.IsOutputRedirected;
         double last = double.NaN;
+        (int Step, double Loss)? lastFinite = null;
         for (int step = 1; step <= options.Steps; step++)
         {
             using var scope = NewDisposeScope();
@@ -70,31 +79,60 @@ public static class Trainer
             var (input, target) = task.Batch(options.BatchSize, random);
             optimizer.zero_grad();
             var loss = task.Loss(model.forward(input), target);
-            loss.backward();
-            optimizer.step();
-            if (step % options.RecordEvery == 0 || step == options.Steps || step == 1)
+            var value = loss.to_type(ScalarType.Float64).item<double>();
+            if (!double.IsFinite(value))
             {
-                last = loss.to_type(ScalarType.Float64).item<double>();
-                losses.Add((step, last));
-                if (!double.IsFinite(last))
-                {
-                    options.Progress?.WriteLine($"\nstopped at step {step}: the loss is {last}");
-                    break;
-                }
+                log.Add(step, value);
+                if (live) options.Progress!.WriteLine();
+                throw new TrainingDivergedException(step, value, lastFinite?.Step, lastFinite?.Loss, DivergenceHint(options, lastFinite), log.Losses);
             }
+            lastFinite = (step, value);
+            if (step % options.RecordEvery == 0 || step == options.Steps || step == 1) log.Add(step, last = value);
+            loss.backward();
+            if (options.MaxGradientNorm is { } norm) nn.utils.clip_grad_norm_(parameters, norm);
+            optimizer.step();
             if (options.Progress is { } progress && (live ? step % 5 == 0 || step == options.Steps : step % Math.Max(1, options.Steps / 10) == 0))
                 Report(progress, live, step, options.Steps, last, clock.Elapsed);
         }
         if (live) options.Progress!.WriteLine();
-        var stepsPerSecond = losses.Count == 0 ? 0 : losses[^1].Item1 / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
-        if (options.LossCsv is { } csv)
-        {
-            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(csv))!);
-            File.WriteAllLines(csv, new[] { "step,loss" }.Concat(losses.Select(l => $"{l.Item1},{l.Item2.ToString("R", CultureInfo.InvariantCulture)}")));
-        }
-        if (options.LossPlot is { } png) Plot.Lines(png, [("loss", losses.Select(l => ((double)l.Item1, l.Item2)).ToList())]);
-        return new TrainingResult(losses, last, stepsPerSecond);
+        var stepsPerSecond = options.Steps / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+        return new TrainingResult(log.Losses, last, stepsPerSecond);
     }
+
+    /// <summary>One batch of the task through the model, without changing either, to compare the output's shape with the task's.</summary>
+    private static void CheckOutput(nn.Module<Tensor, Tensor> model, ITrainingTask task, TrainingOptions options)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        // eval mode, so that no batch statistics or dropout state change; each module's mode is restored, parents first
+        var modes = model.modules().Prepend(model).Select(m => (Module: m, m.training)).ToList();
+        model.eval();
+        try
+        {
+            var (input, target) = task.Batch(options.BatchSize, new torch.Generator((ulong)options.Seed + 1));
+            OutputShape.Require(task.ToString() ?? task.GetType().Name, model.forward(input).shape, task.ExpectedOutputShape(input, target));
+        }
+        finally
+        {
+            foreach (var (module, training) in modes) module.train(training);
+        }
+    }
+
+    private static string DivergenceHint(TrainingOptions options, (int Step, double Loss)? lastFinite)
+    {
+        var rate = Number(options.LearningRate);
+        if (lastFinite is null)
+            return "the loss was not finite before any update: check the task's batches and the model's initial weights " +
+                   $"(and the dtype); if they are finite, lower LearningRate ({rate} now)";
+        var lower = Number(options.LearningRate / 10);
+        var clip = options.MaxGradientNorm is { } norm
+            ? $"lower MaxGradientNorm ({norm.ToString("G4", CultureInfo.InvariantCulture)} now)"
+            : "clip the gradients, e.g. MaxGradientNorm = 1.0";
+        return $"lower LearningRate ({rate} now, try {lower}), or {clip}";
+    }
+
+    /// <summary>3e-3, 1e6, 2.5e-1: how rates are written in the options.</summary>
+    private static string Number(double value) => value.ToString("0.##e0", CultureInfo.InvariantCulture);
 
     private static void Report(TextWriter output, bool live, int step, int steps, double loss, TimeSpan elapsed)
     {
