@@ -205,6 +205,12 @@ let tests =
                 within 1e-10 (scaledError dxOps dxFused) "input gradients" |> ignore
                 List.iter2 (fun (n1, a) (n2, b) -> if n1 <> n2 || not (close a b) then failwithf "gradient of %s differs" n1) gradsOps gradsFused
 
+        testPropertyWithConfig config "fused causal convolution = TorchSharp conv1d: outputs, input and parameter gradients (float64, scaled error <= 1e-10), every loss, widths around SIMD vectors, taps beyond the sequence" <|
+            Prop.forAll (Arb.fromGen (Gen.zip3 recurrenceCase (Gen.elements [ 1; 3; 4; 8; 9; 33 ]) (Gen.elements [ 1; 2; 4; 7 ]))) (fun (c, width, kernel) ->
+                let c = { c with Width = width }
+                let g = InitializeWeights.Run(Model.Input("x", width).CausalConv1d(kernel, bias = (c.Seed % 2 = 0), name = "conv").Build(), c.Seed)
+                sameRuns (run g ExecutionMode.TorchOps c) (run g ExecutionMode.Auto c))
+
         testPropertyWithConfig { config with maxTest = 60 } "chunked causal linear attention = masked form: outputs, input and parameter gradients (float64, <= 1e-10)" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->
                 let g = Duality.Testing.Generators.attentionGraph c.Layer
