@@ -9,7 +9,7 @@ namespace Duality.Kernels;
 ///   h_n  = lambda_n h_n + value[valueRow_n] * key[keyRow_n]          (input gate from distinct rows)
 ///   s_r += coefficient_m h[memory_m] h[query_m]  for each output neuron m with readout group r = group_m
 /// value: [B, T, Ug], key: [B, T, Ux] (projections onto the distinct input-gate rows);
-/// s: [B, T, R] (sums per distinct readout column). See <see cref="Schedule{T}"/> for how the work is
+/// s: [B, T, R] (sums per distinct readout column). See <see cref="GatedLayerLayout{T}"/> for how the work is
 /// laid out in SIMD blocks. Parallel over the batch when there is enough work.
 /// </summary>
 internal static unsafe class GatedLayerLoop
@@ -31,17 +31,17 @@ internal static unsafe class GatedLayerLoop
     }
 
     /// <summary>
-    /// Runs the layer over [batch, time]. <paramref name="state"/> ([batch, <see cref="Schedule{T}.StateSize"/>],
-    /// laid out by the schedule) starts at zero and is left holding the last state; null starts from zero. Without <paramref name="parallel"/>
+    /// Runs the layer over [batch, time]. <paramref name="state"/> ([batch, <see cref="GatedLayerLayout{T}.StateSize"/>],
+    /// laid out by the layout) starts at zero and is left holding the last state; null starts from zero. Without <paramref name="parallel"/>
     /// and with a state, nothing is allocated. <paramref name="decay"/>: [batch, time, decayWidth], the per-step eigenvalues
     /// of the neurons with an input-dependent decay (null when there are none).
     /// </summary>
-    public static void Run<T>(T* value, T* key, T* sums, Schedule<T> schedule, int batch, int time, int valueWidth, int keyWidth,
+    public static void Run<T>(T* value, T* key, T* sums, GatedLayerLayout<T> layout, int batch, int time, int valueWidth, int keyWidth,
         T* state = null, bool parallel = true, T* decay = null, int decayWidth = 0) where T : unmanaged, INumber<T>
     {
         var shape = new Shape<T>(time, valueWidth, keyWidth, decay, decayWidth);
-        if (parallel && batch > 1 && (long)time * schedule.Neurons >= 1 << 16) RunParallel(value, key, sums, schedule, batch, shape, state);
-        else for (int b = 0; b < batch; b++) RunSequence(value, key, sums, schedule, b, shape, state);
+        if (parallel && batch > 1 && (long)time * layout.Neurons >= 1 << 16) RunParallel(value, key, sums, layout, batch, shape, state);
+        else for (int b = 0; b < batch; b++) RunSequence(value, key, sums, layout, b, shape, state);
     }
 
     private readonly struct Shape<T>(int time, int valueWidth, int keyWidth, T* decay, int decayWidth) where T : unmanaged
@@ -57,25 +57,25 @@ internal static unsafe class GatedLayerLoop
         public int DecayWidth { get; } = decayWidth;
     }
 
-    private static void RunParallel<T>(T* value, T* key, T* sums, Schedule<T> schedule, int batch, Shape<T> shape, T* state)
+    private static void RunParallel<T>(T* value, T* key, T* sums, GatedLayerLayout<T> layout, int batch, Shape<T> shape, T* state)
         where T : unmanaged, INumber<T> =>
-        System.Threading.Tasks.Parallel.For(0, batch, b => RunSequence(value, key, sums, schedule, b, shape, state));
+        System.Threading.Tasks.Parallel.For(0, batch, b => RunSequence(value, key, sums, layout, b, shape, state));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RunSequence<T>(T* value, T* key, T* sums, Schedule<T> schedule, int b, Shape<T> shape, T* state)
+    private static void RunSequence<T>(T* value, T* key, T* sums, GatedLayerLayout<T> layout, int b, Shape<T> shape, T* state)
         where T : unmanaged, INumber<T>
     {
-        int groups = schedule.Groups;
-        var scratch = state is null ? new T[schedule.StateSize] : null;
-        fixed (T* own = scratch, l = schedule.Lambda, c = schedule.Coefficient)
+        int groups = layout.Groups;
+        var scratch = state is null ? new T[layout.StateSize] : null;
+        fixed (T* own = scratch, l = layout.Lambda, c = layout.Coefficient)
         {
-            T* h = state is null ? own : state + (long)b * schedule.StateSize;
+            T* h = state is null ? own : state + (long)b * layout.StateSize;
             for (int t = 0; t < shape.Time; t++)
             {
                 long step = (long)b * shape.Time + t;
                 T* v = value + step * shape.ValueWidth, k = key + step * shape.KeyWidth, s = sums + step * groups;
                 T* decay = shape.Decay + step * shape.DecayWidth;
-                foreach (var block in schedule.Inputs)
+                foreach (var block in layout.Inputs)
                     for (int r = 0; r < block.Count; r++)
                     {
                         int n = block.Neuron + r * block.Length;
@@ -83,14 +83,14 @@ internal static unsafe class GatedLayerLoop
                     }
                 new Span<T>(s, groups).Clear();
                 // a transposed block is attention's recurrent form: state of run r, element j at Neuron + j Runs + r
-                foreach (var head in schedule.Transposed)
+                foreach (var head in layout.Transposed)
                     if (head.LambdaImaginary == T.Zero)
                         RecurrentAttentionStep.Advance(h + head.Neuron, head.DecayRow < 0 ? head.Lambda : decay[head.DecayRow], k + head.KeyRow,
                             v + head.ValueRow, h + head.Query, s + head.Group, head.Length, head.Runs, head.Coefficient, accumulate: true);
                     else
-                        RecurrentAttentionStep.Rotate(h + head.Neuron, h + schedule.Neurons + head.Neuron, head.Lambda, head.LambdaImaginary, k + head.KeyRow,
+                        RecurrentAttentionStep.Rotate(h + head.Neuron, h + layout.Neurons + head.Neuron, head.Lambda, head.LambdaImaginary, k + head.KeyRow,
                             v + head.ValueRow, h + head.Query, s + head.Group, head.Length, head.Runs, head.Coefficient, accumulate: true);
-                foreach (var (inputs, outputs, uniform) in schedule.Paired)
+                foreach (var (inputs, outputs, uniform) in layout.Paired)
                     for (int r = 0; r < inputs.Count; r++)
                     {
                         int n = inputs.Neuron + r * inputs.Length, m = outputs.Start + r * outputs.Length;
@@ -100,7 +100,7 @@ internal static unsafe class GatedLayerLoop
                             ? AdvanceAndDot(h + n, l[n], vr, kr, c[m], q, inputs.Length)
                             : AdvanceAndDot(h + n, l + n, vr, kr, c + m, q, inputs.Length);
                     }
-                foreach (var block in schedule.Outputs)
+                foreach (var block in layout.Outputs)
                     for (int r = 0; r < block.Count; r++)
                         s[block.Group + r * block.GroupStride] += Dot(c + block.Start + r * block.Length,
                             h + block.Memory + r * block.MemoryStride, h + block.Query + r * block.QueryStride, block.Length);

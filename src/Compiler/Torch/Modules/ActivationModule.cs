@@ -12,7 +12,7 @@ internal sealed class ActivationModule(Activation node) : NodeModule(node.Name)
     public override Tensor Forward(IReadOnlyList<Tensor> inputs) => TensorValues.Apply(node.Kind, inputs[0]);
 }
 
-internal sealed class ActivationKernel<T>(Activation node, StepKernel<T> source, int batch) : StepKernel<T>(batch, source.Width)
+internal sealed class ActivationStepper<T>(Activation node, Stepper<T> source, int batch) : Stepper<T>(batch, source.Width)
     where T : unmanaged, IFloatingPointIeee754<T>
 {
     public override void Step()
@@ -26,8 +26,8 @@ internal sealed class ActivationExecution : NodeExecution<Activation>
 {
     protected override NodeModule Module(Activation node, ScalarType dtype, ExecutionMode execution) => new ActivationModule(node);
 
-    protected override StepKernel<T> Kernel<T>(Activation node, StepKernel<T>[] sources, int batch, int capacity) =>
-        new ActivationKernel<T>(node, sources[0], batch);
+    protected override Stepper<T> Stepper<T>(Activation node, Stepper<T>[] sources, int batch, int capacity) =>
+        new ActivationStepper<T>(node, sources[0], batch);
 
     protected override bool ReturnsView(Activation node) => node.Kind == ActivationKind.Identity;
 }

@@ -11,7 +11,7 @@ internal sealed class AddModule(Add node) : NodeModule(node.Name)
     public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0] + inputs[1];
 }
 
-internal sealed class AddKernel<T>(StepKernel<T> left, StepKernel<T> right, int batch) : StepKernel<T>(batch, left.Width)
+internal sealed class AddStepper<T>(Stepper<T> left, Stepper<T> right, int batch) : Stepper<T>(batch, left.Width)
     where T : unmanaged, IFloatingPointIeee754<T>
 {
     public override void Step()
@@ -25,6 +25,6 @@ internal sealed class AddExecution : NodeExecution<Add>
 {
     protected override NodeModule Module(Add node, ScalarType dtype, ExecutionMode execution) => new AddModule(node);
 
-    protected override StepKernel<T> Kernel<T>(Add node, StepKernel<T>[] sources, int batch, int capacity) =>
-        new AddKernel<T>(sources[0], sources[1], batch);
+    protected override Stepper<T> Stepper<T>(Add node, Stepper<T>[] sources, int batch, int capacity) =>
+        new AddStepper<T>(sources[0], sources[1], batch);
 }

@@ -244,8 +244,8 @@ internal sealed class AttentionExecution : NodeExecution<Attention>
 {
     protected override NodeModule Module(Attention node, ScalarType dtype, ExecutionMode execution) => new AttentionModule(node, dtype, execution);
 
-    protected override StepKernel<T> Kernel<T>(Attention node, StepKernel<T>[] sources, int batch, int capacity) =>
+    protected override Stepper<T> Stepper<T>(Attention node, Stepper<T>[] sources, int batch, int capacity) =>
         node.Kernel == AttentionKernel.Linear
-            ? new LinearAttentionKernel<T>(node, sources[0], batch)
-            : new SoftmaxAttentionKernel<T>(node, sources[0], batch, capacity);
+            ? new LinearAttentionStepper<T>(node, sources[0], batch)
+            : new SoftmaxAttentionStepper<T>(node, sources[0], batch, capacity);
 }

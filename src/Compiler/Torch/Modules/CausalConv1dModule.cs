@@ -57,14 +57,14 @@ internal sealed class CausalConv1dModule : NodeModule
 }
 
 /// <summary>The convolution one token at a time: a ring of the last K-1 inputs per batch row.</summary>
-internal sealed class CausalConv1dKernel<T> : StepKernel<T> where T : unmanaged, IFloatingPointIeee754<T>
+internal sealed class CausalConv1dStepper<T> : Stepper<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
-    private readonly StepKernel<T> source;
+    private readonly Stepper<T> source;
     private readonly T[] taps, bias, history;
     private readonly int kernel;
     private int newest;
 
-    public CausalConv1dKernel(CausalConv1d node, StepKernel<T> source, int batch) : base(batch, node.Width)
+    public CausalConv1dStepper(CausalConv1d node, Stepper<T> source, int batch) : base(batch, node.Width)
     {
         (this.source, kernel) = (source, node.KernelSize);
         var w = node.Weights!;
@@ -106,6 +106,6 @@ internal sealed class CausalConv1dExecution : NodeExecution<CausalConv1d>
 {
     protected override NodeModule Module(CausalConv1d node, ScalarType dtype, ExecutionMode execution) => new CausalConv1dModule(node, dtype, execution);
 
-    protected override StepKernel<T> Kernel<T>(CausalConv1d node, StepKernel<T>[] sources, int batch, int capacity) =>
-        new CausalConv1dKernel<T>(node, sources[0], batch);
+    protected override Stepper<T> Stepper<T>(CausalConv1d node, Stepper<T>[] sources, int batch, int capacity) =>
+        new CausalConv1dStepper<T>(node, sources[0], batch);
 }

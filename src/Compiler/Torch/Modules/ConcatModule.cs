@@ -12,7 +12,7 @@ internal sealed class ConcatModule(Concat node) : NodeModule(node.Name)
     public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs.Count == 1 ? inputs[0].alias() : torch.cat(inputs.ToList(), -1);
 }
 
-internal sealed class ConcatKernel<T>(StepKernel<T>[] parts, int batch) : StepKernel<T>(batch, parts.Sum(p => p.Width))
+internal sealed class ConcatStepper<T>(Stepper<T>[] parts, int batch) : Stepper<T>(batch, parts.Sum(p => p.Width))
     where T : unmanaged, INumber<T>
 {
     public override void Step()
@@ -33,8 +33,8 @@ internal sealed class ConcatExecution : NodeExecution<Concat>
 {
     protected override NodeModule Module(Concat node, ScalarType dtype, ExecutionMode execution) => new ConcatModule(node);
 
-    protected override StepKernel<T> Kernel<T>(Concat node, StepKernel<T>[] sources, int batch, int capacity) =>
-        new ConcatKernel<T>(sources, batch);
+    protected override Stepper<T> Stepper<T>(Concat node, Stepper<T>[] sources, int batch, int capacity) =>
+        new ConcatStepper<T>(sources, batch);
 
     protected override bool ReturnsView(Concat node) => node.Parts.Count == 1;
 }

@@ -12,7 +12,7 @@ internal sealed class GateModule(Gate node) : NodeModule(node.Name)
     public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0] * TensorValues.Apply(node.Activation, inputs[1]);
 }
 
-internal sealed class GateKernel<T>(Gate node, StepKernel<T> value, StepKernel<T> gate, int batch) : StepKernel<T>(batch, value.Width)
+internal sealed class GateStepper<T>(Gate node, Stepper<T> value, Stepper<T> gate, int batch) : Stepper<T>(batch, value.Width)
     where T : unmanaged, IFloatingPointIeee754<T>
 {
     public override void Step()
@@ -26,6 +26,6 @@ internal sealed class GateExecution : NodeExecution<Gate>
 {
     protected override NodeModule Module(Gate node, ScalarType dtype, ExecutionMode execution) => new GateModule(node);
 
-    protected override StepKernel<T> Kernel<T>(Gate node, StepKernel<T>[] sources, int batch, int capacity) =>
-        new GateKernel<T>(node, sources[0], sources[1], batch);
+    protected override Stepper<T> Stepper<T>(Gate node, Stepper<T>[] sources, int batch, int capacity) =>
+        new GateStepper<T>(node, sources[0], sources[1], batch);
 }

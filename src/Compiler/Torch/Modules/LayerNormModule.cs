@@ -38,6 +38,6 @@ internal sealed class LayerNormExecution : NodeExecution<LayerNorm>
 {
     protected override NodeModule Module(LayerNorm node, ScalarType dtype, ExecutionMode execution) => new LayerNormModule(node, dtype);
 
-    protected override StepKernel<T> Kernel<T>(LayerNorm node, StepKernel<T>[] sources, int batch, int capacity) =>
-        new NormKernel<T>(sources[0], batch, node.Epsilon, centre: true, node.Weights?.Gain, node.Weights?.Bias);
+    protected override Stepper<T> Stepper<T>(LayerNorm node, Stepper<T>[] sources, int batch, int capacity) =>
+        new NormStepper<T>(sources[0], batch, node.Epsilon, centre: true, node.Weights?.Gain, node.Weights?.Bias);
 }

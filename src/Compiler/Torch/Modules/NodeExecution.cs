@@ -19,7 +19,7 @@ internal abstract class NodeExecution
     public abstract NodeModule? Module(Node node, ScalarType dtype, ExecutionMode execution);
 
     /// <summary>The node advanced one token at a time over preallocated buffers, reading its sources' kernels.</summary>
-    public abstract StepKernel<T> Kernel<T>(Node node, StepKernel<T>[] sources, int batch, int capacity)
+    public abstract Stepper<T> Stepper<T>(Node node, Stepper<T>[] sources, int batch, int capacity)
         where T : unmanaged, IFloatingPointIeee754<T>;
 
     /// <summary>Whether the node's module may return a view of (or the same storage as) one of its inputs.</summary>
@@ -33,14 +33,14 @@ internal abstract class NodeExecution<TNode> : NodeExecution where TNode : Node
 
     public sealed override NodeModule? Module(Node node, ScalarType dtype, ExecutionMode execution) => Module((TNode)node, dtype, execution);
 
-    public sealed override StepKernel<T> Kernel<T>(Node node, StepKernel<T>[] sources, int batch, int capacity) =>
-        Kernel((TNode)node, sources, batch, capacity);
+    public sealed override Stepper<T> Stepper<T>(Node node, Stepper<T>[] sources, int batch, int capacity) =>
+        Stepper((TNode)node, sources, batch, capacity);
 
     public sealed override bool ReturnsView(Node node) => ReturnsView((TNode)node);
 
     protected abstract NodeModule? Module(TNode node, ScalarType dtype, ExecutionMode execution);
 
-    protected abstract StepKernel<T> Kernel<T>(TNode node, StepKernel<T>[] sources, int batch, int capacity)
+    protected abstract Stepper<T> Stepper<T>(TNode node, Stepper<T>[] sources, int batch, int capacity)
         where T : unmanaged, IFloatingPointIeee754<T>;
 
     protected virtual bool ReturnsView(TNode node) => false;
@@ -69,6 +69,6 @@ internal sealed class InputExecution : NodeExecution<Input>
 {
     protected override NodeModule? Module(Input node, ScalarType dtype, ExecutionMode execution) => null;
 
-    protected override StepKernel<T> Kernel<T>(Input node, StepKernel<T>[] sources, int batch, int capacity) =>
-        new InputKernel<T>(batch, node.Features);
+    protected override Stepper<T> Stepper<T>(Input node, Stepper<T>[] sources, int batch, int capacity) =>
+        new InputStepper<T>(batch, node.Features);
 }

@@ -62,7 +62,7 @@ internal sealed class ProjectionModule : NodeModule
         ((Projection)node) with { Weights = new ProjectionWeights(TensorValues.ToValues(weight), bias is null ? null : TensorValues.ToValues(bias)) };
 }
 
-internal sealed class ProjectionKernel<T>(Projection node, StepKernel<T> source, int batch) : StepKernel<T>(batch, node.OutFeatures)
+internal sealed class ProjectionStepper<T>(Projection node, Stepper<T> source, int batch) : Stepper<T>(batch, node.OutFeatures)
     where T : unmanaged, INumber<T>
 {
     private readonly T[] weight = Values<T>(node.Weights!.Weight);
@@ -78,6 +78,6 @@ internal sealed class ProjectionExecution : NodeExecution<Projection>
 {
     protected override NodeModule Module(Projection node, ScalarType dtype, ExecutionMode execution) => new ProjectionModule(node, dtype);
 
-    protected override StepKernel<T> Kernel<T>(Projection node, StepKernel<T>[] sources, int batch, int capacity) =>
-        new ProjectionKernel<T>(node, sources[0], batch);
+    protected override Stepper<T> Stepper<T>(Projection node, Stepper<T>[] sources, int batch, int capacity) =>
+        new ProjectionStepper<T>(node, sources[0], batch);
 }

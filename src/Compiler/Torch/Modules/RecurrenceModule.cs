@@ -117,14 +117,14 @@ internal sealed class RecurrenceModule : NodeModule
 }
 
 /// <summary>h = lambda h + u, real or complex (kept as re, im), or h = sigmoid(d) h + u with a decay branch.</summary>
-internal sealed class RecurrenceKernel<T> : StepKernel<T> where T : unmanaged, INumber<T>
+internal sealed class RecurrenceStepper<T> : Stepper<T> where T : unmanaged, INumber<T>
 {
     private readonly LinearRecurrence node;
-    private readonly StepKernel<T> source;
-    private readonly StepKernel<T>? decay;
+    private readonly Stepper<T> source;
+    private readonly Stepper<T>? decay;
     private readonly T[] lambdaRe, lambdaIm, initialRe, initialIm, re, im;
 
-    public RecurrenceKernel(LinearRecurrence node, StepKernel<T> source, StepKernel<T>? decay, int batch) : base(batch, node.OutputWidth)
+    public RecurrenceStepper(LinearRecurrence node, Stepper<T> source, Stepper<T>? decay, int batch) : base(batch, node.OutputWidth)
     {
         (this.node, this.source, this.decay) = (node, source, decay);
         int n = node.Width;
@@ -179,6 +179,6 @@ internal sealed class RecurrenceExecution : NodeExecution<LinearRecurrence>
 {
     protected override NodeModule Module(LinearRecurrence node, ScalarType dtype, ExecutionMode execution) => new RecurrenceModule(node, dtype, execution);
 
-    protected override StepKernel<T> Kernel<T>(LinearRecurrence node, StepKernel<T>[] sources, int batch, int capacity) =>
-        new RecurrenceKernel<T>(node, sources[0], node.Decay is null ? null : sources[1], batch);
+    protected override Stepper<T> Stepper<T>(LinearRecurrence node, Stepper<T>[] sources, int batch, int capacity) =>
+        new RecurrenceStepper<T>(node, sources[0], node.Decay is null ? null : sources[1], batch);
 }

@@ -33,6 +33,6 @@ internal sealed class RmsNormExecution : NodeExecution<RmsNorm>
 {
     protected override NodeModule Module(RmsNorm node, ScalarType dtype, ExecutionMode execution) => new RmsNormModule(node, dtype);
 
-    protected override StepKernel<T> Kernel<T>(RmsNorm node, StepKernel<T>[] sources, int batch, int capacity) =>
-        new NormKernel<T>(sources[0], batch, node.Epsilon, centre: false, node.Weights?.Gain, null);
+    protected override Stepper<T> Stepper<T>(RmsNorm node, Stepper<T>[] sources, int batch, int capacity) =>
+        new NormStepper<T>(sources[0], batch, node.Epsilon, centre: false, node.Weights?.Gain, null);
 }

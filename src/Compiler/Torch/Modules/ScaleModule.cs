@@ -11,7 +11,7 @@ internal sealed class ScaleModule(Scale node) : NodeModule(node.Name)
     public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0] * node.Factor;
 }
 
-internal sealed class ScaleKernel<T>(Scale node, StepKernel<T> source, int batch) : StepKernel<T>(batch, source.Width)
+internal sealed class ScaleStepper<T>(Scale node, Stepper<T> source, int batch) : Stepper<T>(batch, source.Width)
     where T : unmanaged, IFloatingPointIeee754<T>
 {
     private readonly T factor = T.CreateChecked(node.Factor);
@@ -27,6 +27,6 @@ internal sealed class ScaleExecution : NodeExecution<Scale>
 {
     protected override NodeModule Module(Scale node, ScalarType dtype, ExecutionMode execution) => new ScaleModule(node);
 
-    protected override StepKernel<T> Kernel<T>(Scale node, StepKernel<T>[] sources, int batch, int capacity) =>
-        new ScaleKernel<T>(node, sources[0], batch);
+    protected override Stepper<T> Stepper<T>(Scale node, Stepper<T>[] sources, int batch, int capacity) =>
+        new ScaleStepper<T>(node, sources[0], batch);
 }

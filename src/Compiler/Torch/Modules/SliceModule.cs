@@ -12,7 +12,7 @@ internal sealed class SliceModule(Slice node) : NodeModule(node.Name)
     public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0].narrow(-1, node.Start, node.Length);
 }
 
-internal sealed class SliceKernel<T>(Slice node, StepKernel<T> source, int batch) : StepKernel<T>(batch, node.Length)
+internal sealed class SliceStepper<T>(Slice node, Stepper<T> source, int batch) : Stepper<T>(batch, node.Length)
     where T : unmanaged, INumber<T>
 {
     public override void Step()
@@ -25,8 +25,8 @@ internal sealed class SliceExecution : NodeExecution<Slice>
 {
     protected override NodeModule Module(Slice node, ScalarType dtype, ExecutionMode execution) => new SliceModule(node);
 
-    protected override StepKernel<T> Kernel<T>(Slice node, StepKernel<T>[] sources, int batch, int capacity) =>
-        new SliceKernel<T>(node, sources[0], batch);
+    protected override Stepper<T> Stepper<T>(Slice node, Stepper<T>[] sources, int batch, int capacity) =>
+        new SliceStepper<T>(node, sources[0], batch);
 
     protected override bool ReturnsView(Slice node) => true;
 }

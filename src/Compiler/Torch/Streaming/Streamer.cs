@@ -20,8 +20,8 @@ namespace Duality.Streaming;
 public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     private readonly Graph graph;
-    private readonly StepKernel<T>?[] kernels;
-    private readonly StepKernel<T>[] inputs, outputs;
+    private readonly Stepper<T>?[] kernels;
+    private readonly Stepper<T>[] inputs, outputs;
 
     internal Streamer(Graph graph, int batch, int capacity)
     {
@@ -121,9 +121,9 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
         }
     }
 
-    private static StepKernel<T>?[] Build(Graph graph, int batch, int capacity, out int structured)
+    private static Stepper<T>?[] Build(Graph graph, int batch, int capacity, out int structured)
     {
-        var kernels = new StepKernel<T>?[graph.Nodes.Count];
+        var kernels = new Stepper<T>?[graph.Nodes.Count];
         var layers = StructuredKernels(graph).ToDictionary(l => l.Layer.Ids.Readout.Index);
         structured = layers.Count;
         var interior = layers.Values.SelectMany(l => l.Layer.Interior).Select(n => n.Index).ToHashSet();
@@ -132,8 +132,8 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
             if (interior.Contains(i)) continue;
             var node = graph.Nodes[i];
             kernels[i] = layers.TryGetValue(i, out var layer)
-                ? layer.Kernel(kernels[layer.Layer.Source.Index]!, batch)
-                : NodeExecutions.For(node).Kernel(node, node.Sources.Select(s => kernels[s.Index]!).ToArray(), batch, capacity);
+                ? layer.Stepper(kernels[layer.Layer.Source.Index]!, batch)
+                : NodeExecutions.For(node).Stepper(node, node.Sources.Select(s => kernels[s.Index]!).ToArray(), batch, capacity);
         }
         return kernels;
     }
@@ -143,17 +143,17 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// have the selection structure (complex eigenvalues only in lowered heads), and those that raise to an attention
     /// (the compressed construction), run as that attention.
     /// </summary>
-    private static IEnumerable<(GatedLayer Layer, Func<StepKernel<T>, int, StepKernel<T>> Kernel)> StructuredKernels(Graph graph)
+    private static IEnumerable<(GatedLayer Layer, Func<Stepper<T>, int, Stepper<T>> Stepper)> StructuredKernels(Graph graph)
     {
         foreach (var layer in GatedLayers.In(graph))
         {
             var structure = SelectionStructure.Of(layer);
-            var schedule = structure is null ? null : new Schedule<T>(SelectionPlans.Of(structure));
-            if (schedule is { Supported: true })
+            var layout = structure is null ? null : new GatedLayerLayout<T>(SelectionPlans.Of(structure));
+            if (layout is { Supported: true })
                 yield return (layer, (source, batch) =>
-                    new GatedLayerKernel<T>(structure!, schedule, layer.Input.Activation, source, batch, layer.Readout.OutFeatures));
+                    new GatedLayerStepper<T>(structure!, layout, layer.Input.Activation, source, batch, layer.Readout.OutFeatures));
             else if (AttentionForm.Of(layer).Attention is { } attention)
-                yield return (layer, (source, batch) => new LinearAttentionKernel<T>(attention, source, batch));
+                yield return (layer, (source, batch) => new LinearAttentionStepper<T>(attention, source, batch));
         }
     }
 }

@@ -10,10 +10,10 @@ namespace Duality.Torch;
 /// Causal softmax attention with a key-value cache per batch row and head, grown by doubling when a
 /// sequence outlives its capacity (the only allocation, absent once the capacity covers the sequence).
 /// </summary>
-internal sealed class SoftmaxAttentionKernel<T> : StepKernel<T> where T : unmanaged, INumber<T>, IExponentialFunctions<T>
+internal sealed class SoftmaxAttentionStepper<T> : Stepper<T> where T : unmanaged, INumber<T>, IExponentialFunctions<T>
 {
     private readonly Attention node;
-    private readonly StepKernel<T> source;
+    private readonly Stepper<T> source;
     private readonly T[] query, key, value, q, k, v, mixed;
     private readonly T[]? output;
     private readonly T[][] keys, values;
@@ -21,7 +21,7 @@ internal sealed class SoftmaxAttentionKernel<T> : StepKernel<T> where T : unmana
     private T[] scores;
     private int steps;
 
-    public SoftmaxAttentionKernel(Attention node, StepKernel<T> source, int batch, int capacity) : base(batch, node.OutputWidth)
+    public SoftmaxAttentionStepper(Attention node, Stepper<T> source, int batch, int capacity) : base(batch, node.OutputWidth)
     {
         (this.node, this.source) = (node, source);
         var w = node.Weights!;

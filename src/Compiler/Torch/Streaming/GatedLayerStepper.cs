@@ -12,24 +12,24 @@ namespace Duality.Streaming;
 /// decay rows, for an input-dependent decay), O(neurons) state update and output products, and the readout from
 /// the distinct readout columns.
 /// </summary>
-internal sealed unsafe class GatedLayerKernel<T> : StepKernel<T> where T : unmanaged, INumber<T>
+internal sealed unsafe class GatedLayerStepper<T> : Stepper<T> where T : unmanaged, INumber<T>
 {
-    private readonly StepKernel<T> source;
+    private readonly Stepper<T> source;
     private readonly ActivationKind featureMap;
-    private readonly Schedule<T> schedule;
+    private readonly GatedLayerLayout<T> layout;
     private readonly T[] valueWeight, valueBias, keyWeight, keyBias, decayWeight, decayBias, readout, value, key, decay, sums, state;
 
-    public GatedLayerKernel(SelectionStructure structure, Schedule<T> schedule, ActivationKind featureMap, StepKernel<T> source, int batch,
+    public GatedLayerStepper(SelectionStructure structure, GatedLayerLayout<T> layout, ActivationKind featureMap, Stepper<T> source, int batch,
         int width) : base(batch, width)
     {
-        (this.source, this.schedule, this.featureMap) = (source, schedule, featureMap);
+        (this.source, this.layout, this.featureMap) = (source, layout, featureMap);
         (valueWeight, valueBias) = Split(structure.ValueRows);
         (keyWeight, keyBias) = Split(structure.KeyRows);
         (decayWeight, decayBias) = Split(structure.DecayRows);
         var columns = structure.ReadoutColumns;
         readout = Enumerable.Range(0, width).SelectMany(o => columns.Select(c => T.CreateChecked(c[o]))).ToArray();
         (value, key, decay) = (new T[batch * valueBias.Length], new T[batch * keyBias.Length], new T[batch * decayBias.Length]);
-        (sums, state) = (new T[batch * schedule.Groups], new T[batch * schedule.StateSize]);
+        (sums, state) = (new T[batch * layout.Groups], new T[batch * layout.StateSize]);
     }
 
     /// <summary>Rows [W | b] into W (row-major) and b.</summary>
@@ -40,7 +40,7 @@ internal sealed unsafe class GatedLayerKernel<T> : StepKernel<T> where T : unman
 
     public override void Step()
     {
-        var (values, keys, decays, groups) = (valueBias.Length, keyBias.Length, decayBias.Length, schedule.Groups);
+        var (values, keys, decays, groups) = (valueBias.Length, keyBias.Length, decayBias.Length, layout.Groups);
         for (int b = 0; b < Batch; b++)
         {
             var x = source.Row(b);
@@ -51,7 +51,7 @@ internal sealed unsafe class GatedLayerKernel<T> : StepKernel<T> where T : unman
         VectorMath.Apply(featureMap, key.AsSpan());
         VectorMath.Apply(ActivationKind.Sigmoid, decay.AsSpan());
         fixed (T* pv = value, pk = key, ps = sums, ph = state, pd = decay)
-            GatedLayerLoop.Run(pv, pk, ps, schedule, Batch, 1, values, keys, ph, parallel: false, decays == 0 ? null : pd, decays);
+            GatedLayerLoop.Run(pv, pk, ps, layout, Batch, 1, values, keys, ph, parallel: false, decays == 0 ? null : pd, decays);
         for (int b = 0; b < Batch; b++) MatVec(readout, null, sums.AsSpan(b * groups, groups), Row(b));
     }
 }

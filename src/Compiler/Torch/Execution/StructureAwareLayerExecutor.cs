@@ -19,14 +19,14 @@ namespace Duality.Execution;
 /// gradients are recorded (the dense path gives every weight its gradient), it returns null and the graph
 /// runs node by node.
 /// </summary>
-internal sealed class GatedLayerExecutor : IFusedExecutor
+internal sealed class StructureAwareLayerExecutor : IFusedExecutor
 {
     private readonly ProjectionModule inputValue, inputKey, outputValue, outputQuery, readout;
     private readonly ProjectionModule? decay;
     private readonly RecurrenceModule recurrence;
     private readonly ActivationKind featureMap;
 
-    private GatedLayerExecutor(GatedLayer layer, NodeModule?[] modules)
+    private StructureAwareLayerExecutor(GatedLayer layer, NodeModule?[] modules)
     {
         Layer = layer;
         var ids = layer.Ids;
@@ -54,9 +54,9 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
     public Tensor? TryRun(Tensor[] values, Workspace? workspace) => TryRun(values[Trigger], workspace?.For(~Result));
 
     /// <summary>The layers of a graph that this executor can run (fixed or trainable eigenvalues, real or complex, or an input-dependent decay).</summary>
-    public static IReadOnlyList<GatedLayerExecutor> For(Graph graph, NodeModule?[] modules) =>
+    public static IReadOnlyList<StructureAwareLayerExecutor> For(Graph graph, NodeModule?[] modules) =>
         GatedLayers.In(graph)
-            .Select(l => new GatedLayerExecutor(l, modules))
+            .Select(l => new StructureAwareLayerExecutor(l, modules))
             .ToList();
 
     /// <summary>
@@ -88,11 +88,11 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
         return (resultDies ? y.alias() : y).MoveToOuterDisposeScope();
     }
 
-    private static unsafe void Loop<T>(Tensor value, Tensor key, int keyOffset, Tensor sums, Tensor? decays, Schedule<T> schedule, int batch,
+    private static unsafe void Loop<T>(Tensor value, Tensor key, int keyOffset, Tensor sums, Tensor? decays, GatedLayerLayout<T> layout, int batch,
         int time, int valueStride, int keyStride) where T : unmanaged, System.Numerics.INumber<T>
     {
         using var alive = RawStorage.KeepAlive(value, key, sums, decays);
-        GatedLayerLoop.Run(RawStorage.Pointer<T>(value), RawStorage.Pointer<T>(key) + keyOffset, RawStorage.Pointer<T>(sums), schedule,
+        GatedLayerLoop.Run(RawStorage.Pointer<T>(value), RawStorage.Pointer<T>(key) + keyOffset, RawStorage.Pointer<T>(sums), layout,
             batch, time, valueStride, keyStride, decay: RawStorage.PointerOrNull<T>(decays), decayWidth: decays is null ? 0 : (int)decays.shape[2]);
     }
 
@@ -102,7 +102,7 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
     /// rows of an input-dependent decay.
     /// </summary>
     private sealed record Layout(Tensor InputWeight, Tensor InputBias, int Values, int Keys, Tensor ReadoutColumns, int Groups,
-        Schedule<float> Single, Schedule<double> Double, (Tensor Weight, Tensor Bias)? Decay);
+        GatedLayerLayout<float> Single, GatedLayerLayout<double> Double, (Tensor Weight, Tensor Bias)? Decay);
 
     /// <summary>How the current weights run: as the selection-structured loop, as the attention they raise to, or (neither) node by node.</summary>
     private sealed record Reading(Layout? Selection, AttentionModule? Raised);
@@ -153,7 +153,7 @@ internal sealed class GatedLayerExecutor : IFusedExecutor
         var structure = SelectionStructure.Of(current);
         if (structure is null) return null;
         var plan = SelectionPlans.Of(structure);
-        var (single, @double) = (new Schedule<float>(plan), new Schedule<double>(plan));
+        var (single, @double) = (new GatedLayerLayout<float>(plan), new GatedLayerLayout<double>(plan));
         if (!@double.Supported) return null;
         Tensor Stack(double[][] rows) => tensor(rows.SelectMany(v => v).ToArray(), [rows.Length, rows[0].Length], dtype).DetachFromDisposeScope();
         Tensor Biases(double[][] rows) => tensor(rows.Select(r => r[^1]).ToArray(), dtype: dtype).DetachFromDisposeScope();

@@ -8,7 +8,7 @@ namespace Duality.Streaming;
 /// One node advanced by one token over preallocated buffers. Output: [batch, width] row-major, written
 /// by <see cref="Step"/> from the sources' outputs of the same step. Nothing is allocated per step.
 /// </summary>
-internal abstract class StepKernel<T>(int batch, int width) where T : unmanaged, INumber<T>
+internal abstract class Stepper<T>(int batch, int width) where T : unmanaged, INumber<T>
 {
     public T[] Output { get; } = new T[batch * width];
 
@@ -24,8 +24,8 @@ internal abstract class StepKernel<T>(int batch, int width) where T : unmanaged,
     public virtual void Reset() { }
 }
 
-/// <summary>The caller writes the step's values into <see cref="StepKernel{T}.Output"/>.</summary>
-internal sealed class InputKernel<T>(int batch, int width) : StepKernel<T>(batch, width) where T : unmanaged, INumber<T>
+/// <summary>The caller writes the step's values into <see cref="Stepper{T}.Output"/>.</summary>
+internal sealed class InputStepper<T>(int batch, int width) : Stepper<T>(batch, width) where T : unmanaged, INumber<T>
 {
     public override void Step() { }
 }

@@ -17,7 +17,7 @@ namespace Duality.Execution;
 /// the bias into the output and the product's read of it; with a <see cref="Workspace"/> the products (and the
 /// state, when it dies within the pass) are written into kept buffers.
 /// </summary>
-internal sealed class GatedRecurrenceExecutor : IFusedExecutor
+internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
 {
     /// <summary>One operand of the gate: the node computing it, or the projection read only by the gate, which the group runs itself.</summary>
     private sealed record Operand(int Node, ProjectionModule? Absorbed, int Source)
@@ -43,7 +43,7 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
     private readonly ActivationKind activation;
     private readonly RecurrenceModule recurrence;
 
-    private GatedRecurrenceExecutor(Graph graph, NodeModule?[] modules, NodeId gateId, NodeId recurrenceId, int[] readers)
+    private GateIntoRecurrenceExecutor(Graph graph, NodeModule?[] modules, NodeId gateId, NodeId recurrenceId, int[] readers)
     {
         var gate = (Gate)graph[gateId];
         value = Operand.Of(graph, modules, readers, gate.Value);
@@ -62,13 +62,13 @@ internal sealed class GatedRecurrenceExecutor : IFusedExecutor
 
     public IReadOnlyList<int> Interior { get; }
 
-    public static IEnumerable<GatedRecurrenceExecutor> For(Graph graph, NodeModule?[] modules)
+    public static IEnumerable<GateIntoRecurrenceExecutor> For(Graph graph, NodeModule?[] modules)
     {
         var readers = GatedLayers.Readers(graph);
         for (int i = 0; i < graph.Nodes.Count; i++)
             if (graph.Nodes[i] is LinearRecurrence { State: StateKind.Real, Decay: null } r && graph[r.Source] is Gate g
                 && GatedScan.Supports(g.Activation) && readers[r.Source.Index] == 1 && g.Value != g.Gating)
-                yield return new GatedRecurrenceExecutor(graph, modules, r.Source, new NodeId(i), readers);
+                yield return new GateIntoRecurrenceExecutor(graph, modules, r.Source, new NodeId(i), readers);
     }
 
     public Tensor? TryRun(Tensor[] values, Workspace? workspace)

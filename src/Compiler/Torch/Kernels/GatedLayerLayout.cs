@@ -30,11 +30,11 @@ internal readonly record struct TransposedBlock<T>(int Neuron, int Runs, int Len
 /// are consecutive form runs (SIMD vectors), and runs that repeat with constant strides form blocks, so a
 /// lowered attention head costs a few loop headers per step instead of one per neuron.
 /// </summary>
-internal sealed class Schedule<T> where T : unmanaged, INumber<T>
+internal sealed class GatedLayerLayout<T> where T : unmanaged, INumber<T>
 {
     private readonly OutputBlock[] unpairedOutputs;
 
-    public Schedule(GatedLayerLoop.Plan plan)
+    public GatedLayerLayout(GatedLayerLoop.Plan plan)
     {
         Neurons = plan.Neurons;
         Groups = plan.Groups;

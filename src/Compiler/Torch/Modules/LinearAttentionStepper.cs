@@ -11,15 +11,15 @@ namespace Duality.Torch;
 /// a = gamma (1 without decay) or sigmoid(w_h . x + b_h); a complex decay gamma e^(i theta) keeps S as
 /// (re, im) and reads the real part. Heads are concatenated, then projected by W_O when given.
 /// </summary>
-internal sealed class LinearAttentionKernel<T> : StepKernel<T> where T : unmanaged, INumber<T>
+internal sealed class LinearAttentionStepper<T> : Stepper<T> where T : unmanaged, INumber<T>
 {
     private readonly Attention node;
-    private readonly StepKernel<T> source;
+    private readonly Stepper<T> source;
     private readonly T[] query, key, value, q, k, v, mixed, re, im;
     private readonly T[]? output, decayWeight, decayBias;
     private readonly T gamma, cos, sin;
 
-    public LinearAttentionKernel(Attention node, StepKernel<T> source, int batch) : base(batch, node.OutputWidth)
+    public LinearAttentionStepper(Attention node, Stepper<T> source, int batch) : base(batch, node.OutputWidth)
     {
         (this.node, this.source) = (node, source);
         var w = node.Weights!;

@@ -5,8 +5,8 @@ using static Duality.Streaming.VectorMath;
 namespace Duality.Streaming;
 
 /// <summary>LayerNorm (centred) and RmsNorm over each row.</summary>
-internal sealed class NormKernel<T>(StepKernel<T> source, int batch, double epsilon, bool centre, DoubleTensor? gain, DoubleTensor? bias)
-    : StepKernel<T>(batch, source.Width) where T : unmanaged, INumber<T>, IRootFunctions<T>
+internal sealed class NormStepper<T>(Stepper<T> source, int batch, double epsilon, bool centre, DoubleTensor? gain, DoubleTensor? bias)
+    : Stepper<T>(batch, source.Width) where T : unmanaged, INumber<T>, IRootFunctions<T>
 {
     private readonly T[]? gain = gain is null ? null : Values<T>(gain);
     private readonly T[]? bias = bias is null ? null : Values<T>(bias);
