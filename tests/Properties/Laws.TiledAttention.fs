@@ -124,8 +124,8 @@ let tests =
             testCase (sprintf "tiled = masked softmax: outputs, dq, dk, dv (float64, scaled error <= 1e-10), causal or not, T in %A around block %d, key 5, value 7, batch 2, heads 3" (timesAround block) block) <| fun () ->
                 sizes block |> List.iter (agrees torch.ScalarType.Float64 1e-10 block)
 
-        testCase "tiled = masked softmax in float32 (against float64): outputs, dq, dk, dv within 1e-5 scaled" <| fun () ->
-            sizes TiledAttention.DefaultBlock |> List.iter (agrees torch.ScalarType.Float32 1e-5 TiledAttention.DefaultBlock)
+        testCase "tiled = masked softmax in float32 (against float64): outputs, dq, dk, dv within 2e-6 scaled (float32 rounding: about 4e-7)" <| fun () ->
+            sizes TiledAttention.DefaultBlock |> List.iter (agrees torch.ScalarType.Float32 2e-6 TiledAttention.DefaultBlock)
 
         for block in [ 8; TiledAttention.DefaultBlock ] do
             testCase (sprintf "causal: NaN or +Inf in q, k or v at step t leaves outputs before t, and the gradients of a loss on them with respect to steps before t, unchanged bit for bit (float64, T = 40, block %d)" block) <| fun () ->
