@@ -1,5 +1,6 @@
 using Duality.Execution;
 using Duality.Ir;
+using Duality.Kernels;
 using static Duality.Streaming.VectorMath;
 using Duality.Streaming;
 using System.Numerics;
@@ -59,22 +60,31 @@ internal sealed class AttentionModule : NodeModule
         if (RunsRecurrent(x)) return Recurrent(x, null);
         var (q, k, v) = (Heads(x, query, node.KeyWidth), Heads(x, key, node.KeyWidth), Heads(x, value, node.ValueWidth));
         Tensor mixed;
-        if (IsLinear && node.Causal && node.DecayPhase is null && execution != ExecutionMode.TorchOps && time > Chunk)
+        if (IsLinear && !node.Causal)
+            // sum over every s: phi(q_t) (phi(K)^T V), O(T) by associativity
+            mixed = TensorValues.Apply(node.FeatureMap, q).matmul(TensorValues.Apply(node.FeatureMap, k).transpose(-2, -1).matmul(v));
+        else if (IsLinear && node.DecayPhase is null && execution != ExecutionMode.TorchOps && time > Chunk)
             mixed = Chunked(TensorValues.Apply(node.FeatureMap, q), TensorValues.Apply(node.FeatureMap, k), v,
                 node.InputDependentDecay ? nn.functional.logsigmoid(HeadDecayLogits(x)).transpose(1, 2) : null);
-        else if (IsLinear)
-        {
-            var scores = TensorValues.Apply(node.FeatureMap, q).matmul(TensorValues.Apply(node.FeatureMap, k).transpose(-2, -1));
-            if (node.InputDependentDecay) scores = scores * GatedDecayMask(x);
-            else if (node.Causal) scores = scores * DecayMask(time, x.dtype, x.device);
-            mixed = scores.matmul(v);
-        }
+        else if (!IsLinear && execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU)
+            mixed = TiledAttention.Softmax(q, k, v, node.Causal, 1 / Math.Sqrt(node.KeyWidth));
         else
         {
-            var scores = q.matmul(k.transpose(-2, -1)) / Math.Sqrt(node.KeyWidth);
-            if (node.Causal)
-                scores = scores.masked_fill(ones(time, time, dtype: ScalarType.Bool, device: x.device).triu(1), double.NegativeInfinity);
-            mixed = scores.softmax(-1).matmul(v);
+            GuardScores(batch, time, x.dtype);
+            if (IsLinear)
+            {
+                // causal: later steps are filled, never multiplied, so a non-finite value there cannot reach earlier outputs
+                var scores = CausalMask.Fill(TensorValues.Apply(node.FeatureMap, q).matmul(TensorValues.Apply(node.FeatureMap, k).transpose(-2, -1)), 0);
+                scores = node.InputDependentDecay ? scores * GatedDecayMask(x) : scores * DecayMask(time, x.dtype, x.device);
+                mixed = CausalMask.Product(scores, v);
+            }
+            else
+            {
+                var scores = q.matmul(k.transpose(-2, -1)) / Math.Sqrt(node.KeyWidth);
+                if (node.Causal) scores = CausalMask.Fill(scores, double.NegativeInfinity);
+                var weights = scores.softmax(-1);
+                mixed = node.Causal ? CausalMask.Product(weights, v) : weights.matmul(v);
+            }
         }
         return Output(mixed.transpose(1, 2).reshape(batch, time, node.Heads * node.ValueWidth));
     }
@@ -193,7 +203,7 @@ internal sealed class AttentionModule : NodeModule
         var lag = cumulative.unsqueeze(-1) - cumulative.unsqueeze(-2);
         var causal = ones(Chunk, Chunk, dtype: ScalarType.Bool, device: q.device).tril();
         var within = where(causal, lag.clamp_max(0).exp(), zeros_like(lag));
-        var local = (qb.matmul(kb.transpose(-2, -1)) * within).matmul(vb);
+        var local = CausalMask.Product(CausalMask.Fill(qb.matmul(kb.transpose(-2, -1)), 0) * within, vb);
         var last = cumulative.narrow(-1, Chunk - 1, 1);
         var toEnd = (last - cumulative).exp().unsqueeze(-1);
         var contributions = (kb * toEnd).transpose(-2, -1).matmul(vb);
@@ -235,6 +245,17 @@ internal sealed class AttentionModule : NodeModule
         var causal = ones(time, time, dtype: ScalarType.Bool, device: x.device).tril();
         return where(causal, lag.clamp_max(0).exp(), zeros_like(lag));
     }
+
+    /// <summary>
+    /// The masked forms hold [batch, heads, time, time] scores (and a [time, time] decay mask): refused with the size and the
+    /// fix before libtorch is asked for more memory than the machine has.
+    /// </summary>
+    private void GuardScores(long batch, long time, ScalarType dtype) =>
+        AllocationGuard.CheckAllocation(batch * node.Heads * time * time, dtype, node.Name,
+            $"attention scores [{batch}, {node.Heads}, {time}, {time}] ({(execution == ExecutionMode.TorchOps ? "ExecutionMode.TorchOps" : "the masked form")})",
+            hint: execution == ExecutionMode.TorchOps || IsLinear
+                ? "use ExecutionMode.Auto on the CPU (tiled softmax, chunked or recurrent linear attention run in O(T) memory), or shorter sequences"
+                : "run shorter sequences or a smaller batch at a time");
 
     /// <summary>w_h . x_t + b_h: [batch, time, heads].</summary>
     private Tensor HeadDecayLogits(Tensor x) => nn.functional.linear(x, decayWeight!, decayBias!);
