@@ -36,6 +36,14 @@ let private refused (contains: string) (write: string -> unit) =
     finally
         File.Delete path
 
+/// A small graph with a factor, a decay, an activation, a slice and an epsilon, and its weights.
+let private sample () =
+    InitializeWeights.Run(
+        Duality.Builders.Model.Input("x", 3).Projection(4, name = "p")
+            .Attention(1, 2, 3, decay = 0.9, name = "a").Activation(ActivationKind.ReLU, name = "act")
+            .Slice(1, 2, name = "s").LayerNorm(epsilon = 1e-4, name = "ln").RmsNorm(name = "rms").Scale(0.5, name = "f")
+            .Output().Build(), 1)
+
 let private saved () =
     let path = temporaryFile ()
     let g = InitializeWeights.Run(Duality.Builders.Model.Input("x", 3).Projection(4, name = "p").RmsNorm().Build(), 1)
@@ -100,4 +108,61 @@ let tests =
         testCase "an unknown node kind is refused, naming the node" <| fun () ->
             let bytes = saved () |> editGraph (fun g -> g.Replace("\"kind\":\"RmsNorm\"", "\"kind\":\"Mystery\""))
             refused "Mystery" (fun path -> File.WriteAllBytes(path, bytes))
+
+        // Saving.
+        testCase "saving through a symbolic link writes the link's target and leaves the link a link" <| fun () ->
+            let directory = Directory.CreateTempSubdirectory("duality-").FullName
+            try
+                let real = Path.Combine(directory, "real.safetensors")
+                let g = sample ()
+                GraphFile.Save(InitializeWeights.Run(Duality.Builders.Model.Input("x", 2).Projection(3).Build(), 1), real)
+                let link = Path.Combine(directory, "link.safetensors")
+                File.CreateSymbolicLink(link, "real.safetensors") |> ignore
+                let chained = Path.Combine(directory, "chained.safetensors")
+                File.CreateSymbolicLink(chained, link) |> ignore
+                GraphFile.Save(g, chained)
+                Expect.isNotNull (FileInfo(link).LinkTarget) "the link is still a link"
+                Expect.isNotNull (FileInfo(chained).LinkTarget) "the chained link is still a link"
+                Expect.equal (GraphFile.Load real) g "the target holds the graph"
+                Expect.equal (GraphFile.Load chained) g "read through the link"
+                Expect.equal (Directory.GetFiles directory |> Array.length) 3 "no temporary files"
+                let dangling = Path.Combine(directory, "dangling.safetensors")
+                File.CreateSymbolicLink(dangling, Path.Combine(directory, "new.safetensors")) |> ignore
+                GraphFile.Save(g, dangling)
+                Expect.isNotNull (FileInfo(dangling).LinkTarget) "a dangling link stays a link"
+                Expect.equal (GraphFile.Load(Path.Combine(directory, "new.safetensors"))) g "its target is created"
+            finally
+                Directory.Delete(directory, true)
+
+        testCase "saving where a file cannot be written raises GraphFileException naming the path" <| fun () ->
+            let directory = Directory.CreateTempSubdirectory("duality-").FullName
+            let cannotWrite (contains: string) (path: string) =
+                try
+                    GraphFile.Save(sample (), path)
+                    failtestf "saved to %s" path
+                with :? GraphFileException as e ->
+                    Expect.stringContains e.Message "cannot write" "says it cannot write"
+                    Expect.stringContains e.Message path "names the path"
+                    Expect.stringContains e.Message contains "the reason"
+                    Expect.stringContains e.Message "hint:" "gives a hint"
+            try
+                cannotWrite "does not exist" (Path.Combine(directory, "missing", "model.safetensors"))
+                let file = Path.Combine(directory, "file")
+                File.WriteAllText(file, "")
+                cannotWrite "is a file, not a folder" (Path.Combine(file, "model.safetensors"))
+                cannotWrite "is a folder" directory
+                // permissions do not stop root, so the read-only case runs only for other users
+                if not Environment.IsPrivilegedProcess then
+                    let readOnly = Path.Combine(directory, "read-only")
+                    Directory.CreateDirectory readOnly |> ignore
+                    let path = Path.Combine(readOnly, "model.safetensors")
+                    GraphFile.Save(sample (), path)
+                    File.SetUnixFileMode(readOnly, UnixFileMode.UserRead ||| UnixFileMode.UserExecute)
+                    try
+                        cannotWrite "permission denied" path
+                        Expect.equal (GraphFile.Load path) (sample ()) "the previous file is unchanged"
+                    finally
+                        File.SetUnixFileMode(readOnly, UnixFileMode.UserRead ||| UnixFileMode.UserWrite ||| UnixFileMode.UserExecute)
+            finally
+                Directory.Delete(directory, true)
     ]

@@ -7,14 +7,6 @@ using Duality.Ir;
 
 namespace Duality.Persistence;
 
-/// <summary>A graph file that cannot be read: what is wrong, where, and what to do.</summary>
-public sealed class GraphFileException(string path, string problem, string hint, Exception? inner = null)
-    : Exception($"cannot read graph file '{path}': {problem}\n  hint: {hint}", inner)
-{
-    public string Path { get; } = path;
-    public string Problem { get; } = problem;
-}
-
 /// <summary>
 /// One file per graph, in the safetensors layout (readable by any safetensors reader):
 ///   8 bytes     little-endian length n of the header
@@ -24,7 +16,8 @@ public sealed class GraphFileException(string path, string problem, string hint,
 ///   rest        the tensors' float64 values, little-endian, in header order
 /// Tensors are named "node-path.field" (for example "block1/proj.weight"). Saving writes a temporary
 /// file beside the target and moves it into place, so an interrupted save never damages the
-/// previous file. Loading checks every part and says what is wrong.
+/// previous file; a symbolic link is followed and stays a link, and a failure is a GraphFileException
+/// ("cannot write ..."). Loading checks every part and says what is wrong.
 /// </summary>
 public static class GraphFile
 {
@@ -66,26 +59,9 @@ public static class GraphFile
             ["sha256"] = Convert.ToHexString(SHA256.HashData(data)),
         };
         var headerBytes = Encoding.UTF8.GetBytes(header.ToJsonString());
-        var directory = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
-        Directory.CreateDirectory(directory);
-        var temporary = System.IO.Path.Combine(directory, $".{System.IO.Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write))
-            {
-                Span<byte> length = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)headerBytes.Length);
-                stream.Write(length);
-                stream.Write(headerBytes);
-                stream.Write(data);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temporary, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temporary)) File.Delete(temporary);
-        }
+        var lengthPrefix = new byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(lengthPrefix, (ulong)headerBytes.Length);
+        FileWriting.ReplaceAtomically(path, lengthPrefix, headerBytes, data);
     }
 
     public static Graph Load(string path)

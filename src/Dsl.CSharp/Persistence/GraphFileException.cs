@@ -1,0 +1,29 @@
+namespace Duality.Persistence;
+
+/// <summary>A graph file that cannot be read or written: what is wrong, where, and what to do.</summary>
+public sealed class GraphFileException : Exception
+{
+    /// <summary>A file that cannot be read ("cannot read graph file '...': problem").</summary>
+    public GraphFileException(string path, string problem, string hint, Exception? inner = null)
+        : this("read", path, problem, hint, inner)
+    {
+    }
+
+    private GraphFileException(string verb, string path, string problem, string hint, Exception? inner)
+        : base($"cannot {verb} graph file '{path}': {problem}\n  hint: {hint}", inner)
+    {
+        Path = path;
+        Problem = problem;
+        Hint = hint;
+    }
+
+    /// <summary>A file that cannot be written ("cannot write graph file '...': problem").</summary>
+    public static GraphFileException CannotWrite(string path, string problem, string hint, Exception? inner = null) =>
+        new("write", path, problem, hint, inner);
+
+    public string Path { get; }
+
+    public string Problem { get; }
+
+    public string Hint { get; }
+}
