@@ -27,3 +27,9 @@ public sealed class GraphFileException : Exception
 
     public string Hint { get; }
 }
+
+/// <summary>
+/// A node record whose fields graph files cannot hold: a fault of this library (or of a new node kind),
+/// never of a file, so it is not turned into a <see cref="GraphFileException"/>.
+/// </summary>
+internal sealed class GraphFileBugException(string message) : InvalidOperationException("bug in graph files: " + message);
