@@ -7,144 +7,184 @@ using Duality.Ir;
 
 namespace Duality.Persistence;
 
-/// <summary>A graph file that cannot be read: what is wrong, where, and what to do.</summary>
-public sealed class GraphFileException(string path, string problem, string hint, Exception? inner = null)
-    : Exception($"cannot read graph file '{path}': {problem}\n  hint: {hint}", inner)
-{
-    public string Path { get; } = path;
-    public string Problem { get; } = problem;
-}
-
 /// <summary>
-/// One file per graph, in the safetensors layout (readable by any safetensors reader):
-///   8 bytes     little-endian length n of the header
-///   n bytes     JSON header: each tensor's dtype (F64), shape and byte range, and "__metadata__" with
-///               format "duality-graph", version "1", the graph as JSON (weights replaced by tensor
-///               names) and the SHA-256 of the tensor bytes
-///   rest        the tensors' float64 values, little-endian, in header order
-/// Tensors are named "node-path.field" (for example "block1/proj.weight"). Saving writes a temporary
-/// file beside the target and moves it into place, so an interrupted save never damages the
-/// previous file. Loading checks every part and says what is wrong.
+/// One file per graph, in the safetensors layout (readable by any safetensors reader). Version 2:
+///   8 bytes     little-endian length n of the header (2 to 100 000 000)
+///   n bytes     JSON header, UTF-8: one entry per tensor, {"dtype": "F64", "shape": [...], "data_offsets": [b, e]},
+///               the byte ranges following one another in header order from 0; and "__metadata__", whose
+///               string values are exactly
+///                 "format"   "duality-graph"
+///                 "version"  "2" (a positive integer; version 1 files still load)
+///                 "graph"    the graph as JSON: each node its record's kind and primary-constructor fields,
+///                            sources by node name, weights by tensor name (see <see cref="GraphJson"/>)
+///                 "sha256"   64 upper-case hex digits: SHA-256 of the whole file read with these 64 digits
+///                            as ASCII '0' (the length, every header byte and the data; see <see cref="Checksum"/>)
+///   rest        the tensors' float64 values, little-endian, exactly the bytes the table describes
+/// Tensors are named "node-path.field" ("block1/proj.weights.weight"). Loading checks the layout before
+/// it allocates (the declared header length against the file's size), the checksum before it trusts the
+/// header's contents, and every field's type; whatever is wrong is a <see cref="GraphFileException"/>
+/// saying so. Saving writes a temporary file beside the target (a symbolic link's final target) and moves
+/// it into place, so an interrupted save never damages the previous file.
+/// Version 1 hashed only the data and named fields by hand; it is read by renaming its fields
+/// (<see cref="GraphJsonV1"/>), and a graph loaded from it saves as version 2.
 /// </summary>
 public static class GraphFile
 {
     public const string Format = "duality-graph";
-    public const int Version = 1;
+    public const int Version = 2;
+
+    /// <summary>The largest header a file may declare (as safetensors readers allow).</summary>
+    public const int MaxHeaderBytes = 100_000_000;
+
+    private const string Damaged = "the file is damaged or not a graph file; use a backup or save the graph again";
+    private const string Truncated = "the file is truncated; use a backup or save the graph again";
 
     public static void Save(Graph graph, string path)
     {
         ArgumentNullException.ThrowIfNull(graph);
-        var tensors = new List<(string Name, DoubleTensor Value)>();
-        var nodes = new JsonArray(graph.Nodes.Select(n => (JsonNode)GraphJson.Write(n, graph, tensors)).ToArray());
-        var graphJson = new JsonObject
-        {
-            ["nodes"] = nodes,
-            ["outputs"] = new JsonArray(graph.Outputs.Select(o => (JsonNode)JsonValue.Create(graph[o].Name)).ToArray()),
-        };
-        var data = new byte[tensors.Sum(t => (long)t.Value.Data.Count * 8)];
+        ArgumentNullException.ThrowIfNull(path);
+        var writing = new GraphWriting(graph, path);
+        var graphJson = GraphJson.Write(graph, writing);
         var header = new JsonObject();
-        long offset = 0;
-        foreach (var (name, value) in tensors)
-        {
-            foreach (var x in value.Data)
-            {
-                BinaryPrimitives.WriteDoubleLittleEndian(data.AsSpan((int)offset), x);
-                offset += 8;
-            }
-            header[name] = new JsonObject
-            {
-                ["dtype"] = "F64",
-                ["shape"] = new JsonArray(value.Shape.Select(d => (JsonNode)JsonValue.Create(d)).ToArray()),
-                ["data_offsets"] = new JsonArray(offset - value.Data.Count * 8L, offset),
-            };
-        }
+        var data = TensorTable.Write(writing.Tensors, header, path);
         header["__metadata__"] = new JsonObject
         {
             ["format"] = Format,
             ["version"] = Version.ToString(),
             ["graph"] = graphJson.ToJsonString(),
-            ["sha256"] = Convert.ToHexString(SHA256.HashData(data)),
+            ["sha256"] = Checksum.Placeholder,
         };
         var headerBytes = Encoding.UTF8.GetBytes(header.ToJsonString());
-        var directory = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
-        Directory.CreateDirectory(directory);
-        var temporary = System.IO.Path.Combine(directory, $".{System.IO.Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write))
-            {
-                Span<byte> length = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)headerBytes.Length);
-                stream.Write(length);
-                stream.Write(headerBytes);
-                stream.Write(data);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temporary, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temporary)) File.Delete(temporary);
-        }
+        if (headerBytes.Length > MaxHeaderBytes)
+            throw GraphFileException.CannotWrite(path, $"the header takes {headerBytes.Length} bytes, more than a graph file holds ({MaxHeaderBytes})",
+                "save a smaller graph");
+        var lengthPrefix = new byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(lengthPrefix, (ulong)headerBytes.Length);
+        var digitsAt = Checksum.Locate(headerBytes) ?? throw new GraphFileBugException("the header written has no place for its checksum");
+        Encoding.ASCII.GetBytes(Checksum.Compute(lengthPrefix, headerBytes, digitsAt, data), headerBytes.AsSpan(digitsAt));
+        FileWriting.ReplaceAtomically(path, lengthPrefix, headerBytes, data);
     }
 
     public static Graph Load(string path)
     {
-        if (!File.Exists(path)) throw new GraphFileException(path, "the file does not exist", "check the path");
-        var bytes = File.ReadAllBytes(path);
-        if (bytes.Length < 8) throw new GraphFileException(path, $"the file has {bytes.Length} bytes, too few for a header", "the file is truncated; save the graph again");
-        var headerLength = BinaryPrimitives.ReadUInt64LittleEndian(bytes);
-        if (headerLength > (ulong)bytes.Length - 8)
-            throw new GraphFileException(path, $"the header claims {headerLength} bytes but the file has {bytes.Length - 8} after the length",
-                "the file is truncated or not a graph file");
-        JsonObject header;
+        ArgumentNullException.ThrowIfNull(path);
         try
         {
-            header = JsonNode.Parse(bytes.AsSpan(8, (int)headerLength))?.AsObject() ?? throw new JsonException("empty header");
+            return Read(path);
         }
-        catch (Exception e) when (e is JsonException or InvalidOperationException or ArgumentException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new GraphFileException(path, "the header is not valid JSON", "the file is damaged or not a graph file", e);
+            throw new GraphFileException(path, $"the file cannot be opened or read: {e.Message}", "check the path and the file's permissions", e);
         }
-        var metadata = header["__metadata__"] as JsonObject
-            ?? throw new GraphFileException(path, "the header has no __metadata__", "this is a safetensors file but not a graph file; save it with GraphFile.Save");
-        if ((string?)metadata["format"] != Format)
-            throw new GraphFileException(path, $"the format is '{metadata["format"]}', not '{Format}'", "save the graph with GraphFile.Save");
-        if (!int.TryParse((string?)metadata["version"], out var version) || version > Version)
-            throw new GraphFileException(path, $"format version {metadata["version"]} is newer than this library's ({Version})", "update the library to read it");
-        var data = bytes.AsSpan(8 + (int)headerLength);
-        if ((string?)metadata["sha256"] is not { } expected || expected != Convert.ToHexString(SHA256.HashData(data)))
-            throw new GraphFileException(path, "the tensor bytes do not match the checksum in the header", "the file is damaged or truncated; use a backup or save again");
-        var tensors = new Dictionary<string, DoubleTensor>();
-        foreach (var (name, entry) in header)
+        catch (Exception e) when (e is not (GraphFileException or GraphFileBugException or OutOfMemoryException))
         {
-            if (name == "__metadata__") continue;
-            tensors[name] = ReadTensor(path, name, entry as JsonObject, data);
+            // every check below has its own message; this is the net for a header no check foresaw
+            throw new GraphFileException(path, $"the header is malformed ({e.GetType().Name}: {e.Message})", Damaged, e);
         }
-        JsonObject graph;
-        try
-        {
-            graph = JsonNode.Parse((string?)metadata["graph"] ?? "")!.AsObject();
-        }
-        catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException)
-        {
-            throw new GraphFileException(path, "the graph description is not valid JSON", "the file is damaged", e);
-        }
-        return GraphJson.Read(path, graph, tensors);
     }
 
-    private static DoubleTensor ReadTensor(string path, string name, JsonObject? entry, ReadOnlySpan<byte> data)
+    private static Graph Read(string path)
     {
-        if (entry is null || (string?)entry["dtype"] != "F64" || entry["shape"] is not JsonArray shape || entry["data_offsets"] is not JsonArray offsets)
-            throw new GraphFileException(path, $"tensor '{name}' is not described as F64 with a shape and data offsets", "the file is damaged");
-        var dims = shape.Select(d => (int)d!).ToArray();
-        long begin = (long)offsets[0]!, end = (long)offsets[1]!;
-        var count = dims.Aggregate(1L, (a, d) => a * d);
-        if (begin < 0 || end > data.Length || end - begin != count * 8)
-            throw new GraphFileException(path, $"tensor '{name}' of shape [{string.Join(", ", dims)}] lies at bytes [{begin}, {end}) of {data.Length}",
-                "the file is truncated or damaged");
-        var values = new double[count];
-        for (int i = 0; i < count; i++) values[i] = BinaryPrimitives.ReadDoubleLittleEndian(data.Slice((int)(begin + 8L * i), 8));
-        return DoubleTensor.FromShape(dims, values);
+        GraphFileException Refused(string problem, string hint = Damaged, Exception? inner = null) => new(path, problem, hint, inner);
+        if (Directory.Exists(path)) throw Refused("it is a folder, not a file", "give the path of a file saved with GraphFile.Save");
+        if (!File.Exists(path)) throw Refused("the file does not exist", "check the path");
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1 << 16);
+        // devices and pipes report no length (and /dev/zero never ends): then only the bounds below limit reading
+        long? size = stream.CanSeek && stream.Length > 0 ? stream.Length : null;
+
+        var lengthPrefix = ReadUpTo(stream, 8);
+        if (lengthPrefix.Length < 8) throw Refused($"the file has {lengthPrefix.Length} bytes, too few for the 8-byte header length", Truncated);
+        var declared = BinaryPrimitives.ReadUInt64LittleEndian(lengthPrefix);
+        if (declared < 2 || declared > MaxHeaderBytes)
+            throw Refused($"the header length is {declared} bytes; a graph file's header takes 2 to {MaxHeaderBytes}");
+        if (size is { } known && declared > (ulong)(known - 8))
+            throw Refused($"the header claims {declared} bytes but the file has {known - 8} after the length", Truncated);
+        var headerBytes = ReadUpTo(stream, (int)declared);
+        if (headerBytes.Length < (int)declared)
+            throw Refused($"the header claims {declared} bytes but the file ends after {headerBytes.Length}", Truncated);
+
+        if (!System.Text.Unicode.Utf8.IsValid(headerBytes)) throw Refused("the header is not valid UTF-8");
+        var header = ParseObject(headerBytes, "the header", path);
+        if (!header.TryGetPropertyValue("__metadata__", out var metadataJson))
+            throw Refused("the header has no __metadata__", "this is a safetensors file but not a graph file; save the graph with GraphFile.Save");
+        if (metadataJson is not JsonObject metadataObject) throw Refused($"__metadata__ is {FieldCodec.Show(metadataJson)}, not a JSON object");
+        var metadata = new Dictionary<string, string>();
+        foreach (var (key, value) in metadataObject)
+            metadata[key] = value is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>()
+                : throw Refused($"__metadata__ \"{key}\" is {FieldCodec.Show(value)}, not a string");
+        if (metadata.GetValueOrDefault("format") != Format)
+            throw Refused($"the format is {FieldCodec.Show(metadataObject["format"])}, not \"{Format}\"", "save the graph with GraphFile.Save");
+        var version = FileVersion(metadata.GetValueOrDefault("version"), path);
+        foreach (var key in metadata.Keys.Where(k => k is not ("format" or "version" or "graph" or "sha256")))
+            throw Refused($"__metadata__ has an unknown key \"{key}\" (expected format, version, graph, sha256)");
+        if (!metadata.TryGetValue("graph", out var graphText)) throw Refused("__metadata__ has no \"graph\"");
+        if (!metadata.TryGetValue("sha256", out var expectedHash)) throw Refused("__metadata__ has no \"sha256\"");
+
+        var entries = TensorTable.Read(header, path);
+        var dataLength = entries.Count == 0 ? 0 : entries[^1].End;
+        if (size is { } fileSize && fileSize - 8 - (long)declared is var rest && rest != dataLength)
+            throw rest < dataLength
+                ? Refused($"the tensors take {dataLength} bytes but the file holds {rest} after the header", Truncated)
+                : Refused($"the file has {rest - dataLength} bytes after its tensors", "the file was appended to or damaged; use a backup or save the graph again");
+        var data = ReadUpTo(stream, (int)dataLength);
+        if (data.Length < dataLength) throw Refused($"the tensors take {dataLength} bytes but the file ends after {data.Length}", Truncated);
+        if (stream.ReadByte() != -1) throw Refused("the file goes on after its tensors", "the file was appended to or damaged, or is not a file");
+
+        var actualHash = version == 1
+            ? Convert.ToHexString(SHA256.HashData(data))
+            : Checksum.Compute(lengthPrefix, headerBytes, Checksum.Locate(headerBytes)
+                ?? throw Refused($"the checksum {FieldCodec.Show(metadataObject["sha256"])} is not {Checksum.Digits} hex digits written plainly"), data);
+        if (expectedHash != actualHash)
+            throw Refused(version == 1 ? "the tensor bytes do not match the file's SHA-256 checksum"
+                : "the file's bytes do not match its SHA-256 checksum (which covers the header and the tensors)",
+                "the file was damaged or edited after it was saved; use a backup or save the graph again");
+
+        var reading = new GraphReading(path, TensorTable.Decode(entries, data));
+        var graph = ParseObject(Encoding.UTF8.GetBytes(graphText), "the graph description", path);
+        return GraphJson.Read(version == 1 ? GraphJsonV1.Upgrade(graph, reading) : graph, reading);
+    }
+
+    /// <summary>A positive integer up to <see cref="Version"/>; anything else is refused, a newer version with a hint to upgrade.</summary>
+    private static int FileVersion(string? text, string path)
+    {
+        if (text is null) throw new GraphFileException(path, "__metadata__ has no \"version\"", Damaged);
+        if (text.Length == 0 || text[0] == '0' || !text.All(char.IsAsciiDigit))
+            throw new GraphFileException(path, $"the file version {FieldCodec.Show(JsonValue.Create(text))} is not a positive integer", Damaged);
+        if (!int.TryParse(text, out var version) || version > Version)
+        {
+            var shown = text.Length <= 20 ? text : text[..17] + "...";
+            throw new GraphFileException(path,
+                $"written by a newer version of Duality (file version {shown}, this library reads up to {Version}): upgrade Duality to read it",
+                "upgrade the Duality package, or save the graph again with this version");
+        }
+        return version;
+    }
+
+    private static JsonObject ParseObject(byte[] utf8, string what, string path)
+    {
+        try
+        {
+            return JsonNode.Parse(utf8, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false, MaxDepth = 64 }) as JsonObject
+                ?? throw new GraphFileException(path, $"{what} is not a JSON object", Damaged);
+        }
+        catch (JsonException e)
+        {
+            throw new GraphFileException(path, $"{what} is not valid JSON: {e.Message}", Damaged, e);
+        }
+    }
+
+    /// <summary>Up to <paramref name="count"/> bytes, fewer at the end of the stream; memory grows with what is read, not with what is claimed.</summary>
+    private static byte[] ReadUpTo(Stream stream, int count)
+    {
+        var buffer = new byte[Math.Min(count, 1 << 20)];
+        var filled = 0;
+        while (filled < count)
+        {
+            if (filled == buffer.Length) Array.Resize(ref buffer, (int)Math.Min(count, 2L * buffer.Length));
+            var read = stream.Read(buffer, filled, buffer.Length - filled);
+            if (read == 0) break;
+            filled += read;
+        }
+        return filled == buffer.Length ? buffer : buffer[..filled];
     }
 }

@@ -1,162 +1,148 @@
-using System.Globalization;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Duality.Ir;
 
 namespace Duality.Persistence;
 
-/// <summary>Nodes to and from JSON objects; sources by name, weights by tensor name ("node.field").</summary>
+/// <summary>
+/// A graph to and from the JSON a graph file holds, derived from the node records:
+///   {"nodes": [{"kind": "Projection", "fields": {"Name": "p", "Source": "x", "InFeatures": 3, ...}}, ...],
+///    "outputs": ["p", ...]}
+/// A node is its record's type name and its primary constructor's parameters by name (see
+/// <see cref="FieldCodec"/>); sources are node names, tensors are names in the file's tensor table
+/// ("node.field", such as "block1/proj.weights.weight"), each used by exactly one field.
+/// </summary>
 internal static class GraphJson
 {
-    public static JsonObject Write(Node node, Graph graph, List<(string, DoubleTensor)> tensors)
+    public static JsonObject Write(Graph graph, GraphWriting writing)
     {
-        string Source(NodeId id) => graph[id].Name;
-        JsonNode? Tensor(string field, DoubleTensor? value)
+        var nodes = new JsonArray();
+        foreach (var node in graph.Nodes)
         {
-            if (value is null) return null;
-            var name = $"{node.Name}.{field}";
-            tensors.Add((name, value));
-            return name;
+            writing.NodeName = node.Name;
+            var type = node.GetType();
+            if (!NodeRecords.ByKind.TryGetValue(type.Name, out var kind) || kind != type)
+                throw writing.CannotNode($"is a {type.FullName}, not a node record of Duality.Dsl",
+                    "graph files hold the node kinds of NodeKinds.All; rewrite the node into those first");
+            nodes.Add(new JsonObject { ["kind"] = type.Name, ["fields"] = RecordShape.OfNode(type).Write(node, writing, "") });
         }
-        var o = new JsonObject { ["kind"] = node.GetType().Name, ["name"] = node.Name };
-        switch (node)
+        return new JsonObject
         {
-            case Input n:
-                o["features"] = n.Features;
-                break;
-            case Projection n:
-                (o["source"], o["in"], o["out"], o["bias"]) = (Source(n.Source), n.InFeatures, n.OutFeatures, n.Bias);
-                (o["weight"], o["biasValues"]) = (Tensor("weight", n.Weights?.Weight), Tensor("bias", n.Weights?.Bias));
-                break;
-            case Gate n:
-                (o["value"], o["gating"], o["activation"]) = (Source(n.Value), Source(n.Gating), n.Activation.ToString());
-                break;
-            case LinearRecurrence n:
-                (o["source"], o["width"], o["state"], o["readout"], o["trainable"]) =
-                    (Source(n.Source), n.Width, n.State.ToString(), n.Readout.ToString(), n.TrainableLambda);
-                o["decay"] = n.Decay is { } d ? Source(d) : null;
-                (o["lambda"], o["initialState"]) = (Tensor("lambda", n.Lambda), Tensor("initial_state", n.InitialState));
-                break;
-            case Attention n:
-                (o["source"], o["in"], o["heads"], o["key"], o["value"], o["causal"]) =
-                    (Source(n.Source), n.InFeatures, n.Heads, n.KeyWidth, n.ValueWidth, n.Causal);
-                (o["kernel"], o["featureMap"], o["decay"], o["out"], o["phase"], o["inputDependentDecay"]) =
-                    (n.Kernel.ToString(), n.FeatureMap.ToString(), n.Decay, n.OutFeatures, n.DecayPhase, n.InputDependentDecay);
-                var w = n.Weights;
-                (o["query"], o["keys"], o["values"], o["output"]) =
-                    (Tensor("query", w?.Query), Tensor("key", w?.Key), Tensor("value", w?.Value), Tensor("output", w?.Output));
-                (o["decayWeight"], o["decayBias"]) = (Tensor("decay_weight", w?.DecayWeight), Tensor("decay_bias", w?.DecayBias));
-                break;
-            case Activation n:
-                (o["source"], o["activation"]) = (Source(n.Source), n.Kind.ToString());
-                break;
-            case Add n:
-                (o["left"], o["right"]) = (Source(n.Left), Source(n.Right));
-                break;
-            case Concat n:
-                o["parts"] = new JsonArray(n.Parts.Select(p => (JsonNode)Source(p)).ToArray());
-                break;
-            case Slice n:
-                (o["source"], o["start"], o["length"]) = (Source(n.Source), n.Start, n.Length);
-                break;
-            case LayerNorm n:
-                (o["source"], o["width"], o["epsilon"], o["affine"]) = (Source(n.Source), n.Width, n.Epsilon, n.Affine);
-                (o["gain"], o["biasValues"]) = (Tensor("gain", n.Weights?.Gain), Tensor("bias", n.Weights?.Bias));
-                break;
-            case RmsNorm n:
-                (o["source"], o["width"], o["epsilon"], o["affine"]) = (Source(n.Source), n.Width, n.Epsilon, n.Affine);
-                o["gain"] = Tensor("gain", n.Weights?.Gain);
-                break;
-            case Scale n:
-                (o["source"], o["factor"]) = (Source(n.Source), n.Factor);
-                break;
-            default:
-                throw new InvalidOperationException($"bug in GraphFile: no format for {node.GetType().Name}");
-        }
-        return o;
+            ["nodes"] = nodes,
+            ["outputs"] = new JsonArray(graph.Outputs.Select(o => (JsonNode)JsonValue.Create(writing.NameOf(o))).ToArray()),
+        };
     }
 
-    public static Graph Read(string path, JsonObject graph, Dictionary<string, DoubleTensor> tensors)
+    public static Graph Read(JsonObject json, GraphReading reading)
     {
-        var ids = new Dictionary<string, NodeId>();
+        reading.ExpectKeys(json, "the graph description", "nodes", "outputs");
+        if (json["nodes"] is not JsonArray entries) throw reading.Malformed("the graph description's \"nodes\" is not a list");
+        if (json["outputs"] is not JsonArray outputs) throw reading.Malformed("the graph description's \"outputs\" is not a list");
         var nodes = new List<Node>();
-        if (graph["nodes"] is not JsonArray entries) throw new GraphFileException(path, "the graph has no node list", "the file is damaged");
         foreach (var entry in entries)
         {
-            var reader = new Reader(path, entry as JsonObject ?? throw new GraphFileException(path, "a node is not a JSON object", "the file is damaged"), ids, tensors);
-            var node = reader.Node();
-            ids[node.Name] = new NodeId(nodes.Count);
+            if (entry is not JsonObject o) throw reading.Malformed($"node #{nodes.Count} is {FieldCodec.Show(entry)}, not a JSON object");
+            var fields = o["fields"] as JsonObject;
+            reading.StartNode(nodes.Count, fields?["Name"] is JsonValue name && name.GetValueKind() == JsonValueKind.String ? name.GetValue<string>() : null);
+            reading.ExpectKeys(o, $"node #{nodes.Count}", "kind", "fields");
+            if (fields is null) throw reading.Bad("fields", "is not a JSON object");
+            var kind = o["kind"] is JsonValue k && k.GetValueKind() == JsonValueKind.String ? k.GetValue<string>() : null;
+            if (kind is null || !NodeRecords.ByKind.TryGetValue(kind, out var type))
+                throw reading.Bad("kind", $"is {FieldCodec.Show(o["kind"])}, not a node kind of this library ({string.Join(", ", NodeRecords.ByKind.Keys)})");
+            var node = (Node)RecordShape.OfNode(type).Read(fields, reading, "");
+            reading.AddNode(node.Name);
             nodes.Add(node);
         }
-        var outputs = (graph["outputs"] as JsonArray ?? []).Select(o => ids.TryGetValue((string?)o ?? "", out var id)
-            ? id : throw new GraphFileException(path, $"output '{o}' names no node", "the file is damaged")).ToList();
+        var outputIds = outputs.Select(o => o is JsonValue v && v.GetValueKind() == JsonValueKind.String
+            ? reading.Output(v.GetValue<string>())
+            : throw reading.Malformed($"an output is {FieldCodec.Show(o)}, not a node name")).ToList();
+        reading.CheckEveryTensorUsed();
         try
         {
-            return Graph.Create(nodes, outputs);
+            return Graph.Create(nodes, outputIds);
         }
         catch (GraphException e)
         {
-            throw new GraphFileException(path, "the graph in the file does not verify:\n" + e.Message,
-                "the file was edited by hand or its weights do not fit its nodes; save the graph again", e);
+            throw reading.Malformed("the graph in the file does not verify:\n" + e.Message, e,
+                "the file was written by another program or its weights do not fit its nodes; save the graph again");
         }
     }
+}
 
-    private sealed class Reader(string path, JsonObject o, Dictionary<string, NodeId> ids, Dictionary<string, DoubleTensor> tensors)
+/// <summary>Writing one graph: node names for sources, and its tensors collected under unique names.</summary>
+internal sealed class GraphWriting(Graph graph, string path)
+{
+    private readonly HashSet<string> names = ["__metadata__"];
+
+    public List<(string Name, DoubleTensor Value)> Tensors { get; } = [];
+
+    public string NodeName { get; set; } = "";
+
+    public string NameOf(NodeId id) => graph[id].Name;
+
+    /// <summary>Adds a tensor named "node.field" ("p.weights.weight"), numbered when a name repeats.</summary>
+    public string AddTensor(string field, DoubleTensor value)
     {
-        private string Name => (string?)o["name"] ?? "(unnamed)";
-
-        private Exception Bad(string field, string problem) =>
-            new GraphFileException(path, $"node '{Name}': field '{field}' {problem}", "the file is damaged or was written by another program");
-
-        private JsonNode Field(string field) => o[field] ?? throw Bad(field, "is missing");
-
-        private int Int(string field) => Field(field).GetValueKind() == System.Text.Json.JsonValueKind.Number ? (int)Field(field) : throw Bad(field, "is not a number");
-        private double Double(string field) => Field(field).GetValueKind() == System.Text.Json.JsonValueKind.Number ? (double)Field(field) : throw Bad(field, "is not a number");
-        private double? OptionalDouble(string field) => o[field] is null ? null : Double(field);
-        private int? OptionalInt(string field) => o[field] is null ? null : Int(field);
-        private bool Bool(string field) => Field(field).GetValueKind() is System.Text.Json.JsonValueKind.True or System.Text.Json.JsonValueKind.False ? (bool)Field(field) : throw Bad(field, "is not true or false");
-
-        private T Enum<T>(string field) where T : struct, System.Enum =>
-            System.Enum.TryParse<T>((string?)Field(field), out var value) ? value : throw Bad(field, $"is not one of {string.Join(", ", System.Enum.GetNames<T>())}");
-
-        private NodeId Source(string field) =>
-            ids.TryGetValue((string?)Field(field) ?? "", out var id) ? id : throw Bad(field, $"names '{o[field]}', which is not an earlier node");
-
-        private DoubleTensor? Tensor(string field) =>
-            o[field] is null ? null
-            : tensors.TryGetValue((string?)o[field] ?? "", out var t) ? t : throw Bad(field, $"names tensor '{o[field]}', which the file does not hold");
-
-        public Node Node()
-        {
-            var name = (string?)Field("name") ?? throw Bad("name", "is not a string");
-            return (string?)Field("kind") switch
-            {
-                nameof(Input) => new Input(name, Int("features")),
-                nameof(Projection) => new Projection(name, Source("source"), Int("in"), Int("out"), Bool("bias"),
-                    Tensor("weight") is { } w ? new ProjectionWeights(w, Tensor("biasValues")) : null),
-                nameof(Gate) => new Gate(name, Source("value"), Source("gating"), Enum<ActivationKind>("activation")),
-                nameof(LinearRecurrence) => new LinearRecurrence(name, Source("source"), Int("width"), Enum<StateKind>("state"),
-                    Enum<ComplexReadout>("readout"), Bool("trainable"), o["decay"] is null ? null : Source("decay"), Tensor("lambda"),
-                    Tensor("initialState")),
-                nameof(Attention) => new Attention(name, Source("source"), Int("in"), Int("heads"), Int("key"), Int("value"), Bool("causal"),
-                    Enum<AttentionKernel>("kernel"), Enum<ActivationKind>("featureMap"), OptionalDouble("decay"), OptionalInt("out"),
-                    Tensor("query") is { } q
-                        ? new AttentionWeights(q, Tensor("keys") ?? throw Bad("keys", "is missing"), Tensor("values") ?? throw Bad("values", "is missing"),
-                            Tensor("output"), Tensor("decayWeight"), Tensor("decayBias"))
-                        : null,
-                    OptionalDouble("phase"), Bool("inputDependentDecay")),
-                nameof(Activation) => new Activation(name, Source("source"), Enum<ActivationKind>("activation")),
-                nameof(Add) => new Add(name, Source("left"), Source("right")),
-                nameof(Concat) => new Concat(name, (Field("parts") as JsonArray ?? throw Bad("parts", "is not a list"))
-                    .Select(p => ids.TryGetValue((string?)p ?? "", out var id) ? id : throw Bad("parts", $"names '{p}', which is not an earlier node"))
-                    .ToValueList()),
-                nameof(Slice) => new Slice(name, Source("source"), Int("start"), Int("length")),
-                nameof(LayerNorm) => new LayerNorm(name, Source("source"), Int("width"), Double("epsilon"), Bool("affine"),
-                    Tensor("gain") is { } g ? new NormWeights(g, Tensor("biasValues")) : null),
-                nameof(RmsNorm) => new RmsNorm(name, Source("source"), Int("width"), Double("epsilon"), Bool("affine"),
-                    Tensor("gain") is { } g ? new NormWeights(g, null) : null),
-                nameof(Scale) => new Scale(name, Source("source"), Double("factor")),
-                var kind => throw Bad("kind", $"is '{kind}', not a node kind of this library"),
-            };
-        }
+        var stem = $"{NodeName}.{string.Join(".", field.Split('.').Select(s => s.Length == 0 ? s : char.ToLowerInvariant(s[0]) + s[1..]))}";
+        var name = stem;
+        for (int n = 2; !names.Add(name); n++) name = $"{stem}~{n}";
+        Tensors.Add((name, value));
+        return name;
     }
+
+    public GraphFileException Cannot(string field, string problem, string hint = "give the field a value its type allows") =>
+        GraphFileException.CannotWrite(path, $"node '{NodeName}': field '{field}' {problem}", hint);
+
+    public GraphFileException CannotNode(string problem, string hint) => GraphFileException.CannotWrite(path, $"node '{NodeName}' {problem}", hint);
+}
+
+/// <summary>Reading one graph: earlier nodes by name, the file's tensors and which field uses each.</summary>
+internal sealed class GraphReading(string path, IReadOnlyDictionary<string, DoubleTensor> tensors)
+{
+    private const string Damaged = "the file is damaged or was written by another program; use a backup or save the graph again";
+    private readonly Dictionary<string, NodeId> ids = [];
+    private readonly Dictionary<string, string> users = [];
+    private string node = "";
+
+    public void StartNode(int index, string? name) => node = name is null ? $"node #{index}" : $"node '{name}'";
+
+    public void AddNode(string name)
+    {
+        if (!ids.TryAdd(name, new NodeId(ids.Count))) throw BadNode($"repeats the name '{name}' of an earlier node");
+    }
+
+    public NodeId Source(string name, string field) =>
+        ids.TryGetValue(name, out var id) ? id : throw Bad(field, $"names '{name}', which is not an earlier node");
+
+    public NodeId Output(string name) =>
+        ids.TryGetValue(name, out var id) ? id : throw Malformed($"output '{name}' names no node");
+
+    public DoubleTensor Tensor(string name, string field)
+    {
+        if (!tensors.TryGetValue(name, out var tensor)) throw Bad(field, $"names tensor '{name}', which the file does not hold");
+        var user = $"{node}, field '{field}'";
+        if (!users.TryAdd(name, user)) throw Bad(field, $"names tensor '{name}', which {users[name]} already uses");
+        return tensor;
+    }
+
+    public void CheckEveryTensorUsed()
+    {
+        if (tensors.Keys.FirstOrDefault(t => !users.ContainsKey(t)) is { } unused)
+            throw Malformed($"tensor '{unused}' is used by no node");
+    }
+
+    public void ExpectKeys(JsonObject json, string what, params string[] keys)
+    {
+        foreach (var (key, _) in json)
+            if (!keys.Contains(key)) throw Malformed($"{what} has an unknown key '{key}' (expected {string.Join(", ", keys)})");
+        foreach (var key in keys)
+            if (!json.ContainsKey(key)) throw Malformed($"{what} has no \"{key}\"");
+    }
+
+    public GraphFileException Bad(string field, string problem) => Malformed($"{node}: field '{field}' {problem}");
+
+    public GraphFileException BadNode(string problem) => Malformed($"{node} {problem}");
+
+    public GraphFileException Malformed(string problem, Exception? inner = null, string hint = Damaged) =>
+        new(path, problem, hint, inner);
 }
