@@ -8,6 +8,7 @@ open System.IO
 open Expecto
 open TorchSharp
 open Duality.Ir
+open Duality
 open Duality.Kernels
 open Duality.Properties.Support
 
@@ -98,7 +99,7 @@ let private peakGrowth (f: unit -> unit) =
 
 let private memory =
     testList "memory" [
-        testCase "T = 100,000 (1 head, width 4, causal, float32): the forward pass runs with resident memory growing by under 256 MB (T^2 scores: 40 GB); its backward at T = 20,000 likewise" <| fun () ->
+        testCase "T = 100,000 (1 head, width 4, causal, float32): a compiled softmax attention's forward pass runs with resident memory growing by under 256 MB (T^2 scores: 40 GB); the kernel's backward at T = 20,000 likewise; TorchOps refuses the 40 GB of scores with a GraphException" <| fun () ->
             let bound = 256L <<< 20
             let run time backward =
                 let q, k, v = inputs torch.ScalarType.Float32 { Batch = 1L; Heads = 1L; Time = time; Key = 4L; Value = 4L; Causal = true; Seed = 5 }
@@ -109,13 +110,18 @@ let private memory =
                         if backward then
                             withGradients (fun q k v -> TiledAttention.Softmax(q, k, v, true, 0.5)) (q, k, v) g |> ignore
                         else
-                            let y = noGrad (fun () -> TiledAttention.Softmax(q, k, v, true, 0.5))
+                            let model = Duality.Builders.Model.Input("x", 4).Attention(1, 4, 4, kernel = Duality.Ir.AttentionKernel.Softmax).Build().Compile()
+                            let y = noGrad (fun () -> model.forward(torch.randn(1L, time, 4L)))
                             if not (y.isfinite().all().item<bool>()) then failwith "a non-finite output")
                 printfn "tiled attention, T = %d, %s: %.1f s, resident memory +%.0f MB" time
                     (if backward then "forward and backward" else "forward") seconds (float growth / 1e6)
                 if growth > bound then failwithf "T = %d: resident memory grew by %.0f MB, above %.0f MB" time (float growth / 1e6) (float bound / 1e6)
             run 100000L false
             run 20000L true
+            let plain = Duality.Builders.Model.Input("x", 4).Attention(2, 3, 3, kernel = Duality.Ir.AttentionKernel.Softmax).Build()
+                            .Compile(Duality.CompileOptions(Execution = Duality.ExecutionMode.TorchOps))
+            Expect.throwsT<Duality.Ir.GraphException> (fun () -> noGrad (fun () -> plain.forward(torch.randn(1L, 100000L, 4L))) |> ignore)
+                "TorchOps at T = 100,000 refuses its scores"
     ]
 
 let tests =
