@@ -68,7 +68,7 @@ internal sealed class StructureAwareLayerExecutor : IFusedExecutor
     {
         if (is_grad_enabled() || x.device.type != DeviceType.CPU) return null;
         var reading = Current(x.dtype);
-        if (reading.Raised is { } attention) return kept is null ? attention.Forward([x]) : attention.Recurrent(x, kept).alias();
+        if (reading.Raised is { } attention) return kept is null ? attention.Forward([x]) : RecurrentAttention.Run(attention, x, kept).alias();
         if (reading.Selection is not { } layout) return null;
         var resultDies = kept?.ResultDies == true;
         Func<long[], ScalarType, Tensor> Slot(int slot, bool keep = true) => KeptBuffers.Allocator(kept, slot, x.device, keep);

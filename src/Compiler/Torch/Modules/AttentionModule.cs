@@ -43,6 +43,16 @@ internal sealed class AttentionModule : NodeModule
 
     private bool IsLinear => node.Kernel == AttentionKernel.Linear;
 
+    internal Attention Node => node;
+
+    internal Tensor Query => query;
+
+    internal Tensor Key => key;
+
+    internal Tensor Value => value;
+
+    internal Tensor? OutputWeight => output;
+
     public override bool IsStateful => true;
 
     /// <summary>Whether a forward pass runs the fused recurrent loop: linear and causal, on the CPU, without gradients.</summary>
@@ -51,21 +61,21 @@ internal sealed class AttentionModule : NodeModule
 
     /// <summary>The fused loop writing its projections, heads and output into kept buffers.</summary>
     public override Tensor Forward(IReadOnlyList<Tensor> inputs, KeptBuffers kept) =>
-        RunsRecurrent(inputs[0]) ? Recurrent(inputs[0], kept).alias() : Forward(inputs);
+        RunsRecurrent(inputs[0]) ? RecurrentAttention.Run(this, inputs[0], kept).alias() : Forward(inputs);
 
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
         var x = inputs[0];
         long batch = x.shape[0], time = x.shape[1];
-        if (RunsRecurrent(x)) return Recurrent(x, null);
+        if (RunsRecurrent(x)) return RecurrentAttention.Run(this, x, null);
         var (q, k, v) = (Heads(x, query, node.KeyWidth), Heads(x, key, node.KeyWidth), Heads(x, value, node.ValueWidth));
         Tensor mixed;
         if (IsLinear && !node.Causal)
             // sum over every s: phi(q_t) (phi(K)^T V), O(T) by associativity
             mixed = TensorValues.Apply(node.FeatureMap, q).matmul(TensorValues.Apply(node.FeatureMap, k).transpose(-2, -1).matmul(v));
         else if (IsLinear && node.DecayPhase is null && execution != ExecutionMode.TorchOps && time > Chunk)
-            mixed = Chunked(TensorValues.Apply(node.FeatureMap, q), TensorValues.Apply(node.FeatureMap, k), v,
-                node.InputDependentDecay ? nn.functional.logsigmoid(HeadDecayLogits(x)).transpose(1, 2) : null);
+            mixed = ChunkedLinearAttention.Run(TensorValues.Apply(node.FeatureMap, q), TensorValues.Apply(node.FeatureMap, k), v,
+                node.InputDependentDecay ? nn.functional.logsigmoid(HeadDecayLogits(x)).transpose(1, 2) : null, Math.Log(node.Decay ?? 1.0));
         else if (!IsLinear && execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU)
             mixed = TiledAttention.Softmax(q, k, v, node.Causal, 1 / Math.Sqrt(node.KeyWidth));
         else
@@ -146,81 +156,7 @@ internal sealed class AttentionModule : NodeModule
 
     private Tensor Output(Tensor y) => output is null ? y : nn.functional.linear(y, output);
 
-    private const int Chunk = 64;
-
-    /// <summary>
-    /// Without gradients, on the CPU: the recurrent form as one fused loop (<see cref="Kernels.LinearAttentionLoop"/>),
-    /// O(T key value) per head with the state in cache, then the output projection. Projections, heads and output
-    /// come from recycled memory when large, or from <paramref name="kept"/> buffers (the output only when it dies
-    /// within the pass).
-    /// </summary>
-    internal Tensor Recurrent(Tensor x, KeptBuffers? kept)
-    {
-        var keepOutput = kept?.ResultDies == true;
-        Func<long[], ScalarType, Tensor> Slot(int slot, bool keep = true) => KeptBuffers.Allocator(kept, slot, x.device, keep);
-        Tensor Project(Tensor weight, int slot) => ProjectionModule.Product(x, weight, null, Slot(slot));
-        var q = TensorValues.Apply(node.FeatureMap, Project(query, 0)).contiguous();
-        var k = TensorValues.Apply(node.FeatureMap, Project(key, 1)).contiguous();
-        var v = Project(value, 2);
-        var decay = node.InputDependentDecay ? HeadDecayLogits(x).sigmoid().contiguous() : null;
-        var y = Slot(3, output is not null || keepOutput)([x.shape[0], x.shape[1], node.Heads * node.ValueWidth], x.dtype);
-        var shape = new Kernels.LinearAttentionLoop.Shape((int)x.shape[0], (int)x.shape[1], node.Heads, node.KeyWidth, node.ValueWidth);
-        using var alive = Kernels.RawStorage.KeepAlive(q, k, v, decay, y);
-        unsafe
-        {
-            var gamma = node.Decay ?? 1.0;
-            var (re, im) = node.DecayPhase is { } theta ? (gamma * Math.Cos(theta), gamma * Math.Sin(theta)) : (gamma, 0.0);
-            if (x.dtype == ScalarType.Float32)
-                Kernels.LinearAttentionLoop.Run(Pointer<float>(q), Pointer<float>(k), Pointer<float>(v), Kernels.RawStorage.PointerOrNull<float>(decay),
-                    (float)gamma, node.DecayPhase is null ? null : new((float)re, (float)im), Pointer<float>(y), shape);
-            else
-                Kernels.LinearAttentionLoop.Run(Pointer<double>(q), Pointer<double>(k), Pointer<double>(v), Kernels.RawStorage.PointerOrNull<double>(decay),
-                    gamma, node.DecayPhase is null ? null : new(re, im), Pointer<double>(y), shape);
-        }
-        return output is null ? y : ProjectionModule.Product(y, output, null, Slot(4, keepOutput));
-    }
-
-    private static unsafe T* Pointer<T>(Tensor t) where T : unmanaged => Kernels.RawStorage.Pointer<T>(t);
-
-    /// <summary>
-    /// Causal linear attention in chunks of C steps: exact, O(T C) instead of O(T^2). With l_t the log
-    /// decay of step t (ln gamma, log sigmoid(w . x_t + b), or 0) and L_i its running sum within a chunk:
-    ///   y_i = sum_{j &lt;= i in chunk} e^(L_i - L_j) (q_i . k_j) v_j  +  e^(L_i) q_i S_(c-1)
-    ///   S_c = e^(L_(C-1)) S_(c-1) + sum_j e^(L_(C-1) - L_j) k_j v_j^T
-    /// q, k: [batch, heads, time, key]; v: [batch, heads, time, value]; logDecay: [batch, heads, time] or null.
-    /// </summary>
-    private Tensor Chunked(Tensor q, Tensor k, Tensor v, Tensor? logDecay)
-    {
-        long batch = q.shape[0], heads = q.shape[1], time = q.shape[2], chunks = (time + Chunk - 1) / Chunk, padding = chunks * Chunk - time;
-        Tensor Blocks(Tensor t) =>
-            (padding > 0 ? nn.functional.pad(t, [0, 0, 0, padding]) : t).view(batch, heads, chunks, Chunk, t.shape[3]);
-        var (qb, kb, vb) = (Blocks(q), Blocks(k), Blocks(v));
-        Tensor cumulative;
-        if (logDecay is not null)
-            cumulative = (padding > 0 ? nn.functional.pad(logDecay, [0, padding]) : logDecay).view(batch, heads, chunks, Chunk).cumsum(-1);
-        else
-            cumulative = arange(1, Chunk + 1, dtype: q.dtype, device: q.device) * Math.Log(node.Decay ?? 1.0);
-        var lag = cumulative.unsqueeze(-1) - cumulative.unsqueeze(-2);
-        var causal = ones(Chunk, Chunk, dtype: ScalarType.Bool, device: q.device).tril();
-        var within = where(causal, lag.clamp_max(0).exp(), zeros_like(lag));
-        var local = CausalMask.Product(CausalMask.Fill(qb.matmul(kb.transpose(-2, -1)), 0) * within, vb);
-        var last = cumulative.narrow(-1, Chunk - 1, 1);
-        var toEnd = (last - cumulative).exp().unsqueeze(-1);
-        var contributions = (kb * toEnd).transpose(-2, -1).matmul(vb);
-        var carry = last.squeeze(-1).exp();
-        var fromStart = cumulative.exp().unsqueeze(-1);
-        var state = zeros(batch, heads, node.KeyWidth, node.ValueWidth, dtype: q.dtype, device: q.device);
-        var carried = new Tensor[chunks];
-        for (long c = 0; c < chunks; c++)
-        {
-            var decayIn = logDecay is null ? fromStart : fromStart.select(2, c);
-            var totals = logDecay is null ? carry : carry.select(2, c).view(batch, heads, 1, 1);
-            carried[c] = (qb.select(2, c) * decayIn).matmul(state);
-            state = state * totals + contributions.select(2, c);
-        }
-        var mixed = local + stack(carried, 2);
-        return mixed.view(batch, heads, chunks * Chunk, node.ValueWidth).narrow(2, 0, time);
-    }
+    private const int Chunk = ChunkedLinearAttention.Chunk;
 
     /// <summary>D[t, s] = gamma^(t-s) cos(theta (t-s)) for s &lt;= t, else 0 (gamma = 1, theta = 0 when absent).</summary>
     private Tensor DecayMask(long time, ScalarType dtype, Device device)
@@ -258,7 +194,7 @@ internal sealed class AttentionModule : NodeModule
                 : "run shorter sequences or a smaller batch at a time");
 
     /// <summary>w_h . x_t + b_h: [batch, time, heads].</summary>
-    private Tensor HeadDecayLogits(Tensor x) => nn.functional.linear(x, decayWeight!, decayBias!);
+    internal Tensor HeadDecayLogits(Tensor x) => nn.functional.linear(x, decayWeight!, decayBias!);
 }
 
 internal sealed class AttentionExecution : NodeExecution<Attention>

@@ -1,0 +1,50 @@
+using Duality.Kernels;
+using Duality.Torch;
+using static TorchSharp.torch;
+
+namespace Duality.Execution;
+
+/// <summary>
+/// Causal linear attention (any decay) without gradients on the CPU as one fused loop over time
+/// (<see cref="LinearAttentionLoop"/>): y_t = Re(S_t) phi(q_t), S_t = lambda_t S_{t-1} + v_t phi(k_t)^T, the state
+/// of each head in cache, O(T key value) per head; the per-node fast path of <see cref="AttentionModule"/> and the
+/// form a layer raised to an attention runs in.
+/// </summary>
+internal static class RecurrentAttention
+{
+    /// <summary>
+    /// Without gradients, on the CPU: the recurrent form as one fused loop (<see cref="LinearAttentionLoop"/>),
+    /// O(T key value) per head with the state in cache, then the output projection. Projections, heads and output
+    /// come from recycled memory when large, or from <paramref name="kept"/> buffers (the output only when it dies
+    /// within the pass).
+    /// </summary>
+    public static Tensor Run(AttentionModule attention, Tensor x, KeptBuffers? kept)
+    {
+        var (node, query, key, value, output) = (attention.Node, attention.Query, attention.Key, attention.Value, attention.OutputWeight);
+        var keepOutput = kept?.ResultDies == true;
+        Func<long[], ScalarType, Tensor> Slot(int slot, bool keep = true) => KeptBuffers.Allocator(kept, slot, x.device, keep);
+        Tensor Project(Tensor weight, int slot) => ProjectionModule.Product(x, weight, null, Slot(slot));
+        var q = TensorValues.Apply(node.FeatureMap, Project(query, 0)).contiguous();
+        var k = TensorValues.Apply(node.FeatureMap, Project(key, 1)).contiguous();
+        var v = Project(value, 2);
+        var decay = node.InputDependentDecay ? attention.HeadDecayLogits(x).sigmoid().contiguous() : null;
+        var y = Slot(3, output is not null || keepOutput)([x.shape[0], x.shape[1], node.Heads * node.ValueWidth], x.dtype);
+        var shape = new LinearAttentionLoop.Shape((int)x.shape[0], (int)x.shape[1], node.Heads, node.KeyWidth, node.ValueWidth);
+        using var alive = RawStorage.KeepAlive(q, k, v, decay, y);
+        unsafe
+        {
+            var gamma = node.Decay ?? 1.0;
+            var (re, im) = node.DecayPhase is { } theta ? (gamma * Math.Cos(theta), gamma * Math.Sin(theta)) : (gamma, 0.0);
+            if (x.dtype == ScalarType.Float32)
+                LinearAttentionLoop.Run(Pointer<float>(q), Pointer<float>(k), Pointer<float>(v), RawStorage.PointerOrNull<float>(decay),
+                    (float)gamma, node.DecayPhase is null ? null : new((float)re, (float)im), Pointer<float>(y), shape);
+            else
+                LinearAttentionLoop.Run(Pointer<double>(q), Pointer<double>(k), Pointer<double>(v), RawStorage.PointerOrNull<double>(decay),
+                    gamma, node.DecayPhase is null ? null : new(re, im), Pointer<double>(y), shape);
+        }
+        return output is null ? y : ProjectionModule.Product(y, output, null, Slot(4, keepOutput));
+    }
+
+    private static unsafe T* Pointer<T>(Tensor t) where T : unmanaged => RawStorage.Pointer<T>(t);
+
+}
