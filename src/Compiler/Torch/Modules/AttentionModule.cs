@@ -136,7 +136,7 @@ internal sealed class AttentionModule : NodeModule
 
     private Tensor Output(Tensor y) => output is null ? y : nn.functional.linear(y, output);
 
-    private const int Chunk = 64;
+    internal const int Chunk = 64;
 
     /// <summary>
     /// Without gradients, on the CPU: the recurrent form as one fused loop (<see cref="Kernels.LinearAttentionLoop"/>),
