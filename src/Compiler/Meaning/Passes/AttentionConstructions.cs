@@ -5,7 +5,10 @@ namespace Duality.Passes;
 /// <summary>Which exact gated-RNN form of a causal linear attention to build.</summary>
 public enum Construction
 {
-    /// <summary>The one with fewer recurrent neurons (full on ties, and whenever a feature map is used).</summary>
+    /// <summary>
+    /// The one with fewer recurrent neurons, then fewer parameters (full when both tie, and whenever a feature map is
+    /// used): on a tie in neurons, never the one with more parameters.
+    /// </summary>
     Smallest,
 
     /// <summary>H (d_k d_v + d_k) recurrent neurons: key-value products S[i, j] and queries.</summary>
@@ -34,6 +37,23 @@ internal static class AttentionConstructions
     public static int FullNeurons(Attention a) => a.Heads * (a.KeyWidth * a.ValueWidth + a.KeyWidth);
 
     public static int CompressedNeurons(Attention a) => a.Heads * (SymmetricPairs.Count(a.InFeatures) + a.InFeatures);
+
+    /// <summary>
+    /// Parameters of the lowered layer with N recurrent neurons, M output neurons and S memory neurons (paper.md):
+    ///   2 N (d + 1) input gates + N eigenvalues (2 N complex; none with an input-dependent decay, whose S (d + 1)
+    ///   decay weights come instead) + 2 M N output gates + out M readout.
+    /// Full: N = H (d_k d_v + d_k), M = S = H d_k d_v; compressed: N = H (d (d + 1) / 2 + d), M = H d_v d, S = H d (d + 1) / 2.
+    /// </summary>
+    public static long Parameters(Attention a, Construction construction)
+    {
+        long d = a.InFeatures, heads = a.Heads;
+        var (n, m, memory) = construction == Construction.Compressed
+            ? (CompressedNeurons(a), heads * a.ValueWidth * d, heads * SymmetricPairs.Count(a.InFeatures))
+            : (FullNeurons(a), heads * a.KeyWidth * a.ValueWidth, heads * a.KeyWidth * a.ValueWidth);
+        var lambdas = a.InputDependentDecay ? 0 : a.DecayPhase is null ? n : 2L * n;
+        var decay = a.InputDependentDecay ? memory * (d + 1) : 0;
+        return 2L * n * (d + 1) + lambdas + decay + 2L * m * n + a.OutputWidth * m;
+    }
 
     /// <summary>
     /// Full (paper.md section 3), per head h, i &lt; d_v, j &lt; d_k:

@@ -113,9 +113,7 @@ public static class LowerAttention
             new ProjectionWeights(DoubleTensor.Matrix(layer.OutputQuery), null)));
         var product = Add(new Gate(Name("output"), outputValue, outputQuery));
         var readout = Add(new Projection(a.Name, product, m, a.OutputWidth, false, new ProjectionWeights(DoubleTensor.Matrix(layer.Readout), null)));
-        var lambdas = layer.DecayRows is not null ? 0 : a.DecayPhase is null ? n : 2 * n;
-        var decayParameters = layer.DecayRows is not null ? (long)memory * (d + 1) : 0;
-        var formula = 2L * n * (d + 1) + lambdas + decayParameters + 2L * m * n + (long)a.OutputWidth * m;
+        var formula = AttentionConstructions.Parameters(a, chosen);
         var formulaNeurons = chosen == Construction.Compressed ? AttentionConstructions.CompressedNeurons(a) : AttentionConstructions.FullNeurons(a);
         var parameters = before.Sum(name => ParameterCounts.Of(emitter.NodeNamed(name)));
         return (readout, new LoweredAttention(a.Name, chosen, n, m, parameters, formulaNeurons, formula, before));
@@ -127,8 +125,10 @@ public static class LowerAttention
             throw new GraphException(new Diagnostic("not lowered", a.Name, a.Describe(),
                 "use Construction.Full (or Smallest) for attention with a feature map",
                 Received: "the compressed construction stores x x^T, which phi(k) q products are not linear in")),
+        // fewer neurons, then fewer parameters; full when both tie
         Construction.Smallest => a.FeatureMap == ActivationKind.Identity
-                                 && AttentionConstructions.CompressedNeurons(a) < AttentionConstructions.FullNeurons(a)
+                                 && (AttentionConstructions.CompressedNeurons(a), AttentionConstructions.Parameters(a, Construction.Compressed))
+                                    .CompareTo((AttentionConstructions.FullNeurons(a), AttentionConstructions.Parameters(a, Construction.Full))) < 0
             ? Construction.Compressed
             : Construction.Full,
         _ => wanted,

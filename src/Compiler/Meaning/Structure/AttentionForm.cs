@@ -12,7 +12,8 @@ namespace Duality.Structure;
 /// multiplies memory neurons by query neurons. Each (output neuron, memory neuron) pair is a head with key and value
 /// width 1; pairs sharing a key, a query and a decay become one head (values stacked), and heads sharing values,
 /// output columns and decay merge their keys and queries. Whether a weight is zero is decided relative to the largest
-/// weight of its matrix (<see cref="ZeroTolerance"/>), so the reading does not depend on the weights' scale.
+/// weight of its matrix (<see cref="ZeroTolerance"/>), so the reading does not depend on the weights' scale; or, for
+/// execution, exactly (a weight merely small beside its matrix's largest may multiply a neuron large enough to matter).
 /// </summary>
 internal static class AttentionForm
 {
@@ -37,20 +38,27 @@ internal static class AttentionForm
     }
 
 
-    internal static (Attention? Attention, Mismatch Why) Of(GatedLayer layer)
+    /// <summary>
+    /// The attention the layer computes, or why there is none. With <paramref name="exact"/> (what execution runs in the
+    /// layer's place must compute its function) only exact zeros are zero and the decay is kept as read: an output gate
+    /// whose weights of 1e-14 beside its largest read query neurons of 1e16 mixes them, and a reading that dropped those
+    /// weights would be a guess. Otherwise zero is decided relative to each projection's largest weight (RaiseAttention).
+    /// </summary>
+    internal static (Attention? Attention, Mismatch Why) Of(GatedLayer layer, bool exact = false)
     {
+        var tolerance = exact ? 0 : ZeroTolerance;
         if (NonFinite(layer) is { } node)
             return (null, new($"{node} holds a NaN or infinite weight", "fix the weights (a diverged training run?) before raising"));
         int n = layer.Neurons, d = layer.InputValue.InFeatures, decayed = layer.Decay?.Memory.Width ?? 0;
         var lambdas = layer.Eigenvalues();
-        var isQuery = lambdas.Select(l => Math.Abs(l.Re) <= ZeroTolerance && Math.Abs(l.Im) <= ZeroTolerance).ToArray();
+        var isQuery = lambdas.Select(l => Math.Abs(l.Re) <= tolerance && Math.Abs(l.Im) <= tolerance).ToArray();
         var memory = Enumerable.Range(0, n).Where(i => !isQuery[i]).ToArray();
         if (memory.Length == 0) return (null, new("no neuron has a non-zero eigenvalue, so nothing is remembered", "this layer is feed-forward"));
         if (decayed > 0 && memory.Any(i => i >= decayed))
             return (null, new("neurons of fixed non-zero eigenvalue sit beside neurons with an input-dependent decay; one attention has one kind of decay",
                 "give the neurons after the decayed ones eigenvalue 0 (queries)"));
         var gamma = lambdas[memory[0]];
-        if (memory.Any(i => Math.Abs(lambdas[i].Re - gamma.Re) > ZeroTolerance || Math.Abs(lambdas[i].Im - gamma.Im) > ZeroTolerance))
+        if (memory.Any(i => Math.Abs(lambdas[i].Re - gamma.Re) > tolerance || Math.Abs(lambdas[i].Im - gamma.Im) > tolerance))
             return (null, new("memory neurons have different eigenvalues; one attention has one decay", "split the layer by eigenvalue"));
         var (decayRows, decayOf) = DecayClasses(layer, n);
         var magnitude = Math.Sqrt(gamma.Re * gamma.Re + gamma.Im * gamma.Im);
@@ -61,7 +69,7 @@ internal static class AttentionForm
         double[] Row(Projection p, int i) => Enumerable.Range(0, d).Select(c => p.Weights!.Weight[i, c]).ToArray();
         double Bias(Projection p, int i) => p.Weights!.Bias is { } b ? b[i] : 0;
         // zero relative to the largest weight (or bias) of the same projection
-        var (valueZero, keyZero) = (ZeroTolerance * Largest(layer.InputValue), ZeroTolerance * Largest(layer.InputKey));
+        var (valueZero, keyZero) = (tolerance * Largest(layer.InputValue), tolerance * Largest(layer.InputKey));
         bool IsZero(double[] v, double zero) => v.All(x => Math.Abs(x) <= zero);
         // query neurons: h = scale * phi(row . x), a constant factor times a bias-free one (phi on the gating side only)
         var query = new (double[] Row, double Scale)[n];
@@ -78,7 +86,7 @@ internal static class AttentionForm
         var pairs = new List<PairHead>();
         var (bg, bx, readout) = (layer.OutputValue.Weights!.Weight.Data, layer.OutputQuery.Weights!.Weight.Data, layer.Readout.Weights!.Weight);
         int outputs = layer.Readout.OutFeatures;
-        var (gZero, xZero) = (ZeroTolerance * Largest(layer.OutputValue), ZeroTolerance * Largest(layer.OutputQuery));
+        var (gZero, xZero) = (tolerance * Largest(layer.OutputValue), tolerance * Largest(layer.OutputQuery));
         bool insidePhi = phi != ActivationKind.Identity;
         // vectors are made unit vectors, their scales moved to the output column (keys and queries inside a feature map
         // keep theirs); each memory neuron's factors once, whichever output neurons read it
@@ -131,7 +139,7 @@ internal static class AttentionForm
         }
         var heads = Merge(pairs.Where(p => p.Reads).ToList(), swappable: phi == ActivationKind.Identity);
         if (heads.Count == 0) heads = [new Head([new double[d]], [new double[d]], [new double[d]], new double[outputs, 1], decayRows.Count > 0 ? 0 : -1)];
-        return (Build(layer, heads, d, outputs, phi, magnitude, phase, decayRows), default);
+        return (Build(layer, heads, d, outputs, phi, magnitude, phase, decayRows, tolerance), default);
     }
 
 
@@ -258,7 +266,7 @@ internal static class AttentionForm
 
     /// <summary>One attention node; heads padded with zero rows to a common key and value width.</summary>
     private static Attention Build(GatedLayer layer, List<Head> heads, int d, int outputs, ActivationKind phi, double magnitude, double phase,
-        List<double[]> decayRows)
+        List<double[]> decayRows, double tolerance)
     {
         int count = heads.Count, dk = heads.Max(h => h.Keys.Count), dv = heads.Max(h => h.Values.Count);
         var (wq, wk, wv, wo) = (new double[count * dk, d], new double[count * dk, d], new double[count * dv, d], new double[outputs, count * dv]);
@@ -286,8 +294,8 @@ internal static class AttentionForm
             return new Attention(layer.Readout.Name, layer.Source, d, count, dk, dv, Causal: true, AttentionKernel.Linear, phi,
                 null, outputs, weights with { DecayWeight = DoubleTensor.Matrix(wd), DecayBias = DoubleTensor.Vector(bd) }, InputDependentDecay: true);
         }
-        var decay = Math.Abs(magnitude - 1) <= 1e-12 && Math.Abs(phase) <= 1e-12 ? (double?)null : magnitude;
-        var rotation = Math.Abs(phase) <= 1e-12 ? (double?)null : phase;
+        var decay = Math.Abs(magnitude - 1) <= tolerance && Math.Abs(phase) <= tolerance ? (double?)null : magnitude;
+        var rotation = Math.Abs(phase) <= tolerance ? (double?)null : phase;
         return new Attention(layer.Readout.Name, layer.Source, d, count, dk, dv, Causal: true, AttentionKernel.Linear, phi,
             decay, outputs, weights, rotation);
     }

@@ -15,6 +15,9 @@ internal static unsafe class Fingerprint
 {
     private const uint Prime = 0x9E3779B1;
 
+    /// <summary>Tensors of at least this many bytes are hashed as two halves on two threads.</summary>
+    public const int ParallelBytes = 1 << 20;
+
     public static ulong Of(IReadOnlyList<Tensor> tensors)
     {
         ulong hash = 14695981039346656037;
@@ -31,7 +34,7 @@ internal static unsafe class Fingerprint
     /// <summary>Large tensors are hashed as two halves on two threads.</summary>
     private static ulong Halves(ReadOnlySpan<byte> bytes)
     {
-        if (bytes.Length < 1 << 20 || Environment.ProcessorCount < 2) return Words(bytes);
+        if (bytes.Length < ParallelBytes || Environment.ProcessorCount < 2) return Words(bytes);
         var half = bytes.Length / 2 / 64 * 64;
         fixed (byte* start = bytes)
         {

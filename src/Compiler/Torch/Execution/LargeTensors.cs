@@ -14,9 +14,17 @@ namespace Duality.Execution;
 /// </summary>
 internal static unsafe class LargeTensors
 {
-    public const long MinBytes = 32L << 20;
+    /// <summary>
+    /// Tensors of at least this many bytes come from the pool. Settable so that a law can run every kernel's output
+    /// through the pool on small tensors (restoring it after); nothing else sets it.
+    /// </summary>
+    internal static long MinBytes = 32L << 20;
 
-    public const long IdleLimitBytes = 1L << 30;
+    /// <summary>
+    /// Idle blocks kept, in bytes; beyond it the oldest are freed. Settable so that a law can free every returned block
+    /// (restoring it after); nothing else sets it.
+    /// </summary>
+    internal static long IdleLimitBytes = 1L << 30;
 
     private const nuint Alignment = 64;
 

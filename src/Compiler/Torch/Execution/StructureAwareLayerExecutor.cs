@@ -137,11 +137,12 @@ internal sealed class StructureAwareLayerExecutor : IFusedExecutor
 
     /// <summary>
     /// Weights whose output gates mix neurons (the compressed construction stores x x^T, and each output reads a
-    /// row of W_V times it) run as the attention they raise to, at its cost; null when they raise to none.
+    /// row of W_V times it) run as the attention they raise to, at its cost; null when they raise to none. Only exact
+    /// zeros count as zero here: the attention must compute the layer's function, not an approximation of it.
     /// </summary>
     private static AttentionModule? Raised(GatedLayer layer, ScalarType dtype)
     {
-        if (AttentionForm.Of(layer).Attention is not { } attention) return null;
+        if (AttentionForm.Of(layer, exact: true).Attention is not { } attention) return null;
         using var scope = NewDisposeScope();
         var module = new AttentionModule(attention, dtype, ExecutionMode.Auto);
         foreach (var parameter in module.parameters()) parameter.DetachFromDisposeScope();

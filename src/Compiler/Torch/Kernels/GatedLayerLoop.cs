@@ -15,6 +15,12 @@ namespace Duality.Kernels;
 internal static unsafe class GatedLayerLoop
 {
     /// <summary>
+    /// Work per batch row (steps x neurons) from which a batch of two or more rows runs in parallel, one task per row:
+    /// below it, starting the tasks costs more than the loop saves.
+    /// </summary>
+    public const int ParallelWork = 1 << 16;
+
+    /// <summary>
     /// Per neuron: its value and key rows and eigenvalue, or the row of the per-step decays it reads instead (DecayRow, -1
     /// for none); per output neuron: its memory and query neurons, coefficient and readout group.
     /// </summary>
@@ -40,7 +46,7 @@ internal static unsafe class GatedLayerLoop
         T* state = null, bool parallel = true, T* decay = null, int decayWidth = 0) where T : unmanaged, INumber<T>
     {
         var shape = new Shape<T>(time, valueWidth, keyWidth, decay, decayWidth);
-        if (parallel && batch > 1 && (long)time * layout.Neurons >= 1 << 16) RunParallel(value, key, sums, layout, batch, shape, state);
+        if (parallel && batch > 1 && (long)time * layout.Neurons >= ParallelWork) RunParallel(value, key, sums, layout, batch, shape, state);
         else for (int b = 0; b < batch; b++) RunSequence(value, key, sums, layout, b, shape, state);
     }
 

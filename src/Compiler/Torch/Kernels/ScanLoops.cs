@@ -20,7 +20,14 @@ internal readonly record struct ScanItem(int Batch, int Start, int End, int Bloc
 /// </summary>
 internal readonly record struct ScanPartition(int Batch, int Width, int BlockWidth)
 {
-    private const int MinBlock = 256, MaxBlock = 4096, Alignment = 16;
+    /// <summary>The narrowest block a row is cut into to give every core work (narrower revisits every page too often).</summary>
+    public const int MinBlock = 256;
+
+    /// <summary>The widest block, whatever the batch: an item's running state (MaxBlock values) lives on its stack.</summary>
+    public const int MaxBlock = 4096;
+
+    /// <summary>Block widths are multiples of this many channels, so blocks start as aligned as their rows.</summary>
+    public const int Alignment = 16;
 
     public int Blocks => (Width + BlockWidth - 1) / BlockWidth;
 
@@ -50,7 +57,11 @@ internal readonly record struct ScanPartition(int Batch, int Width, int BlockWid
 /// </summary>
 internal static unsafe class StreamingStores
 {
-    private const long MinBytes = 16L << 20;
+    /// <summary>
+    /// Output size (bytes) from which stores bypass the caches. Settable so that a law can run the streaming stores on
+    /// small tensors (restoring it after); nothing else sets it.
+    /// </summary>
+    internal static long MinBytes = 16L << 20;
 
     public static bool Suit<T>(T* rows, int rowLength, long elements) where T : unmanaged =>
         Sse.IsSupported && elements * sizeof(T) >= MinBytes &&

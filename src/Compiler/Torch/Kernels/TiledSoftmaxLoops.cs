@@ -18,6 +18,12 @@ namespace Duality.Kernels;
 /// </summary>
 internal static unsafe class TiledSoftmaxLoops
 {
+    /// <summary>
+    /// Work (rows x time^2 x (key + value), the masked form's count) from which two or more (row, block) pairs run in
+    /// parallel: below it, starting the tasks costs more than the loops save.
+    /// </summary>
+    public const long ParallelWork = 1 << 20;
+
     public readonly record struct Shape(int Rows, int Time, int Key, int Value, int Block, bool Causal)
     {
         public int Blocks => (Time + Block - 1) / Block;
@@ -53,7 +59,7 @@ internal static unsafe class TiledSoftmaxLoops
     private static void ForEachBlock(Shape shape, Action<int, int> run)
     {
         int blocks = shape.Blocks, pairs = shape.Rows * blocks;
-        if (pairs > 1 && (long)shape.Time * shape.Time * (shape.Key + shape.Value) * shape.Rows >= 1 << 20)
+        if (pairs > 1 && (long)shape.Time * shape.Time * (shape.Key + shape.Value) * shape.Rows >= ParallelWork)
             Parallel.For(0, pairs, p => run(p / blocks, p % blocks));
         else
             for (int p = 0; p < pairs; p++) run(p / blocks, p % blocks);

@@ -156,7 +156,7 @@ internal sealed class AttentionModule : NodeModule
 
     private Tensor Output(Tensor y) => output is null ? y : nn.functional.linear(y, output);
 
-    private const int Chunk = ChunkedLinearAttention.Chunk;
+    internal const int Chunk = ChunkedLinearAttention.Chunk;
 
     /// <summary>D[t, s] = gamma^(t-s) cos(theta (t-s)) for s &lt;= t, else 0 (gamma = 1, theta = 0 when absent).</summary>
     private Tensor DecayMask(long time, ScalarType dtype, Device device)

@@ -141,7 +141,7 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>
     /// The gated RNN layers that run structure-aware, each with its kernel given the kernel of its input: those whose weights
     /// have the selection structure (complex eigenvalues only in lowered heads), and those that raise to an attention
-    /// (the compressed construction), run as that attention.
+    /// (the compressed construction; only exact zeros counting as zero), run as that attention.
     /// </summary>
     private static IEnumerable<(GatedLayer Layer, Func<Stepper<T>, int, Stepper<T>> Stepper)> StructuredKernels(Graph graph)
     {
@@ -152,7 +152,7 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
             if (layout is { Supported: true })
                 yield return (layer, (source, batch) =>
                     new GatedLayerStepper<T>(structure!, layout, layer.Input.Activation, source, batch, layer.Readout.OutFeatures));
-            else if (AttentionForm.Of(layer).Attention is { } attention)
+            else if (AttentionForm.Of(layer, exact: true).Attention is { } attention)
                 yield return (layer, (source, batch) => new LinearAttentionStepper<T>(attention, source, batch));
         }
     }
