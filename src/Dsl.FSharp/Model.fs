@@ -50,7 +50,7 @@ module Model =
     /// A model starting at a named input [batch, time, features].
     let input name features : Sequence = Model.Input(name, features)
 
-    /// The verified graph, or every problem found.
+    /// The verified graph, or every problem found. Warnings do not stop a build: read them with `Graph.warnings`.
     let tryBuild (s: Sequence) : Result<Graph, Diagnostic list> =
         try Ok(s.Build()) with :? GraphException as e -> Error(List.ofSeq e.Diagnostics)
 
@@ -63,6 +63,10 @@ module Graph =
     let nodes (g: Graph) = List.ofSeq g.Nodes
     let kinds (g: Graph) = g.Nodes |> Seq.map (fun (Kind k) -> k) |> List.ofSeq
     let summary (g: Graph) = g.Summary()
+
+    /// What the shape rules warned about when the graph was built (e.g. a recurrence with |lambda| > 1); never errors.
+    let warnings (g: Graph) = List.ofSeq g.Warnings
+
     let parameterCount (g: Graph) = ParameterCounts.Total g
 
     /// Seeded weights for every node without them.

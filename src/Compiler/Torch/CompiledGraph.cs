@@ -114,6 +114,9 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     /// <summary>Named inputs to named outputs.</summary>
     public IReadOnlyDictionary<string, Tensor> Run(IReadOnlyDictionary<string, Tensor> inputs)
     {
+        if (inputs is null)
+            throw new GraphException(new Diagnostic("missing input", "(graph)", $"{Graph.Inputs.Count} inputs",
+                $"pass a dictionary with a tensor for each of: {string.Join(", ", Graph.InputNodes.Select(i => i.Name))}", Received: "null"));
         var ordered = Graph.InputNodes.Select(input => inputs.TryGetValue(input.Name, out var t)
             ? t
             : throw new GraphException(new Diagnostic("missing input", input.Name, input.Describe(),

@@ -3,7 +3,10 @@ using static TorchSharp.torch;
 
 namespace Duality.Torch;
 
-/// <summary>The runtime boundary: tensors handed to a compiled graph are checked once, with readable errors.</summary>
+/// <summary>
+/// The runtime boundary: tensors handed to a compiled graph are checked once, with readable errors. Empty sequences
+/// (batch 0 or time 0) pass: every form returns empty outputs [batch, 0, features'] or [0, time, features'].
+/// </summary>
 internal static class InputCheck
 {
     public static void Sequences(Graph graph, Tensor[] inputs, ScalarType dtype, Device device) =>
@@ -14,8 +17,10 @@ internal static class InputCheck
 
     private static void Check(Graph graph, Tensor[] inputs, ScalarType dtype, Device device, int rank, long? batch, string layout)
     {
-        ArgumentNullException.ThrowIfNull(inputs);
         var declared = graph.InputNodes.ToArray();
+        if (inputs is null)
+            throw new GraphException(new Diagnostic("missing input", "(graph)", $"{declared.Length} inputs",
+                $"pass one tensor for each of: {string.Join(", ", declared.Select(d => d.Name))}", Received: "null"));
         if (inputs.Length != declared.Length)
             throw new GraphException(new Diagnostic("wrong number of inputs", "(graph)", $"{declared.Length} inputs",
                 $"pass one tensor for each of: {string.Join(", ", declared.Select(d => d.Name))}",

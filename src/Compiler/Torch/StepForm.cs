@@ -7,14 +7,18 @@ namespace Duality.Torch;
 /// <summary>The state of every stateful node between two steps. Immutable: a step returns a new one.</summary>
 public sealed class StepState
 {
-    internal StepState(ImmutableArray<Tensor[]> perNode, long batch, long steps)
+    internal StepState(ImmutableArray<Tensor[]> perNode, long batch, long steps, object owner)
     {
         PerNode = perNode;
+        Owner = owner;
         Batch = batch;
         Steps = steps;
     }
 
     internal ImmutableArray<Tensor[]> PerNode { get; }
+
+    /// <summary>The modules whose state this is (every step form of one compiled graph shares them).</summary>
+    internal object Owner { get; }
 
     public long Batch { get; }
 
@@ -44,7 +48,10 @@ public sealed class StepForm
     }
 
     public StepState InitialState(long batch) =>
-        new(nodeModules.Select(m => m is { IsStateful: true } ? m.InitialState(batch) : []).ToImmutableArray(), batch, 0);
+        batch >= 0
+            ? new(nodeModules.Select(m => m is { IsStateful: true } ? m.InitialState(batch) : []).ToImmutableArray(), batch, 0, nodeModules)
+            : throw new GraphException(new Diagnostic("invalid batch", "(graph)", "step form", "give a batch size of 0 or more",
+                Received: $"batch {batch}"));
 
     /// <summary>One step for a graph with one input and one output; x: [batch, features].</summary>
     public (Tensor Output, StepState State) Step(Tensor x, StepState state)
@@ -56,6 +63,10 @@ public sealed class StepForm
     /// <summary>One step; inputs [batch, features] in the graph's input order.</summary>
     public (Tensor[] Outputs, StepState State) Step(Tensor[] inputs, StepState state)
     {
+        if (state is null || !ReferenceEquals(state.Owner, nodeModules))
+            throw new GraphException(new Diagnostic("wrong state", "(graph)", "step form",
+                "pass the state this module's InitialState(batch) made, or the one its previous Step returned",
+                Received: state is null ? "null" : "the state of another compiled module"));
         InputCheck.Steps(graph, inputs, dtype, device, state.Batch);
         var values = new Tensor[nodeModules.Length];
         var states = state.PerNode.ToBuilder();
@@ -77,16 +88,23 @@ public sealed class StepForm
             else values[i] = module.Forward(sources);
         }
         var outputs = graph.Outputs.Select(o => values[o.Index].squeeze(1)).ToArray();
-        return (outputs, new StepState(states.MoveToImmutable(), state.Batch, state.Steps + 1));
+        return (outputs, new StepState(states.MoveToImmutable(), state.Batch, state.Steps + 1, nodeModules));
     }
 
     /// <summary>Runs the steps over a whole sequence x: [batch, time, features]; returns [batch, time, features'].</summary>
     public Tensor Unroll(Tensor x) => Unroll([x])[0];
 
-    /// <summary>Runs the steps over whole sequences [batch, time, features] (the graph's inputs, in order); returns its outputs.</summary>
+    /// <summary>
+    /// Runs the steps over whole sequences [batch, time, features] (the graph's inputs, in order); returns its outputs.
+    /// Zero steps give empty outputs [batch, 0, features'].
+    /// </summary>
     public Tensor[] Unroll(Tensor[] inputs)
     {
-        var state = InitialState(inputs[0].shape[0]);
+        InputCheck.Sequences(graph, inputs, dtype, device);
+        var (batch, time) = (inputs[0].shape[0], inputs[0].shape[1]);
+        if (time == 0)
+            return graph.Outputs.Select(o => zeros(batch, 0, graph.WidthOf(o), dtype: dtype, device: device)).ToArray();
+        var state = InitialState(batch);
         var steps = new Tensor[inputs[0].shape[1]][];
         for (int t = 0; t < steps.Length; t++) (steps[t], state) = Step(inputs.Select(x => x.select(1, t)).ToArray(), state);
         return Enumerable.Range(0, graph.Outputs.Count).Select(o => stack(steps.Select(step => step[o]), 1)).ToArray();

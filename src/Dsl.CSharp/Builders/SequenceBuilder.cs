@@ -85,8 +85,11 @@ public sealed class SequenceBuilder
     }
 
     /// <summary>A recurrence with fixed real eigenvalues, one per neuron.</summary>
-    public SequenceBuilder LinearRecurrence(double[] fixedLambda, string? name = null) =>
-        LinearRecurrence(fixedLambda.Length, trainable: false, lambda: DoubleTensor.Vector(fixedLambda), name: name);
+    public SequenceBuilder LinearRecurrence(double[] fixedLambda, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(fixedLambda);
+        return LinearRecurrence(fixedLambda.Length, trainable: false, lambda: DoubleTensor.Vector(fixedLambda), name: name);
+    }
 
     /// <summary>
     /// Self-attention over the current width. Linear by default (no softmax, no normalisation);
@@ -134,6 +137,7 @@ public sealed class SequenceBuilder
 
     public SequenceBuilder Concat(string? name, params Func<SequenceBuilder, SequenceBuilder>[] branches)
     {
+        ArgumentNullException.ThrowIfNull(branches);
         var concatName = Name(name, "concat");
         var at = draft;
         var parts = new List<NodeId>();
@@ -147,8 +151,11 @@ public sealed class SequenceBuilder
     }
 
     /// <summary>[current; the nodes named in <paramref name="others"/>] along features.</summary>
-    public SequenceBuilder ConcatWith(params string[] others) =>
-        Append(new Concat(Name(null, "concat"), new[] { Current }.Concat(others.Select(Resolve)).ToValueList()));
+    public SequenceBuilder ConcatWith(params string[] others)
+    {
+        ArgumentNullException.ThrowIfNull(others);
+        return Append(new Concat(Name(null, "concat"), new[] { Current }.Concat(others.Select(Resolve)).ToValueList()));
+    }
 
     public SequenceBuilder Slice(int start, int length, string? name = null) =>
         Append(new Slice(Name(name, "slice"), Current, start, length));
@@ -164,6 +171,9 @@ public sealed class SequenceBuilder
     /// <summary>Names every node built inside <paramref name="body"/> under "<paramref name="name"/>/".</summary>
     public SequenceBuilder Scope(string name, Func<SequenceBuilder, SequenceBuilder> body)
     {
+        if (string.IsNullOrWhiteSpace(name))
+            throw new GraphException(new Diagnostic("missing name", "(unnamed scope)", scope.Length == 0 ? "scope at the top level" : $"scope in '{scope}'",
+                "give the scope a non-empty name, for example 'block1'"));
         var after = Branch(body, Scoped(name), draft);
         return new SequenceBuilder(after.draft, after.Current, scope);
     }
@@ -172,20 +182,18 @@ public sealed class SequenceBuilder
     public SequenceBuilder From(string name) => new(draft, Resolve(name), scope);
 
     /// <summary>Applies a reusable piece of architecture: <c>.Then(MyBlocks.Mlp(64))</c>.</summary>
-    public SequenceBuilder Then(Func<SequenceBuilder, SequenceBuilder> layers) => layers(this);
+    public SequenceBuilder Then(Func<SequenceBuilder, SequenceBuilder> layers) =>
+        (layers ?? throw new ArgumentNullException(nameof(layers)))(this);
 
     /// <summary>Renames the node just built: <c>.Projection(32).Named("embed")</c> is <c>.Projection(32, name: "embed")</c>.</summary>
     public SequenceBuilder Named(string name)
     {
         if (Current.Index != draft.Nodes.Count - 1)
-            throw new InvalidOperationException($"Named renames the node just built; '{CurrentName}' is not the last node built");
+            throw new GraphException(new Diagnostic("misplaced rename", CurrentName ?? "(unnamed)", draft.Nodes[Current.Index].Describe(),
+                $"call Named right after the call that builds the node, or pass name: to that call; the last node built is '{draft.Nodes[^1].Name}'"));
         var node = draft.Nodes[Current.Index];
         var renamed = node with { Name = Scoped(name) };
-        var next = draft with
-        {
-            Nodes = draft.Nodes.SetItem(Current.Index, renamed),
-            Names = draft.Names.Remove(node.Name).Add(renamed.Name),
-        };
+        var next = (draft with { Nodes = draft.Nodes.SetItem(Current.Index, renamed) }).WithoutName(node.Name).WithName(renamed.Name);
         return new SequenceBuilder(next, Current, scope);
     }
 
@@ -206,34 +214,37 @@ public sealed class SequenceBuilder
     {
         var id = new NodeId(draft.Nodes.Count);
         var width = ShapeRules.Infer(node, id, draft.Nodes, draft.Widths, []);
-        var next = draft with
-        {
-            Nodes = draft.Nodes.Add(node),
-            Widths = draft.Widths.Add(width),
-            Names = draft.Names.Add(node.Name),
-        };
+        var next = (draft with { Nodes = draft.Nodes.Add(node), Widths = draft.Widths.Add(width) }).WithName(node.Name);
         return new SequenceBuilder(next, id, scope);
     }
 
     private SequenceBuilder Branch(Func<SequenceBuilder, SequenceBuilder> branch, string branchScope, Draft at)
     {
+        ArgumentNullException.ThrowIfNull(branch);
         var result = branch(new SequenceBuilder(at, Current, branchScope));
         return result ?? throw new ArgumentException($"the branch under '{branchScope}' returned null; return the builder it was given");
     }
 
     private string Scoped(string name) => scope.Length == 0 ? name : $"{scope}/{name}";
 
-    /// <summary>The node's path: the given name in this scope, or the kind's name made unique.</summary>
+    /// <summary>
+    /// The node's path: the given name in this scope, or the kind's name made unique: the first of "kind", "kind_2",
+    /// "kind_3", ... (in the scope) that no node has and that no path runs through. The search starts where the draft
+    /// knows every earlier candidate is taken, so naming n nodes of a kind costs about n look-ups, not n^2.
+    /// </summary>
     internal string Name(string? given, string kind)
     {
         if (given is not null) return Scoped(given);
-        var candidate = Scoped(kind);
-        for (int i = 2; draft.Names.Contains(candidate) || draft.Reserved(candidate); i++) candidate = Scoped($"{kind}_{i}");
-        return candidate;
+        var stem = Scoped(kind);
+        for (int i = draft.FirstFree(stem); ; i++)
+            if (Draft.Candidate(stem, i) is var candidate && !draft.Taken(candidate)) return candidate;
     }
 
     private NodeId Resolve(string name)
     {
+        if (name is null)
+            throw new GraphException(new Diagnostic("missing name", "(null)", "referenced from " + (scope.Length == 0 ? "the top level" : $"scope '{scope}'"),
+                "refer to a node by its name"));
         for (var prefix = scope; ; prefix = prefix.Contains('/') ? prefix[..prefix.LastIndexOf('/')] : "")
         {
             var path = prefix.Length == 0 ? name : $"{prefix}/{name}";
@@ -245,12 +256,95 @@ public sealed class SequenceBuilder
             $"refer to a node built earlier; known: {string.Join(", ", draft.Nodes.Select(n => n.Name).Take(12))}"));
     }
 
+    /// <summary>
+    /// The nodes built so far, with what default naming needs in hash tables: the names, the paths running through
+    /// them (the prefixes before each '/', counted over distinct names) and, per stem, the first candidate index
+    /// not known to be taken (every earlier candidate is a name or a prefix). A name removed by a rename lowers
+    /// the index again, so the names given are the ones a plain search from "kind" would give.
+    /// </summary>
     private sealed record Draft(ImmutableList<Node> Nodes, ImmutableList<int?> Widths, ImmutableList<NodeId> Outputs,
-        ImmutableHashSet<string> Names)
+        ImmutableHashSet<string> Names, ImmutableDictionary<string, int> Prefixes, ImmutableDictionary<string, int> Free)
     {
-        public static readonly Draft Empty = new([], [], [], []);
+        public static readonly Draft Empty = new([], [], [], [], ImmutableDictionary<string, int>.Empty, ImmutableDictionary<string, int>.Empty);
 
-        /// <summary>A default name that prefixes an existing path is taken too (a block named like a scope).</summary>
-        public bool Reserved(string candidate) => Names.Any(n => n.StartsWith(candidate + "/", StringComparison.Ordinal));
+        /// <summary>Candidate 1 is the stem itself, candidate i &gt; 1 is "stem_i".</summary>
+        public static string Candidate(string stem, int i) => i == 1 ? stem : $"{stem}_{i}";
+
+        /// <summary>A default name is taken by a node, or by a path running through it (a block named like a scope).</summary>
+        public bool Taken(string candidate) => Names.Contains(candidate) || Prefixes.ContainsKey(candidate);
+
+        public int FirstFree(string stem) => Free.GetValueOrDefault(stem, 1);
+
+        public Draft WithName(string? name)
+        {
+            if (name is null || Names.Contains(name)) return this;
+            var prefixes = Prefixes;
+            var opened = new List<string>();
+            foreach (var prefix in PrefixesOf(name))
+            {
+                var count = prefixes.GetValueOrDefault(prefix);
+                if (count == 0) opened.Add(prefix);
+                prefixes = prefixes.SetItem(prefix, count + 1);
+            }
+            var next = this with { Names = Names.Add(name), Prefixes = prefixes };
+            foreach (var taken in opened.Append(name)) next = next.Advance(taken);
+            return next;
+        }
+
+        public Draft WithoutName(string? name)
+        {
+            if (name is null || !Names.Contains(name)) return this;
+            var prefixes = Prefixes;
+            var closed = new List<string>();
+            foreach (var prefix in PrefixesOf(name))
+            {
+                var count = prefixes[prefix] - 1;
+                if (count == 0) closed.Add(prefix);
+                prefixes = count == 0 ? prefixes.Remove(prefix) : prefixes.SetItem(prefix, count);
+            }
+            var next = this with { Names = Names.Remove(name), Prefixes = prefixes };
+            foreach (var freed in closed.Append(name)) next = next.Lower(freed);
+            return next;
+        }
+
+        /// <summary>The candidate <paramref name="taken"/> was the first free one of its stem: move past it and those after it already taken.</summary>
+        private Draft Advance(string taken)
+        {
+            var free = Free;
+            foreach (var (stem, i) in Readings(taken))
+            {
+                if (free.GetValueOrDefault(stem, 1) != i) continue;
+                var next = i + 1;
+                while (Taken(Candidate(stem, next))) next++;
+                free = free.SetItem(stem, next);
+            }
+            return this with { Free = free };
+        }
+
+        /// <summary>The candidate <paramref name="freed"/> may be free again: searches of its stem start no later than it.</summary>
+        private Draft Lower(string freed)
+        {
+            var free = Free;
+            foreach (var (stem, i) in Readings(freed))
+                if (free.TryGetValue(stem, out var first) && first > i) free = free.SetItem(stem, i);
+            return this with { Free = free };
+        }
+
+        /// <summary>Each (stem, i) whose candidate is <paramref name="name"/>: (name, 1), and (s, i) when name is "s_i" with i &gt;= 2.</summary>
+        private static IEnumerable<(string Stem, int Index)> Readings(string name)
+        {
+            yield return (name, 1);
+            var underscore = name.LastIndexOf('_');
+            if (underscore <= 0 || underscore == name.Length - 1) yield break;
+            var digits = name[(underscore + 1)..];
+            if (digits[0] != '0' && digits.All(char.IsAsciiDigit) && int.TryParse(digits, out var i) && i >= 2)
+                yield return (name[..underscore], i);
+        }
+
+        /// <summary>"a/b/c" -&gt; "a", "a/b": the paths a name runs through (one per '/').</summary>
+        private static IEnumerable<string> PrefixesOf(string name)
+        {
+            for (int k = name.IndexOf('/'); k >= 0; k = name.IndexOf('/', k + 1)) yield return name[..k];
+        }
     }
 }

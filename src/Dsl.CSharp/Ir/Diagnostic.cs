@@ -2,16 +2,21 @@ using System.Text;
 
 namespace Duality.Ir;
 
+/// <summary>Whether a diagnostic stops a graph from being built (an error) or is reported beside it (a warning).</summary>
+public enum Severity { Error, Warning }
+
 /// <summary>
 /// One problem with a graph, located at a node (by its path) and phrased for the person who wrote it:
-/// what was expected, what was received and from where, and one hint.
+/// what was expected, what was received and from where, and one hint. Errors are thrown in a
+/// <see cref="GraphException"/>; warnings never stop a graph from being built and are kept on it (<see cref="Graph.Warnings"/>).
 /// </summary>
 public sealed record Diagnostic(string Problem, string NodePath, string NodeDescription, string Hint,
-    string? Expected = null, string? Received = null, string? ReceivedFrom = null)
+    string? Expected = null, string? Received = null, string? ReceivedFrom = null, Severity Severity = Severity.Error)
 {
     public override string ToString()
     {
-        var text = new StringBuilder($"{Problem} at '{NodePath}' ({NodeDescription})");
+        var text = new StringBuilder(Severity == Severity.Warning ? "warning: " : "")
+            .Append($"{Problem} at '{NodePath}' ({NodeDescription})");
         if (Expected is not null) text.Append($"\n  expected {Expected}");
         if (Received is not null)
             text.Append($"\n  received {(Expected is not null ? "      " : "")}{Received}")

@@ -11,11 +11,12 @@ public sealed class Graph : IEquatable<Graph>
 {
     private readonly Dictionary<string, NodeId> byName;
 
-    private Graph(ValueList<Node> nodes, ValueList<NodeId> outputs, int[] widths)
+    private Graph(ValueList<Node> nodes, ValueList<NodeId> outputs, int[] widths, ValueList<Diagnostic> warnings)
     {
         Nodes = nodes;
         Outputs = outputs;
         Widths = widths.ToValueList();
+        Warnings = warnings;
         byName = nodes.Select((n, i) => (n.Name, Id: new NodeId(i))).ToDictionary(p => p.Name, p => p.Id);
         Inputs = nodes.Select((n, i) => (n, i)).Where(p => p.n is Input).Select(p => new NodeId(p.i)).ToValueList();
     }
@@ -29,16 +30,29 @@ public sealed class Graph : IEquatable<Graph>
     /// <summary>The feature width each node produces, by index.</summary>
     public ValueList<int> Widths { get; }
 
-    public Node this[NodeId id] => Nodes[id.Index];
+    /// <summary>
+    /// Problems that do not stop the graph from being built (<see cref="Severity.Warning"/>), found by the shape rules
+    /// when the graph was created, such as a recurrence whose |lambda| &gt; 1 overflows on long sequences. Not part of
+    /// the graph's equality: they follow from its nodes.
+    /// </summary>
+    public ValueList<Diagnostic> Warnings { get; }
 
-    public int WidthOf(NodeId id) => Widths[id.Index];
+    public Node this[NodeId id] => Nodes[Check(id).Index];
 
-    public bool Contains(string name) => byName.ContainsKey(name);
+    public int WidthOf(NodeId id) => Widths[Check(id).Index];
+
+    private NodeId Check(NodeId id) =>
+        id.Index >= 0 && id.Index < Nodes.Count
+            ? id
+            : throw new GraphException(new Diagnostic("unknown node", id.ToString(), $"not in this graph of {Nodes.Count} nodes",
+                $"use an id from #0 to #{Nodes.Count - 1}, or IdOf(name)"));
+
+    public bool Contains(string name) => name is not null && byName.ContainsKey(name);
 
     public NodeId IdOf(string name) =>
-        byName.TryGetValue(name, out var id)
+        name is not null && byName.TryGetValue(name, out var id)
             ? id
-            : throw new GraphException(new Diagnostic("unknown node", name, "not in this graph",
+            : throw new GraphException(new Diagnostic("unknown node", name ?? "(null)", "not in this graph",
                 $"use one of: {string.Join(", ", Nodes.Select(n => n.Name).Take(12))}{(Nodes.Count > 12 ? ", ..." : "")}"));
 
     public IEnumerable<Input> InputNodes => Inputs.Select(i => (Input)this[i]);
@@ -53,14 +67,18 @@ public sealed class Graph : IEquatable<Graph>
         return graph ?? throw new GraphException(problems);
     }
 
-    /// <summary>Verifies nodes and outputs; returns the graph, or null and every problem.</summary>
+    /// <summary>
+    /// Verifies nodes and outputs; returns the graph, or null and every problem (errors only: a graph that is built
+    /// keeps its warnings in <see cref="Warnings"/>).
+    /// </summary>
     public static (Graph? Graph, IReadOnlyList<Diagnostic> Problems) TryCreate(IEnumerable<Node> nodes, IEnumerable<NodeId> outputs)
     {
-        ArgumentNullException.ThrowIfNull(nodes);
-        ArgumentNullException.ThrowIfNull(outputs);
+        if (nodes is null || outputs is null)
+            return (null, [new Diagnostic(nodes is null ? "missing node list" : "missing output list", "(graph)", "graph",
+                nodes is null ? "pass a list of nodes, starting with an Input" : "pass the ids of the output nodes")]);
         var nodeList = nodes.ToValueList();
         var outputList = outputs.ToValueList();
-        var problems = new List<Diagnostic>();
+        var found = new List<Diagnostic>();
         var widths = new List<int?>();
         var seen = new HashSet<string>();
         for (int i = 0; i < nodeList.Count; i++)
@@ -68,36 +86,30 @@ public sealed class Graph : IEquatable<Graph>
             var node = nodeList[i];
             if (node is null)
             {
-                problems.Add(new Diagnostic("missing node", $"#{i}", "null", "remove the null entry from the node list"));
+                found.Add(new Diagnostic("missing node", $"#{i}", "null", "remove the null entry from the node list"));
                 widths.Add(null);
                 continue;
             }
             if (!string.IsNullOrEmpty(node.Name) && !seen.Add(node.Name))
-                problems.Add(new Diagnostic("duplicate name", node.Name, node.Describe(),
+                found.Add(new Diagnostic("duplicate name", node.Name, node.Describe(),
                     "give every node a unique path; use a scope such as 'block2/' for repeated blocks"));
-            try
-            {
-                widths.Add(ShapeRules.Infer(node, new NodeId(i), nodeList, widths, problems));
-            }
-            catch (NullReferenceException)
-            {
-                problems.Add(new Diagnostic("missing field", node.Name ?? $"#{i}", node.GetType().Name,
-                    "give every field of the node a value (a list, a tensor or weights record left null)"));
-                widths.Add(null);
-            }
+            widths.Add(ShapeRules.Infer(node, new NodeId(i), nodeList, widths, found));
         }
         if (!nodeList.Any(n => n is Input))
-            problems.Add(new Diagnostic("no input", "(graph)", "graph", "start the graph with at least one Input node"));
+            found.Add(new Diagnostic("no input", "(graph)", "graph", "start the graph with at least one Input node"));
         if (outputList.Count == 0)
-            problems.Add(new Diagnostic("no output", "(graph)", "graph", "mark at least one node as an output"));
-        foreach (var output in outputList.Where(o => o.Index < 0 || o.Index >= nodeList.Count))
-            problems.Add(new Diagnostic("unknown node", "(graph outputs)", "graph", "outputs must name nodes of the graph",
+            found.Add(new Diagnostic("no output", "(graph)", "graph", "mark at least one node as an output"));
+        bool Known(NodeId o) => o.Index >= 0 && o.Index < nodeList.Count;
+        foreach (var output in outputList.Where(o => !Known(o)).Distinct())
+            found.Add(new Diagnostic("unknown node", "(graph outputs)", "graph", $"outputs must name nodes of the graph, #0 to #{nodeList.Count - 1}",
                 Received: $"output {output}"));
-        foreach (var duplicate in outputList.GroupBy(o => o).Where(g => g.Count() > 1))
-            problems.Add(new Diagnostic("duplicate output", nodeList[duplicate.Key.Index]?.Name ?? duplicate.Key.ToString(), "graph",
+        foreach (var duplicate in outputList.Where(Known).GroupBy(o => o).Where(g => g.Count() > 1))
+            found.Add(new Diagnostic("duplicate output", nodeList[duplicate.Key.Index]?.Name ?? duplicate.Key.ToString(), "graph",
                 "list each output once"));
+        var problems = found.Where(d => d.Severity == Severity.Error).ToList();
         if (problems.Count > 0) return (null, problems);
-        return (new Graph(nodeList, outputList, widths.Select(w => w!.Value).ToArray()), problems);
+        var warnings = found.Where(d => d.Severity == Severity.Warning).ToValueList();
+        return (new Graph(nodeList, outputList, widths.Select(w => w!.Value).ToArray(), warnings), problems);
     }
 
     /// <summary>The same graph with one node replaced (verified again).</summary>
@@ -106,6 +118,7 @@ public sealed class Graph : IEquatable<Graph>
     /// <summary>The same graph with each node mapped; returns this instance when no node changes.</summary>
     public Graph MapNodes(Func<Node, Node> map)
     {
+        ArgumentNullException.ThrowIfNull(map);
         var mapped = Nodes.Select(map).ToArray();
         return mapped.Where((n, i) => !ReferenceEquals(n, Nodes[i])).Any() ? Create(mapped, Outputs) : this;
     }
@@ -117,7 +130,7 @@ public sealed class Graph : IEquatable<Graph>
 
     public override int GetHashCode() => HashCode.Combine(Nodes, Outputs);
 
-    /// <summary>A table of nodes, kinds, output shapes and parameter counts, with totals.</summary>
+    /// <summary>A table of nodes, kinds, output shapes and parameter counts, with totals, then the warnings.</summary>
     public string Summary() => ParameterCounts.Summary(this);
 
     /// <summary>One line a node: index, path, description, inferred shape, sources; outputs marked.</summary>

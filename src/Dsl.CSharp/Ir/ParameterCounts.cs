@@ -9,7 +9,7 @@ public static class ParameterCounts
 
     public static long Total(Graph graph) => graph.Nodes.Sum(Of);
 
-    /// <summary>A table: node, kind, output shape, parameters; then the totals.</summary>
+    /// <summary>A table: node, kind, output shape, parameters; then the totals and the graph's warnings.</summary>
     public static string Summary(Graph graph)
     {
         var text = new StringBuilder();
@@ -25,6 +25,7 @@ public static class ParameterCounts
         }
         text.Append($"{graph.Nodes.Count} nodes, {graph.Inputs.Count} input(s), {graph.Outputs.Count} output(s), " +
                     $"{Total(graph):N0} parameters");
+        foreach (var warning in graph.Warnings) text.Append('\n').Append(warning);
         return text.ToString();
     }
 }

@@ -31,6 +31,8 @@ internal sealed class CausalConv1dModule : NodeModule
     {
         var x = inputs[0];
         if (execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU) return CausalConvolutionFunction.Run(x, weight, bias);
+        // no steps: an empty output (conv1d refuses an input shorter than its kernel)
+        if (x.shape[1] == 0) return x.clone();
         // conv1d correlates: output t reads padded steps t .. t+K-1, i.e. x_{t-K+1} .. x_t, so the taps go in reverse
         var padded = nn.functional.pad(x.transpose(1, 2), [node.KernelSize - 1, 0]);
         var kernel = weight.flip(1).unsqueeze(1);

@@ -62,6 +62,12 @@ internal sealed class RecurrenceModule : NodeModule
     {
         var u = inputs[0];
         if (execution != ExecutionMode.TorchOps && u.device.type == DeviceType.CPU) return Fused(inputs);
+        if (u.shape[1] == 0)
+        {
+            // no steps: an empty output [batch, 0, width'] (a stack of no steps is an error)
+            var none = u.clone();
+            return Readout(Complex ? [none, none] : [none]);
+        }
         var state = Align(InitialState(u.shape[0]), u);
         var steps = new Tensor[u.shape[1]];
         for (int t = 0; t < steps.Length; t++)

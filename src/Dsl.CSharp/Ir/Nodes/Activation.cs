@@ -9,7 +9,8 @@ public sealed record Activation(string Name, NodeId Source, ActivationKind Kind)
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
     public override string Describe() => $"Activation {Kind}";
 
-    internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width) => width(Source);
+    internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width) =>
+        check.Defined(Kind, nameof(Kind)) ? width(Source) : null;
 
     internal override long CountParameters() => 0;
 

@@ -31,7 +31,7 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
 
     public override string Describe()
     {
-        var kind = Kernel == AttentionKernel.Softmax ? "softmax" : "linear";
+        var kind = Kernel switch { AttentionKernel.Linear => "linear", AttentionKernel.Softmax => "softmax", _ => $"kernel {Kernel}" };
         var causal = Causal ? "causal" : "non-causal";
         var extras = (FeatureMap != ActivationKind.Identity ? $", phi = {FeatureMap}" : "")
                      + (Decay is { } g ? $", decay {g}" : "")
@@ -80,7 +80,12 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
         var received = width(Source);
         if (!check.Positive(InFeatures, "input features") | !check.Positive(Heads, "heads")
             | !check.Positive(KeyWidth, "key width") | !check.Positive(ValueWidth, "value width")
-            | (OutFeatures is { } o && !check.Positive(o, "output features")))
+            | (OutFeatures is { } o && !check.Positive(o, "output features"))
+            | !check.Defined(Kernel, nameof(Kernel)) | !check.Defined(FeatureMap, nameof(FeatureMap)))
+            return null;
+        // Key has Query's shape, DecayWeight [Heads, In] is smaller, and Heads ValueWidth fits when Value does
+        if (!check.Elements("Query", (long)Heads * KeyWidth, InFeatures) | !check.Elements("Value", (long)Heads * ValueWidth, InFeatures)
+            | (OutFeatures is { } outputs && !check.Elements("Output", outputs, (long)Heads * ValueWidth)))
             return null;
         check.Input(Source, InFeatures, received, $"declare the attention with {received} inputs, or project to {InFeatures} first");
         if (Kernel == AttentionKernel.Softmax && FeatureMap != ActivationKind.Identity)
@@ -143,9 +148,9 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
     }
 
     internal override long CountParameters() =>
-        (long)Heads * (2 * KeyWidth + ValueWidth) * InFeatures
+        (long)Heads * (2L * KeyWidth + ValueWidth) * InFeatures
         + (OutFeatures is { } o ? (long)o * Heads * ValueWidth : 0)
-        + (InputDependentDecay ? (long)Heads * (InFeatures + 1) : 0);
+        + (InputDependentDecay ? (long)Heads * (InFeatures + 1L) : 0);
 
     internal override double[,,] Evaluate(IReadOnlyList<double[,,]> sources)
     {

@@ -36,7 +36,8 @@ public sealed record CausalConv1d(string Name, NodeId Source, int Width, int Ker
     internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width)
     {
         var received = width(Source);
-        if (!check.Positive(Width, "width") | !check.Positive(KernelSize, "kernel size")) return null;
+        if (!check.Positive(Width, "width") | !check.Positive(KernelSize, "kernel size")
+            || !check.Elements("Weight", Width, KernelSize)) return null;
         check.Input(Source, Width, received, $"declare the convolution with width {received}, or project to {Width} first");
         if (Weights is { } w)
         {
@@ -50,7 +51,7 @@ public sealed record CausalConv1d(string Name, NodeId Source, int Width, int Ker
         return Width;
     }
 
-    internal override long CountParameters() => (long)Width * KernelSize + (Bias ? Width : 0);
+    internal override long CountParameters() => (long)Width * KernelSize + (Bias ? (long)Width : 0);
 
     internal override double[,,] Evaluate(IReadOnlyList<double[,,]> sources)
     {

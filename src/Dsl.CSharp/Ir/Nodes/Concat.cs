@@ -5,14 +5,23 @@ namespace Duality.Ir;
 /// <summary>y = [a; b; ...] along features.</summary>
 public sealed record Concat(string Name, ValueList<NodeId> Parts) : Node(Name)
 {
-    public override ValueList<NodeId> Sources => Parts;
+    public override ValueList<NodeId> Sources => Parts ?? ValueList<NodeId>.Empty;
     public override Node MapSources(Func<NodeId, NodeId> map) => Parts.All(p => map(p) == p) ? this : this with { Parts = Parts.Select(map).ToValueList() };
-    public override string Describe() => $"Concat of {Parts.Count}";
+    public override string Describe() => $"Concat of {Parts?.Count ?? 0}";
 
     internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width)
     {
-        var widths = Parts.Select(width).ToArray();
-        return check.Require(Parts.Count > 0, "empty concat", "no parts", "concatenate at least one branch") ? widths.Sum() : null;
+        if (Parts is null)
+        {
+            check.Problem("missing field", "Parts is null", "give the concat a list of parts (at least one)");
+            return null;
+        }
+        // in long: the widths of many wide parts may sum past int.MaxValue
+        var total = Parts.Sum(p => (long)width(p));
+        return check.Require(Parts.Count > 0, "empty concat", "no parts", "concatenate at least one branch")
+               && check.FeatureWidth("the parts' widths sum", total)
+            ? (int)total
+            : null;
     }
 
     internal override long CountParameters() => 0;

@@ -12,7 +12,9 @@ public sealed record Gate(string Name, NodeId Value, NodeId Gating, ActivationKi
         Activation == ActivationKind.Identity ? "Gate (product)" : $"Gate (value * {Activation}(gate))";
 
     internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width) =>
-        check.SameWidths(Value, width(Value), Gating, width(Gating), "project one branch so both branches have the same width");
+        check.Defined(Activation, nameof(Activation))
+            ? check.SameWidths(Value, width(Value), Gating, width(Gating), "project one branch so both branches have the same width")
+            : null;
 
     internal override long CountParameters() => 0;
 

@@ -53,9 +53,11 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
     {
         var received = width(Source);
         int? decayWidth = Decay is { } d ? width(d) : null;
-        if (!check.Positive(Width, "width")) return null;
-        check.Input(Source, Width, received, $"declare the recurrence with width {received}, or project to {Width} first");
+        if (!check.Positive(Width, "width") | !check.Defined(State, nameof(State)) | !check.Defined(Readout, nameof(Readout))) return null;
         var complex = State == StateKind.Complex;
+        // a complex state holds [Width, 2] and may emit 2 Width features
+        if (complex && !check.Elements(Decay is null ? "Lambda" : "InitialState", Width, 2)) return null;
+        check.Input(Source, Width, received, $"declare the recurrence with width {received}, or project to {Width} first");
         if (Decay is { } decay)
         {
             if (complex)
@@ -73,13 +75,38 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
             check.Problem("missing weight", "lambda is fixed but no values are given", "give Lambda values, or make lambda trainable");
         if (Lambda is { } lambda)
         {
-            if (complex) check.Weight("Lambda", lambda, Width, 2); else check.Weight("Lambda", lambda, Width);
+            int[] shape = complex ? [Width, 2] : [Width];
+            check.Weight("Lambda", lambda, shape);
+            if (lambda.Shape.SequenceEqual(shape) && lambda.IsFinite) WarnWhenUnstable(check, lambda, complex);
         }
         if (InitialState is { } h0)
         {
             if (complex) check.Weight("InitialState", h0, Width, 2); else check.Weight("InitialState", h0, Width);
         }
         return OutputWidth;
+    }
+
+    /// <summary>
+    /// |lambda| &gt; 1 grows the state geometrically: a unit state passes float32's largest value (3.4e38) after
+    /// ln(3.4e38) / ln|lambda| steps. A warning, not an error: short sequences, or training, may still want it.
+    /// </summary>
+    private void WarnWhenUnstable(ShapeCheck check, DoubleTensor lambda, bool complex)
+    {
+        int unstable = 0;
+        double largest = 0;
+        for (int k = 0; k < Width; k++)
+        {
+            var modulus = complex ? double.Hypot(lambda[k, 0], lambda[k, 1]) : Math.Abs(lambda[k]);
+            if (modulus <= 1) continue;
+            unstable++;
+            largest = Math.Max(largest, modulus);
+        }
+        if (unstable == 0) return;
+        var steps = Math.Ceiling(Math.Log(float.MaxValue) / Math.Log(largest));
+        check.Warn("unstable recurrence",
+            $"{unstable} of {Width} neurons have |lambda| > 1, the largest {largest:G6}",
+            $"a unit state overflows float32 after about {steps:N0} steps (ln 3.4e38 / ln {largest:G6}); " +
+            "keep |lambda| <= 1, or make lambda input-dependent with a decay branch");
     }
 
     internal override long CountParameters() =>

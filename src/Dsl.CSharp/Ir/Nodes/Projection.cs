@@ -26,7 +26,8 @@ public sealed record Projection(string Name, NodeId Source, int InFeatures, int 
     internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width)
     {
         var received = width(Source);
-        if (!check.Positive(InFeatures, "input features") | !check.Positive(OutFeatures, "output features")) return null;
+        if (!check.Positive(InFeatures, "input features") | !check.Positive(OutFeatures, "output features")
+            || !check.Elements("Weight", OutFeatures, InFeatures)) return null;
         check.Input(Source, InFeatures, received,
             $"declare the projection with {received} inputs, or project to {InFeatures} first");
         if (Weights is { } w)
@@ -41,7 +42,7 @@ public sealed record Projection(string Name, NodeId Source, int InFeatures, int 
         return OutFeatures;
     }
 
-    internal override long CountParameters() => (long)InFeatures * OutFeatures + (Bias ? OutFeatures : 0);
+    internal override long CountParameters() => (long)InFeatures * OutFeatures + (Bias ? (long)OutFeatures : 0);
 
     internal override double[,,] Evaluate(IReadOnlyList<double[,,]> sources)
     {

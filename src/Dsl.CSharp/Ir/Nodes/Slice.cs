@@ -5,14 +5,15 @@ public sealed record Slice(string Name, NodeId Source, int Start, int Length) : 
 {
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
-    public override string Describe() => $"Slice [{Start}, {Start + Length})";
+    public override string Describe() => $"Slice [{Start}, {(long)Start + Length})";
 
     internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width)
     {
         var received = width(Source);
-        if (Start < 0 || Length <= 0 || Start + Length > received)
+        // in long: Start + Length may exceed int.MaxValue
+        if (Start < 0 || Length <= 0 || (long)Start + Length > received)
         {
-            check.Mismatch("slice out of range", $"features [{Start}, {Start + Length}) within {Diagnostic.Sequence(received)}",
+            check.Mismatch("slice out of range", $"features [{Start}, {(long)Start + Length}) within {Diagnostic.Sequence(received)}",
                 Diagnostic.Sequence(received), check.NameOf(Source),
                 $"choose 0 <= start and 0 < length with start + length <= {received}");
             return null;
