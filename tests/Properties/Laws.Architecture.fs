@@ -59,19 +59,26 @@ let tests =
             Expect.stringContains compiled.Plan "node by node: readout" "the readout runs by itself"
 
         testCase "a streamer used from two threads at once says so (GraphException 'concurrent use'), never a wrong step" <| fun () ->
-            let g = InitializeWeights.Run(Model.Input("x", 8).Projection(256).LinearRecurrence().Projection(8).Build(), 1)
+            // steps long enough (a 1024 x 1024 projection) that threads started together overlap, rounds until one does
+            let g = InitializeWeights.Run(Model.Input("x", 1024).Projection(1024).LinearRecurrence().Projection(8).Build(), 1)
             let streamer = Streaming.Streamer.Create<float32>(g)
             let refused = ref 0
             let stepped = ref 0
-            Parallel.For(0, 8, fun _ ->
-                for _ in 1 .. 400 do
-                    try
-                        streamer.Input(0).Fill 0.0f
-                        streamer.Step()
-                        Threading.Interlocked.Increment stepped |> ignore
-                    with :? GraphException as e when e.Message.Contains "concurrent use" ->
-                        Threading.Interlocked.Increment refused |> ignore) |> ignore
-            Expect.equal (refused.Value + stepped.Value) 3200 "every call either stepped or was refused"
+            let calls = ref 0
+            let mutable rounds = 0
+            while refused.Value = 0 && rounds < 50 do
+                rounds <- rounds + 1
+                use start = new Threading.Barrier(4)
+                Parallel.For(0, 4, ParallelOptions(MaxDegreeOfParallelism = 4), fun _ ->
+                    start.SignalAndWait()
+                    for _ in 1 .. 20 do
+                        Threading.Interlocked.Increment calls |> ignore
+                        try
+                            streamer.Step()
+                            Threading.Interlocked.Increment stepped |> ignore
+                        with :? GraphException as e when e.Message.Contains "concurrent use" ->
+                            Threading.Interlocked.Increment refused |> ignore) |> ignore
+            Expect.equal (refused.Value + stepped.Value) calls.Value "every call either stepped or was refused"
             Expect.equal streamer.Steps (int64 stepped.Value) "every step that returned was taken exactly once"
             Expect.isGreaterThan refused.Value 0 "overlapping calls were noticed"
     ]
