@@ -85,7 +85,8 @@ internal sealed class AttentionModule : NodeModule
             {
                 // causal: later steps are filled, never multiplied, so a non-finite value there cannot reach earlier outputs
                 var scores = CausalMask.Fill(TensorValues.Apply(node.FeatureMap, q).matmul(TensorValues.Apply(node.FeatureMap, k).transpose(-2, -1)), 0);
-                scores = node.InputDependentDecay ? scores * GatedDecayMask(x) : scores * DecayMask(time, x.dtype, x.device);
+                if (node.InputDependentDecay) scores = scores * GatedDecayMask(x);
+                else if (node.Decay is not null) scores = scores * DecayMask(time, x.dtype, x.device);
                 mixed = CausalMask.Product(scores, v);
             }
             else
