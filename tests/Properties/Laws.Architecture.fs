@@ -50,6 +50,10 @@ let tests =
                 |> List.ofSeq
             Expect.isEmpty offenders "kernel files that reach a graph or its structure"
 
+        testCase "every node kind has exactly one execution (module and stepper), found beside its module" <| fun () ->
+            let names (types: seq<Type>) = types |> Seq.map (fun t -> t.FullName) |> Set.ofSeq
+            Expect.equal (names Duality.Torch.NodeExecutions.Kinds) (names NodeKinds.All) "NodeExecutions covers NodeKinds.All, nothing more"
+
         testCase "the execution plan names every fused group and the nodes that run by themselves" <| fun () ->
             let g =
                 Model.Input("x", 4).Attention(2, 2, 2, outFeatures = Nullable 4, name = "a").Projection(3, name = "readout").Build()

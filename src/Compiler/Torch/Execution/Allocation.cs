@@ -10,9 +10,8 @@ namespace Duality.Runtime;
 /// memory, so a model that runs repeatedly on the same shapes reuses warm pages. It is an explicit
 /// opt-in with a price in memory: freed memory is never returned to the system, and because
 /// libtorch's aligned allocations cannot always reuse a freed block of their own size, the heap
-/// grows to several times the working set before it settles (a loop creating two 128 MiB tensors
-/// from a third: 1.77 GB resident against 0.29 GB without, and 17-20 ms per iteration against
-/// 111-135 ms). <see cref="CompileOptions.ReuseBuffers"/> spares allocations without that price.
+/// grows to several times the working set before it settles (measured in the README's performance
+/// section). <see cref="CompileOptions.ReuseBuffers"/> spares allocations without that price.
 /// </summary>
 public static partial class Allocation
 {

@@ -6,8 +6,8 @@ namespace Duality.Execution;
 
 /// <summary>
 /// Outputs of the CPU kernels from recycled memory. glibc serves blocks above 32 MiB as fresh mmap'd pages
-/// and unmaps them when freed, so every large tensor is zero-filled by the system on first touch (about
-/// 8 ms per 128 MiB on 2 cores here, often more than the kernel that writes it). Tensors of at least
+/// and unmaps them when freed, so every large tensor is zero-filled by the system on first touch (often
+/// costing more than the kernel that writes it; the README's performance section has the measurements). Tensors of at least
 /// <see cref="MinBytes"/> are instead built over blocks this pool owns: when libtorch releases the tensor's
 /// storage, the block returns to the pool and the next tensor of that size reuses its warm pages. Idle
 /// blocks are kept up to <see cref="IdleLimitBytes"/>; beyond it the oldest are freed.
