@@ -11,15 +11,13 @@ namespace Duality.Structure;
 /// lambda = gamma e^(i theta) (or an input-dependent decay) and store bias-free products, and every output neuron
 /// multiplies memory neurons by query neurons. Each (output neuron, memory neuron) pair is a head with key and value
 /// width 1; pairs sharing a key, a query and a decay become one head (values stacked), and heads sharing values,
-/// output columns and decay merge their keys and queries. Whether a weight is zero is decided relative to the largest
-/// weight of its matrix (<see cref="ZeroTolerance"/>), so the reading does not depend on the weights' scale; or, for
-/// execution, exactly (a weight merely small beside its matrix's largest may multiply a neuron large enough to matter).
+/// output columns and decay merge their keys and queries. A weight or eigenvalue is zero only when it is exactly zero:
+/// the reading does not depend on the weights' scale, and never drops a weight merely small beside its matrix's largest
+/// (it may multiply a neuron large enough to matter). Vectors of one head are merged when equal up to rounding
+/// (<see cref="VectorClasses.Rounding"/>, relative).
 /// </summary>
 internal static class AttentionForm
 {
-    /// <summary>A weight is zero when within this fraction of the largest magnitude in its matrix; an eigenvalue, within this of 0.</summary>
-    public const double ZeroTolerance = 1e-12;
-
     /// <summary>
     /// A head of key and value width 1 for one (output neuron, memory neuron) pair, vectors normalised, its output column
     /// Weight times the output neuron's Column (shared by its pairs, so formed only when needed); Decay: the class of
@@ -38,15 +36,10 @@ internal static class AttentionForm
     }
 
 
-    /// <summary>
-    /// The attention the layer computes, or why there is none. With <paramref name="exact"/> (what execution runs in the
-    /// layer's place must compute its function) only exact zeros are zero and the decay is kept as read: an output gate
-    /// whose weights of 1e-14 beside its largest read query neurons of 1e16 mixes them, and a reading that dropped those
-    /// weights would be a guess. Otherwise zero is decided relative to each projection's largest weight (RaiseAttention).
-    /// </summary>
-    internal static (Attention? Attention, Mismatch Why) Of(GatedLayer layer, bool exact = false)
+    /// <summary>The attention the layer computes, or why there is none.</summary>
+    internal static (Attention? Attention, Mismatch Why) Of(GatedLayer layer)
     {
-        var tolerance = exact ? 0 : ZeroTolerance;
+        const double tolerance = 0;
         if (NonFinite(layer) is { } node)
             return (null, new($"{node} holds a NaN or infinite weight", "fix the weights (a diverged training run?) before raising"));
         int n = layer.Neurons, d = layer.InputValue.InFeatures, decayed = layer.Decay?.Memory.Width ?? 0;
@@ -69,7 +62,7 @@ internal static class AttentionForm
         double[] Row(Projection p, int i) => Enumerable.Range(0, d).Select(c => p.Weights!.Weight[i, c]).ToArray();
         double Bias(Projection p, int i) => p.Weights!.Bias is { } b ? b[i] : 0;
         // zero relative to the largest weight (or bias) of the same projection
-        var (valueZero, keyZero) = (tolerance * Largest(layer.InputValue), tolerance * Largest(layer.InputKey));
+        var (valueZero, keyZero) = (tolerance, tolerance);
         bool IsZero(double[] v, double zero) => v.All(x => Math.Abs(x) <= zero);
         // query neurons: h = scale * phi(row . x), a constant factor times a bias-free one (phi on the gating side only)
         var query = new (double[] Row, double Scale)[n];
@@ -86,7 +79,7 @@ internal static class AttentionForm
         var pairs = new List<PairHead>();
         var (bg, bx, readout) = (layer.OutputValue.Weights!.Weight.Data, layer.OutputQuery.Weights!.Weight.Data, layer.Readout.Weights!.Weight);
         int outputs = layer.Readout.OutFeatures;
-        var (gZero, xZero) = (tolerance * Largest(layer.OutputValue), tolerance * Largest(layer.OutputQuery));
+        var (gZero, xZero) = (tolerance, tolerance);
         bool insidePhi = phi != ActivationKind.Identity;
         // vectors are made unit vectors, their scales moved to the output column (keys and queries inside a feature map
         // keep theirs); each memory neuron's factors once, whichever output neurons read it
@@ -142,15 +135,6 @@ internal static class AttentionForm
         return (Build(layer, heads, d, outputs, phi, magnitude, phase, decayRows, tolerance), default);
     }
 
-
-    /// <summary>The largest magnitude among a projection's weights and biases.</summary>
-    private static double Largest(Projection p)
-    {
-        var largest = 0.0;
-        foreach (var x in p.Weights!.Weight.Data) largest = Math.Max(largest, Math.Abs(x));
-        if (p.Weights.Bias is { } bias) foreach (var x in bias.Data) largest = Math.Max(largest, Math.Abs(x));
-        return largest;
-    }
 
     /// <summary>The first node of the layer with a NaN or infinite weight, or null.</summary>
     private static string? NonFinite(GatedLayer layer)

@@ -142,7 +142,7 @@ internal sealed class StructureAwareLayerExecutor : IFusedExecutor
     /// </summary>
     private static AttentionModule? Raised(GatedLayer layer, ScalarType dtype)
     {
-        if (AttentionForm.Of(layer, exact: true).Attention is not { } attention) return null;
+        if (AttentionForm.Of(layer).Attention is not { } attention) return null;
         using var scope = NewDisposeScope();
         var module = new AttentionModule(attention, dtype, ExecutionMode.Auto);
         foreach (var parameter in module.parameters()) parameter.DetachFromDisposeScope();

@@ -152,7 +152,7 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
             if (layout is { Supported: true })
                 yield return (layer, (source, batch) =>
                     new GatedLayerStepper<T>(structure!, layout, layer.Input.Activation, source, batch, layer.Readout.OutFeatures));
-            else if (AttentionForm.Of(layer, exact: true).Attention is { } attention)
+            else if (AttentionForm.Of(layer).Attention is { } attention)
                 yield return (layer, (source, batch) => new LinearAttentionStepper<T>(attention, source, batch));
         }
     }
