@@ -31,17 +31,48 @@ type Decay =
     /// prod sigmoid(w_h . x + b_h): gated linear attention
     | Gated
 
-/// An attention layer's hyper-parameters; start from `Attention.linear` or `Attention.softmax`.
+/// A projection with every option of the C# builder; start from `Projections.create`.
+type ProjectionSpec =
+    { Out: int; Bias: bool; In: int option; Weights: ProjectionWeights option; Name: string option }
+
+[<RequireQualifiedAccess>]
+module Projections =
+    /// y = W x + b, sizes inferred, seeded weights.
+    let create outFeatures = { Out = outFeatures; Bias = true; In = None; Weights = None; Name = None }
+
+/// A layer or RMS norm with every option of the C# builder; `Epsilon = None` keeps the kind's default.
+type NormSpec = { Epsilon: float option; Affine: bool; Weights: NormWeights option; Name: string option }
+
+[<RequireQualifiedAccess>]
+module Norms =
+    let defaults = { Epsilon = None; Affine = true; Weights = None; Name = None }
+
+/// A recurrence with every option of the C# builder, field by field: `Lambda` values [width] real or
+/// [width, 2] complex (required when not trainable), `Decay` a branch making lambda input-dependent.
+type RecurrenceSpec =
+    { Width: int option; Trainable: bool; Lambda: DoubleTensor option; State: StateKind; Readout: ComplexReadout
+      InitialState: DoubleTensor option; Decay: Layers option; Name: string option }
+
+[<RequireQualifiedAccess>]
+module Recurrences =
+    /// A real, trainable, seeded recurrence over the current width.
+    let create = { Width = None; Trainable = true; Lambda = None; State = StateKind.Real; Readout = ComplexReadout.RealPart
+                   InitialState = None; Decay = None; Name = None }
+
+/// An attention layer's hyper-parameters, and optionally its weights (layout: `AttentionWeights`, README);
+/// start from `Attention.linear` or `Attention.softmax`.
 type AttentionSpec =
     { Heads: int; KeyWidth: int; ValueWidth: int; Out: int option; Causal: bool
-      Kernel: AttentionKernel; FeatureMap: ActivationKind; Decay: Decay; Name: string option }
+      Kernel: AttentionKernel; FeatureMap: ActivationKind; Decay: Decay; Name: string option
+      Weights: AttentionWeights option }
 
 [<RequireQualifiedAccess>]
 module Attention =
     /// Causal linear attention (no softmax, no normalisation).
     let linear heads keyWidth valueWidth =
         { Heads = heads; KeyWidth = keyWidth; ValueWidth = valueWidth; Out = None; Causal = true
-          Kernel = AttentionKernel.Linear; FeatureMap = ActivationKind.Identity; Decay = NoDecay; Name = None }
+          Kernel = AttentionKernel.Linear; FeatureMap = ActivationKind.Identity; Decay = NoDecay; Name = None
+          Weights = None }
 
     /// Causal softmax attention.
     let softmax heads keyWidth valueWidth = { linear heads keyWidth valueWidth with Kernel = AttentionKernel.Softmax }
@@ -57,11 +88,22 @@ module Layer =
     /// y = W x at every step.
     let projectionNoBias outFeatures : Layers = fun s -> s.Projection(outFeatures, bias = false)
 
+    /// A projection with every option: `Layer.projectionWith { Projections.create 8 with Weights = Some w }`.
+    let projectionWith (spec: ProjectionSpec) : Layers =
+        fun s -> s.Projection(spec.Out, spec.Bias, name spec.Name, Option.toObj spec.Weights, Option.toNullable spec.In)
+
     /// value x * activation (gate x); both branches start at the current sequence.
     let gate (value: Layers) (gate: Layers) (activation: ActivationKind) : Layers = fun s -> s.Gate(value, gate, activation)
 
     /// x * activation (gate x).
     let gateBy (gate: Layers) (activation: ActivationKind) : Layers = fun s -> s.Gate(gate, activation)
+
+    /// A gate named `gateName`, its branches named under "gateName/value/" and "gateName/gate/".
+    let gateNamed gateName (value: Layers) (gate: Layers) (activation: ActivationKind) : Layers =
+        fun s -> s.Gate(value, gate, activation, gateName)
+
+    /// x * activation (gate x), named `gateName`, the branch under "gateName/gate/".
+    let gateByNamed gateName (gate: Layers) (activation: ActivationKind) : Layers = fun s -> s.Gate(gate, activation, gateName)
 
     /// h_t = lambda * h_{t-1} + u_t over the current width.
     let recurrence (lambda: Lambda) : Layers =
@@ -92,6 +134,14 @@ module Layer =
                                    lambda = DoubleTensor.FromShape([| pairs.Length; 2 |], values), initialState = state [| pairs.Length; 2 |])
             | InputDependent decay -> s.LinearRecurrence(decay = decay, initialState = state [| width |])
 
+    /// A recurrence with every option of the C# builder (see `RecurrenceSpec`).
+    let recurrenceWith (spec: RecurrenceSpec) : Layers =
+        fun s ->
+            s.LinearRecurrence(Option.toNullable spec.Width, spec.Trainable, Option.toObj spec.Lambda, spec.State, spec.Readout,
+                               Option.toObj spec.InitialState, Option.toObj (spec.Decay |> Option.map (fun f -> Func<_, _> f)),
+                               name spec.Name)
+
+    /// Self-attention: hyper-parameters, name and (optionally) weights from the spec.
     let attention (spec: AttentionSpec) : Layers =
         fun s ->
             let gamma, theta =
@@ -101,7 +151,8 @@ module Layer =
                 | NoDecay | Gated -> Nullable(), Nullable()
             s.Attention(spec.Heads, spec.KeyWidth, spec.ValueWidth, outFeatures = Option.toNullable spec.Out,
                         causal = spec.Causal, kernel = spec.Kernel, featureMap = spec.FeatureMap, decay = gamma,
-                        decayPhase = theta, inputDependentDecay = (spec.Decay = Gated), name = name spec.Name)
+                        decayPhase = theta, inputDependentDecay = (spec.Decay = Gated), name = name spec.Name,
+                        weights = Option.toObj spec.Weights)
 
     let activation kind : Layers = fun s -> s.Activation(kind)
     let sigmoid : Layers = activation ActivationKind.Sigmoid
@@ -119,16 +170,44 @@ module Layer =
     /// current + the node called `other`.
     let add other : Layers = fun s -> s.Add(other: string)
 
+    /// current + branch current; the branch's nodes are named under "add/" (see `addBranchNamed`).
+    let addBranch (branch: Layers) : Layers = fun s -> s.Add(Func<_, _> branch)
+
+    /// current + branch current, the sum named `addName`, the branch's nodes under "addName/".
+    let addBranchNamed addName (branch: Layers) : Layers = fun s -> s.Add(Func<_, _> branch, addName)
+
     /// [branch1 x; branch2 x; ...] along features.
     let concat (branches: Layers list) : Layers = fun s -> s.Concat(branches |> List.map (fun f -> Func<_, _> f) |> Array.ofList)
+
+    /// [branch1 x; branch2 x; ...], named `concatName`, branch i's nodes under "concatName/i/".
+    let concatNamed concatName (branches: Layers list) : Layers =
+        fun s -> s.Concat(concatName, branches |> List.map (fun f -> Func<_, _> f) |> Array.ofList)
 
     let slice start length : Layers = fun s -> s.Slice(start, length)
     let layerNorm : Layers = fun s -> s.LayerNorm()
     let rmsNorm : Layers = fun s -> s.RmsNorm()
+
+    /// A layer norm with every option: `Layer.layerNormWith { Norms.defaults with Affine = false }`.
+    let layerNormWith (spec: NormSpec) : Layers =
+        fun s ->
+            match spec.Epsilon with
+            | Some epsilon -> s.LayerNorm(epsilon, spec.Affine, name spec.Name, Option.toObj spec.Weights)
+            | None -> s.LayerNorm(affine = spec.Affine, name = name spec.Name, weights = Option.toObj spec.Weights)
+
+    /// An RMS norm with every option: `Layer.rmsNormWith { Norms.defaults with Epsilon = Some 1e-8 }`.
+    let rmsNormWith (spec: NormSpec) : Layers =
+        fun s ->
+            match spec.Epsilon with
+            | Some epsilon -> s.RmsNorm(epsilon, spec.Affine, name spec.Name, Option.toObj spec.Weights)
+            | None -> s.RmsNorm(affine = spec.Affine, name = name spec.Name, weights = Option.toObj spec.Weights)
     let scale factor : Layers = fun s -> s.Scale(factor)
 
     /// y_t = b + sum_{i < k} w_i * x_{t-i} per channel: a causal depthwise convolution of `kernelSize` taps.
     let causalConv1d kernelSize : Layers = fun s -> s.CausalConv1d(kernelSize)
+
+    /// A causal convolution with every option: bias, name and (optionally) weights.
+    let causalConv1dWith kernelSize bias (convName: string option) (weights: ConvolutionWeights option) : Layers =
+        fun s -> s.CausalConv1d(kernelSize, bias, name convName, Option.toObj weights)
 
     /// Names the nodes built by `body` under "name/".
     let scope name (body: Layers) : Layers = fun s -> s.Scope(name, body)

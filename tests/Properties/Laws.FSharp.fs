@@ -3,6 +3,7 @@
 module Duality.Properties.LawsFSharp
 
 open System
+open System.Reflection
 open Expecto
 open FsCheck
 open FsCheck.FSharp
@@ -47,8 +48,213 @@ let buildFSharp (a: Architecture) =
         | Some k -> Model.input "x" a.Input |> Layer.input "context" k |> Layer.concatWith [ "x" ]
     a.Ops |> List.fold applyFSharp start |> Layer.output |> Model.build
 
+/// Where the F# surface covers a C# builder method or parameter.
+type Cover =
+    /// A function of an F# module: `Fn("Layer", "projectionWith")`.
+    | Fn of fsModule: string * name: string
+    /// A field of an F# record: `Field("AttentionSpec", "Weights")`.
+    | Field of record: string * field: string
+    /// A case of an F# union: `Case("Decay", "Gamma")`.
+    | Case of union: string * case: string
+    /// F# itself, with why: `Then` is function application.
+    | Language of why: string
+
+/// Every C# builder method, by name and parameter names, with the F# function covering it and the F#
+/// function, field or case covering each parameter.
+let parity : (string * Cover * (string * Cover) list) list =
+    let named = Fn("Layer", "named")
+    let spec record fields = fields |> List.map (fun (p, f) -> p, Field(record, f))
+    [ "Model.Input(name,features)", Fn("Model", "input"), [ "name", Fn("Model", "input"); "features", Fn("Model", "input") ]
+      "Input(name,features)", Fn("Layer", "input"), [ "name", Fn("Layer", "input"); "features", Fn("Layer", "input") ]
+      "Projection(outFeatures,bias,name,weights,inFeatures)", Fn("Layer", "projectionWith"),
+        spec "ProjectionSpec" [ "outFeatures", "Out"; "bias", "Bias"; "name", "Name"; "weights", "Weights"; "inFeatures", "In" ]
+      "Gate(value,gate,activation,name)", Fn("Layer", "gate"),
+        [ "value", Fn("Layer", "gate"); "gate", Fn("Layer", "gate"); "activation", Fn("Layer", "gate"); "name", Fn("Layer", "gateNamed") ]
+      "Gate(gate,activation,name)", Fn("Layer", "gateBy"),
+        [ "gate", Fn("Layer", "gateBy"); "activation", Fn("Layer", "gateBy"); "name", Fn("Layer", "gateByNamed") ]
+      "LinearRecurrence(width,trainable,lambda,state,readout,initialState,decay,name)", Fn("Layer", "recurrenceWith"),
+        spec "RecurrenceSpec" [ "width", "Width"; "trainable", "Trainable"; "lambda", "Lambda"; "state", "State"; "readout", "Readout"
+                                "initialState", "InitialState"; "decay", "Decay"; "name", "Name" ]
+      "LinearRecurrence(fixedLambda,name)", Case("Lambda", "Fixed"), [ "fixedLambda", Case("Lambda", "Fixed"); "name", named ]
+      "Attention(heads,keyWidth,valueWidth,outFeatures,causal,kernel,featureMap,decay,weights,name,decayPhase,inputDependentDecay)",
+        Fn("Layer", "attention"),
+        spec "AttentionSpec" [ "heads", "Heads"; "keyWidth", "KeyWidth"; "valueWidth", "ValueWidth"; "outFeatures", "Out"; "causal", "Causal"
+                               "kernel", "Kernel"; "featureMap", "FeatureMap"; "weights", "Weights"; "name", "Name" ]
+        @ [ "decay", Case("Decay", "Gamma"); "decayPhase", Case("Decay", "Rotating"); "inputDependentDecay", Case("Decay", "Gated") ]
+      "Activation(kind,name)", Fn("Layer", "activation"), [ "kind", Fn("Layer", "activation"); "name", named ]
+      "Sigmoid(name)", Fn("Layer", "sigmoid"), [ "name", named ]
+      "SiLU(name)", Fn("Layer", "silu"), [ "name", named ]
+      "GELU(name)", Fn("Layer", "gelu"), [ "name", named ]
+      "Tanh(name)", Fn("Layer", "tanh"), [ "name", named ]
+      "ReLU(name)", Fn("Layer", "relu"), [ "name", named ]
+      "Residual(body,name)", Fn("Layer", "residual"), [ "body", Fn("Layer", "residual"); "name", Fn("Layer", "residualNamed") ]
+      "Add(other:String,name)", Fn("Layer", "add"), [ "other", Fn("Layer", "add"); "name", named ]
+      "Add(other:Func`2,name)", Fn("Layer", "addBranch"), [ "other", Fn("Layer", "addBranch"); "name", Fn("Layer", "addBranchNamed") ]
+      "Concat(branches)", Fn("Layer", "concat"), [ "branches", Fn("Layer", "concat") ]
+      "Concat(name,branches)", Fn("Layer", "concatNamed"), [ "name", Fn("Layer", "concatNamed"); "branches", Fn("Layer", "concatNamed") ]
+      "ConcatWith(others)", Fn("Layer", "concatWith"), [ "others", Fn("Layer", "concatWith") ]
+      "Slice(start,length,name)", Fn("Layer", "slice"), [ "start", Fn("Layer", "slice"); "length", Fn("Layer", "slice"); "name", named ]
+      "LayerNorm(epsilon,affine,name,weights)", Fn("Layer", "layerNormWith"),
+        spec "NormSpec" [ "epsilon", "Epsilon"; "affine", "Affine"; "name", "Name"; "weights", "Weights" ]
+      "RmsNorm(epsilon,affine,name,weights)", Fn("Layer", "rmsNormWith"),
+        spec "NormSpec" [ "epsilon", "Epsilon"; "affine", "Affine"; "name", "Name"; "weights", "Weights" ]
+      "Scale(factor,name)", Fn("Layer", "scale"), [ "factor", Fn("Layer", "scale"); "name", named ]
+      "Scope(name,body)", Fn("Layer", "scope"), [ "name", Fn("Layer", "scope"); "body", Fn("Layer", "scope") ]
+      "From(name)", Fn("Layer", "from"), [ "name", Fn("Layer", "from") ]
+      "Then(layers)", Language "a piece of architecture is a function: `s |> layers`", [ "layers", Language "the function applied" ]
+      "Named(name)", Fn("Layer", "named"), [ "name", Fn("Layer", "named") ]
+      "Output()", Fn("Layer", "output"), []
+      "Build()", Fn("Model", "build"), []
+      "CausalConv1d(kernelSize,bias,name,weights)", Fn("Layer", "causalConv1dWith"),
+        [ "kernelSize", Fn("Layer", "causalConv1dWith"); "bias", Fn("Layer", "causalConv1dWith")
+          "name", Fn("Layer", "causalConv1dWith"); "weights", Fn("Layer", "causalConv1dWith") ] ]
+
+/// The C# builder surface by reflection: `SequenceBuilder`'s public methods, `Model`'s, and every public
+/// extension method on `SequenceBuilder` in the Duality.Dsl assembly (its `this` parameter left out).
+/// Overloads that share parameter names are told apart by the first parameter's type.
+let csharpBuilders () : (string * string list) list =
+    let flags = BindingFlags.Public ||| BindingFlags.DeclaredOnly
+    let key prefix (m: MethodInfo) (ps: ParameterInfo list) =
+        let ambiguous =
+            m.DeclaringType.GetMethods(flags ||| BindingFlags.Instance ||| BindingFlags.Static)
+            |> Array.filter (fun o -> o.Name = m.Name && (o.GetParameters() |> Array.map (fun p -> p.Name)) = (m.GetParameters() |> Array.map (fun p -> p.Name)))
+            |> Array.length > 1
+        let names =
+            ps |> List.mapi (fun i p -> if ambiguous && i = 0 then sprintf "%s:%s" p.Name p.ParameterType.Name else p.Name)
+        sprintf "%s%s(%s)" prefix m.Name (String.Join(",", names)), ps |> List.map (fun p -> p.Name)
+    let own =
+        typeof<Duality.Builders.SequenceBuilder>.GetMethods(flags ||| BindingFlags.Instance)
+        |> Array.filter (fun m -> not m.IsSpecialName)
+        |> Array.map (fun m -> key "" m (List.ofArray (m.GetParameters())))
+    let model =
+        typeof<Duality.Builders.Model>.GetMethods(flags ||| BindingFlags.Static)
+        |> Array.map (fun m -> key "Model." m (List.ofArray (m.GetParameters())))
+    let extensions =
+        typeof<Duality.Builders.SequenceBuilder>.Assembly.GetExportedTypes()
+        |> Array.collect (fun t -> t.GetMethods(flags ||| BindingFlags.Static))
+        |> Array.filter (fun m ->
+            m.IsDefined(typeof<System.Runtime.CompilerServices.ExtensionAttribute>, false)
+            && m.GetParameters().Length > 0 && m.GetParameters().[0].ParameterType = typeof<Duality.Builders.SequenceBuilder>)
+        |> Array.map (fun m -> key "" m (m.GetParameters() |> List.ofArray |> List.tail))
+    Array.concat [ model; own; extensions ] |> List.ofArray
+
+/// Whether the F# function, field or case a cover names exists in Duality.FSharp.
+let coverExists cover =
+    let fsharp = typeof<Duality.FSharp.ProjectionSpec>.Assembly
+    let typeNamed name =
+        [ name; name + "Module" ] |> List.tryPick (fun n -> Option.ofObj (fsharp.GetType("Duality.FSharp." + n)))
+    let flags = BindingFlags.Public ||| BindingFlags.Static ||| BindingFlags.Instance
+    match cover with
+    | Fn(m, name) | Field(m, name) -> typeNamed m |> Option.exists (fun t -> t.GetMember(name, flags).Length > 0)
+    | Case(u, case) ->
+        typeNamed u |> Option.exists (fun t ->
+            FSharp.Reflection.FSharpType.IsUnion t
+            && FSharp.Reflection.FSharpType.GetUnionCases t |> Array.exists (fun c -> c.Name = case))
+    | Language _ -> true
+
+/// The worked example of the README: d = 2, two heads of key and value width 1, an output projection.
+let readmeAttentionWeights () =
+    AttentionWeights(
+        Query = DoubleTensor.Matrix(array2D [ [ 1.0; 0.0 ]      // head 0: q0 = x0
+                                              [ 0.0; 1.0 ] ]),   // head 1: q1 = x1
+        Key = DoubleTensor.Matrix(array2D [ [ 1.0; 1.0 ]        // head 0: k0 = x0 + x1
+                                            [ 0.0; 2.0 ] ]),     // head 1: k1 = 2 x1
+        Value = DoubleTensor.Matrix(array2D [ [ 0.5; 0.0 ]
+                                              [ 0.0; -1.0 ] ]),
+        Output = DoubleTensor.Matrix(array2D [ [ 1.0; 0.0 ]     // y0 = head 0's value
+                                               [ 1.0; 1.0 ] ]))  // y1 = the sum of both heads
+
+let private tensor (shape: int[]) = DoubleTensor.FromShape(shape, Array.init (Array.fold (*) 1 shape) (fun i -> 0.1 * float (i + 1)))
+
+/// The same model written with the C# builders and with the F# surface, for representative parity entries.
+let private parityModels () : (string * Graph * Graph) list =
+    let csharp = Duality.Builders.Model.Input("x", 2)
+    let x = Model.input "x" 2
+    let attention = readmeAttentionWeights ()
+    let projection = ProjectionWeights(tensor [| 3; 2 |], null)
+    let gain = NormWeights(tensor [| 2 |], null)
+    let conv = ConvolutionWeights(tensor [| 2; 3 |], tensor [| 2 |])
+    let lambda = DoubleTensor.FromShape([| 2; 2 |], [| 0.5; 0.1; 0.9; -0.2 |])
+    let h0 = DoubleTensor.FromShape([| 2; 2 |], [| 1.0; 0.0; 0.0; 1.0 |])
+    [ "attention with weights and a name",
+      csharp.Attention(2, 1, 1, outFeatures = 2, weights = attention, name = "heads").Build(),
+      x |> Layer.attention { Attention.linear 2 1 1 with Out = Some 2; Weights = Some attention; Name = Some "heads" } |> Model.build
+
+      "a projection with every option",
+      csharp.Projection(3, bias = false, name = "p", weights = projection, inFeatures = 2).Build(),
+      x |> Layer.projectionWith { Projections.create 3 with Bias = false; Name = Some "p"; Weights = Some projection; In = Some 2 } |> Model.build
+
+      "a complex recurrence with trainable eigenvalues, a readout, an initial state and a name",
+      csharp.LinearRecurrence(2, true, lambda, StateKind.Complex, ComplexReadout.RealAndImaginary, h0, name = "memory").Build(),
+      x |> Layer.recurrenceWith { Recurrences.create with Width = Some 2; Lambda = Some lambda; State = StateKind.Complex
+                                                          Readout = ComplexReadout.RealAndImaginary; InitialState = Some h0; Name = Some "memory" }
+        |> Model.build
+
+      "a named recurrence with a decay branch",
+      csharp.LinearRecurrence(decay = (fun d -> d.Projection(2)), name = "r").Build(),
+      x |> Layer.recurrenceWith { Recurrences.create with Decay = Some(Layer.projection 2); Name = Some "r" } |> Model.build
+
+      "norms with epsilon, affine, weights and names",
+      csharp.LayerNorm(1e-3, false, "ln").RmsNorm(weights = gain, name = "rms").LayerNorm().Build(),
+      x |> Layer.layerNormWith { Norms.defaults with Epsilon = Some 1e-3; Affine = false; Name = Some "ln" }
+        |> Layer.rmsNormWith { Norms.defaults with Weights = Some gain; Name = Some "rms" }
+        |> Layer.layerNormWith Norms.defaults |> Model.build
+
+      "named gates, concatenations and added branches",
+      csharp.Gate((fun (v: Sequence) -> v.Projection(2)), (fun (g: Sequence) -> g.Projection(2)), ActivationKind.SiLU, "g")
+            .Gate((fun (g: Sequence) -> g.Projection(2)), ActivationKind.Sigmoid, "self")
+            .Concat("c", (fun (a: Sequence) -> a.Projection(1)), (fun (b: Sequence) -> b.Projection(1)))
+            .Add((fun (b: Sequence) -> b.Projection(2)), "sum").Add(fun (b: Sequence) -> b.Projection(2)).Build(),
+      x |> Layer.gateNamed "g" (Layer.projection 2) (Layer.projection 2) ActivationKind.SiLU
+        |> Layer.gateByNamed "self" (Layer.projection 2) ActivationKind.Sigmoid
+        |> Layer.concatNamed "c" [ Layer.projection 1; Layer.projection 1 ]
+        |> Layer.addBranchNamed "sum" (Layer.projection 2) |> Layer.addBranch (Layer.projection 2) |> Model.build
+
+      "a causal convolution with weights and a name, names given afterwards",
+      Duality.Builders.CausalConv1dBuilder.CausalConv1d(csharp, 3, true, "conv", conv).Scale(2.0, "twice").Build(),
+      x |> Layer.causalConv1dWith 3 true (Some "conv") (Some conv) |> Layer.scale 2.0 |> Layer.named "twice" |> Model.build ]
+
 let tests =
     testList "F#" [
+        testCase "every C# builder method and parameter has an F# counterpart in the parity table" <| fun () ->
+            let builders = csharpBuilders ()
+            let table = parity |> List.map (fun (m, _, ps) -> m, ps) |> Map.ofList
+            let missing =
+                [ for key, parameters in builders do
+                    match Map.tryFind key table with
+                    | None -> yield sprintf "%s: no F# counterpart in the parity table" key
+                    | Some covered ->
+                        for p in parameters do
+                            if not (covered |> List.exists (fun (name, _) -> name = p)) then
+                                yield sprintf "%s: parameter '%s' has no F# counterpart in the parity table" key p
+                        for name, _ in covered do
+                            if not (List.contains name parameters) then yield sprintf "%s: the table covers '%s', which the method lacks" key name ]
+            let stale =
+                [ for m, _, _ in parity do
+                    if not (builders |> List.exists (fun (k, _) -> k = m)) then yield sprintf "%s: in the table but not a C# builder method" m ]
+            let absent =
+                [ for m, cover, ps in parity do
+                    for c in cover :: List.map snd ps do
+                        if not (coverExists c) then yield sprintf "%s: %A is not in Duality.FSharp" m c ]
+            match missing @ stale @ absent with
+            | [] -> ()
+            | problems -> failtestf "the F# surface must cover the C# builders:\n%s" (String.Join("\n", problems))
+
+        testCase "parity: representative models built with the C# builders and the F# surface are equal graphs" <| fun () ->
+            for what, csharp, fsharp in parityModels () do
+                Expect.equal fsharp csharp what
+
+        testCase "attention weights stacked the wrong way round are refused, naming the field and the layout" <| fun () ->
+            let weights = AttentionWeights(tensor [| 3; 2 |], tensor [| 2; 3 |], tensor [| 2; 3 |], null)
+            match Model.input "x" 3 |> Layer.attention { Attention.linear 2 1 1 with Weights = Some weights } |> Model.tryBuild with
+            | Ok _ -> failtest "a [In, Heads*KeyWidth] Query must be refused"
+            | Error problems ->
+                match problems |> List.filter (fun d -> d.Problem = "weight shape mismatch") with
+                | [ d ] ->
+                    Expect.equal (d.Expected, d.Received) ("Query [2, 3]", "Query [3, 2]") "field and shapes"
+                    Expect.stringContains d.Hint "[Heads*KeyWidth, In], head-major: rows h*KeyWidth .. (h+1)*KeyWidth-1 belong to head h" "layout"
+                | other -> failtestf "one shape mismatch expected, got %A" other
+
         testPropertyWithConfig config "C# and F# declarations build equal graphs" <|
             Prop.forAll arbArchitecture (fun a ->
                 let csharp, fsharp = build a, buildFSharp a

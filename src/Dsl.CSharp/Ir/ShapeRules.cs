@@ -143,13 +143,17 @@ internal sealed class ShapeCheck(Node node, IReadOnlyList<Node> earlier, List<Di
         return null;
     }
 
-    public void Weight(string name, DoubleTensor? tensor, params int[] shape)
+    public void Weight(string name, DoubleTensor? tensor, params int[] shape) => Weight(name, tensor, null, shape);
+
+    /// <summary>As <see cref="Weight(string, DoubleTensor?, int[])"/>, the hint stating how the tensor's rows and columns are laid out.</summary>
+    public void Weight(string name, DoubleTensor? tensor, string? layout, params int[] shape)
     {
         if (tensor is null)
             Problem("missing weight", $"{name} is null", $"give {name} the shape [{string.Join(", ", shape)}], or leave the whole weights record out");
         else if (!tensor.Shape.SequenceEqual(shape))
             Mismatch("weight shape mismatch", $"{name} [{string.Join(", ", shape)}]", $"{name} {tensor.ShapeText}", node.Name,
-                $"give {name} the shape [{string.Join(", ", shape)}] or change the node's sizes");
+                layout is null ? $"give {name} the shape [{string.Join(", ", shape)}] or change the node's sizes"
+                    : $"give {name} the shape [{string.Join(", ", shape)}] ({layout}) or change the node's sizes");
         else if (!tensor.IsFinite)
             Problem("non-finite weight", $"{name} contains NaN or infinity", "replace the weights, or re-initialise them with a seed");
     }

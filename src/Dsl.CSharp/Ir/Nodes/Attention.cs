@@ -75,6 +75,10 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
                 values.GetValueOrDefault("DecayWeight"), values.GetValueOrDefault("DecayBias")),
         };
 
+    /// <summary>The layout of a per-head projection's weights, for messages: head-major rows, one column per input feature.</summary>
+    private static string HeadRows(string width) =>
+        $"[Heads*{width}, In], head-major: rows h*{width} .. (h+1)*{width}-1 belong to head h, one column per input feature";
+
     internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width)
     {
         var received = width(Source);
@@ -131,14 +135,15 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
             else if (w.DecayWeight is not null || w.DecayBias is not null)
                 check.Problem("unexpected weight", "decay weights are given but the decay is not input-dependent",
                     "declare InputDependentDecay = true, or drop DecayWeight and DecayBias");
-            check.Weight("Query", w.Query, Heads * KeyWidth, InFeatures);
-            check.Weight("Key", w.Key, Heads * KeyWidth, InFeatures);
-            check.Weight("Value", w.Value, Heads * ValueWidth, InFeatures);
+            check.Weight("Query", w.Query, HeadRows("KeyWidth"), Heads * KeyWidth, InFeatures);
+            check.Weight("Key", w.Key, HeadRows("KeyWidth"), Heads * KeyWidth, InFeatures);
+            check.Weight("Value", w.Value, HeadRows("ValueWidth"), Heads * ValueWidth, InFeatures);
             if (OutFeatures is { } outFeatures)
             {
                 if (w.Output is null)
                     check.Problem("missing weight", "the attention has an output projection but no Output weights", "give Output weights, or drop OutFeatures");
-                else check.Weight("Output", w.Output, outFeatures, Heads * ValueWidth);
+                else check.Weight("Output", w.Output, "[Out, Heads*ValueWidth]: columns h*ValueWidth .. (h+1)*ValueWidth-1 read head h",
+                    outFeatures, Heads * ValueWidth);
             }
             else if (w.Output is not null)
                 check.Problem("unexpected weight", "Output weights are given but the attention declares no output projection",
