@@ -6,7 +6,9 @@
 //   dotnet run --project examples/DiscoverAttention -c Release [-- --steps 30000 --seeds 3]
 using System.Globalization;
 using Duality;
+using Duality.Plots;
 using Duality.Training;
+using Spectre.Console;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -20,17 +22,18 @@ Duality.Runtime.Allocation.KeepLargeAllocations();
 
 Console.WriteLine($"teacher-student, d = {d} (threshold d(d+1)/2 + d = {threshold}), {steps} Adam steps (3e-3, cosine), batch 64, T = 10, {seeds} seeds");
 var task = new TeacherStudentTask(d, seed: 7, dtype: ScalarType.Float64);
-var options = new TrainingOptions { Steps = steps, LearningRate = 3e-3, Progress = null, RecordEvery = Math.Max(1, steps / 200) };
+var options = new TrainingOptions { Steps = steps, LearningRate = 3e-3, RecordEvery = Math.Max(1, steps / 200) };
 var teacherTensor = Analysis.CubicTensor(task.Teacher);
 Console.WriteLine($"{"N",3} {"seed",4} {"loss",10} {"pruned",10} {"near 0",7} {"near 1",7} {"other",6} {"rank",5} {"distance",9} {"recovered",10} {"steps/s",8}");
-var curves = new List<(string, IReadOnlyList<(double, double)>)>();
+var curves = new List<Series>();
 GatedRnnReading? lastReading = null;
+Duality.Ir.Graph? lastTrained = null;
 var rows = new List<string> { "task,neurons,seed,loss,pruned_loss,near_zero,near_one,other,rank,tensor_distance,recovered_attention_error" };
 foreach (var neurons in new[] { 4, 6, 8, threshold, 12, 16 })
     for (int seed = 0; seed < seeds; seed++)
     {
         var student = Students.GatedRnn(d, neurons, 2 * d * d, d, seed).Compile(new CompileOptions { DType = ScalarType.Float64, Seed = seed });
-        var result = Trainer.Train(student, task, options with { Seed = seed });
+        var result = Train($"N = {neurons}, seed {seed}", student, task, options with { Seed = seed });
         var trained = student.ToGraph();
         var reading = Analysis.Read(trained);
         var loss = Analysis.Loss(trained, task);
@@ -43,8 +46,8 @@ foreach (var neurons in new[] { 4, 6, 8, threshold, 12, 16 })
                           $"{reading.QuadraticFormRank,5} {distance,9:0.00e0} {recovered,10:0.00e0} {result.StepsPerSecond,8:0}");
         rows.Add(string.Join(",", "teacher-student", neurons, seed, R(loss), R(pruned), reading.NearZero, reading.NearOne, reading.Elsewhere,
             reading.QuadraticFormRank, R(distance), R(recovered)));
-        if (seed == 0) curves.Add(($"N = {neurons}", result.Losses.Select(l => ((double)l.Step, l.Loss)).ToList()));
-        if (seed == 0 && neurons == 16) lastReading = reading;
+        if (seed == 0) curves.Add(Series.Losses($"N = {neurons}", result));
+        if (seed == 0 && neurons == 16) (lastReading, lastTrained) = (reading, trained);
     }
 if (lastReading is not null) Console.WriteLine($"learned eigenvalues, N = 16, seed 0:\n{lastReading.HistogramText()}");
 Console.WriteLine($"(exact students: loss below 1e-6; the attention teacher stores d(d+1)/2 = {d * (d + 1) / 2} quadratic forms; " +
@@ -59,7 +62,7 @@ Console.WriteLine($"in-context linear regression (d_x = {dx}, d_y = {dy}, 10 exa
 foreach (var neurons in new[] { 3, dx * dy + dx, 9 })
 {
     var student = Students.GatedRnn(dx + dy, neurons, 2 * (dx + dy) * (dx + dy), dy, 0).Compile(new CompileOptions { DType = ScalarType.Float64 });
-    Trainer.Train(student, regression, options);
+    Train($"regression, N = {neurons}", student, regression, options);
     var loss = Analysis.Loss(student.ToGraph(), regression, batch: 16384);
     var (fitted, gradientDescent) = Analysis.RegressionTensors(student.ToGraph(), regression);
     var distance = Analysis.TensorDistance(fitted, gradientDescent);
@@ -77,14 +80,41 @@ var baselines = new (string, nn.Module<Tensor, Tensor>)[]
 };
 foreach (var (name, model) in baselines)
 {
-    var result = Trainer.Train(model, task, options);
+    var result = Train(name, model, task, options);
     Console.WriteLine($"  {name,-17} loss {result.FinalLoss:0.00e0}");
     rows.Add(string.Join(",", "baseline " + name, "", 0, R(result.FinalLoss), "", "", "", "", "", "", ""));
 }
 
 Directory.CreateDirectory("artifacts");
 File.WriteAllLines(Path.Combine("artifacts", "discover-attention.csv"), rows);
-Plot.Lines(Path.Combine("artifacts", "discover-attention.png"), curves);
-Console.WriteLine($"\nwrote artifacts/discover-attention.csv and artifacts/discover-attention.png (loss curves, log scale, seed 0)");
+Plots.Losses(Path.Combine("artifacts", "discover-attention.png"), curves, "Teacher-student loss by number of recurrent neurons (seed 0)");
+Console.Write("\nwrote artifacts/discover-attention.csv and artifacts/discover-attention.png (loss curves, log scale, seed 0)");
+if (lastTrained is not null)
+{
+    Plots.Eigenvalues(Path.Combine("artifacts", "discover-attention-eigenvalues.png"), lastTrained, EigenvaluePart.Real,
+        title: "Learned eigenvalues, N = 16, seed 0");
+    Console.Write(" and artifacts/discover-attention-eigenvalues.png");
+}
+Console.WriteLine();
 
 static string R(double v) => v.ToString("R", CultureInfo.InvariantCulture);
+
+// Training with a progress bar: the library reports through IProgress, the example draws it with Spectre.Console.
+static TrainingResult Train(string label, nn.Module<Tensor, Tensor> model, ITrainingTask task, TrainingOptions options) =>
+    AnsiConsole.Progress().AutoClear(true)
+        .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+        .Start(context =>
+        {
+            var bar = context.AddTask(Markup.Escape(label), maxValue: options.Steps);
+            return Trainer.Train(model, task, options with { Progress = new ProgressBar(bar, label) });
+        });
+
+/// <summary>Moves a Spectre.Console progress bar as training reports its steps.</summary>
+sealed class ProgressBar(ProgressTask bar, string label) : IProgress<TrainingProgress>
+{
+    public void Report(TrainingProgress value)
+    {
+        bar.Value = value.Step;
+        bar.Description = Markup.Escape($"{label}  loss {value.Loss:0.00e0}");
+    }
+}

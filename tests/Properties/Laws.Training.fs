@@ -15,13 +15,13 @@ let private options steps = TrainingOptions(Steps = steps, BatchSize = 32, Learn
 /// A copy of the options with some changed (C# records have no `with` in F#).
 type TrainingOptions with
     member o.With(?Steps, ?BatchSize, ?LearningRate, ?Optimizer, ?WeightDecay, ?Schedule, ?MaxGradientNorm: float, ?RecordEvery, ?Seed,
-                  ?LossCsv: string, ?LossPlot: string) =
+                  ?LossCsv: string) =
         TrainingOptions(
             Steps = defaultArg Steps o.Steps, BatchSize = defaultArg BatchSize o.BatchSize, LearningRate = defaultArg LearningRate o.LearningRate,
             Optimizer = defaultArg Optimizer o.Optimizer, WeightDecay = defaultArg WeightDecay o.WeightDecay, Schedule = defaultArg Schedule o.Schedule,
             MaxGradientNorm = (match MaxGradientNorm with Some n -> Nullable n | None -> o.MaxGradientNorm),
             RecordEvery = defaultArg RecordEvery o.RecordEvery, Seed = defaultArg Seed o.Seed,
-            LossCsv = defaultArg LossCsv o.LossCsv, LossPlot = defaultArg LossPlot o.LossPlot, Progress = o.Progress)
+            LossCsv = defaultArg LossCsv o.LossCsv, Progress = o.Progress)
 
 /// A task that counts its batches and losses, and whose loss is NaN from the call numbered nanFrom on.
 type private Watched(inner: ITrainingTask, ?nanFrom: int) =
@@ -71,16 +71,29 @@ let tests =
             Expect.isLessThan first.FinalLoss (initial / 3.0) "the loss falls"
             Expect.isLessThan (Analysis.Loss(trained, task)) (initial / 3.0) "the trained graph keeps the trained function"
 
-        testCase "the loss is written to CSV and drawn to PNG" <| fun () ->
+        testCase "the loss is written to CSV, and the result's losses are drawn to PNG by Duality.Plots" <| fun () ->
             let directory = Directory.CreateTempSubdirectory("duality-").FullName
             let csv, png = Path.Combine(directory, "loss.csv"), Path.Combine(directory, "loss.png")
             let task = InContextRegressionTask(2, 1, 5, torch.ScalarType.Float64)
             let student = Students.GatedRnn(3, 4, 6, 1).Compile(CompileOptions(DType = torch.ScalarType.Float64))
-            Trainer.Train(student, task, TrainingOptions(Steps = 20, Progress = null, LossCsv = csv, LossPlot = png)) |> ignore
+            let result = Trainer.Train(student, task, TrainingOptions(Steps = 20, Progress = null, LossCsv = csv))
             Expect.equal (File.ReadAllLines csv).[0] "step,loss" "CSV header"
             Expect.isGreaterThan (File.ReadAllLines csv).Length 2 "CSV rows"
+            Duality.Plots.Plots.Losses(png, [ Duality.Plots.Series.Losses("run", result) ])
             Expect.sequenceEqual (File.ReadAllBytes png |> Array.take 8) pngSignature "PNG signature"
             Directory.Delete(directory, true)
+
+        testCase "training reports progress once per step, in increasing steps ending at Steps, with the step's loss" <| fun () ->
+            let reports = Collections.Generic.List<TrainingProgress>()
+            // a synchronous IProgress: Progress<T> would post to the thread pool, and the order would be the scheduler's
+            let progress = { new IProgress<TrainingProgress> with member _.Report p = reports.Add p }
+            let task = TeacherStudentTask(2, time = 3)
+            let result = Trainer.Train(Students.GatedRnn(2, 3, 3, 2).Compile(), task, TrainingOptions(Steps = 7, BatchSize = 4, RecordEvery = 1, Progress = progress))
+            Expect.equal [ for p in reports -> p.Step ] [ 1 .. 7 ] "steps 1 to Steps, once each"
+            Expect.isTrue (reports |> Seq.forall (fun p -> p.Steps = 7)) "Steps in every report"
+            Expect.equal [ for p in reports -> p.Loss ] [ for struct (_, l) in result.Losses -> l ] "each report carries its step's loss"
+            Expect.isTrue (reports |> Seq.pairwise |> Seq.forall (fun (a, b) -> a.Elapsed <= b.Elapsed)) "elapsed time does not go back"
+            Expect.isNull (TrainingOptions().Progress) "silent by default"
 
         testCase "baselines (linear attention, LSTM, GRU) train on the same tasks" <| fun () ->
             let task = TeacherStudentTask(2, time = 5, seed = 1)
@@ -92,8 +105,8 @@ let tests =
             let directory = Directory.CreateTempSubdirectory("duality-").FullName
             let aFile = Path.Combine(directory, "a-file")
             File.WriteAllText(aFile, "kept")
-            let csv, png = Path.Combine(directory, "out", "loss.csv"), Path.Combine(directory, "out", "loss.png")
-            let valid = TrainingOptions(Steps = 3, BatchSize = 4, Progress = null, LossCsv = csv, LossPlot = png)
+            let csv = Path.Combine(directory, "out", "loss.csv")
+            let valid = TrainingOptions(Steps = 3, BatchSize = 4, Progress = null, LossCsv = csv)
             let unwritable = "/proc/duality-cannot-write/loss.csv"
             let cases: (string * TrainingOptions * string) list =
                 [ "Steps 0", valid.With(Steps = 0), "Steps"
@@ -120,14 +133,9 @@ let tests =
                   "LossCsv a directory", valid.With(LossCsv = directory), "LossCsv"
                   "LossCsv ending in a separator", valid.With(LossCsv = Path.Combine(directory, "new") + string Path.DirectorySeparatorChar), "LossCsv"
                   "LossCsv under a file", valid.With(LossCsv = Path.Combine(aFile, "loss.csv")), "LossCsv"
-                  "LossPlot empty", valid.With(LossPlot = ""), "LossPlot"
-                  "LossPlot a directory", valid.With(LossPlot = directory), "LossPlot"
-                  "LossPlot under a file", valid.With(LossPlot = Path.Combine(aFile, "sub", "loss.png")), "LossPlot"
-                  "LossPlot the CSV's file", valid.With(LossPlot = csv), "LossPlot"
                   "Steps 0 and BatchSize 0: the first is named", valid.With(Steps = 0, BatchSize = 0), "Steps" ]
                 @ (if OperatingSystem.IsLinux() then
-                       [ "LossCsv unwritable", valid.With(LossCsv = unwritable), "LossCsv"
-                         "LossPlot unwritable, LossCsv writable", valid.With(LossPlot = unwritable + ".png"), "LossPlot" ]
+                       [ "LossCsv unwritable", valid.With(LossCsv = unwritable), "LossCsv" ]
                    else [])
             let before = snapshot directory
             let teacher, student = TeacherStudentTask(2, time = 3), Students.GatedRnn(2, 3, 3, 2).Compile()
@@ -156,7 +164,7 @@ let tests =
                   "BatchSize 1, RecordEvery beyond Steps", basic.With(BatchSize = 1, RecordEvery = 100), [ 1; 5 ]
                   "AdamW, WeightDecay 0.1, constant", basic.With(Optimizer = OptimizerKind.AdamW, WeightDecay = 0.1, Schedule = Schedule.Constant, RecordEvery = 2), [ 1; 2; 4; 5 ]
                   "MaxGradientNorm 0.5, Seed -3", basic.With(MaxGradientNorm = 0.5, Seed = -3, RecordEvery = 5), [ 1; 5 ]
-                  "files in a folder yet to be made", basic.With(LossCsv = Path.Combine(directory, "a", "b", "loss.csv"), LossPlot = Path.Combine(directory, "c", "loss.png")), [ 1; 5 ] ] do
+                  "files in a folder yet to be made", basic.With(LossCsv = Path.Combine(directory, "a", "b", "loss.csv")), [ 1; 5 ] ] do
                 let result = train options
                 Expect.equal (steps result) recorded $"{name}: recorded steps"
                 Expect.isTrue (result.Losses |> Seq.forall (fun struct (_, l) -> Double.IsFinite l)) $"{name}: finite losses"
@@ -213,9 +221,9 @@ let tests =
             refused "Analysis.Loss of a wider graph" (fun () -> torch.tensor (Analysis.Loss(Students.GatedRnn(4, 3, 3, 2), regression, batch = 8), dtype = torch.ScalarType.Float64)) "give the student an output width of 1"
             Expect.isTrue (Double.IsFinite(regression.Loss(torch.zeros(3L, 6L, 1L), answer).item<float32>() |> float)) "the right shape is scored"
 
-        testCase "a learning rate of 1e6 raises TrainingDivergedException at the first non-finite loss, with the last finite one, and flushes the CSV and plot" <| fun () ->
+        testCase "a learning rate of 1e6 raises TrainingDivergedException at the first non-finite loss, with the last finite one, and flushes the CSV" <| fun () ->
             let directory = Directory.CreateTempSubdirectory("duality-").FullName
-            let csv, png = Path.Combine(directory, "loss.csv"), Path.Combine(directory, "loss.png")
+            let csv = Path.Combine(directory, "loss.csv")
             let task = TeacherStudentTask(2, time = 4, seed = 3)
             let run options = divergence (fun () -> Trainer.Train(Students.GatedRnn(2, 4, 4, 2, seed = 1).Compile(), task, options))
             let every = run (TrainingOptions(Steps = 50, BatchSize = 8, LearningRate = 1e6, Progress = null, RecordEvery = 1))
@@ -228,13 +236,12 @@ let tests =
             let struct (_, previous) = recorded.[every.Step - 2]
             Expect.equal every.LastFiniteLoss (Nullable previous) "the last finite loss"
             Expect.stringContains every.Hint "lower LearningRate" "the hint"
-            let sparse = run (TrainingOptions(Steps = 50, BatchSize = 8, LearningRate = 1e6, Progress = null, RecordEvery = 100, LossCsv = csv, LossPlot = png))
+            let sparse = run (TrainingOptions(Steps = 50, BatchSize = 8, LearningRate = 1e6, Progress = null, RecordEvery = 100, LossCsv = csv))
             Expect.equal (sparse.Step, sparse.LastFiniteStep, sparse.LastFiniteLoss) (every.Step, every.LastFiniteStep, every.LastFiniteLoss) "recorded or not, the last finite loss is known"
             let lines = File.ReadAllLines csv
             Expect.equal lines.[0] "step,loss" "CSV header"
             Expect.equal lines.Length 3 "step 1 and the diverged step"
             Expect.stringStarts lines.[2] $"{every.Step}," "the CSV ends at the diverged step"
-            Expect.sequenceEqual (File.ReadAllBytes png |> Array.take 8) pngSignature "the plot is drawn"
             Directory.Delete(directory, true)
 
         testCase "a task whose loss turns NaN at step 4 raises TrainingDivergedException at step 4 with step 3's loss, without updating on it" <| fun () ->

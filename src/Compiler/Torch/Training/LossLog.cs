@@ -3,48 +3,33 @@ using System.Globalization;
 namespace Duality.Training;
 
 /// <summary>
-/// The losses of a training run, streamed to the CSV as they are recorded and drawn to the PNG when the run ends,
-/// however it ends. Both files are opened before anything else, so a path that cannot be written fails before any
-/// batch, as the option it came from; until <see cref="Begin"/>, existing files keep their contents and disposing
-/// removes what opening created.
+/// The losses of a training run, streamed to the CSV as they are recorded. The file is opened before anything else, so
+/// a path that cannot be written fails before any batch, as the option it came from; until <see cref="Begin"/>, an
+/// existing file keeps its contents and disposing removes what opening created.
 /// </summary>
 internal sealed class LossLog : IDisposable
 {
     private readonly List<(int Step, double Loss)> losses = [];
-    private readonly IReadOnlyList<Opened> opened;
-    private readonly string? plot;
+    private readonly Opened? opened;
     private StreamWriter? csv;
     private bool begun;
 
-    private LossLog(IReadOnlyList<Opened> opened, string? plot) => (this.opened, this.plot) = (opened, plot);
+    private LossLog(Opened? opened) => this.opened = opened;
 
     public IReadOnlyList<(int Step, double Loss)> Losses => losses;
 
-    /// <summary>Opens both files (validated paths) without changing them, or neither: on failure, what this call created is removed.</summary>
-    public static LossLog Open(string? csvPath, string? plotPath)
-    {
-        var opened = new List<Opened>();
-        try
-        {
-            foreach (var (option, path) in new[] { (nameof(TrainingOptions.LossCsv), csvPath), (nameof(TrainingOptions.LossPlot), plotPath) })
-                if (path is not null) opened.Add(OpenWithoutTruncating(option, path));
-        }
-        catch
-        {
-            for (int i = opened.Count - 1; i >= 0; i--) opened[i].Undo();
-            throw;
-        }
-        return new LossLog(opened, plotPath);
-    }
+    /// <summary>Opens the CSV (a validated path) without changing it: on failure, what this call created is removed.</summary>
+    public static LossLog Open(string? csvPath) =>
+        new(csvPath is null ? null : OpenWithoutTruncating(nameof(TrainingOptions.LossCsv), csvPath));
 
-    /// <summary>Training starts: both files are emptied and the CSV gets its header.</summary>
+    /// <summary>Training starts: the CSV is emptied and gets its header.</summary>
     public void Begin()
     {
         begun = true;
-        foreach (var file in opened) file.Stream.SetLength(0);
-        csv = opened.Count > 0 && opened[0].Option == nameof(TrainingOptions.LossCsv) ? new StreamWriter(opened[0].Stream) : null;
-        if (plot is not null) opened[^1].Stream.Dispose();
-        csv?.WriteLine("step,loss");
+        if (opened is null) return;
+        opened.Stream.SetLength(0);
+        csv = new StreamWriter(opened.Stream);
+        csv.WriteLine("step,loss");
     }
 
     public void Add(int step, double loss)
@@ -55,13 +40,8 @@ internal sealed class LossLog : IDisposable
 
     public void Dispose()
     {
-        if (!begun)
-        {
-            for (int i = opened.Count - 1; i >= 0; i--) opened[i].Undo();
-            return;
-        }
-        csv?.Dispose();
-        if (plot is not null) Plot.Lines(plot, [("loss", losses.Select(l => ((double)l.Step, l.Loss)).ToList())]);
+        if (!begun) opened?.Undo();
+        else csv?.Dispose();
     }
 
     /// <summary>A file opened for writing, and what opening it created: the file itself unless it existed, and folders (deepest first).</summary>

@@ -39,12 +39,11 @@ public static class Trainer
     /// <exception cref="ArgumentNullException"><paramref name="model"/> or <paramref name="task"/> is null.</exception>
     /// <exception cref="ArgumentException">
     /// An option is invalid (an <see cref="ArgumentOutOfRangeException"/> for a number or enum out of range), with
-    /// ParamName the option's name, e.g. "Steps"; <see cref="TrainingOptions.LossCsv"/> or
-    /// <see cref="TrainingOptions.LossPlot"/> cannot be written; or the model has no trainable parameters (ParamName "model").
+    /// ParamName the option's name, e.g. "Steps"; <see cref="TrainingOptions.LossCsv"/> cannot be written; or the model has no trainable parameters (ParamName "model").
     /// </exception>
     /// <exception cref="GraphException">The model's output does not have the shape the task scores, at "(model output)".</exception>
     /// <exception cref="TrainingDivergedException">
-    /// A step's loss was not finite; the loss file and plot written up to that step are complete.
+    /// A step's loss was not finite; the loss file written up to that step is complete.
     /// </exception>
     public static TrainingResult Train(nn.Module<Tensor, Tensor> model, ITrainingTask task, TrainingOptions? options = null)
     {
@@ -56,7 +55,7 @@ public static class Trainer
         if (!parameters.Any(p => p.requires_grad))
             throw new ArgumentException($"the model has no trainable parameters, so {task} cannot train it. " +
                 "Fix: pass a model with parameters that require gradients.", nameof(model));
-        using var log = LossLog.Open(options.LossCsv, options.LossPlot);
+        using var log = LossLog.Open(options.LossCsv);
         CheckOutput(model, task, options);
         log.Begin();
 
@@ -66,7 +65,6 @@ public static class Trainer
             ? optim.AdamW(parameters, options.LearningRate, weight_decay: options.WeightDecay)
             : optim.Adam(parameters, options.LearningRate, weight_decay: options.WeightDecay);
         var clock = Stopwatch.StartNew();
-        var live = options.Progress == Console.Out && !Console.IsOutputRedirected;
         double last = double.NaN;
         (int Step, double Loss)? lastFinite = null;
         for (int step = 1; step <= options.Steps; step++)
@@ -83,7 +81,6 @@ public static class Trainer
             if (!double.IsFinite(value))
             {
                 log.Add(step, value);
-                if (live) options.Progress!.WriteLine();
                 throw new TrainingDivergedException(step, value, lastFinite?.Step, lastFinite?.Loss, DivergenceHint(options, lastFinite), log.Losses);
             }
             lastFinite = (step, value);
@@ -91,10 +88,8 @@ public static class Trainer
             loss.backward();
             if (options.MaxGradientNorm is { } norm) nn.utils.clip_grad_norm_(parameters, norm);
             optimizer.step();
-            if (options.Progress is { } progress && (live ? step % 5 == 0 || step == options.Steps : step % Math.Max(1, options.Steps / 10) == 0))
-                Report(progress, live, step, options.Steps, last, clock.Elapsed);
+            options.Progress?.Report(new TrainingProgress(step, options.Steps, value, clock.Elapsed));
         }
-        if (live) options.Progress!.WriteLine();
         var stepsPerSecond = options.Steps / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
         return new TrainingResult(log.Losses, last, stepsPerSecond);
     }
@@ -133,14 +128,4 @@ public static class Trainer
 
     /// <summary>3e-3, 1e6, 2.5e-1: how rates are written in the options.</summary>
     private static string Number(double value) => value.ToString("0.##e0", CultureInfo.InvariantCulture);
-
-    private static void Report(TextWriter output, bool live, int step, int steps, double loss, TimeSpan elapsed)
-    {
-        var perSecond = step / Math.Max(elapsed.TotalSeconds, 1e-9);
-        var left = TimeSpan.FromSeconds((steps - step) / Math.Max(perSecond, 1e-9));
-        var filled = (int)(30.0 * step / steps);
-        var line = $"[{new string('#', filled)}{new string('.', 30 - filled)}] step {step}/{steps}  loss {loss:0.000e0}  {perSecond:0.0} steps/s  left {left:mm\\:ss}";
-        if (live) output.Write("\r" + line);
-        else output.WriteLine(line);
-    }
 }

@@ -5,7 +5,7 @@ namespace Duality.Training;
 /// <summary>
 /// Training stopped because the loss of a step was not finite (NaN or infinite). The step's parameters were not
 /// updated; the losses recorded until then (this step's included) are in <see cref="Losses"/>, and were written to
-/// <see cref="TrainingOptions.LossCsv"/> and <see cref="TrainingOptions.LossPlot"/> when those were set.
+/// <see cref="TrainingOptions.LossCsv"/> when it was set.
 /// </summary>
 public sealed class TrainingDivergedException : Exception
 {

@@ -37,14 +37,14 @@ public sealed record TrainingOptions
     /// <summary>Record the loss every this many steps (at least 1); the first and last steps are always recorded.</summary>
     public int RecordEvery { get; init; } = 10;
 
-    /// <summary>Writes "step,loss" here when set: a file path, not a directory, different from <see cref="LossPlot"/>.</summary>
+    /// <summary>Writes "step,loss" here when set: a file path, not a directory. (Pictures of the losses: Duality.Plots.)</summary>
     public string? LossCsv { get; init; }
 
-    /// <summary>Draws the loss curve here (PNG) when set: a file path, not a directory, different from <see cref="LossCsv"/>.</summary>
-    public string? LossPlot { get; init; }
-
-    /// <summary>Progress output; a terminal gets a live bar, anything else a line per tenth of training. Null: silent.</summary>
-    public TextWriter? Progress { get; init; } = Console.Out;
+    /// <summary>
+    /// Told after every step, on the training thread, in increasing steps ending at <see cref="Steps"/>. Null (the
+    /// default): silent; the library itself never writes to the console.
+    /// </summary>
+    public IProgress<TrainingProgress>? Progress { get; init; }
 
     /// <summary>
     /// Throws unless every option is valid: the <see cref="ArgumentException"/> of the one invalid option, or, when several
@@ -89,13 +89,7 @@ public sealed record TrainingOptions
         if (RecordEvery < 1)
             yield return Range(nameof(RecordEvery), RecordEvery, "at least 1 (record the loss every this many steps)",
                 "set RecordEvery = 1 to record every step, or a larger interval");
-        var (csv, png) = (PathProblem(nameof(LossCsv), LossCsv, "loss.csv"), PathProblem(nameof(LossPlot), LossPlot, "loss.png"));
-        if (csv is not null) yield return csv;
-        if (png is not null) yield return png;
-        else if (csv is null && LossCsv is not null && LossPlot is not null && Path.GetFullPath(LossCsv) == Path.GetFullPath(LossPlot))
-            yield return new Problem(nameof(LossPlot),
-                $"TrainingOptions.LossPlot is '{LossPlot}', the same file as LossCsv; the CSV and the plot must be different files. " +
-                "Fix: give LossPlot a path of its own, e.g. next to the CSV with the extension .png.");
+        if (PathProblem(nameof(LossCsv), LossCsv, "loss.csv") is { } csv) yield return csv;
     }
 
     private static Problem Range(string option, object value, string allowed, string fix) =>
