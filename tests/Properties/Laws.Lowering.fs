@@ -50,6 +50,17 @@ let workedExample construction =
 
 let tests =
     testList "lowering" [
+        testCase "one rule for every refusal: a feature map under the compressed construction and a layer too large for one tensor come back in Refused, never as an exception" <| fun () ->
+            let featured = InitializeWeights.Run(Model.Input("x", 4).Attention(2, 3, 3, featureMap = ActivationKind.EluPlusOne, name = "a").Build(), 1)
+            let lowering = LowerAttention.Run(featured, Construction.Compressed)
+            Expect.equal lowering.Graph featured "left as it is"
+            Expect.equal (lowering.Refused |> Seq.map (fun d -> d.NodePath) |> List.ofSeq) [ "a" ] "refused, naming the node"
+            Expect.stringContains (string lowering.Refused.[0]) "Construction.Full" "the hint names the fix"
+            // weights need not be drawn to be refused for size: Refusal reads only the sizes
+            let huge = Attention("big", NodeId 0, 4, 1, 50000, 50000, Weights = (let z = DoubleTensor.FromShape([| 50000; 4 |], Array.zeroCreate 200000) in AttentionWeights(z, z, z, null)))
+            match LowerAttention.Refusal(huge, Construction.Full) with
+            | null -> failtest "a layer of 2.5e9 neurons was not refused"
+            | d -> Expect.stringContains (string d) "2^31 - 1" "the refusal says why"
         testPropertyWithConfig config "LowerAttention: outputs are preserved (float64, relative error < 1e-10)" <|
             Prop.forAll arbLayer (preserves 1e-10 f64 Construction.Smallest)
 

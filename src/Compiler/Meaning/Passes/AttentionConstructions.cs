@@ -34,9 +34,9 @@ internal sealed record GatedLayerWeights(
 
 internal static class AttentionConstructions
 {
-    public static int FullNeurons(Attention a) => a.Heads * (a.KeyWidth * a.ValueWidth + a.KeyWidth);
+    public static long FullNeurons(Attention a) => (long)a.Heads * ((long)a.KeyWidth * a.ValueWidth + a.KeyWidth);
 
-    public static int CompressedNeurons(Attention a) => a.Heads * (SymmetricPairs.Count(a.InFeatures) + a.InFeatures);
+    public static long CompressedNeurons(Attention a) => (long)a.Heads * ((long)a.InFeatures * (a.InFeatures + 1) / 2 + a.InFeatures);
 
     /// <summary>
     /// Parameters of the lowered layer with N recurrent neurons, M output neurons and S memory neurons (paper.md):

@@ -22,7 +22,8 @@ public sealed record Lowering(Graph Graph, IReadOnlyList<LoweredAttention> Lower
 /// decay (complex state, real part read out); for an input-dependent decay the memory neurons form
 /// a recurrence whose decay branch is sigmoid(w_h . x + b_h) and the query neurons one with lambda = 0.
 /// The last node takes the attention's name, so whatever read the attention reads the RNN.
-/// Softmax, non-causal and weightless attention are left as they are, each with a diagnostic saying why.
+/// Softmax, non-causal and weightless attention, a feature map under the compressed construction, and layers too large
+/// for one tensor are left as they are, each with a diagnostic saying why (<see cref="Lowering.Refused"/>).
 /// Returns the same instance when nothing is lowered.
 /// </summary>
 public static class LowerAttention
@@ -30,15 +31,15 @@ public static class LowerAttention
     public static Lowering Run(Graph graph, Construction construction = Construction.Smallest)
     {
         ArgumentNullException.ThrowIfNull(graph);
-        var refused = graph.Nodes.OfType<Attention>().Select(Refusal).OfType<Diagnostic>().ToList();
-        var lowerable = graph.Nodes.OfType<Attention>().Where(a => Refusal(a) is null).ToList();
+        var refused = graph.Nodes.OfType<Attention>().Select(a => Refusal(a, construction)).OfType<Diagnostic>().ToList();
+        var lowerable = graph.Nodes.OfType<Attention>().Where(a => Refusal(a, construction) is null).ToList();
         if (lowerable.Count == 0) return new Lowering(graph, [], refused);
         var emitter = new GraphEmitter(graph, nameof(LowerAttention));
         var reports = new List<LoweredAttention>();
         for (int i = 0; i < graph.Nodes.Count; i++)
         {
             var id = new NodeId(i);
-            if (graph[id] is Attention a && Refusal(a) is null)
+            if (graph[id] is Attention a && Refusal(a, construction) is null)
             {
                 var (output, report) = Emit(emitter, a with { Source = emitter.Mapped(a.Source) }, construction);
                 emitter.Replace(id, output);
@@ -57,7 +58,10 @@ public static class LowerAttention
     }
 
     /// <summary>Why an attention node has no exact gated-RNN form here, or null when it has one.</summary>
-    public static Diagnostic? Refusal(Attention a)
+    public static Diagnostic? Refusal(Attention a) => Refusal(a, Construction.Smallest);
+
+    /// <summary>Why an attention node has no exact gated-RNN form in <paramref name="construction"/>, or null when it has one.</summary>
+    public static Diagnostic? Refusal(Attention a, Construction construction)
     {
         if (a.Kernel == AttentionKernel.Softmax)
             return Refuse(a, "softmax attention has no exact recurrent form: exp and the normalising division are not polynomial in the inputs",
@@ -68,6 +72,15 @@ public static class LowerAttention
         if (a.Weights is null)
             return Refuse(a, "the RNN's weights are computed from the attention's, and this node carries none",
                 "compile and read the weights back (model.ToGraph()), or run InitializeWeights.Run(graph, seed) first");
+        if (construction == Construction.Compressed && a.FeatureMap != ActivationKind.Identity)
+            return Refuse(a, "the compressed construction stores x x^T, which phi(k) q products are not linear in",
+                "use Construction.Full (or Smallest) for attention with a feature map");
+        var neurons = Math.Min(AttentionConstructions.FullNeurons(a),
+            construction == Construction.Full || a.FeatureMap != ActivationKind.Identity ? long.MaxValue : AttentionConstructions.CompressedNeurons(a));
+        var largest = neurons * Math.Max(a.InFeatures, a.OutputWidth);
+        if (largest > int.MaxValue || neurons * neurons > (long)int.MaxValue)
+            return Refuse(a, $"its gated RNN would have {neurons:N0} recurrent neurons, and its weight tensors would exceed 2^31 - 1 elements",
+                "keep this node as attention, or use fewer heads or smaller key and value widths");
         return null;
     }
 
@@ -114,17 +127,13 @@ public static class LowerAttention
         var product = Add(new Gate(Name("output"), outputValue, outputQuery));
         var readout = Add(new Projection(a.Name, product, m, a.OutputWidth, false, new ProjectionWeights(DoubleTensor.Matrix(layer.Readout), null)));
         var formula = AttentionConstructions.Parameters(a, chosen);
-        var formulaNeurons = chosen == Construction.Compressed ? AttentionConstructions.CompressedNeurons(a) : AttentionConstructions.FullNeurons(a);
+        var formulaNeurons = (int)(chosen == Construction.Compressed ? AttentionConstructions.CompressedNeurons(a) : AttentionConstructions.FullNeurons(a));
         var parameters = before.Sum(name => ParameterCounts.Of(emitter.NodeNamed(name)));
         return (readout, new LoweredAttention(a.Name, chosen, n, m, parameters, formulaNeurons, formula, before));
     }
 
     private static Construction Choose(Attention a, Construction wanted) => wanted switch
     {
-        Construction.Compressed when a.FeatureMap != ActivationKind.Identity =>
-            throw new GraphException(new Diagnostic("not lowered", a.Name, a.Describe(),
-                "use Construction.Full (or Smallest) for attention with a feature map",
-                Received: "the compressed construction stores x x^T, which phi(k) q products are not linear in")),
         // fewer neurons, then fewer parameters; full when both tie
         Construction.Smallest => a.FeatureMap == ActivationKind.Identity
                                  && (AttentionConstructions.CompressedNeurons(a), AttentionConstructions.Parameters(a, Construction.Compressed))
