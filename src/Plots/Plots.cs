@@ -87,10 +87,12 @@ public static class Plots
         if (list.Count == 0) throw new ArgumentException("no series to draw. Fix: give at least one series.", nameof(series));
         if (list.Any(s => s is null)) throw new ArgumentNullException(nameof(series), "a series is null");
         var plot = new Plot();
+        double lowest = double.PositiveInfinity, highest = double.NegativeInfinity;
         foreach (var s in list)
         {
             var points = s.X.Zip(s.Y).Where(p => double.IsFinite(p.First) && double.IsFinite(p.Second) && (!logY || p.Second > 0))
                 .Select(p => (p.First, logY ? Math.Log10(p.Second) : p.Second)).ToArray();
+            foreach (var (_, y) in points) (lowest, highest) = (Math.Min(lowest, y), Math.Max(highest, y));
             var line = plot.Add.Scatter(points.Select(p => p.First).ToArray(), points.Select(p => p.Item2).ToArray());
             line.LegendText = s.Name;
             line.MarkerSize = points.Length > 40 ? 0 : 5;
@@ -98,12 +100,14 @@ public static class Plots
         }
         if (logY)
         {
-            // values are drawn as log10(y): label the ticks with y itself, at whole powers of ten, minor ticks between
+            // values are drawn as log10(y): label the ticks with y itself, at whole powers of ten (minor ticks between)
+            // when the data span two decades or more, else wherever the automatic ticks fall
+            var decades = highest - lowest >= 2;
             var ticks = new ScottPlot.TickGenerators.NumericAutomatic
             {
                 MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
-                IntegerTicksOnly = true,
-                LabelFormatter = y => Math.Pow(10, y).ToString("0.#e0", CultureInfo.InvariantCulture),
+                IntegerTicksOnly = decades,
+                LabelFormatter = y => Math.Pow(10, y).ToString(decades ? "0.#e0" : "G2", CultureInfo.InvariantCulture),
             };
             plot.Axes.Left.TickGenerator = ticks;
         }
