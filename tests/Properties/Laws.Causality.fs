@@ -17,8 +17,6 @@ open Duality.Testing.Generators
 
 let config = { FsCheckConfig.defaultConfig with maxTest = 100; endSize = 64 }
 
-let private causal (g: Graph) = g.Nodes |> Seq.forall (function :? Attention as a -> a.Causal | _ -> true)
-
 /// Steps [0, t) of every output.
 let private before t (y: Sequence) = Array3D.init (Array3D.length1 y) t (Array3D.length3 y) (fun b s f -> y.[b, s, f])
 

@@ -301,8 +301,6 @@ let private hostileGraphs () =
         Gen.sampleWithSeed (FsCheck.Rnd(11UL, 3UL)) 30 10 architecture |> Array.mapi (fun i a -> sprintf "generated %d" i, build a) |> List.ofArray
     fixedGraphs () @ generated |> List.map (fun (n, g) -> n, InitializeWeights.Run(g, 3, WeightInit.Perturbed))
 
-let private causal (g: Graph) = g.Nodes |> Seq.forall (function :? Attention as a -> a.Causal | _ -> true)
-
 /// Every case of one graph: (label, expected, run).
 let private hostileCases (name: string, g: Graph) =
     let inputs batch time = let r = Random(5) in g.InputNodes |> Seq.map (fun i -> randomSequence r batch time i.Features 1.0) |> Array.ofSeq

@@ -18,8 +18,6 @@ open Duality.Testing.Generators
 
 let config = { FsCheckConfig.defaultConfig with maxTest = 150; endSize = 64 }
 
-let private causal (g: Graph) = g.Nodes |> Seq.forall (function :? Attention as a -> a.Causal | _ -> true)
-
 let private outputsLike (g: Graph) batch time =
     g.Outputs |> Seq.map (fun o -> Array3D.zeroCreate<double> batch time g.Widths.[o.Index]) |> Array.ofSeq
 

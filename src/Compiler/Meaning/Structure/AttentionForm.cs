@@ -39,19 +39,18 @@ internal static class AttentionForm
     /// <summary>The attention the layer computes, or why there is none.</summary>
     internal static (Attention? Attention, Mismatch Why) Of(GatedLayer layer)
     {
-        const double tolerance = 0;
         if (NonFinite(layer) is { } node)
             return (null, new($"{node} holds a NaN or infinite weight", "fix the weights (a diverged training run?) before raising"));
         int n = layer.Neurons, d = layer.InputValue.InFeatures, decayed = layer.Decay?.Memory.Width ?? 0;
         var lambdas = layer.Eigenvalues();
-        var isQuery = lambdas.Select(l => Math.Abs(l.Re) <= tolerance && Math.Abs(l.Im) <= tolerance).ToArray();
+        var isQuery = lambdas.Select(l => l.Re == 0 && l.Im == 0).ToArray();
         var memory = Enumerable.Range(0, n).Where(i => !isQuery[i]).ToArray();
         if (memory.Length == 0) return (null, new("no neuron has a non-zero eigenvalue, so nothing is remembered", "this layer is feed-forward"));
         if (decayed > 0 && memory.Any(i => i >= decayed))
             return (null, new("neurons of fixed non-zero eigenvalue sit beside neurons with an input-dependent decay; one attention has one kind of decay",
                 "give the neurons after the decayed ones eigenvalue 0 (queries)"));
         var gamma = lambdas[memory[0]];
-        if (memory.Any(i => Math.Abs(lambdas[i].Re - gamma.Re) > tolerance || Math.Abs(lambdas[i].Im - gamma.Im) > tolerance))
+        if (memory.Any(i => lambdas[i] != gamma))
             return (null, new("memory neurons have different eigenvalues; one attention has one decay", "split the layer by eigenvalue"));
         var (decayRows, decayOf) = DecayClasses(layer, n);
         var magnitude = Math.Sqrt(gamma.Re * gamma.Re + gamma.Im * gamma.Im);
@@ -62,24 +61,22 @@ internal static class AttentionForm
         double[] Row(Projection p, int i) => Enumerable.Range(0, d).Select(c => p.Weights!.Weight[i, c]).ToArray();
         double Bias(Projection p, int i) => p.Weights!.Bias is { } b ? b[i] : 0;
         // zero relative to the largest weight (or bias) of the same projection
-        var (valueZero, keyZero) = (tolerance, tolerance);
-        bool IsZero(double[] v, double zero) => v.All(x => Math.Abs(x) <= zero);
+        bool IsZero(double[] v) => v.All(x => x == 0);
         // query neurons: h = scale * phi(row . x), a constant factor times a bias-free one (phi on the gating side only)
         var query = new (double[] Row, double Scale)[n];
         foreach (var i in Enumerable.Range(0, n).Where(i => isQuery[i]))
         {
             var (value, valueBias, key, keyBias) = (Row(layer.InputValue, i), Bias(layer.InputValue, i), Row(layer.InputKey, i), Bias(layer.InputKey, i));
-            if (IsZero(value, valueZero) && Math.Abs(keyBias) <= keyZero) query[i] = (key, valueBias);
-            else if (phi == ActivationKind.Identity && IsZero(key, keyZero) && Math.Abs(valueBias) <= valueZero) query[i] = (value, keyBias);
+            if (IsZero(value) && keyBias == 0) query[i] = (key, valueBias);
+            else if (phi == ActivationKind.Identity && IsZero(key) && valueBias == 0) query[i] = (value, keyBias);
             else return (null, new($"query neuron {i} (lambda = 0) is not a constant times a bias-free projection", "give one factor only a bias and the other none"));
         }
         foreach (var i in memory)
-            if (Math.Abs(Bias(layer.InputValue, i)) > valueZero || Math.Abs(Bias(layer.InputKey, i)) > keyZero)
+            if (Bias(layer.InputValue, i) != 0 || Bias(layer.InputKey, i) != 0)
                 return (null, new($"memory neuron {i} has a bias in its input gate; attention has no constant term", "remove the biases of memory neurons"));
         var pairs = new List<PairHead>();
         var (bg, bx, readout) = (layer.OutputValue.Weights!.Weight.Data, layer.OutputQuery.Weights!.Weight.Data, layer.Readout.Weights!.Weight);
         int outputs = layer.Readout.OutFeatures;
-        var (gZero, xZero) = (tolerance, tolerance);
         bool insidePhi = phi != ActivationKind.Identity;
         // vectors are made unit vectors, their scales moved to the output column (keys and queries inside a feature map
         // keep theirs); each memory neuron's factors once, whichever output neurons read it
@@ -99,20 +96,20 @@ internal static class AttentionForm
             bool gOnMemory = false, gOnQuery = false, xOnMemory = false, xOnQuery = false;
             for (int k = 0, at = m * n; k < n; k++, at++)
             {
-                if (Math.Abs(bg[at]) > gZero) (gOnQuery, gOnMemory) = (gOnQuery || isQuery[k], gOnMemory || !isQuery[k]);
-                if (Math.Abs(bx[at]) > xZero) (xOnQuery, xOnMemory) = (xOnQuery || isQuery[k], xOnMemory || !isQuery[k]);
+                if (bg[at] != 0) (gOnQuery, gOnMemory) = (gOnQuery || isQuery[k], gOnMemory || !isQuery[k]);
+                if (bx[at] != 0) (xOnQuery, xOnMemory) = (xOnQuery || isQuery[k], xOnMemory || !isQuery[k]);
             }
-            var (memoryRow, queryRow, memoryZero, queryZero) = !gOnQuery && !xOnMemory ? (bg, bx, gZero, xZero)
-                : !gOnMemory && !xOnQuery ? (bx, bg, xZero, gZero)
-                : (null, null, 0.0, 0.0);
+            var (memoryRow, queryRow) = !gOnQuery && !xOnMemory ? (bg, bx)
+                : !gOnMemory && !xOnQuery ? (bx, bg)
+                : (null, null);
             if (memoryRow is null || queryRow is null)
                 return (null, new($"output neuron {m} does not multiply memory neurons by query neurons", "let one output factor read only lambda != 0 neurons and the other only lambda = 0 neurons"));
             memoryNeurons.Clear();
             queryNeurons.Clear();
             for (int k = 0, at = m * n; k < n; k++, at++)
             {
-                if (Math.Abs(memoryRow[at]) > memoryZero && !isQuery[k]) memoryNeurons.Add(k);
-                if (Math.Abs(queryRow[at]) > queryZero) queryNeurons.Add(k);
+                if (memoryRow[at] != 0 && !isQuery[k]) memoryNeurons.Add(k);
+                if (queryRow[at] != 0) queryNeurons.Add(k);
             }
             if (insidePhi && queryNeurons.Count > 1)
                 return (null, new($"output neuron {m} mixes several query neurons under a feature map", "select one query neuron per output neuron"));
@@ -132,7 +129,7 @@ internal static class AttentionForm
         }
         var heads = Merge(pairs.Where(p => p.Reads).ToList(), swappable: phi == ActivationKind.Identity);
         if (heads.Count == 0) heads = [new Head([new double[d]], [new double[d]], [new double[d]], new double[outputs, 1], decayRows.Count > 0 ? 0 : -1)];
-        return (Build(layer, heads, d, outputs, phi, magnitude, phase, decayRows, tolerance), default);
+        return (Build(layer, heads, d, outputs, phi, magnitude, phase, decayRows), default);
     }
 
 
@@ -250,7 +247,7 @@ internal static class AttentionForm
 
     /// <summary>One attention node; heads padded with zero rows to a common key and value width.</summary>
     private static Attention Build(GatedLayer layer, List<Head> heads, int d, int outputs, ActivationKind phi, double magnitude, double phase,
-        List<double[]> decayRows, double tolerance)
+        List<double[]> decayRows)
     {
         int count = heads.Count, dk = heads.Max(h => h.Keys.Count), dv = heads.Max(h => h.Values.Count);
         var (wq, wk, wv, wo) = (new double[count * dk, d], new double[count * dk, d], new double[count * dv, d], new double[outputs, count * dv]);
@@ -278,8 +275,8 @@ internal static class AttentionForm
             return new Attention(layer.Readout.Name, layer.Source, d, count, dk, dv, Causal: true, AttentionKernel.Linear, phi,
                 null, outputs, weights with { DecayWeight = DoubleTensor.Matrix(wd), DecayBias = DoubleTensor.Vector(bd) }, InputDependentDecay: true);
         }
-        var decay = Math.Abs(magnitude - 1) <= tolerance && Math.Abs(phase) <= tolerance ? (double?)null : magnitude;
-        var rotation = Math.Abs(phase) <= tolerance ? (double?)null : phase;
+        var decay = magnitude == 1 && phase == 0 ? (double?)null : magnitude;
+        var rotation = phase == 0 ? (double?)null : phase;
         return new Attention(layer.Readout.Name, layer.Source, d, count, dk, dv, Causal: true, AttentionKernel.Linear, phi,
             decay, outputs, weights, rotation);
     }
