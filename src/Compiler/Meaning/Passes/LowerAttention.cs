@@ -31,15 +31,15 @@ public static class LowerAttention
     public static Lowering Run(Graph graph, Construction construction = Construction.Smallest)
     {
         ArgumentNullException.ThrowIfNull(graph);
-        var refused = graph.Nodes.OfType<Attention>().Select(a => Refusal(a, construction)).OfType<Diagnostic>().ToList();
-        var lowerable = graph.Nodes.OfType<Attention>().Where(a => Refusal(a, construction) is null).ToList();
-        if (lowerable.Count == 0) return new Lowering(graph, [], refused);
+        var refusals = graph.Nodes.OfType<Attention>().ToDictionary(a => a.Name, a => Refusal(a, construction));
+        var refused = refusals.Values.OfType<Diagnostic>().ToList();
+        if (refused.Count == refusals.Count) return new Lowering(graph, [], refused);
         var emitter = new GraphEmitter(graph, nameof(LowerAttention));
         var reports = new List<LoweredAttention>();
         for (int i = 0; i < graph.Nodes.Count; i++)
         {
             var id = new NodeId(i);
-            if (graph[id] is Attention a && Refusal(a, construction) is null)
+            if (graph[id] is Attention a && refusals[a.Name] is null)
             {
                 var (output, report) = Emit(emitter, a with { Source = emitter.Mapped(a.Source) }, construction);
                 emitter.Replace(id, output);
