@@ -6,6 +6,8 @@ namespace Duality.Builders;
 /// <summary>Starts a graph: <c>Model.Input("x", 16).Projection(32)...Build()</c>.</summary>
 public static class Model
 {
+    /// A builder holding one <see cref="Ir.Input"/> named <paramref name="name"/>: sequences [batch, time, <paramref name="features"/>].
+    /// A non-positive width is reported by <see cref="SequenceBuilder.Build"/>.
     public static SequenceBuilder Input(string name, int features) => SequenceBuilder.Empty.Input(name, features);
 }
 
@@ -41,8 +43,14 @@ public sealed class SequenceBuilder
     /// <summary>The nodes built so far, in construction order.</summary>
     public IReadOnlyList<Node> Nodes => draft.Nodes;
 
+    /// Adds another graph input named <paramref name="name"/> (in the current scope), [batch, time, <paramref name="features"/>],
+    /// and continues from it; combine it with earlier nodes through <see cref="ConcatWith"/> or <see cref="Add(string, string?)"/>.
     public SequenceBuilder Input(string name, int features) => Append(new Input(Scoped(name), features));
 
+    /// y_t = W x_t + b at every step, W [<paramref name="outFeatures"/>, In], b [<paramref name="outFeatures"/>] (none when
+    /// <paramref name="bias"/> is false). In is the current width unless <paramref name="inFeatures"/> is given; given
+    /// <paramref name="weights"/> are used as they are, otherwise they are drawn when compiling. Shape problems
+    /// (a width below 1, weights of the wrong shape) are reported by <see cref="Build"/> in its <see cref="GraphException"/>.
     public SequenceBuilder Projection(int outFeatures, bool bias = true, string? name = null, ProjectionWeights? weights = null,
         int? inFeatures = null) =>
         Append(new Projection(Name(name, "projection"), Current, inFeatures ?? WidthOrZero, outFeatures, bias, weights));
@@ -104,13 +112,19 @@ public sealed class SequenceBuilder
         Append(new Attention(Name(name, "attention"), Current, WidthOrZero, heads, keyWidth, valueWidth, causal, kernel,
             featureMap, decay, outFeatures, weights, decayPhase, inputDependentDecay));
 
+    /// y = f(x) elementwise, f given by <paramref name="kind"/>; the default name is the kind in lower case.
     public SequenceBuilder Activation(ActivationKind kind, string? name = null) =>
         Append(new Activation(Name(name, kind.ToString().ToLowerInvariant()), Current, kind));
 
+    /// y = 1 / (1 + e^-x) elementwise.
     public SequenceBuilder Sigmoid(string? name = null) => Activation(ActivationKind.Sigmoid, name);
+    /// y = x sigmoid(x) elementwise.
     public SequenceBuilder SiLU(string? name = null) => Activation(ActivationKind.SiLU, name);
+    /// y = x Phi(x) elementwise, Phi the standard normal distribution function.
     public SequenceBuilder GELU(string? name = null) => Activation(ActivationKind.GELU, name);
+    /// y = tanh(x) elementwise.
     public SequenceBuilder Tanh(string? name = null) => Activation(ActivationKind.Tanh, name);
+    /// y = max(0, x) elementwise.
     public SequenceBuilder ReLU(string? name = null) => Activation(ActivationKind.ReLU, name);
 
     /// <summary>x + body(x). The block's nodes live under the block's name, which the sum itself takes.</summary>
@@ -135,6 +149,8 @@ public sealed class SequenceBuilder
     /// <summary>[branch1(x); branch2(x); ...] along features.</summary>
     public SequenceBuilder Concat(params Func<SequenceBuilder, SequenceBuilder>[] branches) => Concat(null, branches);
 
+    /// [branch1(x); branch2(x); ...] along features, the node named <paramref name="name"/>; branch i builds under
+    /// "name/i". With no branches, <see cref="Build"/> reports an empty concat.
     public SequenceBuilder Concat(string? name, params Func<SequenceBuilder, SequenceBuilder>[] branches)
     {
         ArgumentNullException.ThrowIfNull(branches);
@@ -157,15 +173,22 @@ public sealed class SequenceBuilder
         return Append(new Concat(Name(null, "concat"), new[] { Current }.Concat(others.Select(Resolve)).ToValueList()));
     }
 
+    /// y = x[..., start : start + length], features <paramref name="start"/> to <paramref name="start"/> + <paramref name="length"/> - 1;
+    /// a range outside the current width is reported by <see cref="Build"/>.
     public SequenceBuilder Slice(int start, int length, string? name = null) =>
         Append(new Slice(Name(name, "slice"), Current, start, length));
 
+    /// y = (x - mean) / sqrt(var + <paramref name="epsilon"/>) * g + b over the features (biased variance); g and b
+    /// [width], present when <paramref name="affine"/> (initially 1 and 0, or taken from <paramref name="weights"/>).
     public SequenceBuilder LayerNorm(double epsilon = 1e-5, bool affine = true, string? name = null, NormWeights? weights = null) =>
         Append(new LayerNorm(Name(name, "layernorm"), Current, WidthOrZero, epsilon, affine, weights));
 
+    /// y = x / sqrt(mean(x^2) + <paramref name="epsilon"/>) * g over the features; g [width], present when
+    /// <paramref name="affine"/> (initially 1, or taken from <paramref name="weights"/>).
     public SequenceBuilder RmsNorm(double epsilon = 1e-6, bool affine = true, string? name = null, NormWeights? weights = null) =>
         Append(new RmsNorm(Name(name, "rmsnorm"), Current, WidthOrZero, epsilon, affine, weights));
 
+    /// y = <paramref name="factor"/> * x; a factor that is not finite is reported by <see cref="Build"/>.
     public SequenceBuilder Scale(double factor, string? name = null) => Append(new Scale(Name(name, "scale"), Current, factor));
 
     /// <summary>Names every node built inside <paramref name="body"/> under "<paramref name="name"/>/".</summary>

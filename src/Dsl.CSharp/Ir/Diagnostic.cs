@@ -3,7 +3,14 @@ using System.Text;
 namespace Duality.Ir;
 
 /// <summary>Whether a diagnostic stops a graph from being built (an error) or is reported beside it (a warning).</summary>
-public enum Severity { Error, Warning }
+public enum Severity
+{
+    /// <summary>The graph is not built; the diagnostic is thrown in a <see cref="GraphException"/>.</summary>
+    Error,
+
+    /// <summary>The graph is built and keeps the diagnostic in <see cref="Graph.Warnings"/>.</summary>
+    Warning,
+}
 
 /// <summary>
 /// One problem with a graph, located at a node (by its path) and phrased for the person who wrote it:
@@ -13,6 +20,8 @@ public enum Severity { Error, Warning }
 public sealed record Diagnostic(string Problem, string NodePath, string NodeDescription, string Hint,
     string? Expected = null, string? Received = null, string? ReceivedFrom = null, Severity Severity = Severity.Error)
 {
+    /// The diagnostic as shown to users: "problem at 'path' (description)", then the expected and received shapes
+    /// when known (with the node the received shape came from), then "hint: ...". A warning starts with "warning: ".
     public override string ToString()
     {
         var text = new StringBuilder(Severity == Severity.Warning ? "warning: " : "")
@@ -32,11 +41,14 @@ public sealed record Diagnostic(string Problem, string NodePath, string NodeDesc
 /// <summary>Every problem found in a graph, thrown once at the API boundary.</summary>
 public sealed class GraphException : Exception
 {
+    /// The exception for <paramref name="diagnostics"/>, its message "N problems in the graph:" followed by each one.
     public GraphException(IReadOnlyList<Diagnostic> diagnostics)
         : base(Render(diagnostics)) => Diagnostics = diagnostics;
 
+    /// The exception for one <paramref name="diagnostic"/>.
     public GraphException(Diagnostic diagnostic) : this([diagnostic]) { }
 
+    /// Every problem found, in the order the graph was checked (node by node, then the outputs).
     public IReadOnlyList<Diagnostic> Diagnostics { get; }
 
     private static string Render(IReadOnlyList<Diagnostic> diagnostics) =>

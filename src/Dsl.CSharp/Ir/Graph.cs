@@ -21,10 +21,14 @@ public sealed class Graph : IEquatable<Graph>
         Inputs = nodes.Select((n, i) => (n, i)).Where(p => p.n is Input).Select(p => new NodeId(p.i)).ToValueList();
     }
 
+    /// Every node in construction order; a node's <see cref="NodeId"/> is its index here, and it reads only earlier nodes.
     public ValueList<Node> Nodes { get; }
 
+    /// The output nodes, in the order a compiled model and the reference evaluator return them.
     public ValueList<NodeId> Outputs { get; }
 
+    /// The <see cref="Input"/> nodes, in construction order: the order inputs are passed to a compiled model
+    /// and to the reference evaluator.
     public ValueList<NodeId> Inputs { get; }
 
     /// <summary>The feature width each node produces, by index.</summary>
@@ -37,8 +41,12 @@ public sealed class Graph : IEquatable<Graph>
     /// </summary>
     public ValueList<Diagnostic> Warnings { get; }
 
+    /// The node at <paramref name="id"/>.
+    /// <exception cref="GraphException"><paramref name="id"/> is not a node of this graph.</exception>
     public Node this[NodeId id] => Nodes[Check(id).Index];
 
+    /// The feature width the node at <paramref name="id"/> produces: its output is [batch, time, width].
+    /// <exception cref="GraphException"><paramref name="id"/> is not a node of this graph.</exception>
     public int WidthOf(NodeId id) => Widths[Check(id).Index];
 
     private NodeId Check(NodeId id) =>
@@ -47,14 +55,18 @@ public sealed class Graph : IEquatable<Graph>
             : throw new GraphException(new Diagnostic("unknown node", id.ToString(), $"not in this graph of {Nodes.Count} nodes",
                 $"use an id from #0 to #{Nodes.Count - 1}, or IdOf(name)"));
 
+    /// True when a node has the path <paramref name="name"/> (false for null).
     public bool Contains(string name) => name is not null && byName.ContainsKey(name);
 
+    /// The id of the node with the path <paramref name="name"/>.
+    /// <exception cref="GraphException">No node has that path; the message lists the first twelve paths.</exception>
     public NodeId IdOf(string name) =>
         name is not null && byName.TryGetValue(name, out var id)
             ? id
             : throw new GraphException(new Diagnostic("unknown node", name ?? "(null)", "not in this graph",
                 $"use one of: {string.Join(", ", Nodes.Select(n => n.Name).Take(12))}{(Nodes.Count > 12 ? ", ..." : "")}"));
 
+    /// The <see cref="Input"/> nodes themselves, in the order of <see cref="Inputs"/>.
     public IEnumerable<Input> InputNodes => Inputs.Select(i => (Input)this[i]);
 
     /// <summary>True when every node carries the weights it needs (the reference evaluator requires it).</summary>
@@ -123,11 +135,15 @@ public sealed class Graph : IEquatable<Graph>
         return mapped.Where((n, i) => !ReferenceEquals(n, Nodes[i])).Any() ? Create(mapped, Outputs) : this;
     }
 
+    /// True when both graphs have equal nodes (weights included, compared by value) and the same outputs;
+    /// warnings follow from the nodes and are not compared.
     public bool Equals(Graph? other) =>
         other is not null && (ReferenceEquals(this, other) || (Nodes.Equals(other.Nodes) && Outputs.Equals(other.Outputs)));
 
+    /// True when <paramref name="obj"/> is a <see cref="Graph"/> equal to this one (see <see cref="Equals(Graph)"/>).
     public override bool Equals(object? obj) => obj is Graph other && Equals(other);
 
+    /// A hash of the nodes and outputs, consistent with <see cref="Equals(Graph)"/>.
     public override int GetHashCode() => HashCode.Combine(Nodes, Outputs);
 
     /// <summary>A table of nodes, kinds, output shapes and parameter counts, with totals, then the warnings.</summary>

@@ -1,13 +1,56 @@
 namespace Duality.Ir;
 
 /// <summary>Elementwise nonlinearities; <c>Identity</c> means none.</summary>
-public enum ActivationKind { Identity, Sigmoid, SiLU, GELU, Tanh, ReLU, EluPlusOne }
+public enum ActivationKind
+{
+    /// <summary>f(x) = x.</summary>
+    Identity,
+
+    /// <summary>f(x) = 1 / (1 + e^-x).</summary>
+    Sigmoid,
+
+    /// <summary>f(x) = x sigmoid(x).</summary>
+    SiLU,
+
+    /// <summary>f(x) = x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, the exact form (not the tanh approximation).</summary>
+    GELU,
+
+    /// <summary>f(x) = tanh(x).</summary>
+    Tanh,
+
+    /// <summary>f(x) = max(0, x).</summary>
+    ReLU,
+
+    /// <summary>f(x) = elu(x) + 1: x + 1 for x &gt; 0, e^x otherwise; positive, a linear attention's usual feature map.</summary>
+    EluPlusOne,
+}
 
 /// <summary>A recurrence's state: real, or complex (kept as real and imaginary parts).</summary>
-public enum StateKind { Real, Complex }
+public enum StateKind
+{
+    /// <summary>h [Width], lambda [Width].</summary>
+    Real,
+
+    /// <summary>h and lambda [Width, 2], [re, im] per neuron; h_t = lambda h_{t-1} + u_t in complex arithmetic, u_t fed to the real part.</summary>
+    Complex,
+}
 
 /// <summary>What a complex recurrence emits: its real part [width], or [re; im] [2 width].</summary>
-public enum ComplexReadout { RealPart, RealAndImaginary }
+public enum ComplexReadout
+{
+    /// <summary>y_t = Re h_t, [Width] features.</summary>
+    RealPart,
+
+    /// <summary>y_t = [Re h_t; Im h_t], [2 Width] features.</summary>
+    RealAndImaginary,
+}
 
 /// <summary>Linear (no softmax, no normalisation) or scaled dot-product softmax attention.</summary>
-public enum AttentionKernel { Linear, Softmax }
+public enum AttentionKernel
+{
+    /// <summary>y_t = sum_s w(t, s) (phi(k_s) . phi(q_t)) v_s: no softmax, no normalisation; the causal form is a recurrence.</summary>
+    Linear,
+
+    /// <summary>y_t = sum_s softmax_s(k_s . q_t / sqrt(KeyWidth)) v_s.</summary>
+    Softmax,
+}

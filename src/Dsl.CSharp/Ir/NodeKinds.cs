@@ -11,6 +11,8 @@ public static class NodeKinds
         typeof(Scale),
     ];
 
+    /// The node record types: the twelve kinds the IR started with in a fixed order (Input, Projection, Gate,
+    /// LinearRecurrence, Attention, Activation, Add, Concat, Slice, LayerNorm, RmsNorm, Scale), then later kinds by name.
     public static readonly IReadOnlyList<Type> All = typeof(Node).Assembly.GetTypes()
         .Where(t => t.IsPublic && t.IsSealed && t.IsSubclassOf(typeof(Node)))
         .OrderBy(t => Array.IndexOf(First, t) is var i && i >= 0 ? i : First.Length)

@@ -5,8 +5,10 @@ namespace Duality.Ir;
 /// <summary>Trainable scalars per node, from hyper-parameters alone (no weights needed).</summary>
 public static class ParameterCounts
 {
+    /// The trainable scalars of <paramref name="node"/>, from its hyper-parameters (for a projection In*Out, plus Out with a bias).
     public static long Of(Node node) => node.CountParameters();
 
+    /// The sum of <see cref="Of"/> over every node of <paramref name="graph"/>.
     public static long Total(Graph graph) => graph.Nodes.Sum(Of);
 
     /// <summary>A table: node, kind, output shape, parameters; then the totals and the graph's warnings.</summary>

@@ -30,7 +30,9 @@ namespace Duality.Persistence;
 /// </summary>
 public static class GraphFile
 {
+    /// The value of "format" in a graph file's metadata.
     public const string Format = "duality-graph";
+    /// The version this library writes; it reads versions 1 and 2.
     public const int Version = 2;
 
     /// <summary>The largest header a file may declare (as safetensors readers allow).</summary>
@@ -39,6 +41,10 @@ public static class GraphFile
     private const string Damaged = "the file is damaged or not a graph file; use a backup or save the graph again";
     private const string Truncated = "the file is truncated; use a backup or save the graph again";
 
+    /// Writes <paramref name="graph"/>, weights included, to <paramref name="path"/> in the layout above, replacing
+    /// any file there only once the new one is complete.
+    /// <exception cref="ArgumentNullException"><paramref name="graph"/> or <paramref name="path"/> is null.</exception>
+    /// <exception cref="GraphFileException">The file cannot be written (folder missing, no permission, header too large).</exception>
     public static void Save(Graph graph, string path)
     {
         ArgumentNullException.ThrowIfNull(graph);
@@ -65,6 +71,11 @@ public static class GraphFile
         FileWriting.ReplaceAtomically(path, lengthPrefix, headerBytes, data);
     }
 
+    /// Reads the graph saved at <paramref name="path"/> (version 1 or 2), checking layout, checksum and every field.
+    /// <exception cref="ArgumentNullException"><paramref name="path"/> is null.</exception>
+    /// <exception cref="GraphFileException">The file is missing, unreadable, truncated, damaged or not a graph file; the
+    /// message names the problem and a fix.</exception>
+    /// <exception cref="GraphException">The file is intact but the graph it holds does not verify.</exception>
     public static Graph Load(string path)
     {
         ArgumentNullException.ThrowIfNull(path);

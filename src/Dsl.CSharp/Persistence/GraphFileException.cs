@@ -21,10 +21,13 @@ public sealed class GraphFileException : Exception
     public static GraphFileException CannotWrite(string path, string problem, string hint, Exception? inner = null) =>
         new("write", path, problem, hint, inner);
 
+    /// The path of the file, as given.
     public string Path { get; }
 
+    /// What is wrong, such as "the file is truncated".
     public string Problem { get; }
 
+    /// What to do about it.
     public string Hint { get; }
 }
 

@@ -27,6 +27,9 @@ public static class ReferenceEvaluator
         return graph.Outputs.Select(o => values[o.Index]).ToArray();
     }
 
+    /// The outputs by node path, given each input by its node path; sequences are double[batch, time, features].
+    /// <exception cref="ArgumentException">An input of the graph is missing from <paramref name="inputs"/>, or has the wrong number of features.</exception>
+    /// <exception cref="GraphException">A node carries no weights (initialise them with <c>InitializeWeights.Run</c>).</exception>
     public static IReadOnlyDictionary<string, double[,,]> Evaluate(Graph graph, IReadOnlyDictionary<string, double[,,]> inputs)
     {
         var ordered = graph.InputNodes.Select(n => inputs.TryGetValue(n.Name, out var x)

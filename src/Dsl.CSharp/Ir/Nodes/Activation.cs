@@ -5,8 +5,11 @@ namespace Duality.Ir;
 /// <summary>y = f(x) elementwise.</summary>
 public sealed record Activation(string Name, NodeId Source, ActivationKind Kind) : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
+    /// <inheritdoc/>
     public override string Describe() => $"Activation {Kind}";
 
     internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width) =>

@@ -5,8 +5,11 @@ namespace Duality.Ir;
 /// <summary>y = a + b (a residual connection when one side is the other's ancestor).</summary>
 public sealed record Add(string Name, NodeId Left, NodeId Right) : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => ValueList.Of(Left, Right);
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Left) == Left && map(Right) == Right ? this : this with { Left = map(Left), Right = map(Right) };
+    /// <inheritdoc/>
     public override string Describe() => "Add";
 
     internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width) =>

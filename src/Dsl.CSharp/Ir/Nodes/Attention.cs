@@ -26,9 +26,12 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
     double? DecayPhase = null,
     bool InputDependentDecay = false) : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
 
+    /// <inheritdoc/>
     public override string Describe()
     {
         var kind = Kernel switch { AttentionKernel.Linear => "linear", AttentionKernel.Softmax => "softmax", _ => $"kernel {Kernel}" };
@@ -41,11 +44,16 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
         return $"Attention {InFeatures} ({causal} {kind}, {Heads} x (k {KeyWidth}, v {ValueWidth}){extras})";
     }
 
+    /// <inheritdoc/>
     public override bool HasWeights => Weights is not null;
 
     /// <summary>Width of the output: OutFeatures with an output projection, else Heads ValueWidth.</summary>
     public int OutputWidth => OutFeatures ?? Heads * ValueWidth;
 
+    /// Query and Key [Heads*KeyWidth, InFeatures], Value [Heads*ValueWidth, InFeatures] (head-major rows: rows
+    /// h*KeyWidth .. (h+1)*KeyWidth-1 belong to head h), each drawn N(0, 1/InFeatures); with OutFeatures, Output
+    /// [OutFeatures, Heads*ValueWidth] ~ N(0, 1/(Heads*ValueWidth)); with an input-dependent decay, DecayWeight
+    /// [Heads, InFeatures] ~ N(0, 1/InFeatures) and DecayBias [Heads] ~ U(1, 4).
     public override IReadOnlyList<WeightSlot> WeightSlots
     {
         get
@@ -231,5 +239,14 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
     }
 }
 
+/// The weights of an <see cref="Attention"/> node, float64, rows head-major (rows h*KeyWidth .. (h+1)*KeyWidth-1
+/// belong to head h).
+/// <param name="Query">W_Q [Heads*KeyWidth, InFeatures].</param>
+/// <param name="Key">W_K [Heads*KeyWidth, InFeatures].</param>
+/// <param name="Value">W_V [Heads*ValueWidth, InFeatures].</param>
+/// <param name="Output">W_O [OutFeatures, Heads*ValueWidth] (columns h*ValueWidth .. (h+1)*ValueWidth-1 read head h);
+/// null when the attention has no output projection.</param>
+/// <param name="DecayWeight">w [Heads, InFeatures] of an input-dependent decay sigmoid(w_h . x_t + b_h); null otherwise.</param>
+/// <param name="DecayBias">b [Heads] of an input-dependent decay; null otherwise.</param>
 public sealed record AttentionWeights(DoubleTensor Query, DoubleTensor Key, DoubleTensor Value, DoubleTensor? Output,
     DoubleTensor? DecayWeight = null, DoubleTensor? DecayBias = null);

@@ -14,11 +14,17 @@ namespace Duality.Ir
 public sealed record CausalConv1d(string Name, NodeId Source, int Width, int KernelSize, bool Bias = true,
     ConvolutionWeights? Weights = null) : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
+    /// <inheritdoc/>
     public override string Describe() => $"CausalConv1d {Width} (kernel {KernelSize}{(Bias ? "" : ", no bias")})";
+    /// <inheritdoc/>
     public override bool HasWeights => Weights is not null;
 
+    /// Weight [Width, KernelSize] (tap i weighs the step i back) and, with Bias, Bias [Width]; both drawn
+    /// U(-1/sqrt(KernelSize), 1/sqrt(KernelSize)).
     public override IReadOnlyList<WeightSlot> WeightSlots
     {
         get

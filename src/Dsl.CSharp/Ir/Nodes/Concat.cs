@@ -5,8 +5,11 @@ namespace Duality.Ir;
 /// <summary>y = [a; b; ...] along features.</summary>
 public sealed record Concat(string Name, ValueList<NodeId> Parts) : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => Parts ?? ValueList<NodeId>.Empty;
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => Parts.All(p => map(p) == p) ? this : this with { Parts = Parts.Select(map).ToValueList() };
+    /// <inheritdoc/>
     public override string Describe() => $"Concat of {Parts?.Count ?? 0}";
 
     internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width)

@@ -6,8 +6,11 @@ namespace Duality.Ir;
 public sealed record Gate(string Name, NodeId Value, NodeId Gating, ActivationKind Activation = ActivationKind.Identity)
     : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => ValueList.Of(Value, Gating);
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Value) == Value && map(Gating) == Gating ? this : this with { Value = map(Value), Gating = map(Gating) };
+    /// <inheritdoc/>
     public override string Describe() =>
         Activation == ActivationKind.Identity ? "Gate (product)" : $"Gate (value * {Activation}(gate))";
 

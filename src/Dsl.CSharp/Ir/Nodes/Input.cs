@@ -3,8 +3,11 @@ namespace Duality.Ir;
 /// <summary>A named graph input x: [batch, time, Features].</summary>
 public sealed record Input(string Name, int Features) : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => ValueList<NodeId>.Empty;
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => this;
+    /// <inheritdoc/>
     public override string Describe() => $"Input {Features}";
 
     internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width) =>

@@ -9,11 +9,16 @@ namespace Duality.Ir;
 public sealed record LayerNorm(string Name, NodeId Source, int Width, double Epsilon = 1e-5, bool Affine = true,
     NormWeights? Weights = null) : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
+    /// <inheritdoc/>
     public override string Describe() => $"LayerNorm {Width}";
+    /// <inheritdoc/>
     public override bool HasWeights => !Affine || Weights is not null;
 
+    /// When Affine: Gain [Width] (1; perturbed U(0.5, 1.5)) and Bias [Width] (0; perturbed U(-0.5, 0.5)); none otherwise.
     public override IReadOnlyList<WeightSlot> WeightSlots => Affine
         ? [new WeightSlot("Gain", [Width], new WeightDraw.Constant(1, 0.5, 1.5), Weights?.Gain),
            new WeightSlot("Bias", [Width], new WeightDraw.Constant(0, -0.5, 0.5), Weights?.Bias)]

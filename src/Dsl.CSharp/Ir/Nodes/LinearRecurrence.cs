@@ -18,9 +18,12 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
     DoubleTensor? Lambda = null,
     DoubleTensor? InitialState = null) : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => Decay is { } d ? ValueList.Of(Source, d) : ValueList.Of(Source);
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source && (Decay is null || map(Decay.Value) == Decay) ? this : this with { Source = map(Source), Decay = Decay is { } d ? map(d) : null };
 
+    /// <inheritdoc/>
     public override string Describe()
     {
         var state = State == StateKind.Complex ? "complex" : "real";
@@ -28,11 +31,15 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
         return $"LinearRecurrence {Width} ({state}, {lambda})";
     }
 
+    /// <inheritdoc/>
     public override bool HasWeights => Decay is not null || Lambda is not null;
 
     /// <summary>Width of the output: 2 Width for complex [re; im] readout, else Width.</summary>
     public int OutputWidth => State == StateKind.Complex && Readout == ComplexReadout.RealAndImaginary ? 2 * Width : Width;
 
+    /// Without a Decay branch, Lambda [Width] (real) or [Width, 2] (complex, [re, im] per neuron), drawn
+    /// lambda ~ U(0.5, 0.99), or r ~ U(0.5, 0.99) and theta ~ U(0, pi/4) when complex; then InitialState of the same
+    /// shape, never drawn (absent means a zero state).
     public override IReadOnlyList<WeightSlot> WeightSlots
     {
         get

@@ -4,11 +4,16 @@ namespace Duality.Ir;
 public sealed record Projection(string Name, NodeId Source, int InFeatures, int OutFeatures, bool Bias = true,
     ProjectionWeights? Weights = null) : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
+    /// <inheritdoc/>
     public override string Describe() => $"Projection {InFeatures} -> {OutFeatures}{(Bias ? "" : " (no bias)")}";
+    /// <inheritdoc/>
     public override bool HasWeights => Weights is not null;
 
+    /// Weight [OutFeatures, InFeatures] and, with Bias, Bias [OutFeatures]; both drawn U(-1/sqrt(InFeatures), 1/sqrt(InFeatures)).
     public override IReadOnlyList<WeightSlot> WeightSlots
     {
         get
@@ -62,4 +67,7 @@ public sealed record Projection(string Name, NodeId Source, int InFeatures, int 
     }
 }
 
+/// The weights of a <see cref="Projection"/>, float64.
+/// <param name="Weight">W [OutFeatures, InFeatures]: y = W x + b.</param>
+/// <param name="Bias">b [OutFeatures]; null when the projection has no bias.</param>
 public sealed record ProjectionWeights(DoubleTensor Weight, DoubleTensor? Bias);

@@ -5,8 +5,11 @@ namespace Duality.Ir;
 /// <summary>y = Factor * x.</summary>
 public sealed record Scale(string Name, NodeId Source, double Factor) : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
+    /// <inheritdoc/>
     public override string Describe() => $"Scale {Factor}";
 
     internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width) =>

@@ -3,8 +3,11 @@ namespace Duality.Ir;
 /// <summary>y = x[..., Start : Start + Length].</summary>
 public sealed record Slice(string Name, NodeId Source, int Start, int Length) : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
+    /// <inheritdoc/>
     public override string Describe() => $"Slice [{Start}, {(long)Start + Length})";
 
     internal override int? InferWidth(ShapeCheck check, Func<NodeId, int> width)
