@@ -5,7 +5,14 @@ using ScottPlot;
 namespace Duality.Plots;
 
 /// <summary>Which real number of an eigenvalue lambda a histogram counts.</summary>
-public enum EigenvaluePart { Modulus, Real }
+public enum EigenvaluePart
+{
+    /// <summary>|lambda|: the rate at which a neuron's state decays, rotation or not.</summary>
+    Modulus,
+
+    /// <summary>Re lambda (lambda itself for a real recurrence).</summary>
+    Real,
+}
 
 /// <summary>
 /// The library's pictures, each written as a PNG of the requested size with a title, labelled axes and, when
@@ -13,6 +20,7 @@ public enum EigenvaluePart { Modulus, Real }
 /// </summary>
 public static class Plots
 {
+    /// The picture's size in pixels when none is given: 800 by 500.
     public const int DefaultWidth = 800, DefaultHeight = 500;
 
     /// <summary>Training losses of one or several runs: step against loss, the loss on a log scale (non-positive or non-finite losses are left out).</summary>

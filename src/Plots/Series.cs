@@ -5,6 +5,9 @@ namespace Duality.Plots;
 /// <summary>One named curve: points (X[i], Y[i]), in order. Lists are copied, so a series does not change afterwards.</summary>
 public sealed class Series
 {
+    /// A series named <paramref name="name"/> through the points (x[i], y[i]).
+    /// <exception cref="ArgumentNullException"><paramref name="name"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="x"/> and <paramref name="y"/> differ in length (ParamName "y").</exception>
     public Series(string name, IEnumerable<double> x, IEnumerable<double> y)
     {
         ArgumentNullException.ThrowIfNull(name);
@@ -13,8 +16,11 @@ public sealed class Series
             throw new ArgumentException($"series '{name}' has {X.Count} x values and {Y.Count} y values; give one y per x.", nameof(y));
     }
 
+    /// The label in the legend.
     public string Name { get; }
+    /// The points' x values, in order.
     public IReadOnlyList<double> X { get; }
+    /// The points' y values, one per x.
     public IReadOnlyList<double> Y { get; }
 
     /// <summary>A series from (x, y) points.</summary>

@@ -8,12 +8,18 @@ namespace Duality;
 /// <summary>How to compile: element type, device, and the seed for weights the graph does not carry.</summary>
 public sealed record CompileOptions
 {
+    /// The element type of parameters and activations: Float32 (the default) or Float64.
     public ScalarType DType { get; init; } = ScalarType.Float32;
 
+    /// Where parameters live and forward passes run; null (the default) is the CPU.
     public Device? Device { get; init; }
 
+    /// The seed of <see cref="Passes.InitializeWeights"/> for nodes without weights: the same seed gives the same
+    /// weights on every platform. Default 0.
     public int Seed { get; init; }
 
+    /// Which kernels run the graph; <see cref="ExecutionMode.Auto"/> (the default) picks the fastest that applies.
+    /// Every mode computes the same function.
     public ExecutionMode Execution { get; init; } = ExecutionMode.Auto;
 
     /// <summary>
@@ -26,5 +32,6 @@ public sealed record CompileOptions
     /// </summary>
     public bool ReuseBuffers { get; init; }
 
+    /// The defaults with <see cref="DType"/> Float64: CPU, seed 0, automatic execution.
     public static CompileOptions Float64 { get; } = new() { DType = ScalarType.Float64 };
 }

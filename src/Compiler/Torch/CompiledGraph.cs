@@ -36,10 +36,13 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     /// <summary>The graph as compiled, with the weights the module started from.</summary>
     public Graph Graph { get; }
 
+    /// The element type of the parameters; inputs must have it too.
     public ScalarType DType { get; }
 
+    /// The device the module was compiled for; inputs must be on it.
     public Device Device { get; }
 
+    /// The execution mode the module was compiled with (<see cref="CompileOptions.Execution"/>).
     public ExecutionMode Execution { get; }
 
     /// <summary>
@@ -58,6 +61,7 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
         lock (workspace) workspace.Dispose();
     }
 
+    /// Releases the kept buffers (<see cref="ReleaseBuffers"/>) and the module's parameters.
     protected override void Dispose(bool disposing)
     {
         if (disposing) ReleaseBuffers();

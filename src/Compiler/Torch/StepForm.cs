@@ -20,6 +20,7 @@ public sealed class StepState
     /// <summary>The modules whose state this is (every step form of one compiled graph shares them).</summary>
     internal object Owner { get; }
 
+    /// The batch size the state was made for; every x_t stepped with it has this many rows.
     public long Batch { get; }
 
     /// <summary>How many steps produced this state.</summary>
@@ -47,6 +48,9 @@ public sealed class StepForm
         this.device = device;
     }
 
+    /// The state before the first step for <paramref name="batch"/> sequences: every recurrence at its initial state
+    /// (zero unless the node gives one), every attention with nothing seen.
+    /// <exception cref="GraphException"><paramref name="batch"/> is negative.</exception>
     public StepState InitialState(long batch) =>
         batch >= 0
             ? new(nodeModules.Select(m => m is { IsStateful: true } ? m.InitialState(batch) : []).ToImmutableArray(), batch, 0, nodeModules)

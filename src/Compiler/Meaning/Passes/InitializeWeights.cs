@@ -25,6 +25,9 @@ public enum WeightInit
 /// </summary>
 public static class InitializeWeights
 {
+    /// The graph with every node that lacks weights initialised from <paramref name="seed"/> in the given
+    /// <paramref name="style"/>; the same graph instance when every node already has its weights.
+    /// <exception cref="GraphException">The graph with the new weights does not verify (a bug of a node kind, never of the caller).</exception>
     public static Graph Run(Graph graph, int seed, WeightInit style = WeightInit.Standard) =>
         graph.MapNodes(node => node.HasWeights ? node : Initialize(node, SeededRandom.ForNode(seed, node.Name), style));
 

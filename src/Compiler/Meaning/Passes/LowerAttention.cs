@@ -28,6 +28,9 @@ public sealed record Lowering(Graph Graph, IReadOnlyList<LoweredAttention> Lower
 /// </summary>
 public static class LowerAttention
 {
+    /// Lowers every causal linear attention of <paramref name="graph"/> that has weights into the gated RNN of the
+    /// chosen <paramref name="construction"/>; the result computes the same function (to rounding).
+    /// <exception cref="ArgumentNullException"><paramref name="graph"/> is null.</exception>
     public static Lowering Run(Graph graph, Construction construction = Construction.Smallest)
     {
         ArgumentNullException.ThrowIfNull(graph);

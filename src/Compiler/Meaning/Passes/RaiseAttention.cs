@@ -32,6 +32,9 @@ public sealed record Raising(Graph Graph, IReadOnlyList<RaisedAttention> Raised,
 /// </summary>
 public static class RaiseAttention
 {
+    /// Replaces every gated-RNN layer of <paramref name="graph"/> that computes a causal linear attention by that
+    /// attention; the others are listed in <see cref="Raising.Refused"/> with the reason.
+    /// <exception cref="ArgumentNullException"><paramref name="graph"/> is null.</exception>
     public static Raising Run(Graph graph)
     {
         ArgumentNullException.ThrowIfNull(graph);

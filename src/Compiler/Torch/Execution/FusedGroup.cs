@@ -14,6 +14,8 @@ public sealed class FusedGroup
     /// <summary>The node whose value the group produces.</summary>
     public string Node { get; }
 
+    /// What the group runs as one kernel: "structure-aware gated layer" (with ", input-dependent decay" when it has one)
+    /// or "gate + recurrence".
     public string Kind { get; }
 
     /// <summary>Every node the group computes, its result last.</summary>
@@ -27,5 +29,6 @@ public sealed class FusedGroup
 
     internal void Count(bool ranFused) => Interlocked.Increment(ref ranFused ? ref fused : ref nodeByNode);
 
+    /// "node: kind, F fused, N node by node".
     public override string ToString() => $"{Node}: {Kind}, {Fused} fused, {NodeByNode} node by node";
 }

@@ -35,6 +35,7 @@ public sealed class Streamer<T> where T : unmanaged, IFloatingPointIeee754<T>
         outputs = graph.Outputs.Select(o => kernels[o.Index]!).ToArray();
     }
 
+    /// The number of sequences streamed side by side: the rows of every input and output buffer.
     public int Batch { get; }
 
     /// <summary>How many gated RNN layers run structure-aware (the others node by node).</summary>

@@ -12,6 +12,8 @@ public sealed record GatedRnnReading(
     IReadOnlyList<double> Lambdas, int NearZero, int NearOne, int Elsewhere,
     int QuadraticFormRank, IReadOnlyList<double> QuadraticFormSpectrum)
 {
+    /// One line: how many lambdas lie near 1, near 0 and elsewhere, the memory quadratic forms' rank and their first ten
+    /// singular values.
     public override string ToString() =>
         $"lambda: {NearOne} near 1, {NearZero} near 0, {Elsewhere} elsewhere; memory quadratic forms span rank {QuadraticFormRank} " +
         $"(singular values {string.Join(" ", QuadraticFormSpectrum.Take(10).Select(s => s.ToString("0.###e0")))})";

@@ -15,10 +15,15 @@ namespace Duality.Training;
 public sealed class InContextRegressionTask(int inputs, int outputs = 1, int examples = 10, ScalarType dtype = ScalarType.Float32)
     : ITrainingTask
 {
+    /// dx, the width of each x_i.
     public int Inputs => inputs;
+    /// dy, the width of each y_i = W x_i.
     public int Outputs => outputs;
+    /// n, the (x_i, y_i) pairs before the query; a sequence has n + 1 tokens of dx + dy features.
     public int Examples => examples;
 
+    /// Tokens [size, examples + 1, inputs + outputs] (the query's y part zero) and targets W x_q [size, outputs], a new
+    /// W per sequence.
     public (Tensor Input, Tensor Target) Batch(int size, torch.Generator random)
     {
         var w = randn(size, outputs, inputs, dtype: dtype, generator: random);
@@ -41,6 +46,7 @@ public sealed class InContextRegressionTask(int inputs, int outputs = 1, int exa
 
     private long[] Scored(Tensor target) => [target.shape[0], examples + 1, outputs];
 
+    /// "InContextRegressionTask(inputs dx, outputs dy, examples n)".
     public override string ToString() => $"{nameof(InContextRegressionTask)}(inputs {inputs}, outputs {outputs}, examples {examples})";
 
     /// <summary>

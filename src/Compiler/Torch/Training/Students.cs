@@ -34,8 +34,12 @@ public static class Students
     public static Graph LinearAttention(int input, int output, int seed = 0) =>
         InitializeWeights.Run(Model.Input("x", input).Attention(1, input, input, outFeatures: output, name: "attention").Build(), seed);
 
+    /// TorchSharp's LSTM with <paramref name="hidden"/> units followed by a linear readout to <paramref name="output"/>
+    /// features; x: [batch, time, <paramref name="input"/>] to [batch, time, <paramref name="output"/>]. A baseline, not a graph.
     public static nn.Module<Tensor, Tensor> Lstm(int input, int hidden, int output) => new RecurrentBaseline("lstm", input, hidden, output);
 
+    /// TorchSharp's GRU with <paramref name="hidden"/> units followed by a linear readout to <paramref name="output"/>
+    /// features; x: [batch, time, <paramref name="input"/>] to [batch, time, <paramref name="output"/>]. A baseline, not a graph.
     public static nn.Module<Tensor, Tensor> Gru(int input, int hidden, int output) => new RecurrentBaseline("gru", input, hidden, output);
 
     /// <summary>TorchSharp's own LSTM or GRU followed by a linear readout; x: [batch, time, input].</summary>

@@ -17,6 +17,8 @@ public sealed class TeacherStudentTask : ITrainingTask
 {
     private readonly CompiledGraph teacher;
 
+    /// A task of <paramref name="width"/> features over <paramref name="time"/> steps whose teacher is drawn from
+    /// <paramref name="seed"/>, run in <paramref name="dtype"/>; the teacher's output variance is estimated on 4096 sequences.
     public TeacherStudentTask(int width, int time = 10, int seed = 0, ScalarType dtype = ScalarType.Float32)
     {
         (Width, Time, DType) = (width, time, dtype);
@@ -30,15 +32,21 @@ public sealed class TeacherStudentTask : ITrainingTask
         OutputVariance = y.var().to_type(ScalarType.Float64).item<double>() is var v and > 0 ? v : 1.0;
     }
 
+    /// d: input and output features.
     public int Width { get; }
+    /// Steps per sequence.
     public int Time { get; }
+    /// The element type of the batches (and of the teacher).
     public ScalarType DType { get; }
 
     /// <summary>The teacher attention, with its weights.</summary>
     public Graph Teacher { get; }
 
+    /// The variance of the teacher's outputs (1 when it is not positive): the loss of predicting zero, by which
+    /// <see cref="Loss"/> divides.
     public double OutputVariance { get; }
 
+    /// Inputs x ~ N(0, I) [size, Time, Width] and the teacher's outputs on them [size, Time, Width].
     public (Tensor Input, Tensor Target) Batch(int size, torch.Generator random)
     {
         var x = randn(size, Time, Width, dtype: DType, generator: random);
@@ -53,5 +61,6 @@ public sealed class TeacherStudentTask : ITrainingTask
         return (output - target).square().mean() / OutputVariance;
     }
 
+    /// "TeacherStudentTask(width d, time T)".
     public override string ToString() => $"{nameof(TeacherStudentTask)}(width {Width}, time {Time})";
 }

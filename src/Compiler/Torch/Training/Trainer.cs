@@ -25,6 +25,10 @@ public interface ITrainingTask
     long[] ExpectedOutputShape(Tensor input, Tensor target) => target.shape;
 }
 
+/// What a finished training run recorded.
+/// <param name="Losses">(step, loss) every <see cref="TrainingOptions.RecordEvery"/> steps, the first and last steps included.</param>
+/// <param name="FinalLoss">The loss of the last step.</param>
+/// <param name="StepsPerSecond">Optimizer steps per second of wall-clock time, over the whole run.</param>
 public sealed record TrainingResult(IReadOnlyList<(int Step, double Loss)> Losses, double FinalLoss, double StepsPerSecond);
 
 /// <summary>Seeded, reproducible training of any TorchSharp module (compiled graphs included) on a task.</summary>

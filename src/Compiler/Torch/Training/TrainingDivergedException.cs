@@ -9,6 +9,8 @@ namespace Duality.Training;
 /// </summary>
 public sealed class TrainingDivergedException : Exception
 {
+    /// The exception for a run whose step <paramref name="step"/> had the loss <paramref name="loss"/>; the message
+    /// names both, the last finite step and loss, and <paramref name="hint"/>.
     public TrainingDivergedException(int step, double loss, int? lastFiniteStep, double? lastFiniteLoss, string hint,
         IReadOnlyList<(int Step, double Loss)> losses)
         : base(Render(step, loss, lastFiniteStep, lastFiniteLoss, hint))

@@ -2,9 +2,25 @@ using System.Globalization;
 
 namespace Duality.Training;
 
-public enum OptimizerKind { Adam, AdamW }
+/// <summary>The optimizer <see cref="Trainer.Train"/> uses.</summary>
+public enum OptimizerKind
+{
+    /// <summary>Adam; a weight decay is added to the gradient as an L2 penalty.</summary>
+    Adam,
 
-public enum Schedule { Constant, Cosine }
+    /// <summary>AdamW: Adam with the weight decay applied to the parameters directly (decoupled).</summary>
+    AdamW,
+}
+
+/// <summary>How the learning rate changes over the steps.</summary>
+public enum Schedule
+{
+    /// <summary>The learning rate stays at <see cref="TrainingOptions.LearningRate"/>.</summary>
+    Constant,
+
+    /// <summary>Cosine decay: eta_t = eta (1 + cos(pi (t - 1) / Steps)) / 2 at step t = 1 .. Steps, the full rate at the first step, falling towards 0.</summary>
+    Cosine,
+}
 
 /// <summary>
 /// How <see cref="Trainer.Train"/> runs. Every option is checked before the first step and before any file
@@ -21,11 +37,13 @@ public sealed record TrainingOptions
     /// <summary>The peak learning rate, finite and greater than 0.</summary>
     public double LearningRate { get; init; } = 3e-3;
 
+    /// Adam (the default) or AdamW; <see cref="WeightDecay"/> is Adam's L2 penalty or AdamW's decoupled decay.
     public OptimizerKind Optimizer { get; init; } = OptimizerKind.Adam;
 
     /// <summary>Finite and at least 0 (0: none).</summary>
     public double WeightDecay { get; init; }
 
+    /// The learning rate over the steps: cosine decay from <see cref="LearningRate"/> to 0 (the default), or constant.
     public Schedule Schedule { get; init; } = Schedule.Cosine;
 
     /// <summary>Seeds torch's global generator and the batches; any value.</summary>

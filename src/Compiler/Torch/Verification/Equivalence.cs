@@ -12,12 +12,16 @@ public sealed record EquivalenceOptions
     /// <summary>Random input batches per sequence length.</summary>
     public int Samples { get; init; } = 4;
 
+    /// Sequences per random input batch (default 2).
     public int Batch { get; init; } = 2;
 
+    /// The sequence lengths T tried (default 1, 2, 7, 32); each gets <see cref="Samples"/> random batches.
     public IReadOnlyList<int> Lengths { get; init; } = [1, 2, 7, 32];
 
+    /// Seeds the random inputs (default 0).
     public int Seed { get; init; }
 
+    /// The element type both graphs are compiled to (default Float64).
     public ScalarType DType { get; init; } = ScalarType.Float64;
 
     /// <summary>Inputs are drawn from N(0, Scale^2).</summary>
@@ -29,6 +33,7 @@ public sealed record EquivalenceOptions
     /// <summary>Largest relative error accepted; by default 1e-10 in float64 and 1e-4 in float32.</summary>
     public double? Tolerance { get; init; }
 
+    /// The tolerance used: <see cref="Tolerance"/>, or 1e-10 in Float64 and 1e-4 otherwise.
     public double EffectiveTolerance => Tolerance ?? (DType == ScalarType.Float64 ? 1e-10 : 1e-4);
 }
 
@@ -39,10 +44,13 @@ public sealed record OutputError(string Output, double MaxAbsoluteError, double 
 public sealed record EquivalenceReport(IReadOnlyList<OutputError> Outputs, ScalarType DType, int Samples, int Batch,
     IReadOnlyList<int> Lengths, int Seed, double Tolerance)
 {
+    /// True when every output's largest relative error is at most <see cref="EquivalenceReport.Tolerance"/>.
     public bool Equivalent => Outputs.All(o => o.MaxRelativeError <= Tolerance);
 
+    /// The largest relative error over every output.
     public double MaxRelativeError => Outputs.Max(o => o.MaxRelativeError);
 
+    /// "equivalent" or "NOT equivalent" with the tolerance and the inputs tried, then one line per output with its errors.
     public override string ToString()
     {
         var text = new StringBuilder();

@@ -12,6 +12,8 @@ namespace Duality.Visualization;
 /// </summary>
 public static class Dot
 {
+    /// A Graphviz DOT text drawing each of <paramref name="graphs"/> as a cluster labelled with its title, left to right,
+    /// each node labelled with its path and description; render it with <c>dot -Tsvg</c>.
     public static string Render(params (string Title, Graph Graph)[] graphs)
     {
         var text = new StringBuilder();
