@@ -23,6 +23,7 @@ type Lambda =
 
 /// Position weighting of a linear attention.
 type Decay =
+    /// w(t, s) = 1: every earlier step weighs the same.
     | NoDecay
     /// gamma^(t-s)
     | Gamma of float
@@ -35,6 +36,7 @@ type Decay =
 type ProjectionSpec =
     { Out: int; Bias: bool; In: int option; Weights: ProjectionWeights option; Name: string option }
 
+/// Creating `ProjectionSpec` values.
 [<RequireQualifiedAccess>]
 module Projections =
     /// y = W x + b, sizes inferred, seeded weights.
@@ -43,8 +45,10 @@ module Projections =
 /// A layer or RMS norm with every option of the C# builder; `Epsilon = None` keeps the kind's default.
 type NormSpec = { Epsilon: float option; Affine: bool; Weights: NormWeights option; Name: string option }
 
+/// Creating `NormSpec` values.
 [<RequireQualifiedAccess>]
 module Norms =
+    /// Affine, the kind's epsilon (1e-5 layer norm, 1e-6 RMS norm), seeded weights, the default name.
     let defaults = { Epsilon = None; Affine = true; Weights = None; Name = None }
 
 /// A recurrence with every option of the C# builder, field by field: `Lambda` values [width] real or
@@ -53,6 +57,7 @@ type RecurrenceSpec =
     { Width: int option; Trainable: bool; Lambda: DoubleTensor option; State: StateKind; Readout: ComplexReadout
       InitialState: DoubleTensor option; Decay: Layers option; Name: string option }
 
+/// Creating `RecurrenceSpec` values.
 [<RequireQualifiedAccess>]
 module Recurrences =
     /// A real, trainable, seeded recurrence over the current width.
@@ -66,6 +71,7 @@ type AttentionSpec =
       Kernel: AttentionKernel; FeatureMap: ActivationKind; Decay: Decay; Name: string option
       Weights: AttentionWeights option }
 
+/// Creating `AttentionSpec` values.
 [<RequireQualifiedAccess>]
 module Attention =
     /// Causal linear attention (no softmax, no normalisation).
@@ -154,11 +160,17 @@ module Layer =
                         decayPhase = theta, inputDependentDecay = (spec.Decay = Gated), name = name spec.Name,
                         weights = Option.toObj spec.Weights)
 
+    /// y = f(x) elementwise, f given by `kind`.
     let activation kind : Layers = fun s -> s.Activation(kind)
+    /// y = 1 / (1 + e^-x) elementwise.
     let sigmoid : Layers = activation ActivationKind.Sigmoid
+    /// y = x sigmoid(x) elementwise.
     let silu : Layers = activation ActivationKind.SiLU
+    /// y = x Phi(x) elementwise (the exact GELU).
     let gelu : Layers = activation ActivationKind.GELU
+    /// y = tanh(x) elementwise.
     let tanh : Layers = activation ActivationKind.Tanh
+    /// y = max(0, x) elementwise.
     let relu : Layers = activation ActivationKind.ReLU
 
     /// x + body x; the block's nodes are named under "residual/" (see `residualNamed`).
@@ -183,8 +195,11 @@ module Layer =
     let concatNamed concatName (branches: Layers list) : Layers =
         fun s -> s.Concat(concatName, branches |> List.map (fun f -> Func<_, _> f) |> Array.ofList)
 
+    /// y = x[..., start : start + length] on the feature axis.
     let slice start length : Layers = fun s -> s.Slice(start, length)
+    /// y = (x - mean) / sqrt(var + 1e-5) * g + b over the features, g and b trainable.
     let layerNorm : Layers = fun s -> s.LayerNorm()
+    /// y = x / sqrt(mean(x^2) + 1e-6) * g over the features, g trainable.
     let rmsNorm : Layers = fun s -> s.RmsNorm()
 
     /// A layer norm with every option: `Layer.layerNormWith { Norms.defaults with Affine = false }`.
@@ -200,6 +215,7 @@ module Layer =
             match spec.Epsilon with
             | Some epsilon -> s.RmsNorm(epsilon, spec.Affine, name spec.Name, Option.toObj spec.Weights)
             | None -> s.RmsNorm(affine = spec.Affine, name = name spec.Name, weights = Option.toObj spec.Weights)
+    /// y = factor * x.
     let scale factor : Layers = fun s -> s.Scale(factor)
 
     /// y_t = b + sum_{i < k} w_i * x_{t-i} per channel: a causal depthwise convolution of `kernelSize` taps.

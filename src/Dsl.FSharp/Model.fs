@@ -10,20 +10,34 @@ open TorchSharp
 
 /// Every node kind, for exhaustive matches: `match node with Kind (ProjectionNode p) -> ...`.
 type NodeKind =
+    /// A named graph input.
     | InputNode of Input
+    /// y_t = W x_t + b.
     | ProjectionNode of Projection
+    /// value * activation(gate).
     | GateNode of Gate
+    /// h_t = lambda * h_{t-1} + u_t, diagonal.
     | RecurrenceNode of LinearRecurrence
+    /// Multi-head self-attention, linear or softmax.
     | AttentionNode of Attention
+    /// An elementwise nonlinearity.
     | ActivationNode of Activation
+    /// a + b.
     | AddNode of Add
+    /// [a; b; ...] along features.
     | ConcatNode of Concat
+    /// A range of features.
     | SliceNode of Slice
+    /// Layer normalisation over the features.
     | LayerNormNode of LayerNorm
+    /// RMS normalisation over the features.
     | RmsNormNode of RmsNorm
+    /// A constant factor.
     | ScaleNode of Scale
+    /// A causal depthwise convolution over time.
     | CausalConv1dNode of CausalConv1d
 
+/// The `Kind` pattern, opened with `Duality.FSharp`.
 [<AutoOpen>]
 module NodePatterns =
     /// The node as a case of `NodeKind`.
@@ -60,13 +74,17 @@ module Model =
 /// Functions over verified graphs.
 [<RequireQualifiedAccess>]
 module Graph =
+    /// The nodes in construction order (a node reads only earlier ones).
     let nodes (g: Graph) = List.ofSeq g.Nodes
+    /// The nodes as `NodeKind` cases, in construction order.
     let kinds (g: Graph) = g.Nodes |> Seq.map (fun (Kind k) -> k) |> List.ofSeq
+    /// A table of nodes, kinds, output shapes and parameter counts, with totals, then the warnings.
     let summary (g: Graph) = g.Summary()
 
     /// What the shape rules warned about when the graph was built (e.g. a recurrence with |lambda| > 1); never errors.
     let warnings (g: Graph) = List.ofSeq g.Warnings
 
+    /// Trainable scalars, from the hyper-parameters alone.
     let parameterCount (g: Graph) = ParameterCounts.Total g
 
     /// Seeded weights for every node without them.
@@ -78,11 +96,14 @@ module Graph =
     /// A TorchSharp module in float64.
     let compile64 (g: Graph) = g.Compile(CompileOptions.Float64)
 
+    /// A TorchSharp module compiled with `options` (dtype, device, seed, execution mode).
     let compileWith (options: CompileOptions) (g: Graph) = g.Compile(options)
 
     /// Every causal linear attention lowered to the gated RNN that computes it (smallest construction).
     let lower (g: Graph) = (LowerAttention.Run g).Graph
 
+    /// Lowers every causal linear attention with the given `Construction`: the new graph, a report per lowered
+    /// attention, and why the others were left alone.
     let lowerWith construction (g: Graph) = LowerAttention.Run(g, construction)
 
     /// Ok with a pure gated RNN, or Error with why some attention has no exact recurrent form.
@@ -96,6 +117,7 @@ module Graph =
     /// Compares two graphs on random inputs (float64, default options).
     let equivalence (a: Graph) (b: Graph) = Equivalence.Check(a, b)
 
+    /// Compares two graphs on random (and given) inputs as `options` say; inputs by name, outputs by position.
     let equivalenceWith options (a: Graph) (b: Graph) = Equivalence.Check(a, b, options)
 
 /// Running compiled modules.
@@ -104,6 +126,8 @@ module Compiled =
     /// x: [batch, time, features] -> [batch, time, features'].
     let run (x: torch.Tensor) (m: CompiledGraph) = m.forward x
 
+    /// The module one step at a time on tensors (x_t: [batch, features]), sharing its parameters; throws a
+    /// GraphException for a graph with non-causal attention.
     let stepForm (m: CompiledGraph) = m.ToStepForm()
 
     /// The allocation-free float32 streamer over the current weights: Step(ReadOnlySpan) per token.
@@ -112,6 +136,7 @@ module Compiled =
     /// The float64 streamer.
     let streamer64 batch (m: CompiledGraph) = m.ToStreamer<float>(batch)
 
+    /// Trainable scalars of the module.
     let parameterCount (m: CompiledGraph) = m.ParameterCount
 
     /// The groups of nodes the module runs as one kernel, each with the passes that ran it fused and node by node.

@@ -9,11 +9,17 @@ open Duality.Ir
 open Duality.Builders
 open Duality.Passes
 
+/// How a generated recurrence gets its eigenvalues.
 type RecurrenceKind =
+    /// Real, trainable, seeded.
     | Trainable
+    /// Real and fixed, one lambda in (-1, 1) per neuron.
     | Fixed of lambda: double list
+    /// Complex, emitting the real part or [re; im]; fixed (re, im) values flattened, or seeded when None.
     | Complex of readout: ComplexReadout * initialState: double list option
+    /// Input-dependent, lambda_t = sigmoid(projection x_t), one decay for all neurons when `shared`, else one per neuron.
     | Decay of shared: bool
+    /// Real and trainable, starting from the given state [width].
     | RealWithInitialState of double list
 
 /// The decay of a generated attention: the F# surface's own type (Gated is the input-dependent decay).
@@ -27,31 +33,47 @@ let private decayArguments (decay: AttentionDecay) =
     | AttentionDecay.NoDecay -> Nullable(), Nullable(), false
     | AttentionDecay.Gated -> Nullable(), Nullable(), true
 
+/// A generated attention: heads, key and value widths, causality, kernel, feature map, decay and output projection.
 type AttentionSpec =
     { Heads: int; Key: int; Value: int; Causal: bool; Kernel: AttentionKernel
       FeatureMap: ActivationKind; Decay: AttentionDecay; Out: int option }
 
 /// One layer applied to the current sequence.
 type Op =
+    /// A projection to `outFeatures`, with or without a bias.
     | Project of outFeatures: int * bias: bool
+    /// Projection(width) x * activation (Projection(width) x).
     | GateOf of width: int * activation: ActivationKind
+    /// x * activation (Projection x), the width kept.
     | SelfGate of activation: ActivationKind
+    /// A linear recurrence over the current width.
     | Recurrence of RecurrenceKind
+    /// Self-attention over the current width.
     | AttentionOp of AttentionSpec
+    /// An elementwise activation.
     | Act of ActivationKind
+    /// x + Projection(RmsNorm x).
     | ResidualProjection
+    /// [Projection(a) x; Projection(b) x].
     | ConcatOf of int * int
+    /// Features start .. start + length - 1.
     | SliceOf of start: int * length: int
+    /// A layer norm.
     | LayerNormOp
+    /// An RMS norm.
     | RmsNormOp
+    /// A constant factor.
     | ScaleOp of double
+    /// A causal depthwise convolution of `kernelSize` taps.
     | ConvolutionOp of kernelSize: int
+    /// Marks the current node as an output (the graph then has several).
     | MarkOutput
 
 /// An architecture: one or two inputs (a second is concatenated to the first), then layers.
 type Architecture =
     { Input: int; Second: int option; Ops: Op list }
 
+/// Every activation kind.
 let activations =
     [ ActivationKind.Identity; ActivationKind.Sigmoid; ActivationKind.SiLU; ActivationKind.GELU
       ActivationKind.Tanh; ActivationKind.ReLU; ActivationKind.EluPlusOne ]
@@ -185,12 +207,16 @@ let build (a: Architecture) : Graph =
 /// A graph with seeded weights (norm gains and biases random too) and inputs to run it on.
 type Case =
     { Architecture: Architecture; Seed: int; Batch: int; Time: int }
+    /// The architecture's graph with weights seeded from `Seed` (WeightInit.Perturbed).
     member c.Graph = InitializeWeights.Run(build c.Architecture, c.Seed, WeightInit.Perturbed)
+    /// Inputs [Batch, Time, features] in [-1.5, 1.5], one per graph input, seeded from `Seed`.
     member c.Inputs =
         let random = Random(c.Seed)
         c.Graph.InputNodes |> Seq.map (fun i -> Sequences.randomSequence random c.Batch c.Time i.Features 1.5) |> Array.ofSeq
+    /// The architecture, the seed and sizes, then the graph.
     override c.ToString() = sprintf "%A\nseed %d, batch %d, time %d\n%O" c.Architecture c.Seed c.Batch c.Time c.Graph
 
+/// Cases: an architecture, a seed, a batch of 1 to 3 and 1 to 2 + min(14, size/4) steps.
 let case : Gen<Case> =
     gen {
         let! a = architecture
@@ -200,8 +226,10 @@ let case : Gen<Case> =
         return { Architecture = a; Seed = seed; Batch = batch; Time = time }
     }
 
+/// Arbitrary cases (no shrinking).
 let arbCase = Arb.fromGen case
 
+/// Arbitrary architectures (no shrinking).
 let arbArchitecture = Arb.fromGen architecture
 
 /// The node kinds the generator can produce, checked against NodeKinds.All by the coverage law.
@@ -215,6 +243,8 @@ type AttentionLayer =
 let private scaleTensor (s: float) (t: DoubleTensor) =
     if isNull (box t) then t else DoubleTensor.FromShape(Array.ofSeq t.Shape, t.Data |> Seq.map ((*) s) |> Array.ofSeq)
 
+/// One causal attention node, "attention", with seeded weights whose query, key, value and output matrices are
+/// multiplied by `WeightScale`.
 let attentionGraph (l: AttentionLayer) =
     let gamma, phase, gated = decayArguments l.Decay
     let g =
@@ -235,6 +265,8 @@ let attentionGraph (l: AttentionLayer) =
                       a.DecayPhase, a.InputDependentDecay) :> Node
         | n -> n)
 
+/// Attention layers: width 1 to 16, 1 to 4 heads, key and value widths 1 to 8, any decay, weight scales 0.1 to 10,
+/// up to 64 steps.
 let attentionLayer : Gen<AttentionLayer> =
     gen {
         let! width = Gen.choose (1, 16)

@@ -4,23 +4,27 @@ module Duality.Testing.Sequences
 open System
 open TorchSharp
 
+/// A sequence batch in float64: [batch, time, features].
 type Sequence = double[,,]
 
 /// Deterministic input sequences [batch, time, features] in [-scale, scale].
 let randomSequence (random: Random) batch time features scale : Sequence =
     Array3D.init batch time features (fun _ _ _ -> scale * (2.0 * random.NextDouble() - 1.0))
 
+/// The tensor [batch, time, features] holding `x`, in `dtype` on the CPU.
 let toTensor (dtype: torch.ScalarType) (x: Sequence) =
     let b, t, f = Array3D.length1 x, Array3D.length2 x, Array3D.length3 x
     let flat = Array.init (b * t * f) (fun i -> x.[i / (t * f), (i / f) % t, i % f])
     torch.from_array(flat).reshape(int64 b, int64 t, int64 f).to_type(dtype)
 
+/// The values of a tensor [batch, time, features] (any dtype or device) as float64.
 let ofTensor (y: torch.Tensor) : Sequence =
     let shape = y.shape
     let data = y.detach().to_type(torch.ScalarType.Float64).contiguous().data<double>().ToArray()
     let b, t, f = int shape.[0], int shape.[1], int shape.[2]
     Array3D.init b t f (fun i j k -> data.[(i * t + j) * f + k])
 
+/// The values of a tensor of any shape as float64, in row-major order.
 let ofTensorFlat (t: torch.Tensor) = t.detach().to_type(torch.ScalarType.Float64).contiguous().data<double>().ToArray()
 
 /// max |x|, NaN if any entry is NaN.
@@ -29,6 +33,7 @@ let maxAbs (x: Sequence) =
     x |> Array3D.iter (fun v -> m <- if Double.IsNaN v || Double.IsNaN m then nan else max m (abs v))
     m
 
+/// True when both sequences have the same batch, time and feature sizes.
 let sameShape (a: Sequence) (b: Sequence) =
     Array3D.length1 a = Array3D.length1 b && Array3D.length2 a = Array3D.length2 b && Array3D.length3 a = Array3D.length3 b
 
