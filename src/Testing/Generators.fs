@@ -15,7 +15,8 @@ type RecurrenceKind =
     | Trainable
     /// Real and fixed, one lambda in (-1, 1) per neuron.
     | Fixed of lambda: double list
-    /// Complex, emitting the real part or [re; im]; fixed (re, im) values flattened, or seeded when None.
+    /// Complex, trainable and seeded, emitting the real part or [re; im]; starting from the given state [width, 2]
+    /// (re, im pairs flattened), or from zero when None.
     | Complex of readout: ComplexReadout * initialState: double list option
     /// Input-dependent, lambda_t = sigmoid(projection x_t), one decay for all neurons when `shared`, else one per neuron.
     | Decay of shared: bool

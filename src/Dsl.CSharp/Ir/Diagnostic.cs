@@ -17,6 +17,14 @@ public enum Severity
 /// what was expected, what was received and from where, and one hint. Errors are thrown in a
 /// <see cref="GraphException"/>; warnings never stop a graph from being built and are kept on it (<see cref="Graph.Warnings"/>).
 /// </summary>
+/// <param name="Problem">What is wrong, in a few words ("width mismatch").</param>
+/// <param name="NodePath">The path of the node concerned, or "(graph)".</param>
+/// <param name="NodeDescription">The node's description ("Projection 8 -> 16").</param>
+/// <param name="Hint">One way to fix it.</param>
+/// <param name="Expected">The shape or value expected, when there is one.</param>
+/// <param name="Received">The shape or value received, when there is one.</param>
+/// <param name="ReceivedFrom">The node the received shape came from, when known.</param>
+/// <param name="Severity">Error (the default) or warning.</param>
 public sealed record Diagnostic(string Problem, string NodePath, string NodeDescription, string Hint,
     string? Expected = null, string? Received = null, string? ReceivedFrom = null, Severity Severity = Severity.Error)
 {

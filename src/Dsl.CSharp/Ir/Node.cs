@@ -8,6 +8,7 @@ namespace Duality.Ir;
 /// unique in their graph. Each kind, in its own file under Ir/Nodes, holds everything it means:
 /// its shape rule, parameter count, weight slots and reference semantics.
 /// </summary>
+/// <param name="Name">The node's path, unique in its graph ("block1/proj"); it names the compiled module's parameters.</param>
 public abstract record Node(string Name)
 {
     /// <summary>The nodes this one reads, in argument order.</summary>

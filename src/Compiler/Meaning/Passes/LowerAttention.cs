@@ -3,10 +3,21 @@ using Duality.Ir;
 namespace Duality.Passes;
 
 /// <summary>What happened to one attention node.</summary>
+/// <param name="Node">The attention's path, now the readout's.</param>
+/// <param name="Construction">The construction built (never Smallest).</param>
+/// <param name="RecurrentNeurons">The neurons of the recurrence (memory and query neurons).</param>
+/// <param name="OutputNeurons">The neurons of the output gate.</param>
+/// <param name="Parameters">The parameters of the new nodes.</param>
+/// <param name="FormulaNeurons">The recurrent neurons the construction's formula gives (<see cref="Construction"/>).</param>
+/// <param name="FormulaParameters">The parameters the construction's formula gives.</param>
+/// <param name="NewNodes">The paths of the nodes built, in order, the readout last.</param>
 public sealed record LoweredAttention(string Node, Construction Construction, int RecurrentNeurons, int OutputNeurons,
     long Parameters, int FormulaNeurons, long FormulaParameters, IReadOnlyList<string> NewNodes);
 
 /// <summary>The lowered graph, a report per lowered attention, and why the others were left alone.</summary>
+/// <param name="Graph">The graph with every lowered attention replaced (the input graph when none was).</param>
+/// <param name="Lowered">One report per lowered attention, in graph order.</param>
+/// <param name="Refused">One diagnostic per attention left as it is, saying why.</param>
 public sealed record Lowering(Graph Graph, IReadOnlyList<LoweredAttention> Lowered, IReadOnlyList<Diagnostic> Refused);
 
 /// <summary>

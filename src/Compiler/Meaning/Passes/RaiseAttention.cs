@@ -4,9 +4,17 @@ using Duality.Structure;
 namespace Duality.Passes;
 
 /// <summary>One gated-RNN layer recognised as attention: the node that now stands for it and its shape.</summary>
+/// <param name="Node">The path of the attention node (the layer's readout's path).</param>
+/// <param name="Heads">Its heads.</param>
+/// <param name="KeyWidth">Its key width.</param>
+/// <param name="ValueWidth">Its value width.</param>
+/// <param name="RecurrentNeurons">The recurrent neurons of the layer it replaced.</param>
 public sealed record RaisedAttention(string Node, int Heads, int KeyWidth, int ValueWidth, int RecurrentNeurons);
 
 /// <summary>The raised graph, a report per raised layer, and why other recurrences were not raised.</summary>
+/// <param name="Graph">The graph with every raised layer replaced (the input graph when none was).</param>
+/// <param name="Raised">One report per raised layer, in graph order.</param>
+/// <param name="Refused">One diagnostic per recurrence not raised, saying why.</param>
 public sealed record Raising(Graph Graph, IReadOnlyList<RaisedAttention> Raised, IReadOnlyList<Diagnostic> Refused);
 
 /// <summary>

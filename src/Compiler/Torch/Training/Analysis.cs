@@ -8,6 +8,12 @@ using static TorchSharp.torch;
 namespace Duality.Training;
 
 /// <summary>What a trained gated RNN layer stores (paper.md section 7).</summary>
+/// <param name="Lambdas">Every neuron's eigenvalue, in neuron order.</param>
+/// <param name="NearZero">Neurons with |lambda| within the tolerance of 0: query neurons.</param>
+/// <param name="NearOne">Neurons with lambda within the tolerance of 1: memory neurons.</param>
+/// <param name="Elsewhere">The other neurons.</param>
+/// <param name="QuadraticFormRank">The rank of the memory neurons' quadratic forms sym(a_g a_x^T).</param>
+/// <param name="QuadraticFormSpectrum">Their singular values, largest first.</param>
 public sealed record GatedRnnReading(
     IReadOnlyList<double> Lambdas, int NearZero, int NearOne, int Elsewhere,
     int QuadraticFormRank, IReadOnlyList<double> QuadraticFormSpectrum)

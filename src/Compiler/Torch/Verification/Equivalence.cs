@@ -38,9 +38,20 @@ public sealed record EquivalenceOptions
 }
 
 /// <summary>Worst errors of one output over every sample: max |a - b| and that over max |a|.</summary>
+/// <param name="Output">The output's node path in the first graph.</param>
+/// <param name="MaxAbsoluteError">max |a - b| over every sample (infinite when a difference is NaN).</param>
+/// <param name="MaxRelativeError">MaxAbsoluteError / MaxAbsoluteOutput (MaxAbsoluteError when the outputs are all 0).</param>
+/// <param name="MaxAbsoluteOutput">max |a| over every sample.</param>
 public sealed record OutputError(string Output, double MaxAbsoluteError, double MaxRelativeError, double MaxAbsoluteOutput);
 
 /// <summary>The result of comparing two graphs (or modules) on the same inputs.</summary>
+/// <param name="Outputs">One entry per output, in output order.</param>
+/// <param name="DType">The element type compared in.</param>
+/// <param name="Samples">Input batches tried, random and given.</param>
+/// <param name="Batch">Sequences per random batch.</param>
+/// <param name="Lengths">The random batches' lengths.</param>
+/// <param name="Seed">The inputs' seed.</param>
+/// <param name="Tolerance">The largest relative error accepted.</param>
 public sealed record EquivalenceReport(IReadOnlyList<OutputError> Outputs, ScalarType DType, int Samples, int Batch,
     IReadOnlyList<int> Lengths, int Seed, double Tolerance)
 {

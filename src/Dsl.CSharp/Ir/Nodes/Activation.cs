@@ -3,6 +3,9 @@ using Duality.Reference;
 namespace Duality.Ir;
 
 /// <summary>y = f(x) elementwise.</summary>
+/// <param name="Name">The node's path, unique in its graph ("block1/proj").</param>
+/// <param name="Source">The node it reads: [batch, time, width].</param>
+/// <param name="Kind">f.</param>
 public sealed record Activation(string Name, NodeId Source, ActivationKind Kind) : Node(Name)
 {
     /// <inheritdoc/>

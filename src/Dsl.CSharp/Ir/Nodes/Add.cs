@@ -3,6 +3,9 @@ using Duality.Reference;
 namespace Duality.Ir;
 
 /// <summary>y = a + b (a residual connection when one side is the other's ancestor).</summary>
+/// <param name="Name">The node's path, unique in its graph ("block1/proj").</param>
+/// <param name="Left">a.</param>
+/// <param name="Right">b, of the same width as a.</param>
 public sealed record Add(string Name, NodeId Left, NodeId Right) : Node(Name)
 {
     /// <inheritdoc/>

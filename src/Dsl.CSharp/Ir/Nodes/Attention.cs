@@ -16,6 +16,21 @@ namespace Duality.Ir;
 /// DecayWeight [Heads, In] and DecayBias [Heads] with an input-dependent decay. Initially
 /// W_Q, W_K, W_V, w ~ N(0, 1/In), W_O ~ N(0, 1/(Heads ValueWidth)), b ~ U(1, 4) (decays near sigmoid(b), close to 1).
 /// </summary>
+/// <param name="Name">The node's path, unique in its graph ("block1/proj").</param>
+/// <param name="Source">x, [batch, time, InFeatures].</param>
+/// <param name="InFeatures">The width of x.</param>
+/// <param name="Heads">H, at least 1.</param>
+/// <param name="KeyWidth">d_k: rows of W_Q^h and W_K^h per head.</param>
+/// <param name="ValueWidth">d_v: rows of W_V^h per head.</param>
+/// <param name="Causal">Whether step t reads only steps s &lt;= t (default true).</param>
+/// <param name="Kernel">Linear (the default) or softmax.</param>
+/// <param name="FeatureMap">phi of the linear kernel, applied to keys and queries (default the identity; softmax takes none).</param>
+/// <param name="Decay">gamma in (0, 1] of a causal linear attention, or null for none.</param>
+/// <param name="OutFeatures">Out of the output projection W_O, or null for none (the output is then Heads*ValueWidth wide).</param>
+/// <param name="Weights">W_Q, W_K, W_V (W_O, decay weights), or null to have them drawn; layout in <see cref="AttentionWeights"/>.</param>
+/// <param name="DecayPhase">theta in radians, rotating the decay: w(t,s) = gamma^(t-s) cos(theta (t-s)); needs Decay.</param>
+/// <param name="InputDependentDecay">Whether each head decays by sigmoid(w_h . x_r + b_h) at every step r (gated linear attention); causal linear only,
+/// without Decay.</param>
 public sealed record Attention(string Name, NodeId Source, int InFeatures, int Heads, int KeyWidth, int ValueWidth,
     bool Causal = true,
     AttentionKernel Kernel = AttentionKernel.Linear,

@@ -11,6 +11,12 @@ namespace Duality.Ir
 /// padding k-1 holds these taps in reverse order). W: [Width, KernelSize], b: [Width]; initially
 /// W, b ~ U(-1/sqrt(KernelSize), 1/sqrt(KernelSize)). The short convolution of Mamba and Griffin blocks.
 /// </summary>
+/// <param name="Name">The node's path, unique in its graph ("block1/proj").</param>
+/// <param name="Source">The node it reads: [batch, time, width].</param>
+/// <param name="Width">C, the channels: the width of the input and of the output.</param>
+/// <param name="KernelSize">k, the taps per channel, at least 1.</param>
+/// <param name="Bias">Whether b is added (default true).</param>
+/// <param name="Weights">W and b, or null to have them drawn.</param>
 public sealed record CausalConv1d(string Name, NodeId Source, int Width, int KernelSize, bool Bias = true,
     ConvolutionWeights? Weights = null) : Node(Name)
 {
@@ -78,6 +84,8 @@ public sealed record CausalConv1d(string Name, NodeId Source, int Width, int Ker
 }
 
 /// <summary>A convolution's taps [Width, KernelSize] (tap i weighs the step i back) and bias [Width].</summary>
+/// <param name="Weight">w [Width, KernelSize].</param>
+/// <param name="Bias">b [Width], or null when the convolution has no bias.</param>
 public sealed record ConvolutionWeights(DoubleTensor Weight, DoubleTensor? Bias);
 
 }

@@ -3,6 +3,8 @@ using Duality.Reference;
 namespace Duality.Ir;
 
 /// <summary>y = [a; b; ...] along features.</summary>
+/// <param name="Name">The node's path, unique in its graph ("block1/proj").</param>
+/// <param name="Parts">The nodes concatenated, in order; at least one.</param>
 public sealed record Concat(string Name, ValueList<NodeId> Parts) : Node(Name)
 {
     /// <inheritdoc/>

@@ -3,6 +3,10 @@ using Duality.Reference;
 namespace Duality.Ir;
 
 /// <summary>y = value * activation(gate), elementwise; both branches have the same width.</summary>
+/// <param name="Name">The node's path, unique in its graph ("block1/proj").</param>
+/// <param name="Value">The value branch.</param>
+/// <param name="Gating">The gate branch, of the value's width.</param>
+/// <param name="Activation">Applied to the gate (default the identity: a plain product).</param>
 public sealed record Gate(string Name, NodeId Value, NodeId Gating, ActivationKind Activation = ActivationKind.Identity)
     : Node(Name)
 {

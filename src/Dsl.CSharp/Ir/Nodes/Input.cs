@@ -1,6 +1,8 @@
 namespace Duality.Ir;
 
 /// <summary>A named graph input x: [batch, time, Features].</summary>
+/// <param name="Name">The input's name, by which inputs are given and matched.</param>
+/// <param name="Features">The width of x, at least 1.</param>
 public sealed record Input(string Name, int Features) : Node(Name)
 {
     /// <inheritdoc/>

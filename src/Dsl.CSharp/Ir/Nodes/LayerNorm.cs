@@ -6,6 +6,12 @@ namespace Duality.Ir;
 /// y = (x - mean) / sqrt(var + Epsilon) * g + b over features (biased variance);
 /// initially g = 1, b = 0 (perturbed: g ~ U(0.5, 1.5), b ~ U(-0.5, 0.5)).
 /// </summary>
+/// <param name="Name">The node's path, unique in its graph ("block1/proj").</param>
+/// <param name="Source">The node it reads: [batch, time, width].</param>
+/// <param name="Width">The width normalised over.</param>
+/// <param name="Epsilon">Added to the variance, positive (default 1e-5).</param>
+/// <param name="Affine">Whether g and b are applied (default true).</param>
+/// <param name="Weights">g and b, or null to have them initialised.</param>
 public sealed record LayerNorm(string Name, NodeId Source, int Width, double Epsilon = 1e-5, bool Affine = true,
     NormWeights? Weights = null) : Node(Name)
 {

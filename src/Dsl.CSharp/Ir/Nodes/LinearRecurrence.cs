@@ -10,6 +10,15 @@ namespace Duality.Ir;
 /// part and emits its real part, or [re; im] with <see cref="ComplexReadout.RealAndImaginary"/>.
 /// Initially lambda ~ U(0.5, 0.99); complex: r ~ U(0.5, 0.99), theta ~ U(0, pi/4) per neuron.
 /// </summary>
+/// <param name="Name">The node's path, unique in its graph ("block1/proj").</param>
+/// <param name="Source">u, [batch, time, Width].</param>
+/// <param name="Width">The neurons, each with its own lambda.</param>
+/// <param name="State">Real (the default) or complex.</param>
+/// <param name="Readout">What a complex state emits (default its real part).</param>
+/// <param name="TrainableLambda">Whether lambda is a parameter (default true); false with Lambda given fixes it.</param>
+/// <param name="Decay">The branch d giving lambda_t = sigmoid(d_t), or null for a lambda of its own.</param>
+/// <param name="Lambda">The eigenvalues [Width] or [Width, 2], or null to have them drawn (or when Decay is given).</param>
+/// <param name="InitialState">h_0, [Width] or [Width, 2]; null for zero.</param>
 public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
     StateKind State = StateKind.Real,
     ComplexReadout Readout = ComplexReadout.RealPart,

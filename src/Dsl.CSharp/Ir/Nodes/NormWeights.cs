@@ -1,6 +1,8 @@
 namespace Duality.Ir;
 
 /// <summary>Gain [Width] and, for LayerNorm, bias [Width].</summary>
+/// <param name="Gain">g [Width].</param>
+/// <param name="Bias">b [Width] for a LayerNorm; null for an RmsNorm.</param>
 public sealed record NormWeights(DoubleTensor Gain, DoubleTensor? Bias)
 {
     /// <summary>The shape rule both norms share; only LayerNorm has a bias.</summary>

@@ -1,6 +1,12 @@
 namespace Duality.Ir;
 
 /// <summary>y_t = W x_t + b, applied at every step. W: [Out, In], b: [Out]; initially W, b ~ U(-1/sqrt(In), 1/sqrt(In)).</summary>
+/// <param name="Name">The node's path, unique in its graph ("block1/proj").</param>
+/// <param name="Source">The node it reads: [batch, time, width].</param>
+/// <param name="InFeatures">In, the width of x.</param>
+/// <param name="OutFeatures">Out, the width of y.</param>
+/// <param name="Bias">Whether b is added (default true).</param>
+/// <param name="Weights">W and b, or null to have them drawn.</param>
 public sealed record Projection(string Name, NodeId Source, int InFeatures, int OutFeatures, bool Bias = true,
     ProjectionWeights? Weights = null) : Node(Name)
 {

@@ -3,6 +3,12 @@ using Duality.Reference;
 namespace Duality.Ir;
 
 /// <summary>y = x / sqrt(mean(x^2) + Epsilon) * g over features; initially g = 1 (perturbed: g ~ U(0.5, 1.5)).</summary>
+/// <param name="Name">The node's path, unique in its graph ("block1/proj").</param>
+/// <param name="Source">The node it reads: [batch, time, width].</param>
+/// <param name="Width">The width normalised over.</param>
+/// <param name="Epsilon">Added to the mean square, positive (default 1e-6).</param>
+/// <param name="Affine">Whether g is applied (default true).</param>
+/// <param name="Weights">g (Bias null), or null to have it initialised.</param>
 public sealed record RmsNorm(string Name, NodeId Source, int Width, double Epsilon = 1e-6, bool Affine = true,
     NormWeights? Weights = null) : Node(Name)
 {

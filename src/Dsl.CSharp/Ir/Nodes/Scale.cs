@@ -3,6 +3,9 @@ using Duality.Reference;
 namespace Duality.Ir;
 
 /// <summary>y = Factor * x.</summary>
+/// <param name="Name">The node's path, unique in its graph ("block1/proj").</param>
+/// <param name="Source">The node it reads: [batch, time, width].</param>
+/// <param name="Factor">The finite constant multiplying x.</param>
 public sealed record Scale(string Name, NodeId Source, double Factor) : Node(Name)
 {
     /// <inheritdoc/>

@@ -1,6 +1,10 @@
 namespace Duality.Ir;
 
 /// <summary>y = x[..., Start : Start + Length].</summary>
+/// <param name="Name">The node's path, unique in its graph ("block1/proj").</param>
+/// <param name="Source">The node it reads: [batch, time, width].</param>
+/// <param name="Start">The first feature kept, from 0.</param>
+/// <param name="Length">How many features are kept, at least 1.</param>
 public sealed record Slice(string Name, NodeId Source, int Start, int Length) : Node(Name)
 {
     /// <inheritdoc/>
