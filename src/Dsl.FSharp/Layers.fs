@@ -160,6 +160,8 @@ module Layer =
     let gelu : Layers = activation ActivationKind.GELU
     let tanh : Layers = activation ActivationKind.Tanh
     let relu : Layers = activation ActivationKind.ReLU
+    /// log(1 + e^x), elementwise.
+    let softplus : Layers = activation ActivationKind.Softplus
 
     /// x + body x; the block's nodes are named under "residual/" (see `residualNamed`).
     let residual (body: Layers) : Layers = fun s -> s.Residual(body)

@@ -54,7 +54,7 @@ type Architecture =
 
 let activations =
     [ ActivationKind.Identity; ActivationKind.Sigmoid; ActivationKind.SiLU; ActivationKind.GELU
-      ActivationKind.Tanh; ActivationKind.ReLU; ActivationKind.EluPlusOne ]
+      ActivationKind.Tanh; ActivationKind.ReLU; ActivationKind.EluPlusOne; ActivationKind.Softplus ]
 
 let private width = Gen.choose (1, 6)
 

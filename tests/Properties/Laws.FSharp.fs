@@ -84,6 +84,7 @@ let parity : (string * Cover * (string * Cover) list) list =
       "Activation(kind,name)", Fn("Layer", "activation"), [ "kind", Fn("Layer", "activation"); "name", named ]
       "Sigmoid(name)", Fn("Layer", "sigmoid"), [ "name", named ]
       "SiLU(name)", Fn("Layer", "silu"), [ "name", named ]
+      "Softplus(name)", Fn("Layer", "softplus"), [ "name", named ]
       "GELU(name)", Fn("Layer", "gelu"), [ "name", named ]
       "Tanh(name)", Fn("Layer", "tanh"), [ "name", named ]
       "ReLU(name)", Fn("Layer", "relu"), [ "name", named ]

@@ -113,6 +113,9 @@ public sealed class SequenceBuilder
     public SequenceBuilder Tanh(string? name = null) => Activation(ActivationKind.Tanh, name);
     public SequenceBuilder ReLU(string? name = null) => Activation(ActivationKind.ReLU, name);
 
+    /// <summary>log(1 + e^x), elementwise (Mamba-2's step size, a positive rate from any real).</summary>
+    public SequenceBuilder Softplus(string? name = null) => Activation(ActivationKind.Softplus, name);
+
     /// <summary>x + body(x). The block's nodes live under the block's name, which the sum itself takes.</summary>
     public SequenceBuilder Residual(Func<SequenceBuilder, SequenceBuilder> body, string? name = null)
     {
@@ -202,6 +205,17 @@ public sealed class SequenceBuilder
         draft.Outputs.Contains(Current) ? this : new(draft with { Outputs = draft.Outputs.Add(Current) }, Current, scope);
 
     /// <summary>The verified graph; outputs are the marked nodes, or the current node when none is marked.</summary>
+    /// <summary>
+    /// A block's scope: the nodes built inside <paramref name="body"/> are named under <paramref name="name"/>, or,
+    /// without one, under the first free "kind", "kind_2", ... so the same block can be used twice.
+    /// </summary>
+    internal SequenceBuilder Block(string? name, string kind, Func<SequenceBuilder, SequenceBuilder> body)
+    {
+        if (name is not null) return Scope(name, body);
+        var after = Branch(body, Name(null, kind), draft);
+        return new SequenceBuilder(after.draft, after.Current, scope);
+    }
+
     public Graph Build() => Graph.Create(draft.Nodes, draft.Outputs.IsEmpty ? [Current] : draft.Outputs);
 
     /// <summary>The current node's width, 0 when unknown (its shape rule then reports the problem).</summary>

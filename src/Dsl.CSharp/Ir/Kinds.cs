@@ -1,7 +1,7 @@
 namespace Duality.Ir;
 
-/// <summary>Elementwise nonlinearities; <c>Identity</c> means none.</summary>
-public enum ActivationKind { Identity, Sigmoid, SiLU, GELU, Tanh, ReLU, EluPlusOne }
+/// <summary>Elementwise nonlinearities; <c>Identity</c> means none. Softplus is log(1 + e^x).</summary>
+public enum ActivationKind { Identity, Sigmoid, SiLU, GELU, Tanh, ReLU, EluPlusOne, Softplus }
 
 /// <summary>A recurrence's state: real, or complex (kept as real and imaginary parts).</summary>
 public enum StateKind { Real, Complex }

@@ -14,10 +14,21 @@ internal static class ScalarFunctions
         ActivationKind.Tanh => Math.Tanh(x),
         ActivationKind.ReLU => Math.Max(x, 0),
         ActivationKind.EluPlusOne => x > 0 ? x + 1 : Math.Exp(x),
+        ActivationKind.Softplus => Softplus(x),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "bug in the reference evaluator: activation without a rule"),
     };
 
     public static double Sigmoid(double x) => 1 / (1 + Math.Exp(-x));
+
+    /// <summary>log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): no overflow, and exact where e^x is below rounding.</summary>
+    public static double Softplus(double x) => Math.Max(x, 0) + LogOnePlus(Math.Exp(-Math.Abs(x)));
+
+    /// <summary>log(1 + u) for u &gt;= 0 to full precision: log(w) u / (w - 1) with w = 1 + u rounded (Goldberg), u itself where w rounds to 1.</summary>
+    private static double LogOnePlus(double u)
+    {
+        var w = 1 + u;
+        return w == 1 ? u : Math.Log(w) * u / (w - 1);
+    }
 
     /// <summary>
     /// erf x = 2/sqrt(pi) e^(-x^2) sum_n 2^n x^(2n+1) / (1 3 5 ... (2n+1)): every term is positive,

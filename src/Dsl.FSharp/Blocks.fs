@@ -1,0 +1,11 @@
+namespace Duality.FSharp
+
+/// The recurrent block families as `Layers`, one function per family (the C# `Duality.Builders.Blocks`), with
+/// their papers' defaults; the `...Named` forms give the block's scope.
+[<RequireQualifiedAccess>]
+module Blocks =
+    /// minGRU: z_t = sigmoid(W_z x_t + b_z), h~_t = W_h x_t + b_h, h_t = (1 - z_t) h_{t-1} + z_t h~_t; 2 hidden (d + 1) parameters.
+    let minGru hidden : Layers = fun s -> s.Then(Duality.Builders.Blocks.MinGru(hidden))
+
+    /// minGRU under the scope `name`.
+    let minGruNamed name hidden : Layers = fun s -> s.Then(Duality.Builders.Blocks.MinGru(hidden, name))
