@@ -9,3 +9,9 @@ module Blocks =
 
     /// minGRU under the scope `name`.
     let minGruNamed name hidden : Layers = fun s -> s.Then(Duality.Builders.Blocks.MinGru(hidden, name))
+
+    /// minLSTM: f' h_{t-1} + i' h~_t with f' = f / (f + i), i' = i / (f + i) of sigmoid gates; 3 hidden (d + 1) parameters.
+    let minLstm hidden : Layers = fun s -> s.Then(Duality.Builders.Blocks.MinLstm(hidden))
+
+    /// minLSTM under the scope `name`.
+    let minLstmNamed name hidden : Layers = fun s -> s.Then(Duality.Builders.Blocks.MinLstm(hidden, name))

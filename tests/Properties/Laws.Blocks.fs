@@ -32,7 +32,11 @@ let private families =
     [ { Name = "minGRU"
         CSharp = fun d h -> Model.Input("x", d).Then(Blocks.MinGru(h)).Build()
         FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.minGru h)
-        Parameters = fun d h -> 2L * int64 h * int64 (d + 1) } ]
+        Parameters = fun d h -> 2L * int64 h * int64 (d + 1) }
+      { Name = "minLSTM"
+        CSharp = fun d h -> Model.Input("x", d).Then(Blocks.MinLstm(h)).Build()
+        FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.minLstm h)
+        Parameters = fun d h -> 3L * int64 h * int64 (d + 1) } ]
 
 /// Sizes and data of one draw: input width, state width, batch, time, weight seed, input seed.
 type private Draw = { D: int; H: int; Batch: int; Time: int; WeightSeed: int; InputSeed: int }
@@ -152,6 +156,21 @@ let tests =
             let y = (ReferenceEvaluator.Evaluate(g, [| scalars [ 1.0; 3.0 ] |])).[0]
             Expect.floatClose Accuracy.veryHigh y.[0, 0, 0] 1.0 "step 0"
             Expect.floatClose Accuracy.veryHigh y.[0, 1, 0] ((1.0 - z) * 1.0 + z * 6.0) "step 1"
+
+        testCase "minLSTM by hand: f = sigmoid 0 = 1/2, i = sigmoid(log 3) = 3/4, h~ = x" <| fun () ->
+            // f = 1/2, i = 3/4: f' = (1/2) / (5/4) = 2/5, i' = 3/5; x = 1, 2: h = 3/5, 2/5 * 3/5 + 6/5 = 36/25
+            let g =
+                let g = Model.Input("x", 1).Then(Blocks.MinLstm(1)).Build()
+                let g = projection g "minlstm/forget" (array2D [ [ 0.0 ] ]) [| 0.0 |]
+                let g = projection g "minlstm/input" (array2D [ [ 0.0 ] ]) [| log 3.0 |]
+                projection g "minlstm/update/value/candidate" (array2D [ [ 1.0 ] ]) [| 0.0 |]
+            let expected = [ 0.6; 36.0 / 25.0 ]
+            let x = scalars [ 1.0; 2.0 ]
+            let check form (y: Sequence) =
+                for t in 0 .. 1 do Expect.floatClose Accuracy.veryHigh y.[0, t, 0] expected.[t] (sprintf "%s, step %d" form t)
+            check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+            for mode in modes do
+                check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
 
         testCase "every C# block has its F# function, with and without a scope name" <| fun () ->
             let blocks = typeof<Duality.Builders.Blocks>.GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static ||| Reflection.BindingFlags.DeclaredOnly)

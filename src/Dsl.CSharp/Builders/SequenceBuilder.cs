@@ -205,6 +205,9 @@ public sealed class SequenceBuilder
         draft.Outputs.Contains(Current) ? this : new(draft with { Outputs = draft.Outputs.Add(Current) }, Current, scope);
 
     /// <summary>The verified graph; outputs are the marked nodes, or the current node when none is marked.</summary>
+    /// <summary>Continues from the node <paramref name="id"/> of this draft (a block returning to its input).</summary>
+    internal SequenceBuilder At(NodeId id) => new(draft, id, scope);
+
     /// <summary>
     /// A block's scope: the nodes built inside <paramref name="body"/> are named under <paramref name="name"/>, or,
     /// without one, under the first free "kind", "kind_2", ... so the same block can be used twice.
