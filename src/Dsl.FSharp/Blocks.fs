@@ -15,3 +15,9 @@ module Blocks =
 
     /// minLSTM under the scope `name`.
     let minLstmNamed name hidden : Layers = fun s -> s.Then(Duality.Builders.Blocks.MinLstm(hidden, name))
+
+    /// Griffin's gated MLP: W_down (GELU(W_gate x) * W_up x), hidden width `expansion` times the input's (Griffin: 3).
+    let gatedMlp expansion : Layers = fun s -> s.Then(Duality.Builders.Blocks.GatedMlp(expansion))
+
+    /// The gated MLP under the scope `name`.
+    let gatedMlpNamed name expansion : Layers = fun s -> s.Then(Duality.Builders.Blocks.GatedMlp(expansion, name))

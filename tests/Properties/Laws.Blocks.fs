@@ -36,7 +36,12 @@ let private families =
       { Name = "minLSTM"
         CSharp = fun d h -> Model.Input("x", d).Then(Blocks.MinLstm(h)).Build()
         FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.minLstm h)
-        Parameters = fun d h -> 3L * int64 h * int64 (d + 1) } ]
+        Parameters = fun d h -> 3L * int64 h * int64 (d + 1) }
+      // h is the expansion M
+      { Name = "gated MLP"
+        CSharp = fun d m -> Model.Input("x", d).Then(Blocks.GatedMlp(m)).Build()
+        FSharp = fun d m -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.gatedMlp m)
+        Parameters = fun d m -> 2L * int64 (d + 1) * int64 (m * d) + int64 (m * d + 1) * int64 d } ]
 
 /// Sizes and data of one draw: input width, state width, batch, time, weight seed, input seed.
 type private Draw = { D: int; H: int; Batch: int; Time: int; WeightSeed: int; InputSeed: int }
@@ -171,6 +176,11 @@ let tests =
             check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
             for mode in modes do
                 check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
+
+        testCase "gated MLP: an expansion below 1 is refused, naming the option" <| fun () ->
+            let error = Expect.throwsC (fun () -> Model.Input("x", 3).Then(Blocks.GatedMlp(0)) |> ignore) id
+            Expect.stringContains error.Message "expansion" "names the option"
+            Expect.isTrue (error :? GraphException) "the library's exception"
 
         testCase "every C# block has its F# function, with and without a scope name" <| fun () ->
             let blocks = typeof<Duality.Builders.Blocks>.GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static ||| Reflection.BindingFlags.DeclaredOnly)

@@ -46,4 +46,24 @@ public static class Blocks
                     ActivationKind.Sigmoid, name: "update")
                 .LinearRecurrence(hidden, decay: d => d.From("logit"), name: "h");
         });
+
+    /// <summary>
+    /// Griffin's gated MLP block (De et al. 2024), over the current width d: y = W_down (GELU(W_gate x + b_gate) * (W_up x + b_up)) + b_down,
+    /// hidden width <paramref name="expansion"/> d. Parameters: 2 (d + 1) M d + (M d + 1) d for M = expansion.
+    /// </summary>
+    /// <param name="expansion">The hidden width as a multiple M of the input width (Griffin: 3).</param>
+    /// <param name="name">The block's scope; "mlp", "mlp_2", ... when not given.</param>
+    /// <exception cref="GraphException">The expansion is below 1.</exception>
+    public static Func<SequenceBuilder, SequenceBuilder> GatedMlp(int expansion = 3, string? name = null) =>
+        x =>
+        {
+            if (expansion < 1)
+                throw new GraphException(new Diagnostic("invalid option", name ?? "mlp", $"gated MLP with expansion {expansion}",
+                    "give an expansion of at least 1 (Griffin uses 3)"));
+            var width = x.WidthOrZero;
+            return x.Block(name, "mlp", block => block
+                .Gate(value: v => v.Projection(expansion * width, name: "up"), gate: g => g.Projection(expansion * width, name: "gate"),
+                    ActivationKind.GELU, name: "hidden")
+                .Projection(width, name: "down"));
+        };
 }
