@@ -21,3 +21,18 @@ module Blocks =
 
     /// The gated MLP under the scope `name`.
     let gatedMlpNamed name expansion : Layers = fun s -> s.Then(Duality.Builders.Blocks.GatedMlp(expansion, name))
+
+    /// Griffin's RG-LRU over the current width with `heads` diagonal blocks in its gates:
+    /// h_t = a_t h_{t-1} + sqrt(1 - a_t^2) (i_t x_t), a_t = a^(8 r_t); 2 (D^2 / H + D) + D parameters.
+    let rgLru heads : Layers = fun s -> s.Then(Duality.Builders.Blocks.RgLru(heads))
+
+    /// The RG-LRU under the scope `name`.
+    let rgLruNamed name heads : Layers = fun s -> s.Then(Duality.Builders.Blocks.RgLru(heads, name))
+
+    /// Griffin's recurrent block: W_out (GELU(W_gate x) * RG-LRU(Conv1D(W_in x))), RNN width `hidden`, `heads`, `convolution` taps.
+    let griffinRecurrent hidden heads convolution : Layers =
+        fun s -> s.Then(Duality.Builders.Blocks.GriffinRecurrent(System.Nullable hidden, heads, convolution))
+
+    /// Griffin's recurrent block under the scope `name`.
+    let griffinRecurrentNamed name hidden heads convolution : Layers =
+        fun s -> s.Then(Duality.Builders.Blocks.GriffinRecurrent(System.Nullable hidden, heads, convolution, name))

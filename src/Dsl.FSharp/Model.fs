@@ -23,6 +23,7 @@ type NodeKind =
     | RmsNormNode of RmsNorm
     | ScaleNode of Scale
     | CausalConv1dNode of CausalConv1d
+    | ChannelScaleNode of ChannelScale
 
 [<AutoOpen>]
 module NodePatterns =
@@ -42,6 +43,7 @@ module NodePatterns =
         | :? RmsNorm as n -> RmsNormNode n
         | :? Scale as n -> ScaleNode n
         | :? CausalConv1d as n -> CausalConv1dNode n
+        | :? ChannelScale as n -> ChannelScaleNode n
         | other -> invalidArg "node" (sprintf "unknown node kind %s" (other.GetType().Name))
 
 /// Starting, finishing and inspecting models.

@@ -14,6 +14,8 @@ type RecurrenceKind =
     | Fixed of lambda: double list
     | Complex of readout: ComplexReadout * initialState: double list option
     | Decay of shared: bool
+    /// lambda_t = e^(-softplus(P x_t)), scaled by the decay normaliser sqrt(1 - lambda_t^2) on its input
+    | LogDecay of shared: bool
     | RealWithInitialState of double list
 
 /// The decay of a generated attention: the F# surface's own type (Gated is the input-dependent decay).
@@ -46,6 +48,7 @@ type Op =
     | RmsNormOp
     | ScaleOp of double
     | ConvolutionOp of kernelSize: int
+    | ChannelScaleOp
     | MarkOutput
 
 /// An architecture: one or two inputs (a second is concatenated to the first), then layers.
@@ -94,6 +97,7 @@ let private recurrence w =
               return Complex(readout, init)
           }
           Gen.map Decay (Gen.elements [ true; false ])
+          Gen.map LogDecay (Gen.elements [ true; false ])
           Gen.map RealWithInitialState (lambdas w) ]
 
 /// The width after an op, given the width before.
@@ -126,6 +130,7 @@ let private op w =
           1, Gen.constant RmsNormOp
           1, Gen.map (fun i -> ScaleOp(float i / 4.0)) (Gen.choose (-8, 8))
           1, Gen.map ConvolutionOp (Gen.choose (1, 5))
+          1, Gen.constant ChannelScaleOp
           1, Gen.constant MarkOutput ]
 
 /// Architectures of 1 + size/8 layers (at most 8).
@@ -159,6 +164,9 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
         b.LinearRecurrence(state = StateKind.Complex, readout = readout,
                            initialState = (init |> Option.map (fun v -> DoubleTensor.FromShape([| w; 2 |], Array.ofList v)) |> Option.toObj))
     | Recurrence(Decay shared) -> b.LinearRecurrence(decay = (fun d -> d.Projection(if shared then 1 else w)))
+    | Recurrence(LogDecay shared) ->
+        b.Gate((fun d -> d.Projection(w).Softplus().Scale(-1.0)), ActivationKind.DecayNormaliser)
+         .LinearRecurrence(decay = (fun d -> d.Projection(if shared then 1 else w).Softplus().Scale(-1.0)), decayForm = DecayForm.Logarithm)
     | Recurrence(RealWithInitialState h0) -> b.LinearRecurrence(initialState = vector h0)
     | AttentionOp a ->
         let gamma, phase, gated = decayArguments a.Decay
@@ -172,6 +180,7 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
     | RmsNormOp -> b.RmsNorm()
     | ScaleOp f -> b.Scale(f)
     | ConvolutionOp k -> b.CausalConv1d(k)
+    | ChannelScaleOp -> b.ChannelScale(-2.0, 2.0)
     | MarkOutput -> b.Output()
 
 /// The graph an architecture describes, built with the C# builders (no weights).

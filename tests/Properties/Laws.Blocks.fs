@@ -21,6 +21,9 @@ let private tolerance64 = 1e-10
 /// float32 against the float64 reference, scaled error: a few hundred float32 roundings.
 let private tolerance32 = 1e-4
 
+/// h itself when it divides d, else 1: a number of heads for width d.
+let private headsOf d h = if d % h = 0 then h else 1
+
 /// A family: its C# and F# forms over an input of width d with state width h, and its paper's parameter count.
 type private Family =
     { Name: string
@@ -41,7 +44,19 @@ let private families =
       { Name = "gated MLP"
         CSharp = fun d m -> Model.Input("x", d).Then(Blocks.GatedMlp(m)).Build()
         FSharp = fun d m -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.gatedMlp m)
-        Parameters = fun d m -> 2L * int64 (d + 1) * int64 (m * d) + int64 (m * d + 1) * int64 d } ]
+        Parameters = fun d m -> 2L * int64 (d + 1) * int64 (m * d) + int64 (m * d + 1) * int64 d }
+      // h heads where h divides d, else 1
+      { Name = "RG-LRU"
+        CSharp = fun d h -> Model.Input("x", d).Then(Blocks.RgLru(headsOf d h)).Build()
+        FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.rgLru (headsOf d h))
+        Parameters = fun d h -> let heads = headsOf d h in 2L * int64 (d * d / heads + d) + int64 d }
+      // h is the RNN width D; one head, four taps
+      { Name = "Griffin recurrent block"
+        CSharp = fun d h -> Model.Input("x", d).Then(Blocks.GriffinRecurrent(h, 1, 4)).Build()
+        FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.griffinRecurrent h 1 4)
+        Parameters = fun d h ->
+            let d, h = int64 d, int64 h
+            2L * (d + 1L) * h + 5L * h + (2L * (h * h + h) + h) + (h + 1L) * d } ]
 
 /// Sizes and data of one draw: input width, state width, batch, time, weight seed, input seed.
 type private Draw = { D: int; H: int; Batch: int; Time: int; WeightSeed: int; InputSeed: int }
@@ -181,6 +196,49 @@ let tests =
             let error = Expect.throwsC (fun () -> Model.Input("x", 3).Then(Blocks.GatedMlp(0)) |> ignore) id
             Expect.stringContains error.Message "expansion" "names the option"
             Expect.isTrue (error :? GraphException) "the library's exception"
+
+        testCase "RG-LRU by hand: r = i = 1/2, c log a = -2 ln 2, so a_t = 1/2 and the gain is sqrt 3 / 2" <| fun () ->
+            // u_t = x_t i_t sqrt(1 - a_t^2) = sqrt 3 / 4 for x = 1; h = sqrt 3 / 4, then sqrt 3 / 8 + sqrt 3 / 4
+            let g =
+                let g = Model.Input("x", 1).Then(Blocks.RgLru()).Build()
+                let g = projection g "rglru/recurrence_gate" (array2D [ [ 0.0 ] ]) [| 0.0 |]
+                let g = projection g "rglru/gated/gate/input_gate" (array2D [ [ 0.0 ] ]) [| 0.0 |]
+                let id = g.IdOf "rglru/log_a"
+                let s = g.[id] :?> ChannelScale
+                g.WithNode(id, ChannelScale(s.Name, s.Source, s.Width, DoubleTensor.Vector [| -2.0 * log 2.0 |], s.InitialLow, s.InitialHigh))
+            let expected = [ sqrt 3.0 / 4.0; 3.0 * sqrt 3.0 / 8.0 ]
+            let x = scalars [ 1.0; 1.0 ]
+            let check form (y: Sequence) =
+                for t in 0 .. 1 do Expect.floatClose Accuracy.veryHigh y.[0, t, 0] expected.[t] (sprintf "%s, step %d" form t)
+            check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+            for mode in modes do
+                check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
+
+        testCase "RG-LRU: heads that do not divide the width are refused, naming the option" <| fun () ->
+            let error = Expect.throwsC (fun () -> Model.Input("x", 6).Then(Blocks.RgLru(4)) |> ignore) id
+            Expect.isTrue (error :? GraphException) "the library's exception"
+            Expect.stringContains error.Message "heads" "names the option"
+
+        testCase "decay normaliser: sqrt(1 - e^(2x)) to full precision near x = 0 and far below" <| fun () ->
+            // 1 - e^(2x) = -sum_n (2x)^n / n!, summed until the terms vanish, where 1 - e^(2x) would cancel
+            let oneMinusExp2 x =
+                if x < -0.5 then 1.0 - exp (2.0 * x)
+                else
+                    let mutable term, sum, n = 2.0 * x, 2.0 * x, 1.0
+                    while abs term > 1e-18 * abs sum do
+                        n <- n + 1.0
+                        term <- term * 2.0 * x / n
+                        sum <- sum + term
+                    -sum
+            let xs = [| -1e-12; -1e-6; -1e-3; -0.5; -3.0; -40.0 |]
+            let expected = xs |> Array.map (oneMinusExp2 >> sqrt)
+            let g = Model.Input("x", xs.Length).Activation(ActivationKind.DecayNormaliser).Build()
+            let input = Array3D.init 1 1 xs.Length (fun _ _ i -> xs.[i])
+            let reference = (ReferenceEvaluator.Evaluate(g, [| input |])).[0]
+            let compiled = noGrad (fun () -> ofTensor (g.Compile(CompileOptions.Float64).Forward([| toTensor f64 input |]).[0]))
+            for i in 0 .. xs.Length - 1 do
+                for what, v in [ "reference", reference.[0, 0, i]; "compiled", compiled.[0, 0, i] ] do
+                    Expect.isLessThanOrEqual (abs (v - expected.[i])) (4e-15 * expected.[i]) (sprintf "%s at x = %g" what xs.[i])
 
         testCase "every C# block has its F# function, with and without a scope name" <| fun () ->
             let blocks = typeof<Duality.Builders.Blocks>.GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static ||| Reflection.BindingFlags.DeclaredOnly)

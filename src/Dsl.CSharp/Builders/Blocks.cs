@@ -66,4 +66,66 @@ public static class Blocks
                     ActivationKind.GELU, name: "hidden")
                 .Projection(width, name: "down"));
         };
+
+    /// <summary>
+    /// Griffin's Real-Gated Linear Recurrent Unit (RG-LRU, De et al. 2024), over the current width D with
+    /// <paramref name="heads"/> H: r_t = sigmoid(W_a x_t + b_a), i_t = sigmoid(W_x x_t + b_x) (W_a, W_x block-diagonal,
+    /// H blocks of D/H), a_t = a^(c r_t) with a = sigmoid(Lambda) and c = 8, h_t = a_t h_{t-1} + sqrt(1 - a_t^2) (i_t x_t).
+    /// As a graph: log a_t = w r_t per channel, with w = c log sigmoid(Lambda) = -c softplus(-Lambda) the factors of a
+    /// channel scale ("log_a", initially w ~ U(ln 0.9, ln 0.999), so a^c starts in [0.9, 0.999]); the recurrence ("h")
+    /// takes log a_t as its log-decay (<see cref="DecayForm.Logarithm"/>) and x i_t sqrt(1 - a_t^2) as its input
+    /// ("normalised", the <see cref="ActivationKind.DecayNormaliser"/> of log a_t). Parameters: 2 (D^2 / H + D) + D.
+    /// </summary>
+    /// <param name="heads">The number H of diagonal blocks of the gates' weights; it divides the width.</param>
+    /// <param name="name">The block's scope; "rglru", "rglru_2", ... when not given.</param>
+    /// <exception cref="GraphException">H is below 1 or does not divide the width.</exception>
+    public static Func<SequenceBuilder, SequenceBuilder> RgLru(int heads = 1, string? name = null) =>
+        x =>
+        {
+            var width = x.WidthOrZero;
+            if (heads < 1 || (width > 0 && width % heads != 0))
+                throw new GraphException(new Diagnostic("invalid option", name ?? "rglru", $"RG-LRU with {heads} heads over width {width}",
+                    "give a number of heads of at least 1 that divides the width"));
+            return x.Block(name, "rglru", block =>
+            {
+                var input = block.Current;
+                var logDecay = BlockDiagonal(block, heads, width, "recurrence_gate").Sigmoid(name: "r")
+                    .ChannelScale(Math.Log(0.9), Math.Log(0.999), name: "log_a");
+                return logDecay.At(input)
+                    .Gate(g => BlockDiagonal(g, heads, width, "input_gate"), ActivationKind.Sigmoid, name: "gated")
+                    .Gate(g => g.From("log_a"), ActivationKind.DecayNormaliser, name: "normalised")
+                    .LinearRecurrence(width, decay: d => d.From("log_a"), name: "h", decayForm: DecayForm.Logarithm);
+            });
+        };
+
+    /// <summary>
+    /// Griffin's recurrent block (Hawk's temporal mixing, De et al. 2024), over the current width d with RNN width D:
+    /// y = W_out (GELU(W_gate x + b_gate) * RG-LRU(Conv1D(W_in x + b_in))) + b_out, the convolution causal and depthwise
+    /// with <paramref name="convolution"/> taps. Parameters: 2 (d + 1) D + (k + 1) D + [2 (D^2 / H + D) + D] + (D + 1) d.
+    /// </summary>
+    /// <param name="hidden">The RNN width D; Griffin's 4d/3 (rounded) when not given.</param>
+    /// <param name="heads">The RG-LRU's heads H (block-diagonal gates).</param>
+    /// <param name="convolution">The convolution's taps k (Griffin: 4).</param>
+    /// <param name="name">The block's scope; "griffin", "griffin_2", ... when not given.</param>
+    public static Func<SequenceBuilder, SequenceBuilder> GriffinRecurrent(int? hidden = null, int heads = 1, int convolution = 4,
+        string? name = null) =>
+        x =>
+        {
+            var width = x.WidthOrZero;
+            var rnn = hidden ?? (int)Math.Round(4.0 * width / 3);
+            return x.Block(name, "griffin", block => block
+                .Gate(value: v => v.Projection(rnn, name: "in").CausalConv1d(convolution, name: "conv").Then(RgLru(heads, "rglru")),
+                    gate: g => g.Projection(rnn, name: "gate"), ActivationKind.GELU, name: "mix")
+                .Projection(width, name: "out"));
+        };
+
+    /// <summary>W x + b with W block-diagonal: <paramref name="heads"/> blocks, each a projection of its own slice of the width.</summary>
+    private static SequenceBuilder BlockDiagonal(SequenceBuilder x, int heads, int width, string name)
+    {
+        if (heads == 1) return x.Projection(width, name: name);
+        var part = width / heads;
+        return x.Concat(name, Enumerable.Range(0, heads)
+            .Select(h => (Func<SequenceBuilder, SequenceBuilder>)(b => b.Slice(h * part, part, name: "in").Projection(part, name: "block")))
+            .ToArray());
+    }
 }

@@ -64,11 +64,12 @@ public sealed class SequenceBuilder
     /// <summary>
     /// h_t = lambda * h_{t-1} + u_t over the current width (or <paramref name="width"/>). Lambda values:
     /// [width] real, [width, 2] complex; required when <paramref name="trainable"/> is false. A
-    /// <paramref name="decay"/> branch makes lambda_t = sigmoid(decay(x)_t), input-dependent.
+    /// <paramref name="decay"/> branch makes lambda_t = sigmoid(decay(x)_t), input-dependent, or e^(decay(x)_t) with
+    /// <paramref name="decayForm"/> <see cref="DecayForm.Logarithm"/>.
     /// </summary>
     public SequenceBuilder LinearRecurrence(int? width = null, bool trainable = true, DoubleTensor? lambda = null,
         StateKind state = StateKind.Real, ComplexReadout readout = ComplexReadout.RealPart, DoubleTensor? initialState = null,
-        Func<SequenceBuilder, SequenceBuilder>? decay = null, string? name = null)
+        Func<SequenceBuilder, SequenceBuilder>? decay = null, string? name = null, DecayForm decayForm = DecayForm.Sigmoid)
     {
         var recurrenceName = Name(name, "recurrence");
         var builder = this;
@@ -81,7 +82,7 @@ public sealed class SequenceBuilder
             trainable = false;
         }
         return builder.Append(new LinearRecurrence(recurrenceName, Current, width ?? WidthOrZero, state, readout, trainable,
-            decayId, lambda, initialState));
+            decayId, lambda, initialState, decayForm));
     }
 
     /// <summary>A recurrence with fixed real eigenvalues, one per neuron.</summary>
