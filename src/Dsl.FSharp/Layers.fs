@@ -215,6 +215,13 @@ module Layer =
     let causalConv1dWith kernelSize bias (convName: string option) (weights: ConvolutionWeights option) : Layers =
         fun s -> s.CausalConv1d(kernelSize, bias, name convName, Option.toObj weights)
 
+    /// Normalises each of `groups` consecutive groups of features (one per head), then a gain and bias per feature.
+    let groupNorm groups : Layers = fun s -> s.GroupNorm(groups)
+
+    /// A group norm with every option: epsilon, affine, centred (GroupNorm) or not (RMS per group), name and weights.
+    let groupNormWith groups epsilon affine centre (normName: string option) (weights: NormWeights option) : Layers =
+        fun s -> s.GroupNorm(groups, epsilon, affine, centre, name normName, Option.toObj weights)
+
     /// y_t[c] = s[c] x_t[c]: a learned factor per channel, initially 1.
     let channelScale : Layers = fun s -> s.ChannelScale()
 

@@ -24,6 +24,7 @@ type NodeKind =
     | ScaleNode of Scale
     | CausalConv1dNode of CausalConv1d
     | ChannelScaleNode of ChannelScale
+    | GroupNormNode of GroupNorm
 
 [<AutoOpen>]
 module NodePatterns =
@@ -44,6 +45,7 @@ module NodePatterns =
         | :? Scale as n -> ScaleNode n
         | :? CausalConv1d as n -> CausalConv1dNode n
         | :? ChannelScale as n -> ChannelScaleNode n
+        | :? GroupNorm as n -> GroupNormNode n
         | other -> invalidArg "node" (sprintf "unknown node kind %s" (other.GetType().Name))
 
 /// Starting, finishing and inspecting models.

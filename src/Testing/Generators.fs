@@ -49,6 +49,7 @@ type Op =
     | ScaleOp of double
     | ConvolutionOp of kernelSize: int
     | ChannelScaleOp
+    | GroupNormOp of groups: int * centre: bool
     | MarkOutput
 
 /// An architecture: one or two inputs (a second is concatenated to the first), then layers.
@@ -131,6 +132,11 @@ let private op w =
           1, Gen.map (fun i -> ScaleOp(float i / 4.0)) (Gen.choose (-8, 8))
           1, Gen.map ConvolutionOp (Gen.choose (1, 5))
           1, Gen.constant ChannelScaleOp
+          1, gen {
+                 let! groups = Gen.elements [ for g in 1 .. w do if w % g = 0 then g ]
+                 let! centre = Gen.elements [ true; false ]
+                 return GroupNormOp(groups, centre)
+             }
           1, Gen.constant MarkOutput ]
 
 /// Architectures of 1 + size/8 layers (at most 8).
@@ -181,6 +187,7 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
     | ScaleOp f -> b.Scale(f)
     | ConvolutionOp k -> b.CausalConv1d(k)
     | ChannelScaleOp -> b.ChannelScale(-2.0, 2.0)
+    | GroupNormOp(groups, centre) -> b.GroupNorm(groups, centre = centre)
     | MarkOutput -> b.Output()
 
 /// The graph an architecture describes, built with the C# builders (no weights).

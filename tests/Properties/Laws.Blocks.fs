@@ -145,6 +145,8 @@ let private projection (g: Graph) name (weight: float[,]) (bias: float[]) =
     let p = g.[id] :?> Projection
     g.WithNode(id, Projection(p.Name, p.Source, p.InFeatures, p.OutFeatures, p.Bias, ProjectionWeights(DoubleTensor.Matrix weight, DoubleTensor.Vector bias)))
 
+let private toTensor1 (v: DoubleTensor) = torch.tensor(Array.ofSeq v.Data, dtype = f64)
+
 /// One sequence of scalars as [1, time, 1].
 let private scalars (xs: float list) = Array3D.init 1 xs.Length 1 (fun _ t _ -> xs.[t])
 
@@ -239,6 +241,29 @@ let tests =
             for i in 0 .. xs.Length - 1 do
                 for what, v in [ "reference", reference.[0, 0, i]; "compiled", compiled.[0, 0, i] ] do
                     Expect.isLessThanOrEqual (abs (v - expected.[i])) (4e-15 * expected.[i]) (sprintf "%s at x = %g" what xs.[i])
+
+        testCase "group norm by hand: x = 1, 3, 2, 6 in two groups is -1, 1, -1, 1 centred; 1, 3 over sqrt 5 as RMS" <| fun () ->
+            let x = Array3D.init 1 1 4 (fun _ _ i -> [| 1.0; 3.0; 2.0; 6.0 |].[i])
+            let normed centre =
+                let g = Model.Input("x", 4).GroupNorm(2, epsilon = 1e-300, affine = false, centre = centre).Build()
+                (ReferenceEvaluator.Evaluate(g, [| x |])).[0], noGrad (fun () -> ofTensor (g.Compile(CompileOptions.Float64).Forward([| toTensor f64 x |]).[0]))
+            for what, y in [ "reference", fst (normed true); "compiled", snd (normed true) ] do
+                for i, e in List.indexed [ -1.0; 1.0; -1.0; 1.0 ] do Expect.floatClose Accuracy.veryHigh y.[0, 0, i] e (sprintf "%s, centred, %d" what i)
+            for what, y in [ "reference", fst (normed false); "compiled", snd (normed false) ] do
+                Expect.floatClose Accuracy.veryHigh y.[0, 0, 0] (1.0 / sqrt 5.0) (sprintf "%s, RMS" what)
+                Expect.floatClose Accuracy.veryHigh y.[0, 0, 3] (6.0 / sqrt 20.0) (sprintf "%s, RMS" what)
+
+        testProperty "group norm = PyTorch's group_norm at each step (float64, 1e-12)" <| fun (seed: int) ->
+            let random = Random(seed)
+            let groups = [| 1; 2; 3; 6 |].[random.Next 4]
+            let g = InitializeWeights.Run(Model.Input("x", 6).GroupNorm(groups).Build(), seed, WeightInit.Perturbed)
+            let norm = g.Nodes |> Seq.pick (function :? GroupNorm as n -> Some n | _ -> None)
+            let x = randomSequence random 2 5 6 3.0
+            let ours = (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+            let flat = (toTensor f64 x).reshape(10L, 6L)
+            let theirs =
+                torch.nn.functional.group_norm(flat, int64 groups, toTensor1 norm.Weights.Gain, toTensor1 norm.Weights.Bias, 1e-5).reshape(2L, 5L, 6L)
+            scaledError ours (ofTensor theirs) <= 1e-12
 
         testCase "every C# block has its F# function, with and without a scope name" <| fun () ->
             let blocks = typeof<Duality.Builders.Blocks>.GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static ||| Reflection.BindingFlags.DeclaredOnly)

@@ -44,6 +44,7 @@ let private applyFSharp (s: Sequence) op : Sequence =
     | ScaleOp f -> s |> Layer.scale f
     | ConvolutionOp k -> s |> Layer.causalConv1d k
     | ChannelScaleOp -> s |> Layer.channelScaleWith -2.0 2.0 None None
+    | GroupNormOp(groups, centre) -> s |> Layer.groupNormWith groups 1e-5 true centre None None
     | MarkOutput -> s |> Layer.output
 
 let buildFSharp (a: Architecture) =
@@ -111,6 +112,8 @@ let parity : (string * Cover * (string * Cover) list) list =
       "Named(name)", Fn("Layer", "named"), [ "name", Fn("Layer", "named") ]
       "Output()", Fn("Layer", "output"), []
       "Build()", Fn("Model", "build"), []
+      "GroupNorm(groups,epsilon,affine,centre,name,weights)", Fn("Layer", "groupNormWith"),
+        [ for p in [ "groups"; "epsilon"; "affine"; "centre"; "name"; "weights" ] -> p, Fn("Layer", "groupNormWith") ]
       "ChannelScale(initialLow,initialHigh,name,factors)", Fn("Layer", "channelScaleWith"),
         [ "initialLow", Fn("Layer", "channelScaleWith"); "initialHigh", Fn("Layer", "channelScaleWith")
           "name", Fn("Layer", "channelScaleWith"); "factors", Fn("Layer", "channelScaleWith") ]
@@ -288,7 +291,8 @@ let tests =
                     | RmsNormNode n -> obj.ReferenceEquals(n, node)
                     | ScaleNode n -> obj.ReferenceEquals(n, node)
                     | CausalConv1dNode n -> obj.ReferenceEquals(n, node)
-                    | ChannelScaleNode n -> obj.ReferenceEquals(n, node)))
+                    | ChannelScaleNode n -> obj.ReferenceEquals(n, node)
+                    | GroupNormNode n -> obj.ReferenceEquals(n, node)))
 
         testCase "computation expressions build what the C# builders build" <| fun () ->
             let fsharp =
