@@ -1,6 +1,7 @@
-// Two recurrent blocks written as F# pipelines: a Hawk/Griffin-style gated block with an
-// input-dependent decay, and an LRU block with a complex diagonal recurrence. Both are compiled,
-// run, and checked: streaming one step at a time computes the full sequence.
+// A small hybrid model composed from the Blocks surface, as Griffin composes its recurrent and attention
+// blocks: pre-norm residual blocks of minGRU, minLSTM and a decaying linear attention, each followed by
+// Griffin's gated MLP. It is compiled, run, streamed token by token, checked (step form = full sequence),
+// and its attention block is lowered to the gated RNN that computes it exactly.
 #load "Duality.fsx"
 
 open Duality.Ir
@@ -10,39 +11,22 @@ open TorchSharp
 
 let width = 16
 
-/// Griffin's recurrent block, in spirit: a GELU gate branch times a branch through a recurrence whose
-/// decay lambda_t = sigmoid(w . x_t) depends on the input (the RG-LRU's role), then a projection.
-let hawk =
-    residual "hawk" {
-        Layer.rmsNorm
-        gated {
-            value (Layer.projection width >> Layer.recurrence (Lambda.InputDependent(Layer.projection width)))
-            gate (Layer.projection width >> Layer.gelu)
-        }
-        Layer.projection width
-    }
-
-/// An LRU block: a complex diagonal recurrence read out as [re; im], projected back, then an MLP.
-let lru =
-    residual "lru" {
-        Layer.layerNorm
-        Layer.projection width
-        Layer.recurrence (Lambda.Complex(ComplexReadout.RealAndImaginary, None))
-        Layer.projection width
-    }
-
-let mlp = residual "mlp" { Layer.rmsNorm; Layer.projection (2 * width); Layer.gelu; Layer.projection width }
+/// A pre-norm residual block around any mixer, then a pre-norm residual gated MLP (expansion 3).
+let block name (mixer: Layers) : Layers =
+    Layer.residualNamed name (Layer.rmsNorm >> mixer)
+    >> Layer.residualNamed (name + "_mlp") (Layer.rmsNorm >> Blocks.gatedMlp 3)
 
 let model =
     Model.input "x" 4
     |> layers {
         Layer.projection width >> Layer.named "embed"
-        hawk
-        lru
-        mlp
+        block "recurrent1" (Blocks.minGru width)
+        block "attention" (Layer.attention { Attention.linear 2 8 8 with Decay = Decay.Gamma 0.9; Out = Some width })
+        block "recurrent2" (Blocks.minLstm width)
         Layer.projection 1 >> Layer.named "readout"
     }
     |> Model.build
+    |> Graph.withWeights 7
 
 printfn "%A" model
 
@@ -58,11 +42,13 @@ let mutable last = 0.0f
 for t in 0 .. 49 do last <- (streamer.Step(System.ReadOnlySpan(first, 4 * t, 4))).[0]
 printfn "streamer, 50 tokens: last output %.5f, full sequence %.5f" last (y.[0, 49, 0].item<float32>())
 
-let kinds = Graph.kinds model |> List.countBy (function
-    | RecurrenceNode _ -> "recurrence" | ProjectionNode _ -> "projection" | GateNode _ -> "gate"
-    | InputNode _ | AttentionNode _ | ActivationNode _ | AddNode _ | ConcatNode _ | SliceNode _
-    | LayerNormNode _ | RmsNormNode _ | ScaleNode _ -> "other")
-printfn "node kinds: %A" kinds
-
 Laws.checkWith 20 (Laws.stepEqualsFull 1e-10 model)
 printfn "step form = full sequence form on 20 random weight and input samples"
+
+// the attention block becomes a gated RNN: the whole model is then recurrent, and computes the same function
+let recurrent = model |> Graph.lower
+let report = Graph.equivalence model recurrent
+printfn "%A" report
+if not report.Equivalent then failwith "the lowered model computes another function"
+let attentions g = g |> Graph.kinds |> List.filter (function AttentionNode _ -> true | _ -> false) |> List.length
+printfn "attention layers: %d before lowering, %d after" (attentions model) (attentions recurrent)

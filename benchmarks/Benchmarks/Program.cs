@@ -177,6 +177,46 @@ if (args.Contains("--peer")) PythonPeer(report, ours, oursBackward);
 else Console.WriteLine("  (--peer also runs the Python peer, benchmarks/peer.py, where python3 has torch: a few minutes)");
 }
 
+// --- the block families: compiled forward against its roofline (its products at the matmul rate plus its input, output
+// and weights at the copy rate, both measured here), forward + backward against forward, and the per-step loop a user writes
+if (Selected("blocks"))
+{
+Console.WriteLine("\n== block families (d 256, state 256, B 8, T 1024), float32");
+const int d = 256, batch = 8, time = 1024;
+var square = randn(2048, 2048, generator: generator);
+var matmulMs = Measurement.Of("reference", "matmul 2048^3", "libtorch", repeats, () => square.matmul(square).Dispose()).MinMs;
+var matmulRate = 2.0 * 2048 * 2048 * 2048 / matmulMs;           // FLOP per ms
+using var copySource = randn(batch, time, 4 * d, generator: generator);
+using var copyTarget = empty_like(copySource);
+var copyMs = Measurement.Of("reference", "copy", "Tensor.copy_", repeats, () => copyTarget.copy_(copySource)).MinMs;
+var copyRate = 2.0 * copySource.numel() * 4 / copyMs;           // bytes per ms
+Console.WriteLine($"  matmul {matmulRate / 1e6:0.0} GFLOP/s, copy {copyRate / 1e6:0.0} GB/s");
+using var x = randn(batch, time, d, generator: generator);
+var families = new (string Name, Func<SequenceBuilder, SequenceBuilder> Block)[]
+{
+    ("minGRU", Blocks.MinGru(d)), ("minLSTM", Blocks.MinLstm(d)), ("RG-LRU", Blocks.RgLru()),
+    ("Griffin recurrent", Blocks.GriffinRecurrent(d)), ("gated MLP", Blocks.GatedMlp()),
+};
+foreach (var (name, block) in families)
+{
+    var graph = InitializeWeights.Run(Model.Input("x", d).Then(block).Build(), 1);
+    var model = graph.Compile();
+    var flops = graph.Nodes.OfType<Projection>().Sum(p => 2.0 * batch * time * p.InFeatures * p.OutFeatures);
+    var bytes = 4.0 * (batch * time * (d + graph.Widths[graph.Outputs[0].Index]) + ParameterCounts.Total(graph));
+    var (productsMs, trafficMs) = (flops / matmulRate, bytes / copyRate);
+    var forward = report.Add(Measurement.Of("blocks", name, "compiled forward (no gradients)", repeats, () => Run(model, x)));
+    var loop = report.Add(Measurement.Of("blocks", name, "per-step loop (TorchOps)", Math.Min(repeats, 3),
+        () => Run(graph.Compile(new CompileOptions { Execution = ExecutionMode.TorchOps }), x)));
+    var both = report.Add(Measurement.Of("blocks", name, "compiled forward + backward", repeats,
+        () => { using var scope = NewDisposeScope(); model.zero_grad(); model.forward(x).sum().backward(); }));
+    var roofline = productsMs + trafficMs;
+    Console.WriteLine($"  {name}: roofline {roofline:0.00} ms = products {productsMs:0.00} ms + traffic {trafficMs:0.00} ms");
+    report.Ratio($"{name}: compiled forward / roofline ({productsMs:0.0} + {trafficMs:0.0} ms)", forward.MinMs / roofline, "<= 1.3", forward.MinMs / roofline <= 1.3);
+    report.Ratio($"{name}: forward + backward / forward", both.MinMs / forward.MinMs, "<= 3", both.MinMs / forward.MinMs <= 3);
+    report.Context($"{name}: per-step loop / compiled forward", loop.MinMs / forward.MinMs);
+}
+}
+
 report.Print(Process.GetCurrentProcess().PeakWorkingSet64);
 report.WriteCsv(Path.Combine("artifacts", "benchmarks.csv"));
 Console.WriteLine($"wrote {Path.GetFullPath(Path.Combine("artifacts", "benchmarks.csv"))}");

@@ -20,6 +20,8 @@ type Lambda =
     | Complex of ComplexReadout * fixedValues: (float * float)[] option
     /// lambda_t = sigmoid(decay x_t), from a branch one or width features wide.
     | InputDependent of decay: Layers
+    /// lambda_t = e^(decay x_t): the branch gives log lambda_t (Mamba-2, RG-LRU), one or width features wide.
+    | LogDecay of decay: Layers
 
 /// Position weighting of a linear attention.
 type Decay =
@@ -55,14 +57,14 @@ module Norms =
 /// [width, 2] complex (required when not trainable), `Decay` a branch making lambda input-dependent.
 type RecurrenceSpec =
     { Width: int option; Trainable: bool; Lambda: DoubleTensor option; State: StateKind; Readout: ComplexReadout
-      InitialState: DoubleTensor option; Decay: Layers option; Name: string option }
+      InitialState: DoubleTensor option; Decay: Layers option; DecayForm: DecayForm; Name: string option }
 
 /// Creating `RecurrenceSpec` values.
 [<RequireQualifiedAccess>]
 module Recurrences =
     /// A real, trainable, seeded recurrence over the current width.
     let create = { Width = None; Trainable = true; Lambda = None; State = StateKind.Real; Readout = ComplexReadout.RealPart
-                   InitialState = None; Decay = None; Name = None }
+                   InitialState = None; Decay = None; DecayForm = DecayForm.Sigmoid; Name = None }
 
 /// An attention layer's hyper-parameters, and optionally its weights (layout: `AttentionWeights`, README);
 /// start from `Attention.linear` or `Attention.softmax`.
@@ -123,6 +125,7 @@ module Layer =
                 s.LinearRecurrence(trainable = false, state = StateKind.Complex, readout = readout,
                                    lambda = DoubleTensor.FromShape([| pairs.Length; 2 |], values))
             | InputDependent decay -> s.LinearRecurrence(decay = decay)
+            | LogDecay decay -> s.LinearRecurrence(decay = decay, decayForm = DecayForm.Logarithm)
 
     /// A recurrence starting from a given state: [width] values, or [width] (re, im) pairs flattened for a complex state.
     let recurrenceFrom (initialState: float[]) (lambda: Lambda) : Layers =
@@ -139,13 +142,14 @@ module Layer =
                 s.LinearRecurrence(trainable = false, state = StateKind.Complex, readout = readout,
                                    lambda = DoubleTensor.FromShape([| pairs.Length; 2 |], values), initialState = state [| pairs.Length; 2 |])
             | InputDependent decay -> s.LinearRecurrence(decay = decay, initialState = state [| width |])
+            | LogDecay decay -> s.LinearRecurrence(decay = decay, initialState = state [| width |], decayForm = DecayForm.Logarithm)
 
     /// A recurrence with every option of the C# builder (see `RecurrenceSpec`).
     let recurrenceWith (spec: RecurrenceSpec) : Layers =
         fun s ->
             s.LinearRecurrence(Option.toNullable spec.Width, spec.Trainable, Option.toObj spec.Lambda, spec.State, spec.Readout,
                                Option.toObj spec.InitialState, Option.toObj (spec.Decay |> Option.map (fun f -> Func<_, _> f)),
-                               name spec.Name)
+                               name spec.Name, spec.DecayForm)
 
     /// Self-attention: hyper-parameters, name and (optionally) weights from the spec.
     let attention (spec: AttentionSpec) : Layers =
@@ -172,6 +176,8 @@ module Layer =
     let tanh : Layers = activation ActivationKind.Tanh
     /// y = max(0, x) elementwise.
     let relu : Layers = activation ActivationKind.ReLU
+    /// log(1 + e^x), elementwise.
+    let softplus : Layers = activation ActivationKind.Softplus
 
     /// x + body x; the block's nodes are named under "residual/" (see `residualNamed`).
     let residual (body: Layers) : Layers = fun s -> s.Residual(body)
@@ -224,6 +230,20 @@ module Layer =
     /// A causal convolution with every option: bias, name and (optionally) weights.
     let causalConv1dWith kernelSize bias (convName: string option) (weights: ConvolutionWeights option) : Layers =
         fun s -> s.CausalConv1d(kernelSize, bias, name convName, Option.toObj weights)
+
+    /// Normalises each of `groups` consecutive groups of features (one per head), then a gain and bias per feature.
+    let groupNorm groups : Layers = fun s -> s.GroupNorm(groups)
+
+    /// A group norm with every option: epsilon, affine, centred (GroupNorm) or not (RMS per group), name and weights.
+    let groupNormWith groups epsilon affine centre (normName: string option) (weights: NormWeights option) : Layers =
+        fun s -> s.GroupNorm(groups, epsilon, affine, centre, name normName, Option.toObj weights)
+
+    /// y_t[c] = s[c] x_t[c]: a learned factor per channel, initially 1.
+    let channelScale : Layers = fun s -> s.ChannelScale()
+
+    /// A channel scale with every option: the factors' initial range, name and (optionally) the factors.
+    let channelScaleWith initialLow initialHigh (scaleName: string option) (factors: DoubleTensor option) : Layers =
+        fun s -> s.ChannelScale(initialLow, initialHigh, name scaleName, Option.toObj factors)
 
     /// Names the nodes built by `body` under "name/".
     let scope name (body: Layers) : Layers = fun s -> s.Scope(name, body)

@@ -36,6 +36,8 @@ type NodeKind =
     | ScaleNode of Scale
     /// A causal depthwise convolution over time.
     | CausalConv1dNode of CausalConv1d
+    | ChannelScaleNode of ChannelScale
+    | GroupNormNode of GroupNorm
 
 /// The `Kind` pattern, opened with `Duality.FSharp`.
 [<AutoOpen>]
@@ -56,6 +58,8 @@ module NodePatterns =
         | :? RmsNorm as n -> RmsNormNode n
         | :? Scale as n -> ScaleNode n
         | :? CausalConv1d as n -> CausalConv1dNode n
+        | :? ChannelScale as n -> ChannelScaleNode n
+        | :? GroupNorm as n -> GroupNormNode n
         | other -> invalidArg "node" (sprintf "unknown node kind %s" (other.GetType().Name))
 
 /// Starting, finishing and inspecting models.

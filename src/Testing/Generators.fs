@@ -20,6 +20,8 @@ type RecurrenceKind =
     | Complex of readout: ComplexReadout * initialState: double list option
     /// Input-dependent, lambda_t = sigmoid(projection x_t), one decay for all neurons when `shared`, else one per neuron.
     | Decay of shared: bool
+    /// lambda_t = e^(-softplus(P x_t)), after a self-gate by the decay normaliser sqrt(1 - e^(-2 softplus(Q x_t)))
+    | LogDecay of shared: bool
     /// Real and trainable, starting from the given state [width].
     | RealWithInitialState of double list
 
@@ -67,6 +69,10 @@ type Op =
     | ScaleOp of double
     /// A causal depthwise convolution of `kernelSize` taps.
     | ConvolutionOp of kernelSize: int
+    /// A learned factor per channel, initially in [-2, 2].
+    | ChannelScaleOp
+    /// A group norm of `groups` groups, centred or RMS.
+    | GroupNormOp of groups: int * centre: bool
     /// Marks the current node as an output (the graph then has several).
     | MarkOutput
 
@@ -74,10 +80,10 @@ type Op =
 type Architecture =
     { Input: int; Second: int option; Ops: Op list }
 
-/// Every activation kind.
+/// Every activation kind defined on all reals (the decay normaliser, NaN above 0, is drawn on log-decays only).
 let activations =
     [ ActivationKind.Identity; ActivationKind.Sigmoid; ActivationKind.SiLU; ActivationKind.GELU
-      ActivationKind.Tanh; ActivationKind.ReLU; ActivationKind.EluPlusOne ]
+      ActivationKind.Tanh; ActivationKind.ReLU; ActivationKind.EluPlusOne; ActivationKind.Softplus ]
 
 let private width = Gen.choose (1, 6)
 
@@ -117,6 +123,7 @@ let private recurrence w =
               return Complex(readout, init)
           }
           Gen.map Decay (Gen.elements [ true; false ])
+          Gen.map LogDecay (Gen.elements [ true; false ])
           Gen.map RealWithInitialState (lambdas w) ]
 
 /// The width after an op, given the width before.
@@ -149,6 +156,12 @@ let private op w =
           1, Gen.constant RmsNormOp
           1, Gen.map (fun i -> ScaleOp(float i / 4.0)) (Gen.choose (-8, 8))
           1, Gen.map ConvolutionOp (Gen.choose (1, 5))
+          1, Gen.constant ChannelScaleOp
+          1, gen {
+                 let! groups = Gen.elements [ for g in 1 .. w do if w % g = 0 then g ]
+                 let! centre = Gen.elements [ true; false ]
+                 return GroupNormOp(groups, centre)
+             }
           1, Gen.constant MarkOutput ]
 
 /// Architectures of 1 + size/8 layers (at most 8).
@@ -182,6 +195,9 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
         b.LinearRecurrence(state = StateKind.Complex, readout = readout,
                            initialState = (init |> Option.map (fun v -> DoubleTensor.FromShape([| w; 2 |], Array.ofList v)) |> Option.toObj))
     | Recurrence(Decay shared) -> b.LinearRecurrence(decay = (fun d -> d.Projection(if shared then 1 else w)))
+    | Recurrence(LogDecay shared) ->
+        b.Gate((fun d -> d.Projection(w).Softplus().Scale(-1.0)), ActivationKind.DecayNormaliser)
+         .LinearRecurrence(decay = (fun d -> d.Projection(if shared then 1 else w).Softplus().Scale(-1.0)), decayForm = DecayForm.Logarithm)
     | Recurrence(RealWithInitialState h0) -> b.LinearRecurrence(initialState = vector h0)
     | AttentionOp a ->
         let gamma, phase, gated = decayArguments a.Decay
@@ -195,6 +211,8 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
     | RmsNormOp -> b.RmsNorm()
     | ScaleOp f -> b.Scale(f)
     | ConvolutionOp k -> b.CausalConv1d(k)
+    | ChannelScaleOp -> b.ChannelScale(-2.0, 2.0)
+    | GroupNormOp(groups, centre) -> b.GroupNorm(groups, centre = centre)
     | MarkOutput -> b.Output()
 
 /// The graph an architecture describes, built with the C# builders (no weights).

@@ -27,6 +27,10 @@ let private applyFSharp (s: Sequence) op : Sequence =
     | Recurrence(Complex(readout, None)) -> s |> Layer.recurrence (Lambda.Complex(readout, None))
     | Recurrence(Complex(readout, Some h0)) -> s |> Layer.recurrenceFrom (Array.ofList h0) (Lambda.Complex(readout, None))
     | Recurrence(Decay shared) -> s |> Layer.recurrence (Lambda.InputDependent(Layer.projection (if shared then 1 else w)))
+    | Recurrence(LogDecay shared) ->
+        let logDecay = Layer.projection w >> Layer.softplus >> Layer.scale -1.0
+        s |> Layer.gateBy logDecay ActivationKind.DecayNormaliser
+          |> Layer.recurrence (Lambda.LogDecay(Layer.projection (if shared then 1 else w) >> Layer.softplus >> Layer.scale -1.0))
     | Recurrence(RealWithInitialState h0) -> s |> Layer.recurrenceFrom (Array.ofList h0) Lambda.Trainable
     | AttentionOp a ->
         s |> Layer.attention { Attention.linear a.Heads a.Key a.Value with
@@ -39,6 +43,8 @@ let private applyFSharp (s: Sequence) op : Sequence =
     | RmsNormOp -> s |> Layer.rmsNorm
     | ScaleOp f -> s |> Layer.scale f
     | ConvolutionOp k -> s |> Layer.causalConv1d k
+    | ChannelScaleOp -> s |> Layer.channelScaleWith -2.0 2.0 None None
+    | GroupNormOp(groups, centre) -> s |> Layer.groupNormWith groups 1e-5 true centre None None
     | MarkOutput -> s |> Layer.output
 
 let buildFSharp (a: Architecture) =
@@ -72,9 +78,9 @@ let parity : (string * Cover * (string * Cover) list) list =
         [ "value", Fn("Layer", "gate"); "gate", Fn("Layer", "gate"); "activation", Fn("Layer", "gate"); "name", Fn("Layer", "gateNamed") ]
       "Gate(gate,activation,name)", Fn("Layer", "gateBy"),
         [ "gate", Fn("Layer", "gateBy"); "activation", Fn("Layer", "gateBy"); "name", Fn("Layer", "gateByNamed") ]
-      "LinearRecurrence(width,trainable,lambda,state,readout,initialState,decay,name)", Fn("Layer", "recurrenceWith"),
+      "LinearRecurrence(width,trainable,lambda,state,readout,initialState,decay,name,decayForm)", Fn("Layer", "recurrenceWith"),
         spec "RecurrenceSpec" [ "width", "Width"; "trainable", "Trainable"; "lambda", "Lambda"; "state", "State"; "readout", "Readout"
-                                "initialState", "InitialState"; "decay", "Decay"; "name", "Name" ]
+                                "initialState", "InitialState"; "decay", "Decay"; "name", "Name"; "decayForm", "DecayForm" ]
       "LinearRecurrence(fixedLambda,name)", Case("Lambda", "Fixed"), [ "fixedLambda", Case("Lambda", "Fixed"); "name", named ]
       "Attention(heads,keyWidth,valueWidth,outFeatures,causal,kernel,featureMap,decay,weights,name,decayPhase,inputDependentDecay)",
         Fn("Layer", "attention"),
@@ -84,6 +90,7 @@ let parity : (string * Cover * (string * Cover) list) list =
       "Activation(kind,name)", Fn("Layer", "activation"), [ "kind", Fn("Layer", "activation"); "name", named ]
       "Sigmoid(name)", Fn("Layer", "sigmoid"), [ "name", named ]
       "SiLU(name)", Fn("Layer", "silu"), [ "name", named ]
+      "Softplus(name)", Fn("Layer", "softplus"), [ "name", named ]
       "GELU(name)", Fn("Layer", "gelu"), [ "name", named ]
       "Tanh(name)", Fn("Layer", "tanh"), [ "name", named ]
       "ReLU(name)", Fn("Layer", "relu"), [ "name", named ]
@@ -105,6 +112,11 @@ let parity : (string * Cover * (string * Cover) list) list =
       "Named(name)", Fn("Layer", "named"), [ "name", Fn("Layer", "named") ]
       "Output()", Fn("Layer", "output"), []
       "Build()", Fn("Model", "build"), []
+      "GroupNorm(groups,epsilon,affine,centre,name,weights)", Fn("Layer", "groupNormWith"),
+        [ for p in [ "groups"; "epsilon"; "affine"; "centre"; "name"; "weights" ] -> p, Fn("Layer", "groupNormWith") ]
+      "ChannelScale(initialLow,initialHigh,name,factors)", Fn("Layer", "channelScaleWith"),
+        [ "initialLow", Fn("Layer", "channelScaleWith"); "initialHigh", Fn("Layer", "channelScaleWith")
+          "name", Fn("Layer", "channelScaleWith"); "factors", Fn("Layer", "channelScaleWith") ]
       "CausalConv1d(kernelSize,bias,name,weights)", Fn("Layer", "causalConv1dWith"),
         [ "kernelSize", Fn("Layer", "causalConv1dWith"); "bias", Fn("Layer", "causalConv1dWith")
           "name", Fn("Layer", "causalConv1dWith"); "weights", Fn("Layer", "causalConv1dWith") ] ]
@@ -278,7 +290,9 @@ let tests =
                     | LayerNormNode n -> obj.ReferenceEquals(n, node)
                     | RmsNormNode n -> obj.ReferenceEquals(n, node)
                     | ScaleNode n -> obj.ReferenceEquals(n, node)
-                    | CausalConv1dNode n -> obj.ReferenceEquals(n, node)))
+                    | CausalConv1dNode n -> obj.ReferenceEquals(n, node)
+                    | ChannelScaleNode n -> obj.ReferenceEquals(n, node)
+                    | GroupNormNode n -> obj.ReferenceEquals(n, node)))
 
         testCase "computation expressions build what the C# builders build" <| fun () ->
             let fsharp =

@@ -72,11 +72,12 @@ public sealed class SequenceBuilder
     /// <summary>
     /// h_t = lambda * h_{t-1} + u_t over the current width (or <paramref name="width"/>). Lambda values:
     /// [width] real, [width, 2] complex; required when <paramref name="trainable"/> is false. A
-    /// <paramref name="decay"/> branch makes lambda_t = sigmoid(decay(x)_t), input-dependent.
+    /// <paramref name="decay"/> branch makes lambda_t = sigmoid(decay(x)_t), input-dependent, or e^(decay(x)_t) with
+    /// <paramref name="decayForm"/> <see cref="DecayForm.Logarithm"/>.
     /// </summary>
     public SequenceBuilder LinearRecurrence(int? width = null, bool trainable = true, DoubleTensor? lambda = null,
         StateKind state = StateKind.Real, ComplexReadout readout = ComplexReadout.RealPart, DoubleTensor? initialState = null,
-        Func<SequenceBuilder, SequenceBuilder>? decay = null, string? name = null)
+        Func<SequenceBuilder, SequenceBuilder>? decay = null, string? name = null, DecayForm decayForm = DecayForm.Sigmoid)
     {
         var recurrenceName = Name(name, "recurrence");
         var builder = this;
@@ -89,7 +90,7 @@ public sealed class SequenceBuilder
             trainable = false;
         }
         return builder.Append(new LinearRecurrence(recurrenceName, Current, width ?? WidthOrZero, state, readout, trainable,
-            decayId, lambda, initialState));
+            decayId, lambda, initialState, decayForm));
     }
 
     /// <summary>A recurrence with fixed real eigenvalues, one per neuron.</summary>
@@ -126,6 +127,9 @@ public sealed class SequenceBuilder
     public SequenceBuilder Tanh(string? name = null) => Activation(ActivationKind.Tanh, name);
     /// y = max(0, x) elementwise.
     public SequenceBuilder ReLU(string? name = null) => Activation(ActivationKind.ReLU, name);
+
+    /// <summary>log(1 + e^x), elementwise (Mamba-2's step size, a positive rate from any real).</summary>
+    public SequenceBuilder Softplus(string? name = null) => Activation(ActivationKind.Softplus, name);
 
     /// <summary>x + body(x). The block's nodes live under the block's name, which the sum itself takes.</summary>
     public SequenceBuilder Residual(Func<SequenceBuilder, SequenceBuilder> body, string? name = null)
@@ -225,6 +229,20 @@ public sealed class SequenceBuilder
         draft.Outputs.Contains(Current) ? this : new(draft with { Outputs = draft.Outputs.Add(Current) }, Current, scope);
 
     /// <summary>The verified graph; outputs are the marked nodes, or the current node when none is marked.</summary>
+    /// <summary>Continues from the node <paramref name="id"/> of this draft (a block returning to its input).</summary>
+    internal SequenceBuilder At(NodeId id) => new(draft, id, scope);
+
+    /// <summary>
+    /// A block's scope: the nodes built inside <paramref name="body"/> are named under <paramref name="name"/>, or,
+    /// without one, under the first free "kind", "kind_2", ... so the same block can be used twice.
+    /// </summary>
+    internal SequenceBuilder Block(string? name, string kind, Func<SequenceBuilder, SequenceBuilder> body)
+    {
+        if (name is not null) return Scope(name, body);
+        var after = Branch(body, Name(null, kind), draft);
+        return new SequenceBuilder(after.draft, after.Current, scope);
+    }
+
     public Graph Build() => Graph.Create(draft.Nodes, draft.Outputs.IsEmpty ? [Current] : draft.Outputs);
 
     /// <summary>The current node's width, 0 when unknown (its shape rule then reports the problem).</summary>

@@ -23,6 +23,28 @@ public enum ActivationKind
 
     /// <summary>f(x) = elu(x) + 1: x + 1 for x &gt; 0, e^x otherwise; positive, a linear attention's usual feature map.</summary>
     EluPlusOne,
+
+    /// <summary>f(x) = log(1 + e^x), computed as max(x, 0) + log(1 + e^-|x|): positive, Mamba-2's step size.</summary>
+    Softplus,
+
+    /// <summary>
+    /// f(x) = sqrt(1 - e^(2x)): the input gain of a state whose log-decay is x &lt;= 0 (Griffin's sqrt(1 - a_t^2) for
+    /// a_t = e^x), computed from e^(2x) - 1 to full precision; NaN for x &gt; 0.
+    /// </summary>
+    DecayNormaliser,
+}
+
+/// <summary>
+/// How a recurrence's decay branch d gives its eigenvalue: lambda_t = sigmoid(d_t), or lambda_t = e^(d_t) (the
+/// branch is log lambda_t, as Mamba-2, Griffin's RG-LRU and gated linear attention write their decays).
+/// </summary>
+public enum DecayForm
+{
+    /// <summary>lambda_t = sigmoid(d_t).</summary>
+    Sigmoid,
+
+    /// <summary>lambda_t = e^(d_t): the branch is the log-decay.</summary>
+    Logarithm,
 }
 
 /// <summary>A recurrence's state: real, or complex (kept as real and imaginary parts).</summary>

@@ -14,10 +14,31 @@ internal static class ScalarFunctions
         ActivationKind.Tanh => Math.Tanh(x),
         ActivationKind.ReLU => Math.Max(x, 0),
         ActivationKind.EluPlusOne => x > 0 ? x + 1 : Math.Exp(x),
+        ActivationKind.Softplus => Softplus(x),
+        ActivationKind.DecayNormaliser => Math.Sqrt(-ExpMinusOne(2 * x)),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "bug in the reference evaluator: activation without a rule"),
     };
 
     public static double Sigmoid(double x) => 1 / (1 + Math.Exp(-x));
+
+    /// <summary>log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): no overflow, and exact where e^x is below rounding.</summary>
+    public static double Softplus(double x) => Math.Max(x, 0) + LogOnePlus(Math.Exp(-Math.Abs(x)));
+
+    /// <summary>e^x - 1 to full precision: (u - 1) x / log u with u = e^x rounded (Kahan), x itself where u rounds to 1.</summary>
+    public static double ExpMinusOne(double x)
+    {
+        var u = Math.Exp(x);
+        if (u == 1) return x;
+        var um1 = u - 1;
+        return um1 == -1 || double.IsInfinity(u) ? um1 : um1 * x / Math.Log(u);
+    }
+
+    /// <summary>log(1 + u) for u &gt;= 0 to full precision: log(w) u / (w - 1) with w = 1 + u rounded (Goldberg), u itself where w rounds to 1.</summary>
+    private static double LogOnePlus(double u)
+    {
+        var w = 1 + u;
+        return w == 1 ? u : Math.Log(w) * u / (w - 1);
+    }
 
     /// <summary>
     /// erf x = 2/sqrt(pi) e^(-x^2) sum_n 2^n x^(2n+1) / (1 3 5 ... (2n+1)): every term is positive,

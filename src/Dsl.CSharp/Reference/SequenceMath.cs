@@ -31,26 +31,31 @@ internal static class SequenceMath
         return y;
     }
 
-    /// <summary>y = (x - mean) / sqrt(mean((x - mean)^2) + epsilon) * g + b over features; mean = 0 without centring.</summary>
-    public static double[,,] Normalise(double[,,] x, double epsilon, bool centre, DoubleTensor? gain, DoubleTensor? bias)
+    /// <summary>
+    /// y = (x - mean) / sqrt(mean((x - mean)^2) + epsilon) * g + b, the mean and square taken over each of
+    /// <paramref name="groups"/> consecutive groups of features (all features by default); mean = 0 without centring.
+    /// </summary>
+    public static double[,,] Normalise(double[,,] x, double epsilon, bool centre, DoubleTensor? gain, DoubleTensor? bias, int groups = 1)
     {
-        var (batch, time, width) = (x.GetLength(0), x.GetLength(1), x.GetLength(2));
-        var y = new double[batch, time, width];
+        var (batch, time, features) = (x.GetLength(0), x.GetLength(1), x.GetLength(2));
+        var width = features / groups;
+        var y = new double[batch, time, features];
         for (int i = 0; i < batch; i++)
             for (int t = 0; t < time; t++)
-            {
-                double mean = 0;
-                if (centre)
+                for (int from = 0; from < features; from += width)
                 {
-                    for (int c = 0; c < width; c++) mean += x[i, t, c];
-                    mean /= width;
+                    double mean = 0;
+                    if (centre)
+                    {
+                        for (int c = from; c < from + width; c++) mean += x[i, t, c];
+                        mean /= width;
+                    }
+                    double square = 0;
+                    for (int c = from; c < from + width; c++) square += (x[i, t, c] - mean) * (x[i, t, c] - mean);
+                    var scale = 1 / Math.Sqrt(square / width + epsilon);
+                    for (int c = from; c < from + width; c++)
+                        y[i, t, c] = (x[i, t, c] - mean) * scale * (gain is null ? 1 : gain[c]) + (bias is null ? 0 : bias[c]);
                 }
-                double square = 0;
-                for (int c = 0; c < width; c++) square += (x[i, t, c] - mean) * (x[i, t, c] - mean);
-                var scale = 1 / Math.Sqrt(square / width + epsilon);
-                for (int c = 0; c < width; c++)
-                    y[i, t, c] = (x[i, t, c] - mean) * scale * (gain is null ? 1 : gain[c]) + (bias is null ? 0 : bias[c]);
-            }
         return y;
     }
 

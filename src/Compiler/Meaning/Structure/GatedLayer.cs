@@ -124,7 +124,7 @@ internal static class GatedLayers
     private static GatedLayer? Split(Graph g, NodeId memoryId, int[] readers)
     {
         var memory = (LinearRecurrence)g[memoryId];
-        if (memory.State != StateKind.Real || memory.InitialState is not null || readers[memoryId.Index] != 1
+        if (memory.State != StateKind.Real || memory.DecayForm != DecayForm.Sigmoid || memory.InitialState is not null || readers[memoryId.Index] != 1
             || g[memory.Decay!.Value] is not Projection decay || readers[memory.Decay.Value.Index] != 1
             || (decay.OutFeatures != memory.Width && decay.OutFeatures != 1)
             || g[memory.Source] is not Slice { Start: 0 } memorySlice || readers[memory.Source.Index] != 1

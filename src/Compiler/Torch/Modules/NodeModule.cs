@@ -57,6 +57,9 @@ internal static class TensorValues
         ActivationKind.Tanh => x.tanh(),
         ActivationKind.ReLU => x.relu(),
         ActivationKind.EluPlusOne => nn.functional.elu(x, 1.0, false) + 1,
+        // torch's softplus returns x itself beyond a threshold (20), an error of e^-20 = 2e-9: the exact form instead
+        ActivationKind.Softplus => x.clamp_min(0) + x.abs().neg().exp().log1p(),
+        ActivationKind.DecayNormaliser => (x * 2).expm1().neg().sqrt(),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "bug in the compiler: activation without a module"),
     };
 }

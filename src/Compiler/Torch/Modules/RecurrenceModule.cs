@@ -91,7 +91,7 @@ internal sealed class RecurrenceModule : NodeModule
     private Tensor Fused(IReadOnlyList<Tensor> inputs, Tensor? into = null)
     {
         var u = inputs[0];
-        if (inputs.Count > 1) return Kernels.LinearScan.Run(u, inputs[1].sigmoid(), initialState, into);
+        if (inputs.Count > 1) return Kernels.LinearScan.Run(u, DecayOf(inputs[1]), initialState, into);
         if (!Complex) return Kernels.LinearScan.Run(u, lambda!, initialState, into);
         var both = Kernels.ComplexScan.Run(u, lambda!, initialState);
         return node.Readout == ComplexReadout.RealAndImaginary ? both : both.narrow(-1, 0, node.Width);
@@ -112,11 +112,14 @@ internal sealed class RecurrenceModule : NodeModule
 
     private Tensor[] Advance(Tensor[] state, Tensor u, Tensor? decay)
     {
-        if (decay is not null) return [decay.sigmoid() * state[0] + u];
+        if (decay is not null) return [DecayOf(decay) * state[0] + u];
         if (!Complex) return [lambda! * state[0] + u];
         Tensor re = state[0], im = state[1], lre = lambda!.select(1, 0), lim = lambda.select(1, 1);
         return [lre * re - lim * im + u, lre * im + lim * re];
     }
+
+    /// <summary>lambda_t from the decay branch: sigmoid(d) or e^d (<see cref="DecayForm"/>).</summary>
+    private Tensor DecayOf(Tensor decay) => node.DecayForm == DecayForm.Logarithm ? decay.exp() : decay.sigmoid();
 
     private Tensor Readout(Tensor[] state) =>
         Complex && node.Readout == ComplexReadout.RealAndImaginary ? cat([state[0], state[1]], -1) : state[0];
@@ -167,7 +170,7 @@ internal sealed class RecurrenceStepper<T> : Stepper<T> where T : unmanaged, INu
             if (decay is not null)
             {
                 var d = decay.Row(b);
-                for (int k = 0; k < n; k++) hr[k] = Sigmoid(d[d.Length == 1 ? 0 : k]) * hr[k] + u[k];
+                for (int k = 0; k < n; k++) hr[k] = T.CreateChecked(node.DecayOf(double.CreateChecked(d[d.Length == 1 ? 0 : k]))) * hr[k] + u[k];
             }
             else if (!complex)
                 for (int k = 0; k < n; k++) hr[k] = lambdaRe[k] * hr[k] + u[k];

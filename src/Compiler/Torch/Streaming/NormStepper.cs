@@ -4,8 +4,9 @@ using static Duality.Streaming.VectorMath;
 
 namespace Duality.Streaming;
 
-/// <summary>LayerNorm (centred) and RmsNorm over each row.</summary>
-internal sealed class NormStepper<T>(Stepper<T> source, int batch, double epsilon, bool centre, DoubleTensor? gain, DoubleTensor? bias)
+/// <summary>LayerNorm (centred) and RmsNorm over each row, or over each of its groups of consecutive features (GroupNorm).</summary>
+internal sealed class NormStepper<T>(Stepper<T> source, int batch, double epsilon, bool centre, DoubleTensor? gain, DoubleTensor? bias,
+    int groups = 1)
     : Stepper<T>(batch, source.Width) where T : unmanaged, INumber<T>, IRootFunctions<T>
 {
     private readonly T[]? gain = gain is null ? null : Values<T>(gain);
@@ -14,22 +15,24 @@ internal sealed class NormStepper<T>(Stepper<T> source, int batch, double epsilo
 
     public override void Step()
     {
-        var width = T.CreateChecked(Width);
+        var groupWidth = Width / groups;
+        var width = T.CreateChecked(groupWidth);
         for (int b = 0; b < Batch; b++)
-        {
-            var x = source.Row(b);
-            var y = Row(b);
-            var mean = T.Zero;
-            if (centre)
+            for (int from = 0; from < Width; from += groupWidth)
             {
-                foreach (var v in x) mean += v;
-                mean /= width;
+                var x = source.Row(b).Slice(from, groupWidth);
+                var y = Row(b).Slice(from, groupWidth);
+                var mean = T.Zero;
+                if (centre)
+                {
+                    foreach (var v in x) mean += v;
+                    mean /= width;
+                }
+                var square = T.Zero;
+                foreach (var v in x) square += (v - mean) * (v - mean);
+                var scale = T.One / T.Sqrt(square / width + epsilon);
+                for (int c = 0; c < x.Length; c++)
+                    y[c] = (x[c] - mean) * scale * (gain is null ? T.One : gain[from + c]) + (bias is null ? T.Zero : bias[from + c]);
             }
-            var square = T.Zero;
-            foreach (var v in x) square += (v - mean) * (v - mean);
-            var scale = T.One / T.Sqrt(square / width + epsilon);
-            for (int c = 0; c < x.Length; c++)
-                y[c] = (x[c] - mean) * scale * (gain is null ? T.One : gain[c]) + (bias is null ? T.Zero : bias[c]);
-        }
     }
 }

@@ -5,7 +5,8 @@ namespace Duality.Ir;
 /// <summary>
 /// Diagonal linear recurrence h_t = lambda * h_{t-1} + u_t over Width neurons.
 /// Lambda: [Width] (real) or [Width, 2] (complex, as re and im); required when not trainable.
-/// With a Decay branch d ([1] or [Width] wide), lambda_t = sigmoid(d_t) instead, and Lambda is absent.
+/// With a Decay branch d ([1] or [Width] wide), lambda_t = sigmoid(d_t) instead (or e^(d_t) with
+/// <see cref="DecayForm.Logarithm"/>), and Lambda is absent.
 /// InitialState: [Width] or [Width, 2]; absent means zero. A complex state is fed u_t on its real
 /// part and emits its real part, or [re; im] with <see cref="ComplexReadout.RealAndImaginary"/>.
 /// Initially lambda ~ U(0.5, 0.99); complex: r ~ U(0.5, 0.99), theta ~ U(0, pi/4) per neuron.
@@ -25,7 +26,8 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
     bool TrainableLambda = true,
     NodeId? Decay = null,
     DoubleTensor? Lambda = null,
-    DoubleTensor? InitialState = null) : Node(Name)
+    DoubleTensor? InitialState = null,
+    DecayForm DecayForm = DecayForm.Sigmoid) : Node(Name)
 {
     /// <inheritdoc/>
     public override ValueList<NodeId> Sources => Decay is { } d ? ValueList.Of(Source, d) : ValueList.Of(Source);
@@ -36,7 +38,7 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
     public override string Describe()
     {
         var state = State == StateKind.Complex ? "complex" : "real";
-        var lambda = Decay is not null ? "input-dependent decay" : TrainableLambda ? "trainable lambda" : "fixed lambda";
+        var lambda = Decay is not null ? DecayForm == DecayForm.Logarithm ? "input-dependent decay e^d" : "input-dependent decay" : TrainableLambda ? "trainable lambda" : "fixed lambda";
         return $"LinearRecurrence {Width} ({state}, {lambda})";
     }
 
@@ -69,7 +71,8 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
     {
         var received = width(Source);
         int? decayWidth = Decay is { } d ? width(d) : null;
-        if (!check.Positive(Width, "width") | !check.Defined(State, nameof(State)) | !check.Defined(Readout, nameof(Readout))) return null;
+        if (!check.Positive(Width, "width") | !check.Defined(State, nameof(State)) | !check.Defined(Readout, nameof(Readout))
+            | !check.Defined(DecayForm, nameof(DecayForm))) return null;
         var complex = State == StateKind.Complex;
         // a complex state holds [Width, 2] and may emit 2 Width features
         if (complex && !check.Elements(Decay is null ? "Lambda" : "InitialState", Width, 2)) return null;
@@ -87,7 +90,10 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
                 check.Problem("unexpected lambda", "lambda_t comes from the decay branch, yet lambda values or a trainable lambda are declared",
                     "drop Lambda and set TrainableLambda = false when a decay branch is given");
         }
-        else if (Lambda is null && !TrainableLambda)
+        else if (DecayForm != DecayForm.Sigmoid)
+            check.Problem("unexpected decay form", $"the decay form {DecayForm} reads a decay branch, and none is given",
+                "give a decay branch, or drop the decay form");
+        if (Decay is null && Lambda is null && !TrainableLambda)
             check.Problem("missing weight", "lambda is fixed but no values are given", "give Lambda values, or make lambda trainable");
         if (Lambda is { } lambda)
         {
@@ -142,7 +148,7 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
                 for (int t = 0; t < time; t++)
                 {
                     if (decay is not null)
-                        re = ScalarFunctions.Sigmoid(decay[i, t, decay.GetLength(2) == 1 ? 0 : k]) * re + u[i, t, k];
+                        re = DecayOf(decay[i, t, decay.GetLength(2) == 1 ? 0 : k]) * re + u[i, t, k];
                     else if (!complex)
                         re = Lambda![k] * re + u[i, t, k];
                     else
@@ -156,4 +162,7 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
             }
         return y;
     }
+
+    /// <summary>lambda_t from the decay branch's value d_t.</summary>
+    internal double DecayOf(double d) => DecayForm == DecayForm.Logarithm ? Math.Exp(d) : ScalarFunctions.Sigmoid(d);
 }

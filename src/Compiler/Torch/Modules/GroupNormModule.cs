@@ -1,0 +1,44 @@
+using Duality.Ir;
+using Duality.Streaming;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Duality.Torch;
+
+/// <summary>Each group of width / groups features normalised (centred or RMS), then g and b; x: [batch, time, width].</summary>
+internal sealed class GroupNormModule : NodeModule
+{
+    private readonly GroupNorm node;
+    private readonly Parameter? gain, bias;
+
+    public GroupNormModule(GroupNorm node, ScalarType dtype) : base(node.Name)
+    {
+        this.node = node;
+        if (node.Weights is { } w)
+        {
+            register_parameter("gain", gain = TensorValues.Parameter(w.Gain, dtype));
+            if (w.Bias is { } b) register_parameter("bias", bias = TensorValues.Parameter(b, dtype));
+        }
+    }
+
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs)
+    {
+        var x = inputs[0];
+        var grouped = x.reshape(x.shape[0], x.shape[1], node.Groups, node.Width / node.Groups);
+        var centred = node.Centre ? grouped - grouped.mean([-1L], keepdim: true) : grouped;
+        var normalised = (centred * (centred.square().mean([-1L], keepdim: true) + node.Epsilon).rsqrt()).reshape(x.shape);
+        if (gain is null) return normalised;
+        return bias is null ? normalised * gain : normalised * gain + bias;
+    }
+
+    public override Node ReadBack(Node read) =>
+        gain is null ? read : ((GroupNorm)read) with { Weights = new NormWeights(TensorValues.ToValues(gain), bias is null ? null : TensorValues.ToValues(bias)) };
+}
+
+internal sealed class GroupNormExecution : NodeExecution<GroupNorm>
+{
+    protected override NodeModule Module(GroupNorm node, ScalarType dtype, ExecutionMode execution) => new GroupNormModule(node, dtype);
+
+    protected override Stepper<T> Stepper<T>(GroupNorm node, Stepper<T>[] sources, int batch, int capacity) =>
+        new NormStepper<T>(sources[0], batch, node.Epsilon, node.Centre, node.Weights?.Gain, node.Weights?.Bias, node.Groups);
+}

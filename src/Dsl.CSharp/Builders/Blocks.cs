@@ -1,0 +1,131 @@
+using Duality.Ir;
+
+namespace Duality.Builders;
+
+/// <summary>
+/// The recurrent block families of current research as graph fragments, each with its paper's equations and
+/// defaults: <c>Model.Input("x", 64).Then(Blocks.MinGru(128))</c>. A block's nodes are named under its scope
+/// (the given name, else the family's, numbered when used again), so its weights can be addressed by path.
+/// </summary>
+public static class Blocks
+{
+    /// <summary>
+    /// minGRU (Feng et al. 2024, "Were RNNs All We Needed?"), over the current width d:
+    /// z_t = sigmoid(W_z x_t + b_z), h~_t = W_h x_t + b_h, h_t = (1 - z_t) h_{t-1} + z_t h~_t, h_0 = 0.
+    /// As a graph: the update z_t h~_t is a gate of two projections ("update/value/candidate", "update/gate/z"),
+    /// and 1 - z_t = sigmoid(-(W_z x_t + b_z)) is the input-dependent decay of a diagonal recurrence ("h").
+    /// Parameters: 2 hidden (d + 1). Output width: <paramref name="hidden"/>.
+    /// </summary>
+    /// <param name="hidden">The state's width d_h (positive).</param>
+    /// <param name="name">The block's scope; "mingru", "mingru_2", ... when not given.</param>
+    public static Func<SequenceBuilder, SequenceBuilder> MinGru(int hidden, string? name = null) =>
+        x => x.Block(name, "mingru", block => block
+            .Gate(value: v => v.Projection(hidden, name: "candidate"), gate: g => g.Projection(hidden, name: "z"),
+                ActivationKind.Sigmoid, name: "update")
+            .LinearRecurrence(hidden, decay: d => d.From("update/gate/z").Scale(-1, name: "negated"), name: "h"));
+
+    /// <summary>
+    /// minLSTM (Feng et al. 2024), over the current width d: f_t = sigmoid(W_f x_t + b_f), i_t = sigmoid(W_i x_t + b_i),
+    /// h~_t = W_h x_t + b_h, f'_t = f_t / (f_t + i_t), i'_t = i_t / (f_t + i_t), h_t = f'_t h_{t-1} + i'_t h~_t, h_0 = 0.
+    /// As a graph, with a = W_f x + b_f and b = W_i x + b_i: f' = sigmoid(s) and i' = 1 - f' = sigmoid(-s) for
+    /// s = softplus(-b) - softplus(-a) (since i/f = e^(softplus(-a) - softplus(-b))), so s ("logit") is the decay of a
+    /// diagonal recurrence ("h") fed by the gate sigmoid(-s) h~ ("update"). Parameters: 3 hidden (d + 1).
+    /// </summary>
+    /// <param name="hidden">The state's width d_h (positive).</param>
+    /// <param name="name">The block's scope; "minlstm", "minlstm_2", ... when not given.</param>
+    public static Func<SequenceBuilder, SequenceBuilder> MinLstm(int hidden, string? name = null) =>
+        x => x.Block(name, "minlstm", block =>
+        {
+            var input = block.Current;
+            var forgetCost = block.Projection(hidden, name: "forget").Scale(-1, name: "forget_negated").Softplus(name: "forget_cost");
+            return forgetCost.At(input)
+                .Projection(hidden, name: "input").Scale(-1, name: "input_negated").Softplus(name: "input_cost")
+                .Add(cost => cost.From("forget_cost").Scale(-1, name: "negated"), name: "logit")
+                .At(input)
+                .Gate(value: v => v.Projection(hidden, name: "candidate"), gate: g => g.From("logit").Scale(-1, name: "negated"),
+                    ActivationKind.Sigmoid, name: "update")
+                .LinearRecurrence(hidden, decay: d => d.From("logit"), name: "h");
+        });
+
+    /// <summary>
+    /// Griffin's gated MLP block (De et al. 2024), over the current width d: y = W_down (GELU(W_gate x + b_gate) * (W_up x + b_up)) + b_down,
+    /// hidden width <paramref name="expansion"/> d. Parameters: 2 (d + 1) M d + (M d + 1) d for M = expansion.
+    /// </summary>
+    /// <param name="expansion">The hidden width as a multiple M of the input width (Griffin: 3).</param>
+    /// <param name="name">The block's scope; "mlp", "mlp_2", ... when not given.</param>
+    /// <exception cref="GraphException">The expansion is below 1.</exception>
+    public static Func<SequenceBuilder, SequenceBuilder> GatedMlp(int expansion = 3, string? name = null) =>
+        x =>
+        {
+            if (expansion < 1)
+                throw new GraphException(new Diagnostic("invalid option", name ?? "mlp", $"gated MLP with expansion {expansion}",
+                    "give an expansion of at least 1 (Griffin uses 3)"));
+            var width = x.WidthOrZero;
+            return x.Block(name, "mlp", block => block
+                .Gate(value: v => v.Projection(expansion * width, name: "up"), gate: g => g.Projection(expansion * width, name: "gate"),
+                    ActivationKind.GELU, name: "hidden")
+                .Projection(width, name: "down"));
+        };
+
+    /// <summary>
+    /// Griffin's Real-Gated Linear Recurrent Unit (RG-LRU, De et al. 2024), over the current width D with
+    /// <paramref name="heads"/> H: r_t = sigmoid(W_a x_t + b_a), i_t = sigmoid(W_x x_t + b_x) (W_a, W_x block-diagonal,
+    /// H blocks of D/H), a_t = a^(c r_t) with a = sigmoid(Lambda) and c = 8, h_t = a_t h_{t-1} + sqrt(1 - a_t^2) (i_t x_t).
+    /// As a graph: log a_t = w r_t per channel, with w = c log sigmoid(Lambda) = -c softplus(-Lambda) the factors of a
+    /// channel scale ("log_a", initially w ~ U(ln 0.9, ln 0.999), so a^c starts in [0.9, 0.999]); the recurrence ("h")
+    /// takes log a_t as its log-decay (<see cref="DecayForm.Logarithm"/>) and x i_t sqrt(1 - a_t^2) as its input
+    /// ("normalised", the <see cref="ActivationKind.DecayNormaliser"/> of log a_t). Parameters: 2 (D^2 / H + D) + D.
+    /// </summary>
+    /// <param name="heads">The number H of diagonal blocks of the gates' weights; it divides the width.</param>
+    /// <param name="name">The block's scope; "rglru", "rglru_2", ... when not given.</param>
+    /// <exception cref="GraphException">H is below 1 or does not divide the width.</exception>
+    public static Func<SequenceBuilder, SequenceBuilder> RgLru(int heads = 1, string? name = null) =>
+        x =>
+        {
+            var width = x.WidthOrZero;
+            if (heads < 1 || (width > 0 && width % heads != 0))
+                throw new GraphException(new Diagnostic("invalid option", name ?? "rglru", $"RG-LRU with {heads} heads over width {width}",
+                    "give a number of heads of at least 1 that divides the width"));
+            return x.Block(name, "rglru", block =>
+            {
+                var input = block.Current;
+                var logDecay = BlockDiagonal(block, heads, width, "recurrence_gate").Sigmoid(name: "r")
+                    .ChannelScale(Math.Log(0.9), Math.Log(0.999), name: "log_a");
+                return logDecay.At(input)
+                    .Gate(g => BlockDiagonal(g, heads, width, "input_gate"), ActivationKind.Sigmoid, name: "gated")
+                    .Gate(g => g.From("log_a"), ActivationKind.DecayNormaliser, name: "normalised")
+                    .LinearRecurrence(width, decay: d => d.From("log_a"), name: "h", decayForm: DecayForm.Logarithm);
+            });
+        };
+
+    /// <summary>
+    /// Griffin's recurrent block (Hawk's temporal mixing, De et al. 2024), over the current width d with RNN width D:
+    /// y = W_out (GELU(W_gate x + b_gate) * RG-LRU(Conv1D(W_in x + b_in))) + b_out, the convolution causal and depthwise
+    /// with <paramref name="convolution"/> taps. Parameters: 2 (d + 1) D + (k + 1) D + [2 (D^2 / H + D) + D] + (D + 1) d.
+    /// </summary>
+    /// <param name="hidden">The RNN width D; Griffin's 4d/3 (rounded) when not given.</param>
+    /// <param name="heads">The RG-LRU's heads H (block-diagonal gates).</param>
+    /// <param name="convolution">The convolution's taps k (Griffin: 4).</param>
+    /// <param name="name">The block's scope; "griffin", "griffin_2", ... when not given.</param>
+    public static Func<SequenceBuilder, SequenceBuilder> GriffinRecurrent(int? hidden = null, int heads = 1, int convolution = 4,
+        string? name = null) =>
+        x =>
+        {
+            var width = x.WidthOrZero;
+            var rnn = hidden ?? (int)Math.Round(4.0 * width / 3);
+            return x.Block(name, "griffin", block => block
+                .Gate(value: v => v.Projection(rnn, name: "in").CausalConv1d(convolution, name: "conv").Then(RgLru(heads, "rglru")),
+                    gate: g => g.Projection(rnn, name: "gate"), ActivationKind.GELU, name: "mix")
+                .Projection(width, name: "out"));
+        };
+
+    /// <summary>W x + b with W block-diagonal: <paramref name="heads"/> blocks, each a projection of its own slice of the width.</summary>
+    private static SequenceBuilder BlockDiagonal(SequenceBuilder x, int heads, int width, string name)
+    {
+        if (heads == 1) return x.Projection(width, name: name);
+        var part = width / heads;
+        return x.Concat(name, Enumerable.Range(0, heads)
+            .Select(h => (Func<SequenceBuilder, SequenceBuilder>)(b => b.Slice(h * part, part, name: "in").Projection(part, name: "block")))
+            .ToArray());
+    }
+}

@@ -1,0 +1,38 @@
+namespace Duality.FSharp
+
+/// The recurrent block families as `Layers`, one function per family (the C# `Duality.Builders.Blocks`), with
+/// their papers' defaults; the `...Named` forms give the block's scope.
+[<RequireQualifiedAccess>]
+module Blocks =
+    /// minGRU: z_t = sigmoid(W_z x_t + b_z), h~_t = W_h x_t + b_h, h_t = (1 - z_t) h_{t-1} + z_t h~_t; 2 hidden (d + 1) parameters.
+    let minGru hidden : Layers = fun s -> s.Then(Duality.Builders.Blocks.MinGru(hidden))
+
+    /// minGRU under the scope `name`.
+    let minGruNamed name hidden : Layers = fun s -> s.Then(Duality.Builders.Blocks.MinGru(hidden, name))
+
+    /// minLSTM: f' h_{t-1} + i' h~_t with f' = f / (f + i), i' = i / (f + i) of sigmoid gates; 3 hidden (d + 1) parameters.
+    let minLstm hidden : Layers = fun s -> s.Then(Duality.Builders.Blocks.MinLstm(hidden))
+
+    /// minLSTM under the scope `name`.
+    let minLstmNamed name hidden : Layers = fun s -> s.Then(Duality.Builders.Blocks.MinLstm(hidden, name))
+
+    /// Griffin's gated MLP: W_down (GELU(W_gate x) * W_up x), hidden width `expansion` times the input's (Griffin: 3).
+    let gatedMlp expansion : Layers = fun s -> s.Then(Duality.Builders.Blocks.GatedMlp(expansion))
+
+    /// The gated MLP under the scope `name`.
+    let gatedMlpNamed name expansion : Layers = fun s -> s.Then(Duality.Builders.Blocks.GatedMlp(expansion, name))
+
+    /// Griffin's RG-LRU over the current width with `heads` diagonal blocks in its gates:
+    /// h_t = a_t h_{t-1} + sqrt(1 - a_t^2) (i_t x_t), a_t = a^(8 r_t); 2 (D^2 / H + D) + D parameters.
+    let rgLru heads : Layers = fun s -> s.Then(Duality.Builders.Blocks.RgLru(heads))
+
+    /// The RG-LRU under the scope `name`.
+    let rgLruNamed name heads : Layers = fun s -> s.Then(Duality.Builders.Blocks.RgLru(heads, name))
+
+    /// Griffin's recurrent block: W_out (GELU(W_gate x) * RG-LRU(Conv1D(W_in x))), RNN width `hidden`, `heads`, `convolution` taps.
+    let griffinRecurrent hidden heads convolution : Layers =
+        fun s -> s.Then(Duality.Builders.Blocks.GriffinRecurrent(System.Nullable hidden, heads, convolution))
+
+    /// Griffin's recurrent block under the scope `name`.
+    let griffinRecurrentNamed name hidden heads convolution : Layers =
+        fun s -> s.Then(Duality.Builders.Blocks.GriffinRecurrent(System.Nullable hidden, heads, convolution, name))

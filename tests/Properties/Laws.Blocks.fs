@@ -1,0 +1,297 @@
+/// Laws of the block families (`Blocks`): every form a block runs in computes its paper's equations, its
+/// parameter count is the paper's formula, and a case small enough to work out by hand comes out as worked.
+module Duality.Properties.LawsBlocks
+
+open System
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open TorchSharp
+open Duality
+open Duality.Builders
+open Duality.Ir
+open Duality.Passes
+open Duality.Reference
+open Duality.Properties.Support
+open Duality.Testing.Sequences
+
+let private f64 = torch.ScalarType.Float64
+/// float64: the same arithmetic in another order.
+let private tolerance64 = 1e-10
+/// float32 against the float64 reference, scaled error: a few hundred float32 roundings.
+let private tolerance32 = 1e-4
+
+/// h itself when it divides d, else 1: a number of heads for width d.
+let private headsOf d h = if d % h = 0 then h else 1
+
+/// A family: its C# and F# forms over an input of width d with state width h, and its paper's parameter count.
+type private Family =
+    { Name: string
+      CSharp: int -> int -> Graph
+      FSharp: int -> int -> Graph
+      Parameters: int -> int -> int64 }
+
+let private families =
+    [ { Name = "minGRU"
+        CSharp = fun d h -> Model.Input("x", d).Then(Blocks.MinGru(h)).Build()
+        FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.minGru h)
+        Parameters = fun d h -> 2L * int64 h * int64 (d + 1) }
+      { Name = "minLSTM"
+        CSharp = fun d h -> Model.Input("x", d).Then(Blocks.MinLstm(h)).Build()
+        FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.minLstm h)
+        Parameters = fun d h -> 3L * int64 h * int64 (d + 1) }
+      // h is the expansion M
+      { Name = "gated MLP"
+        CSharp = fun d m -> Model.Input("x", d).Then(Blocks.GatedMlp(m)).Build()
+        FSharp = fun d m -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.gatedMlp m)
+        Parameters = fun d m -> 2L * int64 (d + 1) * int64 (m * d) + int64 (m * d + 1) * int64 d }
+      // h heads where h divides d, else 1
+      { Name = "RG-LRU"
+        CSharp = fun d h -> Model.Input("x", d).Then(Blocks.RgLru(headsOf d h)).Build()
+        FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.rgLru (headsOf d h))
+        Parameters = fun d h -> let heads = headsOf d h in 2L * int64 (d * d / heads + d) + int64 d }
+      // h is the RNN width D; one head, four taps
+      { Name = "Griffin recurrent block"
+        CSharp = fun d h -> Model.Input("x", d).Then(Blocks.GriffinRecurrent(h, 1, 4)).Build()
+        FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.griffinRecurrent h 1 4)
+        Parameters = fun d h ->
+            let d, h = int64 d, int64 h
+            2L * (d + 1L) * h + 5L * h + (2L * (h * h + h) + h) + (h + 1L) * d } ]
+
+/// Sizes and data of one draw: input width, state width, batch, time, weight seed, input seed.
+type private Draw = { D: int; H: int; Batch: int; Time: int; WeightSeed: int; InputSeed: int }
+
+let private draws =
+    gen {
+        let! d = Gen.choose (1, 6)
+        let! h = Gen.choose (1, 6)
+        let! batch = Gen.choose (1, 3)
+        // both sides of the fused kernels' thresholds: 1 step, short, and beyond a 64-step chunk
+        let! time = Gen.frequency [ 1, Gen.constant 1; 3, Gen.choose (2, 20); 1, Gen.choose (60, 140) ]
+        let! weightSeed = Gen.choose (0, 10000)
+        let! inputSeed = Gen.choose (0, 10000)
+        return { D = d; H = h; Batch = batch; Time = time; WeightSeed = weightSeed; InputSeed = inputSeed }
+    }
+    |> Arb.fromGen
+
+let private weighted (family: Family) (w: Draw) =
+    InitializeWeights.Run(family.CSharp w.D w.H, w.WeightSeed, WeightInit.Perturbed)
+
+let private inputsOf (w: Draw) = [| randomSequence (Random(w.InputSeed)) w.Batch w.Time w.D 1.0 |]
+
+let private modes = [ ExecutionMode.Auto; ExecutionMode.PerNode; ExecutionMode.TorchOps ]
+
+/// Parameter and input gradients of sum(y * probe), in the parameters' order, flattened.
+let private gradients (g: Graph) mode (inputs: Sequence[]) (probe: Sequence) =
+    let model = g.Compile(CompileOptions(DType = f64, Execution = mode))
+    let x = (toTensor f64 inputs.[0]).requires_grad_(true)
+    let y = model.Forward([| x |]).[0]
+    (y * toTensor f64 probe).sum().backward()
+    [ for struct (name, p) in model.named_parameters() -> name, ofTensorFlat p.grad ] @ [ "input", ofTensorFlat x.grad ]
+
+let private relative (expected: double[]) (actual: double[]) =
+    let scale = expected |> Array.fold (fun m v -> max m (abs v)) 0.0
+    Array.fold2 (fun m e a -> max m (abs (e - a))) 0.0 expected actual / (1.0 + scale)
+
+let private formsLaws (family: Family) =
+    [ testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 40 }
+          (sprintf "%s: Auto = PerNode = TorchOps = step form = streamer = reference (float64, scaled error <= 1e-10)" family.Name) <|
+          Prop.forAll draws (fun w ->
+              let g = weighted family w
+              let inputs = inputsOf w
+              let expected = (ReferenceEvaluator.Evaluate(g, inputs)).[0]
+              let tensors = inputs |> Array.map (toTensor f64)
+              noGrad (fun () ->
+                  [ for mode in modes do
+                        let model = g.Compile(CompileOptions(DType = f64, Execution = mode))
+                        yield sprintf "%A" mode, ofTensor (model.Forward(tensors).[0])
+                    let model = g.Compile(CompileOptions.Float64)
+                    yield "step form", ofTensor (model.ToStepForm().Unroll(tensors).[0])
+                    yield "streamer", (LawsStreaming.stream64 (Duality.Streaming.Streamer.Create<float>(g, w.Batch)) g inputs).[0] ]
+                  |> List.forall (fun (form, actual) -> within tolerance64 (scaledError expected actual) form)))
+
+      testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 40 }
+          (sprintf "%s: float32 = reference (scaled error <= 1e-4), compiled and streamed" family.Name) <|
+          Prop.forAll draws (fun w ->
+              let g = weighted family w
+              let inputs = inputsOf w
+              let expected = (ReferenceEvaluator.Evaluate(g, inputs)).[0]
+              let compiled = noGrad (fun () -> ofTensor (g.Compile(CompileOptions()).Forward(inputs |> Array.map (toTensor torch.ScalarType.Float32)).[0]))
+              let streamed = (LawsStreaming.stream32 (Duality.Streaming.Streamer.Create<float32>(g, w.Batch)) g inputs).[0]
+              within tolerance32 (scaledError expected compiled) "compiled" && within tolerance32 (scaledError expected streamed) "streamed")
+
+      testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 25 }
+          (sprintf "%s: gradients of parameters and inputs agree across Auto, PerNode and TorchOps (float64, 1e-10)" family.Name) <|
+          Prop.forAll draws (fun w ->
+              let g = weighted family w
+              let inputs = inputsOf w
+              let probe = randomSequence (Random(w.InputSeed + 1)) w.Batch w.Time g.Widths.[g.Outputs.[0].Index] 1.0
+              let baseline = gradients g ExecutionMode.TorchOps inputs probe
+              [ ExecutionMode.Auto; ExecutionMode.PerNode ]
+              |> List.forall (fun mode ->
+                  List.forall2 (fun (name, e) (name', a) ->
+                      name = name' && within tolerance64 (relative e a) (sprintf "%A, gradient of %s" mode name))
+                      baseline (gradients g mode inputs probe)))
+
+      testCase (sprintf "%s: parameter count = the paper's formula, and the F# block is the C# block" family.Name) <| fun () ->
+          for d in 1 .. 6 do
+              for h in 1 .. 6 do
+                  let g = family.CSharp d h
+                  Expect.equal (ParameterCounts.Total g) (family.Parameters d h) (sprintf "d %d, h %d" d h)
+                  Expect.equal (family.FSharp d h) g (sprintf "F# = C#, d %d, h %d" d h) ]
+
+let private projection (g: Graph) name (weight: float[,]) (bias: float[]) =
+    let id = g.IdOf name
+    let p = g.[id] :?> Projection
+    g.WithNode(id, Projection(p.Name, p.Source, p.InFeatures, p.OutFeatures, p.Bias, ProjectionWeights(DoubleTensor.Matrix weight, DoubleTensor.Vector bias)))
+
+let private toTensor1 (v: DoubleTensor) = torch.tensor(Array.ofSeq v.Data, dtype = f64)
+
+/// One sequence of scalars as [1, time, 1].
+let private scalars (xs: float list) = Array3D.init 1 xs.Length 1 (fun _ t _ -> xs.[t])
+
+let tests =
+    testList "blocks" [
+        for family in families do yield! formsLaws family
+
+        testCase "minGRU by hand: z = 1/2, h~ = 2x, x = 1, 2, 3 gives h = 1, 2.5, 4.25" <| fun () ->
+            // h_t = (1 - z) h_{t-1} + z h~_t = h_{t-1}/2 + x_t: 0/2 + 1, 1/2 + 2, 2.5/2 + 3
+            let g =
+                let g = Model.Input("x", 1).Then(Blocks.MinGru(1)).Build()
+                let g = projection g "mingru/update/value/candidate" (array2D [ [ 2.0 ] ]) [| 0.0 |]
+                projection g "mingru/update/gate/z" (array2D [ [ 0.0 ] ]) [| 0.0 |]
+            let x = scalars [ 1.0; 2.0; 3.0 ]
+            let expected = [ 1.0; 2.5; 4.25 ]
+            let check form (y: Sequence) =
+                for t in 0 .. 2 do Expect.floatClose Accuracy.veryHigh y.[0, t, 0] expected.[t] (sprintf "%s, step %d" form t)
+            check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+            for mode in modes do
+                check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
+
+        testCase "minGRU by hand: an input-dependent update, z_t = sigmoid(x_t - 1)" <| fun () ->
+            // x = 1: z = 1/2, h = 1/2 * 2 = 1; x = 3: z = sigmoid 2, h = (1 - z) 1 + z 6
+            let g =
+                let g = Model.Input("x", 1).Then(Blocks.MinGru(1, "cell")).Build()
+                let g = projection g "cell/update/value/candidate" (array2D [ [ 2.0 ] ]) [| 0.0 |]
+                projection g "cell/update/gate/z" (array2D [ [ 1.0 ] ]) [| -1.0 |]
+            let z = 1.0 / (1.0 + exp -2.0)
+            let y = (ReferenceEvaluator.Evaluate(g, [| scalars [ 1.0; 3.0 ] |])).[0]
+            Expect.floatClose Accuracy.veryHigh y.[0, 0, 0] 1.0 "step 0"
+            Expect.floatClose Accuracy.veryHigh y.[0, 1, 0] ((1.0 - z) * 1.0 + z * 6.0) "step 1"
+
+        testCase "minLSTM by hand: f = sigmoid 0 = 1/2, i = sigmoid(log 3) = 3/4, h~ = x" <| fun () ->
+            // f = 1/2, i = 3/4: f' = (1/2) / (5/4) = 2/5, i' = 3/5; x = 1, 2: h = 3/5, 2/5 * 3/5 + 6/5 = 36/25
+            let g =
+                let g = Model.Input("x", 1).Then(Blocks.MinLstm(1)).Build()
+                let g = projection g "minlstm/forget" (array2D [ [ 0.0 ] ]) [| 0.0 |]
+                let g = projection g "minlstm/input" (array2D [ [ 0.0 ] ]) [| log 3.0 |]
+                projection g "minlstm/update/value/candidate" (array2D [ [ 1.0 ] ]) [| 0.0 |]
+            let expected = [ 0.6; 36.0 / 25.0 ]
+            let x = scalars [ 1.0; 2.0 ]
+            let check form (y: Sequence) =
+                for t in 0 .. 1 do Expect.floatClose Accuracy.veryHigh y.[0, t, 0] expected.[t] (sprintf "%s, step %d" form t)
+            check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+            for mode in modes do
+                check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
+
+        testCase "gated MLP: an expansion below 1 is refused, naming the option" <| fun () ->
+            let error = Expect.throwsC (fun () -> Model.Input("x", 3).Then(Blocks.GatedMlp(0)) |> ignore) id
+            Expect.stringContains error.Message "expansion" "names the option"
+            Expect.isTrue (error :? GraphException) "the library's exception"
+
+        testCase "RG-LRU by hand: r = i = 1/2, c log a = -2 ln 2, so a_t = 1/2 and the gain is sqrt 3 / 2" <| fun () ->
+            // u_t = x_t i_t sqrt(1 - a_t^2) = sqrt 3 / 4 for x = 1; h = sqrt 3 / 4, then sqrt 3 / 8 + sqrt 3 / 4
+            let g =
+                let g = Model.Input("x", 1).Then(Blocks.RgLru()).Build()
+                let g = projection g "rglru/recurrence_gate" (array2D [ [ 0.0 ] ]) [| 0.0 |]
+                let g = projection g "rglru/gated/gate/input_gate" (array2D [ [ 0.0 ] ]) [| 0.0 |]
+                let id = g.IdOf "rglru/log_a"
+                let s = g.[id] :?> ChannelScale
+                g.WithNode(id, ChannelScale(s.Name, s.Source, s.Width, DoubleTensor.Vector [| -2.0 * log 2.0 |], s.InitialLow, s.InitialHigh))
+            let expected = [ sqrt 3.0 / 4.0; 3.0 * sqrt 3.0 / 8.0 ]
+            let x = scalars [ 1.0; 1.0 ]
+            let check form (y: Sequence) =
+                for t in 0 .. 1 do Expect.floatClose Accuracy.veryHigh y.[0, t, 0] expected.[t] (sprintf "%s, step %d" form t)
+            check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+            for mode in modes do
+                check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
+
+        testCase "RG-LRU: heads that do not divide the width are refused, naming the option" <| fun () ->
+            let error = Expect.throwsC (fun () -> Model.Input("x", 6).Then(Blocks.RgLru(4)) |> ignore) id
+            Expect.isTrue (error :? GraphException) "the library's exception"
+            Expect.stringContains error.Message "heads" "names the option"
+
+        testCase "decay normaliser: sqrt(1 - e^(2x)) to full precision near x = 0 and far below" <| fun () ->
+            // 1 - e^(2x) = -sum_n (2x)^n / n!, summed until the terms vanish, where 1 - e^(2x) would cancel
+            let oneMinusExp2 x =
+                if x < -0.5 then 1.0 - exp (2.0 * x)
+                else
+                    let mutable term, sum, n = 2.0 * x, 2.0 * x, 1.0
+                    while abs term > 1e-18 * abs sum do
+                        n <- n + 1.0
+                        term <- term * 2.0 * x / n
+                        sum <- sum + term
+                    -sum
+            let xs = [| -1e-12; -1e-6; -1e-3; -0.5; -3.0; -40.0 |]
+            let expected = xs |> Array.map (oneMinusExp2 >> sqrt)
+            let g = Model.Input("x", xs.Length).Activation(ActivationKind.DecayNormaliser).Build()
+            let input = Array3D.init 1 1 xs.Length (fun _ _ i -> xs.[i])
+            let reference = (ReferenceEvaluator.Evaluate(g, [| input |])).[0]
+            let compiled = noGrad (fun () -> ofTensor (g.Compile(CompileOptions.Float64).Forward([| toTensor f64 input |]).[0]))
+            for i in 0 .. xs.Length - 1 do
+                for what, v in [ "reference", reference.[0, 0, i]; "compiled", compiled.[0, 0, i] ] do
+                    Expect.isLessThanOrEqual (abs (v - expected.[i])) (4e-15 * expected.[i]) (sprintf "%s at x = %g" what xs.[i])
+
+        testCase "group norm by hand: x = 1, 3, 2, 6 in two groups is -1, 1, -1, 1 centred; 1, 3 over sqrt 5 as RMS" <| fun () ->
+            let x = Array3D.init 1 1 4 (fun _ _ i -> [| 1.0; 3.0; 2.0; 6.0 |].[i])
+            let normed centre =
+                let g = Model.Input("x", 4).GroupNorm(2, epsilon = 1e-300, affine = false, centre = centre).Build()
+                (ReferenceEvaluator.Evaluate(g, [| x |])).[0], noGrad (fun () -> ofTensor (g.Compile(CompileOptions.Float64).Forward([| toTensor f64 x |]).[0]))
+            for what, y in [ "reference", fst (normed true); "compiled", snd (normed true) ] do
+                for i, e in List.indexed [ -1.0; 1.0; -1.0; 1.0 ] do Expect.floatClose Accuracy.veryHigh y.[0, 0, i] e (sprintf "%s, centred, %d" what i)
+            for what, y in [ "reference", fst (normed false); "compiled", snd (normed false) ] do
+                Expect.floatClose Accuracy.veryHigh y.[0, 0, 0] (1.0 / sqrt 5.0) (sprintf "%s, RMS" what)
+                Expect.floatClose Accuracy.veryHigh y.[0, 0, 3] (6.0 / sqrt 20.0) (sprintf "%s, RMS" what)
+
+        testProperty "group norm = PyTorch's group_norm at each step (float64, 1e-12)" <| fun (seed: int) ->
+            let random = Random(seed)
+            let groups = [| 1; 2; 3; 6 |].[random.Next 4]
+            let g = InitializeWeights.Run(Model.Input("x", 6).GroupNorm(groups).Build(), seed, WeightInit.Perturbed)
+            let norm = g.Nodes |> Seq.pick (function :? GroupNorm as n -> Some n | _ -> None)
+            let x = randomSequence random 2 5 6 3.0
+            let ours = (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+            let flat = (toTensor f64 x).reshape(10L, 6L)
+            let theirs =
+                torch.nn.functional.group_norm(flat, int64 groups, toTensor1 norm.Weights.Gain, toTensor1 norm.Weights.Bias, 1e-5).reshape(2L, 5L, 6L)
+            scaledError ours (ofTensor theirs) <= 1e-12
+
+        testCase "every C# block has its F# function, with and without a scope name" <| fun () ->
+            let blocks = typeof<Duality.Builders.Blocks>.GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static ||| Reflection.BindingFlags.DeclaredOnly)
+            Expect.isNonEmpty blocks "blocks"
+            for m in blocks do
+                let fsharp = string (Char.ToLowerInvariant m.Name.[0]) + m.Name.Substring 1
+                for name in [ fsharp; fsharp + "Named" ] do
+                    Expect.isTrue (LawsFSharp.coverExists (LawsFSharp.Fn("Blocks", name))) (sprintf "Blocks.%s for the C# Blocks.%s" name m.Name)
+
+        testCase "a block used twice takes numbered scopes; a given scope name is used as given" <| fun () ->
+            let g = Model.Input("x", 3).Then(Blocks.MinGru(4)).Then(Blocks.MinGru(2)).Then(Blocks.MinGru(2, "last")).Build()
+            for name in [ "mingru/h"; "mingru_2/h"; "last/h" ] do Expect.isTrue (g.Contains name) name
+            Expect.equal g.Widths.[g.Outputs.[0].Index] 2 "output width"
+
+        testCase "softplus: log(1 + e^x) exactly at both ends, compiled and in the reference" <| fun () ->
+            let xs = [| -800.0; -40.0; -20.0; -1e-3; 0.0; 1e-12; 1.0; 20.0; 40.0; 800.0 |]
+            // max(x, 0) + log(1 + u), u = e^-|x|: the series where 1 + u would round, the logarithm elsewhere
+            let expected =
+                xs |> Array.map (fun x ->
+                    let u = exp (-(abs x))
+                    max x 0.0 + (if u < 1e-3 then u - u * u / 2.0 + u ** 3.0 / 3.0 - u ** 4.0 / 4.0 + u ** 5.0 / 5.0 else log (1.0 + u)))
+            let g = Model.Input("x", xs.Length).Softplus().Build()
+            let input = Array3D.init 1 1 xs.Length (fun _ _ i -> xs.[i])
+            let reference = (ReferenceEvaluator.Evaluate(g, [| input |])).[0]
+            let compiled = noGrad (fun () -> ofTensor (g.Compile(CompileOptions.Float64).Forward([| toTensor f64 input |]).[0]))
+            for i in 0 .. xs.Length - 1 do
+                let close what (v: float) =
+                    Expect.isLessThanOrEqual (abs (v - expected.[i])) (4e-15 * abs expected.[i]) (sprintf "%s at x = %g" what xs.[i])
+                close "reference" reference.[0, 0, i]
+                close "compiled" compiled.[0, 0, i]
+    ]
