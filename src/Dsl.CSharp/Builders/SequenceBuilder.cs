@@ -228,7 +228,6 @@ public sealed class SequenceBuilder
     public SequenceBuilder Output() =>
         draft.Outputs.Contains(Current) ? this : new(draft with { Outputs = draft.Outputs.Add(Current) }, Current, scope);
 
-    /// <summary>The verified graph; outputs are the marked nodes, or the current node when none is marked.</summary>
     /// <summary>Continues from the node <paramref name="id"/> of this draft (a block returning to its input).</summary>
     internal SequenceBuilder At(NodeId id) => new(draft, id, scope);
 
@@ -243,6 +242,7 @@ public sealed class SequenceBuilder
         return new SequenceBuilder(after.draft, after.Current, scope);
     }
 
+    /// <summary>The verified graph; outputs are the marked nodes, or the current node when none is marked.</summary>
     public Graph Build() => Graph.Create(draft.Nodes, draft.Outputs.IsEmpty ? [Current] : draft.Outputs);
 
     /// <summary>The current node's width, 0 when unknown (its shape rule then reports the problem).</summary>

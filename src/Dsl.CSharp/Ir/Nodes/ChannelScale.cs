@@ -19,11 +19,16 @@ namespace Duality.Ir
 public sealed record ChannelScale(string Name, NodeId Source, int Width, DoubleTensor? Factors = null, double InitialLow = 1,
     double InitialHigh = 1) : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
+    /// <inheritdoc/>
     public override string Describe() => $"ChannelScale {Width}";
+    /// <inheritdoc/>
     public override bool HasWeights => Factors is not null;
 
+    /// <summary>Factors [Width], drawn from U(InitialLow, InitialHigh).</summary>
     public override IReadOnlyList<WeightSlot> WeightSlots =>
         [new WeightSlot("Factors", [Width], new WeightDraw.Uniform(InitialLow, InitialHigh), Factors)];
 

@@ -23,11 +23,16 @@ namespace Duality.Ir
 public sealed record GroupNorm(string Name, NodeId Source, int Width, int Groups, double Epsilon = 1e-5, bool Affine = true,
     bool Centre = true, NormWeights? Weights = null) : Node(Name)
 {
+    /// <inheritdoc/>
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
+    /// <inheritdoc/>
     public override Node MapSources(Func<NodeId, NodeId> map) => map(Source) == Source ? this : this with { Source = map(Source) };
+    /// <inheritdoc/>
     public override string Describe() => $"GroupNorm {Width} ({Groups} groups{(Centre ? "" : ", RMS")})";
+    /// <inheritdoc/>
     public override bool HasWeights => !Affine || Weights is not null;
 
+    /// <summary>Gain [Width] and, centred, Bias [Width], when affine.</summary>
     public override IReadOnlyList<WeightSlot> WeightSlots => !Affine ? []
         : Centre
             ? [new WeightSlot("Gain", [Width], new WeightDraw.Constant(1, 0.5, 1.5), Weights?.Gain),

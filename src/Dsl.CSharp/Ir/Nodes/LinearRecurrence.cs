@@ -17,9 +17,10 @@ namespace Duality.Ir;
 /// <param name="State">Real (the default) or complex.</param>
 /// <param name="Readout">What a complex state emits (default its real part).</param>
 /// <param name="TrainableLambda">Whether lambda is a parameter (default true); false with Lambda given fixes it.</param>
-/// <param name="Decay">The branch d giving lambda_t = sigmoid(d_t), or null for a lambda of its own.</param>
+/// <param name="Decay">The branch d giving lambda_t = sigmoid(d_t) (or e^(d_t)), or null for a lambda of its own.</param>
 /// <param name="Lambda">The eigenvalues [Width] or [Width, 2], or null to have them drawn (or when Decay is given).</param>
 /// <param name="InitialState">h_0, [Width] or [Width, 2]; null for zero.</param>
+/// <param name="DecayForm">How the Decay branch gives lambda_t: sigmoid(d_t) (the default) or e^(d_t).</param>
 public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
     StateKind State = StateKind.Real,
     ComplexReadout Readout = ComplexReadout.RealPart,
