@@ -72,7 +72,8 @@ public static class NativeSetup
         catch (Exception e)
         {
             return (null, $"could not prepare TorchSharp's native library for this system's libstdc++ (it lacks {GlibcxxCompat.Version}): "
-                + $"{e.GetType().Name}: {e.Message}");
+                + $"{e.GetType().Name}: {e.Message}\n  hint: the fixed copy is written under {Path.Combine(CacheRoot(), "duality", "native")}; "
+                + "set XDG_CACHE_HOME to a writable folder, or build a project (its output copy is fixed by the package's build step)");
         }
     }
 
