@@ -168,9 +168,11 @@ let tests =
                 matches 1e-10 "attention" (PyTorchWeights.Load(attentionGraph (), path, attentionMapping)))
         }
         test "a mapped key missing from the file is a GraphException naming the key, the node and the slot" {
-            refusedBy<GraphException> [ "missing key"; "'attn'"; "'o_proj.weight'"; "Output [4, 4]" ] (fun () ->
-                PyTorchWeights.Load(attentionGraph (), fixture "attention.safetensors", attentionMapping.Ignore("o_proj.weight"))
-                |> ignore)
+            let renamed =
+                WeightMapping.Empty.Map("q_proj.weight", "attn", "Query").Map("k_proj.weight", "attn", "Key")
+                    .Map("v_proj.weight", "attn", "Value").Map("out_proj.weight", "attn", "Output").Ignore("o_proj.weight")
+            refusedBy<GraphException> [ "missing key"; "'attn'"; "'out_proj.weight'"; "Output [4, 4]"; "o_proj.weight" ] (fun () ->
+                PyTorchWeights.Load(attentionGraph (), fixture "attention.safetensors", renamed) |> ignore)
             withFile ".safetensors" (fun path ->
                 File.WriteAllBytes(path, attentionFile (fun (k, t) -> if k = "o_proj.weight" then None else keep (k, t)))
                 refusedBy<GraphException> [ "missing key"; "'o_proj.weight'"; "'attn'"; "Output" ] (fun () ->

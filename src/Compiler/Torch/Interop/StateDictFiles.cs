@@ -158,7 +158,8 @@ internal static class StateDictFiles
     private static Dictionary<string, StoredTensor> ReadSafeTensors(byte[] bytes, string path)
     {
         GraphFileException Bad(string problem) => new(path, problem, Damaged);
-        if (bytes.Length >= 2 && bytes[0] == 0x80 && bytes[1] <= 5)
+        // torch.save's legacy pickle begins with its magic number, a LONG1 of 10 bytes (a header length of 176 MB otherwise)
+        if (bytes.Length >= 4 && bytes[0] == 0x80 && bytes[1] == 0x02 && bytes[2] == 0x8a && bytes[3] == 0x0a)
             throw new GraphFileException(path, "the file is a pickle in torch.save's legacy format (before PyTorch 1.6), which is not read",
                 "save the state_dict again with a current PyTorch (torch.save writes a zip archive), or as .safetensors");
         if (bytes.Length < 8) throw Bad($"the file has {bytes.Length} bytes, too few for a safetensors header length");
