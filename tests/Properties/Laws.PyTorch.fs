@@ -250,6 +250,29 @@ let tests =
                     File.WriteAllBytes(path, archive pickle)
                     refusedBy<GraphFileException> [ expected ] (fun () -> PyTorchWeights.Read path |> ignore))
         }
+        test "a storage of a dtype that is not floating point, or newer than this library, is refused by its dtype when mapped" {
+            let rewritten (storage: string) =
+                use source = ZipFile.OpenRead(fixture "attention.pt")
+                use memory = new MemoryStream()
+                (use target = new ZipArchive(memory, ZipArchiveMode.Create, true)
+                 for entry in source.Entries do
+                     use input = entry.Open()
+                     use copy = new MemoryStream()
+                     input.CopyTo copy
+                     let bytes =
+                         if entry.FullName.EndsWith "/data.pkl" then
+                             Encoding.Latin1.GetBytes(Encoding.Latin1.GetString(copy.ToArray()).Replace("torch\nDoubleStorage\n", $"torch\n{storage}\n"))
+                         else copy.ToArray()
+                     use output = target.CreateEntry(entry.FullName).Open()
+                     output.Write(bytes, 0, bytes.Length))
+                memory.ToArray()
+            for storage, dtype in [ "LongStorage", "I64"; "Float8_e4m3fnStorage", "Float8_e4m3fnStorage" ] do
+                withFile ".pt" (fun path ->
+                    File.WriteAllBytes(path, rewritten storage)
+                    // every tensor shares the storage type (the pickle memoizes its global); the first mapped key in order is named
+                    refusedBy<GraphFileException> [ "'k_proj.weight'"; $"dtype {dtype}"; "floating-point" ] (fun () ->
+                        PyTorchWeights.Load(attentionGraph (), path, attentionMapping) |> ignore))
+        }
         testPropertyWithConfig { config with maxTest = 300 } "a damaged .pt or .safetensors loads an equal graph or is refused with the library's exceptions" <|
             Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.elements [ "attention.pt"; "attention.safetensors" ]) (Gen.choose (0, Int32.MaxValue)) (Gen.choose (1, 4)))) (fun (file, seed, flips) ->
                 let bytes = File.ReadAllBytes(fixture file)

@@ -104,7 +104,7 @@ internal static class StateDictFiles
     private static StoredTensor Gather(string key, PickledTensor tensor, byte[] data, string path)
     {
         GraphFileException Bad(string problem) => new(path, $"tensor '{key}' {problem}", Damaged);
-        var (dtype, size) = StorageTypes[tensor.Storage.StorageType];
+        var (dtype, size) = StorageTypes.GetValueOrDefault(tensor.Storage.StorageType, (tensor.Storage.StorageType, 0));
         if (tensor.Shape.Any(d => d < 0 || d > int.MaxValue)) throw Bad($"has the size [{string.Join(", ", tensor.Shape)}]");
         var shape = tensor.Shape.Select(d => (int)d).ToArray();
         long count = 1;
