@@ -195,7 +195,7 @@ using var x = randn(batch, time, d, generator: generator);
 var families = new (string Name, Func<SequenceBuilder, SequenceBuilder> Block)[]
 {
     ("minGRU", Blocks.MinGru(d)), ("minLSTM", Blocks.MinLstm(d)), ("RG-LRU", Blocks.RgLru()),
-    ("Griffin recurrent", Blocks.GriffinRecurrent(d)), ("gated MLP", Blocks.GatedMlp()),
+    ("Griffin recurrent", Blocks.GriffinRecurrent(d)), ("LRU", Blocks.Lru(d)), ("gated MLP", Blocks.GatedMlp()),
 };
 foreach (var (name, block) in families)
 {

@@ -36,3 +36,10 @@ module Blocks =
     /// Griffin's recurrent block under the scope `name`.
     let griffinRecurrentNamed name hidden heads convolution : Layers =
         fun s -> s.Then(Duality.Builders.Blocks.GriffinRecurrent(System.Nullable hidden, heads, convolution, name))
+
+    /// The LRU over the current width with a complex state of `state` neurons: y = Re(C h) + D x,
+    /// h_t = lambda h_{t-1} + sqrt(1 - |lambda|^2) B x_t; 4 N H + 2 N + H parameters.
+    let lru state : Layers = fun s -> s.Then(Duality.Builders.Blocks.Lru(state))
+
+    /// The LRU under the scope `name`.
+    let lruNamed name state : Layers = fun s -> s.Then(Duality.Builders.Blocks.Lru(state, name))

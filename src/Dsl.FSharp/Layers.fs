@@ -54,17 +54,20 @@ module Norms =
     let defaults = { Epsilon = None; Affine = true; Weights = None; Name = None }
 
 /// A recurrence with every option of the C# builder, field by field: `Lambda` values [width] real or
-/// [width, 2] complex (required when not trainable), `Decay` a branch making lambda input-dependent.
+/// [width, 2] complex (required when not trainable), `Decay` a branch making lambda input-dependent (`DecayForm`
+/// how), `ComplexInput` a complex state reading [re; im] inputs, `NormalisedInput` the input scaled by sqrt(1 - |lambda|^2).
 type RecurrenceSpec =
     { Width: int option; Trainable: bool; Lambda: DoubleTensor option; State: StateKind; Readout: ComplexReadout
-      InitialState: DoubleTensor option; Decay: Layers option; DecayForm: DecayForm; Name: string option }
+      InitialState: DoubleTensor option; Decay: Layers option; DecayForm: DecayForm; ComplexInput: bool; NormalisedInput: bool
+      Name: string option }
 
 /// Creating `RecurrenceSpec` values.
 [<RequireQualifiedAccess>]
 module Recurrences =
     /// A real, trainable, seeded recurrence over the current width.
     let create = { Width = None; Trainable = true; Lambda = None; State = StateKind.Real; Readout = ComplexReadout.RealPart
-                   InitialState = None; Decay = None; DecayForm = DecayForm.Sigmoid; Name = None }
+                   InitialState = None; Decay = None; DecayForm = DecayForm.Sigmoid; ComplexInput = false
+                   NormalisedInput = false; Name = None }
 
 /// An attention layer's hyper-parameters, and optionally its weights (layout: `AttentionWeights`, README);
 /// start from `Attention.linear` or `Attention.softmax`.
@@ -149,7 +152,7 @@ module Layer =
         fun s ->
             s.LinearRecurrence(Option.toNullable spec.Width, spec.Trainable, Option.toObj spec.Lambda, spec.State, spec.Readout,
                                Option.toObj spec.InitialState, Option.toObj (spec.Decay |> Option.map (fun f -> Func<_, _> f)),
-                               name spec.Name, spec.DecayForm)
+                               name spec.Name, spec.DecayForm, spec.ComplexInput, spec.NormalisedInput)
 
     /// Self-attention: hyper-parameters, name and (optionally) weights from the spec.
     let attention (spec: AttentionSpec) : Layers =

@@ -22,6 +22,9 @@ type RecurrenceKind =
     | Decay of shared: bool
     /// lambda_t = e^(-softplus(P x_t)), after a self-gate by the decay normaliser sqrt(1 - e^(-2 softplus(Q x_t)))
     | LogDecay of shared: bool
+    /// Complex and trainable, fed [re; im] of a projection to twice the width, emitting [re; im], its input scaled by
+    /// sqrt(1 - |lambda|^2) when `normalised` (the LRU's recurrence)
+    | ComplexInput of normalised: bool
     /// Real and trainable, starting from the given state [width].
     | RealWithInitialState of double list
 
@@ -124,6 +127,7 @@ let private recurrence w =
           }
           Gen.map Decay (Gen.elements [ true; false ])
           Gen.map LogDecay (Gen.elements [ true; false ])
+          Gen.map ComplexInput (Gen.elements [ true; false ])
           Gen.map RealWithInitialState (lambdas w) ]
 
 /// The width after an op, given the width before.
@@ -132,6 +136,7 @@ let widthAfter w op =
     | Project(o, _) -> o
     | GateOf(m, _) -> m
     | Recurrence(Complex(ComplexReadout.RealAndImaginary, _)) -> 2 * w
+    | Recurrence(ComplexInput _) -> 2 * w
     | AttentionOp a -> defaultArg a.Out (a.Heads * a.Value)
     | ConcatOf(a, b) -> a + b
     | SliceOf(_, l) -> l
@@ -199,6 +204,9 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
         b.Gate((fun d -> d.Projection(w).Softplus().Scale(-1.0)), ActivationKind.DecayNormaliser)
          .LinearRecurrence(decay = (fun d -> d.Projection(if shared then 1 else w).Softplus().Scale(-1.0)), decayForm = DecayForm.Logarithm)
     | Recurrence(RealWithInitialState h0) -> b.LinearRecurrence(initialState = vector h0)
+    | Recurrence(ComplexInput normalised) ->
+        b.Projection(2 * w).LinearRecurrence(w, state = StateKind.Complex, readout = ComplexReadout.RealAndImaginary,
+                                             complexInput = true, normalisedInput = normalised)
     | AttentionOp a ->
         let gamma, phase, gated = decayArguments a.Decay
         b.Attention(a.Heads, a.Key, a.Value, outFeatures = Option.toNullable a.Out, causal = a.Causal, kernel = a.Kernel,

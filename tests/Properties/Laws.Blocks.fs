@@ -56,7 +56,12 @@ let private families =
         FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.griffinRecurrent h 1 4)
         Parameters = fun d h ->
             let d, h = int64 d, int64 h
-            2L * (d + 1L) * h + 5L * h + (2L * (h * h + h) + h) + (h + 1L) * d } ]
+            2L * (d + 1L) * h + 5L * h + (2L * (h * h + h) + h) + (h + 1L) * d }
+      // h is the complex state's width N
+      { Name = "LRU"
+        CSharp = fun d n -> Model.Input("x", d).Then(Blocks.Lru(n)).Build()
+        FSharp = fun d n -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.lru n)
+        Parameters = fun d n -> 4L * int64 n * int64 d + 2L * int64 n + int64 d } ]
 
 /// Sizes and data of one draw: input width, state width, batch, time, weight seed, input seed.
 type private Draw = { D: int; H: int; Batch: int; Time: int; WeightSeed: int; InputSeed: int }
@@ -264,6 +269,28 @@ let tests =
             let theirs =
                 torch.nn.functional.group_norm(flat, int64 groups, toTensor1 norm.Weights.Gain, toTensor1 norm.Weights.Bias, 1e-5).reshape(2L, 5L, 6L)
             scaledError ours (ofTensor theirs) <= 1e-12
+
+        testCase "LRU by hand: lambda = i/2, gamma = sqrt 3 / 2, B x = (1 + i) x, C = [1, 2], D = 1/4" <| fun () ->
+            // h_1 = gamma (1 + i), h_2 = (i/2) h_1 + gamma (1 + i) = gamma (1/2 + 3i/2); y = re + 2 im + x / 4
+            let gamma = sqrt 3.0 / 2.0
+            let g =
+                let g = Model.Input("x", 1).Then(Blocks.Lru(1)).Build()
+                let b = g.[g.IdOf "lru/B"] :?> Projection
+                let g = g.WithNode(g.IdOf "lru/B", Projection(b.Name, b.Source, b.InFeatures, b.OutFeatures, false, ProjectionWeights(DoubleTensor.Matrix(array2D [ [ 1.0 ]; [ 1.0 ] ]), null)))
+                let c = g.[g.IdOf "lru/C"] :?> Projection
+                let g = g.WithNode(g.IdOf "lru/C", Projection(c.Name, c.Source, c.InFeatures, c.OutFeatures, false, ProjectionWeights(DoubleTensor.Matrix(array2D [ [ 1.0; 2.0 ] ]), null)))
+                let r = g.[g.IdOf "lru/h"] :?> LinearRecurrence
+                let g = g.WithNode(g.IdOf "lru/h", LinearRecurrence(r.Name, r.Source, r.Width, r.State, r.Readout, r.TrainableLambda, r.Decay,
+                                                                    DoubleTensor.FromShape([| 1; 2 |], [| 0.0; 0.5 |]), null, r.DecayForm, r.ComplexInput, r.NormalisedInput))
+                let d = g.[g.IdOf "lru/skip/D"] :?> ChannelScale
+                g.WithNode(g.IdOf "lru/skip/D", ChannelScale(d.Name, d.Source, d.Width, DoubleTensor.Vector [| 0.25 |], d.InitialLow, d.InitialHigh))
+            let expected = [ 3.0 * gamma + 0.25; 3.5 * gamma + 0.25 ]
+            let x = scalars [ 1.0; 1.0 ]
+            let check form (y: Sequence) =
+                for t in 0 .. 1 do Expect.floatClose Accuracy.veryHigh y.[0, t, 0] expected.[t] (sprintf "%s, step %d" form t)
+            check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+            for mode in modes do
+                check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
 
         testCase "every C# block has its F# function, with and without a scope name" <| fun () ->
             let blocks = typeof<Duality.Builders.Blocks>.GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static ||| Reflection.BindingFlags.DeclaredOnly)

@@ -27,6 +27,10 @@ let private applyFSharp (s: Sequence) op : Sequence =
     | Recurrence(Complex(readout, None)) -> s |> Layer.recurrence (Lambda.Complex(readout, None))
     | Recurrence(Complex(readout, Some h0)) -> s |> Layer.recurrenceFrom (Array.ofList h0) (Lambda.Complex(readout, None))
     | Recurrence(Decay shared) -> s |> Layer.recurrence (Lambda.InputDependent(Layer.projection (if shared then 1 else w)))
+    | Recurrence(ComplexInput normalised) ->
+        s |> Layer.projection (2 * w)
+          |> Layer.recurrenceWith { Recurrences.create with Width = Some w; State = StateKind.Complex; Readout = ComplexReadout.RealAndImaginary
+                                                            ComplexInput = true; NormalisedInput = normalised }
     | Recurrence(LogDecay shared) ->
         let logDecay = Layer.projection w >> Layer.softplus >> Layer.scale -1.0
         s |> Layer.gateBy logDecay ActivationKind.DecayNormaliser
@@ -78,9 +82,10 @@ let parity : (string * Cover * (string * Cover) list) list =
         [ "value", Fn("Layer", "gate"); "gate", Fn("Layer", "gate"); "activation", Fn("Layer", "gate"); "name", Fn("Layer", "gateNamed") ]
       "Gate(gate,activation,name)", Fn("Layer", "gateBy"),
         [ "gate", Fn("Layer", "gateBy"); "activation", Fn("Layer", "gateBy"); "name", Fn("Layer", "gateByNamed") ]
-      "LinearRecurrence(width,trainable,lambda,state,readout,initialState,decay,name,decayForm)", Fn("Layer", "recurrenceWith"),
+      "LinearRecurrence(width,trainable,lambda,state,readout,initialState,decay,name,decayForm,complexInput,normalisedInput)", Fn("Layer", "recurrenceWith"),
         spec "RecurrenceSpec" [ "width", "Width"; "trainable", "Trainable"; "lambda", "Lambda"; "state", "State"; "readout", "Readout"
-                                "initialState", "InitialState"; "decay", "Decay"; "name", "Name"; "decayForm", "DecayForm" ]
+                                "initialState", "InitialState"; "decay", "Decay"; "name", "Name"; "decayForm", "DecayForm"
+                                "complexInput", "ComplexInput"; "normalisedInput", "NormalisedInput" ]
       "LinearRecurrence(fixedLambda,name)", Case("Lambda", "Fixed"), [ "fixedLambda", Case("Lambda", "Fixed"); "name", named ]
       "Attention(heads,keyWidth,valueWidth,outFeatures,causal,kernel,featureMap,decay,weights,name,decayPhase,inputDependentDecay)",
         Fn("Layer", "attention"),

@@ -119,6 +119,28 @@ public static class Blocks
                 .Projection(width, name: "out"));
         };
 
+    /// <summary>
+    /// The Linear Recurrent Unit (LRU, Orvieto et al. 2023), over the current width H with a complex state of
+    /// <paramref name="state"/> N: h_t = lambda h_{t-1} + gamma (B x_t), y_t = Re(C h_t) + D x_t, lambda complex and
+    /// diagonal, gamma = sqrt(1 - |lambda|^2) per neuron, B [N, H] and C [H, N] complex, D [H] real.
+    /// As a graph: a bias-free projection to [Re B x; Im B x] ("B"), a complex recurrence reading it as complex input,
+    /// normalised, emitting [re; im] ("h"), a bias-free projection of that ([Re C, -Im C], "C") and a channel scale of the
+    /// input ("skip/D") added to it. lambda is kept as (re, im), the paper's exp(-exp(nu) + i theta) without the
+    /// reparameterisation; it is drawn with |lambda| in [0.5, 0.99] and phase in [0, pi/4]. Parameters: 4 N H + 2 N + H.
+    /// </summary>
+    /// <param name="state">The complex state's width N (positive).</param>
+    /// <param name="name">The block's scope; "lru", "lru_2", ... when not given.</param>
+    public static Func<SequenceBuilder, SequenceBuilder> Lru(int state, string? name = null) =>
+        x => x.Block(name, "lru", block =>
+        {
+            var (input, width) = (block.Current, block.WidthOrZero);
+            return block.Projection(2 * state, bias: false, name: "B")
+                .LinearRecurrence(state, state: StateKind.Complex, readout: ComplexReadout.RealAndImaginary, complexInput: true,
+                    normalisedInput: true, name: "h")
+                .Projection(width, bias: false, name: "C")
+                .Add(skip => skip.At(input).ChannelScale(name: "D"), name: "skip");
+        });
+
     /// <summary>W x + b with W block-diagonal: <paramref name="heads"/> blocks, each a projection of its own slice of the width.</summary>
     private static SequenceBuilder BlockDiagonal(SequenceBuilder x, int heads, int width, string name)
     {

@@ -73,11 +73,13 @@ public sealed class SequenceBuilder
     /// h_t = lambda * h_{t-1} + u_t over the current width (or <paramref name="width"/>). Lambda values:
     /// [width] real, [width, 2] complex; required when <paramref name="trainable"/> is false. A
     /// <paramref name="decay"/> branch makes lambda_t = sigmoid(decay(x)_t), input-dependent, or e^(decay(x)_t) with
-    /// <paramref name="decayForm"/> <see cref="DecayForm.Logarithm"/>.
+    /// <paramref name="decayForm"/> <see cref="DecayForm.Logarithm"/>. A complex state reads [re; im] inputs with
+    /// <paramref name="complexInput"/>; <paramref name="normalisedInput"/> scales the input by sqrt(1 - |lambda|^2).
     /// </summary>
     public SequenceBuilder LinearRecurrence(int? width = null, bool trainable = true, DoubleTensor? lambda = null,
         StateKind state = StateKind.Real, ComplexReadout readout = ComplexReadout.RealPart, DoubleTensor? initialState = null,
-        Func<SequenceBuilder, SequenceBuilder>? decay = null, string? name = null, DecayForm decayForm = DecayForm.Sigmoid)
+        Func<SequenceBuilder, SequenceBuilder>? decay = null, string? name = null, DecayForm decayForm = DecayForm.Sigmoid,
+        bool complexInput = false, bool normalisedInput = false)
     {
         var recurrenceName = Name(name, "recurrence");
         var builder = this;
@@ -89,8 +91,9 @@ public sealed class SequenceBuilder
             decayId = afterDecay.Current;
             trainable = false;
         }
-        return builder.Append(new LinearRecurrence(recurrenceName, Current, width ?? WidthOrZero, state, readout, trainable,
-            decayId, lambda, initialState, decayForm));
+        var inferred = complexInput ? WidthOrZero / 2 : WidthOrZero;
+        return builder.Append(new LinearRecurrence(recurrenceName, Current, width ?? inferred, state, readout, trainable,
+            decayId, lambda, initialState, decayForm, complexInput, normalisedInput));
     }
 
     /// <summary>A recurrence with fixed real eigenvalues, one per neuron.</summary>

@@ -107,10 +107,10 @@ internal static class GatedLayers
     private static (GatedLayer?, Mismatch) Fixed(Graph g, NodeId recurrenceId, int[] readers)
     {
         var recurrence = (LinearRecurrence)g[recurrenceId];
-        if (recurrence.Lambda is null || recurrence.InitialState is not null
+        if (recurrence.Lambda is null || recurrence.InitialState is not null || recurrence.ComplexInput || recurrence.NormalisedInput
             || (recurrence.State == StateKind.Complex && recurrence.Readout != ComplexReadout.RealPart))
-            return (null, new("its eigenvalues are unknown, its initial state is not zero, or it reads out [re; im]",
-                "give lambda values, a zero initial state and a real-part readout"));
+            return (null, new("its eigenvalues are unknown, its initial state is not zero, it reads out [re; im], or its input is complex or normalised",
+                "give lambda values, a zero initial state, a real input and a real-part readout"));
         if (g[recurrence.Source] is not Gate || readers[recurrence.Source.Index] != 1)
             return (null, Shape);
         return Ends(g, recurrence.Source, recurrence, recurrenceId, recurrenceId, readers) is { } layer ? (layer, default) : (null, Shape);
@@ -124,7 +124,7 @@ internal static class GatedLayers
     private static GatedLayer? Split(Graph g, NodeId memoryId, int[] readers)
     {
         var memory = (LinearRecurrence)g[memoryId];
-        if (memory.State != StateKind.Real || memory.DecayForm != DecayForm.Sigmoid || memory.InitialState is not null || readers[memoryId.Index] != 1
+        if (memory.State != StateKind.Real || memory.DecayForm != DecayForm.Sigmoid || memory.NormalisedInput || memory.InitialState is not null || readers[memoryId.Index] != 1
             || g[memory.Decay!.Value] is not Projection decay || readers[memory.Decay.Value.Index] != 1
             || (decay.OutFeatures != memory.Width && decay.OutFeatures != 1)
             || g[memory.Source] is not Slice { Start: 0 } memorySlice || readers[memory.Source.Index] != 1
@@ -134,7 +134,7 @@ internal static class GatedLayers
         var querySlice = nodes.FirstOrDefault(p => p.Node is Slice s && s.Source == memorySlice.Source && p.Id != memory.Source);
         if (querySlice.Node is not Slice { } slice || slice.Start != memory.Width || readers[querySlice.Id.Index] != 1) return null;
         var query = nodes.FirstOrDefault(p => p.Node.Sources.Contains(querySlice.Id));
-        if (query.Node is not LinearRecurrence { State: StateKind.Real, Decay: null, InitialState: null } recurrence
+        if (query.Node is not LinearRecurrence { State: StateKind.Real, Decay: null, InitialState: null, NormalisedInput: false } recurrence
             || recurrence.Lambda is null || readers[query.Id.Index] != 1)
             return null;
         var state = nodes.FirstOrDefault(p => p.Node is Concat c && c.Parts.Count == 2 && c.Parts[0] == memoryId && c.Parts[1] == query.Id);

@@ -66,7 +66,7 @@ internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
     {
         var readers = GatedLayers.Readers(graph);
         for (int i = 0; i < graph.Nodes.Count; i++)
-            if (graph.Nodes[i] is LinearRecurrence { State: StateKind.Real, Decay: null } r && graph[r.Source] is Gate g
+            if (graph.Nodes[i] is LinearRecurrence { State: StateKind.Real, Decay: null, NormalisedInput: false } r && graph[r.Source] is Gate g
                 && GatedScan.Supports(g.Activation) && readers[r.Source.Index] == 1 && g.Value != g.Gating)
                 yield return new GateIntoRecurrenceExecutor(graph, modules, r.Source, new NodeId(i), readers);
     }

@@ -60,12 +60,13 @@ internal sealed class RecurrenceModule : NodeModule
 
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
+        inputs = Prepared(inputs);
         var u = inputs[0];
         if (execution != ExecutionMode.TorchOps && u.device.type == DeviceType.CPU) return Fused(inputs);
         if (u.shape[1] == 0)
         {
             // no steps: an empty output [batch, 0, width'] (a stack of no steps is an error)
-            var none = u.clone();
+            var none = u.narrow(-1, 0, node.Width).clone();
             return Readout(Complex ? [none, none] : [none]);
         }
         var state = Align(InitialState(u.shape[0]), u);
@@ -84,7 +85,7 @@ internal sealed class RecurrenceModule : NodeModule
         var u = inputs[0];
         if (execution == ExecutionMode.TorchOps || u.device.type != DeviceType.CPU || Complex) return Forward(inputs);
         var states = kept.Take(0, u.shape, u.dtype, u.device);
-        return Fused(inputs, states).alias();
+        return Fused(Prepared(inputs), states).alias();
     }
 
     /// <summary>The fused scan kernels (<see cref="Kernels.LinearScan"/>, <see cref="Kernels.ComplexScan"/>).</summary>
@@ -93,12 +94,34 @@ internal sealed class RecurrenceModule : NodeModule
         var u = inputs[0];
         if (inputs.Count > 1) return Kernels.LinearScan.Run(u, DecayOf(inputs[1]), initialState, into);
         if (!Complex) return Kernels.LinearScan.Run(u, lambda!, initialState, into);
-        var both = Kernels.ComplexScan.Run(u, lambda!, initialState);
+        var both = node.ComplexInput ? ComplexInputScan(u) : Kernels.ComplexScan.Run(u, lambda!, initialState);
         return node.Readout == ComplexReadout.RealAndImaginary ? both : both.narrow(-1, 0, node.Width);
+    }
+
+    /// <summary>
+    /// A complex input u = a + i b by linearity: scan(a) + i scan(b), each scan a complex state fed on its real part,
+    /// so re = re(scan a) - im(scan b) and im = im(scan a) + re(scan b); the initial state goes into scan(a).
+    /// </summary>
+    private Tensor ComplexInputScan(Tensor u)
+    {
+        int n = node.Width;
+        var first = Kernels.ComplexScan.Run(u.narrow(-1, 0, n), lambda!, initialState);
+        var second = Kernels.ComplexScan.Run(u.narrow(-1, n, n), lambda!, null);
+        return cat([first.narrow(-1, 0, n) - second.narrow(-1, n, n), first.narrow(-1, n, n) + second.narrow(-1, 0, n)], -1);
+    }
+
+    /// <summary>The inputs with u scaled by sqrt(1 - |lambda|^2) per neuron (both halves of a complex input) when the input is normalised.</summary>
+    private IReadOnlyList<Tensor> Prepared(IReadOnlyList<Tensor> inputs)
+    {
+        if (!node.NormalisedInput) return inputs;
+        var gain = (1 - (Complex ? lambda!.square().sum([1L]) : lambda!.square())).sqrt();
+        if (node.ComplexInput) gain = cat([gain, gain]);
+        return [inputs[0] * gain, .. inputs.Skip(1)];
     }
 
     public override (Tensor Output, Tensor[] State) Step(IReadOnlyList<Tensor> inputs, Tensor[] state)
     {
+        inputs = Prepared(inputs);
         var u = inputs[0];
         var next = Advance(Align(state, u), u.select(1, 0), inputs.Count > 1 ? inputs[1].select(1, 0) : null);
         return (Readout(next).unsqueeze(1), next);
@@ -115,7 +138,9 @@ internal sealed class RecurrenceModule : NodeModule
         if (decay is not null) return [DecayOf(decay) * state[0] + u];
         if (!Complex) return [lambda! * state[0] + u];
         Tensor re = state[0], im = state[1], lre = lambda!.select(1, 0), lim = lambda.select(1, 1);
-        return [lre * re - lim * im + u, lre * im + lim * re];
+        if (!node.ComplexInput) return [lre * re - lim * im + u, lre * im + lim * re];
+        int n = node.Width;
+        return [lre * re - lim * im + u.narrow(-1, 0, n), lre * im + lim * re + u.narrow(-1, n, n)];
     }
 
     /// <summary>lambda_t from the decay branch: sigmoid(d) or e^d (<see cref="DecayForm"/>).</summary>
@@ -131,7 +156,7 @@ internal sealed class RecurrenceStepper<T> : Stepper<T> where T : unmanaged, INu
     private readonly LinearRecurrence node;
     private readonly Stepper<T> source;
     private readonly Stepper<T>? decay;
-    private readonly T[] lambdaRe, lambdaIm, initialRe, initialIm, re, im;
+    private readonly T[] lambdaRe, lambdaIm, initialRe, initialIm, gain, re, im;
 
     public RecurrenceStepper(LinearRecurrence node, Stepper<T> source, Stepper<T>? decay, int batch) : base(batch, node.OutputWidth)
     {
@@ -140,8 +165,10 @@ internal sealed class RecurrenceStepper<T> : Stepper<T> where T : unmanaged, INu
         var complex = node.State == StateKind.Complex;
         (lambdaRe, lambdaIm) = (new T[n], new T[n]);
         (initialRe, initialIm) = (new T[n], new T[n]);
+        gain = new T[n];
         for (int k = 0; k < n; k++)
         {
+            gain[k] = node.NormalisedInput ? T.CreateChecked(node.InputGain(k)) : T.One;
             if (node.Lambda is { } l) (lambdaRe[k], lambdaIm[k]) = complex ? (T.CreateChecked(l[k, 0]), T.CreateChecked(l[k, 1])) : (T.CreateChecked(l[k]), T.Zero);
             if (node.InitialState is { } h0) (initialRe[k], initialIm[k]) = complex ? (T.CreateChecked(h0[k, 0]), T.CreateChecked(h0[k, 1])) : (T.CreateChecked(h0[k]), T.Zero);
         }
@@ -173,10 +200,13 @@ internal sealed class RecurrenceStepper<T> : Stepper<T> where T : unmanaged, INu
                 for (int k = 0; k < n; k++) hr[k] = T.CreateChecked(node.DecayOf(double.CreateChecked(d[d.Length == 1 ? 0 : k]))) * hr[k] + u[k];
             }
             else if (!complex)
-                for (int k = 0; k < n; k++) hr[k] = lambdaRe[k] * hr[k] + u[k];
+                for (int k = 0; k < n; k++) hr[k] = lambdaRe[k] * hr[k] + gain[k] * u[k];
             else
                 for (int k = 0; k < n; k++)
-                    (hr[k], hi[k]) = (lambdaRe[k] * hr[k] - lambdaIm[k] * hi[k] + u[k], lambdaRe[k] * hi[k] + lambdaIm[k] * hr[k]);
+                {
+                    var imaginary = node.ComplexInput ? gain[k] * u[n + k] : T.Zero;
+                    (hr[k], hi[k]) = (lambdaRe[k] * hr[k] - lambdaIm[k] * hi[k] + gain[k] * u[k], lambdaRe[k] * hi[k] + lambdaIm[k] * hr[k] + imaginary);
+                }
             var y = Row(b);
             hr.CopyTo(y);
             if (node.OutputWidth == 2 * n) hi.CopyTo(y.Slice(n));

@@ -8,7 +8,9 @@ namespace Duality.Ir;
 /// With a Decay branch d ([1] or [Width] wide), lambda_t = sigmoid(d_t) instead (or e^(d_t) with
 /// <see cref="DecayForm.Logarithm"/>), and Lambda is absent.
 /// InitialState: [Width] or [Width, 2]; absent means zero. A complex state is fed u_t on its real
-/// part and emits its real part, or [re; im] with <see cref="ComplexReadout.RealAndImaginary"/>.
+/// part (or, with ComplexInput, u_t = [re; im] of 2 Width features as a complex number) and emits its real part,
+/// or [re; im] with <see cref="ComplexReadout.RealAndImaginary"/>. With NormalisedInput, u_t is scaled by
+/// gamma = sqrt(1 - |lambda|^2) per neuron first (the LRU's normalisation; NaN where |lambda| &gt; 1).
 /// Initially lambda ~ U(0.5, 0.99); complex: r ~ U(0.5, 0.99), theta ~ U(0, pi/4) per neuron.
 /// </summary>
 /// <param name="Name">The node's path, unique in its graph ("block1/proj").</param>
@@ -21,6 +23,8 @@ namespace Duality.Ir;
 /// <param name="Lambda">The eigenvalues [Width] or [Width, 2], or null to have them drawn (or when Decay is given).</param>
 /// <param name="InitialState">h_0, [Width] or [Width, 2]; null for zero.</param>
 /// <param name="DecayForm">How the Decay branch gives lambda_t: sigmoid(d_t) (the default) or e^(d_t).</param>
+/// <param name="ComplexInput">Whether a complex state reads u_t as [re; im], 2 Width features (the LRU's complex B x_t).</param>
+/// <param name="NormalisedInput">Whether u_t is scaled by sqrt(1 - |lambda|^2) per neuron (needs lambda, not a decay branch).</param>
 public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
     StateKind State = StateKind.Real,
     ComplexReadout Readout = ComplexReadout.RealPart,
@@ -28,7 +32,9 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
     NodeId? Decay = null,
     DoubleTensor? Lambda = null,
     DoubleTensor? InitialState = null,
-    DecayForm DecayForm = DecayForm.Sigmoid) : Node(Name)
+    DecayForm DecayForm = DecayForm.Sigmoid,
+    bool ComplexInput = false,
+    bool NormalisedInput = false) : Node(Name)
 {
     /// <inheritdoc/>
     public override ValueList<NodeId> Sources => Decay is { } d ? ValueList.Of(Source, d) : ValueList.Of(Source);
@@ -40,7 +46,8 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
     {
         var state = State == StateKind.Complex ? "complex" : "real";
         var lambda = Decay is not null ? DecayForm == DecayForm.Logarithm ? "input-dependent decay e^d" : "input-dependent decay" : TrainableLambda ? "trainable lambda" : "fixed lambda";
-        return $"LinearRecurrence {Width} ({state}, {lambda})";
+        var input = (ComplexInput ? ", complex input" : "") + (NormalisedInput ? ", input scaled by sqrt(1 - |lambda|^2)" : "");
+        return $"LinearRecurrence {Width} ({state}, {lambda}{input})";
     }
 
     /// <inheritdoc/>
@@ -77,7 +84,15 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
         var complex = State == StateKind.Complex;
         // a complex state holds [Width, 2] and may emit 2 Width features
         if (complex && !check.Elements(Decay is null ? "Lambda" : "InitialState", Width, 2)) return null;
-        check.Input(Source, Width, received, $"declare the recurrence with width {received}, or project to {Width} first");
+        var inputs = ComplexInput ? 2 * Width : Width;
+        check.Input(Source, inputs, received, ComplexInput
+            ? $"feed [re; im] of {Width} complex inputs: project to {inputs} features first"
+            : $"declare the recurrence with width {received}, or project to {Width} first");
+        if (ComplexInput && !complex)
+            check.Problem("unsupported combination", "a complex input needs a complex state", "declare State = Complex, or drop ComplexInput");
+        if (NormalisedInput && Decay is not null)
+            check.Problem("unsupported combination", "the input is scaled by sqrt(1 - |lambda|^2) of a lambda of the recurrence's own, and lambda comes from a decay branch",
+                "drop NormalisedInput, or gate the input with the DecayNormaliser activation of a log-decay branch");
         if (Decay is { } decay)
         {
             if (complex)
@@ -146,16 +161,18 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
             {
                 double re = 0, im = 0;
                 if (InitialState is { } h0) (re, im) = complex ? (h0[k, 0], h0[k, 1]) : (h0[k], 0);
+                var gain = NormalisedInput ? InputGain(k) : 1;
                 for (int t = 0; t < time; t++)
                 {
+                    double ure = gain * u[i, t, k], uim = ComplexInput ? gain * u[i, t, width + k] : 0;
                     if (decay is not null)
-                        re = DecayOf(decay[i, t, decay.GetLength(2) == 1 ? 0 : k]) * re + u[i, t, k];
+                        re = DecayOf(decay[i, t, decay.GetLength(2) == 1 ? 0 : k]) * re + ure;
                     else if (!complex)
-                        re = Lambda![k] * re + u[i, t, k];
+                        re = Lambda![k] * re + ure;
                     else
                     {
                         double lre = Lambda![k, 0], lim = Lambda[k, 1];
-                        (re, im) = (lre * re - lim * im + u[i, t, k], lre * im + lim * re);
+                        (re, im) = (lre * re - lim * im + ure, lre * im + lim * re + uim);
                     }
                     y[i, t, k] = re;
                     if (complex && Readout == ComplexReadout.RealAndImaginary) y[i, t, width + k] = im;
@@ -163,6 +180,10 @@ public sealed record LinearRecurrence(string Name, NodeId Source, int Width,
             }
         return y;
     }
+
+    /// <summary>sqrt(1 - |lambda_k|^2), neuron k's input gain with NormalisedInput.</summary>
+    internal double InputGain(int k) =>
+        Math.Sqrt(1 - (State == StateKind.Complex ? Lambda![k, 0] * Lambda[k, 0] + Lambda[k, 1] * Lambda[k, 1] : Lambda![k] * Lambda[k]));
 
     /// <summary>lambda_t from the decay branch's value d_t.</summary>
     internal double DecayOf(double d) => DecayForm == DecayForm.Logarithm ? Math.Exp(d) : ScalarFunctions.Sigmoid(d);
