@@ -43,3 +43,9 @@ module Blocks =
 
     /// The LRU under the scope `name`.
     let lruNamed name state : Layers = fun s -> s.Then(Duality.Builders.Blocks.Lru(state, name))
+
+    /// DeltaNet, refused with a GraphException: its state transition I - beta k k^T is not diagonal, so no graph here computes it.
+    let deltaNet heads keyWidth valueWidth : Layers = fun s -> s.Then(Duality.Builders.Blocks.DeltaNet(heads, keyWidth, valueWidth))
+
+    /// DeltaNet under the scope `name`, refused as `deltaNet` is.
+    let deltaNetNamed name heads keyWidth valueWidth : Layers = fun s -> s.Then(Duality.Builders.Blocks.DeltaNet(heads, keyWidth, valueWidth, name))

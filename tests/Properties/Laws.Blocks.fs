@@ -292,6 +292,13 @@ let tests =
             for mode in modes do
                 check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
 
+        testCase "DeltaNet is refused in both languages, saying its transition is not diagonal and what to use instead" <| fun () ->
+            for build in [ (fun () -> Model.Input("x", 8).Then(Blocks.DeltaNet(2, 4, 4)) |> ignore)
+                           (fun () -> Model.Input("x", 8) |> Duality.FSharp.Blocks.deltaNetNamed "memory" 2 4 4 |> ignore) ] do
+                let error = Expect.throwsC build id
+                Expect.isTrue (error :? GraphException) "the library's exception"
+                for words in [ "not diagonal"; "I - beta k k^T"; "minGRU" ] do Expect.stringContains error.Message words "says why and what instead"
+
         testCase "every C# block has its F# function, with and without a scope name" <| fun () ->
             let blocks = typeof<Duality.Builders.Blocks>.GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static ||| Reflection.BindingFlags.DeclaredOnly)
             Expect.isNonEmpty blocks "blocks"

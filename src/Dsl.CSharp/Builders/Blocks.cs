@@ -141,6 +141,24 @@ public static class Blocks
                 .Add(skip => skip.At(input).ChannelScale(name: "D"), name: "skip");
         });
 
+    /// <summary>
+    /// DeltaNet (Schlag et al. 2021; Yang et al. 2024), refused: its state S_t = S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T
+    /// moves by a matrix that is not diagonal (I - beta k k^T mixes the state's key channels whenever k has two nonzero
+    /// entries), while every recurrence here, and so every form this library proves equal to attention, is diagonal in its
+    /// state. No graph of these nodes computes it exactly, so none is built.
+    /// </summary>
+    /// <param name="heads">The heads DeltaNet would have.</param>
+    /// <param name="keyWidth">Its key width per head.</param>
+    /// <param name="valueWidth">Its value width per head.</param>
+    /// <param name="name">The block's scope, named in the refusal.</param>
+    /// <exception cref="GraphException">Always: the refusal, saying why and which families have an exact form.</exception>
+    public static Func<SequenceBuilder, SequenceBuilder> DeltaNet(int heads, int keyWidth, int valueWidth, string? name = null) =>
+        _ => throw new GraphException(new Diagnostic("no exact form", name ?? "deltanet",
+            $"DeltaNet ({heads} heads, key {keyWidth}, value {valueWidth}): S_t = S_(t-1) (I - beta_t k_t k_t^T) + beta_t v_t k_t^T",
+            "its state transition I - beta k k^T is not diagonal (it mixes key channels), and this library's recurrences, " +
+            "its lowering and raising are exact for diagonal transitions only; use a family with a diagonal decay instead " +
+            "(minGRU, minLSTM, RG-LRU, LRU, or an attention with a decay)"));
+
     /// <summary>W x + b with W block-diagonal: <paramref name="heads"/> blocks, each a projection of its own slice of the width.</summary>
     private static SequenceBuilder BlockDiagonal(SequenceBuilder x, int heads, int width, string name)
     {
