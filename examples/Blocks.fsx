@@ -1,6 +1,6 @@
 // A small hybrid model composed from the Blocks surface, as Griffin composes its recurrent and attention
-// blocks: pre-norm residual blocks of minGRU, minLSTM and a decaying linear attention, each followed by
-// Griffin's gated MLP. It is compiled, run, streamed token by token, checked (step form = full sequence),
+// blocks: pre-norm residual blocks of Griffin's recurrent block (RG-LRU), a decaying linear attention,
+// minGRU and an LRU, each followed by Griffin's gated MLP. It is compiled, run, streamed token by token, checked (step form = full sequence),
 // and its attention block is lowered to the gated RNN that computes it exactly.
 #load "Duality.fsx"
 
@@ -20,9 +20,10 @@ let model =
     Model.input "x" 4
     |> layers {
         Layer.projection width >> Layer.named "embed"
-        block "recurrent1" (Blocks.minGru width)
+        block "griffin" (Blocks.griffinRecurrent width 2 4)
         block "attention" (Layer.attention { Attention.linear 2 8 8 with Decay = Decay.Gamma 0.9; Out = Some width })
-        block "recurrent2" (Blocks.minLstm width)
+        block "mingru" (Blocks.minGru width)
+        block "lru" (Blocks.lru 8)
         Layer.projection 1 >> Layer.named "readout"
     }
     |> Model.build
