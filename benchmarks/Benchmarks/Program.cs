@@ -207,6 +207,20 @@ foreach (var (name, block) in families)
     var forward = report.Add(Measurement.Of("blocks", name, "compiled forward (no gradients)", repeats, () => Run(model, x)));
     var loop = report.Add(Measurement.Of("blocks", name, "per-step loop (TorchOps)", Math.Min(repeats, 3),
         () => Run(graph.Compile(new CompileOptions { Execution = ExecutionMode.TorchOps }), x)));
+    // what a user writes from the paper's pseudocode: every product inside the loop over steps
+    var handWritten = new HandWrittenBlocks(model);
+    if (handWritten.For(name) is { } cell)
+    {
+        using (var _ = no_grad())
+        using (var scope = NewDisposeScope())
+        {
+            var (ours, theirs) = (model.forward(x), cell(x));
+            Console.WriteLine($"  {name}: hand-written loop vs compiled, max |difference| / max |y| = {((ours - theirs).abs().max() / ours.abs().max()).item<float>():0.0e0}");
+        }
+        var user = report.Add(Measurement.Of("blocks", name, "hand-written per-step loop", Math.Min(repeats, 3),
+            () => { using var _ = no_grad(); using var scope = NewDisposeScope(); cell(x); }));
+        report.Context($"{name}: hand-written per-step loop / compiled forward", user.MinMs / forward.MinMs);
+    }
     var both = report.Add(Measurement.Of("blocks", name, "compiled forward + backward", repeats,
         () => { using var scope = NewDisposeScope(); model.zero_grad(); model.forward(x).sum().backward(); }));
     var roofline = productsMs + trafficMs;
@@ -333,3 +347,77 @@ sealed class HandWrittenLayer(Duality.Torch.CompiledGraph model)
         return stack(outputs, 1);
     }
 }
+
+/// <summary>
+/// The recurrent block families as the papers' pseudocode reads, one step at a time with every product inside the loop,
+/// over the compiled model's own parameters (so both compute the same function).
+/// </summary>
+sealed class HandWrittenBlocks(Duality.Torch.CompiledGraph model)
+{
+    private readonly Dictionary<string, Tensor> p = model.named_parameters().ToDictionary(x => x.name, x => (Tensor)x.parameter);
+
+    private Tensor Linear(Tensor x, string name) =>
+        nn.functional.linear(x, p[name + ".weight"], p.TryGetValue(name + ".bias", out var b) ? b : null);
+
+    /// <summary>The loop for a family, or null when none is written.</summary>
+    public Func<Tensor, Tensor>? For(string family) => family switch
+    {
+        "minGRU" => MinGru,
+        "minLSTM" => MinLstm,
+        "RG-LRU" => RgLru,
+        "LRU" => Lru,
+        _ => null,
+    };
+
+    private static Tensor Steps(Tensor x, Tensor h, Func<Tensor, Tensor, (Tensor H, Tensor Y)> step)
+    {
+        var outputs = new List<Tensor>();
+        for (long t = 0; t < x.shape[1]; t++)
+        {
+            (h, var y) = step(x.select(1, t), h);
+            outputs.Add(y);
+        }
+        return stack(outputs, 1);
+    }
+
+    /// <summary>z = sigmoid(W_z x + b), h = (1 - z) h + z (W_h x + b).</summary>
+    private Tensor MinGru(Tensor x) => Steps(x, zeros(x.shape[0], p["mingru/update/gate/z.weight"].shape[0]), (xt, h) =>
+    {
+        var z = Linear(xt, "mingru/update/gate/z").sigmoid();
+        var next = (1 - z) * h + z * Linear(xt, "mingru/update/value/candidate");
+        return (next, next);
+    });
+
+    /// <summary>f, i = sigmoid(W x + b), h = f / (f + i) h + i / (f + i) (W_h x + b).</summary>
+    private Tensor MinLstm(Tensor x) => Steps(x, zeros(x.shape[0], p["minlstm/forget.weight"].shape[0]), (xt, h) =>
+    {
+        var (f, i) = (Linear(xt, "minlstm/forget").sigmoid(), Linear(xt, "minlstm/input").sigmoid());
+        var next = f / (f + i) * h + i / (f + i) * Linear(xt, "minlstm/update/value/candidate");
+        return (next, next);
+    });
+
+    /// <summary>r, i = sigmoid(W x + b), a = e^(w r), h = a h + sqrt(1 - a^2) (i x).</summary>
+    private Tensor RgLru(Tensor x) => Steps(x, zeros(x.shape[0], x.shape[2]), (xt, h) =>
+    {
+        var a = (p["rglru/log_a.factors"] * Linear(xt, "rglru/recurrence_gate").sigmoid()).exp();
+        var next = a * h + (1 - a * a).sqrt() * (Linear(xt, "rglru/gated/gate/input_gate").sigmoid() * xt);
+        return (next, next);
+    });
+
+    /// <summary>h = lambda h + sqrt(1 - |lambda|^2) B x (complex), y = Re(C h) + D x.</summary>
+    private Tensor Lru(Tensor x)
+    {
+        var lambda = p["lru/h.lambda"];
+        var (re, im) = (lambda.select(1, 0), lambda.select(1, 1));
+        var gain = (1 - re * re - im * im).sqrt();
+        var n = lambda.shape[0];
+        return Steps(x, zeros(x.shape[0], 2 * n), (xt, h) =>
+        {
+            var u = Linear(xt, "lru/B");
+            var (hre, him) = (h.narrow(1, 0, n), h.narrow(1, n, n));
+            var next = cat([re * hre - im * him + gain * u.narrow(1, 0, n), re * him + im * hre + gain * u.narrow(1, n, n)], 1);
+            return (next, Linear(next, "lru/C") + p["lru/skip/D.factors"] * xt);
+        });
+    }
+}
+
