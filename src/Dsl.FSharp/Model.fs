@@ -78,6 +78,13 @@ module Model =
 /// Functions over verified graphs.
 [<RequireQualifiedAccess>]
 module Graph =
+    /// The graph with the weight slot `slot` of the node named `node` set to `value` (layouts: the node's WeightSlots).
+    let withWeight (node: string) (slot: string) (value: DoubleTensor) (g: Graph) = g.WithWeight(node, slot, value)
+
+    /// The graph with several weight slots of the node named `node` set at once.
+    let withWeightValues (node: string) (values: (string * DoubleTensor) list) (g: Graph) =
+        g.WithWeights(node, dict values |> System.Collections.Generic.Dictionary)
+
     /// The nodes in construction order (a node reads only earlier ones).
     let nodes (g: Graph) = List.ofSeq g.Nodes
     /// The nodes as `NodeKind` cases, in construction order.

@@ -75,4 +75,24 @@ let tests =
             Expect.equal (g.InputNodes |> Seq.map (fun i -> i.Name) |> List.ofSeq) [ "x"; "c" ] "inputs"
             Expect.equal (g.Outputs |> Seq.map (fun o -> g.[o].Name) |> List.ofSeq) [ "mix"; "score" ] "outputs"
             Expect.equal (g.WidthOf(g.IdOf "concat")) 5 "concat width"
+    
+        testCase "Graph.WithWeight sets one slot and keeps the others; its refusals name the node, the slot and the fix" <| fun () ->
+            let g = Duality.Passes.InitializeWeights.Run(Model.Input("x", 2).Projection(3, name = "p").LinearRecurrence(name = "r").Build(), 1)
+            let weight = DoubleTensor.Matrix(array2D [ [ 1.0; 2.0 ]; [ 3.0; 4.0 ]; [ 5.0; 6.0 ] ])
+            let set = g.WithWeight("p", "Weight", weight)
+            let slots (graph: Graph) name = graph.[graph.IdOf name].WeightSlots |> Seq.map (fun s -> s.Name, s.Value) |> Map.ofSeq
+            Expect.equal (slots set "p").["Weight"] weight "the slot holds the value"
+            Expect.equal (slots set "p").["Bias"] (slots g "p").["Bias"] "the other slot keeps its value"
+            Expect.equal (set |> Duality.FSharp.Graph.withWeight "p" "Weight" weight) set "F# = C#"
+            let refused (f: unit -> Graph) (words: string list) =
+                let e = Expect.throwsC (f >> ignore) id
+                Expect.isTrue (e :? GraphException) (sprintf "the library's exception: %s" e.Message)
+                for w in words do Expect.stringContains e.Message w "named"
+            refused (fun () -> g.WithWeight("q", "Weight", weight)) [ "q"; "unknown node" ]
+            refused (fun () -> g.WithWeight("p", "Gain", weight)) [ "Gain"; "Weight, Bias" ]
+            refused (fun () -> g.WithWeight("p", "Weight", DoubleTensor.Vector [| 1.0 |])) [ "p"; "Weight" ]
+            let unweighted = Model.Input("x", 2).Projection(3, name = "p").Build()
+            refused (fun () -> unweighted.WithWeight("p", "Weight", weight)) [ "Bias"; "InitializeWeights" ]
+            let both = unweighted |> Duality.FSharp.Graph.withWeightValues "p" [ "Weight", weight; "Bias", DoubleTensor.Vector [| 0.0; 0.0; 0.0 |] ]
+            Expect.isTrue both.HasAllWeights "set together"
     ]

@@ -127,6 +127,43 @@ public sealed class Graph : IEquatable<Graph>
     /// <summary>The same graph with one node replaced (verified again).</summary>
     public Graph WithNode(NodeId id, Node node) => ReferenceEquals(this[id], node) ? this : Create(Nodes.SetItem(id.Index, node), Outputs);
 
+    /// <summary>
+    /// The same graph with the weight slot <paramref name="slot"/> of the node named <paramref name="node"/> set to
+    /// <paramref name="value"/> (a slot's name and layout: the node's <see cref="Node.WeightSlots"/>), verified again.
+    /// </summary>
+    /// <exception cref="GraphException">No such node or slot, the value has another shape than the slot's, or the node
+    /// has no weights yet and the slot is not its only one (set them together, or initialise the graph first).</exception>
+    public Graph WithWeight(string node, string slot, DoubleTensor value) =>
+        WithWeights(node, new Dictionary<string, DoubleTensor> { [slot ?? throw new ArgumentNullException(nameof(slot))] = value });
+
+    /// <summary>
+    /// The same graph with several weight slots of the node named <paramref name="node"/> set at once (slot name to
+    /// value); its other slots keep their values. Verified again.
+    /// </summary>
+    /// <exception cref="GraphException">No such node or slot, a value of another shape than its slot's, or a slot left
+    /// without a value that the node needs.</exception>
+    public Graph WithWeights(string node, IReadOnlyDictionary<string, DoubleTensor> values)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        var id = IdOf(node);
+        var current = this[id];
+        var slots = current.WeightSlots;
+        var merged = slots.Where(s => s.Value is not null).ToDictionary(s => s.Name, s => s.Value!);
+        foreach (var (name, value) in values)
+        {
+            if (slots.All(s => s.Name != name))
+                throw new GraphException(new Diagnostic("unknown weight slot", current.Name, current.Describe(),
+                    slots.Count == 0 ? "this node holds no weights" : $"use one of its slots: {string.Join(", ", slots.Select(s => s.Name))}",
+                    Received: name));
+            merged[name] = value ?? throw new ArgumentNullException(nameof(values), $"the value for slot '{name}' is null");
+        }
+        var missing = slots.Where(s => s.Draw is not WeightDraw.None && !merged.ContainsKey(s.Name)).Select(s => s.Name).ToList();
+        if (missing.Count > 0)
+            throw new GraphException(new Diagnostic("missing weight", current.Name, current.Describe(),
+                $"the node has no value yet for {string.Join(", ", missing)}: set those slots in the same call, or initialise the graph first (InitializeWeights.Run)"));
+        return WithNode(id, current.WithWeights(merged));
+    }
+
     /// <summary>The same graph with each node mapped; returns this instance when no node changes.</summary>
     public Graph MapNodes(Func<Node, Node> map)
     {
