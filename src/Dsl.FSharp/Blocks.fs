@@ -49,3 +49,11 @@ module Blocks =
 
     /// DeltaNet under the scope `name`, refused as `deltaNet` is.
     let deltaNetNamed name heads keyWidth valueWidth : Layers = fun s -> s.Then(Duality.Builders.Blocks.DeltaNet(heads, keyWidth, valueWidth, name))
+
+    /// A Hawk layer: x + GriffinRecurrent(RMSNorm x), then + GatedMlp(RMSNorm ...); RNN width `hidden`, `heads`, `convolution` taps, MLP `expansion`.
+    let hawk hidden heads convolution expansion : Layers =
+        fun s -> s.Then(Duality.Builders.Blocks.Hawk(System.Nullable hidden, heads, convolution, expansion))
+
+    /// A Hawk layer under the scope `name`.
+    let hawkNamed name hidden heads convolution expansion : Layers =
+        fun s -> s.Then(Duality.Builders.Blocks.Hawk(System.Nullable hidden, heads, convolution, expansion, name))

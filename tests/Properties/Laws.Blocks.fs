@@ -61,7 +61,16 @@ let private families =
       { Name = "LRU"
         CSharp = fun d n -> Model.Input("x", d).Then(Blocks.Lru(n)).Build()
         FSharp = fun d n -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.lru n)
-        Parameters = fun d n -> 4L * int64 n * int64 d + 2L * int64 n + int64 d } ]
+        Parameters = fun d n -> 4L * int64 n * int64 d + 2L * int64 n + int64 d }
+      // h is the RNN width D; one head, four taps, expansion 3
+      { Name = "Hawk layer"
+        CSharp = fun d h -> Model.Input("x", d).Then(Blocks.Hawk(h, 1, 4, 3)).Build()
+        FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.hawk h 1 4 3)
+        Parameters = fun d h ->
+            let d, h = int64 d, int64 h
+            let recurrent = 2L * (d + 1L) * h + 5L * h + (2L * (h * h + h) + h) + (h + 1L) * d
+            let mlp = 2L * (d + 1L) * (3L * d) + (3L * d + 1L) * d
+            recurrent + mlp + 2L * d } ]
 
 /// Sizes and data of one draw: input width, state width, batch, time, weight seed, input seed.
 type private Draw = { D: int; H: int; Batch: int; Time: int; WeightSeed: int; InputSeed: int }
@@ -155,6 +164,14 @@ let private toTensor1 (v: DoubleTensor) = torch.tensor(Array.ofSeq v.Data, dtype
 /// One sequence of scalars as [1, time, 1].
 let private scalars (xs: float list) = Array3D.init 1 xs.Length 1 (fun _ t _ -> xs.[t])
 
+/// The worked values of a one-feature case, from the reference and from every execution mode.
+let private worked (g: Graph) (x: Sequence) (expected: float list) =
+    let check form (y: Sequence) =
+        expected |> List.iteri (fun t e -> Expect.floatClose Accuracy.veryHigh y.[0, t, 0] e (sprintf "%s, step %d" form t))
+    check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+    for mode in modes do
+        check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
+
 let tests =
     testList "blocks" [
         for family in families do yield! formsLaws family
@@ -167,11 +184,7 @@ let tests =
                 projection g "mingru/update/gate/z" (array2D [ [ 0.0 ] ]) [| 0.0 |]
             let x = scalars [ 1.0; 2.0; 3.0 ]
             let expected = [ 1.0; 2.5; 4.25 ]
-            let check form (y: Sequence) =
-                for t in 0 .. 2 do Expect.floatClose Accuracy.veryHigh y.[0, t, 0] expected.[t] (sprintf "%s, step %d" form t)
-            check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
-            for mode in modes do
-                check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
+            worked g x expected
 
         testCase "minGRU by hand: an input-dependent update, z_t = sigmoid(x_t - 1)" <| fun () ->
             // x = 1: z = 1/2, h = 1/2 * 2 = 1; x = 3: z = sigmoid 2, h = (1 - z) 1 + z 6
@@ -193,11 +206,7 @@ let tests =
                 projection g "minlstm/update/value/candidate" (array2D [ [ 1.0 ] ]) [| 0.0 |]
             let expected = [ 0.6; 36.0 / 25.0 ]
             let x = scalars [ 1.0; 2.0 ]
-            let check form (y: Sequence) =
-                for t in 0 .. 1 do Expect.floatClose Accuracy.veryHigh y.[0, t, 0] expected.[t] (sprintf "%s, step %d" form t)
-            check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
-            for mode in modes do
-                check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
+            worked g x expected
 
         testCase "gated MLP: an expansion below 1 is refused, naming the option" <| fun () ->
             let error = Expect.throwsC (fun () -> Model.Input("x", 3).Then(Blocks.GatedMlp(0)) |> ignore) id
@@ -215,11 +224,7 @@ let tests =
                 g.WithNode(id, ChannelScale(s.Name, s.Source, s.Width, DoubleTensor.Vector [| -2.0 * log 2.0 |], s.InitialLow, s.InitialHigh))
             let expected = [ sqrt 3.0 / 4.0; 3.0 * sqrt 3.0 / 8.0 ]
             let x = scalars [ 1.0; 1.0 ]
-            let check form (y: Sequence) =
-                for t in 0 .. 1 do Expect.floatClose Accuracy.veryHigh y.[0, t, 0] expected.[t] (sprintf "%s, step %d" form t)
-            check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
-            for mode in modes do
-                check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
+            worked g x expected
 
         testCase "RG-LRU: heads that do not divide the width are refused, naming the option" <| fun () ->
             let error = Expect.throwsC (fun () -> Model.Input("x", 6).Then(Blocks.RgLru(4)) |> ignore) id
@@ -286,11 +291,7 @@ let tests =
                 g.WithNode(g.IdOf "lru/skip/D", ChannelScale(d.Name, d.Source, d.Width, DoubleTensor.Vector [| 0.25 |], d.InitialLow, d.InitialHigh))
             let expected = [ 3.0 * gamma + 0.25; 3.5 * gamma + 0.25 ]
             let x = scalars [ 1.0; 1.0 ]
-            let check form (y: Sequence) =
-                for t in 0 .. 1 do Expect.floatClose Accuracy.veryHigh y.[0, t, 0] expected.[t] (sprintf "%s, step %d" form t)
-            check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
-            for mode in modes do
-                check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
+            worked g x expected
 
         testCase "DeltaNet is refused in both languages, saying its transition is not diagonal and what to use instead" <| fun () ->
             for build in [ (fun () -> Model.Input("x", 8).Then(Blocks.DeltaNet(2, 4, 4)) |> ignore)

@@ -142,6 +142,22 @@ public static class Blocks
         });
 
     /// <summary>
+    /// A Hawk layer (De et al. 2024), over the current width d: x + R(RMSNorm(x)) with R Griffin's recurrent block, then
+    /// that + MLP(RMSNorm(that)) with MLP Griffin's gated MLP: "temporal" and "feedforward" under the layer's scope.
+    /// Parameters: the two blocks' (see <see cref="GriffinRecurrent"/>, <see cref="GatedMlp"/>) + 2 d (the norms' gains).
+    /// </summary>
+    /// <param name="hidden">The RNN width D; 4d/3 (rounded) when not given.</param>
+    /// <param name="heads">The RG-LRU's heads H.</param>
+    /// <param name="convolution">The convolution's taps k (4).</param>
+    /// <param name="expansion">The MLP's expansion M (3).</param>
+    /// <param name="name">The layer's scope; "hawk", "hawk_2", ... when not given.</param>
+    public static Func<SequenceBuilder, SequenceBuilder> Hawk(int? hidden = null, int heads = 1, int convolution = 4, int expansion = 3,
+        string? name = null) =>
+        x => x.Block(name, "hawk", layer => layer
+            .Residual(b => b.RmsNorm().Then(GriffinRecurrent(hidden, heads, convolution)), name: "temporal")
+            .Residual(b => b.RmsNorm().Then(GatedMlp(expansion)), name: "feedforward"));
+
+    /// <summary>
     /// DeltaNet (Schlag et al. 2021; Yang et al. 2024), refused: its state S_t = S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T
     /// moves by a matrix that is not diagonal (I - beta k k^T mixes the state's key channels whenever k has two nonzero
     /// entries), while every recurrence here, and so every form this library proves equal to attention, is diagonal in its
