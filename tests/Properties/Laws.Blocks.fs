@@ -155,9 +155,7 @@ let private formsLaws (family: Family) =
                   Expect.equal (family.FSharp d h) g (sprintf "F# = C#, d %d, h %d" d h) ]
 
 let private projection (g: Graph) name (weight: float[,]) (bias: float[]) =
-    let id = g.IdOf name
-    let p = g.[id] :?> Projection
-    g.WithNode(id, Projection(p.Name, p.Source, p.InFeatures, p.OutFeatures, p.Bias, ProjectionWeights(DoubleTensor.Matrix weight, DoubleTensor.Vector bias)))
+    g.WithWeights(name, dict [ "Weight", DoubleTensor.Matrix weight; "Bias", DoubleTensor.Vector bias ] |> Collections.Generic.Dictionary)
 
 let private toTensor1 (v: DoubleTensor) = torch.tensor(Array.ofSeq v.Data, dtype = f64)
 
@@ -219,9 +217,7 @@ let tests =
                 let g = Model.Input("x", 1).Then(Blocks.RgLru()).Build()
                 let g = projection g "rglru/recurrence_gate" (array2D [ [ 0.0 ] ]) [| 0.0 |]
                 let g = projection g "rglru/gated/gate/input_gate" (array2D [ [ 0.0 ] ]) [| 0.0 |]
-                let id = g.IdOf "rglru/log_a"
-                let s = g.[id] :?> ChannelScale
-                g.WithNode(id, ChannelScale(s.Name, s.Source, s.Width, DoubleTensor.Vector [| -2.0 * log 2.0 |], s.InitialLow, s.InitialHigh))
+                g.WithWeight("rglru/log_a", "Factors", DoubleTensor.Vector [| -2.0 * log 2.0 |])
             let expected = [ sqrt 3.0 / 4.0; 3.0 * sqrt 3.0 / 8.0 ]
             let x = scalars [ 1.0; 1.0 ]
             worked g x expected
@@ -279,16 +275,11 @@ let tests =
             // h_1 = gamma (1 + i), h_2 = (i/2) h_1 + gamma (1 + i) = gamma (1/2 + 3i/2); y = re + 2 im + x / 4
             let gamma = sqrt 3.0 / 2.0
             let g =
-                let g = Model.Input("x", 1).Then(Blocks.Lru(1)).Build()
-                let b = g.[g.IdOf "lru/B"] :?> Projection
-                let g = g.WithNode(g.IdOf "lru/B", Projection(b.Name, b.Source, b.InFeatures, b.OutFeatures, false, ProjectionWeights(DoubleTensor.Matrix(array2D [ [ 1.0 ]; [ 1.0 ] ]), null)))
-                let c = g.[g.IdOf "lru/C"] :?> Projection
-                let g = g.WithNode(g.IdOf "lru/C", Projection(c.Name, c.Source, c.InFeatures, c.OutFeatures, false, ProjectionWeights(DoubleTensor.Matrix(array2D [ [ 1.0; 2.0 ] ]), null)))
-                let r = g.[g.IdOf "lru/h"] :?> LinearRecurrence
-                let g = g.WithNode(g.IdOf "lru/h", LinearRecurrence(r.Name, r.Source, r.Width, r.State, r.Readout, r.TrainableLambda, r.Decay,
-                                                                    DoubleTensor.FromShape([| 1; 2 |], [| 0.0; 0.5 |]), null, r.DecayForm, r.ComplexInput, r.NormalisedInput))
-                let d = g.[g.IdOf "lru/skip/D"] :?> ChannelScale
-                g.WithNode(g.IdOf "lru/skip/D", ChannelScale(d.Name, d.Source, d.Width, DoubleTensor.Vector [| 0.25 |], d.InitialLow, d.InitialHigh))
+                Model.Input("x", 1).Then(Blocks.Lru(1)).Build()
+                    .WithWeight("lru/B", "Weight", DoubleTensor.Matrix(array2D [ [ 1.0 ]; [ 1.0 ] ]))
+                    .WithWeight("lru/C", "Weight", DoubleTensor.Matrix(array2D [ [ 1.0; 2.0 ] ]))
+                    .WithWeight("lru/h", "Lambda", DoubleTensor.FromShape([| 1; 2 |], [| 0.0; 0.5 |]))
+                    .WithWeight("lru/skip/D", "Factors", DoubleTensor.Vector [| 0.25 |])
             let expected = [ 3.0 * gamma + 0.25; 3.5 * gamma + 0.25 ]
             let x = scalars [ 1.0; 1.0 ]
             worked g x expected
