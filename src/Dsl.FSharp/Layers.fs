@@ -33,6 +33,8 @@ type Decay =
     | Rotating of gamma: float * theta: float
     /// prod sigmoid(w_h . x + b_h): gated linear attention
     | Gated
+    /// gamma_h^(t-s), one gamma per head: multi-scale decays (RetNet: gamma_h = 1 - 2^(-5-h))
+    | PerHead of float list
 
 /// A projection with every option of the C# builder; start from `Projections.create`.
 type ProjectionSpec =
@@ -161,11 +163,12 @@ module Layer =
                 match spec.Decay with
                 | Gamma g -> Nullable g, Nullable()
                 | Rotating(g, t) -> Nullable g, Nullable t
-                | NoDecay | Gated -> Nullable(), Nullable()
+                | NoDecay | Gated | PerHead _ -> Nullable(), Nullable()
+            let headDecays = match spec.Decay with PerHead gammas -> Array.ofList gammas | _ -> null
             s.Attention(spec.Heads, spec.KeyWidth, spec.ValueWidth, outFeatures = Option.toNullable spec.Out,
                         causal = spec.Causal, kernel = spec.Kernel, featureMap = spec.FeatureMap, decay = gamma,
                         decayPhase = theta, inputDependentDecay = (spec.Decay = Gated), name = name spec.Name,
-                        weights = Option.toObj spec.Weights)
+                        weights = Option.toObj spec.Weights, headDecays = headDecays)
 
     /// y = f(x) elementwise, f given by `kind`.
     let activation kind : Layers = fun s -> s.Activation(kind)

@@ -31,13 +31,14 @@ type RecurrenceKind =
 /// The decay of a generated attention: the F# surface's own type (Gated is the input-dependent decay).
 type AttentionDecay = Duality.FSharp.Decay
 
-/// gamma, theta and whether the decay is input-dependent, as the C# builder takes them.
+/// gamma, theta, whether the decay is input-dependent, and per-head gammas, as the C# builder takes them.
 let private decayArguments (decay: AttentionDecay) =
     match decay with
-    | AttentionDecay.Gamma g -> Nullable g, Nullable(), false
-    | AttentionDecay.Rotating(g, theta) -> Nullable g, Nullable theta, false
-    | AttentionDecay.NoDecay -> Nullable(), Nullable(), false
-    | AttentionDecay.Gated -> Nullable(), Nullable(), true
+    | AttentionDecay.Gamma g -> Nullable g, Nullable(), false, null
+    | AttentionDecay.Rotating(g, theta) -> Nullable g, Nullable theta, false, null
+    | AttentionDecay.NoDecay -> Nullable(), Nullable(), false, null
+    | AttentionDecay.Gated -> Nullable(), Nullable(), true, null
+    | AttentionDecay.PerHead gammas -> Nullable(), Nullable(), false, Array.ofList gammas
 
 /// A generated attention: heads, key and value widths, causality, kernel, feature map, decay and output projection.
 type AttentionSpec =
@@ -109,7 +110,8 @@ let private attention w =
                     [ Gen.constant AttentionDecay.NoDecay
                       Gen.map AttentionDecay.Gamma gamma
                       Gen.map2 (fun g p -> AttentionDecay.Rotating(g, float p / 10.0)) gamma (Gen.choose (-31, 31))
-                      Gen.constant AttentionDecay.Gated ]
+                      Gen.constant AttentionDecay.Gated
+                      Gen.map AttentionDecay.PerHead (Gen.listOfLength heads gamma) ]
             else Gen.constant AttentionDecay.NoDecay
         let! out = Gen.oneof [ Gen.constant None; Gen.map Some width ]
         return { Heads = heads; Key = key; Value = value; Causal = causal; Kernel = kernel
@@ -208,9 +210,9 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
         b.Projection(2 * w).LinearRecurrence(w, state = StateKind.Complex, readout = ComplexReadout.RealAndImaginary,
                                              complexInput = true, normalisedInput = normalised)
     | AttentionOp a ->
-        let gamma, phase, gated = decayArguments a.Decay
+        let gamma, phase, gated, perHead = decayArguments a.Decay
         b.Attention(a.Heads, a.Key, a.Value, outFeatures = Option.toNullable a.Out, causal = a.Causal, kernel = a.Kernel,
-                    featureMap = a.FeatureMap, decay = gamma, decayPhase = phase, inputDependentDecay = gated)
+                    featureMap = a.FeatureMap, decay = gamma, decayPhase = phase, inputDependentDecay = gated, headDecays = perHead)
     | Act k -> b.Activation(k)
     | ResidualProjection -> b.Residual(fun r -> r.RmsNorm().Projection(w))
     | ConcatOf(x, y) -> b.Concat((fun (l: SequenceBuilder) -> l.Projection(x)), (fun (r: SequenceBuilder) -> r.Projection(y)))
@@ -273,11 +275,11 @@ let private scaleTensor (s: float) (t: DoubleTensor) =
 /// One causal attention node, "attention", with seeded weights whose query, key, value and output matrices are
 /// multiplied by `WeightScale`.
 let attentionGraph (l: AttentionLayer) =
-    let gamma, phase, gated = decayArguments l.Decay
+    let gamma, phase, gated, perHead = decayArguments l.Decay
     let g =
         Model.Input("x", l.Width)
             .Attention(l.Heads, l.Key, l.Value, outFeatures = Option.toNullable l.Out, featureMap = l.FeatureMap,
-                       decay = gamma, decayPhase = phase, inputDependentDecay = gated, name = "attention")
+                       decay = gamma, decayPhase = phase, inputDependentDecay = gated, name = "attention", headDecays = perHead)
             .Build()
     let seeded = InitializeWeights.Run(g, l.Seed)
     seeded.MapNodes(function
@@ -307,7 +309,8 @@ let attentionLayer : Gen<AttentionLayer> =
                 [ 2, Gen.constant AttentionDecay.NoDecay
                   1, Gen.map AttentionDecay.Gamma gamma
                   1, Gen.map2 (fun g p -> AttentionDecay.Rotating(g, float p / 10.0)) gamma (Gen.choose (-31, 31))
-                  1, Gen.constant AttentionDecay.Gated ]
+                  1, Gen.constant AttentionDecay.Gated
+                  1, Gen.map AttentionDecay.PerHead (Gen.listOfLength heads gamma) ]
         let! featureMap = Gen.frequency [ 3, Gen.constant ActivationKind.Identity; 1, Gen.constant ActivationKind.EluPlusOne ]
         let! scale = Gen.map (fun k -> 10.0 ** (float k / 4.0)) (Gen.choose (-4, 4))
         let! seed = Gen.choose (0, 1_000_000)

@@ -21,6 +21,9 @@ let private tolerance64 = 1e-10
 /// float32 against the float64 reference, scaled error: a few hundred float32 roundings.
 let private tolerance32 = 1e-4
 
+/// RetNet's per-head decays, gamma_h = 1 - 2^(-5-h).
+let private retNetDecays heads = Array.init heads (fun h -> 1.0 - 2.0 ** (-5.0 - float h))
+
 /// h itself when it divides d, else 1: a number of heads for width d.
 let private headsOf d h = if d % h = 0 then h else 1
 
@@ -62,6 +65,12 @@ let private families =
         CSharp = fun d n -> Model.Input("x", d).Then(Blocks.Lru(n)).Build()
         FSharp = fun d n -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.lru n)
         Parameters = fun d n -> 4L * int64 n * int64 d + 2L * int64 n + int64 d }
+      // h heads of key and value width 2, each with RetNet's decay gamma_h = 1 - 2^(-5-h), an output projection
+      { Name = "multi-scale decays (RetNet's, no rotation)"
+        CSharp = fun d h -> Model.Input("x", d).Attention(h, 2, 2, outFeatures = d, headDecays = retNetDecays h).Build()
+        FSharp = fun d h ->
+            Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Layer.attention { Duality.FSharp.Attention.linear h 2 2 with Out = Some d; Decay = Duality.FSharp.Decay.PerHead(List.ofArray (retNetDecays h)) })
+        Parameters = fun d h -> 3L * int64 (2 * h) * int64 d + int64 d * int64 (2 * h) }
       // h is the RNN width D; one head, four taps, expansion 3
       { Name = "Hawk layer"
         CSharp = fun d h -> Model.Input("x", d).Then(Blocks.Hawk(h, 1, 4, 3)).Build()
@@ -290,6 +299,17 @@ let tests =
                 let error = Expect.throwsC build id
                 Expect.isTrue (error :? GraphException) "the library's exception"
                 for words in [ "not diagonal"; "I - beta k k^T"; "minGRU" ] do Expect.stringContains error.Message words "says why and what instead"
+
+        testProperty "multi-scale decays lower exactly into the gated RNN, both constructions (float64, 1e-10)" <| fun (seed: int) ->
+            let heads = 1 + abs seed % 4
+            let g = InitializeWeights.Run(Model.Input("x", 5).Attention(heads, 3, 2, outFeatures = 4, headDecays = retNetDecays heads).Build(), seed)
+            let x = randomSequence (Random(seed)) 2 80 5 1.0
+            let expected = (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+            [ Construction.Full; Construction.Compressed ]
+            |> List.forall (fun c ->
+                let lowered = LowerAttention.ToGatedRnn(g, c)
+                within tolerance64 (scaledError expected (ReferenceEvaluator.Evaluate(lowered, [| x |])).[0]) (sprintf "%A, reference" c)
+                && within tolerance64 (scaledError expected (noGrad (fun () -> ofTensor (lowered.Compile(CompileOptions.Float64).Forward([| toTensor f64 x |]).[0])))) (sprintf "%A, compiled" c))
 
         testCase "every C# block has its F# function, with and without a scope name" <| fun () ->
             let blocks = typeof<Duality.Builders.Blocks>.GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static ||| Reflection.BindingFlags.DeclaredOnly)

@@ -87,11 +87,11 @@ let parity : (string * Cover * (string * Cover) list) list =
                                 "initialState", "InitialState"; "decay", "Decay"; "name", "Name"; "decayForm", "DecayForm"
                                 "complexInput", "ComplexInput"; "normalisedInput", "NormalisedInput" ]
       "LinearRecurrence(fixedLambda,name)", Case("Lambda", "Fixed"), [ "fixedLambda", Case("Lambda", "Fixed"); "name", named ]
-      "Attention(heads,keyWidth,valueWidth,outFeatures,causal,kernel,featureMap,decay,weights,name,decayPhase,inputDependentDecay)",
+      "Attention(heads,keyWidth,valueWidth,outFeatures,causal,kernel,featureMap,decay,weights,name,decayPhase,inputDependentDecay,headDecays)",
         Fn("Layer", "attention"),
         spec "AttentionSpec" [ "heads", "Heads"; "keyWidth", "KeyWidth"; "valueWidth", "ValueWidth"; "outFeatures", "Out"; "causal", "Causal"
                                "kernel", "Kernel"; "featureMap", "FeatureMap"; "weights", "Weights"; "name", "Name" ]
-        @ [ "decay", Case("Decay", "Gamma"); "decayPhase", Case("Decay", "Rotating"); "inputDependentDecay", Case("Decay", "Gated") ]
+        @ [ "decay", Case("Decay", "Gamma"); "decayPhase", Case("Decay", "Rotating"); "inputDependentDecay", Case("Decay", "Gated"); "headDecays", Case("Decay", "PerHead") ]
       "Activation(kind,name)", Fn("Layer", "activation"), [ "kind", Fn("Layer", "activation"); "name", named ]
       "Sigmoid(name)", Fn("Layer", "sigmoid"), [ "name", named ]
       "SiLU(name)", Fn("Layer", "silu"), [ "name", named ]

@@ -107,14 +107,14 @@ public sealed class SequenceBuilder
     /// Self-attention over the current width. Linear by default (no softmax, no normalisation);
     /// <paramref name="decay"/> gamma weights step s at step t by gamma^(t-s), rotated by
     /// <paramref name="decayPhase"/> theta as cos(theta (t-s)); <paramref name="inputDependentDecay"/> learns a
-    /// per-head decay sigmoid(w . x_t + b) instead.
+    /// per-head decay sigmoid(w . x_t + b) instead; <paramref name="headDecays"/> gives each head its own fixed gamma_h.
     /// </summary>
     public SequenceBuilder Attention(int heads, int keyWidth, int valueWidth, int? outFeatures = null, bool causal = true,
         AttentionKernel kernel = AttentionKernel.Linear, ActivationKind featureMap = ActivationKind.Identity,
         double? decay = null, AttentionWeights? weights = null, string? name = null, double? decayPhase = null,
-        bool inputDependentDecay = false) =>
+        bool inputDependentDecay = false, double[]? headDecays = null) =>
         Append(new Attention(Name(name, "attention"), Current, WidthOrZero, heads, keyWidth, valueWidth, causal, kernel,
-            featureMap, decay, outFeatures, weights, decayPhase, inputDependentDecay));
+            featureMap, decay, outFeatures, weights, decayPhase, inputDependentDecay, headDecays is null ? null : DoubleTensor.Vector(headDecays)));
 
     /// y = f(x) elementwise, f given by <paramref name="kind"/>; the default name is the kind in lower case.
     public SequenceBuilder Activation(ActivationKind kind, string? name = null) =>

@@ -157,12 +157,14 @@ public static class LowerAttention
         _ => wanted,
     };
 
-    /// <summary>gamma (or 1) on memory neurons, 0 on query neurons; as (re, im) pairs for a rotating decay.</summary>
+    /// <summary>gamma (or 1, or its head's gamma_h) on memory neurons, 0 on query neurons; as (re, im) pairs for a rotating decay.</summary>
     private static DoubleTensor Eigenvalues(Attention a, int memory, int n)
     {
         var gamma = a.Decay ?? 1.0;
+        // both constructions give every head the same number of memory neurons, in head order
+        double Memory(int i) => a.HeadDecays is { } decays ? decays[i / (memory / a.Heads)] : gamma;
         if (a.DecayPhase is not { } theta)
-            return DoubleTensor.Vector(Enumerable.Range(0, n).Select(i => i < memory ? gamma : 0.0).ToArray());
+            return DoubleTensor.Vector(Enumerable.Range(0, n).Select(i => i < memory ? Memory(i) : 0.0).ToArray());
         var values = new double[2 * n];
         for (int i = 0; i < memory; i++) (values[2 * i], values[2 * i + 1]) = (gamma * Math.Cos(theta), gamma * Math.Sin(theta));
         return new DoubleTensor(ValueList.Of(n, 2), values);

@@ -27,7 +27,9 @@ internal static class RecurrentAttention
         var q = TensorValues.Apply(node.FeatureMap, Project(query, 0)).contiguous();
         var k = TensorValues.Apply(node.FeatureMap, Project(key, 1)).contiguous();
         var v = Project(value, 2);
-        var decay = node.InputDependentDecay ? attention.HeadDecayLogits(x).sigmoid().contiguous() : null;
+        var decay = node.InputDependentDecay ? attention.HeadDecayLogits(x).sigmoid().contiguous()
+            : node.HeadDecays is not null ? attention.HeadDecayValues(x).view(1, 1, node.Heads).expand(x.shape[0], x.shape[1], node.Heads).contiguous()
+            : null;
         var y = Slot(3, output is not null || keepOutput)([x.shape[0], x.shape[1], node.Heads * node.ValueWidth], x.dtype);
         var shape = new LinearAttentionLoop.Shape((int)x.shape[0], (int)x.shape[1], node.Heads, node.KeyWidth, node.ValueWidth);
         using var alive = RawStorage.KeepAlive(q, k, v, decay, y);

@@ -75,7 +75,9 @@ internal sealed class AttentionModule : NodeModule
             mixed = TensorValues.Apply(node.FeatureMap, q).matmul(TensorValues.Apply(node.FeatureMap, k).transpose(-2, -1).matmul(v));
         else if (IsLinear && node.DecayPhase is null && execution != ExecutionMode.TorchOps && time > Chunk)
             mixed = ChunkedLinearAttention.Run(TensorValues.Apply(node.FeatureMap, q), TensorValues.Apply(node.FeatureMap, k), v,
-                node.InputDependentDecay ? nn.functional.logsigmoid(HeadDecayLogits(x)).transpose(1, 2) : null, Math.Log(node.Decay ?? 1.0));
+                node.InputDependentDecay ? nn.functional.logsigmoid(HeadDecayLogits(x)).transpose(1, 2)
+                : node.HeadDecays is not null ? HeadDecayValues(x).log().view(1, node.Heads, 1).expand(batch, node.Heads, time) : null,
+                Math.Log(node.Decay ?? 1.0));
         else if (!IsLinear && execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU)
             mixed = TiledAttention.Softmax(q, k, v, node.Causal, 1 / Math.Sqrt(node.KeyWidth));
         else
@@ -86,6 +88,7 @@ internal sealed class AttentionModule : NodeModule
                 // causal: later steps are filled, never multiplied, so a non-finite value there cannot reach earlier outputs
                 var scores = CausalMask.Fill(TensorValues.Apply(node.FeatureMap, q).matmul(TensorValues.Apply(node.FeatureMap, k).transpose(-2, -1)), 0);
                 if (node.InputDependentDecay) scores = scores * GatedDecayMask(x);
+                else if (node.HeadDecays is not null) scores = scores * HeadDecayMask(x);
                 else if (node.Decay is not null) scores = scores * DecayMask(time, x.dtype, x.device);
                 mixed = CausalMask.Product(scores, v);
             }
@@ -126,6 +129,8 @@ internal sealed class AttentionModule : NodeModule
             Tensor[] memory;
             if (node.InputDependentDecay)
                 memory = [HeadDecayLogits(x).sigmoid().view(batch, node.Heads, 1, 1) * state[0] + outer];
+            else if (node.HeadDecays is not null)
+                memory = [HeadDecayValues(x).view(1, node.Heads, 1, 1) * state[0] + outer];
             else if (node.DecayPhase is { } theta)
             {
                 var (re, im) = (node.Decay!.Value * Math.Cos(theta), node.Decay.Value * Math.Sin(theta));
@@ -158,6 +163,19 @@ internal sealed class AttentionModule : NodeModule
     private Tensor Output(Tensor y) => output is null ? y : nn.functional.linear(y, output);
 
     internal const int Chunk = ChunkedLinearAttention.Chunk;
+
+    /// <summary>gamma_h of per-head decays, [heads], in x's dtype and on its device.</summary>
+    internal Tensor HeadDecayValues(Tensor x) => TensorValues.ToTorch(node.HeadDecays!, x.dtype).to(x.device);
+
+    /// <summary>D[h, t, s] = gamma_h^(t-s) for s &lt;= t, else 0: [heads, time, time].</summary>
+    private Tensor HeadDecayMask(Tensor x)
+    {
+        var time = x.shape[1];
+        var steps = arange(time, dtype: ScalarType.Float64, device: x.device);
+        var lag = steps.unsqueeze(1) - steps.unsqueeze(0);
+        var logs = TensorValues.ToTorch(node.HeadDecays!, ScalarType.Float64).to(x.device).log().view(-1, 1, 1);
+        return where(lag >= 0, (lag.clamp_min(0) * logs).exp(), zeros_like(lag)).to_type(x.dtype);
+    }
 
     /// <summary>D[t, s] = gamma^(t-s) cos(theta (t-s)) for s &lt;= t, else 0 (gamma = 1, theta = 0 when absent).</summary>
     private Tensor DecayMask(long time, ScalarType dtype, Device device)

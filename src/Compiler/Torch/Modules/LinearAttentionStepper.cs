@@ -16,7 +16,7 @@ internal sealed class LinearAttentionStepper<T> : Stepper<T> where T : unmanaged
     private readonly Attention node;
     private readonly Stepper<T> source;
     private readonly T[] query, key, value, q, k, v, mixed, re, im;
-    private readonly T[]? output, decayWeight, decayBias;
+    private readonly T[]? output, decayWeight, decayBias, headDecays;
     private readonly T gamma, cos, sin;
 
     public LinearAttentionStepper(Attention node, Stepper<T> source, int batch) : base(batch, node.OutputWidth)
@@ -27,6 +27,7 @@ internal sealed class LinearAttentionStepper<T> : Stepper<T> where T : unmanaged
         output = w.Output is { } o ? Values<T>(o) : null;
         (decayWeight, decayBias) = node.InputDependentDecay ? (Values<T>(w.DecayWeight!), Values<T>(w.DecayBias!)) : (null, null);
         gamma = T.CreateChecked(node.Decay ?? 1.0);
+        headDecays = node.HeadDecays is { } g ? Values<T>(g) : null;
         (cos, sin) = (T.CreateChecked(Math.Cos(node.DecayPhase ?? 0)), T.CreateChecked(Math.Sin(node.DecayPhase ?? 0)));
         int keys = node.Heads * node.KeyWidth, values = node.Heads * node.ValueWidth;
         (q, k, v, mixed) = (new T[keys], new T[keys], new T[values], new T[values]);
@@ -54,7 +55,7 @@ internal sealed class LinearAttentionStepper<T> : Stepper<T> where T : unmanaged
             fixed (T* pq = q, pk = k, pv = v, po = mixed, pre = re, pim = im)
                 for (int h = 0; h < node.Heads; h++)
                 {
-                    var decay = decayWeight is null ? gamma : Sigmoid(Dot<T>(decayWeight.AsSpan(h * x.Length, x.Length), x) + decayBias![h]);
+                    var decay = headDecays is not null ? headDecays[h] : decayWeight is null ? gamma : Sigmoid(Dot<T>(decayWeight.AsSpan(h * x.Length, x.Length), x) + decayBias![h]);
                     var offset = (b * node.Heads + h) * block;
                     if (im.Length > 0)
                         RecurrentAttentionStep.Rotate(pre + offset, pim + offset, decay * cos, decay * sin, pk + h * dk, pv + h * dv, pq + h * dk,

@@ -10,6 +10,7 @@ namespace Duality.Ir;
 ///   w(t,s) = gamma^(t-s)                            Decay = gamma
 ///   w(t,s) = gamma^(t-s) cos(theta (t-s))           Decay = gamma, DecayPhase = theta (complex decay)
 ///   w(t,s) = prod_{r=s+1..t} sigmoid(w_h . x_r + b_h)   InputDependentDecay (gated linear attention)
+///   w(t,s) = gamma_h^(t-s)                          HeadDecays = [gamma_0 .. gamma_(H-1)] (multi-scale, as RetNet)
 /// Softmax kernel: softmax_s(k_s . q_t / sqrt(KeyWidth)). Causal: s &lt;= t; otherwise all s. Heads are
 /// concatenated, then projected by W_O to OutFeatures when given.
 /// Weights: Query, Key [Heads KeyWidth, In]; Value [Heads ValueWidth, In]; Output [Out, Heads ValueWidth];
@@ -31,6 +32,8 @@ namespace Duality.Ir;
 /// <param name="DecayPhase">theta in radians, rotating the decay: w(t,s) = gamma^(t-s) cos(theta (t-s)); needs Decay.</param>
 /// <param name="InputDependentDecay">Whether each head decays by sigmoid(w_h . x_r + b_h) at every step r (gated linear attention); causal linear only,
 /// without Decay.</param>
+/// <param name="HeadDecays">gamma_h in (0, 1] per head [Heads], each head decaying by its own gamma_h^(t-s) (RetNet's
+/// multi-scale gamma_h = 1 - 2^(-5-h)); causal linear only, without Decay, DecayPhase or InputDependentDecay.</param>
 public sealed record Attention(string Name, NodeId Source, int InFeatures, int Heads, int KeyWidth, int ValueWidth,
     bool Causal = true,
     AttentionKernel Kernel = AttentionKernel.Linear,
@@ -39,7 +42,8 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
     int? OutFeatures = null,
     AttentionWeights? Weights = null,
     double? DecayPhase = null,
-    bool InputDependentDecay = false) : Node(Name)
+    bool InputDependentDecay = false,
+    DoubleTensor? HeadDecays = null) : Node(Name)
 {
     /// <inheritdoc/>
     public override ValueList<NodeId> Sources => ValueList.Of(Source);
@@ -55,6 +59,7 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
                      + (Decay is { } g ? $", decay {g}" : "")
                      + (DecayPhase is { } theta ? $", phase {theta}" : "")
                      + (InputDependentDecay ? ", input-dependent decay" : "")
+                     + (HeadDecays is { } perHead ? $", decays {string.Join(" ", perHead.Data.Select(v => v.ToString("G4")))}" : "")
                      + (OutFeatures is { } o ? $", out {o}" : "");
         return $"Attention {InFeatures} ({causal} {kind}, {Heads} x (k {KeyWidth}, v {ValueWidth}){extras})";
     }
@@ -125,6 +130,18 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
                 check.Problem("unsupported combination", "a decay gamma^(t-s) needs causal attention", "make the attention causal, or drop the decay");
             if (!(gamma > 0 && gamma <= 1))
                 check.Problem("invalid decay", $"gamma is {gamma}", "give a decay gamma in (0, 1]");
+        }
+        if (HeadDecays is { } decays)
+        {
+            if (Kernel == AttentionKernel.Softmax || !Causal)
+                check.Problem("unsupported combination", "per-head decays need causal linear attention", "make the attention causal and linear, or drop the decays");
+            if (Decay is not null || DecayPhase is not null || InputDependentDecay)
+                check.Problem("unsupported combination", "per-head decays are declared beside another decay", "keep one kind of decay");
+            if (decays.Shape.Count != 1 || decays.Shape[0] != Heads)
+                check.Problem("invalid decay", $"{decays.Shape.Count}-axis per-head decays of {decays.Data.Count} values for {Heads} heads",
+                    $"give one gamma per head, [{Heads}]");
+            else if (decays.Data.Any(g => !(g > 0 && g <= 1)))
+                check.Problem("invalid decay", $"the per-head decays are {string.Join(", ", decays.Data)}", "give each head a gamma in (0, 1]");
         }
         if (DecayPhase is { } theta)
         {
@@ -249,7 +266,7 @@ public sealed record Attention(string Name, NodeId Source, int InFeatures, int H
             }
             return product;
         }
-        var weight = Math.Pow(Decay ?? 1.0, t - s);
+        var weight = Math.Pow(HeadDecays is { } decays ? decays[h] : Decay ?? 1.0, t - s);
         return DecayPhase is { } theta ? weight * Math.Cos(theta * (t - s)) : weight;
     }
 }
