@@ -311,6 +311,19 @@ let tests =
                 within tolerance64 (scaledError expected (ReferenceEvaluator.Evaluate(lowered, [| x |])).[0]) (sprintf "%A, reference" c)
                 && within tolerance64 (scaledError expected (noGrad (fun () -> ofTensor (lowered.Compile(CompileOptions.Float64).Forward([| toTensor f64 x |]).[0])))) (sprintf "%A, compiled" c))
 
+        testProperty "multi-scale decays raise back from both lowerings: one decay per head, the same function (float64, 1e-10)" <| fun (seed: int) ->
+            let heads = 2 + abs seed % 3
+            let g = InitializeWeights.Run(Model.Input("x", 5).Attention(heads, 2, 3, outFeatures = 4, headDecays = retNetDecays heads).Build(), seed)
+            let x = randomSequence (Random(seed)) 2 30 5 1.0
+            let expected = (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+            [ Construction.Full; Construction.Compressed ]
+            |> List.forall (fun c ->
+                let raised = (RaiseAttention.Run(LowerAttention.ToGatedRnn(g, c))).Graph
+                let attention = raised.Nodes |> Seq.pick (function :? Attention as a -> Some a | _ -> None)
+                let decays = attention.HeadDecays.Data |> Seq.distinct |> Seq.sort |> List.ofSeq
+                decays = (retNetDecays heads |> Array.sort |> List.ofArray)
+                && within tolerance64 (scaledError expected (ReferenceEvaluator.Evaluate(raised, [| x |])).[0]) (sprintf "%A, raised" c))
+
         testCase "every C# block has its F# function, with and without a scope name" <| fun () ->
             let blocks = typeof<Duality.Builders.Blocks>.GetMethods(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static ||| Reflection.BindingFlags.DeclaredOnly)
             Expect.isNonEmpty blocks "blocks"

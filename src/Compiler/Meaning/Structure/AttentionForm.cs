@@ -50,9 +50,17 @@ internal static class AttentionForm
             return (null, new("neurons of fixed non-zero eigenvalue sit beside neurons with an input-dependent decay; one attention has one kind of decay",
                 "give the neurons after the decayed ones eigenvalue 0 (queries)"));
         var gamma = lambdas[memory[0]];
-        if (memory.Any(i => lambdas[i] != gamma))
-            return (null, new("memory neurons have different eigenvalues; one attention has one decay", "split the layer by eigenvalue"));
         var (decayRows, decayOf) = DecayClasses(layer, n);
+        // memory neurons of different real eigenvalues in (0, 1]: one decay per head (each head's neurons share theirs)
+        List<double>? headDecays = null;
+        if (memory.Any(i => lambdas[i] != gamma))
+        {
+            if (decayed > 0 || memory.Any(i => lambdas[i].Im != 0 || !(lambdas[i].Re > 0 && lambdas[i].Re <= 1)))
+                return (null, new("memory neurons have different eigenvalues that are not all real and in (0, 1]; one attention has one decay, or one real decay per head",
+                    "split the layer by eigenvalue"));
+            headDecays = memory.Select(i => lambdas[i].Re).Distinct().ToList();
+            foreach (var i in memory) decayOf[i] = headDecays.IndexOf(lambdas[i].Re);
+        }
         var magnitude = Math.Sqrt(gamma.Re * gamma.Re + gamma.Im * gamma.Im);
         var phase = Math.Atan2(gamma.Im, gamma.Re);
         if (magnitude > 1 + 1e-12)
@@ -128,8 +136,8 @@ internal static class AttentionForm
             }
         }
         var heads = Merge(pairs.Where(p => p.Reads).ToList(), swappable: phi == ActivationKind.Identity);
-        if (heads.Count == 0) heads = [new Head([new double[d]], [new double[d]], [new double[d]], new double[outputs, 1], decayRows.Count > 0 ? 0 : -1)];
-        return (Build(layer, heads, d, outputs, phi, magnitude, phase, decayRows), default);
+        if (heads.Count == 0) heads = [new Head([new double[d]], [new double[d]], [new double[d]], new double[outputs, 1], decayRows.Count > 0 || headDecays is not null ? 0 : -1)];
+        return (Build(layer, heads, d, outputs, phi, magnitude, phase, decayRows, headDecays), default);
     }
 
 
@@ -247,7 +255,7 @@ internal static class AttentionForm
 
     /// <summary>One attention node; heads padded with zero rows to a common key and value width.</summary>
     private static Attention Build(GatedLayer layer, List<Head> heads, int d, int outputs, ActivationKind phi, double magnitude, double phase,
-        List<double[]> decayRows)
+        List<double[]> decayRows, List<double>? headDecays)
     {
         int count = heads.Count, dk = heads.Max(h => h.Keys.Count), dv = heads.Max(h => h.Values.Count);
         var (wq, wk, wv, wo) = (new double[count * dk, d], new double[count * dk, d], new double[count * dv, d], new double[outputs, count * dv]);
@@ -275,6 +283,9 @@ internal static class AttentionForm
             return new Attention(layer.Readout.Name, layer.Source, d, count, dk, dv, Causal: true, AttentionKernel.Linear, phi,
                 null, outputs, weights with { DecayWeight = DoubleTensor.Matrix(wd), DecayBias = DoubleTensor.Vector(bd) }, InputDependentDecay: true);
         }
+        if (headDecays is not null)
+            return new Attention(layer.Readout.Name, layer.Source, d, count, dk, dv, Causal: true, AttentionKernel.Linear, phi,
+                null, outputs, weights, HeadDecays: DoubleTensor.Vector(heads.Select(h => headDecays[h.Decay]).ToArray()));
         var decay = magnitude == 1 && phase == 0 ? (double?)null : magnitude;
         var rotation = phase == 0 ? (double?)null : phase;
         return new Attention(layer.Readout.Name, layer.Source, d, count, dk, dv, Causal: true, AttentionKernel.Linear, phi,
