@@ -1,4 +1,4 @@
-// Compiles every ```csharp block of README.md and type-checks every ```fsharp block against the built
+// Compiles every ```csharp block of README.md (and of the packages' README, build/PackageReadme.md) and type-checks every ```fsharp block against the built
 // libraries, so the README cannot drift from the API. Run after `dotnet build Dsl.sln -c Release`:
 //
 //   dotnet fsi tests/readme/check.fsx
@@ -20,15 +20,15 @@ open System.Diagnostics
 open System.IO
 
 let root = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "../.."))
-let readme = Path.Combine(root, "README.md")
+let documents = [ Path.Combine(root, "README.md"); Path.Combine(root, "build/PackageReadme.md") ]
 let bin = Path.Combine(root, "src/Testing/bin/Release/net10.0")
 let loader = Path.Combine(root, "examples/Duality.fsx")
 
-type Block = { Language: string; Line: int; Prelude: string list; Code: string list }
+type Block = { File: string; Language: string; Line: int; Prelude: string list; Code: string list }
 
-/// The fenced csharp and fsharp blocks, each with the README line of its first code line and its prelude.
-let blocks =
-    let lines = File.ReadAllLines readme
+/// The fenced csharp and fsharp blocks of a document, each with the line of its first code line and its prelude.
+let blocksOf (document: string) =
+    let lines = File.ReadAllLines document
     let rec scan i (comment: string list) (skip: bool) acc =
         if i >= lines.Length then List.rev acc
         else
@@ -42,10 +42,12 @@ let blocks =
                 scan (stop + 1) (body.Split('\n') |> List.ofArray |> List.tail) skip acc
             elif line = "```csharp" || line = "```fsharp" then
                 let stop = Seq.findIndex (fun (l: string) -> l.Trim() = "```") (Seq.skip (i + 1) lines) + i + 1
-                let block = { Language = line.Substring 3; Line = i + 2; Prelude = comment; Code = List.ofArray lines.[i + 1 .. stop - 1] }
+                let block = { File = document; Language = line.Substring 3; Line = i + 2; Prelude = comment; Code = List.ofArray lines.[i + 1 .. stop - 1] }
                 scan (stop + 1) [] false (if skip then acc else block :: acc)
             else scan (i + 1) (if line = "" then comment else []) (skip && line = "") acc
     scan 0 [] false []
+
+let blocks = documents |> List.collect blocksOf
 
 let run (file: string) (args: string) =
     let info = ProcessStartInfo(file, args, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = root)
@@ -87,14 +89,14 @@ if not csharp.IsEmpty then
               yield "    internal static void Run()"
               yield "    {"
               yield! prelude
-              yield $"#line {b.Line + usings.Length} \"{readme}\""
+              yield $"#line {b.Line + usings.Length} \"{b.File}\""
               yield! body
               yield "#line default"
               yield "    }"
               yield "}" ]
         File.WriteAllLines(Path.Combine(project, $"Block{k}.cs"), text)
     let code, output = run "dotnet" $"build \"{project}\" -nologo -v:q -m:1"
-    printfn "C#: %d blocks (README lines %s): %s" csharp.Length (String.Join(", ", csharp |> List.map (fun b -> b.Line))) (if code = 0 then "compiled" else "FAILED")
+    printfn "C#: %d blocks (lines %s): %s" csharp.Length (String.Join(", ", csharp |> List.map (fun b -> $"{Path.GetFileName b.File}:{b.Line}"))) (if code = 0 then "compiled" else "FAILED")
     if code <> 0 then failures.Add output
 
 for b in blocks |> List.filter (fun b -> b.Language = "fsharp") do
@@ -102,11 +104,11 @@ for b in blocks |> List.filter (fun b -> b.Language = "fsharp") do
     let text =
         [ yield $"#load \"{loader}\""
           yield! b.Prelude
-          yield $"# {b.Line} \"{readme}\""
+          yield $"# {b.Line} \"{b.File}\""
           yield! b.Code ]
     File.WriteAllLines(script, text)
     let code, output = run "dotnet" $"fsi --typecheck-only \"{script}\""
-    printfn "F#: block at README line %d: %s" b.Line (if code = 0 then "type-checked" else "FAILED")
+    printfn "F#: block at %s line %d: %s" (Path.GetFileName b.File) b.Line (if code = 0 then "type-checked" else "FAILED")
     if code <> 0 then failures.Add output
 
 Directory.Delete(work, true)
