@@ -24,6 +24,13 @@ let private tolerance32 = 1e-4
 /// RetNet's per-head decays, gamma_h = 1 - 2^(-5-h).
 let private retNetDecays heads = Array.init heads (fun h -> 1.0 - 2.0 ** (-5.0 - float h))
 
+/// A seeded attention over width 5 with RetNet's per-head decays and an output projection to 4, an input of
+/// `time` steps (batch 2), and its reference output.
+let private multiScale heads key value time seed =
+    let g = InitializeWeights.Run(Model.Input("x", 5).Attention(heads, key, value, outFeatures = 4, headDecays = retNetDecays heads).Build(), seed)
+    let x = randomSequence (Random(seed)) 2 time 5 1.0
+    g, x, (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+
 /// h itself when it divides d, else 1: a number of heads for width d.
 let private headsOf d h = if d % h = 0 then h else 1
 
@@ -301,10 +308,7 @@ let tests =
                 for words in [ "not diagonal"; "I - beta k k^T"; "minGRU" ] do Expect.stringContains error.Message words "says why and what instead"
 
         testProperty "multi-scale decays lower exactly into the gated RNN, both constructions (float64, 1e-10)" <| fun (seed: int) ->
-            let heads = 1 + abs seed % 4
-            let g = InitializeWeights.Run(Model.Input("x", 5).Attention(heads, 3, 2, outFeatures = 4, headDecays = retNetDecays heads).Build(), seed)
-            let x = randomSequence (Random(seed)) 2 80 5 1.0
-            let expected = (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+            let g, x, expected = multiScale (1 + abs seed % 4) 3 2 80 seed
             [ Construction.Full; Construction.Compressed ]
             |> List.forall (fun c ->
                 let lowered = LowerAttention.ToGatedRnn(g, c)
@@ -313,9 +317,7 @@ let tests =
 
         testProperty "multi-scale decays raise back from both lowerings: one decay per head, the same function (float64, 1e-10)" <| fun (seed: int) ->
             let heads = 2 + abs seed % 3
-            let g = InitializeWeights.Run(Model.Input("x", 5).Attention(heads, 2, 3, outFeatures = 4, headDecays = retNetDecays heads).Build(), seed)
-            let x = randomSequence (Random(seed)) 2 30 5 1.0
-            let expected = (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+            let g, x, expected = multiScale heads 2 3 30 seed
             [ Construction.Full; Construction.Compressed ]
             |> List.forall (fun c ->
                 let raised = (RaiseAttention.Run(LowerAttention.ToGatedRnn(g, c))).Graph

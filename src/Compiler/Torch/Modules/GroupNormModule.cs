@@ -23,10 +23,7 @@ internal sealed class GroupNormModule : NodeModule
 
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
-        var x = inputs[0];
-        var grouped = x.reshape(x.shape[0], x.shape[1], node.Groups, node.Width / node.Groups);
-        var centred = node.Centre ? grouped - grouped.mean([-1L], keepdim: true) : grouped;
-        var normalised = (centred * (centred.square().mean([-1L], keepdim: true) + node.Epsilon).rsqrt()).reshape(x.shape);
+        var normalised = Normalisation.Normalise(inputs[0], node.Groups, node.Centre, node.Epsilon);
         if (gain is null) return normalised;
         return bias is null ? normalised * gain : normalised * gain + bias;
     }

@@ -24,9 +24,7 @@ internal sealed class LayerNormModule : NodeModule
 
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
-        var x = inputs[0];
-        var centred = x - x.mean([-1L], keepdim: true);
-        var normalised = centred * (centred.square().mean([-1L], keepdim: true) + epsilon).rsqrt();
+        var normalised = Normalisation.Normalise(inputs[0], groups: 1, centre: true, epsilon);
         return gain is null ? normalised : normalised * gain + bias!;
     }
 

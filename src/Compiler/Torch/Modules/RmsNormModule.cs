@@ -20,8 +20,7 @@ internal sealed class RmsNormModule : NodeModule
 
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
-        var x = inputs[0];
-        var normalised = x * (x.square().mean([-1L], keepdim: true) + epsilon).rsqrt();
+        var normalised = Normalisation.Normalise(inputs[0], groups: 1, centre: false, epsilon);
         return gain is null ? normalised : normalised * gain;
     }
 
