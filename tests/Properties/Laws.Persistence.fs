@@ -486,7 +486,7 @@ let tests =
                 (stale (metadataEdit "version" "99999999999999999999") bytes)
 
         testCase "a version 1 file still loads, and saves as version 2" <| fun () ->
-            let fixture = Path.Combine(__SOURCE_DIRECTORY__, "fixtures", "graph-v1.safetensors")
+            let fixture = Duality.Properties.Support.fixturePath "graph-v1.safetensors"
             let g = GraphFile.Load fixture
             Expect.equal
                 [ for n in g.Nodes -> $"{n.Name}|{n.Describe()}" ]

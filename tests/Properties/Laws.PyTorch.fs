@@ -25,7 +25,7 @@ open Duality.Properties.Support
 
 let private config = { FsCheckConfig.defaultConfig with maxTest = 60; endSize = 48 }
 
-let private fixture name = Path.Combine(__SOURCE_DIRECTORY__, "fixtures", "pytorch", name)
+let private fixture name = fixturePath ("pytorch/" + name)
 
 let private temporary (extension: string) = Path.Combine(Path.GetTempPath(), $"duality-pytorch-{Guid.NewGuid():N}{extension}")
 

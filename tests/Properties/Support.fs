@@ -5,6 +5,10 @@ open System
 open TorchSharp
 open Duality.Ir
 
+/// A committed fixture file by its path under fixtures/, copied beside the test assembly by the project
+/// (CI builds map source paths away, so __SOURCE_DIRECTORY__ does not name a real folder there).
+let fixturePath (relative: string) = IO.Path.Combine(AppContext.BaseDirectory, "fixtures", relative)
+
 /// The message FsCheck shows beside a failing case.
 let within tolerance (error: float) label =
     if error <= tolerance then true
