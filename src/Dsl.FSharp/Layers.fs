@@ -90,6 +90,20 @@ module Attention =
     /// Causal softmax attention.
     let softmax heads keyWidth valueWidth = { linear heads keyWidth valueWidth with Kernel = AttentionKernel.Softmax }
 
+/// A gated linear attention's branches (each starts at the current sequence) and options; start from
+/// `GatedAttention.create`. LogDecay gives l per head ([Heads]) or per key channel ([Heads*KeyWidth]), LogInputGate g per head.
+type GatedAttentionSpec =
+    { Heads: int; KeyWidth: int; ValueWidth: int; Query: Layers; Key: Layers; Value: Layers
+      LogDecay: Layers option; LogInputGate: Layers option; Normalised: bool; HeadDecays: float list option; Name: string option }
+
+/// Creating `GatedAttentionSpec` values.
+[<RequireQualifiedAccess>]
+module GatedAttention =
+    /// Plain causal linear attention over the query, key and value branches (no decay, no gate, not normalised).
+    let create heads keyWidth valueWidth (query: Layers) (key: Layers) (value: Layers) =
+        { Heads = heads; KeyWidth = keyWidth; ValueWidth = valueWidth; Query = query; Key = key; Value = value
+          LogDecay = None; LogInputGate = None; Normalised = false; HeadDecays = None; Name = None }
+
 /// Data-last layer functions: `Model.input "x" 8 |> Layer.projection 32 |> Layer.rmsNorm`.
 [<RequireQualifiedAccess>]
 module Layer =
@@ -169,6 +183,15 @@ module Layer =
                         causal = spec.Causal, kernel = spec.Kernel, featureMap = spec.FeatureMap, decay = gamma,
                         decayPhase = theta, inputDependentDecay = (spec.Decay = Gated), name = name spec.Name,
                         weights = Option.toObj spec.Weights, headDecays = headDecays)
+
+    /// Causal gated linear attention over the spec's branches: S_t = diag(gamma_h e^(l_t)) S_{t-1} + e^(g_t) k_t v_t^T,
+    /// y_t = S_t^T q_t (divided by max(|n_t . q_t|, 1) when normalised).
+    let gatedLinearAttention (spec: GatedAttentionSpec) : Layers =
+        fun s ->
+            let branch (l: Layers option) = l |> Option.map (fun f -> Func<_, _> f) |> Option.toObj
+            s.GatedLinearAttention(spec.Heads, spec.KeyWidth, spec.ValueWidth, Func<_, _> spec.Query, Func<_, _> spec.Key, Func<_, _> spec.Value,
+                                   branch spec.LogDecay, branch spec.LogInputGate, spec.Normalised,
+                                   spec.HeadDecays |> Option.map Array.ofList |> Option.toObj, name spec.Name)
 
     /// y = f(x) elementwise, f given by `kind`.
     let activation kind : Layers = fun s -> s.Activation(kind)

@@ -36,8 +36,12 @@ type NodeKind =
     | ScaleNode of Scale
     /// A causal depthwise convolution over time.
     | CausalConv1dNode of CausalConv1d
+    /// A learned factor per channel.
     | ChannelScaleNode of ChannelScale
+    /// Normalisation within groups of channels.
     | GroupNormNode of GroupNorm
+    /// Causal gated linear attention over query, key and value branches.
+    | GatedLinearAttentionNode of GatedLinearAttention
 
 /// The `Kind` pattern, opened with `Duality.FSharp`.
 [<AutoOpen>]
@@ -60,6 +64,7 @@ module NodePatterns =
         | :? CausalConv1d as n -> CausalConv1dNode n
         | :? ChannelScale as n -> ChannelScaleNode n
         | :? GroupNorm as n -> GroupNormNode n
+        | :? GatedLinearAttention as n -> GatedLinearAttentionNode n
         | other -> invalidArg "node" (sprintf "unknown node kind %s" (other.GetType().Name))
 
 /// Starting, finishing and inspecting models.

@@ -45,6 +45,21 @@ type AttentionSpec =
     { Heads: int; Key: int; Value: int; Causal: bool; Kernel: AttentionKernel
       FeatureMap: ActivationKind; Decay: AttentionDecay; Out: int option }
 
+/// Where a generated gated linear attention's decay comes from.
+type GatedDecay =
+    /// No decay.
+    | Undecayed
+    /// -softplus(Projection(Heads) x): one log-decay per head.
+    | DecayPerHead
+    /// -softplus(Projection(Heads*KeyWidth) x): one log-decay per key channel.
+    | DecayPerKeyChannel
+    /// Fixed per-head gammas, with a decay per head from the input besides.
+    | FixedAndPerHead of gammas: double list
+
+/// A generated gated linear attention: heads, key and value widths, decay, input gate, normaliser.
+type GatedAttentionOp =
+    { GHeads: int; GKey: int; GValue: int; GDecay: GatedDecay; InputGate: bool; Normalised: bool }
+
 /// One layer applied to the current sequence.
 type Op =
     /// A projection to `outFeatures`, with or without a bias.
@@ -77,6 +92,8 @@ type Op =
     | ChannelScaleOp
     /// A group norm of `groups` groups, centred or RMS.
     | GroupNormOp of groups: int * centre: bool
+    /// Gated linear attention over projections of the current sequence.
+    | GatedAttentionOf of GatedAttentionOp
     /// Marks the current node as an output (the graph then has several).
     | MarkOutput
 
@@ -140,6 +157,7 @@ let widthAfter w op =
     | Recurrence(Complex(ComplexReadout.RealAndImaginary, _)) -> 2 * w
     | Recurrence(ComplexInput _) -> 2 * w
     | AttentionOp a -> defaultArg a.Out (a.Heads * a.Value)
+    | GatedAttentionOf g -> g.GHeads * g.GValue
     | ConcatOf(a, b) -> a + b
     | SliceOf(_, l) -> l
     | _ -> w
@@ -168,6 +186,18 @@ let private op w =
                  let! groups = Gen.elements [ for g in 1 .. w do if w % g = 0 then g ]
                  let! centre = Gen.elements [ true; false ]
                  return GroupNormOp(groups, centre)
+             }
+          1, gen {
+                 let! heads = Gen.choose (1, 3)
+                 let! key = Gen.choose (1, 3)
+                 let! value = Gen.choose (1, 3)
+                 let gamma = Gen.map (fun i -> float i / 100.0) (Gen.choose (50, 100))
+                 let! decay =
+                     Gen.oneof [ Gen.constant Undecayed; Gen.constant DecayPerHead; Gen.constant DecayPerKeyChannel
+                                 Gen.map FixedAndPerHead (Gen.listOfLength heads gamma) ]
+                 let! gate = Gen.elements [ true; false ]
+                 let! normalised = Gen.elements [ true; false ]
+                 return GatedAttentionOf { GHeads = heads; GKey = key; GValue = value; GDecay = decay; InputGate = gate; Normalised = normalised }
              }
           1, Gen.constant MarkOutput ]
 
@@ -223,6 +253,18 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
     | ConvolutionOp k -> b.CausalConv1d(k)
     | ChannelScaleOp -> b.ChannelScale(-2.0, 2.0)
     | GroupNormOp(groups, centre) -> b.GroupNorm(groups, centre = centre)
+    | GatedAttentionOf g ->
+        let logDecay width = Func<SequenceBuilder, SequenceBuilder>(fun d -> d.Projection(width).Softplus().Scale(-1.0))
+        let decay, gammas =
+            match g.GDecay with
+            | Undecayed -> null, null
+            | DecayPerHead -> logDecay g.GHeads, null
+            | DecayPerKeyChannel -> logDecay (g.GHeads * g.GKey), null
+            | FixedAndPerHead gammas -> logDecay g.GHeads, Array.ofList gammas
+        b.GatedLinearAttention(g.GHeads, g.GKey, g.GValue, (fun q -> q.Projection(g.GHeads * g.GKey)), (fun k -> k.Projection(g.GHeads * g.GKey)),
+                               (fun v -> v.Projection(g.GHeads * g.GValue)), decay,
+                               (if g.InputGate then Func<SequenceBuilder, SequenceBuilder>(fun i -> i.Projection(g.GHeads)) else null),
+                               g.Normalised, gammas)
     | MarkOutput -> b.Output()
 
 /// The graph an architecture describes, built with the C# builders (no weights).

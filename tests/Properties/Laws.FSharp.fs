@@ -49,6 +49,19 @@ let private applyFSharp (s: Sequence) op : Sequence =
     | ConvolutionOp k -> s |> Layer.causalConv1d k
     | ChannelScaleOp -> s |> Layer.channelScaleWith -2.0 2.0 None None
     | GroupNormOp(groups, centre) -> s |> Layer.groupNormWith groups 1e-5 true centre None None
+    | GatedAttentionOf g ->
+        let logDecay width = Layer.projection width >> Layer.softplus >> Layer.scale -1.0
+        let decay, gammas =
+            match g.GDecay with
+            | Undecayed -> None, None
+            | DecayPerHead -> Some(logDecay g.GHeads), None
+            | DecayPerKeyChannel -> Some(logDecay (g.GHeads * g.GKey)), None
+            | FixedAndPerHead gammas -> Some(logDecay g.GHeads), Some gammas
+        s |> Layer.gatedLinearAttention
+                 { GatedAttention.create g.GHeads g.GKey g.GValue (Layer.projection (g.GHeads * g.GKey)) (Layer.projection (g.GHeads * g.GKey))
+                                         (Layer.projection (g.GHeads * g.GValue)) with
+                     LogDecay = decay; HeadDecays = gammas; Normalised = g.Normalised
+                     LogInputGate = if g.InputGate then Some(Layer.projection g.GHeads) else None }
     | MarkOutput -> s |> Layer.output
 
 let buildFSharp (a: Architecture) =
@@ -122,6 +135,11 @@ let parity : (string * Cover * (string * Cover) list) list =
       "ChannelScale(initialLow,initialHigh,name,factors)", Fn("Layer", "channelScaleWith"),
         [ "initialLow", Fn("Layer", "channelScaleWith"); "initialHigh", Fn("Layer", "channelScaleWith")
           "name", Fn("Layer", "channelScaleWith"); "factors", Fn("Layer", "channelScaleWith") ]
+      "GatedLinearAttention(heads,keyWidth,valueWidth,query,key,value,logDecay,logInputGate,normalised,headDecays,name)",
+        Fn("Layer", "gatedLinearAttention"),
+        spec "GatedAttentionSpec" [ "heads", "Heads"; "keyWidth", "KeyWidth"; "valueWidth", "ValueWidth"; "query", "Query"; "key", "Key"
+                                    "value", "Value"; "logDecay", "LogDecay"; "logInputGate", "LogInputGate"; "normalised", "Normalised"
+                                    "headDecays", "HeadDecays"; "name", "Name" ]
       "CausalConv1d(kernelSize,bias,name,weights)", Fn("Layer", "causalConv1dWith"),
         [ "kernelSize", Fn("Layer", "causalConv1dWith"); "bias", Fn("Layer", "causalConv1dWith")
           "name", Fn("Layer", "causalConv1dWith"); "weights", Fn("Layer", "causalConv1dWith") ] ]
@@ -297,7 +315,8 @@ let tests =
                     | ScaleNode n -> obj.ReferenceEquals(n, node)
                     | CausalConv1dNode n -> obj.ReferenceEquals(n, node)
                     | ChannelScaleNode n -> obj.ReferenceEquals(n, node)
-                    | GroupNormNode n -> obj.ReferenceEquals(n, node)))
+                    | GroupNormNode n -> obj.ReferenceEquals(n, node)
+                    | GatedLinearAttentionNode n -> obj.ReferenceEquals(n, node)))
 
         testCase "computation expressions build what the C# builders build" <| fun () ->
             let fsharp =

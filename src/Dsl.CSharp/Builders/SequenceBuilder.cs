@@ -262,6 +262,15 @@ public sealed class SequenceBuilder
         return new SequenceBuilder(next, id, scope);
     }
 
+    /// <summary>This builder, its draft grown by <paramref name="branch"/> run from the current node (named under
+    /// <paramref name="branchScope"/>); <paramref name="end"/> is the branch's last node. A kind's builder method calls this.</summary>
+    internal SequenceBuilder WithBranch(Func<SequenceBuilder, SequenceBuilder> branch, string branchScope, out NodeId end)
+    {
+        var after = Branch(branch, branchScope, draft);
+        end = after.Current;
+        return With(after.draft);
+    }
+
     private SequenceBuilder Branch(Func<SequenceBuilder, SequenceBuilder> branch, string branchScope, Draft at)
     {
         ArgumentNullException.ThrowIfNull(branch);

@@ -1,0 +1,138 @@
+using System.Numerics;
+using Duality.Ir;
+using Duality.Kernels;
+using Duality.Streaming;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Duality.Torch;
+
+/// <summary>
+/// Gated linear attention over its branches (see <see cref="GatedLinearAttention"/>): the masked form (one chunk of the
+/// whole sequence) in TorchOps, exact chunks otherwise, and one step on the state S [batch, heads, key, value]. A
+/// normalised attention runs on values with a column of ones appended, whose output is n_t . q_t.
+/// </summary>
+internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, ScalarType dtype, ExecutionMode execution) : NodeModule(node.Name)
+{
+    public override bool IsStateful => true;
+
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs)
+    {
+        var (batch, time) = (inputs[0].shape[0], inputs[0].shape[1]);
+        var perChannel = node.LogDecay is not null && inputs[node.LogDecayIndex].shape[2] != node.Heads;
+        long chunk = execution == ExecutionMode.TorchOps ? time
+            : perChannel ? GatedLinearAttentionChunks.ChannelChunk : GatedLinearAttentionChunks.HeadChunk;
+        if (execution == ExecutionMode.TorchOps)
+            AllocationGuard.CheckAllocation(batch * node.Heads * time * time * (perChannel ? node.KeyWidth : 1), inputs[0].dtype, node.Name,
+                $"masked attention weights [{batch}, {node.Heads}, {time}, {time}{(perChannel ? $", {node.KeyWidth}" : "")}] (ExecutionMode.TorchOps)",
+                hint: "use ExecutionMode.Auto (exact chunks, O(T) memory), or shorter sequences");
+        return Run(inputs, null, chunk).Output;
+    }
+
+    /// <summary>S, with the normaliser's column when normalised: [batch, heads, key, value (+1)].</summary>
+    public override Tensor[] InitialState(long batch) =>
+        [zeros(batch, node.Heads, node.KeyWidth, node.ValueWidth + (node.Normalised ? 1 : 0), dtype: dtype)];
+
+    public override (Tensor Output, Tensor[] State) Step(IReadOnlyList<Tensor> inputs, Tensor[] state)
+    {
+        var (output, memory) = Run(inputs, state[0].to(inputs[0].dtype, inputs[0].device), 1);
+        return (output, [memory]);
+    }
+
+    private (Tensor Output, Tensor State) Run(IReadOnlyList<Tensor> inputs, Tensor? state, long chunk)
+    {
+        var x = inputs[0];
+        long batch = x.shape[0], time = x.shape[1];
+        Tensor Heads(Tensor t) => t.view(batch, time, node.Heads, t.shape[2] / node.Heads).transpose(1, 2);
+        var (q, k, v) = (Heads(inputs[0]), Heads(inputs[1]), Heads(inputs[2]));
+        if (node.Normalised) v = cat([v, ones(batch, node.Heads, time, 1, dtype: v.dtype, device: v.device)], -1);
+        var decay = node.LogDecay is null ? null : Heads(inputs[node.LogDecayIndex]);
+        if (node.HeadDecays is { } gammas)
+        {
+            var logGamma = TensorValues.ToTorch(gammas, x.dtype).to(x.device).log().view(1, node.Heads, 1, 1);
+            decay = decay is null ? logGamma.expand(batch, node.Heads, time, 1) : decay + logGamma;
+        }
+        var gate = node.LogInputGate is null ? null : inputs[node.LogInputGateIndex].transpose(1, 2);
+        var (mixed, memory) = GatedLinearAttentionChunks.Run(q, k, v, decay, gate, state, chunk);
+        if (node.Normalised)
+            mixed = mixed.narrow(-1, 0, node.ValueWidth) / mixed.narrow(-1, node.ValueWidth, 1).abs().clamp_min(1);
+        return (mixed.transpose(1, 2).reshape(batch, time, node.Heads * node.ValueWidth), memory);
+    }
+}
+
+/// <summary>
+/// Gated linear attention one token at a time: per head, S = diag(lambda) S + e^g k v^T (lambda = gamma_h e^l),
+/// o = S^T q, divided by max(|n . q|, 1) when normalised (n kept as S's last column).
+/// </summary>
+internal sealed class GatedLinearAttentionStepper<T> : Stepper<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    private readonly GatedLinearAttention node;
+    private readonly Stepper<T> query, key, value;
+    private readonly Stepper<T>? decay, gate;
+    private readonly T[] logGammas, memory, lambdas;
+    private readonly int columns;
+
+    public GatedLinearAttentionStepper(GatedLinearAttention node, Stepper<T>[] sources, int batch) : base(batch, node.Heads * node.ValueWidth)
+    {
+        this.node = node;
+        (query, key, value) = (sources[0], sources[1], sources[2]);
+        decay = node.LogDecay is null ? null : sources[node.LogDecayIndex];
+        gate = node.LogInputGate is null ? null : sources[node.LogInputGateIndex];
+        logGammas = Enumerable.Range(0, node.Heads).Select(h => T.CreateChecked(node.HeadDecays is { } g ? Math.Log(g[h]) : 0)).ToArray();
+        columns = node.ValueWidth + (node.Normalised ? 1 : 0);
+        memory = new T[batch * node.Heads * node.KeyWidth * columns];
+        lambdas = new T[node.KeyWidth];
+    }
+
+    public override void Reset() => Array.Clear(memory);
+
+    public override void Step()
+    {
+        int dk = node.KeyWidth, dv = node.ValueWidth;
+        var perChannel = decay is not null && decay.Width != node.Heads;
+        for (int b = 0; b < Batch; b++)
+        {
+            ReadOnlySpan<T> q = query.Row(b), k = key.Row(b), v = value.Row(b);
+            var y = Row(b);
+            for (int h = 0; h < node.Heads; h++)
+            {
+                for (int j = 0; j < dk; j++)
+                    lambdas[j] = T.Exp(logGammas[h] + (decay is null ? T.Zero : decay.Row(b)[perChannel ? h * dk + j : h]));
+                var entry = gate is null ? T.One : T.Exp(gate.Row(b)[h]);
+                var state = memory.AsSpan((b * node.Heads + h) * dk * columns, dk * columns);
+                var output = y.Slice(h * dv, dv);
+                output.Clear();
+                T normaliser = T.Zero;
+                for (int j = 0; j < dk; j++)
+                {
+                    var row = state.Slice(j * columns, columns);
+                    var (written, qj) = (entry * k[h * dk + j], q[h * dk + j]);
+                    for (int c = 0; c < dv; c++)
+                    {
+                        row[c] = lambdas[j] * row[c] + written * v[h * dv + c];
+                        output[c] += qj * row[c];
+                    }
+                    if (node.Normalised)
+                    {
+                        row[dv] = lambdas[j] * row[dv] + written;
+                        normaliser += qj * row[dv];
+                    }
+                }
+                if (node.Normalised)
+                {
+                    var divisor = T.Max(T.Abs(normaliser), T.One);
+                    for (int c = 0; c < dv; c++) output[c] /= divisor;
+                }
+            }
+        }
+    }
+}
+
+internal sealed class GatedLinearAttentionExecution : NodeExecution<GatedLinearAttention>
+{
+    protected override NodeModule Module(GatedLinearAttention node, ScalarType dtype, ExecutionMode execution) =>
+        new GatedLinearAttentionModule(node, dtype, execution);
+
+    protected override Stepper<T> Stepper<T>(GatedLinearAttention node, Stepper<T>[] sources, int batch, int capacity) =>
+        new GatedLinearAttentionStepper<T>(node, sources, batch);
+}
