@@ -57,3 +57,26 @@ module Blocks =
     /// A Hawk layer under the scope `name`.
     let hawkNamed name hidden heads convolution expansion : Layers =
         fun s -> s.Then(Duality.Builders.Blocks.Hawk(System.Nullable hidden, heads, convolution, expansion, name))
+
+    /// GLA: S_t = diag(alpha_t) S_{t-1} + k_t v_t^T, alpha_t = sigmoid(W_2 W_1 x_t + b)^(1/tau) per key channel, then
+    /// W_O (SiLU(W_r x + b_r) * LN_heads(o)); key width d/(2H), value width d/H, rank 16, tau 16.
+    let gla heads : Layers = fun s -> s.Then(Duality.Builders.Blocks.Gla(heads))
+
+    /// GLA under the scope `name`.
+    let glaNamed name heads : Layers = fun s -> s.Then(Duality.Builders.Blocks.Gla(heads, name = name))
+
+    /// GLA with every option: key and value widths per head, the decay's rank and temperature, the scope.
+    let glaWith heads (keyWidth: int option) (valueWidth: int option) decayRank temperature (blockName: string option) : Layers =
+        fun s -> s.Then(Duality.Builders.Blocks.Gla(heads, Option.toNullable keyWidth, Option.toNullable valueWidth, decayRank, temperature,
+                                                    Option.toObj blockName))
+
+    /// xLSTM's mLSTM layer: C_t = f_t C_{t-1} + i_t v_t k_t^T, h_t = o_t (C_t q_t) / max(|n_t . q_t|, 1), i_t exponential;
+    /// then W_out GN_heads(h); key and value widths d/H.
+    let mlstm heads : Layers = fun s -> s.Then(Duality.Builders.Blocks.Mlstm(heads))
+
+    /// The mLSTM layer under the scope `name`.
+    let mlstmNamed name heads : Layers = fun s -> s.Then(Duality.Builders.Blocks.Mlstm(heads, name = name))
+
+    /// The mLSTM layer with every option: key and value widths per head, the scope.
+    let mlstmWith heads (keyWidth: int option) (valueWidth: int option) (blockName: string option) : Layers =
+        fun s -> s.Then(Duality.Builders.Blocks.Mlstm(heads, Option.toNullable keyWidth, Option.toNullable valueWidth, Option.toObj blockName))

@@ -86,7 +86,21 @@ let private families =
             let d, h = int64 d, int64 h
             let recurrent = 2L * (d + 1L) * h + 5L * h + (2L * (h * h + h) + h) + (h + 1L) * d
             let mlp = 2L * (d + 1L) * (3L * d) + (3L * d + 1L) * d
-            recurrent + mlp + 2L * d } ]
+            recurrent + mlp + 2L * d }
+      // h heads of key and value width 2, decay rank 3, tau 16
+      { Name = "GLA"
+        CSharp = fun d h -> Model.Input("x", d).Then(Blocks.Gla(h, 2, 2, 3, 16.0)).Build()
+        FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.glaWith h (Some 2) (Some 2) 3 16.0 None)
+        Parameters = fun d h ->
+            let d, h, dk, dv, r = int64 d, int64 h, 2L, 2L, 3L
+            2L * d * h * dk + d * h * dv + (d * r + r * h * dk + h * dk) + (d * h * dv + h * dv) + 2L * h * dv + h * dv * d }
+      // h heads of key and value width 2
+      { Name = "mLSTM"
+        CSharp = fun d h -> Model.Input("x", d).Then(Blocks.Mlstm(h, 2, 2)).Build()
+        FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.mlstmWith h (Some 2) (Some 2) None)
+        Parameters = fun d h ->
+            let d, h, dk, dv = int64 d, int64 h, 2L, 2L
+            d * h * (2L * dk + dv) + 2L * h * (d + 1L) + h * dv * (d + 1L) + 2L * h * dv + h * dv * d } ]
 
 /// Sizes and data of one draw: input width, state width, batch, time, weight seed, input seed.
 type private Draw = { D: int; H: int; Batch: int; Time: int; WeightSeed: int; InputSeed: int }

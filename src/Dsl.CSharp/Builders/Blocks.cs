@@ -158,6 +158,76 @@ public static class Blocks
             .Residual(b => b.RmsNorm().Then(GatedMlp(expansion)), name: "feedforward"));
 
     /// <summary>
+    /// Gated linear attention (GLA, Yang et al. 2023), over the current width d with H heads of key width d_k and value
+    /// width d_v: S_t = diag(alpha_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t per head, with a data-dependent decay per key
+    /// channel alpha_t = sigmoid(W_2 W_1 x_t + b)^(1/tau) (W_1 of rank r), then y = W_O (SiLU(W_r x + b_r) * LN_heads(o)).
+    /// As a graph: bias-free projections "attention/query/q", "attention/key/k", "attention/value/v", the log-decay
+    /// log alpha = -softplus(-(W_2 W_1 x + b)) / tau ("attention/decay"), a gated linear attention ("attention"), a group
+    /// norm per head ("norm"), the output gate ("output_gate") and the bias-free projection "out".
+    /// Parameters: 2 d H d_k + d H d_v + (d r + r H d_k + H d_k) + (d H d_v + H d_v) + 2 H d_v + H d_v d.
+    /// </summary>
+    /// <param name="heads">H (GLA: 4).</param>
+    /// <param name="keyWidth">d_k per head; GLA's d / (2 H) when not given.</param>
+    /// <param name="valueWidth">d_v per head; GLA's d / H when not given.</param>
+    /// <param name="decayRank">r, the rank of the decay's projection (GLA: 16).</param>
+    /// <param name="temperature">tau (GLA: 16).</param>
+    /// <param name="name">The block's scope; "gla", "gla_2", ... when not given.</param>
+    public static Func<SequenceBuilder, SequenceBuilder> Gla(int heads, int? keyWidth = null, int? valueWidth = null, int decayRank = 16,
+        double temperature = 16, string? name = null) =>
+        x =>
+        {
+            var width = x.WidthOrZero;
+            int dk = keyWidth ?? Math.Max(1, width / (2 * Math.Max(heads, 1))), dv = valueWidth ?? Math.Max(1, width / Math.Max(heads, 1));
+            return x.Block(name, "gla", block => block
+                .Gate(value: a => a.GatedLinearAttention(heads, dk, dv,
+                            query: q => q.Projection(heads * dk, bias: false, name: "q"),
+                            key: k => k.Projection(heads * dk, bias: false, name: "k"),
+                            value: v => v.Projection(heads * dv, bias: false, name: "v"),
+                            logDecay: d => LogSigmoid(d.Projection(decayRank, bias: false, name: "down").Projection(heads * dk, name: "up"))
+                                .Scale(1 / temperature, name: "tempered"),
+                            name: "attention")
+                        .GroupNorm(heads, name: "norm"),
+                    gate: g => g.Projection(heads * dv, name: "r"), ActivationKind.SiLU, name: "output_gate")
+                .Projection(width, bias: false, name: "out"));
+        };
+
+    /// <summary>
+    /// The mLSTM layer of xLSTM (Beck et al. 2024), over the current width d with H heads: per head
+    /// C_t = f_t C_{t-1} + i_t v_t k_t^T, n_t = f_t n_{t-1} + i_t k_t, h_t = o_t * (C_t q_t) / max(|n_t . q_t|, 1), with
+    /// k_t = W_k x_t / sqrt(d_k), f_t = sigmoid(w_f x_t + b_f), the exponential input gate i_t = e^(w_i x_t + b_i) and
+    /// o_t = sigmoid(W_o x_t + b_o); then y = W_out GN_heads(h). The input gate enters as its logarithm (no exponential is
+    /// formed outside the attention, whose kernels combine it with the log forget gates). As a graph: the gated linear
+    /// attention "cell" (normalised, log forget gate -softplus(-(w_f x + b_f)), log input gate w_i x + b_i), the output gate
+    /// "output_gate", the group norm "norm" and the bias-free projection "out".
+    /// Parameters: d H (2 d_k + d_v) + 2 H (d + 1) + H d_v (d + 1) + 2 H d_v + H d_v d.
+    /// </summary>
+    /// <param name="heads">H (xLSTM: 4).</param>
+    /// <param name="keyWidth">d_k per head; d / H when not given.</param>
+    /// <param name="valueWidth">d_v per head; d / H when not given.</param>
+    /// <param name="name">The block's scope; "mlstm", "mlstm_2", ... when not given.</param>
+    public static Func<SequenceBuilder, SequenceBuilder> Mlstm(int heads, int? keyWidth = null, int? valueWidth = null, string? name = null) =>
+        x =>
+        {
+            var width = x.WidthOrZero;
+            int dk = keyWidth ?? Math.Max(1, width / Math.Max(heads, 1)), dv = valueWidth ?? Math.Max(1, width / Math.Max(heads, 1));
+            return x.Block(name, "mlstm", block => block
+                .Gate(value: c => c.GatedLinearAttention(heads, dk, dv,
+                        query: q => q.Projection(heads * dk, bias: false, name: "q"),
+                        key: k => k.Projection(heads * dk, bias: false, name: "k").Scale(1 / Math.Sqrt(dk), name: "scaled"),
+                        value: v => v.Projection(heads * dv, bias: false, name: "v"),
+                        logDecay: f => LogSigmoid(f.Projection(heads, name: "forget")),
+                        logInputGate: i => i.Projection(heads, name: "input"),
+                        normalised: true, name: "cell"),
+                    gate: o => o.Projection(heads * dv, name: "o"), ActivationKind.Sigmoid, name: "output_gate")
+                .GroupNorm(heads, name: "norm")
+                .Projection(width, bias: false, name: "out"));
+        };
+
+    /// <summary>log sigmoid(z) = -softplus(-z), exact for every z.</summary>
+    private static SequenceBuilder LogSigmoid(SequenceBuilder z) =>
+        z.Scale(-1, name: "negated").Softplus(name: "cost").Scale(-1, name: "log_sigmoid");
+
+    /// <summary>
     /// DeltaNet (Schlag et al. 2021; Yang et al. 2024), refused: its state S_t = S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T
     /// moves by a matrix that is not diagonal (I - beta k k^T mixes the state's key channels whenever k has two nonzero
     /// entries), while every recurrence here, and so every form this library proves equal to attention, is diagonal in its
