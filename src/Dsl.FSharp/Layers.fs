@@ -207,6 +207,10 @@ module Layer =
     let relu : Layers = activation ActivationKind.ReLU
     /// log(1 + e^x), elementwise.
     let softplus : Layers = activation ActivationKind.Softplus
+    /// log sigmoid(x) = -softplus(-x), elementwise: a log-decay in (-inf, 0).
+    let logSigmoid : Layers = activation ActivationKind.LogSigmoid
+    /// log softplus(x) = log log(1 + e^x), elementwise: a log step size, finite for every real x.
+    let logSoftplus : Layers = activation ActivationKind.LogSoftplus
 
     /// x + body x; the block's nodes are named under "residual/" (see `residualNamed`).
     let residual (body: Layers) : Layers = fun s -> s.Residual(body)

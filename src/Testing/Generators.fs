@@ -104,7 +104,8 @@ type Architecture =
 /// Every activation kind defined on all reals (the decay normaliser, NaN above 0, is drawn on log-decays only).
 let activations =
     [ ActivationKind.Identity; ActivationKind.Sigmoid; ActivationKind.SiLU; ActivationKind.GELU
-      ActivationKind.Tanh; ActivationKind.ReLU; ActivationKind.EluPlusOne; ActivationKind.Softplus ]
+      ActivationKind.Tanh; ActivationKind.ReLU; ActivationKind.EluPlusOne; ActivationKind.Softplus
+      ActivationKind.LogSigmoid; ActivationKind.LogSoftplus ]
 
 let private width = Gen.choose (1, 6)
 

@@ -200,6 +200,72 @@ let private worked (g: Graph) (x: Sequence) (expected: float list) =
     for mode in modes do
         check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
 
+/// e^x for 0 <= x <= 60 in System.Decimal (28 digits), by its Taylor series: independent of the float64 code under test.
+let private expDecimal (x: decimal) =
+    let mutable term, sum, n = 1m, 1m, 0m
+    while term <> 0m do
+        n <- n + 1m
+        term <- term * x / n
+        sum <- sum + term
+    sum
+
+/// log x in System.Decimal: x = 2^k y with y in [2/3, 4/3), log y = 2 atanh s = 2 (s + s^3/3 + ...), s = (y - 1) / (y + 1).
+let private logDecimal (x: decimal) =
+    let atanh (s: decimal) =
+        let mutable power, sum, n = s, s, 1m
+        while power <> 0m do
+            power <- power * s * s
+            n <- n + 2m
+            sum <- sum + power / n
+        sum
+    let mutable y, k = x, 0m
+    while y >= 4m / 3m do
+        y <- y / 2m
+        k <- k + 1m
+    while y < 2m / 3m do
+        y <- y * 2m
+        k <- k - 1m
+    k * 2m * atanh (1m / 3m) + 2m * atanh ((y - 1m) / (y + 1m))
+
+/// log sigmoid z and log softplus z, independently: in Decimal for |z| <= 25; beyond, with u = e^-|z| (u = 0 from
+/// |z| = 800, below every double), log(1 + u) = u - u^2/2 and the series log softplus z = z - u/2 (z &lt; 0) or
+/// log z + u / z (z &gt; 0), whose next terms are below 1e-30 relative.
+let private logSigmoidAndLogSoftplus (z: float) =
+    let a = abs z
+    if a <= 25.0 then
+        let tail = logDecimal (1m + 1m / expDecimal (decimal a))
+        float (decimal (min z 0.0) - tail), float (logDecimal (decimal (max z 0.0) + tail))
+    else
+        let u = if a >= 800.0 then 0.0 else 1.0 / float (expDecimal (decimal a))
+        let tail = u - u * u / 2.0
+        min z 0.0 - tail, (if z > 0.0 then float (logDecimal (decimal z)) + tail / z else z - u / 2.0)
+
+/// log(1 + u) for u >= 0 to full precision (Goldberg: the rounding of 1 + u divided out).
+let private log1p (u: float) =
+    let w = 1.0 + u
+    if w = 1.0 then u else log w * u / (w - 1.0)
+
+/// The derivatives: log sigmoid' z = sigmoid(-z); log softplus' z = sigmoid z / softplus z, written for z &lt; 0 as
+/// (u / log(1 + u)) / (1 + u) with u = e^z, which is 1 where u underflows.
+let private logSigmoidSlope (z: float) = if z >= 0.0 then (let u = exp -z in u / (1.0 + u)) else 1.0 / (1.0 + exp z)
+
+let private logSoftplusSlope (z: float) =
+    if z >= 0.0 then 1.0 / (1.0 + exp -z) / (z + log1p (exp -z))
+    else
+        let u = exp z
+        if u = 0.0 then 1.0 else u / log1p u / (1.0 + u)
+
+/// The log activations' test points: every integer in [-1000, 1000], steps of 0.01 over [-30, 30], and both sides
+/// of log softplus's change of form at -20.
+let private logActivationPoints =
+    Array.concat [ [| for i in -1000 .. 1000 -> float i |]; [| for i in -3000 .. 3000 -> float i / 100.0 |]
+                   [| -20.000000001; -19.999999999; -745.5; -1e-300; 1e-300 |] ]
+
+/// |actual - expected| over |expected|, with the smallest normal number of the precision as the floor of the
+/// denominator: subnormal values (|log sigmoid z| = e^-z beyond z = 708) carry fewer digits.
+let private relativeTo (smallestNormal: float) (expected: float) (actual: float) =
+    if Double.IsFinite actual then abs (actual - expected) / max (abs expected) smallestNormal else infinity
+
 let tests =
     testList "blocks" [
         for family in families do yield! formsLaws family
@@ -369,4 +435,47 @@ let tests =
                     Expect.isLessThanOrEqual (abs (v - expected.[i])) (4e-15 * abs expected.[i]) (sprintf "%s at x = %g" what xs.[i])
                 close "reference" reference.[0, 0, i]
                 close "compiled" compiled.[0, 0, i]
+
+        testCase "log sigmoid and log softplus: the reference is exact to 1e-14 at z = -1000, -50, -20, -1, 0, 1, 50, 1000 (against Decimal)" <| fun () ->
+            let zs = [| -1000.0; -800.0; -50.0; -20.0; -1.0; 0.0; 1.0; 50.0; 800.0; 1000.0 |]
+            let input = Array3D.init 1 1 zs.Length (fun _ _ i -> zs.[i])
+            for kind, pick in [ ActivationKind.LogSigmoid, fst; ActivationKind.LogSoftplus, snd ] do
+                let y = (ReferenceEvaluator.Evaluate(Model.Input("x", zs.Length).Activation(kind).Build(), [| input |])).[0]
+                for i, z in Array.indexed zs do
+                    let expected = pick (logSigmoidAndLogSoftplus z)
+                    Expect.isLessThanOrEqual (abs (y.[0, 0, i] - expected)) (1e-14 * abs expected)
+                        (sprintf "%A at z = %g: %.17g, expected %.17g" kind z y.[0, 0, i] expected)
+
+        testCase "log sigmoid and log softplus compiled: values = reference (float64, 1e-12), autograd = the derivative (1e-10), finite in float32, over [-1000, 1000]" <| fun () ->
+            let input = Array3D.init 1 1 logActivationPoints.Length (fun _ _ i -> logActivationPoints.[i])
+            for kind, slope in [ ActivationKind.LogSigmoid, logSigmoidSlope; ActivationKind.LogSoftplus, logSoftplusSlope ] do
+                let g = Model.Input("x", logActivationPoints.Length).Activation(kind).Build()
+                let reference = (ReferenceEvaluator.Evaluate(g, [| input |])).[0]
+                for dtype, valueTolerance, slopeTolerance, smallestNormal in
+                        [ f64, 1e-12, 1e-10, 2.2250738585072014e-308; torch.ScalarType.Float32, infinity, infinity, 1.1754943508222875e-38 ] do
+                    let x = (toTensor dtype input).requires_grad_(true)
+                    let y = g.Compile(CompileOptions(DType = dtype)).Forward([| x |]).[0]
+                    y.sum().backward()
+                    let values, slopes = ofTensorFlat y, ofTensorFlat x.grad
+                    let valueError = Array.init values.Length (fun i -> relativeTo smallestNormal reference.[0, 0, i] values.[i]) |> Array.max
+                    let slopeError =
+                        Array.init slopes.Length (fun i -> relativeTo smallestNormal (slope logActivationPoints.[i]) slopes.[i]) |> Array.max
+                    let allFinite = Array.forall Double.IsFinite values && Array.forall Double.IsFinite slopes
+                    Expect.isTrue allFinite (sprintf "%A, %A: finite values and gradients" kind dtype)
+                    Expect.isLessThanOrEqual valueError valueTolerance (sprintf "%A, %A: values against the reference" kind dtype)
+                    Expect.isLessThanOrEqual slopeError slopeTolerance (sprintf "%A, %A: autograd against the derivative" kind dtype)
+
+        testCase "log sigmoid and log softplus streamed = reference (float64 1e-12, float32 1e-5), over [-1000, 1000]" <| fun () ->
+            let input = Array3D.init 1 1 logActivationPoints.Length (fun _ _ i -> logActivationPoints.[i])
+            let rounded = input |> Array3D.map (float32 >> float)
+            for kind in [ ActivationKind.LogSigmoid; ActivationKind.LogSoftplus ] do
+                let g = Model.Input("x", logActivationPoints.Length).Activation(kind).Build()
+                let worst smallestNormal (expected: Sequence) (actual: Sequence) =
+                    Array.init logActivationPoints.Length (fun i -> relativeTo smallestNormal expected.[0, 0, i] actual.[0, 0, i]) |> Array.max
+                let in64 = worst 2.2250738585072014e-308 (ReferenceEvaluator.Evaluate(g, [| input |])).[0] (LawsStreaming.stream64 (Streaming.Streamer.Create<float>(g)) g [| input |]).[0]
+                let in32 =
+                    worst (1.1754943508222875e-38) (ReferenceEvaluator.Evaluate(g, [| rounded |])).[0]
+                        (LawsStreaming.stream32 (Streaming.Streamer.Create<float32>(g)) g [| rounded |]).[0]
+                Expect.isLessThanOrEqual in64 1e-12 (sprintf "%A, float64" kind)
+                Expect.isLessThanOrEqual in32 1e-5 (sprintf "%A, float32" kind)
     ]

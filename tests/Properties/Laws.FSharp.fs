@@ -109,6 +109,8 @@ let parity : (string * Cover * (string * Cover) list) list =
       "Sigmoid(name)", Fn("Layer", "sigmoid"), [ "name", named ]
       "SiLU(name)", Fn("Layer", "silu"), [ "name", named ]
       "Softplus(name)", Fn("Layer", "softplus"), [ "name", named ]
+      "LogSigmoid(name)", Fn("Layer", "logSigmoid"), [ "name", named ]
+      "LogSoftplus(name)", Fn("Layer", "logSoftplus"), [ "name", named ]
       "GELU(name)", Fn("Layer", "gelu"), [ "name", named ]
       "Tanh(name)", Fn("Layer", "tanh"), [ "name", named ]
       "ReLU(name)", Fn("Layer", "relu"), [ "name", named ]

@@ -134,6 +134,12 @@ public sealed class SequenceBuilder
     /// <summary>log(1 + e^x), elementwise (Mamba-2's step size, a positive rate from any real).</summary>
     public SequenceBuilder Softplus(string? name = null) => Activation(ActivationKind.Softplus, name);
 
+    /// <summary>log sigmoid(x) = -softplus(-x), elementwise (a log-decay in (-inf, 0): gated linear attention's log alpha).</summary>
+    public SequenceBuilder LogSigmoid(string? name = null) => Activation(ActivationKind.LogSigmoid, name);
+
+    /// <summary>log softplus(x) = log log(1 + e^x), elementwise (Mamba-2's log step size), finite for every real x.</summary>
+    public SequenceBuilder LogSoftplus(string? name = null) => Activation(ActivationKind.LogSoftplus, name);
+
     /// <summary>x + body(x). The block's nodes live under the block's name, which the sum itself takes.</summary>
     public SequenceBuilder Residual(Func<SequenceBuilder, SequenceBuilder> body, string? name = null)
     {

@@ -32,6 +32,20 @@ public enum ActivationKind
     /// a_t = e^x), computed from e^(2x) - 1 to full precision; NaN for x &gt; 0.
     /// </summary>
     DecayNormaliser,
+
+    /// <summary>
+    /// f(x) = log sigmoid(x) = -softplus(-x), computed as min(x, 0) - log(1 + e^-|x|): a log-decay in (-inf, 0) from
+    /// any real (gated linear attention's log alpha, mLSTM's log forget gate); f'(x) = sigmoid(-x).
+    /// </summary>
+    LogSigmoid,
+
+    /// <summary>
+    /// f(x) = log softplus(x) = log log(1 + e^x): Mamba-2's log step size. Below x = -20 it is x + log(log(1 + u) / u)
+    /// with u = e^x (softplus itself underflows below x = -745; the correction tends to -u/2), elsewhere the logarithm of
+    /// the softplus; f'(x) = sigmoid(x) / softplus(x), which tends to 1 far below 0. Relative precision everywhere but
+    /// near its root log(e - 1), where the value's own condition number |x f'(x) / f(x)| grows without bound.
+    /// </summary>
+    LogSoftplus,
 }
 
 /// <summary>

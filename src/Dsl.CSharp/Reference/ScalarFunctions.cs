@@ -16,6 +16,8 @@ internal static class ScalarFunctions
         ActivationKind.EluPlusOne => x > 0 ? x + 1 : Math.Exp(x),
         ActivationKind.Softplus => Softplus(x),
         ActivationKind.DecayNormaliser => Math.Sqrt(-ExpMinusOne(2 * x)),
+        ActivationKind.LogSigmoid => Math.Min(x, 0) - LogOnePlus(Math.Exp(-Math.Abs(x))),
+        ActivationKind.LogSoftplus => LogSoftplus(x),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "bug in the reference evaluator: activation without a rule"),
     };
 
@@ -23,6 +25,21 @@ internal static class ScalarFunctions
 
     /// <summary>log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): no overflow, and exact where e^x is below rounding.</summary>
     public static double Softplus(double x) => Math.Max(x, 0) + LogOnePlus(Math.Exp(-Math.Abs(x)));
+
+    /// <summary>
+    /// log softplus(x): x + log(log(1 + u) / u) with u = e^x below x = -20, where softplus(x) = u (1 - u/2 + ...) would
+    /// lose x to underflow (the ratio rounds to 1 once u is below rounding, and is 1 in the limit u = 0); log softplus(x)
+    /// above.
+    /// </summary>
+    public static double LogSoftplus(double x)
+    {
+        if (x >= LogSoftplusSeriesBelow) return Math.Log(Softplus(x));
+        var u = Math.Exp(x);
+        return u == 0 ? x : x + Math.Log(LogOnePlus(u) / u);
+    }
+
+    /// <summary>Where log softplus(x) changes form: e^-20 = 2e-9, so both forms are exact there.</summary>
+    public const double LogSoftplusSeriesBelow = -20;
 
     /// <summary>e^x - 1 to full precision: (u - 1) x / log u with u = e^x rounded (Kahan), x itself where u rounds to 1.</summary>
     public static double ExpMinusOne(double x)

@@ -1,5 +1,6 @@
 using Duality.Execution;
 using Duality.Ir;
+using Duality.Reference;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -60,6 +61,24 @@ internal static class TensorValues
         // torch's softplus returns x itself beyond a threshold (20), an error of e^-20 = 2e-9: the exact form instead
         ActivationKind.Softplus => x.clamp_min(0) + x.abs().neg().exp().log1p(),
         ActivationKind.DecayNormaliser => (x * 2).expm1().neg().sqrt(),
+        ActivationKind.LogSigmoid => nn.functional.logsigmoid(x),
+        ActivationKind.LogSoftplus => LogSoftplus(x),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "bug in the compiler: activation without a module"),
     };
+
+    /// <summary>
+    /// log softplus(x) = log(-logsigmoid(-x)) from x = -20 up; below, x + log(log(1 + u) / u) = x - u/2 + 5 u^2 / 24 -
+    /// O(u^3) with u = e^x (u^3 / 8 &lt; 1e-27 there). Each form reads x clamped to its own side, so the form not taken
+    /// stays finite and gives zero, not NaN, to the gradient.
+    /// </summary>
+    private static Tensor LogSoftplus(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var below = x.lt(ScalarFunctions.LogSoftplusSeriesBelow);
+        var low = x.clamp_max(ScalarFunctions.LogSoftplusSeriesBelow);
+        var u = low.exp();
+        var series = low - u * (0.5 - u * (5.0 / 24));
+        var logarithm = nn.functional.logsigmoid(x.clamp_min(ScalarFunctions.LogSoftplusSeriesBelow).neg()).neg().log();
+        return torch.where(below, series, logarithm).MoveToOuterDisposeScope();
+    }
 }
