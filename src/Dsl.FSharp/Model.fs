@@ -38,6 +38,8 @@ type NodeKind =
     | CausalConv1dNode of CausalConv1d
     | ChannelScaleNode of ChannelScale
     | GroupNormNode of GroupNorm
+    /// Each head's feature pairs rotated by t theta_j at step t (RoPE).
+    | RotaryNode of Rotary
 
 /// The `Kind` pattern, opened with `Duality.FSharp`.
 [<AutoOpen>]
@@ -60,6 +62,7 @@ module NodePatterns =
         | :? CausalConv1d as n -> CausalConv1dNode n
         | :? ChannelScale as n -> ChannelScaleNode n
         | :? GroupNorm as n -> GroupNormNode n
+        | :? Rotary as n -> RotaryNode n
         | other -> invalidArg "node" (sprintf "unknown node kind %s" (other.GetType().Name))
 
 /// Starting, finishing and inspecting models.

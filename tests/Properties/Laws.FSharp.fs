@@ -49,6 +49,8 @@ let private applyFSharp (s: Sequence) op : Sequence =
     | ConvolutionOp k -> s |> Layer.causalConv1d k
     | ChannelScaleOp -> s |> Layer.channelScaleWith -2.0 2.0 None None
     | GroupNormOp(groups, centre) -> s |> Layer.groupNormWith groups 1e-5 true centre None None
+    | RotaryOp(heads, None) -> s |> Layer.rotary heads
+    | RotaryOp(heads, Some angles) -> s |> Layer.rotaryWith heads (Some(Array.ofList angles)) None
     | MarkOutput -> s |> Layer.output
 
 let buildFSharp (a: Architecture) =
@@ -124,7 +126,9 @@ let parity : (string * Cover * (string * Cover) list) list =
           "name", Fn("Layer", "channelScaleWith"); "factors", Fn("Layer", "channelScaleWith") ]
       "CausalConv1d(kernelSize,bias,name,weights)", Fn("Layer", "causalConv1dWith"),
         [ "kernelSize", Fn("Layer", "causalConv1dWith"); "bias", Fn("Layer", "causalConv1dWith")
-          "name", Fn("Layer", "causalConv1dWith"); "weights", Fn("Layer", "causalConv1dWith") ] ]
+          "name", Fn("Layer", "causalConv1dWith"); "weights", Fn("Layer", "causalConv1dWith") ]
+      "Rotary(heads,angles,name)", Fn("Layer", "rotaryWith"),
+        [ "heads", Fn("Layer", "rotaryWith"); "angles", Fn("Layer", "rotaryWith"); "name", Fn("Layer", "rotaryWith") ] ]
 
 /// The C# builder surface by reflection: `SequenceBuilder`'s public methods, `Model`'s, and every public
 /// extension method on `SequenceBuilder` in the Duality.Dsl assembly (its `this` parameter left out).
@@ -297,7 +301,8 @@ let tests =
                     | ScaleNode n -> obj.ReferenceEquals(n, node)
                     | CausalConv1dNode n -> obj.ReferenceEquals(n, node)
                     | ChannelScaleNode n -> obj.ReferenceEquals(n, node)
-                    | GroupNormNode n -> obj.ReferenceEquals(n, node)))
+                    | GroupNormNode n -> obj.ReferenceEquals(n, node)
+                    | RotaryNode n -> obj.ReferenceEquals(n, node)))
 
         testCase "computation expressions build what the C# builders build" <| fun () ->
             let fsharp =
