@@ -264,6 +264,14 @@ module Layer =
     let causalConv1dWith kernelSize bias (convName: string option) (weights: ConvolutionWeights option) : Layers =
         fun s -> s.CausalConv1d(kernelSize, bias, name convName, Option.toObj weights)
 
+    /// Rotary position embedding: `heads` blocks of d features, pair (2j, 2j+1) of each rotated by t theta_j at step t,
+    /// theta_j = 10000^(-2j/d).
+    let rotary heads : Layers = fun s -> s.Rotary(heads)
+
+    /// A rotary embedding with every option: the angles theta_j ([d/2], radians per step) and the name.
+    let rotaryWith heads (angles: float[] option) (rotaryName: string option) : Layers =
+        fun s -> s.Rotary(heads, Option.toObj angles, name rotaryName)
+
     /// Normalises each of `groups` consecutive groups of features (one per head), then a gain and bias per feature.
     let groupNorm groups : Layers = fun s -> s.GroupNorm(groups)
 

@@ -42,6 +42,8 @@ type NodeKind =
     | GroupNormNode of GroupNorm
     /// Causal gated linear attention over query, key and value branches.
     | GatedLinearAttentionNode of GatedLinearAttention
+    /// Each head's feature pairs rotated by t theta_j at step t (RoPE).
+    | RotaryNode of Rotary
 
 /// The `Kind` pattern, opened with `Duality.FSharp`.
 [<AutoOpen>]
@@ -65,6 +67,7 @@ module NodePatterns =
         | :? ChannelScale as n -> ChannelScaleNode n
         | :? GroupNorm as n -> GroupNormNode n
         | :? GatedLinearAttention as n -> GatedLinearAttentionNode n
+        | :? Rotary as n -> RotaryNode n
         | other -> invalidArg "node" (sprintf "unknown node kind %s" (other.GetType().Name))
 
 /// Starting, finishing and inspecting models.

@@ -94,6 +94,8 @@ type Op =
     | GroupNormOp of groups: int * centre: bool
     /// Gated linear attention over projections of the current sequence.
     | GatedAttentionOf of GatedAttentionOp
+    /// A rotary position embedding of `heads` heads of even width, its angles theta_j given or 10000^(-2j/d).
+    | RotaryOp of heads: int * angles: double list option
     /// Marks the current node as an output (the graph then has several).
     | MarkOutput
 
@@ -164,7 +166,7 @@ let widthAfter w op =
     | _ -> w
 
 let private op w =
-    Gen.frequency
+    Gen.frequency (
         [ 3, Gen.map2 (fun o b -> Project(o, b)) width (Gen.elements [ true; false ])
           2, Gen.map2 (fun m a -> GateOf(m, a)) width (Gen.elements activations)
           1, Gen.map SelfGate (Gen.elements activations)
@@ -201,6 +203,14 @@ let private op w =
                  return GatedAttentionOf { GHeads = heads; GKey = key; GValue = value; GDecay = decay; InputGate = gate; Normalised = normalised }
              }
           1, Gen.constant MarkOutput ]
+        @ (if w % 2 <> 0 then []
+           else
+               [ 1, gen {
+                        let! heads = Gen.elements [ for h in 1 .. w / 2 do if w % h = 0 && (w / h) % 2 = 0 then h ]
+                        let angles = Gen.listOfLength (w / heads / 2) (Gen.map (fun i -> float i / 10.0) (Gen.choose (-31, 31)))
+                        let! given = Gen.oneof [ Gen.constant None; Gen.map Some angles ]
+                        return RotaryOp(heads, given)
+                    } ]))
 
 /// Architectures of 1 + size/8 layers (at most 8).
 let architecture : Gen<Architecture> =
@@ -266,6 +276,7 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
                                (fun v -> v.Projection(g.GHeads * g.GValue)), decay,
                                (if g.InputGate then Func<SequenceBuilder, SequenceBuilder>(fun i -> i.Projection(g.GHeads)) else null),
                                g.Normalised, gammas)
+    | RotaryOp(heads, angles) -> b.Rotary(heads, angles |> Option.map Array.ofList |> Option.toObj)
     | MarkOutput -> b.Output()
 
 /// The graph an architecture describes, built with the C# builders (no weights).

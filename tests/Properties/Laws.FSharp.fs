@@ -62,6 +62,8 @@ let private applyFSharp (s: Sequence) op : Sequence =
                                          (Layer.projection (g.GHeads * g.GValue)) with
                      LogDecay = decay; HeadDecays = gammas; Normalised = g.Normalised
                      LogInputGate = if g.InputGate then Some(Layer.projection g.GHeads) else None }
+    | RotaryOp(heads, None) -> s |> Layer.rotary heads
+    | RotaryOp(heads, Some angles) -> s |> Layer.rotaryWith heads (Some(Array.ofList angles)) None
     | MarkOutput -> s |> Layer.output
 
 let buildFSharp (a: Architecture) =
@@ -144,7 +146,9 @@ let parity : (string * Cover * (string * Cover) list) list =
                                     "headDecays", "HeadDecays"; "name", "Name" ]
       "CausalConv1d(kernelSize,bias,name,weights)", Fn("Layer", "causalConv1dWith"),
         [ "kernelSize", Fn("Layer", "causalConv1dWith"); "bias", Fn("Layer", "causalConv1dWith")
-          "name", Fn("Layer", "causalConv1dWith"); "weights", Fn("Layer", "causalConv1dWith") ] ]
+          "name", Fn("Layer", "causalConv1dWith"); "weights", Fn("Layer", "causalConv1dWith") ]
+      "Rotary(heads,angles,name)", Fn("Layer", "rotaryWith"),
+        [ "heads", Fn("Layer", "rotaryWith"); "angles", Fn("Layer", "rotaryWith"); "name", Fn("Layer", "rotaryWith") ] ]
 
 /// The C# builder surface by reflection: `SequenceBuilder`'s public methods, `Model`'s, and every public
 /// extension method on `SequenceBuilder` in the Duality.Dsl assembly (its `this` parameter left out).
@@ -318,7 +322,8 @@ let tests =
                     | CausalConv1dNode n -> obj.ReferenceEquals(n, node)
                     | ChannelScaleNode n -> obj.ReferenceEquals(n, node)
                     | GroupNormNode n -> obj.ReferenceEquals(n, node)
-                    | GatedLinearAttentionNode n -> obj.ReferenceEquals(n, node)))
+                    | GatedLinearAttentionNode n -> obj.ReferenceEquals(n, node)
+                    | RotaryNode n -> obj.ReferenceEquals(n, node)))
 
         testCase "computation expressions build what the C# builders build" <| fun () ->
             let fsharp =

@@ -84,7 +84,7 @@ let rec private call (f: Fuzz) (log: ResizeArray<string>) depth (b: SequenceBuil
     let branch () = Func<SequenceBuilder, SequenceBuilder>(fun s -> calls f log (depth + 1) (random.Next(0, 3)) s)
     let name = f.Name()
     let w = if b.Width.HasValue && b.Width.Value > 0 && b.Width.Value <= 12 then b.Width.Value else 2
-    match random.Next 22 with
+    match random.Next 23 with
     | 0 ->
         let o, bias, inFeatures = f.Size(1, 6), random.Next 2 = 0, f.Maybe(fun () -> f.Size(1, 6))
         let weights =
@@ -197,6 +197,11 @@ let rec private call (f: Fuzz) (log: ResizeArray<string>) depth (b: SequenceBuil
         let weights = if random.Next 5 = 0 then ConvolutionWeights(f.Tensor [ w; kernel ], (if bias then f.Tensor [ w ] else null)) else null
         note (sprintf "CausalConv1d(%d, bias = %b, name = %s, weights = %s)" kernel bias (show name) (show weights))
         b.CausalConv1d(kernel, bias, name, weights)
+    | 21 ->
+        let heads = f.Size(1, 3)
+        let angles = if random.Next 3 = 0 then Array.ofSeq (f.Tensor [ w / max 1 heads / 2 ]).Data else null
+        note (sprintf "Rotary(%d, angles = %s, name = %s)" heads (if isNull angles then "null" else sprintf "[%d]" angles.Length) (show name))
+        b.Rotary(heads, angles, name)
     | _ ->
         let input = if f.Hostile then pick random hostileNames else sprintf "input%d" (random.Next 1000)
         let features = f.Size(1, 6)
