@@ -80,3 +80,25 @@ module Blocks =
     /// The mLSTM layer with every option: key and value widths per head, the scope.
     let mlstmWith heads (keyWidth: int option) (valueWidth: int option) (blockName: string option) : Layers =
         fun s -> s.Then(Duality.Builders.Blocks.Mlstm(heads, Option.toNullable keyWidth, Option.toNullable valueWidth, Option.toObj blockName))
+
+    /// RetNet's multi-scale retention: gamma_h = 1 - 2^(-5-h), xPos rotation of queries and keys, W_O (SiLU(W_G x) * GN(o));
+    /// key width d/H, value width 2d/H (8 d^2 parameters).
+    let retNet heads : Layers = fun s -> s.Then(Duality.Builders.Blocks.RetNet(heads))
+
+    /// RetNet's retention under the scope `name`.
+    let retNetNamed name heads : Layers = fun s -> s.Then(Duality.Builders.Blocks.RetNet(heads, name = name))
+
+    /// RetNet's retention with every option: key (even) and value widths per head, the scope.
+    let retNetWith heads (keyWidth: int option) (valueWidth: int option) (blockName: string option) : Layers =
+        fun s -> s.Then(Duality.Builders.Blocks.RetNet(heads, Option.toNullable keyWidth, Option.toNullable valueWidth, Option.toObj blockName))
+
+    /// The Mamba-2 block (SSD): per head h_t = e^(dt_t A) h_{t-1} + dt_t B_t x_t^T, o_t = h_t^T C_t + D x_t, gated RMSNorm,
+    /// output projection; inner width 2d, head width 64, state 128, one group, four taps.
+    let mamba2 : Layers = fun s -> s.Then(Duality.Builders.Blocks.Mamba2())
+
+    /// The Mamba-2 block under the scope `name`.
+    let mamba2Named name : Layers = fun s -> s.Then(Duality.Builders.Blocks.Mamba2(name = name))
+
+    /// The Mamba-2 block with every option: inner width E, head width P, state N, groups G, taps k, the scope.
+    let mamba2With (inner: int option) headWidth state groups convolution (blockName: string option) : Layers =
+        fun s -> s.Then(Duality.Builders.Blocks.Mamba2(Option.toNullable inner, headWidth, state, groups, convolution, Option.toObj blockName))

@@ -100,7 +100,21 @@ let private families =
         FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.mlstmWith h (Some 2) (Some 2) None)
         Parameters = fun d h ->
             let d, h, dk, dv = int64 d, int64 h, 2L, 2L
-            d * h * (2L * dk + dv) + 2L * h * (d + 1L) + h * dv * (d + 1L) + 2L * h * dv + h * dv * d } ]
+            d * h * (2L * dk + dv) + 2L * h * (d + 1L) + h * dv * (d + 1L) + 2L * h * dv + h * dv * d }
+      // h heads of key width 2 and value width 3
+      { Name = "RetNet"
+        CSharp = fun d h -> Model.Input("x", d).Then(Blocks.RetNet(h, 2, 3)).Build()
+        FSharp = fun d h -> Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.retNetWith h (Some 2) (Some 3) None)
+        Parameters = fun d h -> let d, h = int64 d, int64 h in 2L * d * h * 2L + 3L * d * h * 3L }
+      // inner width 2h with heads of width 2 (h heads), state 2, groups 1 or (h even) 2, four taps
+      { Name = "Mamba-2"
+        CSharp = fun d h -> Model.Input("x", d).Then(Blocks.Mamba2(2 * h, 2, 2, (if h % 2 = 0 then 2 else 1), 4)).Build()
+        FSharp = fun d h ->
+            Duality.FSharp.Model.build (Model.Input("x", d) |> Duality.FSharp.Blocks.mamba2With (Some(2 * h)) 2 2 (if h % 2 = 0 then 2 else 1) 4 None)
+        Parameters = fun d h ->
+            let g = if h % 2 = 0 then 2L else 1L
+            let d, heads, e, n, k = int64 d, int64 h, 2L * int64 h, 2L, 4L
+            d * (2L * e + 2L * g * n + heads) + (e + 2L * g * n) * (k + 1L) + 2L * heads + 2L * e + e * d } ]
 
 /// Sizes and data of one draw: input width, state width, batch, time, weight seed, input seed.
 type private Draw = { D: int; H: int; Batch: int; Time: int; WeightSeed: int; InputSeed: int }

@@ -183,8 +183,8 @@ public static class Blocks
                             query: q => q.Projection(heads * dk, bias: false, name: "q"),
                             key: k => k.Projection(heads * dk, bias: false, name: "k"),
                             value: v => v.Projection(heads * dv, bias: false, name: "v"),
-                            logDecay: d => LogSigmoid(d.Projection(decayRank, bias: false, name: "down").Projection(heads * dk, name: "up"))
-                                .Scale(1 / temperature, name: "tempered"),
+                            logDecay: d => d.Projection(decayRank, bias: false, name: "down").Projection(heads * dk, name: "up")
+                                .LogSigmoid(name: "log_sigmoid").Scale(1 / temperature, name: "tempered"),
                             name: "attention")
                         .GroupNorm(heads, name: "norm"),
                     gate: g => g.Projection(heads * dv, name: "r"), ActivationKind.SiLU, name: "output_gate")
@@ -215,7 +215,7 @@ public static class Blocks
                         query: q => q.Projection(heads * dk, bias: false, name: "q"),
                         key: k => k.Projection(heads * dk, bias: false, name: "k").Scale(1 / Math.Sqrt(dk), name: "scaled"),
                         value: v => v.Projection(heads * dv, bias: false, name: "v"),
-                        logDecay: f => LogSigmoid(f.Projection(heads, name: "forget")),
+                        logDecay: f => f.Projection(heads, name: "forget").LogSigmoid(name: "log_sigmoid"),
                         logInputGate: i => i.Projection(heads, name: "input"),
                         normalised: true, name: "cell"),
                     gate: o => o.Projection(heads * dv, name: "o"), ActivationKind.Sigmoid, name: "output_gate")
@@ -223,9 +223,95 @@ public static class Blocks
                 .Projection(width, bias: false, name: "out"));
         };
 
-    /// <summary>log sigmoid(z) = -softplus(-z), exact for every z.</summary>
-    private static SequenceBuilder LogSigmoid(SequenceBuilder z) =>
-        z.Scale(-1, name: "negated").Softplus(name: "cost").Scale(-1, name: "log_sigmoid");
+    /// <summary>
+    /// RetNet's multi-scale retention (Sun et al. 2023), over the current width d with H heads: per head
+    /// o_t = sum_{s &lt;= t} gamma_h^(t-s) (Theta_t q_t) . (Theta_s k_s) v_s with gamma_h = 1 - 2^(-5-h), q = W_Q x,
+    /// k = W_K x / sqrt(d_k), Theta_t rotating key pair j by t theta_j, theta_j = 10000^(-j/(d_k/2 - 1)) (xPos's angles
+    /// without the scale, as RetNet's code draws them); then y = W_O (SiLU(W_G x) * GN_heads(o)), the group norm without
+    /// gains. As a graph: "retention" (a gated linear attention with fixed per-head decays) over "retention/query/q" and
+    /// "retention/key/k" rotated ("rotated"), the norm "norm", the gate "output_gate" and "out", all projections bias-free.
+    /// Parameters: 2 d H d_k + 3 d H d_v (8 d^2 with RetNet's d_k = d / H, d_v = 2 d / H).
+    /// </summary>
+    /// <param name="heads">H.</param>
+    /// <param name="keyWidth">d_k per head (even); d / H when not given.</param>
+    /// <param name="valueWidth">d_v per head; 2 d / H when not given.</param>
+    /// <param name="name">The block's scope; "retnet", "retnet_2", ... when not given.</param>
+    public static Func<SequenceBuilder, SequenceBuilder> RetNet(int heads, int? keyWidth = null, int? valueWidth = null, string? name = null) =>
+        x =>
+        {
+            var width = x.WidthOrZero;
+            var h = Math.Max(heads, 1);
+            int dk = keyWidth ?? Math.Max(1, width / h), dv = valueWidth ?? Math.Max(1, 2 * width / h);
+            var pairs = Math.Max(dk / 2, 1);
+            var angles = Enumerable.Range(0, pairs).Select(j => pairs == 1 ? 1.0 : Math.Pow(10000, -(double)j / (pairs - 1))).ToArray();
+            var gammas = Enumerable.Range(0, h).Select(i => 1 - Math.Pow(2, -5 - i)).ToArray();
+            return x.Block(name, "retnet", block => block
+                .Gate(value: r => r.GatedLinearAttention(heads, dk, dv,
+                            query: q => q.Projection(heads * dk, bias: false, name: "q").Rotary(heads, angles, name: "rotated"),
+                            key: k => k.Projection(heads * dk, bias: false, name: "k").Scale(1 / Math.Sqrt(dk), name: "scaled")
+                                .Rotary(heads, angles, name: "rotated"),
+                            value: v => v.Projection(heads * dv, bias: false, name: "v"),
+                            headDecays: gammas, name: "retention")
+                        .GroupNorm(heads, affine: false, name: "norm"),
+                    gate: g => g.Projection(heads * dv, bias: false, name: "g"), ActivationKind.SiLU, name: "output_gate")
+                .Projection(width, bias: false, name: "out"));
+        };
+
+    /// <summary>
+    /// The Mamba-2 block (Dao and Gu 2024, SSD), over the current width d with inner width E, heads H = E / P of width P,
+    /// state N and G groups: [x; B; C] = SiLU(Conv1D(W_xBC u)), dt_t = softplus(W_dt u_t + b_dt) [H], and per head
+    /// h_t = e^(dt_t A_h) h_{t-1} + dt_t B_t x_t^T, o_t = h_t^T C_t + D * x_t, then y = W_out RMSNorm(o * SiLU(W_z u)).
+    /// B and C are shared by the H / G heads of a group. As a graph: "in_xbc", "conv", "conv_act", "dt" (with b_dt as its
+    /// bias), "dt_softplus", the gated linear attention "ssd" (query C and key B each a concat of their group's slice per
+    /// head, value x, log-decay A * dt through the channel scale "ssd/decay/A", log input gate log softplus(W_dt u + b_dt)),
+    /// the skip "skip/D", the gate "gate" with "gate/gate/z", the norm "norm" and "out". A is drawn in [-16, -1] (Mamba's
+    /// A = -exp(A_log), A_log = log U(1, 16), kept as A) and D per channel (Mamba-2's D_has_hdim).
+    /// Parameters: d (2 E + 2 G N + H) + (E + 2 G N)(k + 1) + 2 H + 2 E + E d.
+    /// </summary>
+    /// <param name="inner">E; Mamba-2's 2 d when not given.</param>
+    /// <param name="headWidth">P (Mamba-2: 64); must divide E.</param>
+    /// <param name="state">N (Mamba-2: 128).</param>
+    /// <param name="groups">G (Mamba-2: 1); must divide H.</param>
+    /// <param name="convolution">The convolution's taps k (Mamba-2: 4).</param>
+    /// <param name="name">The block's scope; "mamba2", "mamba2_2", ... when not given.</param>
+    /// <exception cref="GraphException">P does not divide E, or G does not divide H.</exception>
+    public static Func<SequenceBuilder, SequenceBuilder> Mamba2(int? inner = null, int headWidth = 64, int state = 128, int groups = 1,
+        int convolution = 4, string? name = null) =>
+        x =>
+        {
+            var width = x.WidthOrZero;
+            var e = inner ?? 2 * width;
+            if (headWidth < 1 || e % headWidth != 0)
+                throw new GraphException(new Diagnostic("invalid block", name ?? "mamba2", $"Mamba-2 with inner width {e}, head width {headWidth}",
+                    $"give a head width P that divides the inner width E = {e} (H = E / P heads)"));
+            var heads = e / headWidth;
+            if (groups < 1 || heads % groups != 0)
+                throw new GraphException(new Diagnostic("invalid block", name ?? "mamba2", $"Mamba-2 with {heads} heads and {groups} groups",
+                    $"give a number of groups G that divides the heads H = {heads}"));
+            var n = state;
+            // head h reads group h / (H / G) of B and C, at offset `start` within [x; B; C]
+            Func<SequenceBuilder, SequenceBuilder> Grouped(int start, string part) => b => b.Concat(part,
+                Enumerable.Range(0, heads).Select(h => (Func<SequenceBuilder, SequenceBuilder>)(g =>
+                    g.From("conv_act").Slice(start + h / (heads / groups) * n, n, name: "group"))).ToArray());
+            return x.Block(name, "mamba2", block =>
+            {
+                var input = block.Current;
+                return block.Projection(e + 2 * groups * n, bias: false, name: "in_xbc").CausalConv1d(convolution, name: "conv").SiLU(name: "conv_act")
+                    .At(input).Projection(heads, name: "dt").Softplus(name: "dt_softplus")
+                    .At(input)
+                    .GatedLinearAttention(heads, n, headWidth,
+                        query: Grouped(e + groups * n, "C"),
+                        key: Grouped(e, "B"),
+                        value: v => v.From("conv_act").Slice(0, e, name: "x"),
+                        logDecay: l => l.From("dt_softplus").ChannelScale(-16, -1, name: "A"),
+                        logInputGate: g => g.From("dt").LogSoftplus(name: "log_dt"),
+                        name: "ssd")
+                    .Add(skip => skip.From("ssd/value/x").ChannelScale(name: "D"), name: "skip")
+                    .Gate(gate => gate.At(input).Projection(e, bias: false, name: "z"), ActivationKind.SiLU, name: "gate")
+                    .RmsNorm(1e-5, name: "norm")
+                    .Projection(width, bias: false, name: "out");
+            });
+        };
 
     /// <summary>
     /// DeltaNet (Schlag et al. 2021; Yang et al. 2024), refused: its state S_t = S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T
