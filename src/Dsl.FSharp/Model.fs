@@ -42,6 +42,8 @@ type NodeKind =
     | GroupNormNode of GroupNorm
     /// Causal gated linear attention over query, key and value branches.
     | GatedLinearAttentionNode of GatedLinearAttention
+    /// Values divided per head by max(|normaliser|, 1).
+    | NormalisedReadoutNode of NormalisedReadout
 
 /// The `Kind` pattern, opened with `Duality.FSharp`.
 [<AutoOpen>]
@@ -65,6 +67,7 @@ module NodePatterns =
         | :? ChannelScale as n -> ChannelScaleNode n
         | :? GroupNorm as n -> GroupNormNode n
         | :? GatedLinearAttention as n -> GatedLinearAttentionNode n
+        | :? NormalisedReadout as n -> NormalisedReadoutNode n
         | other -> invalidArg "node" (sprintf "unknown node kind %s" (other.GetType().Name))
 
 /// Starting, finishing and inspecting models.

@@ -94,6 +94,8 @@ type Op =
     | GroupNormOp of groups: int * centre: bool
     /// Gated linear attention over projections of the current sequence.
     | GatedAttentionOf of GatedAttentionOp
+    /// The current sequence divided per head by max(|n|, 1), n a projection of it to `heads` features.
+    | NormalisedReadoutOf of heads: int
     /// Marks the current node as an output (the graph then has several).
     | MarkOutput
 
@@ -199,6 +201,7 @@ let private op w =
                  let! normalised = Gen.elements [ true; false ]
                  return GatedAttentionOf { GHeads = heads; GKey = key; GValue = value; GDecay = decay; InputGate = gate; Normalised = normalised }
              }
+          1, Gen.map NormalisedReadoutOf (Gen.elements [ for h in 1 .. w do if w % h = 0 then h ])
           1, Gen.constant MarkOutput ]
 
 /// Architectures of 1 + size/8 layers (at most 8).
@@ -265,6 +268,7 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
                                (fun v -> v.Projection(g.GHeads * g.GValue)), decay,
                                (if g.InputGate then Func<SequenceBuilder, SequenceBuilder>(fun i -> i.Projection(g.GHeads)) else null),
                                g.Normalised, gammas)
+    | NormalisedReadoutOf heads -> b.NormalisedReadout(heads, fun n -> n.Projection(heads))
     | MarkOutput -> b.Output()
 
 /// The graph an architecture describes, built with the C# builders (no weights).

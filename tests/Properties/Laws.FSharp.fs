@@ -62,6 +62,7 @@ let private applyFSharp (s: Sequence) op : Sequence =
                                          (Layer.projection (g.GHeads * g.GValue)) with
                      LogDecay = decay; HeadDecays = gammas; Normalised = g.Normalised
                      LogInputGate = if g.InputGate then Some(Layer.projection g.GHeads) else None }
+    | NormalisedReadoutOf heads -> s |> Layer.normalisedReadout heads (Layer.projection heads)
     | MarkOutput -> s |> Layer.output
 
 let buildFSharp (a: Architecture) =
@@ -109,6 +110,7 @@ let parity : (string * Cover * (string * Cover) list) list =
       "Sigmoid(name)", Fn("Layer", "sigmoid"), [ "name", named ]
       "SiLU(name)", Fn("Layer", "silu"), [ "name", named ]
       "Softplus(name)", Fn("Layer", "softplus"), [ "name", named ]
+      "Exp(name)", Fn("Layer", "exp"), [ "name", named ]
       "GELU(name)", Fn("Layer", "gelu"), [ "name", named ]
       "Tanh(name)", Fn("Layer", "tanh"), [ "name", named ]
       "ReLU(name)", Fn("Layer", "relu"), [ "name", named ]
@@ -140,6 +142,8 @@ let parity : (string * Cover * (string * Cover) list) list =
         spec "GatedAttentionSpec" [ "heads", "Heads"; "keyWidth", "KeyWidth"; "valueWidth", "ValueWidth"; "query", "Query"; "key", "Key"
                                     "value", "Value"; "logDecay", "LogDecay"; "logInputGate", "LogInputGate"; "normalised", "Normalised"
                                     "headDecays", "HeadDecays"; "name", "Name" ]
+      "NormalisedReadout(heads,normaliser,name)", Fn("Layer", "normalisedReadout"),
+        [ "heads", Fn("Layer", "normalisedReadout"); "normaliser", Fn("Layer", "normalisedReadout"); "name", Fn("Layer", "normalisedReadoutNamed") ]
       "CausalConv1d(kernelSize,bias,name,weights)", Fn("Layer", "causalConv1dWith"),
         [ "kernelSize", Fn("Layer", "causalConv1dWith"); "bias", Fn("Layer", "causalConv1dWith")
           "name", Fn("Layer", "causalConv1dWith"); "weights", Fn("Layer", "causalConv1dWith") ] ]
@@ -316,7 +320,8 @@ let tests =
                     | CausalConv1dNode n -> obj.ReferenceEquals(n, node)
                     | ChannelScaleNode n -> obj.ReferenceEquals(n, node)
                     | GroupNormNode n -> obj.ReferenceEquals(n, node)
-                    | GatedLinearAttentionNode n -> obj.ReferenceEquals(n, node)))
+                    | GatedLinearAttentionNode n -> obj.ReferenceEquals(n, node)
+                    | NormalisedReadoutNode n -> obj.ReferenceEquals(n, node)))
 
         testCase "computation expressions build what the C# builders build" <| fun () ->
             let fsharp =

@@ -134,6 +134,9 @@ public sealed class SequenceBuilder
     /// <summary>log(1 + e^x), elementwise (Mamba-2's step size, a positive rate from any real).</summary>
     public SequenceBuilder Softplus(string? name = null) => Activation(ActivationKind.Softplus, name);
 
+    /// <summary>e^x, elementwise (a gate given by its logarithm).</summary>
+    public SequenceBuilder Exp(string? name = null) => Activation(ActivationKind.Exp, name);
+
     /// <summary>x + body(x). The block's nodes live under the block's name, which the sum itself takes.</summary>
     public SequenceBuilder Residual(Func<SequenceBuilder, SequenceBuilder> body, string? name = null)
     {

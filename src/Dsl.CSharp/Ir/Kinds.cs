@@ -32,6 +32,9 @@ public enum ActivationKind
     /// a_t = e^x), computed from e^(2x) - 1 to full precision; NaN for x &gt; 0.
     /// </summary>
     DecayNormaliser,
+
+    /// <summary>f(x) = e^x: a gate given as a logarithm (GLA's and mLSTM's input gate e^(g_t)); overflows beyond x = 709.</summary>
+    Exp,
 }
 
 /// <summary>

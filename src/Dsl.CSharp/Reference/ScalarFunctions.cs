@@ -16,6 +16,7 @@ internal static class ScalarFunctions
         ActivationKind.EluPlusOne => x > 0 ? x + 1 : Math.Exp(x),
         ActivationKind.Softplus => Softplus(x),
         ActivationKind.DecayNormaliser => Math.Sqrt(-ExpMinusOne(2 * x)),
+        ActivationKind.Exp => Math.Exp(x),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "bug in the reference evaluator: activation without a rule"),
     };
 

@@ -60,6 +60,7 @@ internal static class TensorValues
         // torch's softplus returns x itself beyond a threshold (20), an error of e^-20 = 2e-9: the exact form instead
         ActivationKind.Softplus => x.clamp_min(0) + x.abs().neg().exp().log1p(),
         ActivationKind.DecayNormaliser => (x * 2).expm1().neg().sqrt(),
+        ActivationKind.Exp => x.exp(),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "bug in the compiler: activation without a module"),
     };
 }
