@@ -168,6 +168,24 @@ let tests =
             Expect.equal (lowering.Refused |> Seq.map (fun d -> d.NodePath) |> List.ofSeq) [ "big" ] "refused, naming the node"
             Expect.stringContains (string lowering.Refused.[0]) "2^31 - 1" "says why"
 
+        testPropertyWithConfig config "RaiseAttention: raising a lowered gated linear attention gives back the original graph (equal records)" <|
+            Prop.forAll arbGatedCase (fun c ->
+                let g = gatedGraph c
+                let raising = RaiseAttention.Run(LowerAttention.ToGatedRnn(g))
+                raising.Refused.Count = 0 && raising.Raised.Count = 1 && raising.Raised.[0].Node = "gla"
+                && (if raising.Graph = g then true else failwithf "raised:\n%O\noriginal:\n%O" raising.Graph g))
+
+        testPropertyWithConfig config "RaiseAttention: a lowered gated attention with one selection weight changed is not raised" <|
+            Prop.forAll (Arb.fromGen (Gen.zip gatedCase (Gen.elements [ "gla/input_key"; "gla/input_value"; "gla/output_query"; "gla/output_value"; "gla/readout" ]))) (fun (c, part) ->
+                let lowered = LowerAttention.ToGatedRnn(gatedGraph c)
+                let name = if part = "gla/readout" then (if c.Normalised then "gla/values" else "gla") else part
+                let id = lowered.IdOf name
+                let p = lowered.[id] :?> Projection
+                let w = p.Weights.Weight
+                let changed = DoubleTensor.FromShape(Array.ofSeq w.Shape, w.Data |> Seq.mapi (fun i x -> if i = 0 then x + 0.5 else x) |> Array.ofSeq)
+                let edited = lowered.WithNode(id, Projection(p.Name, p.Source, p.InFeatures, p.OutFeatures, p.Bias, ProjectionWeights(changed, p.Weights.Bias)))
+                (RaiseAttention.Run(edited)).Graph.Nodes |> Seq.forall (fun n -> not (n :? GatedLinearAttention)))
+
         testCase "NormalisedReadout: reference = module (TorchOps and Auto) = step form = streamer (float64)" <| fun () ->
             for heads, channels, time in [ 1, 1, 1; 2, 3, 7; 3, 2, 33 ] do
                 let g = InitializeWeights.Run(Model.Input("x", heads * channels).NormalisedReadout(heads, (fun n -> n.Projection(heads)), name = "r").Build(), heads)
