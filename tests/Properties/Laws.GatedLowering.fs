@@ -112,9 +112,9 @@ let tests =
                 let lowered, reference, original = errors c
                 within 1e-10 lowered "lowered, compiled" && within 1e-10 reference "lowered, reference" && within 1e-10 original "attention, reference")
 
-        testCase "LowerAttention: every gated variant at T = 1, 7, 33 (decay none, per head, per key channel; gammas; input gate; normaliser)" <| fun () ->
+        testCase "LowerAttention: every gated variant at T = 1, 7, 33 (decay none, per head, per key channel; gammas; input gate; normaliser): outputs < 1e-10, gradients < 1e-8" <| fun () ->
             let random = Random(7)
-            let mutable worst = 0.0
+            let mutable worst, worstGradient = 0.0, 0.0
             for decay, gammas, gate, normalised in variants do
                 for time in [ 1; 7; 33 ] do
                     let heads, key, value = random.Next(1, 4), random.Next(1, 4), random.Next(1, 4)
@@ -127,7 +127,10 @@ let tests =
                     let lowered, reference, _ = errors c
                     within 1e-10 (max lowered reference) (sprintf "%A" c) |> ignore
                     worst <- List.max [ worst; report.MaxRelativeError; lowered; reference ]
-            printfn "gated lowering: worst relative error over every variant %.2e" worst
+                    let gradient = relativeError (inputGradient g c) (inputGradient (LowerAttention.ToGatedRnn(g)) c)
+                    within 1e-8 gradient (sprintf "gradients %A" c) |> ignore
+                    worstGradient <- max worstGradient gradient
+            printfn "gated lowering over every variant: worst relative error %.2e (outputs), %.2e (input gradients)" worst worstGradient
 
         testPropertyWithConfig config "LowerAttention: gradients with respect to the input are preserved through a gated linear attention's lowering (float64, < 1e-8)" <|
             Prop.forAll arbGatedCase (fun c ->
