@@ -50,7 +50,7 @@ public static class LowerAttention
         var refusals = new Dictionary<string, Diagnostic?>();
         foreach (var node in graph.Nodes)
             if (node is Attention a) refusals[a.Name] = Refusal(a, construction);
-            else if (node is GatedLinearAttention gated) refusals[gated.Name] = GatedAttentionConstruction.Refusal(gated);
+            else if (node is GatedLinearAttention gated) refusals[gated.Name] = Refusal(gated);
         var refused = refusals.Values.OfType<Diagnostic>().ToList();
         if (refused.Count == refusals.Count) return new Lowering(graph, [], refused);
         var emitter = new GraphEmitter(graph, nameof(LowerAttention));
@@ -108,6 +108,13 @@ public static class LowerAttention
             return Refuse(a, $"its gated RNN would have {neurons:N0} recurrent neurons, and its weight tensors would exceed 2^31 - 1 elements",
                 "keep this node as attention, or use fewer heads or smaller key and value widths");
         return null;
+    }
+
+    /// <summary>Why a gated linear attention has no exact gated-RNN form here (its weight tensors too large), or null when it has one.</summary>
+    public static Diagnostic? Refusal(GatedLinearAttention a)
+    {
+        ArgumentNullException.ThrowIfNull(a);
+        return GatedAttentionConstruction.Refusal(a);
     }
 
     private static Diagnostic Refuse(Attention a, string why, string hint) =>
