@@ -178,6 +178,24 @@ let tests =
                 raising.Refused.Count = 0 && raising.Raised.Count = 1 && raising.Raised.[0].Node = "gla"
                 && (if raising.Graph = g then true else failwithf "raised:\n%O\noriginal:\n%O" raising.Graph g))
 
+        testCase "LowerAttention then RaiseAttention: two stacked gated attentions (one reading the other) come back equal" <| fun () ->
+            let logDecay width = Func<SequenceBuilder, SequenceBuilder>(fun d -> d.Projection(width).Softplus().Scale(-1.0))
+            let g =
+                InitializeWeights.Run(
+                    Model.Input("x", 3)
+                        .GatedLinearAttention(2, 2, 3, (fun q -> q.Projection(4)), (fun k -> k.Projection(4)), (fun v -> v.Projection(6)),
+                                              logDecay 4, (fun i -> i.Projection(2)), true, name = "first")
+                        .GatedLinearAttention(3, 1, 2, (fun q -> q.Projection(3)), (fun k -> k.Projection(3)), (fun v -> v.Projection(6)),
+                                              logDecay 3, null, false, [| 0.9; 0.95; 0.99 |], name = "second")
+                        .Build(), 5)
+            let lowered = LowerAttention.ToGatedRnn(g)
+            Expect.equal (LowerAttention.Run(g)).Lowered.Count 2 "both lowered"
+            let raising = RaiseAttention.Run(lowered)
+            Expect.equal (raising.Raised |> Seq.map (fun r -> r.Node) |> List.ofSeq) [ "first"; "second" ] "both raised, in graph order"
+            Expect.equal raising.Graph g "the original graph"
+            let report = Equivalence.Check(g, lowered, EquivalenceOptions(Lengths = [| 1; 7; 33 |], Samples = 2))
+            Expect.isTrue report.Equivalent (string report)
+
         testPropertyWithConfig config "RaiseAttention: a lowered gated attention with one selection weight changed is not raised" <|
             Prop.forAll (Arb.fromGen (Gen.zip gatedCase (Gen.elements [ "gla/input_key"; "gla/input_value"; "gla/output_query"; "gla/output_value"; "gla/readout" ]))) (fun (c, part) ->
                 let lowered = LowerAttention.ToGatedRnn(gatedGraph c)
