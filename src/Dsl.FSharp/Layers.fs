@@ -193,6 +193,12 @@ module Layer =
                                    branch spec.LogDecay, branch spec.LogInputGate, spec.Normalised,
                                    spec.HeadDecays |> Option.map Array.ofList |> Option.toObj, name spec.Name)
 
+    /// The current sequence (heads*d_v values) divided per head by max(|n|, 1), n the `normaliser` branch of `heads` features.
+    let normalisedReadout heads (normaliser: Layers) : Layers = fun s -> s.NormalisedReadout(heads, normaliser)
+
+    /// `normalisedReadout` named `readoutName`, its normaliser branch named under "readoutName/normaliser/".
+    let normalisedReadoutNamed readoutName heads (normaliser: Layers) : Layers = fun s -> s.NormalisedReadout(heads, normaliser, readoutName)
+
     /// y = f(x) elementwise, f given by `kind`.
     let activation kind : Layers = fun s -> s.Activation(kind)
     /// y = 1 / (1 + e^-x) elementwise.
@@ -211,6 +217,8 @@ module Layer =
     let logSigmoid : Layers = activation ActivationKind.LogSigmoid
     /// log softplus(x) = log log(1 + e^x), elementwise: a log step size, finite for every real x.
     let logSoftplus : Layers = activation ActivationKind.LogSoftplus
+    /// e^x, elementwise (a gate given by its logarithm).
+    let exp : Layers = activation ActivationKind.Exp
 
     /// x + body x; the block's nodes are named under "residual/" (see `residualNamed`).
     let residual (body: Layers) : Layers = fun s -> s.Residual(body)

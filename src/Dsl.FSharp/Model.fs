@@ -44,6 +44,8 @@ type NodeKind =
     | GatedLinearAttentionNode of GatedLinearAttention
     /// Each head's feature pairs rotated by t theta_j at step t (RoPE).
     | RotaryNode of Rotary
+    /// Values divided per head by max(|normaliser|, 1).
+    | NormalisedReadoutNode of NormalisedReadout
 
 /// The `Kind` pattern, opened with `Duality.FSharp`.
 [<AutoOpen>]
@@ -68,6 +70,7 @@ module NodePatterns =
         | :? GroupNorm as n -> GroupNormNode n
         | :? GatedLinearAttention as n -> GatedLinearAttentionNode n
         | :? Rotary as n -> RotaryNode n
+        | :? NormalisedReadout as n -> NormalisedReadoutNode n
         | other -> invalidArg "node" (sprintf "unknown node kind %s" (other.GetType().Name))
 
 /// Starting, finishing and inspecting models.

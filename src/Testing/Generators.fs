@@ -96,6 +96,8 @@ type Op =
     | GatedAttentionOf of GatedAttentionOp
     /// A rotary position embedding of `heads` heads of even width, its angles theta_j given or 10000^(-2j/d).
     | RotaryOp of heads: int * angles: double list option
+    /// The current sequence divided per head by max(|n|, 1), n a projection of it to `heads` features.
+    | NormalisedReadoutOf of heads: int
     /// Marks the current node as an output (the graph then has several).
     | MarkOutput
 
@@ -202,6 +204,7 @@ let private op w =
                  let! normalised = Gen.elements [ true; false ]
                  return GatedAttentionOf { GHeads = heads; GKey = key; GValue = value; GDecay = decay; InputGate = gate; Normalised = normalised }
              }
+          1, Gen.map NormalisedReadoutOf (Gen.elements [ for h in 1 .. w do if w % h = 0 then h ])
           1, Gen.constant MarkOutput ]
         @ (if w % 2 <> 0 then []
            else
@@ -277,6 +280,7 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
                                (if g.InputGate then Func<SequenceBuilder, SequenceBuilder>(fun i -> i.Projection(g.GHeads)) else null),
                                g.Normalised, gammas)
     | RotaryOp(heads, angles) -> b.Rotary(heads, angles |> Option.map Array.ofList |> Option.toObj)
+    | NormalisedReadoutOf heads -> b.NormalisedReadout(heads, fun n -> n.Projection(heads))
     | MarkOutput -> b.Output()
 
 /// The graph an architecture describes, built with the C# builders (no weights).

@@ -64,6 +64,7 @@ let private applyFSharp (s: Sequence) op : Sequence =
                      LogInputGate = if g.InputGate then Some(Layer.projection g.GHeads) else None }
     | RotaryOp(heads, None) -> s |> Layer.rotary heads
     | RotaryOp(heads, Some angles) -> s |> Layer.rotaryWith heads (Some(Array.ofList angles)) None
+    | NormalisedReadoutOf heads -> s |> Layer.normalisedReadout heads (Layer.projection heads)
     | MarkOutput -> s |> Layer.output
 
 let buildFSharp (a: Architecture) =
@@ -113,6 +114,7 @@ let parity : (string * Cover * (string * Cover) list) list =
       "Softplus(name)", Fn("Layer", "softplus"), [ "name", named ]
       "LogSigmoid(name)", Fn("Layer", "logSigmoid"), [ "name", named ]
       "LogSoftplus(name)", Fn("Layer", "logSoftplus"), [ "name", named ]
+      "Exp(name)", Fn("Layer", "exp"), [ "name", named ]
       "GELU(name)", Fn("Layer", "gelu"), [ "name", named ]
       "Tanh(name)", Fn("Layer", "tanh"), [ "name", named ]
       "ReLU(name)", Fn("Layer", "relu"), [ "name", named ]
@@ -144,6 +146,8 @@ let parity : (string * Cover * (string * Cover) list) list =
         spec "GatedAttentionSpec" [ "heads", "Heads"; "keyWidth", "KeyWidth"; "valueWidth", "ValueWidth"; "query", "Query"; "key", "Key"
                                     "value", "Value"; "logDecay", "LogDecay"; "logInputGate", "LogInputGate"; "normalised", "Normalised"
                                     "headDecays", "HeadDecays"; "name", "Name" ]
+      "NormalisedReadout(heads,normaliser,name)", Fn("Layer", "normalisedReadout"),
+        [ "heads", Fn("Layer", "normalisedReadout"); "normaliser", Fn("Layer", "normalisedReadout"); "name", Fn("Layer", "normalisedReadoutNamed") ]
       "CausalConv1d(kernelSize,bias,name,weights)", Fn("Layer", "causalConv1dWith"),
         [ "kernelSize", Fn("Layer", "causalConv1dWith"); "bias", Fn("Layer", "causalConv1dWith")
           "name", Fn("Layer", "causalConv1dWith"); "weights", Fn("Layer", "causalConv1dWith") ]
@@ -323,7 +327,8 @@ let tests =
                     | ChannelScaleNode n -> obj.ReferenceEquals(n, node)
                     | GroupNormNode n -> obj.ReferenceEquals(n, node)
                     | GatedLinearAttentionNode n -> obj.ReferenceEquals(n, node)
-                    | RotaryNode n -> obj.ReferenceEquals(n, node)))
+                    | RotaryNode n -> obj.ReferenceEquals(n, node)
+                    | NormalisedReadoutNode n -> obj.ReferenceEquals(n, node)))
 
         testCase "computation expressions build what the C# builders build" <| fun () ->
             let fsharp =

@@ -136,10 +136,14 @@ let tests =
                 let lowered = LowerAttention.ToGatedRnn(attentionGraph l)
                 hasNoAttention lowered && obj.ReferenceEquals((LowerAttention.Run(lowered)).Graph, lowered))
 
-        testPropertyWithConfig config "LowerAttention: identity (same instance) on graphs without causal linear attention" <|
+        testPropertyWithConfig config "LowerAttention: identity (same instance) on graphs without causal linear or gated linear attention" <|
             Prop.forAll arbArchitecture (fun arch ->
                 let g = InitializeWeights.Run(build arch, 0)
-                let lowerable = g.Nodes |> Seq.exists (function :? Attention as a -> isNull (box (LowerAttention.Refusal a)) | _ -> false)
+                let lowerable =
+                    g.Nodes |> Seq.exists (function
+                        | :? Attention as a -> isNull (box (LowerAttention.Refusal a))
+                        | :? GatedLinearAttention as a -> isNull (box (LowerAttention.Refusal a))
+                        | _ -> false)
                 not lowerable ==> lazy (obj.ReferenceEquals((LowerAttention.Run(g)).Graph, g)))
 
         testPropertyWithConfig { config with maxTest = 30 } "LowerAttention: a small linear transformer lowers to a pure gated RNN with the same outputs" <|

@@ -4,7 +4,7 @@ open Expecto
 open Expecto.Impl
 
 let tests =
-    testList "Duality" [ LawsBuilders.tests; LawsErrors.tests; LawsCompiler.tests; LawsCompiler.coverage; LawsCompiler.kinds; LawsLowering.tests; LawsRaising.tests; LawsRaising.invariances; LawsFSharp.tests; LawsKernels.tests; LawsPersistence.tests; LawsTraining.tests; LawsPlots.tests; LawsStreaming.tests; LawsTiledAttention.tests; LawsCausality.tests; LawsBranches.tests; LawsReliability.tests; LawsArchitecture.tests; LawsBlocks.tests; LawsPackaging.tests; LawsPyTorch.tests; LawsRotary.tests ]
+    testList "Duality" [ LawsBuilders.tests; LawsErrors.tests; LawsCompiler.tests; LawsCompiler.coverage; LawsCompiler.kinds; LawsLowering.tests; LawsRaising.tests; LawsRaising.invariances; LawsFSharp.tests; LawsKernels.tests; LawsPersistence.tests; LawsTraining.tests; LawsPlots.tests; LawsStreaming.tests; LawsTiledAttention.tests; LawsCausality.tests; LawsBranches.tests; LawsReliability.tests; LawsArchitecture.tests; LawsBlocks.tests; LawsPackaging.tests; LawsPyTorch.tests; LawsRotary.tests; LawsGatedLowering.tests ]
 
 /// Runs every law with Expecto's console runner; the last line is the one CI counts: "N passed, N failed".
 [<EntryPoint>]

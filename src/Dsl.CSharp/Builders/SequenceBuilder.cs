@@ -139,6 +139,8 @@ public sealed class SequenceBuilder
 
     /// <summary>log softplus(x) = log log(1 + e^x), elementwise (Mamba-2's log step size), finite for every real x.</summary>
     public SequenceBuilder LogSoftplus(string? name = null) => Activation(ActivationKind.LogSoftplus, name);
+    /// <summary>e^x, elementwise (a gate given by its logarithm).</summary>
+    public SequenceBuilder Exp(string? name = null) => Activation(ActivationKind.Exp, name);
 
     /// <summary>x + body(x). The block's nodes live under the block's name, which the sum itself takes.</summary>
     public SequenceBuilder Residual(Func<SequenceBuilder, SequenceBuilder> body, string? name = null)

@@ -46,6 +46,8 @@ public enum ActivationKind
     /// near its root log(e - 1), where the value's own condition number |x f'(x) / f(x)| grows without bound.
     /// </summary>
     LogSoftplus,
+    /// <summary>f(x) = e^x: a gate given as a logarithm (GLA's and mLSTM's input gate e^(g_t)); overflows beyond x = 709.</summary>
+    Exp,
 }
 
 /// <summary>

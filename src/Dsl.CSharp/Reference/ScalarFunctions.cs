@@ -18,6 +18,7 @@ internal static class ScalarFunctions
         ActivationKind.DecayNormaliser => Math.Sqrt(-ExpMinusOne(2 * x)),
         ActivationKind.LogSigmoid => Math.Min(x, 0) - LogOnePlus(Math.Exp(-Math.Abs(x))),
         ActivationKind.LogSoftplus => LogSoftplus(x),
+        ActivationKind.Exp => Math.Exp(x),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "bug in the reference evaluator: activation without a rule"),
     };
 

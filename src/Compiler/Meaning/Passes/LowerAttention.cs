@@ -33,6 +33,8 @@ public sealed record Lowering(Graph Graph, IReadOnlyList<LoweredAttention> Lower
 /// decay (complex state, real part read out); for an input-dependent decay the memory neurons form
 /// a recurrence whose decay branch is sigmoid(w_h . x + b_h) and the query neurons one with lambda = 0.
 /// The last node takes the attention's name, so whatever read the attention reads the RNN.
+/// A <see cref="GatedLinearAttention"/> becomes the gated RNN of <see cref="GatedAttentionConstruction"/> over its branches
+/// (always the full construction's layout, whatever construction is asked for; its report says Full).
 /// Softmax, non-causal and weightless attention, a feature map under the compressed construction, and layers too large
 /// for one tensor are left as they are, each with a diagnostic saying why (<see cref="Lowering.Refused"/>).
 /// Returns the same instance when nothing is lowered.
@@ -45,7 +47,10 @@ public static class LowerAttention
     public static Lowering Run(Graph graph, Construction construction = Construction.Smallest)
     {
         ArgumentNullException.ThrowIfNull(graph);
-        var refusals = graph.Nodes.OfType<Attention>().ToDictionary(a => a.Name, a => Refusal(a, construction));
+        var refusals = new Dictionary<string, Diagnostic?>();
+        foreach (var node in graph.Nodes)
+            if (node is Attention a) refusals[a.Name] = Refusal(a, construction);
+            else if (node is GatedLinearAttention gated) refusals[gated.Name] = Refusal(gated);
         var refused = refusals.Values.OfType<Diagnostic>().ToList();
         if (refused.Count == refusals.Count) return new Lowering(graph, [], refused);
         var emitter = new GraphEmitter(graph, nameof(LowerAttention));
@@ -56,6 +61,13 @@ public static class LowerAttention
             if (graph[id] is Attention a && refusals[a.Name] is null)
             {
                 var (output, report) = Emit(emitter, a with { Source = emitter.Mapped(a.Source) }, construction);
+                emitter.Replace(id, output);
+                reports.Add(report);
+            }
+            else if (graph[id] is GatedLinearAttention gated && refusals[gated.Name] is null)
+            {
+                var decayWidth = gated.LogDecay is { } decay ? graph.Widths[decay.Index] : 0;
+                var (output, report) = GatedAttentionConstruction.Emit(emitter, (GatedLinearAttention)gated.MapSources(emitter.Mapped), decayWidth);
                 emitter.Replace(id, output);
                 reports.Add(report);
             }
@@ -96,6 +108,13 @@ public static class LowerAttention
             return Refuse(a, $"its gated RNN would have {neurons:N0} recurrent neurons, and its weight tensors would exceed 2^31 - 1 elements",
                 "keep this node as attention, or use fewer heads or smaller key and value widths");
         return null;
+    }
+
+    /// <summary>Why a gated linear attention has no exact gated-RNN form here (its weight tensors too large), or null when it has one.</summary>
+    public static Diagnostic? Refusal(GatedLinearAttention a)
+    {
+        ArgumentNullException.ThrowIfNull(a);
+        return GatedAttentionConstruction.Refusal(a);
     }
 
     private static Diagnostic Refuse(Attention a, string why, string hint) =>

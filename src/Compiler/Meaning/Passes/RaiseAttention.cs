@@ -37,6 +37,11 @@ public sealed record Raising(Graph Graph, IReadOnlyList<RaisedAttention> Raised,
 /// key, a query and a decay become one head (values stacked), and heads sharing values, output columns
 /// and decay merge their keys and queries. The weights are identified only up to the invariances of
 /// paper.md section 6 (permutations, rescalings, swapped gate factors); the function is exact.
+///
+/// The gated RNN LowerAttention builds for a <see cref="GatedLinearAttention"/> (its branches q, k, v, log-decay and
+/// log input gate feeding selection projections, an Exp input gate, a log-form decay, a NormalisedReadout when normalised)
+/// is recognised exactly, every fixed weight compared with the construction's (<see cref="GatedAttentionRecognition"/>),
+/// and raised to that attention over the same branches.
 /// </summary>
 public static class RaiseAttention
 {
@@ -47,10 +52,14 @@ public static class RaiseAttention
     {
         ArgumentNullException.ThrowIfNull(graph);
         var readers = GatedLayers.Readers(graph);
+        var gated = graph.Nodes.OfType<LinearRecurrence>()
+            .Select(r => GatedAttentionRecognition.Around(graph, graph.IdOf(r.Name), readers)).OfType<RecognisedGatedAttention>().ToList();
+        var insideGated = gated.SelectMany(l => l.Interior).ToHashSet();
         var layers = new List<(GatedLayer Layer, Attention Attention)>();
         var refused = new List<Diagnostic>();
         foreach (var recurrence in graph.Nodes.OfType<LinearRecurrence>())
         {
+            if (insideGated.Contains(graph.IdOf(recurrence.Name))) continue;
             var (layer, why) = GatedLayers.Around(graph, graph.IdOf(recurrence.Name), readers);
             if (layer is null)
             {
@@ -64,9 +73,10 @@ public static class RaiseAttention
         // the query recurrence of a raised split layer is part of it, not a layer refused
         var inside = layers.SelectMany(l => l.Layer.Interior).Select(n => graph[n].Name).ToHashSet();
         refused.RemoveAll(r => inside.Contains(r.NodePath));
-        if (layers.Count == 0) return new Raising(graph, [], refused);
-        var removed = layers.SelectMany(l => l.Layer.Interior).ToHashSet();
-        var replacing = layers.ToDictionary(l => l.Layer.Ids.Readout, l => l.Attention);
+        if (layers.Count == 0 && gated.Count == 0) return new Raising(graph, [], refused);
+        var removed = layers.SelectMany(l => l.Layer.Interior).Concat(insideGated).ToHashSet();
+        var replacing = layers.ToDictionary(l => l.Layer.Ids.Readout, l => (Node)l.Attention);
+        foreach (var l in gated) replacing[l.Readout] = l.Attention;
         var emitter = new GraphEmitter(graph, nameof(RaiseAttention));
         for (int i = 0; i < graph.Nodes.Count; i++)
         {
@@ -75,12 +85,14 @@ public static class RaiseAttention
             if (replacing.TryGetValue(id, out var attention))
             {
                 emitter.Release(attention.Name);
-                emitter.Replace(id, emitter.Add(attention with { Source = emitter.Mapped(attention.Source) }));
+                emitter.Replace(id, emitter.Add(attention.MapSources(emitter.Mapped)));
             }
             else emitter.Copy(id);
         }
         var reports = layers.Select(l => new RaisedAttention(l.Attention.Name, l.Attention.Heads, l.Attention.KeyWidth,
-            l.Attention.ValueWidth, l.Layer.Neurons)).ToList();
+                l.Attention.ValueWidth, l.Layer.Neurons))
+            .Concat(gated.Select(l => new RaisedAttention(l.Attention.Name, l.Attention.Heads, l.Attention.KeyWidth, l.Attention.ValueWidth, l.Neurons)))
+            .OrderBy(r => graph.IdOf(r.Node).Index).ToList();
         return new Raising(emitter.Build(), reports, refused);
     }
 }

@@ -63,6 +63,7 @@ internal static class TensorValues
         ActivationKind.DecayNormaliser => (x * 2).expm1().neg().sqrt(),
         ActivationKind.LogSigmoid => nn.functional.logsigmoid(x),
         ActivationKind.LogSoftplus => LogSoftplus(x),
+        ActivationKind.Exp => x.exp(),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "bug in the compiler: activation without a module"),
     };
 
