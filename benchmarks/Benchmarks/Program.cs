@@ -233,7 +233,7 @@ foreach (var (name, block) in families)
     }
     catch (GraphException e)
     {
-        Console.WriteLine($"  {name}: masked T x T form (TorchOps) refused: {e.Message.Split('\n')[0]}");
+        Console.WriteLine($"  {name}: masked T x T form (TorchOps) refused: {Refusal(e)}");
     }
     // what a user writes from the paper's pseudocode: every product inside the loop over steps
     var handWritten = new HandWrittenBlocks(model);
@@ -318,7 +318,7 @@ foreach (var length in quick ? new[] { 2048, 4096 } : new[] { 2048, 4096, 8192 }
         }
         catch (GraphException e)
         {
-            Console.WriteLine($"  masked, {configuration}: refused ({e.Message.Split('\n')[0]})");
+            Console.WriteLine($"  masked, {configuration}: refused ({Refusal(e)})");
             report.Add(new Measurement("chunked", configuration, "masked T x T", 0, 0, "refused by the allocation guard"));
         }
         continue;
@@ -351,7 +351,7 @@ foreach (var length in quick ? new[] { 2048, 4096 } : new[] { 2048, 4096, 8192 }
     }
     catch (GraphException e)
     {
-        Console.WriteLine($"  masked, {configuration}: refused ({e.Message.Split('\n')[0]})");
+        Console.WriteLine($"  masked, {configuration}: refused ({Refusal(e)})");
         report.Add(new Measurement("chunked", configuration, "masked T x T", 0, 0, "refused by the allocation guard"));
     }
     report.Context($"chunked forward + backward / forward at {configuration}", chunkedBoth.MinMs / chunked.MinMs);
@@ -463,6 +463,9 @@ static double StreamerLatency(Duality.Streaming.Streamer<float> streamer, int fe
     bytesPerStep = (GC.GetAllocatedBytesForCurrentThread() - before) / (double)steps;
     return elapsed / steps;
 }
+
+/// <summary>A refusal on one line: its problems, without the "1 problem in the graph:" heading.</summary>
+static string Refusal(GraphException e) => string.Join("; ", e.Message.Split('\n').Skip(1).Select(l => l.Trim()).Where(l => l.Length > 0));
 
 static Duality.Ir.DoubleTensor Values(Tensor t) => Duality.Ir.DoubleTensor.Vector(t.to_type(ScalarType.Float64).data<double>().ToArray());
 
