@@ -181,7 +181,8 @@ else Console.WriteLine("  (--peer also runs the Python peer, benchmarks/peer.py,
 // and weights at the copy rate, both measured here), forward + backward against forward, and the per-step loop a user writes
 if (Selected("blocks"))
 {
-Console.WriteLine("\n== block families (d 256, state 256, B 8, T 1024), float32");
+Console.WriteLine("\n== block families (d 256, state 256, B 8, T 1024; gated linear attention families with 4 heads of k 64, v 64, " +
+                  "Mamba-2 with E 512, P 64, N 64), float32");
 const int d = 256, batch = 8, time = 1024;
 var square = randn(2048, 2048, generator: generator);
 var matmulMs = Measurement.Of("reference", "matmul 2048^3", "libtorch", repeats, () => square.matmul(square).Dispose()).MinMs;
@@ -196,17 +197,44 @@ var families = new (string Name, Func<SequenceBuilder, SequenceBuilder> Block)[]
 {
     ("minGRU", Blocks.MinGru(d)), ("minLSTM", Blocks.MinLstm(d)), ("RG-LRU", Blocks.RgLru()),
     ("Griffin recurrent", Blocks.GriffinRecurrent(d)), ("LRU", Blocks.Lru(d)), ("gated MLP", Blocks.GatedMlp()),
+    // on the gated linear attention node: exact chunks of 64 steps (per-head decays) or 16 (per key channel, GLA)
+    ("GLA", Blocks.Gla(4, 64, 64, 16, 16)), ("RetNet", Blocks.RetNet(4, 64, 64)),
+    ("Mamba-2", Blocks.Mamba2(512, 64, 64, 1, 4)), ("mLSTM", Blocks.Mlstm(4, 64, 64)),
 };
+var measured = new Dictionary<string, (Measurement Forward, Measurement Both)>();
 foreach (var (name, block) in families)
 {
     var graph = InitializeWeights.Run(Model.Input("x", d).Then(block).Build(), 1);
     var model = graph.Compile();
-    var flops = graph.Nodes.OfType<Projection>().Sum(p => 2.0 * batch * time * p.InFeatures * p.OutFeatures);
+    // the products: every projection, and per gated linear attention (chunks of C steps, per batch row and head, the
+    // chunked form as it runs, full C x C blocks) the intra-chunk scores q k^T (2 T C d_k), scores x v (2 T C d_v), and
+    // between chunks the state's inputs k^T v per chunk (2 T d_k d_v) and the carried read-out q S (2 T d_k d_v):
+    // 2 T (C (d_k + d_v) + 2 d_k d_v) per head, d_v + 1 when normalised (mLSTM's normaliser column). With one decay per
+    // key channel (GLA) the scores are formed as a weighted sum over [C, C, d_k], not as a matrix product: counted all the same.
+    var flops = graph.Nodes.OfType<Projection>().Sum(p => 2.0 * batch * time * p.InFeatures * p.OutFeatures)
+        + graph.Nodes.OfType<GatedLinearAttention>().Sum(AttentionFlops);
+    double AttentionFlops(GatedLinearAttention a)
+    {
+        var perChannel = a.LogDecay is { } decay && graph.Widths[decay.Index] != a.Heads;
+        double chunk = Math.Min(time, perChannel ? 16 : 64), dk = a.KeyWidth, dv = a.ValueWidth + (a.Normalised ? 1 : 0);
+        return 2.0 * batch * a.Heads * time * (chunk * (dk + dv) + 2 * dk * dv);
+    }
     var bytes = 4.0 * (batch * time * (d + graph.Widths[graph.Outputs[0].Index]) + ParameterCounts.Total(graph));
     var (productsMs, trafficMs) = (flops / matmulRate, bytes / copyRate);
     var forward = report.Add(Measurement.Of("blocks", name, "compiled forward (no gradients)", repeats, () => Run(model, x)));
-    var loop = report.Add(Measurement.Of("blocks", name, "per-step loop (TorchOps)", Math.Min(repeats, 3),
-        () => Run(graph.Compile(new CompileOptions { Execution = ExecutionMode.TorchOps }), x)));
+    // TorchOps: a per-step loop for the recurrences, the masked T x T form for a gated linear attention (which the
+    // allocation guard refuses when its weights would not fit: GLA's [B, H, T, T, d_k])
+    var attentionFamily = graph.Nodes.OfType<GatedLinearAttention>().Any();
+    Measurement? loop = null;
+    try
+    {
+        loop = report.Add(Measurement.Of("blocks", name, attentionFamily ? "masked T x T form (TorchOps)" : "per-step loop (TorchOps)", Math.Min(repeats, 3),
+            () => Run(graph.Compile(new CompileOptions { Execution = ExecutionMode.TorchOps }), x)));
+    }
+    catch (GraphException e)
+    {
+        Console.WriteLine($"  {name}: masked T x T form (TorchOps) refused: {Refusal(e)}");
+    }
     // what a user writes from the paper's pseudocode: every product inside the loop over steps
     var handWritten = new HandWrittenBlocks(model);
     if (handWritten.For(name) is { } cell)
@@ -239,7 +267,95 @@ foreach (var (name, block) in families)
     report.Ratio($"{name}: compiled forward / roofline ({productsMs:0.0} + {trafficMs:0.0} ms)", forward.MinMs / roofline, "<= 1.3", forward.MinMs / roofline <= 1.3);
     report.Context($"{name}: compiled forward / (its products as libtorch runs them + traffic)", forward.MinMs / (products + trafficMs));
     report.Ratio($"{name}: forward + backward / forward", both.MinMs / forward.MinMs, "<= 3", both.MinMs / forward.MinMs <= 3);
-    report.Context($"{name}: per-step loop / compiled forward", loop.MinMs / forward.MinMs);
+    if (loop is not null) report.Context($"{name}: {(attentionFamily ? "masked form" : "per-step loop")} / compiled forward", loop.MinMs / forward.MinMs);
+    measured[name] = (forward, both);
+}
+if (args.Contains("--peer")) PythonBlocksPeer(report, measured);
+else Console.WriteLine("  (--peer also runs the Python peers of RetNet and GLA, benchmarks/peer_blocks.py, where python3 has torch)");
+}
+
+// --- a gated linear attention at long T: exact chunks (ExecutionMode.Auto, O(T C) memory) against the masked T x T form
+// (ExecutionMode.TorchOps, O(T^2)), time and peak resident-set growth of one forward pass
+if (Selected("chunked"))
+{
+Console.WriteLine("\n== gated linear attention (B 1, 4 heads of k 64, v 64, RetNet's fixed per-head decays): chunks of 64 (Auto) against masked T x T (TorchOps)");
+Console.WriteLine("   memory: peak resident-set growth of one call (free heap returned with malloc_trim, peak reset through /proc/self/clear_refs)");
+const int heads = 4, width = 64;
+var gammas = Enumerable.Range(0, heads).Select(h => 1 - Math.Pow(2, -5 - h)).ToArray();
+// the attention alone, its queries, keys and values slices of the input (no projections: the attention's own cost)
+var retention = Model.Input("x", 3 * heads * width).GatedLinearAttention(heads, width, width,
+    query: q => q.Slice(0, heads * width, name: "q"), key: k => k.Slice(heads * width, heads * width, name: "k"),
+    value: v => v.Slice(2 * heads * width, heads * width, name: "v"), headDecays: gammas, name: "retention").Build();
+var chunkedModel = retention.Compile();
+var maskedModel = retention.Compile(new CompileOptions { Execution = ExecutionMode.TorchOps });
+string Mib(long bytes) => bytes < 0 ? "n/a" : $"{bytes / (1 << 20)} MiB";
+foreach (var length in quick ? new[] { 2048, 4096 } : new[] { 2048, 4096, 8192 })
+{
+    // keys scaled by 1/sqrt(d_k), as RetNet's
+    using var x = cat([randn(1, length, heads * width, generator: generator), randn(1, length, heads * width, generator: generator) / 8,
+        randn(1, length, heads * width, generator: generator)], -1);
+    using var xGrad = x.clone().requires_grad_(true);
+    var configuration = $"T {length}";
+    var chunkRepeats = length == 4096 ? repeats : Math.Min(repeats, 5);
+    var chunked = report.Add(Measurement.Of("chunked", configuration, "chunks of 64 (Auto), no gradients", chunkRepeats, () => Run(chunkedModel, x)));
+    var chunkedRecorded = report.Add(Measurement.Of("chunked", configuration, "chunks of 64 (Auto), gradients recorded", chunkRepeats,
+        () => { using var scope = NewDisposeScope(); chunkedModel.forward(xGrad); }));
+    var chunkedBoth = report.Add(Measurement.Of("chunked", configuration, "chunks of 64 (Auto), forward + backward", chunkRepeats,
+        () => { using var scope = NewDisposeScope(); chunkedModel.forward(xGrad).sum().backward(); xGrad.grad!.Dispose(); xGrad.grad = null; }));
+    var chunkedMemory = ResidentSet.PeakGrowth(() => Run(chunkedModel, x));
+    var chunkedBothMemory = ResidentSet.PeakGrowth(() =>
+        { using var scope = NewDisposeScope(); chunkedModel.forward(xGrad).sum().backward(); xGrad.grad!.Dispose(); xGrad.grad = null; });
+    Console.WriteLine($"  chunked, {configuration}: peak growth {Mib(chunkedMemory)} (no gradients), {Mib(chunkedBothMemory)} (forward + backward)");
+    report.Add(new Measurement("chunked", configuration, "chunks of 64, peak memory", 0, 0, $"{Mib(chunkedMemory)} no gradients, {Mib(chunkedBothMemory)} forward + backward"));
+    if (length == 8192)
+    {
+        // the masked form at 8192 is measured for its memory only (one call), or refused by the allocation guard
+        try
+        {
+            var maskedMemory = ResidentSet.PeakGrowth(() => Run(maskedModel, x));
+            Console.WriteLine($"  masked, {configuration}: peak growth {Mib(maskedMemory)} (no gradients)");
+            report.Add(new Measurement("chunked", configuration, "masked T x T, peak memory", 0, 0, $"{Mib(maskedMemory)} no gradients"));
+        }
+        catch (GraphException e)
+        {
+            Console.WriteLine($"  masked, {configuration}: refused ({Refusal(e)})");
+            report.Add(new Measurement("chunked", configuration, "masked T x T", 0, 0, "refused by the allocation guard"));
+        }
+        continue;
+    }
+    try
+    {
+        var maskedForward = report.Add(Measurement.Of("chunked", configuration, "masked T x T (TorchOps), no gradients", Math.Min(repeats, 3), () => Run(maskedModel, x)));
+        var maskedBoth = report.Add(Measurement.Of("chunked", configuration, "masked T x T (TorchOps), fwd + bwd", Math.Min(repeats, 3),
+            () => { using var scope = NewDisposeScope(); maskedModel.forward(xGrad).sum().backward(); xGrad.grad!.Dispose(); xGrad.grad = null; }));
+        var maskedMemory = ResidentSet.PeakGrowth(() => Run(maskedModel, x));
+        var maskedBothMemory = ResidentSet.PeakGrowth(() =>
+            { using var scope = NewDisposeScope(); maskedModel.forward(xGrad).sum().backward(); xGrad.grad!.Dispose(); xGrad.grad = null; });
+        Console.WriteLine($"  masked, {configuration}: peak growth {Mib(maskedMemory)} (no gradients), {Mib(maskedBothMemory)} (forward + backward)");
+        report.Add(new Measurement("chunked", configuration, "masked T x T, peak memory", 0, 0, $"{Mib(maskedMemory)} no gradients, {Mib(maskedBothMemory)} forward + backward"));
+        using (var _ = no_grad())
+        using (var scope = NewDisposeScope())
+        {
+            var (ours, reference) = (chunkedModel.forward(x), maskedModel.forward(x));
+            Console.WriteLine($"  {configuration}: chunked vs masked, max |difference| / max |y| = {((ours - reference).abs().max() / reference.abs().max()).item<float>():0.0e0}");
+        }
+        var target = length == 4096;
+        void Compare(string what, double value)
+        {
+            if (target) report.Ratio($"masked / chunked at {configuration}, {what}", value, ">= 10", value >= 10);
+            else report.Context($"masked / chunked at {configuration}, {what}", value);
+        }
+        Compare("no gradients", maskedForward.MinMs / chunked.MinMs);
+        Compare("forward + backward", maskedBoth.MinMs / chunkedBoth.MinMs);
+        report.Context($"masked / chunked peak memory at {configuration}, no gradients", (double)maskedMemory / Math.Max(chunkedMemory, 1));
+    }
+    catch (GraphException e)
+    {
+        Console.WriteLine($"  masked, {configuration}: refused ({Refusal(e)})");
+        report.Add(new Measurement("chunked", configuration, "masked T x T", 0, 0, "refused by the allocation guard"));
+    }
+    report.Context($"chunked forward + backward / forward at {configuration}", chunkedBoth.MinMs / chunked.MinMs);
+    report.Context($"chunked forward, gradients recorded / no gradients at {configuration}", chunkedRecorded.MinMs / chunked.MinMs);
 }
 }
 
@@ -296,6 +412,44 @@ static void PythonPeer(Report report, Measurement ours, Measurement oursBackward
     Console.WriteLine("  the Python peer did not run: no python3 with torch (Debian: apt-get install python3-torch libopenblas0-pthread)");
 }
 
+/// <summary>
+/// Runs benchmarks/peer_blocks.py (RetNet and GLA in PyTorch at the blocks section's shapes) and adds its forward and
+/// forward + backward times, with the ratios compiled / torch, to the report.
+/// </summary>
+static void PythonBlocksPeer(Report report, Dictionary<string, (Measurement Forward, Measurement Both)> measured)
+{
+    var script = Path.Combine(AppContext.BaseDirectory, "peer_blocks.py");
+    foreach (var python in new[] { "/usr/bin/python3", "python3" })
+    {
+        try
+        {
+            using var process = Process.Start(new ProcessStartInfo(python, [script]) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+            var output = process.StandardOutput.ReadToEnd();
+            process.WaitForExit();
+            if (process.ExitCode != 0 || !output.Contains("python RetNet")) continue;
+            foreach (var line in output.Split('\n').Where(l => l.Contains("difference"))) Console.WriteLine($"  Python peer: {line}");
+            if (output.Split('\n').FirstOrDefault(l => l.StartsWith("python matmul")) is { } rate)
+                report.Add(new Measurement("reference", "matmul 2048^3", "Python peer (blocks)", 0, 0, rate.Split(',')[1].Trim()));
+            // lines "python <family> <form> forward: 12.3 ms" and "python <family> <form> forward + backward: 45.6 ms"
+            foreach (var line in output.Split('\n').Where(l => l.StartsWith("python ") && l.Contains(':')))
+            {
+                var label = line[..line.IndexOf(':')];
+                var ms = double.Parse(line[(line.IndexOf(':') + 1)..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+                var words = label.Split(' ');
+                if (words.Length < 4 || !measured.TryGetValue(words[1], out var ours)) continue;
+                var backward = label.EndsWith("forward + backward");
+                var form = string.Join(' ', words[2..Array.IndexOf(words, "forward")]);
+                var against = backward ? ours.Both : ours.Forward;
+                report.Add(new Measurement("blocks", words[1], $"Python peer, {form}{(backward ? ", fwd + bwd" : "")}", ms, ms, ""));
+                report.Ratio($"{words[1]}: compiled / Python peer ({form}), {(backward ? "forward + backward" : "forward")}", against.MinMs / ms, "< 1", against.MinMs < ms);
+            }
+            return;
+        }
+        catch (System.ComponentModel.Win32Exception) { }
+    }
+    Console.WriteLine("  the Python peers did not run: no python3 with torch (Debian: apt-get install python3-torch libopenblas0-pthread)");
+}
+
 static double StreamerLatency(Duality.Streaming.Streamer<float> streamer, int features, int steps, out double bytesPerStep)
 {
     var x = new float[features];
@@ -309,6 +463,9 @@ static double StreamerLatency(Duality.Streaming.Streamer<float> streamer, int fe
     bytesPerStep = (GC.GetAllocatedBytesForCurrentThread() - before) / (double)steps;
     return elapsed / steps;
 }
+
+/// <summary>A refusal on one line: its problems, without the "1 problem in the graph:" heading.</summary>
+static string Refusal(GraphException e) => string.Join("; ", e.Message.Split('\n').Skip(1).Select(l => l.Trim()).Where(l => l.Length > 0));
 
 static Duality.Ir.DoubleTensor Values(Tensor t) => Duality.Ir.DoubleTensor.Vector(t.to_type(ScalarType.Float64).data<double>().ToArray());
 
@@ -366,6 +523,10 @@ sealed class HandWrittenBlocks(Duality.Torch.CompiledGraph model)
         "minLSTM" => MinLstm,
         "RG-LRU" => RgLru,
         "LRU" => Lru,
+        "GLA" => Gla,
+        "RetNet" => RetNet,
+        "Mamba-2" => Mamba2,
+        "mLSTM" => Mlstm,
         _ => null,
     };
 
@@ -419,5 +580,147 @@ sealed class HandWrittenBlocks(Duality.Torch.CompiledGraph model)
             return (next, Linear(next, "lru/C") + p["lru/skip/D.factors"] * xt);
         });
     }
+
+    private const int Heads = 4;
+
+    /// <summary>x [batch, width] normalised per head ([batch, heads, width / heads]), eps 1e-5, then gain and bias when given.</summary>
+    private static Tensor GroupNorm(Tensor x, Tensor? gain, Tensor? bias)
+    {
+        var g = x.view(x.shape[0], Heads, -1);
+        var centred = g - g.mean([-1], keepdim: true);
+        var y = (centred / (centred.square().mean([-1], keepdim: true) + 1e-5).sqrt()).view(x.shape[0], -1);
+        return gain is null ? y : y * gain + bias!;
+    }
+
+    /// <summary>One step of the attention per head: S = diag(lambda) S + i k v^T, o = S^T q (S [batch, heads, key, value]).</summary>
+    private static (Tensor S, Tensor O) Attend(Tensor s, Tensor lambda, Tensor? entry, Tensor q, Tensor k, Tensor v)
+    {
+        var written = k.unsqueeze(-1) * v.unsqueeze(-2);
+        s = lambda * s + (entry is null ? written : entry * written);
+        return (s, q.unsqueeze(-2).matmul(s).squeeze(-2));
+    }
+
+    /// <summary>
+    /// q, k, v = W x (heads of 64), alpha = sigmoid(W_2 W_1 x + b)^(1/16) per key channel, S = diag(alpha) S + k v^T,
+    /// o = S^T q, y = W_O (SiLU(W_r x + b) * GN(o)).
+    /// </summary>
+    private Tensor Gla(Tensor x)
+    {
+        const string a = "gla/output_gate/value/attention";
+        var batch = x.shape[0];
+        Tensor Split(Tensor t) => t.view(batch, Heads, -1);
+        var s = zeros(batch, Heads, 64, 64);
+        return Steps(x, s, (xt, state) =>
+        {
+            var (q, k, v) = (Split(Linear(xt, a + "/query/q")), Split(Linear(xt, a + "/key/k")), Split(Linear(xt, a + "/value/v")));
+            var alpha = (nn.functional.logsigmoid(Linear(Linear(xt, a + "/decay/down"), a + "/decay/up")) / 16).exp();
+            var (next, o) = Attend(state, Split(alpha).unsqueeze(-1), null, q, k, v);
+            var normed = GroupNorm(o.reshape(batch, -1), p["gla/output_gate/value/norm.gain"], p["gla/output_gate/value/norm.bias"]);
+            return (next, Linear(normed * nn.functional.silu(Linear(xt, "gla/output_gate/gate/r")), "gla/out"));
+        });
+    }
+
+    /// <summary>
+    /// q, k / sqrt(d_k) rotated by t theta_j per pair of channels, S = gamma_h S + k v^T, o = S^T q,
+    /// y = W_O (SiLU(W_G x) * GN(o)) (no gains), gamma_h = 1 - 2^(-5-h).
+    /// </summary>
+    private Tensor RetNet(Tensor x)
+    {
+        const string a = "retnet/output_gate/value/retention";
+        var batch = x.shape[0];
+        Tensor Split(Tensor t) => t.view(batch, Heads, -1);
+        var theta = tensor(Enumerable.Range(0, 32).Select(j => (float)Math.Pow(10000, -j / 31.0)).ToArray());
+        var gamma = tensor(Enumerable.Range(0, Heads).Select(h => (float)(1 - Math.Pow(2, -5 - h))).ToArray()).view(1, Heads, 1, 1);
+        var s = zeros(batch, Heads, 64, 64);
+        long t = 0;
+        return Steps(x, s, (xt, state) =>
+        {
+            var (cos, sin) = ((theta * t).cos(), (theta * t).sin());
+            t++;
+            Tensor Rotate(Tensor u)
+            {
+                var pairs = u.view(batch, Heads, 32, 2);
+                var (even, odd) = (pairs.select(-1, 0), pairs.select(-1, 1));
+                return stack([even * cos - odd * sin, even * sin + odd * cos], -1).view(batch, Heads, 64);
+            }
+            var q = Rotate(Linear(xt, a + "/query/q"));
+            var k = Rotate(Linear(xt, a + "/key/k") / 8);
+            var (next, o) = Attend(state, gamma, null, q, k, Split(Linear(xt, a + "/value/v")));
+            return (next, Linear(GroupNorm(o.reshape(batch, -1), null, null) * nn.functional.silu(Linear(xt, "retnet/output_gate/gate/g")), "retnet/out"));
+        });
+    }
+
+    /// <summary>
+    /// [x; B; C] = SiLU(conv(W_xBC u)) (4 taps kept as a window), dt = softplus(W_dt u + b), per head of 64
+    /// S = e^(dt A) S + dt B x^T, o = S^T C + D x, y = W_out RMSNorm(o * SiLU(W_z u)).
+    /// </summary>
+    private Tensor Mamba2(Tensor x)
+    {
+        var batch = x.shape[0];
+        var (weight, bias) = (p["mamba2/conv.weight"], p["mamba2/conv.bias"]);
+        var window = new List<Tensor> { zeros(batch, 640), zeros(batch, 640), zeros(batch, 640) };
+        var (a, skip, gain) = (p["mamba2/ssd/decay/A.factors"], p["mamba2/skip/D.factors"], p["mamba2/norm.gain"]);
+        return Steps(x, zeros(batch, 8, 64, 64), (ut, state) =>
+        {
+            window.Add(Linear(ut, "mamba2/in_xbc"));
+            if (window.Count > 4) window.RemoveAt(0);
+            // tap j reads the input j steps back
+            var conv = bias + weight.select(1, 0) * window[3] + weight.select(1, 1) * window[2] + weight.select(1, 2) * window[1] + weight.select(1, 3) * window[0];
+            var xbc = nn.functional.silu(conv);
+            var (xs, b, c) = (xbc.narrow(1, 0, 512), xbc.narrow(1, 512, 64), xbc.narrow(1, 576, 64));
+            var dt = nn.functional.softplus(Linear(ut, "mamba2/dt"));
+            var lambda = (dt * a).exp().view(batch, 8, 1, 1);
+            var heads = xs.view(batch, 8, 64);
+            var (next, o) = Attend(state, lambda, dt.view(batch, 8, 1, 1), c.unsqueeze(1).expand(batch, 8, 64), b.unsqueeze(1).expand(batch, 8, 64), heads);
+            var gated = (o.reshape(batch, 512) + skip * xs) * nn.functional.silu(Linear(ut, "mamba2/gate/gate/z"));
+            var normed = gated / (gated.square().mean([-1], keepdim: true) + 1e-5).sqrt() * gain;
+            return (next, Linear(normed, "mamba2/out"));
+        });
+    }
+
+    /// <summary>
+    /// q, k / sqrt(d_k), v = W x, f = sigmoid(w_f x + b), i = e^(w_i x + b) per head, C = f C + i k v^T, n = f n + i k,
+    /// h = (C^T q) / max(|n . q|, 1), y = W_out GN(h * sigmoid(W_o x + b)).
+    /// </summary>
+    private Tensor Mlstm(Tensor x)
+    {
+        const string a = "mlstm/output_gate/value/cell";
+        var batch = x.shape[0];
+        Tensor Split(Tensor t) => t.view(batch, Heads, -1);
+        // the normaliser n kept as a 65th value column, as the state of one product per step
+        return Steps(x, zeros(batch, Heads, 64, 65), (xt, state) =>
+        {
+            var (q, k, v) = (Split(Linear(xt, a + "/query/q")), Split(Linear(xt, a + "/key/k") / 8), Split(Linear(xt, a + "/value/v")));
+            var f = Linear(xt, a + "/decay/forget").sigmoid().view(batch, Heads, 1, 1);
+            var i = Linear(xt, a + "/gate/input").exp().view(batch, Heads, 1, 1);
+            var (next, o) = Attend(state, f, i, q, k, cat([v, ones(batch, Heads, 1)], -1));
+            var h = (o.narrow(-1, 0, 64) / o.narrow(-1, 64, 1).abs().clamp_min(1)).reshape(batch, -1) * Linear(xt, "mlstm/output_gate/gate/o").sigmoid();
+            return (next, Linear(GroupNorm(h, p["mlstm/norm.gain"], p["mlstm/norm.bias"]), "mlstm/out"));
+        });
+    }
 }
 
+
+/// <summary>Peak resident-set growth of one call on Linux: free heap returned first, the peak reset, -1 elsewhere.</summary>
+static class ResidentSet
+{
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
+    private static extern int MallocTrim(nuint pad);
+
+    public static long PeakGrowth(Action run)
+    {
+        if (!OperatingSystem.IsLinux()) { run(); return -1; }
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        try { MallocTrim(0); } catch (EntryPointNotFoundException) { }
+        var before = Read("VmRSS:");
+        try { File.WriteAllText("/proc/self/clear_refs", "5"); }
+        catch (IOException) { run(); return -1; }
+        catch (UnauthorizedAccessException) { run(); return -1; }
+        run();
+        return Read("VmHWM:") - before;
+    }
+
+    private static long Read(string field) =>
+        1024 * long.Parse(File.ReadLines("/proc/self/status").First(l => l.StartsWith(field))[field.Length..].Trim().Split(' ')[0]);
+}
