@@ -197,7 +197,7 @@ var families = new (string Name, Func<SequenceBuilder, SequenceBuilder> Block)[]
 {
     ("minGRU", Blocks.MinGru(d)), ("minLSTM", Blocks.MinLstm(d)), ("RG-LRU", Blocks.RgLru()),
     ("Griffin recurrent", Blocks.GriffinRecurrent(d)), ("LRU", Blocks.Lru(d)), ("gated MLP", Blocks.GatedMlp()),
-    // on the gated linear attention node: exact chunks of 64 steps (per-head decays) or 16 (per key channel, GLA)
+    // on the gated linear attention node: exact chunks of 64 steps (decays per key channel factored when the data allows)
     ("GLA", Blocks.Gla(4, 64, 64, 16, 16)), ("RetNet", Blocks.RetNet(4, 64, 64)),
     ("Mamba-2", Blocks.Mamba2(512, 64, 64, 1, 4)), ("mLSTM", Blocks.Mlstm(4, 64, 64)),
 };
@@ -216,7 +216,7 @@ foreach (var (name, block) in families)
     double AttentionFlops(GatedLinearAttention a)
     {
         var perChannel = a.LogDecay is { } decay && graph.Widths[decay.Index] != a.Heads;
-        double chunk = Math.Min(time, perChannel ? 16 : 64), dk = a.KeyWidth, dv = a.ValueWidth + (a.Normalised ? 1 : 0);
+        double chunk = Math.Min(time, 64), dk = a.KeyWidth, dv = a.ValueWidth + (a.Normalised ? 1 : 0);
         return 2.0 * batch * a.Heads * time * (chunk * (dk + dv) + 2 * dk * dv);
     }
     var bytes = 4.0 * (batch * time * (d + graph.Widths[graph.Outputs[0].Index]) + ParameterCounts.Total(graph));

@@ -295,6 +295,29 @@ let tests =
     testList "blocks" [
         for family in families do yield! formsLaws family
 
+        testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 30 }
+            "gated linear attention, decay per key channel on both sides of the factoring bound: forms and gradients agree (float64, 1e-10)" <|
+            Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.elements [ 0.1; 30.0 ]) (Gen.choose (20, 150)) (Gen.choose (0, 10000)))) (fun (strength, time, seed) ->
+                // strength 0.1: chunks of 64 steps decay by far less than e^-354, the factored product; strength 30: by more, the
+                // channel-by-channel weights
+                let g =
+                    let built =
+                        Model.Input("x", 4)
+                            .GatedLinearAttention(2, 2, 2, (fun q -> q.Projection(4)), (fun k -> k.Projection(4)), (fun v -> v.Projection(4)),
+                                                  (fun l -> l.Projection(4).Softplus().Scale(-strength)), (fun i -> i.Projection(2))).Build()
+                    InitializeWeights.Run(built, seed, WeightInit.Perturbed)
+                let inputs = [| randomSequence (Random(seed)) 2 time 4 1.0 |]
+                let expected = (ReferenceEvaluator.Evaluate(g, inputs)).[0]
+                let tensors = inputs |> Array.map (toTensor f64)
+                let forms =
+                    noGrad (fun () ->
+                        [ for mode in modes -> sprintf "%A" mode, ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward(tensors).[0]) ])
+                let probe = randomSequence (Random(seed + 1)) 2 time 4 1.0
+                let baseline = gradients g ExecutionMode.TorchOps inputs probe
+                forms |> List.forall (fun (form, actual) -> within tolerance64 (scaledError expected actual) form)
+                && List.forall2 (fun (name, e) (_, a) -> within tolerance64 (relative e a) (sprintf "Auto, gradient of %s" name))
+                       baseline (gradients g ExecutionMode.Auto inputs probe))
+
         testCase "gated linear attention by hand: input gate, decay per head, normaliser" <| fun () ->
             // x_t = (q, k, v, l, g): S_t = e^l S_{t-1} + e^g k v, o = q S, n likewise with v = 1
             // t0: (1, 1, 1, ln 1/2, 0): S = 1, o = 1; t1: (1, 2, 1, ln 1/2, ln 2): S = 1/2 + 4 = 4.5, o = 4.5;

@@ -9,12 +9,29 @@ namespace Duality.Kernels;
 /// is formed as a product of a large and a small factor:
 ///   y_i = sum_{j &lt;= i in chunk} (sum_c q_i[c] k_j[c] e^(g_j + L_i[c] - L_j[c])) v_j  +  (q_i * e^(L_i)) S_(c-1)
 ///   S_c = e^(L_(C-1)) * S_(c-1) + sum_j (k_j * e^(g_j + L_(C-1) - L_j)) v_j^T
-/// The chunk is the whole sequence for the masked form and 1 for one step.
+/// Decays per key channel are factored through e^(L_i) and e^(g_j - L_j) when
+/// <see cref="Factorable"/> proves that exact on the data, and weighed channel by channel otherwise. The chunk is the
+/// whole sequence for the masked form and 1 for one step.
 /// </summary>
 internal static class GatedLinearAttentionChunks
 {
-    /// <summary>Steps per chunk with one decay per head (scores [C, C]) and per key channel (weights [C, C, key]).</summary>
-    public const int HeadChunk = 64, ChannelChunk = 16;
+    /// <summary>
+    /// Steps per chunk: 64 (scores [C, C] from one product); 16 for decays per key channel too strong to factor within 64
+    /// steps (weights [C, C, key]).
+    /// </summary>
+    public const int Chunk = 64, ChannelChunk = 16;
+
+    /// <summary>
+    /// Whether every chunk's e^(L_t) and e^(g_s - L_s) lie within e^(+-bound), bound half the logarithm of the dtype's
+    /// largest value (44 in float32, 354 in float64): the products of such factors neither overflow nor underflow for
+    /// queries and keys below e^bound, so e^(g_s + L_t - L_s) = e^(L_t) e^(g_s - L_s) to rounding. Checked on the data.
+    /// </summary>
+    private static bool Factorable(Tensor cumulative, Tensor? gate, ScalarType dtype)
+    {
+        var bound = dtype == ScalarType.Float64 ? 354.0 : dtype == ScalarType.Float32 ? 44.0 : 5.0;
+        var upper = gate is null ? -cumulative : gate - cumulative;
+        return (cumulative.abs() <= bound).all().item<bool>() && (upper.abs() <= bound).all().item<bool>();
+    }
 
     /// <summary>
     /// q, k: [batch, heads, time, key]; v: [batch, heads, time, value]; logDecay: [batch, heads, time, 1 or key] or null;
@@ -42,6 +59,14 @@ internal static class GatedLinearAttentionChunks
             if (gate is not null) lag = lag + gate.squeeze(-1).unsqueeze(-2);
             scores = (qb.matmul(kb.transpose(-2, -1)) * lag.masked_fill(future, double.NegativeInfinity).exp()).masked_fill(future, 0);
         }
+        else if (Factorable(cumulative, gate, q.dtype))
+        {
+            // e^(g_s + L_t - L_s) = e^(L_t) e^(g_s - L_s), each factor within e^(+-bound): the weighted sum is one product
+            var keys = kb * (gate is null ? -cumulative : gate - cumulative).exp();
+            scores = ((qb * cumulative.exp()).matmul(keys.transpose(-2, -1))).masked_fill(future, 0);
+        }
+        else if (chunk > ChannelChunk)
+            return Run(q, k, v, logDecay, logGate, state, ChannelChunk);
         else
         {
             var lag = cumulative.unsqueeze(-2) - cumulative.unsqueeze(-3);

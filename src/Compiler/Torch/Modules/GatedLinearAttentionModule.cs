@@ -20,8 +20,7 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
     {
         var (batch, time) = (inputs[0].shape[0], inputs[0].shape[1]);
         var perChannel = node.LogDecay is not null && inputs[node.LogDecayIndex].shape[2] != node.Heads;
-        long chunk = execution == ExecutionMode.TorchOps ? time
-            : perChannel ? GatedLinearAttentionChunks.ChannelChunk : GatedLinearAttentionChunks.HeadChunk;
+        long chunk = execution == ExecutionMode.TorchOps ? time : GatedLinearAttentionChunks.Chunk;
         if (execution == ExecutionMode.TorchOps)
             AllocationGuard.CheckAllocation(batch * node.Heads * time * time * (perChannel ? node.KeyWidth : 1), inputs[0].dtype, node.Name,
                 $"masked attention weights [{batch}, {node.Heads}, {time}, {time}{(perChannel ? $", {node.KeyWidth}" : "")}] (ExecutionMode.TorchOps)",
