@@ -1,7 +1,8 @@
 // A small hybrid model composed from the Blocks surface, as Griffin composes its recurrent and attention
 // blocks: pre-norm residual blocks of Griffin's recurrent block (RG-LRU), a decaying linear attention,
-// minGRU and an LRU, each followed by Griffin's gated MLP. It is compiled, run, streamed token by token, checked (step form = full sequence),
-// and its attention block is lowered to the gated RNN that computes it exactly.
+// RetNet's retention, GLA, Mamba-2, mLSTM, minGRU and an LRU, each followed by Griffin's gated MLP. It is compiled, run, streamed token by token, checked (step form = full sequence),
+// and its attention blocks (the attention and the gated linear attentions of RetNet, GLA, Mamba-2 and mLSTM) are lowered
+// to the gated RNNs that compute them exactly.
 #load "Duality.fsx"
 
 open Duality.Ir
@@ -22,6 +23,10 @@ let model =
         Layer.projection width >> Layer.named "embed"
         block "griffin" (Blocks.griffinRecurrent width 2 4)
         block "attention" (Layer.attention { Attention.linear 2 8 8 with Decay = Decay.Gamma 0.9; Out = Some width })
+        block "retnet" (Blocks.retNetWith 2 (Some 4) (Some 8) None)
+        block "gla" (Blocks.glaWith 2 (Some 4) (Some 8) 4 16.0 None)
+        block "mamba2" (Blocks.mamba2With (Some 32) 8 4 1 4 None)
+        block "mlstm" (Blocks.mlstmWith 2 (Some 4) (Some 8) None)
         block "mingru" (Blocks.minGru width)
         block "lru" (Blocks.lru 8)
         Layer.projection 1 >> Layer.named "readout"
@@ -51,5 +56,6 @@ let recurrent = model |> Graph.lower
 let report = Graph.equivalence model recurrent
 printfn "%A" report
 if not report.Equivalent then failwith "the lowered model computes another function"
-let attentions g = g |> Graph.kinds |> List.filter (function AttentionNode _ -> true | _ -> false) |> List.length
+let attentions g =
+    g |> Graph.kinds |> List.filter (function AttentionNode _ | GatedLinearAttentionNode _ -> true | _ -> false) |> List.length
 printfn "attention layers: %d before lowering, %d after" (attentions model) (attentions recurrent)
