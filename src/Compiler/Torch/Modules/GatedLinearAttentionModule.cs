@@ -28,17 +28,21 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
         return Run(inputs, null, chunk).Output;
     }
 
-    /// <summary>S, with the normaliser's column when normalised: [batch, heads, key, value (+1)].</summary>
+    /// <summary>
+    /// S e^(-M), with the normaliser's column when normalised: [batch, heads, key, value (+1)], and the stabiliser's M
+    /// [batch, heads] (-inf before the first step with an input gate, 0 without).
+    /// </summary>
     public override Tensor[] InitialState(long batch) =>
-        [zeros(batch, node.Heads, node.KeyWidth, node.ValueWidth + (node.Normalised ? 1 : 0), dtype: dtype)];
+        [zeros(batch, node.Heads, node.KeyWidth, node.ValueWidth + (node.Normalised ? 1 : 0), dtype: dtype),
+         full(new long[] { batch, node.Heads }, node.LogInputGate is null ? 0.0 : double.NegativeInfinity, dtype: dtype)];
 
     public override (Tensor Output, Tensor[] State) Step(IReadOnlyList<Tensor> inputs, Tensor[] state)
     {
-        var (output, memory) = Run(inputs, state[0].to(inputs[0].dtype, inputs[0].device), 1);
-        return (output, [memory]);
+        var (x, last) = (inputs[0], state);
+        return Run(inputs, (last[0].to(x.dtype, x.device), last[1].to(x.dtype, x.device)), 1);
     }
 
-    private (Tensor Output, Tensor State) Run(IReadOnlyList<Tensor> inputs, Tensor? state, long chunk)
+    private (Tensor Output, Tensor[] State) Run(IReadOnlyList<Tensor> inputs, (Tensor, Tensor)? state, long chunk)
     {
         var x = inputs[0];
         long batch = x.shape[0], time = x.shape[1];
@@ -52,23 +56,31 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
             decay = decay is null ? logGamma.expand(batch, node.Heads, time, 1) : decay + logGamma;
         }
         var gate = node.LogInputGate is null ? null : inputs[node.LogInputGateIndex].transpose(1, 2);
-        var (mixed, memory) = GatedLinearAttentionChunks.Run(q, k, v, decay, gate, state, chunk);
+        var result = GatedLinearAttentionChunks.Run(q, k, v, decay, gate, state, chunk);
+        // rows come scaled by e^(-m_t): o / max(|n . q|, 1) = (o e^-m) / max(|n . q| e^-m, e^-m)
+        var mixed = result.Output;
         if (node.Normalised)
-            mixed = mixed.narrow(-1, 0, node.ValueWidth) / mixed.narrow(-1, node.ValueWidth, 1).abs().clamp_min(1);
-        return (mixed.transpose(1, 2).reshape(batch, time, node.Heads * node.ValueWidth), memory);
+        {
+            var normaliser = mixed.narrow(-1, node.ValueWidth, 1).abs();
+            mixed = mixed.narrow(-1, 0, node.ValueWidth)
+                    / (result.Shift is { } shift ? maximum(normaliser, shift.neg().exp()) : normaliser.clamp_min(1));
+        }
+        else if (result.Shift is { } shift) mixed = mixed * shift.exp();
+        return (mixed.transpose(1, 2).reshape(batch, time, node.Heads * node.ValueWidth), [result.Memory, result.MemoryShift]);
     }
 }
 
 /// <summary>
 /// Gated linear attention one token at a time: per head, S = diag(lambda) S + e^g k v^T (lambda = gamma_h e^l),
-/// o = S^T q, divided by max(|n . q|, 1) when normalised (n kept as S's last column).
+/// o = S^T q, divided by max(|n . q|, 1) when normalised (n kept as S's last column). With an input gate S is kept as
+/// S e^(-M), M = max(lambda_max + M, g) per head (xLSTM's stabiliser), so no exponential overflows.
 /// </summary>
 internal sealed class GatedLinearAttentionStepper<T> : Stepper<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     private readonly GatedLinearAttention node;
     private readonly Stepper<T> query, key, value;
     private readonly Stepper<T>? decay, gate;
-    private readonly T[] logGammas, memory, lambdas;
+    private readonly T[] logGammas, memory, lambdas, shifts;
     private readonly int columns;
 
     public GatedLinearAttentionStepper(GatedLinearAttention node, Stepper<T>[] sources, int batch) : base(batch, node.Heads * node.ValueWidth)
@@ -81,9 +93,15 @@ internal sealed class GatedLinearAttentionStepper<T> : Stepper<T> where T : unma
         columns = node.ValueWidth + (node.Normalised ? 1 : 0);
         memory = new T[batch * node.Heads * node.KeyWidth * columns];
         lambdas = new T[node.KeyWidth];
+        shifts = new T[batch * node.Heads];
+        Reset();
     }
 
-    public override void Reset() => Array.Clear(memory);
+    public override void Reset()
+    {
+        Array.Clear(memory);
+        Array.Fill(shifts, gate is null ? T.Zero : T.NegativeInfinity);
+    }
 
     public override void Step()
     {
@@ -95,9 +113,18 @@ internal sealed class GatedLinearAttentionStepper<T> : Stepper<T> where T : unma
             var y = Row(b);
             for (int h = 0; h < node.Heads; h++)
             {
+                var largest = T.NegativeInfinity;
                 for (int j = 0; j < dk; j++)
-                    lambdas[j] = T.Exp(logGammas[h] + (decay is null ? T.Zero : decay.Row(b)[perChannel ? h * dk + j : h]));
-                var entry = gate is null ? T.One : T.Exp(gate.Row(b)[h]);
+                {
+                    lambdas[j] = logGammas[h] + (decay is null ? T.Zero : decay.Row(b)[perChannel ? h * dk + j : h]);
+                    largest = T.Max(largest, lambdas[j]);
+                }
+                // S e^-M: lambda e^(M - M') carries it, e^(g - M') writes, M' = max(largest + M, g)
+                ref var shift = ref shifts[b * node.Heads + h];
+                var next = gate is null ? T.Zero : T.Max(largest + shift, gate.Row(b)[h]);
+                for (int j = 0; j < dk; j++) lambdas[j] = T.Exp(lambdas[j] + (gate is null ? T.Zero : shift - next));
+                var entry = gate is null ? T.One : T.Exp(gate.Row(b)[h] - next);
+                shift = next;
                 var state = memory.AsSpan((b * node.Heads + h) * dk * columns, dk * columns);
                 var output = y.Slice(h * dv, dv);
                 output.Clear();
@@ -119,8 +146,13 @@ internal sealed class GatedLinearAttentionStepper<T> : Stepper<T> where T : unma
                 }
                 if (node.Normalised)
                 {
-                    var divisor = T.Max(T.Abs(normaliser), T.One);
+                    var divisor = T.Max(T.Abs(normaliser), T.Exp(-shift));
                     for (int c = 0; c < dv; c++) output[c] /= divisor;
+                }
+                else if (gate is not null)
+                {
+                    var scale = T.Exp(shift);
+                    for (int c = 0; c < dv; c++) output[c] *= scale;
                 }
             }
         }

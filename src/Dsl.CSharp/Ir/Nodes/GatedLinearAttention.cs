@@ -99,31 +99,41 @@ public sealed record GatedLinearAttention(string Name, NodeId Query, NodeId Key,
         var (batch, time) = (q.GetLength(0), q.GetLength(1));
         var perChannel = decay is not null && decay.GetLength(2) != Heads;
         var y = new double[batch, time, Heads * ValueWidth];
-        var logWeights = new double[KeyWidth];
         for (int b = 0; b < batch; b++)
             for (int h = 0; h < Heads; h++)
             {
                 var logGamma = HeadDecays is { } g ? Math.Log(g[h]) : 0.0;
                 for (int t = 0; t < time; t++)
                 {
-                    double normaliser = 0;
-                    var output = new double[ValueWidth];
-                    Array.Clear(logWeights);
-                    // s runs back from t: logWeights accumulates sum_{r=s+1..t} l_r (and (t - s) log gamma_h)
+                    // logWeights[s, j] = g_s + sum_{r=s+1..t} (l_r[j] + log gamma_h), summed back from t
+                    var logWeights = new double[t + 1, KeyWidth];
+                    var running = new double[KeyWidth];
+                    var largest = double.NegativeInfinity;
                     for (int s = t; s >= 0; s--)
                     {
                         if (s < t)
                             for (int j = 0; j < KeyWidth; j++)
-                                logWeights[j] += logGamma + (decay is null ? 0 : decay[b, s + 1, perChannel ? h * KeyWidth + j : h]);
-                        var entry = gate is null ? 0 : gate[b, s, h];
+                                running[j] += logGamma + (decay is null ? 0 : decay[b, s + 1, perChannel ? h * KeyWidth + j : h]);
+                        for (int j = 0; j < KeyWidth; j++)
+                            largest = Math.Max(largest, logWeights[s, j] = (gate is null ? 0 : gate[b, s, h]) + running[j]);
+                    }
+                    // every weight taken relative to the largest, m: o e^-m and n e^-m stay finite whatever the gates' scale
+                    var shift = gate is null || double.IsNegativeInfinity(largest) ? 0 : largest;
+                    double normaliser = 0;
+                    var output = new double[ValueWidth];
+                    for (int s = 0; s <= t; s++)
+                    {
                         double score = 0;
                         for (int j = 0; j < KeyWidth; j++)
-                            score += q[b, t, h * KeyWidth + j] * k[b, s, h * KeyWidth + j] * Math.Exp(entry + logWeights[j]);
+                            score += q[b, t, h * KeyWidth + j] * k[b, s, h * KeyWidth + j] * Math.Exp(logWeights[s, j] - shift);
                         normaliser += score;
                         for (int c = 0; c < ValueWidth; c++) output[c] += score * v[b, s, h * ValueWidth + c];
                     }
-                    var divisor = Normalised ? Math.Max(Math.Abs(normaliser), 1) : 1;
-                    for (int c = 0; c < ValueWidth; c++) y[b, t, h * ValueWidth + c] = output[c] / divisor;
+                    // o / max(|n . q|, 1) = (o e^-m) / max(|n . q| e^-m, e^-m)
+                    for (int c = 0; c < ValueWidth; c++)
+                        y[b, t, h * ValueWidth + c] = Normalised
+                            ? output[c] / Math.Max(Math.Abs(normaliser), Math.Exp(-shift))
+                            : output[c] * Math.Exp(shift);
                 }
             }
         return y;
