@@ -56,7 +56,8 @@ type GatedDecay =
     /// Fixed per-head gammas, with a decay per head from the input besides.
     | FixedAndPerHead of gammas: double list
 
-/// A generated gated linear attention: heads, key and value widths, decay, input gate, normaliser.
+/// A generated gated linear attention: heads, key and value widths, decay, input gate (4 tanh(Projection x), so that a
+/// float32 chain of them stays within range), normaliser.
 type GatedAttentionOp =
     { GHeads: int; GKey: int; GValue: int; GDecay: GatedDecay; InputGate: bool; Normalised: bool }
 
@@ -277,7 +278,7 @@ let private apply (b: SequenceBuilder) op : SequenceBuilder =
             | FixedAndPerHead gammas -> logDecay g.GHeads, Array.ofList gammas
         b.GatedLinearAttention(g.GHeads, g.GKey, g.GValue, (fun q -> q.Projection(g.GHeads * g.GKey)), (fun k -> k.Projection(g.GHeads * g.GKey)),
                                (fun v -> v.Projection(g.GHeads * g.GValue)), decay,
-                               (if g.InputGate then Func<SequenceBuilder, SequenceBuilder>(fun i -> i.Projection(g.GHeads)) else null),
+                               (if g.InputGate then Func<SequenceBuilder, SequenceBuilder>(fun i -> i.Projection(g.GHeads).Tanh().Scale(4.0)) else null),
                                g.Normalised, gammas)
     | RotaryOp(heads, angles) -> b.Rotary(heads, angles |> Option.map Array.ofList |> Option.toObj)
     | NormalisedReadoutOf heads -> b.NormalisedReadout(heads, fun n -> n.Projection(heads))

@@ -61,7 +61,7 @@ let private applyFSharp (s: Sequence) op : Sequence =
                  { GatedAttention.create g.GHeads g.GKey g.GValue (Layer.projection (g.GHeads * g.GKey)) (Layer.projection (g.GHeads * g.GKey))
                                          (Layer.projection (g.GHeads * g.GValue)) with
                      LogDecay = decay; HeadDecays = gammas; Normalised = g.Normalised
-                     LogInputGate = if g.InputGate then Some(Layer.projection g.GHeads) else None }
+                     LogInputGate = if g.InputGate then Some(Layer.projection g.GHeads >> Layer.tanh >> Layer.scale 4.0) else None }
     | RotaryOp(heads, None) -> s |> Layer.rotary heads
     | RotaryOp(heads, Some angles) -> s |> Layer.rotaryWith heads (Some(Array.ofList angles)) None
     | NormalisedReadoutOf heads -> s |> Layer.normalisedReadout heads (Layer.projection heads)
