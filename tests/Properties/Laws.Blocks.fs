@@ -206,13 +206,16 @@ let private toTensor1 (v: DoubleTensor) = torch.tensor(Array.ofSeq v.Data, dtype
 /// One sequence of scalars as [1, time, 1].
 let private scalars (xs: float list) = Array3D.init 1 xs.Length 1 (fun _ t _ -> xs.[t])
 
-/// The worked values of a one-feature case, from the reference and from every execution mode.
+/// The worked values of a graph's first output feature, from the reference, every execution mode, the step form and
+/// the streamer (float64).
 let private worked (g: Graph) (x: Sequence) (expected: float list) =
     let check form (y: Sequence) =
         expected |> List.iteri (fun t e -> Expect.floatClose Accuracy.veryHigh y.[0, t, 0] e (sprintf "%s, step %d" form t))
     check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
     for mode in modes do
         check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
+    check "step form" (noGrad (fun () -> ofTensor (g.Compile(CompileOptions.Float64).ToStepForm().Unroll([| toTensor f64 x |]).[0])))
+    check "streamer" (LawsStreaming.stream64 (Duality.Streaming.Streamer.Create<float>(g, 1)) g [| x |]).[0]
 
 /// e^x for 0 <= x <= 60 in System.Decimal (28 digits), by its Taylor series: independent of the float64 code under test.
 let private expDecimal (x: decimal) =
@@ -280,17 +283,6 @@ let private logActivationPoints =
 let private relativeTo (smallestNormal: float) (expected: float) (actual: float) =
     if Double.IsFinite actual then abs (actual - expected) / max (abs expected) smallestNormal else infinity
 
-/// The worked values of a graph's first output feature, from the reference, every execution mode, the step form and
-/// the streamer (float64).
-let private workedForms (g: Graph) (x: Sequence) (expected: float list) =
-    let check form (y: Sequence) =
-        expected |> List.iteri (fun t e -> Expect.floatClose Accuracy.veryHigh y.[0, t, 0] e (sprintf "%s, step %d" form t))
-    check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
-    for mode in modes do
-        check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = f64, Execution = mode)).Forward([| toTensor f64 x |]).[0])))
-    check "step form" (noGrad (fun () -> ofTensor (g.Compile(CompileOptions.Float64).ToStepForm().Unroll([| toTensor f64 x |]).[0])))
-    check "streamer" (LawsStreaming.stream64 (Duality.Streaming.Streamer.Create<float>(g, 1)) g [| x |]).[0]
-
 let tests =
     testList "blocks" [
         for family in families do yield! formsLaws family
@@ -354,8 +346,8 @@ let tests =
                 Model.Input("x", 5)
                     .GatedLinearAttention(1, 1, 1, (fun q -> q.Slice(0, 1)), (fun k -> k.Slice(1, 1)), (fun v -> v.Slice(2, 1)),
                                           (fun l -> l.Slice(3, 1)), (fun g -> g.Slice(4, 1)), normalised).Build()
-            workedForms (attention false) x [ 1.0; 4.5; 8.25 ]
-            workedForms (attention true) x [ 1.0; 1.0; 8.25 / 4.25 ]
+            worked (attention false) x [ 1.0; 4.5; 8.25 ]
+            worked (attention true) x [ 1.0; 1.0; 8.25 / 4.25 ]
 
         testCase "gated linear attention by hand: decay per key channel, and fixed per-head decays" <| fun () ->
             // q = k = (1, 1), v = 1, 2; channel 1 decays by 1/2, channel 2 not: S1 = 1, 1/2 + 2; S2 = 1, 1 + 2; o = 2, 5.5
@@ -364,13 +356,13 @@ let tests =
                 Model.Input("x", 6)
                     .GatedLinearAttention(1, 2, 1, (fun q -> q.Slice(0, 2)), (fun k -> k.Slice(2, 2)), (fun v -> v.Slice(4, 1)),
                                           (fun l -> l.Slice(5, 1).Concat((fun (a: SequenceBuilder) -> a), (fun (b: SequenceBuilder) -> b.Scale(0.0))))).Build()
-            workedForms perChannel x [ 2.0; 5.5 ]
+            worked perChannel x [ 2.0; 5.5 ]
             // gamma = 1/2 fixed and no branch: S = 1, 1/2 + 2 on each channel; o = 2, 5
             let fixedDecay =
                 Model.Input("x", 6)
                     .GatedLinearAttention(1, 2, 1, (fun q -> q.Slice(0, 2)), (fun k -> k.Slice(2, 2)), (fun v -> v.Slice(4, 1)),
                                           headDecays = [| 0.5 |]).Build()
-            workedForms fixedDecay x [ 2.0; 5.0 ]
+            worked fixedDecay x [ 2.0; 5.0 ]
 
         testCase "minGRU by hand: z = 1/2, h~ = 2x, x = 1, 2, 3 gives h = 1, 2.5, 4.25" <| fun () ->
             // h_t = (1 - z) h_{t-1} + z h~_t = h_{t-1}/2 + x_t: 0/2 + 1, 1/2 + 2, 2.5/2 + 3
