@@ -19,11 +19,12 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
         var (batch, time) = (inputs[0].shape[0], inputs[0].shape[1]);
-        var perChannel = node.LogDecay is not null && inputs[node.LogDecayIndex].shape[2] != node.Heads;
         long chunk = execution == ExecutionMode.TorchOps ? time : GatedLinearAttentionChunks.Chunk;
+        // the masked form holds [batch, heads, time, time] scores; decays per key channel that cannot be factored over the
+        // whole sequence fall back to chunks of 16 steps, never to [time, time, key] weights
         if (execution == ExecutionMode.TorchOps)
-            AllocationGuard.CheckAllocation(batch * node.Heads * time * time * (perChannel ? node.KeyWidth : 1), inputs[0].dtype, node.Name,
-                $"masked attention weights [{batch}, {node.Heads}, {time}, {time}{(perChannel ? $", {node.KeyWidth}" : "")}] (ExecutionMode.TorchOps)",
+            AllocationGuard.CheckAllocation(batch * node.Heads * time * time, inputs[0].dtype, node.Name,
+                $"masked attention scores [{batch}, {node.Heads}, {time}, {time}] (ExecutionMode.TorchOps)",
                 hint: "use ExecutionMode.Auto (exact chunks, O(T) memory), or shorter sequences");
         return Run(inputs, null, chunk).Output;
     }
