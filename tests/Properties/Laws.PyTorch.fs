@@ -19,6 +19,7 @@ open Duality.Builders
 open Duality.Interop
 open Duality.Passes
 open Duality.Persistence
+open Duality.Reference
 open Duality.Testing.Generators
 open Duality.Testing.Sequences
 open Duality.Properties.Support
@@ -106,6 +107,25 @@ let private marker = "/tmp/duality-pytorch-fixture-pwned"
 
 let tests =
     testList "pytorch" [
+        for family, block in
+            [ "gla", Blocks.Gla(2, 2, 2, 3, 16.0); "retnet", Blocks.RetNet(2, 2, 3); "mlstm", Blocks.Mlstm(2, 2, 2)
+              "mamba2", Blocks.Mamba2(4, 2, 2, 1, 4) ] do
+            testCase (sprintf "%s: the block with make_blocks.py's weights computes its PyTorch recurrence's output (float64, 1e-10), in every form" family) <| fun () ->
+                // make_blocks.py writes each family from its paper's equations as a step-by-step recurrence, independently of this library
+                let g = PyTorchWeights.Load(Model.Input("x", 4).Then(block).Build(), fixture (family + ".safetensors"))
+                let io = PyTorchWeights.Read(fixture (family + "-io.safetensors"))
+                let x, expected = sequence io.["x"], sequence io.["y"]
+                let forms =
+                    noGrad (fun () ->
+                        [ yield "reference", (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+                          for mode in [ ExecutionMode.Auto; ExecutionMode.PerNode; ExecutionMode.TorchOps ] do
+                              yield sprintf "%A" mode, ofTensor (g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = mode)).Forward([| toTensor torch.ScalarType.Float64 x |]).[0])
+                          yield "step form", ofTensor (g.Compile(CompileOptions.Float64).ToStepForm().Unroll([| toTensor torch.ScalarType.Float64 x |]).[0])
+                          yield "lowered", (ReferenceEvaluator.Evaluate(LowerAttention.ToGatedRnn(g), [| x |])).[0] ])
+                for form, actual in forms do
+                    let error = scaledError expected actual
+                    if error > 1e-10 then failtestf "%s: scaled error %.3e against PyTorch's output exceeds 1e-10" form error
+
         for format, file in [ "safetensors", "attention.safetensors"; ".pt", "attention.pt" ] do
             test $"the PyTorch attention ({format}) loads and computes PyTorch's outputs (float64, 1e-10)" {
                 let loaded = PyTorchWeights.Load(attentionGraph (), fixture file, attentionMapping)
