@@ -48,6 +48,22 @@ let tests =
         testPropertyWithConfig config "compiled module = reference evaluator (float32, scaled error <= 2e-4)" <|
             Prop.forAll arbCase (agree tolerance32 f32)
 
+        testPropertyWithConfig { config with maxTest = 40 }
+            "a forward leaves only its outputs in the caller's dispose scope: every intermediate is released when it returns (each mode, with and without gradients)" <|
+            Prop.forAll arbCase (fun c ->
+                let g = c.Graph
+                [ for mode in [ ExecutionMode.Auto; ExecutionMode.PerNode; ExecutionMode.TorchOps ] do
+                    for gradients in [ false; true ] do
+                        let model = g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = mode))
+                        let inputs = c.Inputs |> Array.map (toTensor torch.ScalarType.Float64)
+                        use _ = if gradients then torch.enable_grad() else torch.no_grad()
+                        use scope = torch.NewDisposeScope()
+                        let outputs = model.Forward(inputs)
+                        // outputs that are inputs themselves (an identity graph) were never the scope's
+                        let made = outputs |> Array.distinct |> Array.filter (fun o -> not (Array.exists (fun i -> obj.ReferenceEquals(i, o)) inputs))
+                        yield (mode, gradients), scope.DisposablesCount, made.Length ]
+                |> List.forall (fun (form, left, outputs) -> left = outputs || failwithf "%A: %d tensors left, %d outputs" form left outputs))
+
         testPropertyWithConfig config "inferred shape = runtime shape, at every node" <|
             Prop.forAll arbCase (fun c ->
                 let g = c.Graph

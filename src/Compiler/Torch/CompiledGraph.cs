@@ -97,10 +97,19 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
         }
     }
 
+    /// <summary>
+    /// The outputs, every intermediate tensor released when the call returns (autograd keeps what backward needs): without
+    /// this, a script calling the model in a loop leaves intermediates to the garbage collector, and fresh pages for every
+    /// new one cost more than the computation.
+    /// </summary>
     private Tensor[] Forward(Tensor[] inputs, Workspace? buffers)
     {
+        using var scope = NewDisposeScope();
         var values = plan.Run(nodeModules, inputs, buffers);
-        return Graph.Outputs.Select(o => values[o.Index]).ToArray();
+        var outputs = Graph.Outputs.Select(o => values[o.Index]).ToArray();
+        // an output may be an input itself (an identity graph): that one belongs to the caller already
+        foreach (var output in outputs.Distinct().Where(o => !inputs.Any(i => ReferenceEquals(i, o)))) scope.MoveToOuter(output);
+        return outputs;
     }
 
     /// <summary>
