@@ -3,7 +3,8 @@ using static TorchSharp.torch;
 namespace Duality.Kernels;
 
 /// <summary>
-/// Gated linear attention in exact chunks of C steps, differentiable (TorchSharp operations), O(T C) memory. With
+/// Gated linear attention in exact chunks of C steps, differentiable (TorchSharp operations), O(T C) memory; also the
+/// chunked form of <see cref="Ir.Attention"/>'s causal linear kernel (one log-decay per head, no gate). With
 /// l_t the log-decay of step t (per head: m = 1, or per key channel: m = key), g_t the log input gate and L_i the
 /// running sum of l within a chunk, every exponent below is a sum of log-decays over steps that lie in order, so none
 /// is formed as a product of a large and a small factor:
@@ -56,7 +57,8 @@ internal static class GatedLinearAttentionChunks
         Tensor Blocks(Tensor t, double fill = 0) =>
             (padding > 0 ? nn.functional.pad(t, [0, 0, 0, padding], value: fill) : t).view(batch, heads, chunks, chunk, t.shape[3]);
         var (qb, kb, vb) = (Blocks(q), Blocks(k), Blocks(v));
-        var cumulative = Blocks(logDecay ?? zeros(batch, heads, time, 1, dtype: q.dtype, device: q.device)).cumsum(3);
+        var logDecays = logDecay ?? zeros(batch, heads, time, 1, dtype: q.dtype, device: q.device);
+        var cumulative = Blocks(logDecays).cumsum(3);
         var gate = logGate is null ? null : Blocks(logGate.unsqueeze(-1), double.NegativeInfinity);
         // m_t = max(lambda_t + m_{t-1}, g_t) = Lambda_t + max(m_(-1), max_{s <= t} (g_s - Lambda_s)), Lambda the running sum
         // of the largest log-decay over the whole sequence; a shift, so its rounding changes nothing
@@ -64,7 +66,7 @@ internal static class GatedLinearAttentionChunks
         if (gate is not null)
             using (no_grad())
             {
-                var largest = (logDecay ?? zeros(batch, heads, time, 1, dtype: q.dtype, device: q.device)).amax(-1);
+                var largest = logDecays.amax(-1);
                 var total = (padding > 0 ? nn.functional.pad(largest, [0, padding]) : largest).cumsum(-1);
                 var best = (gate.reshape(batch, heads, chunks * chunk) - total).cummax(-1).values;
                 shift = (total + maximum(best, stateShift.unsqueeze(-1))).view(batch, heads, chunks, chunk, 1);
@@ -80,21 +82,22 @@ internal static class GatedLinearAttentionChunks
             if (gate is not null) lag = lag + gate.squeeze(-1).unsqueeze(-2) - shift!;
             scores = (qb.matmul(kb.transpose(-2, -1)) * lag.masked_fill(future, double.NegativeInfinity).exp()).masked_fill(future, 0);
         }
-        else if (Factorable(shift is null ? cumulative : cumulative - shift, gate is null ? -cumulative : gate - cumulative, q.dtype))
-        {
-            // e^(g_s + L_t - L_s - m_t) = e^(L_t - m_t) e^(g_s - L_s), each factor within e^(+-bound): the weighted sum is one product
-            var keys = kb * (gate is null ? -cumulative : gate - cumulative).exp();
-            var queries = qb * (shift is null ? cumulative : cumulative - shift).exp();
-            scores = queries.matmul(keys.transpose(-2, -1)).masked_fill(future, 0);
-        }
-        else if (chunk > ChannelChunk)
-            return Run(q, k, v, logDecay, logGate, state, ChannelChunk);
         else
         {
-            var lag = cumulative.unsqueeze(-2) - cumulative.unsqueeze(-3);
-            if (gate is not null) lag = lag + gate.unsqueeze(-3) - shift!.unsqueeze(-1);
-            var weights = lag.masked_fill(future.unsqueeze(-1), double.NegativeInfinity).exp();
-            scores = (qb.unsqueeze(-2) * kb.unsqueeze(-3) * weights).sum(-1).masked_fill(future, 0);
+            // e^(g_s + L_t - L_s - m_t) = e^(L_t - m_t) e^(g_s - L_s): one product when each factor lies within e^(+-bound)
+            var queryExponents = shift is null ? cumulative : cumulative - shift;
+            var keyExponents = gate is null ? -cumulative : gate - cumulative;
+            if (Factorable(queryExponents, keyExponents, q.dtype))
+                scores = (qb * queryExponents.exp()).matmul((kb * keyExponents.exp()).transpose(-2, -1)).masked_fill(future, 0);
+            else if (chunk > ChannelChunk)
+                return Run(q, k, v, logDecay, logGate, state, ChannelChunk);
+            else
+            {
+                var lag = cumulative.unsqueeze(-2) - cumulative.unsqueeze(-3);
+                if (gate is not null) lag = lag + gate.unsqueeze(-3) - shift!.unsqueeze(-1);
+                var weights = lag.masked_fill(future.unsqueeze(-1), double.NegativeInfinity).exp();
+                scores = (qb.unsqueeze(-2) * kb.unsqueeze(-3) * weights).sum(-1).masked_fill(future, 0);
+            }
         }
         var local = CausalMask.Product(scores, vb);
         var last = cumulative.narrow(3, chunk - 1, 1);

@@ -39,8 +39,8 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
 
     public override (Tensor Output, Tensor[] State) Step(IReadOnlyList<Tensor> inputs, Tensor[] state)
     {
-        var (x, last) = (inputs[0], state);
-        return Run(inputs, (last[0].to(x.dtype, x.device), last[1].to(x.dtype, x.device)), 1);
+        var x = inputs[0];
+        return Run(inputs, (state[0].to(x.dtype, x.device), state[1].to(x.dtype, x.device)), 1);
     }
 
     private (Tensor Output, Tensor[] State) Run(IReadOnlyList<Tensor> inputs, (Tensor, Tensor)? state, long chunk)
