@@ -74,10 +74,8 @@ internal sealed class AttentionModule : NodeModule
             // sum over every s: phi(q_t) (phi(K)^T V), O(T) by associativity
             mixed = TensorValues.Apply(node.FeatureMap, q).matmul(TensorValues.Apply(node.FeatureMap, k).transpose(-2, -1).matmul(v));
         else if (IsLinear && node.DecayPhase is null && execution != ExecutionMode.TorchOps && time > Chunk)
-            mixed = ChunkedLinearAttention.Run(TensorValues.Apply(node.FeatureMap, q), TensorValues.Apply(node.FeatureMap, k), v,
-                node.InputDependentDecay ? nn.functional.logsigmoid(HeadDecayLogits(x)).transpose(1, 2)
-                : node.HeadDecays is not null ? HeadDecayValues(x).log().view(1, node.Heads, 1).expand(batch, node.Heads, time) : null,
-                Math.Log(node.Decay ?? 1.0));
+            mixed = GatedLinearAttentionChunks.Run(TensorValues.Apply(node.FeatureMap, q), TensorValues.Apply(node.FeatureMap, k), v,
+                LogDecays(x), null, null, Chunk).Output;
         else if (!IsLinear && execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU)
             mixed = TiledAttention.Softmax(q, k, v, node.Causal, 1 / Math.Sqrt(node.KeyWidth));
         else
@@ -162,7 +160,19 @@ internal sealed class AttentionModule : NodeModule
 
     private Tensor Output(Tensor y) => output is null ? y : nn.functional.linear(y, output);
 
-    internal const int Chunk = ChunkedLinearAttention.Chunk;
+    internal const int Chunk = GatedLinearAttentionChunks.Chunk;
+
+    /// <summary>log lambda_t of every head and step, [batch, heads, time, 1]: log sigmoid(w_h . x_t + b_h), log gamma_h or
+    /// log gamma; null without a decay.</summary>
+    private Tensor? LogDecays(Tensor x)
+    {
+        long batch = x.shape[0], time = x.shape[1];
+        if (node.InputDependentDecay) return nn.functional.logsigmoid(HeadDecayLogits(x)).transpose(1, 2).unsqueeze(-1);
+        if (node.HeadDecays is not null) return HeadDecayValues(x).log().view(1, node.Heads, 1, 1).expand(batch, node.Heads, time, 1);
+        return node.Decay is { } gamma
+            ? full(new long[] { batch, node.Heads, time, 1 }, Math.Log(gamma), dtype: x.dtype, device: x.device)
+            : null;
+    }
 
     /// <summary>gamma_h of per-head decays, [heads], in x's dtype and on its device.</summary>
     internal Tensor HeadDecayValues(Tensor x) => TensorValues.ToTorch(node.HeadDecays!, x.dtype).to(x.device);
