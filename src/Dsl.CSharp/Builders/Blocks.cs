@@ -177,7 +177,7 @@ public static class Blocks
         x =>
         {
             var width = x.WidthOrZero;
-            int dk = keyWidth ?? Math.Max(1, width / (2 * Math.Max(heads, 1))), dv = valueWidth ?? Math.Max(1, width / Math.Max(heads, 1));
+            int dk = keyWidth ?? PerHead(width, 2 * heads), dv = valueWidth ?? PerHead(width, heads);
             return x.Block(name, "gla", block => block
                 .Gate(value: a => a.GatedLinearAttention(heads, dk, dv,
                             query: q => q.Projection(heads * dk, bias: false, name: "q"),
@@ -209,7 +209,7 @@ public static class Blocks
         x =>
         {
             var width = x.WidthOrZero;
-            int dk = keyWidth ?? Math.Max(1, width / Math.Max(heads, 1)), dv = valueWidth ?? Math.Max(1, width / Math.Max(heads, 1));
+            int dk = keyWidth ?? PerHead(width, heads), dv = valueWidth ?? PerHead(width, heads);
             return x.Block(name, "mlstm", block => block
                 .Gate(value: c => c.GatedLinearAttention(heads, dk, dv,
                         query: q => q.Projection(heads * dk, bias: false, name: "q"),
@@ -240,11 +240,10 @@ public static class Blocks
         x =>
         {
             var width = x.WidthOrZero;
-            var h = Math.Max(heads, 1);
-            int dk = keyWidth ?? Math.Max(1, width / h), dv = valueWidth ?? Math.Max(1, 2 * width / h);
+            int dk = keyWidth ?? PerHead(width, heads), dv = valueWidth ?? PerHead(2 * width, heads);
             var pairs = Math.Max(dk / 2, 1);
             var angles = Enumerable.Range(0, pairs).Select(j => pairs == 1 ? 1.0 : Math.Pow(10000, -(double)j / (pairs - 1))).ToArray();
-            var gammas = Enumerable.Range(0, h).Select(i => 1 - Math.Pow(2, -5 - i)).ToArray();
+            var gammas = Enumerable.Range(0, Math.Max(heads, 1)).Select(i => 1 - Math.Pow(2, -5 - i)).ToArray();
             return x.Block(name, "retnet", block => block
                 .Gate(value: r => r.GatedLinearAttention(heads, dk, dv,
                             query: q => q.Projection(heads * dk, bias: false, name: "q").Rotary(heads, angles, name: "rotated"),
@@ -330,6 +329,10 @@ public static class Blocks
             "its state transition I - beta k k^T is not diagonal (it mixes key channels), and this library's recurrences, " +
             "its lowering and raising are exact for diagonal transitions only; use a family with a diagonal decay instead " +
             "(minGRU, minLSTM, RG-LRU, LRU, or an attention with a decay)"));
+
+    /// <summary>A default width per head: <paramref name="total"/> shared by <paramref name="parts"/>, at least 1 (a shape
+    /// problem such as 0 heads is the node's to report).</summary>
+    private static int PerHead(int total, int parts) => Math.Max(1, total / Math.Max(parts, 1));
 
     /// <summary>W x + b with W block-diagonal: <paramref name="heads"/> blocks, each a projection of its own slice of the width.</summary>
     private static SequenceBuilder BlockDiagonal(SequenceBuilder x, int heads, int width, string name)
