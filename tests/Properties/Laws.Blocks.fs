@@ -165,6 +165,8 @@ let private formsLaws (family: Family) =
                         yield sprintf "%A" mode, ofTensor (model.Forward(tensors).[0])
                     let model = g.Compile(CompileOptions.Float64)
                     yield "step form", ofTensor (model.ToStepForm().Unroll(tensors).[0])
+                    // with gradients recorded the attention families run in exact chunks instead of the fused loop
+                    yield "Auto, gradients recorded", withGrad (fun () -> use _ = torch.NewDisposeScope() in ofTensor (model.Forward(tensors).[0].detach()))
                     yield "streamer", (LawsStreaming.stream64 (Duality.Streaming.Streamer.Create<float>(g, w.Batch)) g inputs).[0] ]
                   |> List.forall (fun (form, actual) -> within tolerance64 (scaledError expected actual) form)))
 
@@ -335,6 +337,50 @@ let tests =
                 let float32Forms = if normalised then ("float32 streamer", streamed32) :: forms torch.ScalarType.Float32 else []
                 (("float64 streamer", streamed64) :: forms f64) |> List.forall (fun (form, actual) -> within tolerance64 (scaledError expected actual) form)
                 && float32Forms |> List.forall (fun (form, actual) -> within 1e-3 (scaledError expected actual) form))
+
+        testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 60 }
+            "gated linear attention's fused loop (no gradients) = its chunks (gradients recorded) = reference, every decay, gate and normaliser, every remainder of four steps, both sides of the parallel threshold (float64 1e-10, float32 1e-4)" <|
+            Prop.forAll
+                (Arb.fromGen
+                    (gen {
+                        let! heads = Gen.choose (1, 3)
+                        // key 16 by value 17 over 64 steps is past the parallel threshold (steps x key x value >= 2^14); value 17
+                        // leaves a column beyond the vectors, value 1 has none in a vector
+                        let! dk = Gen.elements [ 1; 3; 8; 16 ]
+                        let! dv = Gen.elements [ 1; 5; 16; 17 ]
+                        let! time = Gen.frequency [ 3, Gen.choose (1, 9); 2, Gen.choose (60, 70) ]
+                        let! batch = Gen.choose (1, 2)
+                        let! decay = Gen.elements [ "none"; "per head"; "per key channel" ]
+                        let! gated = Gen.elements [ true; false ]
+                        let! normalised = Gen.elements [ true; false ]
+                        let! fixedDecays = Gen.elements [ true; false ]
+                        let! seed = Gen.choose (0, 10000)
+                        return heads, dk, dv, time, batch, decay, gated, normalised, fixedDecays, seed }))
+                (fun (heads, dk, dv, time, batch, decay, gated, normalised, fixedDecays, seed) ->
+                    let d = 4
+                    let logDecay: System.Func<SequenceBuilder, SequenceBuilder> =
+                        match decay with
+                        | "per head" -> System.Func<_, _>(fun l -> l.Projection(heads).LogSigmoid())
+                        | "per key channel" -> System.Func<_, _>(fun l -> l.Projection(heads * dk).LogSigmoid())
+                        | _ -> null
+                    let logGate: System.Func<SequenceBuilder, SequenceBuilder> = if gated then System.Func<_, _>(fun i -> i.Projection(heads).Scale(3.0)) else null
+                    let gammas = if fixedDecays then Array.init heads (fun h -> 1.0 - 2.0 ** float (-1 - h)) else null
+                    let g =
+                        let built =
+                            Model.Input("x", d)
+                                .GatedLinearAttention(heads, dk, dv, (fun q -> q.Projection(heads * dk)), (fun k -> k.Projection(heads * dk)),
+                                                      (fun v -> v.Projection(heads * dv)), logDecay, logGate, normalised, gammas).Build()
+                        InitializeWeights.Run(built, seed, WeightInit.Perturbed)
+                    let inputs = [| randomSequence (Random(seed)) batch time d 1.0 |]
+                    let expected = (ReferenceEvaluator.Evaluate(g, inputs)).[0]
+                    let run dtype grad =
+                        let model = g.Compile(CompileOptions(DType = dtype))
+                        let tensors = inputs |> Array.map (toTensor dtype)
+                        if grad then withGrad (fun () -> ofTensor (model.Forward(tensors).[0].detach()))
+                        else noGrad (fun () -> ofTensor (model.Forward(tensors).[0]))
+                    within tolerance64 (scaledError expected (run f64 false)) "fused loop, float64"
+                    && within tolerance64 (scaledError expected (run f64 true)) "chunks, float64"
+                    && within tolerance32 (scaledError expected (run torch.ScalarType.Float32 false)) "fused loop, float32")
 
         testCase "gated linear attention by hand: input gate, decay per head, normaliser" <| fun () ->
             // x_t = (q, k, v, l, g): S_t = e^l S_{t-1} + e^g k v, o = q S, n likewise with v = 1

@@ -18,6 +18,11 @@ let noGrad (f: unit -> 'a) =
     use _ = torch.no_grad()
     f ()
 
+/// Runs f with gradients recorded (also inside noGrad).
+let withGrad (f: unit -> 'a) =
+    use _ = torch.enable_grad()
+    f ()
+
 /// Whether every attention of the graph is causal (only then can it run one step at a time, and may a late
 /// value leave earlier outputs alone).
 let causal (g: Graph) = g.Nodes |> Seq.forall (function :? Attention as a -> a.Causal | _ -> true)

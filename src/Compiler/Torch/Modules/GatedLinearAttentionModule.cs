@@ -9,7 +9,8 @@ namespace Duality.Torch;
 
 /// <summary>
 /// Gated linear attention over its branches (see <see cref="GatedLinearAttention"/>): the masked form (one chunk of the
-/// whole sequence) in TorchOps, exact chunks otherwise, and one step on the state S [batch, heads, key, value]. A
+/// whole sequence) in TorchOps, without gradients on the CPU the recurrent form as one fused loop, exact chunks otherwise
+/// (with gradients), and one step on the state S [batch, heads, key, value]. A
 /// normalised attention runs on values with a column of ones appended, whose output is n_t . q_t.
 /// </summary>
 internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, ScalarType dtype, ExecutionMode execution) : NodeModule(node.Name)
@@ -18,6 +19,7 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
 
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
+        if (RunsRecurrent(inputs[0])) return Recurrent(inputs);
         var (batch, time) = (inputs[0].shape[0], inputs[0].shape[1]);
         long chunk = execution == ExecutionMode.TorchOps ? time : GatedLinearAttentionChunks.Chunk;
         // the masked form holds [batch, heads, time, time] scores; decays per key channel that cannot be factored over the
@@ -27,6 +29,42 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
                 $"masked attention scores [{batch}, {node.Heads}, {time}, {time}] (ExecutionMode.TorchOps)",
                 hint: "use ExecutionMode.Auto (exact chunks, O(T) memory), or shorter sequences");
         return Run(inputs, null, chunk).Output;
+    }
+
+    /// <summary>Whether a forward pass runs the fused recurrent loop: on the CPU, without gradients, in float32 or float64.</summary>
+    private bool RunsRecurrent(Tensor x) =>
+        execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU && !is_grad_enabled()
+        && x.dtype is ScalarType.Float32 or ScalarType.Float64;
+
+    /// <summary>The recurrent form as one fused loop (<see cref="GatedLinearAttentionLoop"/>), O(T key value) per head.</summary>
+    private Tensor Recurrent(IReadOnlyList<Tensor> inputs)
+    {
+        var x = inputs[0];
+        long batch = x.shape[0], time = x.shape[1];
+        var (q, k, v) = (inputs[0].contiguous(), inputs[1].contiguous(), inputs[2].contiguous());
+        var logDecay = node.LogDecay is null ? null : inputs[node.LogDecayIndex].reshape(batch, time, node.Heads, -1);
+        if (node.HeadDecays is { } gammas)
+        {
+            var logGamma = TensorValues.ToTorch(gammas, x.dtype).to(x.device).log().view(1, 1, node.Heads, 1);
+            logDecay = logDecay is null ? logGamma.expand(batch, time, node.Heads, 1) : logDecay + logGamma;
+        }
+        var gate = node.LogInputGate is null ? null : inputs[node.LogInputGateIndex].contiguous();
+        // without an input gate the loop reads the factors e^l, with one the log-decays (it forms e^(l + m_{t-1} - m_t))
+        var decay = logDecay is null ? null : (gate is null ? logDecay.exp() : logDecay).contiguous();
+        var y = empty(batch, time, node.Heads * node.ValueWidth, dtype: x.dtype, device: x.device);
+        var shape = new GatedLinearAttentionLoop.Shape((int)batch, (int)time, node.Heads, node.KeyWidth, node.ValueWidth,
+            decay is null ? 0 : (int)decay.shape[3]);
+        using var alive = RawStorage.KeepAlive(q, k, v, decay, gate, y);
+        unsafe
+        {
+            if (x.dtype == ScalarType.Float32)
+                GatedLinearAttentionLoop.Run(RawStorage.Pointer<float>(q), RawStorage.Pointer<float>(k), RawStorage.Pointer<float>(v),
+                    RawStorage.PointerOrNull<float>(decay), RawStorage.PointerOrNull<float>(gate), node.Normalised, RawStorage.Pointer<float>(y), shape);
+            else
+                GatedLinearAttentionLoop.Run(RawStorage.Pointer<double>(q), RawStorage.Pointer<double>(k), RawStorage.Pointer<double>(v),
+                    RawStorage.PointerOrNull<double>(decay), RawStorage.PointerOrNull<double>(gate), node.Normalised, RawStorage.Pointer<double>(y), shape);
+        }
+        return y;
     }
 
     /// <summary>

@@ -1,0 +1,177 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+
+namespace Duality.Kernels;
+
+/// <summary>
+/// Gated linear attention as its recurrent form, fused over time per batch row and head (no gradients):
+///   S_t = diag(a_t) S_{t-1} + e^(g_t - m_t) k_t v_t^T,   o_t = S_t^T q_t,   a_t[j] = e^(l_t[j] + m_{t-1} - m_t),
+///   m_t = max(max_j l_t[j] + m_{t-1}, g_t)   (xLSTM's stabiliser; m = 0 without an input gate),
+/// so S is kept as S e^(-m) and no exponential overflows; y_t = o_t e^(m_t), or with the normaliser n_t (the same
+/// recurrence on v = 1) y_t = o_t / max(|n_t . q_t|, e^(-m_t)). Four steps advance together: each row of the state is
+/// read and written once per four steps while the four steps' values and sums stay in registers.
+/// q, k: [batch, time, heads, key]; v, y: [batch, time, heads, value]; decay: [batch, time, heads, 1 or key], the factors
+/// e^l without an input gate and the log-decays l with one, or null (l = 0); gate: [batch, time, heads], the log input
+/// gates g, or null. All contiguous. Parallel over batch rows and heads.
+/// </summary>
+internal static unsafe class GatedLinearAttentionLoop
+{
+    /// <summary>Work per (batch row, head) pair (steps x key x value) from which pairs run in parallel.</summary>
+    public const int ParallelWork = 1 << 14;
+
+    private const int Steps = 4;
+
+    /// <summary>Sizes; the decay's width is 0 without a decay, 1 per head, key per key channel.</summary>
+    public readonly record struct Shape(int Batch, int Time, int Heads, int Key, int Value, int DecayWidth);
+
+    public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, Shape shape)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var pairs = shape.Batch * shape.Heads;
+        if (pairs > 1 && (long)shape.Time * shape.Key * shape.Value >= ParallelWork)
+            System.Threading.Tasks.Parallel.For(0, pairs, p => RunHead(q, k, v, decay, gate, normalised, y, shape, p / shape.Heads, p % shape.Heads));
+        else
+            for (int p = 0; p < pairs; p++) RunHead(q, k, v, decay, gate, normalised, y, shape, p / shape.Heads, p % shape.Heads);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RunHead<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, Shape shape, int b, int h)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int dk = shape.Key, dv = shape.Value, width = shape.DecayWidth;
+        var (memory, normaliser) = (new T[dk * dv], new T[dk]);
+        // per step of a block: the factors a_t[j], the keys scaled by e^(g_t - m_t), and the shift m_t; a step past the end
+        // reads a = 1, k = 0, q = v = 0 and writes into a sink, leaving the state as it is
+        var (factors, keys, shifts) = (new T[Steps * dk], new T[Steps * dk], new T[Steps]);
+        var (blank, sink) = (new T[Math.Max(dk, dv)], new T[dv]);
+        var shift = gate is null ? T.Zero : T.NegativeInfinity;
+        var rows = stackalloc nint[3 * Steps];
+        fixed (T* s = memory, n = normaliser, a = factors, scaled = keys, zero = blank, discard = sink)
+            for (int start = 0; start < shape.Time; start += Steps)
+            {
+                for (int u = 0; u < Steps; u++)
+                {
+                    int t = start + u;
+                    if (t >= shape.Time)
+                    {
+                        new Span<T>(a + u * dk, dk).Fill(T.One);
+                        new Span<T>(scaled + u * dk, dk).Clear();
+                        (rows[u], rows[Steps + u], rows[2 * Steps + u]) = ((nint)zero, (nint)zero, (nint)discard);
+                        continue;
+                    }
+                    long row = ((long)b * shape.Time + t) * shape.Heads + h;
+                    T* l = decay is null ? null : decay + row * width;
+                    var entry = T.One;
+                    if (gate is null)
+                        for (int j = 0; j < dk; j++) a[u * dk + j] = l is null ? T.One : l[width == 1 ? 0 : j];
+                    else
+                    {
+                        var largest = l is null ? T.Zero : T.NegativeInfinity;
+                        for (int j = 0; l is not null && j < width; j++) largest = T.Max(largest, l[j]);
+                        var next = T.Max(largest + shift, gate[row]);
+                        // before anything is written (m = -inf on both sides) the state is 0 and stays 0
+                        var carry = T.IsNegativeInfinity(next) ? T.Zero : shift - next;
+                        for (int j = 0; j < dk; j++) a[u * dk + j] = T.Exp((l is null ? T.Zero : l[width == 1 ? 0 : j]) + carry);
+                        entry = T.IsNegativeInfinity(next) ? T.Zero : T.Exp(gate[row] - next);
+                        shift = next;
+                    }
+                    shifts[u] = shift;
+                    for (int j = 0; j < dk; j++) scaled[u * dk + j] = entry * k[row * dk + j];
+                    (rows[u], rows[Steps + u], rows[2 * Steps + u]) = ((nint)(q + row * dk), (nint)(v + row * dv), (nint)(y + row * dv));
+                }
+                Advance(s, a, scaled, (T**)rows, (T**)(rows + Steps), (T**)(rows + 2 * Steps), dk, dv);
+                if (!normalised && gate is null) continue;
+                for (int u = 0; u < Steps && start + u < shape.Time; u++)
+                {
+                    T* output = (T*)rows[2 * Steps + u];
+                    if (normalised)
+                    {
+                        T* query = (T*)rows[u];
+                        var dot = T.Zero;
+                        for (int j = 0; j < dk; j++)
+                        {
+                            n[j] = a[u * dk + j] * n[j] + scaled[u * dk + j];
+                            dot += query[j] * n[j];
+                        }
+                        var divisor = T.Max(T.Abs(dot), T.Exp(-shifts[u]));
+                        for (int c = 0; c < dv; c++) output[c] /= divisor;
+                    }
+                    else
+                    {
+                        var scale = T.Exp(shifts[u]);
+                        for (int c = 0; c < dv; c++) output[c] *= scale;
+                    }
+                }
+            }
+    }
+
+    /// <summary>
+    /// Four steps on S[j, i] (key j, value i, at j width + i): S = a_u[j] S + k_u[j] v_u[i], y_u[i] = sum_j q_u[j] S[j, i],
+    /// for u = 0..3 in order. Vectorised across i, two vectors at a time, so each row of S streams through once.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Advance<T>(T* s, T* a, T* k, T** q, T** v, T** y, int keys, int width) where T : unmanaged, INumber<T>
+    {
+        int n = Vector<T>.Count, i = 0;
+        T* a0 = a, a1 = a + keys, a2 = a + 2 * keys, a3 = a + 3 * keys;
+        T* k0 = k, k1 = k + keys, k2 = k + 2 * keys, k3 = k + 3 * keys;
+        T* q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
+        T* v0 = v[0], v1 = v[1], v2 = v[2], v3 = v[3];
+        T* o0 = y[0], o1 = y[1], o2 = y[2], o3 = y[3];
+        for (; i <= width - 2 * n; i += 2 * n)
+        {
+            Vector<T> x0 = Vector.Load(v0 + i), x1 = Vector.Load(v0 + i + n), w0 = Vector.Load(v1 + i), w1 = Vector.Load(v1 + i + n);
+            Vector<T> z0 = Vector.Load(v2 + i), z1 = Vector.Load(v2 + i + n), r0 = Vector.Load(v3 + i), r1 = Vector.Load(v3 + i + n);
+            Vector<T> y00 = default, y01 = default, y10 = default, y11 = default, y20 = default, y21 = default, y30 = default, y31 = default;
+            for (int j = 0; j < keys; j++)
+            {
+                T* cell = s + j * width + i;
+                Vector<T> c0 = Vector.Load(cell), c1 = Vector.Load(cell + n);
+                Vector<T> f = new(a0[j]), kj = new(k0[j]), qj = new(q0[j]);
+                c0 = Fma(f, c0, kj * x0); c1 = Fma(f, c1, kj * x1);
+                y00 = Fma(qj, c0, y00); y01 = Fma(qj, c1, y01);
+                (f, kj, qj) = (new(a1[j]), new(k1[j]), new(q1[j]));
+                c0 = Fma(f, c0, kj * w0); c1 = Fma(f, c1, kj * w1);
+                y10 = Fma(qj, c0, y10); y11 = Fma(qj, c1, y11);
+                (f, kj, qj) = (new(a2[j]), new(k2[j]), new(q2[j]));
+                c0 = Fma(f, c0, kj * z0); c1 = Fma(f, c1, kj * z1);
+                y20 = Fma(qj, c0, y20); y21 = Fma(qj, c1, y21);
+                (f, kj, qj) = (new(a3[j]), new(k3[j]), new(q3[j]));
+                c0 = Fma(f, c0, kj * r0); c1 = Fma(f, c1, kj * r1);
+                y30 = Fma(qj, c0, y30); y31 = Fma(qj, c1, y31);
+                Vector.Store(c0, cell);
+                Vector.Store(c1, cell + n);
+            }
+            Vector.Store(y00, o0 + i); Vector.Store(y01, o0 + i + n);
+            Vector.Store(y10, o1 + i); Vector.Store(y11, o1 + i + n);
+            Vector.Store(y20, o2 + i); Vector.Store(y21, o2 + i + n);
+            Vector.Store(y30, o3 + i); Vector.Store(y31, o3 + i + n);
+        }
+        for (; i < width; i++)
+        {
+            T y0 = T.Zero, y1 = T.Zero, y2 = T.Zero, y3 = T.Zero;
+            for (int j = 0; j < keys; j++)
+            {
+                T* cell = s + j * width + i;
+                var c = a0[j] * *cell + k0[j] * v0[i];
+                y0 += q0[j] * c;
+                c = a1[j] * c + k1[j] * v1[i];
+                y1 += q1[j] * c;
+                c = a2[j] * c + k2[j] * v2[i];
+                y2 += q2[j] * c;
+                c = a3[j] * c + k3[j] * v3[i];
+                y3 += q3[j] * c;
+                *cell = c;
+            }
+            (o0[i], o1[i], o2[i], o3[i]) = (y0, y1, y2, y3);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<T> Fma<T>(Vector<T> a, Vector<T> b, Vector<T> c) where T : unmanaged, INumber<T> =>
+        typeof(T) == typeof(float)
+            ? Vector.As<float, T>(Vector.FusedMultiplyAdd(Vector.As<T, float>(a), Vector.As<T, float>(b), Vector.As<T, float>(c)))
+            : typeof(T) == typeof(double)
+                ? Vector.As<double, T>(Vector.FusedMultiplyAdd(Vector.As<T, double>(a), Vector.As<T, double>(b), Vector.As<T, double>(c)))
+                : a * b + c;
+}
