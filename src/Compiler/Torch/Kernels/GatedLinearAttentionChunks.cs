@@ -54,8 +54,9 @@ internal static class GatedLinearAttentionChunks
         long chunks = (time + chunk - 1) / chunk, padding = chunks * chunk - time;
         // padded steps carry zero keys, queries, values and log-decays (and a gate of e^-inf = 0): they change neither
         // outputs nor the state
+        // contiguous per head, so the products below (and their gradients) run on their operands without copying them
         Tensor Blocks(Tensor t, double fill = 0) =>
-            (padding > 0 ? nn.functional.pad(t, [0, 0, 0, padding], value: fill) : t).view(batch, heads, chunks, chunk, t.shape[3]);
+            (padding > 0 ? nn.functional.pad(t, [0, 0, 0, padding], value: fill) : t.contiguous()).view(batch, heads, chunks, chunk, t.shape[3]);
         var (qb, kb, vb) = (Blocks(q), Blocks(k), Blocks(v));
         var logDecays = logDecay ?? zeros(batch, heads, time, 1, dtype: q.dtype, device: q.device);
         var cumulative = Blocks(logDecays).cumsum(3);
@@ -106,13 +107,14 @@ internal static class GatedLinearAttentionChunks
         var contributions = (kb * toEnd.exp()).transpose(-2, -1).matmul(vb);
         var carry = (last + starts - ends).exp().transpose(-2, -1);
         var fromStart = shift is null ? cumulative.exp() : (cumulative + starts - shift).exp();
-        var carried = new Tensor[chunks];
+        // the state entering each chunk, then what every chunk reads from its state in one product
+        var entering = new Tensor[chunks];
         for (long c = 0; c < chunks; c++)
         {
-            carried[c] = (qb.select(2, c) * fromStart.select(2, c)).matmul(memory);
+            entering[c] = memory;
             memory = memory * carry.select(2, c) + contributions.select(2, c);
         }
-        var mixed = local + stack(carried, 2);
+        var mixed = local + (qb * fromStart).matmul(stack(entering, 2));
         return new(mixed.view(batch, heads, chunks * chunk, value).narrow(2, 0, time),
             shift?.view(batch, heads, chunks * chunk, 1).narrow(2, 0, time), memory, ends.select(2, chunks - 1).view(batch, heads));
     }

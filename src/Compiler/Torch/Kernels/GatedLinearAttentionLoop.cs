@@ -107,9 +107,10 @@ internal static unsafe class GatedLinearAttentionLoop
 
     /// <summary>
     /// Four steps on S[j, i] (key j, value i, at j width + i): S = a_u[j] S + k_u[j] v_u[i], y_u[i] = sum_j q_u[j] S[j, i],
-    /// for u = 0..3 in order. Vectorised across i, two vectors at a time, so each row of S streams through once.
+    /// for u = 0..3 in order. Vectorised across i, two vectors at a time, so each row of S streams through once. Too many
+    /// locals to be inlined, so compiled optimised from its first call (a tier-0 copy would run the first calls 10x slower).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Advance<T>(T* s, T* a, T* k, T** q, T** v, T** y, int keys, int width) where T : unmanaged, INumber<T>
     {
         int n = Vector<T>.Count, i = 0;
