@@ -256,11 +256,37 @@ foreach (var (name, block) in families)
     foreach (var (px, pw, pb) in operands) { px.Dispose(); pw.Dispose(); pb?.Dispose(); }
     Console.WriteLine($"  {name}: roofline {roofline:0.00} ms = products {productsMs:0.00} ms + traffic {trafficMs:0.00} ms; " +
                       $"its products alone as libtorch runs them {products:0.00} ms");
+    // each gated linear attention alone (its fused loop, no gradients) on inputs of its widths: with the products as
+    // libtorch runs them, the measured floor of this block; what the forward spends beyond it is its elementwise nodes
+    var attentionAlone = graph.Nodes.OfType<GatedLinearAttention>().Sum(a => AttentionAloneMs(graph, a));
+    if (attentionAlone > 0)
+    {
+        var attentionFlops = graph.Nodes.OfType<GatedLinearAttention>().Sum(a => 4.0 * batch * a.Heads * time * a.KeyWidth * (a.ValueWidth + (a.Normalised ? 1 : 0)));
+        Console.WriteLine($"  {name}: its attention alone (fused loop) {attentionAlone:0.00} ms, {attentionFlops / attentionAlone / 1e6:0.0} GFLOP/s; " +
+                          $"measured floor (products as libtorch runs them + attention alone + traffic) {products + attentionAlone + trafficMs:0.00} ms");
+        report.Context($"{name}: measured floor / roofline", (products + attentionAlone + trafficMs) / roofline);
+        report.Context($"{name}: compiled forward / measured floor", forward.MinMs / (products + attentionAlone + trafficMs));
+    }
     report.Ratio($"{name}: compiled forward / roofline ({productsMs:0.0} + {trafficMs:0.0} ms)", forward.MinMs / roofline, "<= 1.3", forward.MinMs / roofline <= 1.3);
     report.Context($"{name}: compiled forward / (its products as libtorch runs them + traffic)", forward.MinMs / (products + trafficMs));
     report.Ratio($"{name}: forward + backward / forward", both.MinMs / forward.MinMs, "<= 3", both.MinMs / forward.MinMs <= 3);
     if (loop is not null) report.Context($"{name}: {(attentionFamily ? "masked form" : "per-step loop")} / compiled forward", loop.MinMs / forward.MinMs);
     measured[name] = (forward, both);
+}
+// a gated linear attention alone: slices of one input as its query, key, value, log-decay (through LogSigmoid, so it
+// decays) and log input gate, run without gradients
+double AttentionAloneMs(Graph graph, GatedLinearAttention a)
+{
+    int qk = a.Heads * a.KeyWidth, values = a.Heads * a.ValueWidth;
+    int decayWidth = a.LogDecay is { } l ? graph.Widths[l.Index] : 0, gateWidth = a.LogInputGate is null ? 0 : a.Heads;
+    int width = 2 * qk + values + decayWidth + gateWidth;
+    var alone = Model.Input("x", width).GatedLinearAttention(a.Heads, a.KeyWidth, a.ValueWidth,
+        q => q.Slice(0, qk), k => k.Slice(qk, qk), v => v.Slice(2 * qk, values),
+        decayWidth == 0 ? null : l => l.Slice(2 * qk + values, decayWidth).LogSigmoid(),
+        gateWidth == 0 ? null : g => g.Slice(2 * qk + values + decayWidth, gateWidth),
+        a.Normalised, a.HeadDecays?.Data.ToArray()).Build().Compile();
+    using var input = randn(batch, time, width, generator: generator);
+    return Measurement.Of("blocks", a.Name, "attention alone (fused loop)", repeats, () => Run(alone, input)).MinMs;
 }
 if (args.Contains("--peer")) PythonBlocksPeer(report, measured);
 else Console.WriteLine("  (--peer also runs the Python peers of RetNet and GLA, benchmarks/peer_blocks.py, where python3 has torch)");

@@ -63,7 +63,10 @@ internal static unsafe class GatedLinearAttentionLoop
                     T* l = decay is null ? null : decay + row * width;
                     var entry = T.One;
                     if (gate is null)
-                        for (int j = 0; j < dk; j++) a[u * dk + j] = l is null ? T.One : l[width == 1 ? 0 : j];
+                    {
+                        if (width <= 1) new Span<T>(a + u * dk, dk).Fill(l is null ? T.One : l[0]);
+                        else new ReadOnlySpan<T>(l, dk).CopyTo(new Span<T>(a + u * dk, dk));
+                    }
                     else
                     {
                         var largest = l is null ? T.Zero : T.NegativeInfinity;
@@ -71,7 +74,8 @@ internal static unsafe class GatedLinearAttentionLoop
                         var next = T.Max(largest + shift, gate[row]);
                         // before anything is written (m = -inf on both sides) the state is 0 and stays 0
                         var carry = T.IsNegativeInfinity(next) ? T.Zero : shift - next;
-                        for (int j = 0; j < dk; j++) a[u * dk + j] = T.Exp((l is null ? T.Zero : l[width == 1 ? 0 : j]) + carry);
+                        if (width <= 1) new Span<T>(a + u * dk, dk).Fill(T.Exp((l is null ? T.Zero : l[0]) + carry));
+                        else for (int j = 0; j < dk; j++) a[u * dk + j] = T.Exp(l[j] + carry);
                         entry = T.IsNegativeInfinity(next) ? T.Zero : T.Exp(gate[row] - next);
                         shift = next;
                     }
@@ -79,30 +83,59 @@ internal static unsafe class GatedLinearAttentionLoop
                     for (int j = 0; j < dk; j++) scaled[u * dk + j] = entry * k[row * dk + j];
                     (rows[u], rows[Steps + u], rows[2 * Steps + u]) = ((nint)(q + row * dk), (nint)(v + row * dv), (nint)(y + row * dv));
                 }
-                Advance(s, a, scaled, (T**)rows, (T**)(rows + Steps), (T**)(rows + 2 * Steps), dk, dv);
+                if (width <= 1)
+                    Advance(s, new Uniform<T>(a[0], a[dk], a[2 * dk], a[3 * dk]), scaled, (T**)rows, (T**)(rows + Steps), (T**)(rows + 2 * Steps), dk, dv);
+                else
+                    Advance(s, new PerKey<T>(a, dk), scaled, (T**)rows, (T**)(rows + Steps), (T**)(rows + 2 * Steps), dk, dv);
                 if (!normalised && gate is null) continue;
                 for (int u = 0; u < Steps && start + u < shape.Time; u++)
                 {
                     T* output = (T*)rows[2 * Steps + u];
                     if (normalised)
                     {
-                        T* query = (T*)rows[u];
-                        var dot = T.Zero;
-                        for (int j = 0; j < dk; j++)
-                        {
-                            n[j] = a[u * dk + j] * n[j] + scaled[u * dk + j];
-                            dot += query[j] * n[j];
-                        }
-                        var divisor = T.Max(T.Abs(dot), T.Exp(-shifts[u]));
-                        for (int c = 0; c < dv; c++) output[c] /= divisor;
+                        var dot = Normalise(n, a + u * dk, scaled + u * dk, (T*)rows[u], dk);
+                        Divide(output, T.Max(T.Abs(dot), T.Exp(-shifts[u])), dv);
                     }
-                    else
-                    {
-                        var scale = T.Exp(shifts[u]);
-                        for (int c = 0; c < dv; c++) output[c] *= scale;
-                    }
+                    else Multiply(output, T.Exp(shifts[u]), dv);
                 }
             }
+    }
+
+    /// <summary>n = a * n + k, returning q . n.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T Normalise<T>(T* n, T* a, T* k, T* q, int keys) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        var sum = Vector<T>.Zero;
+        for (; i <= keys - Vector<T>.Count; i += Vector<T>.Count)
+        {
+            var updated = Fma(Vector.Load(a + i), Vector.Load(n + i), Vector.Load(k + i));
+            Vector.Store(updated, n + i);
+            sum = Fma(Vector.Load(q + i), updated, sum);
+        }
+        var total = Vector.Sum(sum);
+        for (; i < keys; i++)
+        {
+            n[i] = a[i] * n[i] + k[i];
+            total += q[i] * n[i];
+        }
+        return total;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Divide<T>(T* y, T divisor, int width) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(y + i) / new Vector<T>(divisor), y + i);
+        for (; i < width; i++) y[i] /= divisor;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Multiply<T>(T* y, T factor, int width) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(y + i) * new Vector<T>(factor), y + i);
+        for (; i < width; i++) y[i] *= factor;
     }
 
     /// <summary>
@@ -111,10 +144,10 @@ internal static unsafe class GatedLinearAttentionLoop
     /// locals to be inlined, so compiled optimised from its first call (a tier-0 copy would run the first calls 10x slower).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Advance<T>(T* s, T* a, T* k, T** q, T** v, T** y, int keys, int width) where T : unmanaged, INumber<T>
+    private static void Advance<T, TFactors>(T* s, TFactors a, T* k, T** q, T** v, T** y, int keys, int width)
+        where T : unmanaged, INumber<T> where TFactors : struct, IFactors<T>
     {
         int n = Vector<T>.Count, i = 0;
-        T* a0 = a, a1 = a + keys, a2 = a + 2 * keys, a3 = a + 3 * keys;
         T* k0 = k, k1 = k + keys, k2 = k + 2 * keys, k3 = k + 3 * keys;
         T* q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
         T* v0 = v[0], v1 = v[1], v2 = v[2], v3 = v[3];
@@ -128,16 +161,16 @@ internal static unsafe class GatedLinearAttentionLoop
             {
                 T* cell = s + j * width + i;
                 Vector<T> c0 = Vector.Load(cell), c1 = Vector.Load(cell + n);
-                Vector<T> f = new(a0[j]), kj = new(k0[j]), qj = new(q0[j]);
+                Vector<T> f = new(a.Step0(j)), kj = new(k0[j]), qj = new(q0[j]);
                 c0 = Fma(f, c0, kj * x0); c1 = Fma(f, c1, kj * x1);
                 y00 = Fma(qj, c0, y00); y01 = Fma(qj, c1, y01);
-                (f, kj, qj) = (new(a1[j]), new(k1[j]), new(q1[j]));
+                (f, kj, qj) = (new(a.Step1(j)), new(k1[j]), new(q1[j]));
                 c0 = Fma(f, c0, kj * w0); c1 = Fma(f, c1, kj * w1);
                 y10 = Fma(qj, c0, y10); y11 = Fma(qj, c1, y11);
-                (f, kj, qj) = (new(a2[j]), new(k2[j]), new(q2[j]));
+                (f, kj, qj) = (new(a.Step2(j)), new(k2[j]), new(q2[j]));
                 c0 = Fma(f, c0, kj * z0); c1 = Fma(f, c1, kj * z1);
                 y20 = Fma(qj, c0, y20); y21 = Fma(qj, c1, y21);
-                (f, kj, qj) = (new(a3[j]), new(k3[j]), new(q3[j]));
+                (f, kj, qj) = (new(a.Step3(j)), new(k3[j]), new(q3[j]));
                 c0 = Fma(f, c0, kj * r0); c1 = Fma(f, c1, kj * r1);
                 y30 = Fma(qj, c0, y30); y31 = Fma(qj, c1, y31);
                 Vector.Store(c0, cell);
@@ -154,18 +187,43 @@ internal static unsafe class GatedLinearAttentionLoop
             for (int j = 0; j < keys; j++)
             {
                 T* cell = s + j * width + i;
-                var c = a0[j] * *cell + k0[j] * v0[i];
+                var c = a.Step0(j) * *cell + k0[j] * v0[i];
                 y0 += q0[j] * c;
-                c = a1[j] * c + k1[j] * v1[i];
+                c = a.Step1(j) * c + k1[j] * v1[i];
                 y1 += q1[j] * c;
-                c = a2[j] * c + k2[j] * v2[i];
+                c = a.Step2(j) * c + k2[j] * v2[i];
                 y2 += q2[j] * c;
-                c = a3[j] * c + k3[j] * v3[i];
+                c = a.Step3(j) * c + k3[j] * v3[i];
                 y3 += q3[j] * c;
                 *cell = c;
             }
             (o0[i], o1[i], o2[i], o3[i]) = (y0, y1, y2, y3);
         }
+    }
+
+    /// <summary>The factors a_u[j] of a block's four steps: one per step (a decay per head), or one per key channel.</summary>
+    private interface IFactors<T>
+    {
+        T Step0(int j);
+        T Step1(int j);
+        T Step2(int j);
+        T Step3(int j);
+    }
+
+    private readonly struct Uniform<T>(T a0, T a1, T a2, T a3) : IFactors<T>
+    {
+        public T Step0(int j) => a0;
+        public T Step1(int j) => a1;
+        public T Step2(int j) => a2;
+        public T Step3(int j) => a3;
+    }
+
+    private readonly struct PerKey<T>(T* a, int keys) : IFactors<T> where T : unmanaged
+    {
+        public T Step0(int j) => a[j];
+        public T Step1(int j) => a[keys + j];
+        public T Step2(int j) => a[2 * keys + j];
+        public T Step3(int j) => a[3 * keys + j];
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
