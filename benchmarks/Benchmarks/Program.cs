@@ -273,8 +273,8 @@ foreach (var (name, block) in families)
     if (loop is not null) report.Context($"{name}: {(attentionFamily ? "masked form" : "per-step loop")} / compiled forward", loop.MinMs / forward.MinMs);
     measured[name] = (forward, both);
 }
-// a gated linear attention alone: slices of one input as its query, key, value, log-decay (through LogSigmoid, so it
-// decays) and log input gate, run without gradients
+// a gated linear attention alone: slices of one input as its query, key, value, log-decay (log sigmoid / 16, GLA's
+// tempered decay) and log input gate; its fused loop without gradients, its chunks with them
 double AttentionAloneMs(Graph graph, GatedLinearAttention a)
 {
     int qk = a.Heads * a.KeyWidth, values = a.Heads * a.ValueWidth;
@@ -282,11 +282,16 @@ double AttentionAloneMs(Graph graph, GatedLinearAttention a)
     int width = 2 * qk + values + decayWidth + gateWidth;
     var alone = Model.Input("x", width).GatedLinearAttention(a.Heads, a.KeyWidth, a.ValueWidth,
         q => q.Slice(0, qk), k => k.Slice(qk, qk), v => v.Slice(2 * qk, values),
-        decayWidth == 0 ? null : l => l.Slice(2 * qk + values, decayWidth).LogSigmoid(),
+        decayWidth == 0 ? null : l => l.Slice(2 * qk + values, decayWidth).LogSigmoid().Scale(1.0 / 16),
         gateWidth == 0 ? null : g => g.Slice(2 * qk + values + decayWidth, gateWidth),
         a.Normalised, a.HeadDecays?.Data.ToArray()).Build().Compile();
     using var input = randn(batch, time, width, generator: generator);
-    return Measurement.Of("blocks", a.Name, "attention alone (fused loop)", repeats, () => Run(alone, input)).MinMs;
+    using var inputGrad = input.clone().requires_grad_(true);
+    var both = Measurement.Of("blocks", a.Name, "attention alone, forward + backward (chunks)", repeats,
+        () => { using var scope = NewDisposeScope(); alone.forward(inputGrad).sum().backward(); inputGrad.grad!.Dispose(); inputGrad.grad = null; }).MinMs;
+    var forward = Measurement.Of("blocks", a.Name, "attention alone (fused loop)", repeats, () => Run(alone, input)).MinMs;
+    Console.WriteLine($"  {a.Name}: alone, forward + backward through the chunks {both:0.00} ms");
+    return forward;
 }
 if (args.Contains("--peer")) PythonBlocksPeer(report, measured);
 else Console.WriteLine("  (--peer also runs the Python peers of RetNet and GLA, benchmarks/peer_blocks.py, where python3 has torch)");
