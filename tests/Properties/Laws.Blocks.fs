@@ -586,9 +586,11 @@ let tests =
                     Expect.isLessThanOrEqual (abs (y.[0, 0, i] - expected)) (1e-14 * abs expected)
                         (sprintf "%A at z = %g: %.17g, expected %.17g" kind z y.[0, 0, i] expected)
 
-        testCase "log sigmoid and log softplus compiled: values = reference (float64, 1e-12), autograd = the derivative (1e-10), finite in float32, over [-1000, 1000]" <| fun () ->
+        testCase "log sigmoid, log softplus and softplus compiled: values = reference (float64, 1e-12), autograd = the derivative (1e-10), finite in float32, over [-1000, 1000]" <| fun () ->
             let input = Array3D.init 1 1 logActivationPoints.Length (fun _ _ i -> logActivationPoints.[i])
-            for kind, slope in [ ActivationKind.LogSigmoid, logSigmoidSlope; ActivationKind.LogSoftplus, logSoftplusSlope ] do
+            // softplus' = sigmoid, log sigmoid's slope at -x
+            for kind, slope in [ ActivationKind.LogSigmoid, logSigmoidSlope; ActivationKind.LogSoftplus, logSoftplusSlope
+                                 ActivationKind.Softplus, (fun z -> logSigmoidSlope -z) ] do
                 let g = Model.Input("x", logActivationPoints.Length).Activation(kind).Build()
                 let reference = (ReferenceEvaluator.Evaluate(g, [| input |])).[0]
                 for dtype, valueTolerance, slopeTolerance, smallestNormal in

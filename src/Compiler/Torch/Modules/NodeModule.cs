@@ -58,8 +58,9 @@ internal static class TensorValues
         ActivationKind.Tanh => x.tanh(),
         ActivationKind.ReLU => x.relu(),
         ActivationKind.EluPlusOne => nn.functional.elu(x, 1.0, false) + 1,
-        // torch's softplus returns x itself beyond a threshold (20), an error of e^-20 = 2e-9: the exact form instead
-        ActivationKind.Softplus => x.clamp_min(0) + x.abs().neg().exp().log1p(),
+        // torch's softplus returns x itself beyond a threshold (20), an error of e^-20 = 2e-9: the exact form instead,
+        // softplus(x) = -log sigmoid(-x) = max(x, 0) + log(1 + e^-|x|), which log sigmoid computes in one pass
+        ActivationKind.Softplus => nn.functional.logsigmoid(x.neg()).neg(),
         ActivationKind.DecayNormaliser => (x * 2).expm1().neg().sqrt(),
         ActivationKind.LogSigmoid => nn.functional.logsigmoid(x),
         ActivationKind.LogSoftplus => LogSoftplus(x),
