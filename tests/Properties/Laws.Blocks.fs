@@ -484,6 +484,34 @@ let tests =
                 for what, v in [ "reference", reference.[0, 0, i]; "compiled", compiled.[0, 0, i] ] do
                     Expect.isLessThanOrEqual (abs (v - expected.[i])) (4e-15 * expected.[i]) (sprintf "%s at x = %g" what xs.[i])
 
+        testCase "decay normaliser with gradients: the exact value, the slope -e^(2x) / sqrt(1 - e^(2x)) bounded at 1000 in magnitude, finite at x = 0 and x = -inf (float64)" <| fun () ->
+            let xs = [| Double.NegativeInfinity; -40.0; -3.0; -0.5; -1e-3; -1e-6; -1e-9; 0.0 |]
+            let g = Model.Input("x", xs.Length).Activation(ActivationKind.DecayNormaliser).Build()
+            let input = Array3D.init 1 1 xs.Length (fun _ _ i -> xs.[i])
+            let reference = (ReferenceEvaluator.Evaluate(g, [| input |])).[0]
+            let x = (toTensor f64 input).requires_grad_(true)
+            let y = g.Compile(CompileOptions.Float64).Forward([| x |]).[0]
+            y.sum().backward()
+            let values, slopes = ofTensorFlat y, ofTensorFlat x.grad
+            for i in 0 .. xs.Length - 1 do
+                let e = exp (2.0 * xs.[i])
+                let exact = if xs.[i] = 0.0 then Double.NegativeInfinity else -e / sqrt (-Math.Exp(2.0 * xs.[i]) + 1.0 |> max 0.0)
+                let expected = max exact (-e * 1000.0)
+                Expect.equal values.[i] reference.[0, 0, i] (sprintf "value at x = %g" xs.[i])
+                Expect.isTrue (Double.IsFinite slopes.[i]) (sprintf "finite slope at x = %g" xs.[i])
+                Expect.isLessThanOrEqual (abs (slopes.[i] - expected)) (1e-9 * (1.0 + abs expected)) (sprintf "slope at x = %g" xs.[i])
+
+        testCase "RG-LRU with a recurrence gate of exactly 0 (a decay of 1): finite gradients for every parameter (float64)" <| fun () ->
+            let g0 = InitializeWeights.Run(Model.Input("x", 4).Then(Blocks.RgLru(1)).Build(), 3, WeightInit.Perturbed)
+            // the recurrence gate's bias far below sigmoid's range: r = 0 exactly, so log a = c r log sigmoid(Lambda) = 0
+            let gate = g0.Nodes |> Seq.find (fun n -> n.Name.EndsWith "recurrence_gate")
+            let g = g0.WithWeight(gate.Name, "Bias", DoubleTensor.Vector(Array.create 4 -1000.0))
+            let model = g.Compile(CompileOptions.Float64)
+            let x = toTensor f64 (randomSequence (Random(5)) 2 6 4 1.0)
+            model.Forward([| x |]).[0].sum().backward()
+            for struct (name, p) in model.named_parameters() do
+                Expect.isTrue (ofTensorFlat p.grad |> Array.forall Double.IsFinite) (sprintf "finite gradient of %s" name)
+
         testCase "group norm by hand: x = 1, 3, 2, 6 in two groups is -1, 1, -1, 1 centred; 1, 3 over sqrt 5 as RMS" <| fun () ->
             let x = Array3D.init 1 1 4 (fun _ _ i -> [| 1.0; 3.0; 2.0; 6.0 |].[i])
             let normed centre =

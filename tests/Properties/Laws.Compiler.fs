@@ -121,8 +121,8 @@ let tests =
                         // a step from a diverging loss would only test NaN handling, which the errors laws do
                         if Double.IsFinite(total.item<double>()) && total.item<double>() < 1e6 then
                             total.backward()
-                            // a finite loss may still have non-finite gradients (a log-decay recurrence's sqrt(1 - e^(2x)) as
-                            // x reaches 0 after a large step): such a step, too, only tests NaN handling
+                            // a finite loss may still have non-finite gradients after a large step: such a step, too, only
+                            // tests NaN handling
                             if parameters |> Array.forall (fun p -> isNull p.grad || p.grad.isfinite().all().item<bool>()) then
                                 optimizer.step() |> ignore
                     let trained = model.ToGraph()

@@ -29,7 +29,8 @@ public enum ActivationKind
 
     /// <summary>
     /// f(x) = sqrt(1 - e^(2x)): the input gain of a state whose log-decay is x &lt;= 0 (Griffin's sqrt(1 - a_t^2) for
-    /// a_t = e^x), computed from e^(2x) - 1 to full precision; NaN for x &gt; 0.
+    /// a_t = e^x), computed from e^(2x) - 1 to full precision; NaN for x &gt; 0. Compiled with gradients, its slope
+    /// -e^(2x) / sqrt(1 - e^(2x)) (infinite at x = 0) is bounded at 1000 in magnitude, as Griffin's implementation bounds it.
     /// </summary>
     DecayNormaliser,
 

@@ -61,12 +61,35 @@ internal static class TensorValues
         // torch's softplus returns x itself beyond a threshold (20), an error of e^-20 = 2e-9: the exact form instead,
         // softplus(x) = -log sigmoid(-x) = max(x, 0) + log(1 + e^-|x|), which log sigmoid computes in one pass
         ActivationKind.Softplus => nn.functional.logsigmoid(x.neg()).neg(),
-        ActivationKind.DecayNormaliser => (x * 2).expm1().neg().sqrt(),
+        ActivationKind.DecayNormaliser => DecayNormaliser(x),
         ActivationKind.LogSigmoid => nn.functional.logsigmoid(x),
         ActivationKind.LogSoftplus => LogSoftplus(x),
         ActivationKind.Exp => x.exp(),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "bug in the compiler: activation without a module"),
     };
+
+    /// <summary>The largest magnitude of the decay normaliser's slope that its backward passes on.</summary>
+    internal const double DecayNormaliserSlopeBound = 1000;
+
+    /// <summary>
+    /// sqrt(1 - e^(2x)), whose slope -e^(2x) / sqrt(1 - e^(2x)) is infinite at x = 0 (a decay of exactly 1, as when
+    /// Griffin's recurrence gate is 0): autograd would then multiply infinity by the zero slope of that gate and give NaN.
+    /// With gradients the backward takes the slope with its magnitude bounded at <see cref="DecayNormaliserSlopeBound"/>
+    /// (as Griffin's implementation bounds it; it differs only where 1 - e^(2x) &lt; 1e-6); the value is exact.
+    /// </summary>
+    private static Tensor DecayNormaliser(Tensor x)
+    {
+        if (!is_grad_enabled() || !x.requires_grad) return (x * 2).expm1().neg().sqrt();
+        using var scope = NewDisposeScope();
+        Tensor value, slope;
+        using (no_grad())
+        {
+            value = (x * 2).expm1().neg().sqrt();
+            slope = (x * 2).exp().neg() / value.clamp_min(1 / DecayNormaliserSlopeBound);
+        }
+        // value + slope (x - x): the value itself, and slope as the derivative (x - x is 0 also at x = -inf, a decay of 0)
+        return (value + slope * (x - x.detach()).nan_to_num(0, 0, 0)).MoveToOuterDisposeScope();
+    }
 
     /// <summary>
     /// log softplus(x) = log(-logsigmoid(-x)) from x = -20 up; below, x + log(log(1 + u) / u) = x - u/2 + 5 u^2 / 24 -
