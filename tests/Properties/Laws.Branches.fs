@@ -126,11 +126,11 @@ let private structureAwareParallel =
                     within 1e-10 (scaledError (fst (forward lowered ExecutionMode.TorchOps x)) structured) label |> ignore
 
 let private attentionParallel =
-    testCase (sprintf "LinearAttentionLoop.ParallelWork (%d): the fused attention = the masked form with time x key x value just below and at it, one and several (batch row, head) pairs, every decay (float64, <= 1e-10)" LinearAttentionLoop.ParallelWork) <| fun () ->
+    testCase (sprintf "HeadPairs.ParallelWork (%d): the fused attention = the masked form with time x key x value just below and at it, one and several (batch row, head) pairs, every decay (float64, <= 1e-10)" HeadPairs.ParallelWork) <| fun () ->
         let key, value = 8, 2 * lanes + 1
         for decay in decays do
             for featureMap in [ ActivationKind.Identity; ActivationKind.EluPlusOne ] do
-                for time in timesAround (int64 LinearAttentionLoop.ParallelWork) (int64 (key * value)) do
+                for time in timesAround (int64 HeadPairs.ParallelWork) (int64 (key * value)) do
                     for batch, heads in [ 1, 1; 1, 2; 2, 1 ] do
                         let label = sprintf "%A, %A, time %d, batch %d, heads %d" decay featureMap time batch heads
                         let g = attention 4 heads key value None AttentionKernel.Linear featureMap decay (time + heads)

@@ -16,9 +16,6 @@ namespace Duality.Kernels;
 /// </summary>
 internal static unsafe class GatedLinearAttentionLoop
 {
-    /// <summary>Work per (batch row, head) pair (steps x key x value) from which pairs run in parallel.</summary>
-    public const int ParallelWork = 1 << 14;
-
     internal const int Steps = 4;
 
     /// <summary>Sizes; the decay's width is 0 without a decay, 1 per head, key per key channel.</summary>
@@ -26,13 +23,8 @@ internal static unsafe class GatedLinearAttentionLoop
 
     public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, Shape shape)
         where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        var pairs = shape.Batch * shape.Heads;
-        if (pairs > 1 && (long)shape.Time * shape.Key * shape.Value >= ParallelWork)
-            System.Threading.Tasks.Parallel.For(0, pairs, p => RunHead(q, k, v, decay, gate, normalised, y, shape, p / shape.Heads, p % shape.Heads));
-        else
-            for (int p = 0; p < pairs; p++) RunHead(q, k, v, decay, gate, normalised, y, shape, p / shape.Heads, p % shape.Heads);
-    }
+        => HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
+            (b, h) => RunHead(q, k, v, decay, gate, normalised, y, shape, b, h));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RunHead<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, Shape shape, int b, int h)

@@ -12,25 +12,14 @@ namespace Duality.Kernels;
 /// </summary>
 internal static unsafe class LinearAttentionLoop
 {
-    /// <summary>
-    /// Work per (batch row, head) pair (steps x key x value) from which two or more pairs run in parallel, one task per
-    /// pair: below it, starting the tasks costs more than the loop saves.
-    /// </summary>
-    public const int ParallelWork = 1 << 14;
-
     public readonly record struct Shape(int Batch, int Time, int Heads, int Key, int Value);
 
     /// <summary>gamma e^(i theta) as (gamma cos theta, gamma sin theta).</summary>
     public readonly record struct Rotation<T>(T Real, T Imaginary);
 
-    public static void Run<T>(T* q, T* k, T* v, T* decay, T gamma, Rotation<T>? rotation, T* y, Shape shape) where T : unmanaged, INumber<T>
-    {
-        var pairs = shape.Batch * shape.Heads;
-        if (pairs > 1 && (long)shape.Time * shape.Key * shape.Value >= ParallelWork)
-            System.Threading.Tasks.Parallel.For(0, pairs, p => RunHead(q, k, v, decay, gamma, rotation, y, shape, p / shape.Heads, p % shape.Heads));
-        else
-            for (int p = 0; p < pairs; p++) RunHead(q, k, v, decay, gamma, rotation, y, shape, p / shape.Heads, p % shape.Heads);
-    }
+    public static void Run<T>(T* q, T* k, T* v, T* decay, T gamma, Rotation<T>? rotation, T* y, Shape shape) where T : unmanaged, INumber<T> =>
+        HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
+            (b, h) => RunHead(q, k, v, decay, gamma, rotation, y, shape, b, h));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RunHead<T>(T* q, T* k, T* v, T* decay, T gamma, Rotation<T>? rotation, T* y, Shape shape, int b, int h)
