@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.autograd;
@@ -10,10 +11,12 @@ namespace Duality.Kernels;
 ///   y_t = b + sum_{i &lt; K, i &lt;= t} tap_i * x_{t-i}                 (elementwise over C channels)
 /// and its reverse-mode derivative
 ///   dx_s = sum_{i &lt; K, s + i &lt; T} tap_i * dy_{s+i},   dtap_i = sum_{n, t >= i} dy_t * x_{t-i},   db = sum_{n, t} dy_t.
-/// x, y, dy, dx: [B, T, C]; taps, dtaps: [K, C]; b, db: [C] (b may be null).
+/// x, y, dy, dx: [B, T, C]; taps, dtaps: [K, C]; b, db: [C] (b may be null). The loops are compiled optimised from their
+/// first call (a tier-0 copy would run a script's first calls several times slower).
 /// </summary>
 internal static unsafe class CausalConvolution
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Forward<T>(T* x, T* taps, T* bias, T* y, int batch, int time, int channels, int kernel)
         where T : unmanaged, INumber<T>
     {
@@ -28,6 +31,7 @@ internal static unsafe class CausalConvolution
             }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Backward<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int batch, int time, int channels, int kernel)
         where T : unmanaged, INumber<T>
     {
@@ -48,6 +52,7 @@ internal static unsafe class CausalConvolution
     }
 
     /// <summary>sum[c] += a[c] * b[c].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void MultiplyAdd<T>(T* sum, T* a, T* b, int length) where T : unmanaged, INumber<T>
     {
         int c = 0;
@@ -60,6 +65,7 @@ internal static unsafe class CausalConvolution
         for (; c < length; c++) sum[c] += a[c] * b[c];
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Add<T>(T* sum, T* a, int length) where T : unmanaged, INumber<T>
     {
         for (int c = 0; c < length; c++) sum[c] += a[c];
