@@ -78,9 +78,10 @@ internal static class GatedLinearAttentionChunks
         Tensor scores;
         if (cumulative.shape[4] == 1)
         {
+            // L_t - m_t for the query t and g_s - L_s for the key s, so the [C, C] exponents take one broadcast sum
             var running = cumulative.squeeze(-1);
-            var lag = running.unsqueeze(-1) - running.unsqueeze(-2);
-            if (gate is not null) lag = lag + gate.squeeze(-1).unsqueeze(-2) - shift!;
+            var (rows, columns) = gate is null ? (running, running.neg()) : (running - shift!.squeeze(-1), gate.squeeze(-1) - running);
+            var lag = rows.unsqueeze(-1) + columns.unsqueeze(-2);
             scores = (qb.matmul(kb.transpose(-2, -1)) * lag.masked_fill(future, double.NegativeInfinity).exp()).masked_fill(future, 0);
         }
         else
