@@ -28,7 +28,7 @@ public static class Blocks
     /// minLSTM (Feng et al. 2024), over the current width d: f_t = sigmoid(W_f x_t + b_f), i_t = sigmoid(W_i x_t + b_i),
     /// h~_t = W_h x_t + b_h, f'_t = f_t / (f_t + i_t), i'_t = i_t / (f_t + i_t), h_t = f'_t h_{t-1} + i'_t h~_t, h_0 = 0.
     /// As a graph, with a = W_f x + b_f and b = W_i x + b_i: f' = sigmoid(s) and i' = 1 - f' = sigmoid(-s) for
-    /// s = softplus(-b) - softplus(-a) (since i/f = e^(softplus(-a) - softplus(-b))), so s ("logit") is the decay of a
+    /// s = log f - log i = log sigmoid(a) - log sigmoid(b) (since f' / i' = f / i = e^s), so s ("logit") is the decay of a
     /// diagonal recurrence ("h") fed by the gate sigmoid(-s) h~ ("update"). Parameters: 3 hidden (d + 1).
     /// </summary>
     /// <param name="hidden">The state's width d_h (positive).</param>
@@ -37,10 +37,10 @@ public static class Blocks
         x => x.Block(name, "minlstm", block =>
         {
             var input = block.Current;
-            var forgetCost = block.Projection(hidden, name: "forget").Scale(-1, name: "forget_negated").Softplus(name: "forget_cost");
-            return forgetCost.At(input)
-                .Projection(hidden, name: "input").Scale(-1, name: "input_negated").Softplus(name: "input_cost")
-                .Add(cost => cost.From("forget_cost").Scale(-1, name: "negated"), name: "logit")
+            var logForget = block.Projection(hidden, name: "forget").LogSigmoid(name: "log_forget");
+            return logForget.At(input)
+                .Projection(hidden, name: "input").LogSigmoid(name: "log_input").Scale(-1, name: "negated")
+                .Add(f => f.From("log_forget"), name: "logit")
                 .At(input)
                 .Gate(value: v => v.Projection(hidden, name: "candidate"), gate: g => g.From("logit").Scale(-1, name: "negated"),
                     ActivationKind.Sigmoid, name: "update")
