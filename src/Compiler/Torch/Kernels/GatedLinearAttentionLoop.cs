@@ -16,7 +16,7 @@ namespace Duality.Kernels;
 /// </summary>
 internal static unsafe class GatedLinearAttentionLoop
 {
-    internal const int Steps = 4;
+    private const int Steps = 4;
 
     /// <summary>Sizes; the decay's width is 0 without a decay, 1 per head, key per key channel.</summary>
     public readonly record struct Shape(int Batch, int Time, int Heads, int Key, int Value, int DecayWidth);
@@ -136,7 +136,7 @@ internal static unsafe class GatedLinearAttentionLoop
     /// locals to be inlined, so compiled optimised from its first call (a tier-0 copy would run the first calls 10x slower).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Advance<T, TFactors>(T* s, TFactors a, T* k, T** q, T** v, T** y, int keys, int width)
+    private static void Advance<T, TFactors>(T* s, TFactors a, T* k, T** q, T** v, T** y, int keys, int width)
         where T : unmanaged, INumber<T> where TFactors : struct, IFactors<T>
     {
         int n = Vector<T>.Count, i = 0;
@@ -194,7 +194,7 @@ internal static unsafe class GatedLinearAttentionLoop
     }
 
     /// <summary>The factors a_u[j] of a block's four steps: one per step (a decay per head), or one per key channel.</summary>
-    internal interface IFactors<T>
+    private interface IFactors<T>
     {
         T Step0(int j);
         T Step1(int j);
@@ -202,7 +202,7 @@ internal static unsafe class GatedLinearAttentionLoop
         T Step3(int j);
     }
 
-    internal readonly struct Uniform<T>(T a0, T a1, T a2, T a3) : IFactors<T>
+    private readonly struct Uniform<T>(T a0, T a1, T a2, T a3) : IFactors<T>
     {
         public T Step0(int j) => a0;
         public T Step1(int j) => a1;
