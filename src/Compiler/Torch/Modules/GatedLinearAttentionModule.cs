@@ -42,12 +42,7 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
         var x = inputs[0];
         long batch = x.shape[0], time = x.shape[1];
         var (q, k, v) = (inputs[0].contiguous(), inputs[1].contiguous(), inputs[2].contiguous());
-        var logDecay = node.LogDecay is null ? null : inputs[node.LogDecayIndex].reshape(batch, time, node.Heads, -1);
-        if (node.HeadDecays is { } gammas)
-        {
-            var logGamma = TensorValues.ToTorch(gammas, x.dtype).to(x.device).log().view(1, 1, node.Heads, 1);
-            logDecay = logDecay is null ? logGamma.expand(batch, time, node.Heads, 1) : logDecay + logGamma;
-        }
+        var logDecay = LogDecays(inputs);
         var gate = node.LogInputGate is null ? null : inputs[node.LogInputGateIndex].contiguous();
         // without an input gate the loop reads the factors e^l, with one the log-decays (it forms e^(l + m_{t-1} - m_t))
         var decay = logDecay is null ? null : (gate is null ? logDecay.exp() : logDecay).contiguous();
@@ -65,6 +60,19 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
                     RawStorage.PointerOrNull<double>(decay), RawStorage.PointerOrNull<double>(gate), node.Normalised, RawStorage.Pointer<double>(y), shape);
         }
         return y;
+    }
+
+    /// <summary>
+    /// The log-decay of each step and head, log gamma_h added: [batch, time, heads, 1 or key], or null without a decay.
+    /// </summary>
+    private Tensor? LogDecays(IReadOnlyList<Tensor> inputs)
+    {
+        long batch = inputs[0].shape[0], time = inputs[0].shape[1];
+        var logDecay = node.LogDecay is { } ? inputs[node.LogDecayIndex] : null;
+        var perStep = logDecay?.reshape(batch, time, node.Heads, logDecay.shape[2] / node.Heads);
+        if (node.HeadDecays is not { } gammas) return perStep;
+        var logGamma = TensorValues.ToTorch(gammas, inputs[0].dtype).to(inputs[0].device).log().view(1, 1, node.Heads, 1);
+        return perStep is null ? logGamma.expand(batch, time, node.Heads, 1) : perStep + logGamma;
     }
 
     /// <summary>
@@ -88,12 +96,7 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
         Tensor Heads(Tensor t) => t.view(batch, time, node.Heads, t.shape[2] / node.Heads).transpose(1, 2);
         var (q, k, v) = (Heads(inputs[0]), Heads(inputs[1]), Heads(inputs[2]));
         if (node.Normalised) v = cat([v, ones(batch, node.Heads, time, 1, dtype: v.dtype, device: v.device)], -1);
-        var decay = node.LogDecay is null ? null : Heads(inputs[node.LogDecayIndex]);
-        if (node.HeadDecays is { } gammas)
-        {
-            var logGamma = TensorValues.ToTorch(gammas, x.dtype).to(x.device).log().view(1, node.Heads, 1, 1);
-            decay = decay is null ? logGamma.expand(batch, node.Heads, time, 1) : decay + logGamma;
-        }
+        var decay = LogDecays(inputs)?.transpose(1, 2);
         var gate = node.LogInputGate is null ? null : inputs[node.LogInputGateIndex].transpose(1, 2);
         var result = GatedLinearAttentionChunks.Run(q, k, v, decay, gate, state, chunk);
         // rows come scaled by e^(-m_t): o / max(|n . q|, 1) = (o e^-m) / max(|n . q| e^-m, e^-m)
