@@ -442,6 +442,18 @@ let tests =
             let x = scalars [ 1.0; 2.0 ]
             worked g x expected
 
+        testCase "minGRU and minLSTM run their update gate, decay and recurrence as one fused pass without gradients (the decay's negation folded in), and node by node with them" <| fun () ->
+            for block, nodes in [ Blocks.MinGru(16), [ "mingru/update/value/candidate"; "mingru/update"; "mingru/h/decay/negated"; "mingru/h" ]
+                                  Blocks.MinLstm(16), [ "minlstm/update/value/candidate"; "minlstm/update/gate/negated"; "minlstm/update"; "minlstm/h" ] ] do
+                let model = InitializeWeights.Run(Model.Input("x", 8).Then(block).Build(), 3).Compile()
+                let group = model.FusedGroups |> Seq.exactlyOne
+                Expect.equal group.Kind "gate + recurrence, input-dependent decay" "the group"
+                Expect.equal (List.ofSeq group.Nodes) nodes "its nodes"
+                let x = torch.randn(2L, 5L, 8L)
+                noGrad (fun () -> model.forward(x) |> ignore)
+                model.forward(x.requires_grad_(true)).sum().backward()
+                Expect.equal (group.Fused, group.NodeByNode) (1L, 1L) "one pass fused, one node by node"
+
         testCase "gated MLP: an expansion below 1 is refused, naming the option" <| fun () ->
             let error = Expect.throwsC (fun () -> Model.Input("x", 3).Then(Blocks.GatedMlp(0)) |> ignore) id
             Expect.stringContains error.Message "expansion" "names the option"

@@ -180,7 +180,7 @@ let private tiledParallel =
             |> List.iter (fun (what, e, a) -> within 1e-10 (error e a) (sprintf "%s: %s" label what) |> ignore)
 
 let private scanPartitions =
-    testCase (sprintf "ScanPartition (blocks of %d to %d channels, multiples of %d): fused scans and gate + recurrence = TorchSharp step loops at widths around both block limits, batch 1 and 2 x cores + 1: outputs, input and parameter gradients (float64, <= 1e-10)" ScanPartition.MinBlock ScanPartition.MaxBlock ScanPartition.Alignment) <| fun () ->
+    testCase (sprintf "ScanPartition (blocks of %d to %d channels, multiples of %d): fused scans and gate + recurrence (fixed and input-dependent decays) = TorchSharp step loops at widths around both block limits, batch 1 and 2 x cores + 1: outputs, input and parameter gradients (float64, <= 1e-10)" ScanPartition.MinBlock ScanPartition.MaxBlock ScanPartition.Alignment) <| fun () ->
         // one row is cut into blocks from MinBlock channels on; a batch as large as the items wanted keeps whole
         // rows, cut only beyond MaxBlock channels
         let many = 2 * Environment.ProcessorCount + 1
@@ -203,6 +203,13 @@ let private scanPartitions =
             sameGradients (sprintf "gate + recurrence, batch %d, width %d" batch width) (gradients gated ExecutionMode.TorchOps x) (gradients gated ExecutionMode.Auto x)
             within 1e-10 (scaledError (fst (forward gated ExecutionMode.TorchOps x)) (fst (forward gated ExecutionMode.Auto x)))
                 (sprintf "gate + recurrence without gradients, batch %d, width %d" batch width) |> ignore
+            // minGRU's form: the gate's projection, negated, is the decay sigmoid(-z) the fused pass computes per step
+            let decayed =
+                InitializeWeights.Run(
+                    Model.Input("x", 3).Gate((fun v -> v.Projection(width)), (fun g -> g.Projection(width, name = "z")), ActivationKind.Sigmoid)
+                        .LinearRecurrence(decay = (fun d -> d.From("gate/gate/z").Scale(-1.0))).Build(), width)
+            within 1e-10 (scaledError (fst (forward decayed ExecutionMode.TorchOps x)) (fst (forward decayed ExecutionMode.Auto x)))
+                (sprintf "gate + recurrence with an input-dependent decay, batch %d, width %d" batch width) |> ignore
 
 let private fingerprints =
     testCase (sprintf "Fingerprint.ParallelBytes (%d): equal tensors hash alike and changing any one element (first, either side of the middle, last) changes the hash, just below, at and above it" Fingerprint.ParallelBytes) <| fun () ->

@@ -129,6 +129,37 @@ let private gatedGraph (c: RecurrenceCase, activation, fixedLambda, (valueBias, 
         else b.LinearRecurrence(initialState = state)
     InitializeWeights.Run((if valueReadTwice then recurrence.Add("gate/value/value") else recurrence).Build(), c.Seed)
 
+/// value * f(s gate) into a recurrence whose decay comes from the input, lambda_t = sigmoid(r d_t) or e^(r d_t): d its own
+/// projection (per channel, or one per step shared by every channel) or the gate's projection itself (minGRU's
+/// 1 - z = sigmoid(-z)), through log sigmoid for e^(r d) (so r d <= 0); s and r optional Scales the fused group folds in.
+let private decayedCase =
+    gen {
+        let! c, activation, _, biases, _ = gatedCase
+        let! exponential = Gen.elements [ false; true ]
+        let! decaySource = Gen.elements [ "own"; "own, shared"; "gate" ]
+        let! gateFactor = Gen.elements [ None; Some -1.0; Some 0.75 ]
+        let! decayFactor = Gen.elements [ None; Some -1.0; Some 0.5 ]
+        return c, activation, biases, exponential, decaySource, gateFactor, (if exponential then Option.map abs decayFactor else decayFactor)
+    }
+
+let private decayedGraph (c: RecurrenceCase, activation, (valueBias, gateBias), exponential, decaySource, gateFactor, decayFactor) =
+    let scaled factor name (b: SequenceBuilder) = match factor with Some (f: float) -> b.Scale(f, name = name) | None -> b
+    let gated =
+        Model.Input("x", 3).Gate((fun v -> v.Projection(c.Width, bias = valueBias, name = "value")),
+                                 (fun g -> g.Projection(c.Width, bias = gateBias, name = "z") |> scaled gateFactor "factor"), activation, name = "gate")
+    let decay (d: SequenceBuilder) =
+        let raw =
+            match decaySource with
+            | "gate" -> d.From("gate/gate/z")
+            | "own, shared" -> d.From("x").Projection(1, name = "d")
+            | _ -> d.From("x").Projection(c.Width, name = "d")
+        (if exponential then raw.LogSigmoid(name = "log") else raw) |> scaled decayFactor "factor"
+    let random = Random(c.Seed)
+    let state = if c.WithState then DoubleTensor.Vector(Array.init c.Width (fun _ -> random.NextDouble() * 1.8 - 0.9)) else null
+    let recurrence =
+        gated.LinearRecurrence(initialState = state, decay = decay, decayForm = (if exponential then DecayForm.Logarithm else DecayForm.Sigmoid), name = "h")
+    InitializeWeights.Run(recurrence.Build(), c.Seed)
+
 type AttentionCase = { Layer: Duality.Testing.Generators.AttentionLayer; Time: int }
 
 let private attentionCase =
@@ -228,8 +259,22 @@ let tests =
                 let x () = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5
                 sameRuns (gradients c.Loss g ExecutionMode.TorchOps (x ())) (gradients c.Loss g ExecutionMode.Auto (x ())))
 
+        testPropertyWithConfig { config with maxTest = 60 } "fused gate + recurrence with an input-dependent decay (sigmoid or e^, per channel or shared, folded Scales, biases added in the pass; no gradients) = node-by-node execution (float64, scaled error <= 1e-10), the group running fused whenever the gate's function has a fused form; with gradients the nodes run one by one and agree too" <|
+            Prop.forAll (Arb.fromGen decayedCase) (fun case ->
+                let c, activation, _, _, _, _, _ = case
+                let g = decayedGraph case
+                let x () = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5
+                let model = g.Compile(CompileOptions.Float64)
+                let fusedRuns () = model.FusedGroups |> Seq.sumBy (fun group -> if group.Kind.Contains "input-dependent decay" then group.Fused else 0L)
+                let actual = noGrad (fun () -> model.forward(x () |> toTensor torch.ScalarType.Float64) |> ofTensor)
+                let expected = noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = ExecutionMode.TorchOps)).forward(x () |> toTensor torch.ScalarType.Float64) |> ofTensor)
+                let supported = activation <> ActivationKind.GELU
+                if fusedRuns () <> (if supported then 1L else 0L) then failwithf "the fused group ran %d times (%A)" (fusedRuns ()) activation
+                within 1e-10 (scaledError expected actual) "fused vs node by node"
+                && sameRuns (gradients c.Loss g ExecutionMode.TorchOps (x ())) (gradients c.Loss g ExecutionMode.Auto (x ())))
+
         testPropertyWithConfig { config with maxTest = 60 } "kept buffers (ReuseBuffers): repeated forwards equal forwards without (float64, <= 1e-12), and earlier outputs stay intact, whichever node reads the state (views: slices, identities, one-part concats)" <|
-            Prop.forAll (Arb.fromGen (Gen.zip3 gatedCase (Gen.elements [ "gated"; "plain"; "decay"; "attention"; "lowered"; "compressed" ])
+            Prop.forAll (Arb.fromGen (Gen.zip3 gatedCase (Gen.elements [ "gated"; "gated decay"; "plain"; "decay"; "attention"; "lowered"; "compressed" ])
                                                     (Gen.elements [ "readout"; "output"; "slice"; "identity"; "twice"; "concat"; "projected concat" ])))
                 (fun (case, family, ending) ->
                 let c, activation, _, (valueBias, gateBias), _ = case
@@ -239,11 +284,14 @@ let tests =
                     | "gated" ->
                         x0.Gate((fun v -> v.Projection(c.Width, bias = valueBias)), (fun g -> g.Projection(c.Width, bias = gateBias)), activation)
                             .LinearRecurrence(name = "memory")
+                    | "gated decay" ->
+                        x0.Gate((fun v -> v.Projection(c.Width, bias = valueBias)), (fun g -> g.Projection(c.Width, bias = gateBias, name = "z")), activation)
+                            .LinearRecurrence(decay = (fun d -> d.From("gate/gate/z").Scale(-1.0)), name = "memory")
                     | "plain" -> x0.Projection(c.Width, bias = valueBias).LinearRecurrence(name = "memory")
                     | "decay" -> x0.Projection(c.Width, bias = valueBias).LinearRecurrence(decay = (fun d -> d.Projection(c.Width)), name = "memory")
                     // attention, as a node and lowered (structure-aware, and as the attention the compressed form raises to)
                     | _ -> x0.Attention(2, 3, 2, outFeatures = (if valueBias then Nullable c.Width else Nullable()), decay = Nullable 0.9, name = "a")
-                let width = match family with "gated" | "plain" | "decay" -> c.Width | _ -> if valueBias then c.Width else 2 * 2
+                let width = match family with "gated" | "gated decay" | "plain" | "decay" -> c.Width | _ -> if valueBias then c.Width else 2 * 2
                 let b =
                     match ending with
                     | "readout" -> b.Projection(2, bias = gateBias)

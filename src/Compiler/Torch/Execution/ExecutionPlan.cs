@@ -16,6 +16,8 @@ internal sealed class ExecutionPlan
     private readonly Graph graph;
     private readonly IReadOnlyList<(IFusedExecutor Executor, FusedGroup Group)> groups;
     private readonly ILookup<int, (IFusedExecutor Executor, FusedGroup Group)> byTrigger;
+    // nodes of a group that come before its trigger: they wait for it
+    private readonly HashSet<int> deferred;
 
     public ExecutionPlan(Graph graph, NodeModule?[] modules, ExecutionMode execution)
     {
@@ -26,6 +28,7 @@ internal sealed class ExecutionPlan
         groups = executors.Select(e => (Executor: e, Group: new FusedGroup(graph.Nodes[e.Result].Name, e.Kind,
             [.. e.Interior.Order().Select(i => graph.Nodes[i].Name), graph.Nodes[e.Result].Name]))).ToList();
         byTrigger = groups.ToLookup(g => g.Executor.Trigger);
+        deferred = groups.SelectMany(g => g.Executor.Interior.Where(i => i < g.Executor.Trigger)).ToHashSet();
     }
 
     public IReadOnlyList<FusedGroup> Groups => groups.Select(g => g.Group).ToList();
@@ -39,42 +42,50 @@ internal sealed class ExecutionPlan
     /// <summary>
     /// Every node's value for one forward pass: fused groups run as soon as their inputs are known, nodes they cover are
     /// skipped, and every other node runs its module (writing into kept buffers when <paramref name="buffers"/> allows).
+    /// A group's nodes that come before its trigger wait for it, and run then if it declines.
     /// </summary>
     public Tensor[] Run(NodeModule?[] modules, Tensor[] inputs, Workspace? buffers)
     {
         var values = new Tensor[modules.Length];
-        var fused = Fuse(values, buffers);
-        int next = 0;
+        var inputIndices = new int[modules.Length];
+        for (int i = 0, next = 0; i < modules.Length; i++) if (modules[i] is null) inputIndices[i] = next++;
+        void Compute(int i) =>
+            values[i] = modules[i] is { } module
+                ? buffers is not null && buffers.Dies(i)
+                    ? module.Forward(graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray(), buffers.For(i))
+                    : module.Forward(graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray())
+                : inputs[inputIndices[i]];
+        var fused = Fuse(values, buffers, Compute);
         for (int i = 0; i < modules.Length; i++)
         {
             if (fused.TryGetValue(i, out var groupOutput)) values[i] = groupOutput;
-            else if (fused.ContainsKey(~i)) continue;
-            else
-                values[i] = modules[i] is { } module
-                    ? buffers is not null && buffers.Dies(i)
-                        ? module.Forward(graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray(), buffers.For(i))
-                        : module.Forward(graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray())
-                    : inputs[next++];
-            fused = Fuse(values, buffers, fused, i);
+            else if (fused.ContainsKey(~i) || deferred.Contains(i)) continue;
+            else Compute(i);
+            fused = Fuse(values, buffers, Compute, fused, i);
         }
         return values;
     }
 
     /// <summary>
     /// Runs each group triggered by node <paramref name="computed"/>: its result is keyed by its node's index, its interior
-    /// nodes by their complement (~index) so they are skipped. A group that declines runs node by node; a group whose
-    /// nodes another group already took is not run.
+    /// nodes by their complement (~index) so they are skipped. A group that declines runs node by node (its nodes before
+    /// the trigger now, the rest in turn); a group whose nodes another group already took is not run.
     /// </summary>
-    private Dictionary<int, Tensor> Fuse(Tensor[] values, Workspace? buffers, Dictionary<int, Tensor>? fused = null, int computed = -1)
+    private Dictionary<int, Tensor> Fuse(Tensor[] values, Workspace? buffers, Action<int> compute, Dictionary<int, Tensor>? fused = null,
+        int computed = -1)
     {
         fused ??= [];
         foreach (var (executor, group) in byTrigger[computed])
         {
-            if (fused.ContainsKey(executor.Result) || fused.ContainsKey(~executor.Result) || executor.Interior.Any(i => fused.ContainsKey(~i)))
+            var taken = fused.ContainsKey(executor.Result) || fused.ContainsKey(~executor.Result) || executor.Interior.Any(i => fused.ContainsKey(~i));
+            var output = taken ? null : executor.TryRun(values, buffers);
+            if (!taken) group.Count(ranFused: output is not null);
+            if (output is null)
+            {
+                foreach (var early in executor.Interior.Where(i => i < executor.Trigger && values[i] is null && !fused.ContainsKey(~i)).Order())
+                    compute(early);
                 continue;
-            var output = executor.TryRun(values, buffers);
-            group.Count(ranFused: output is not null);
-            if (output is null) continue;
+            }
             fused[executor.Result] = output;
             foreach (var interior in executor.Interior) fused[~interior] = output;
         }

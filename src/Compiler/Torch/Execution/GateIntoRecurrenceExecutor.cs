@@ -8,24 +8,37 @@ using static TorchSharp.torch;
 namespace Duality.Execution;
 
 /// <summary>
-/// A Gate read only by a real diagonal recurrence with fixed or trainable eigenvalues:
-///   h_t = lambda * h_{t-1} + value_t * f(gate_t)
+/// A Gate read only by a real diagonal recurrence:
+///   h_t = lambda_t * h_{t-1} + value_t * f(gate_t)
 /// run as one fused pass (<see cref="GatedScan"/>) on the CPU, instead of three passes over [batch, time,
-/// width] tensors (activation, product, scan); with gradients, as one autograd operation whose backward is
-/// one reverse pass (<see cref="GatedScanFunction"/>). A projection read only by the gate joins
-/// the group: without gradients its product runs without the bias, which the pass adds, sparing the copy of
+/// width] tensors (activation, product, scan); with gradients and fixed or trainable eigenvalues, as one autograd
+/// operation whose backward is one reverse pass (<see cref="GatedScanFunction"/>). With an input-dependent decay
+/// (lambda_t = sigmoid(d_t) or e^(d_t)) the pass computes lambda_t itself, and runs only without gradients. A Scale read
+/// only by the gate, or only by the decay, joins the group as a constant factor; a projection read only by the gate
+/// joins it too: without gradients its product runs without the bias, which the pass adds, sparing the copy of
 /// the bias into the output and the product's read of it; with a <see cref="Workspace"/> the products (and the
 /// state, when it dies within the pass) are written into kept buffers.
 /// </summary>
 internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
 {
-    /// <summary>One operand of the gate: the node computing it, or the projection read only by the gate, which the group runs itself.</summary>
-    private sealed record Operand(int Node, ProjectionModule? Absorbed, int Source)
+    /// <summary>
+    /// One operand of the pass: the node computing it (times the factor of a Scale the group took, <paramref name="Folded"/>),
+    /// or the projection read only by the gate, which the group runs itself.
+    /// </summary>
+    private sealed record Operand(int Node, ProjectionModule? Absorbed, int Source, double Factor = 1, int? Folded = null)
     {
         public static Operand Of(Graph graph, NodeModule?[] modules, int[] readers, NodeId id) =>
             graph[id] is Projection projection && readers[id.Index] == 1 && modules[id.Index] is ProjectionModule module
                 ? new Operand(id.Index, module, projection.Source.Index)
-                : new Operand(id.Index, null, id.Index);
+                : graph[id] is Scale scale && readers[id.Index] == 1
+                    ? new Operand(scale.Source.Index, null, scale.Source.Index, scale.Factor, id.Index)
+                    : new Operand(id.Index, null, id.Index);
+
+        /// <summary>The nodes the group computes instead of their modules.</summary>
+        public IEnumerable<int> Taken => Absorbed is not null ? [Node] : Folded is { } scale ? [scale] : [];
+
+        /// <summary>The same operand read as its node's value (a projection the group does not run).</summary>
+        public Operand Plain => Absorbed is null ? this : new Operand(Node, null, Node);
 
         /// <summary>
         /// The operand: with gradients, an absorbed projection as libtorch computes it; without, its product alone
@@ -40,21 +53,21 @@ internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
     }
 
     private readonly Operand value, gating;
+    private readonly Operand? decay;
     private readonly ActivationKind activation;
+    private readonly bool exponentialDecay;
     private readonly RecurrenceModule recurrence;
 
-    private GateIntoRecurrenceExecutor(Graph graph, NodeModule?[] modules, NodeId gateId, NodeId recurrenceId, int[] readers)
+    private GateIntoRecurrenceExecutor(Operand value, Operand gating, Operand? decay, ActivationKind activation, LinearRecurrence node,
+        RecurrenceModule recurrence, int gate, int result, int trigger)
     {
-        var gate = (Gate)graph[gateId];
-        value = Operand.Of(graph, modules, readers, gate.Value);
-        gating = Operand.Of(graph, modules, readers, gate.Gating);
-        (activation, recurrence) = (gate.Activation, (RecurrenceModule)modules[recurrenceId.Index]!);
-        Trigger = Math.Max(value.Source, gating.Source);
-        Result = recurrenceId.Index;
-        Interior = [gateId.Index, .. new[] { value, gating }.Where(o => o.Absorbed is not null).Select(o => o.Node)];
+        (this.value, this.gating, this.decay, this.activation, this.recurrence) = (value, gating, decay, activation, recurrence);
+        exponentialDecay = node.DecayForm == DecayForm.Logarithm;
+        (Trigger, Result) = (trigger, result);
+        Interior = [gate, .. value.Taken, .. gating.Taken, .. decay?.Taken ?? []];
     }
 
-    public string Kind => "gate + recurrence";
+    public string Kind => decay is null ? "gate + recurrence" : "gate + recurrence, input-dependent decay";
 
     public int Trigger { get; }
 
@@ -66,23 +79,38 @@ internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
     {
         var readers = GatedLayers.Readers(graph);
         for (int i = 0; i < graph.Nodes.Count; i++)
-            if (graph.Nodes[i] is LinearRecurrence { State: StateKind.Real, Decay: null, NormalisedInput: false } r && graph[r.Source] is Gate g
-                && GatedScan.Supports(g.Activation) && readers[r.Source.Index] == 1 && g.Value != g.Gating)
-                yield return new GateIntoRecurrenceExecutor(graph, modules, r.Source, new NodeId(i), readers);
+            if (graph.Nodes[i] is LinearRecurrence { State: StateKind.Real, NormalisedInput: false } r && graph[r.Source] is Gate g
+                && GatedScan.Supports(g.Activation) && readers[r.Source.Index] == 1 && g.Value != g.Gating
+)
+                yield return Group(graph, modules, readers, r, g, i);
+    }
+
+    /// <summary>The group around recurrence <paramref name="result"/>, run once the last node it reads is known.</summary>
+    private static GateIntoRecurrenceExecutor Group(Graph graph, NodeModule?[] modules, int[] readers, LinearRecurrence r, Gate g, int result)
+    {
+        var (value, gating) = (Operand.Of(graph, modules, readers, g.Value), Operand.Of(graph, modules, readers, g.Gating));
+        var decay = r.Decay is { } d ? Operand.Of(graph, modules, readers, d).Plain : null;
+        var trigger = new[] { value, gating, decay }.Where(o => o is not null).Max(o => o!.Source);
+        return new GateIntoRecurrenceExecutor(value, gating, decay, g.Activation, r, (RecurrenceModule)modules[result]!, r.Source.Index, result, trigger);
     }
 
     public Tensor? TryRun(Tensor[] values, Workspace? workspace)
     {
         var (input, gateInput) = (values[value.Source], values[gating.Source]);
-        if (input.device.type != DeviceType.CPU || gateInput.device.type != DeviceType.CPU || recurrence.Lambda is not { } lambda) return null;
+        if (input.device.type != DeviceType.CPU || gateInput.device.type != DeviceType.CPU) return null;
+        if (decay is null && recurrence.Lambda is null) return null;
         if (is_grad_enabled())
-            return GatedScanFunction.Run(value.Compute(values), gating.Compute(values), lambda, recurrence.InitialStateBuffer, activation);
+            return decay is null && gating.Factor == 1
+                ? GatedScanFunction.Run(value.Compute(values), gating.Compute(values), recurrence.Lambda!, recurrence.InitialStateBuffer, activation)
+                : null;
         using var scope = NewDisposeScope();
         // kept buffers: the gate's product always (only this pass reads it), the value's (then the state) when the state dies within the pass
         var kept = workspace?.For(~Result);
         var resultDies = kept?.ResultDies == true;
         var v = value.Compute(values, resultDies ? kept : null, 0);
         var g = gating.Compute(values, kept, 1);
+        var d = decay?.Compute(values);
+        if (d is not null && (d.device.type != DeviceType.CPU || d.dtype != v.dtype)) return null;
         var (valueBias, gateBias) = (value.Absorbed?.BiasWeight?.contiguous(), gating.Absorbed?.BiasWeight?.contiguous());
         var h0 = recurrence.InitialStateBuffer?.contiguous();
         // the value's projection, run by this group, produced a tensor nothing else holds: h is written over it,
@@ -91,16 +119,21 @@ internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
             : resultDies ? kept!.Value.Take(0, v.shape, v.dtype, v.device)
             : LargeTensors.EmptyLike(v);
         var shape = new GatedScan.Shape((int)v.shape[0], (int)v.shape[1], (int)v.shape[2]);
-        lambda = lambda.contiguous();
-        using var alive = RawStorage.KeepAlive(v, g, lambda, h0, h, valueBias, gateBias);
+        var lambda = recurrence.Lambda?.contiguous();
+        var shared = d is not null && d.shape[^1] == 1 && shape.Width != 1;
+        using var alive = RawStorage.KeepAlive(v, g, d, lambda, h0, h, valueBias, gateBias);
         unsafe
         {
             if (v.dtype == ScalarType.Float32)
-                GatedScan.Run(RawStorage.Pointer<float>(v), RawStorage.Pointer<float>(g), RawStorage.Pointer<float>(lambda),
+                GatedScan.Run(RawStorage.Pointer<float>(v), RawStorage.Pointer<float>(g), (float)gating.Factor,
+                    d is null ? GatedScan.Decay<float>.Fixed(RawStorage.Pointer<float>(lambda!))
+                        : GatedScan.Decay<float>.PerStep(RawStorage.Pointer<float>(d), shared, (float)decay!.Factor, exponentialDecay),
                     RawStorage.PointerOrNull<float>(h0), RawStorage.Pointer<float>(h),
                     new GatedScan.Biases<float>(RawStorage.PointerOrNull<float>(valueBias), RawStorage.PointerOrNull<float>(gateBias)), activation, shape);
             else
-                GatedScan.Run(RawStorage.Pointer<double>(v), RawStorage.Pointer<double>(g), RawStorage.Pointer<double>(lambda),
+                GatedScan.Run(RawStorage.Pointer<double>(v), RawStorage.Pointer<double>(g), gating.Factor,
+                    d is null ? GatedScan.Decay<double>.Fixed(RawStorage.Pointer<double>(lambda!))
+                        : GatedScan.Decay<double>.PerStep(RawStorage.Pointer<double>(d), shared, decay!.Factor, exponentialDecay),
                     RawStorage.PointerOrNull<double>(h0), RawStorage.Pointer<double>(h),
                     new GatedScan.Biases<double>(RawStorage.PointerOrNull<double>(valueBias), RawStorage.PointerOrNull<double>(gateBias)), activation, shape);
         }

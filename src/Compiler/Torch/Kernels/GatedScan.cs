@@ -5,15 +5,18 @@ using Duality.Ir;
 namespace Duality.Kernels;
 
 /// <summary>
-/// A gate feeding a real diagonal recurrence, fused: h_t = lambda * h_{t-1} + (value_t + a) * f(gate_t + c),
+/// A gate feeding a real diagonal recurrence, fused: h_t = lambda_t * h_{t-1} + (value_t + a) * f(s (gate_t + c)),
 /// never materialising f(gate) or the product; a and c are optional biases ([N] or null) of the projections
-/// that produced value and gate. value, gate, h: [B, T, N] contiguous (h may be value itself); lambda: [N];
-/// h0: [N] or null. Work is split as the scans split theirs (<see cref="ScanPartition"/>): (batch row, block of
+/// that produced value and gate, s a constant factor (a Scale folded into the gate). lambda_t is fixed per channel
+/// ([N]) or comes from a decay branch d ([B, T, N], or [B, T, 1] shared by every channel) as sigmoid(r d_t) or
+/// e^(r d_t) (<see cref="Decay{T}"/>). value, gate, h: [B, T, N] contiguous (h may be value itself); h0: [N] or null.
+/// Work is split as the scans split theirs (<see cref="ScanPartition"/>): (batch row, block of
 /// channels) pieces run in parallel, each walking through time, blocks as wide as the number of pieces allows,
 /// so each step of a piece reads whole pages (narrow blocks revisit every page, paying a TLB miss each time).
 /// </summary>
 internal static unsafe class GatedScan
 {
+    /// <summary>The gate functions the fused pass and its reverse pass compute.</summary>
     public static bool Supports(ActivationKind kind) =>
         kind is ActivationKind.Identity or ActivationKind.Sigmoid or ActivationKind.Tanh or ActivationKind.SiLU or ActivationKind.ReLU;
 
@@ -27,23 +30,63 @@ internal static unsafe class GatedScan
         public T* Gate { get; } = gate;
     }
 
-    public static void Run<T>(T* value, T* gate, T* lambda, T* h0, T* h, Biases<T> biases, ActivationKind kind, Shape shape)
+    /// <summary>
+    /// lambda_t: a fixed lambda per channel (<see cref="Fixed"/>), or from a decay branch's values per step
+    /// (<see cref="PerStep"/>): sigmoid(r d) or, when exponential, e^(r d), with r a constant factor (a Scale folded in).
+    /// </summary>
+    public readonly struct Decay<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        private Decay(T* lambda, T* steps, bool shared, T factor, bool exponential)
+        {
+            Lambda = lambda;
+            Steps = steps;
+            (Shared, Factor, Exponential) = (shared, factor, exponential);
+        }
+
+        public static Decay<T> Fixed(T* lambda) => new(lambda, null, false, T.One, false);
+
+        /// <summary>lambda_t = sigmoid(factor d_t), or e^(factor d_t) when exponential; d: [B, T, N], or [B, T, 1] when shared by every channel.</summary>
+        public static Decay<T> PerStep(T* steps, bool shared, T factor, bool exponential) => new(null, steps, shared, factor, exponential);
+
+        public T* Lambda { get; }
+
+        public T* Steps { get; }
+
+        public bool Shared { get; }
+
+        public T Factor { get; }
+
+        public bool Exponential { get; }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector<T> Of(Vector<T> d)
+        {
+            var x = d * new Vector<T>(Factor);
+            return Exponential ? VectorExp.Exp(x) : Sigmoid(x);
+        }
+    }
+
+    public static void Run<T>(T* value, T* gate, T gateFactor, Decay<T> decay, T* h0, T* h, Biases<T> biases, ActivationKind kind, Shape shape)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (shape.Time > 0)
             ScanPartition.For(shape.Batch, shape.Width).Run(item =>
-                RunPiece(value, gate, lambda, h0, h, biases, kind, shape, item.Batch, item.Start, item.Count));
+                RunPiece(value, gate, gateFactor, decay, h0, h, biases, kind, shape, item.Batch, item.Start, item.Count));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RunPiece<T>(T* value, T* gate, T* lambda, T* h0, T* h, Biases<T> biases, ActivationKind kind, Shape shape,
-        int b, int start, int width) where T : unmanaged, IFloatingPointIeee754<T>
+    private static void RunPiece<T>(T* value, T* gate, T gateFactor, Decay<T> decay, T* h0, T* h, Biases<T> biases, ActivationKind kind,
+        Shape shape, int b, int start, int width) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        T* l = lambda + start, a = biases.Value is null ? null : biases.Value + start, c = biases.Gate is null ? null : biases.Gate + start;
+        T* l = decay.Lambda is null ? null : decay.Lambda + start;
+        T* a = biases.Value is null ? null : biases.Value + start, c = biases.Gate is null ? null : biases.Gate + start;
+        var factor = new Vector<T>(gateFactor);
         for (int t = 0; t < shape.Time; t++)
         {
-            long offset = ((long)b * shape.Time + t) * shape.Width + start;
+            long row = (long)b * shape.Time + t, offset = row * shape.Width + start;
             T* v = value + offset, g = gate + offset, y = h + offset;
+            T* d = l is not null ? null : decay.Shared ? decay.Steps + row : decay.Steps + offset;
+            var shared = d is not null && decay.Shared ? decay.Of(new Vector<T>(d[0])) : default;
             // h_{t-1} is the row just written (still in cache); before the first step, h0 or zero
             T* previous = t > 0 ? y - shape.Width : h0 is null ? null : h0 + start;
             int i = 0;
@@ -53,15 +96,17 @@ internal static unsafe class GatedScan
                 var gating = Vector.Load(g + i);
                 if (a is not null) input += Vector.Load(a + i);
                 if (c is not null) gating += Vector.Load(c + i);
-                var product = input * Activate(kind, gating);
-                var next = previous is null ? product : VectorFused.MultiplyAdd(Vector.Load(l + i), Vector.Load(previous + i), product);
-                Vector.Store(next, y + i);
+                var product = input * Activate(kind, gating * factor);
+                if (previous is null) { Vector.Store(product, y + i); continue; }
+                var lambda = l is not null ? Vector.Load(l + i) : decay.Shared ? shared : decay.Of(Vector.Load(d + i));
+                Vector.Store(VectorFused.MultiplyAdd(lambda, Vector.Load(previous + i), product), y + i);
             }
             for (; i < width; i++)
             {
                 T input = v[i] + (a is null ? T.Zero : a[i]), gating = g[i] + (c is null ? T.Zero : c[i]);
-                T product = input * Activate(kind, new Vector<T>(gating))[0];
-                y[i] = previous is null ? product : l[i] * previous[i] + product;
+                T product = input * Activate(kind, new Vector<T>(gating * gateFactor))[0];
+                T lambda = l is not null ? l[i] : decay.Shared ? shared[0] : decay.Of(new Vector<T>(d[i]))[0];
+                y[i] = previous is null ? product : lambda * previous[i] + product;
             }
         }
     }

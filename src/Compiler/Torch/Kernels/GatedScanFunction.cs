@@ -50,7 +50,8 @@ internal sealed class GatedScanFunction : SingleTensorFunction<GatedScanFunction
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         using var alive = RawStorage.KeepAlive(value, gate, lambda, h0, h);
-        GatedScan.Run(RawStorage.Pointer<T>(value), RawStorage.Pointer<T>(gate), RawStorage.Pointer<T>(lambda), RawStorage.PointerOrNull<T>(h0),
+        GatedScan.Run(RawStorage.Pointer<T>(value), RawStorage.Pointer<T>(gate), T.One, GatedScan.Decay<T>.Fixed(RawStorage.Pointer<T>(lambda)),
+            RawStorage.PointerOrNull<T>(h0),
             RawStorage.Pointer<T>(h), default, activation, Shape(value));
     }
 
