@@ -21,6 +21,28 @@ public sealed record Measurement(string Group, string Configuration, string Mode
         var median = times[times.Count / 2];
         return new Measurement(group, configuration, mode, median, times[0], throughput?.Invoke(times[0]) ?? "");
     }
+
+    /// <summary>
+    /// Several runs measured in turns (one call of each per round, after a warm-up of each), so that every one of them
+    /// sees the same moments of a machine whose speed drifts: ratios between them are not skewed by when each ran.
+    /// </summary>
+    public static Measurement[] Interleaved(int repeats, params (string Group, string Configuration, string Mode, Action Run)[] runs)
+    {
+        foreach (var run in runs) run.Run();
+        var times = runs.Select(_ => new List<double>()).ToArray();
+        for (int i = 0; i < repeats; i++)
+            for (int r = 0; r < runs.Length; r++)
+            {
+                var clock = Stopwatch.StartNew();
+                runs[r].Run();
+                times[r].Add(clock.Elapsed.TotalMilliseconds);
+            }
+        return runs.Select((run, r) =>
+        {
+            var sorted = times[r].Order().ToList();
+            return new Measurement(run.Group, run.Configuration, run.Mode, sorted[sorted.Count / 2], sorted[0], "");
+        }).ToArray();
+    }
 }
 
 /// <summary>The table printed at the end and its CSV copy.</summary>

@@ -131,12 +131,13 @@ let private gatedGraph (c: RecurrenceCase, activation, fixedLambda, (valueBias, 
 
 /// value * f(s gate) into a recurrence whose decay comes from the input, lambda_t = sigmoid(r d_t) or e^(r d_t): d its own
 /// projection (per channel, or one per step shared by every channel) or the gate's projection itself (minGRU's
-/// 1 - z = sigmoid(-z)), through log sigmoid for e^(r d) (so r d <= 0); s and r optional Scales the fused group folds in.
+/// 1 - z = sigmoid(-z)), through log sigmoid for e^(r d) (so r d <= 0), or none (a trained lambda); s and r optional
+/// Scales the fused group folds in.
 let private decayedCase =
     gen {
         let! c, activation, _, biases, _ = gatedCase
         let! exponential = Gen.elements [ false; true ]
-        let! decaySource = Gen.elements [ "own"; "own, shared"; "gate" ]
+        let! decaySource = Gen.elements [ "own"; "own, shared"; "gate"; "none" ]
         let! gateFactor = Gen.elements [ None; Some -1.0; Some 0.75 ]
         let! decayFactor = Gen.elements [ None; Some -1.0; Some 0.5 ]
         return c, activation, biases, exponential, decaySource, gateFactor, (if exponential then Option.map abs decayFactor else decayFactor)
@@ -157,7 +158,8 @@ let private decayedGraph (c: RecurrenceCase, activation, (valueBias, gateBias), 
     let random = Random(c.Seed)
     let state = if c.WithState then DoubleTensor.Vector(Array.init c.Width (fun _ -> random.NextDouble() * 1.8 - 0.9)) else null
     let recurrence =
-        gated.LinearRecurrence(initialState = state, decay = decay, decayForm = (if exponential then DecayForm.Logarithm else DecayForm.Sigmoid), name = "h")
+        if decaySource = "none" then gated.LinearRecurrence(initialState = state, name = "h")
+        else gated.LinearRecurrence(initialState = state, decay = decay, decayForm = (if exponential then DecayForm.Logarithm else DecayForm.Sigmoid), name = "h")
     InitializeWeights.Run(recurrence.Build(), c.Seed)
 
 type AttentionCase = { Layer: Duality.Testing.Generators.AttentionLayer; Time: int }
@@ -259,19 +261,23 @@ let tests =
                 let x () = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5
                 sameRuns (gradients c.Loss g ExecutionMode.TorchOps (x ())) (gradients c.Loss g ExecutionMode.Auto (x ())))
 
-        testPropertyWithConfig { config with maxTest = 60 } "fused gate + recurrence with an input-dependent decay (sigmoid or e^, per channel or shared, folded Scales, biases added in the pass; no gradients) = node-by-node execution (float64, scaled error <= 1e-10), the group running fused whenever the gate's function has a fused form; with gradients the nodes run one by one and agree too" <|
+        testPropertyWithConfig { config with maxTest = 80 } "fused gate + recurrence with an input-dependent decay (sigmoid or e^, per channel or shared, folded Scales, biases added in the pass) = node-by-node execution: outputs, input and parameter gradients (float64, scaled error <= 1e-10); the group runs fused whenever the gate's function has a fused form, with gradients too unless the decay is shared" <|
             Prop.forAll (Arb.fromGen decayedCase) (fun case ->
-                let c, activation, _, _, _, _, _ = case
+                let c, activation, _, _, decaySource, _, _ = case
                 let g = decayedGraph case
-                let x () = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5
+                let x () = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5 |> toTensor torch.ScalarType.Float64
                 let model = g.Compile(CompileOptions.Float64)
-                let fusedRuns () = model.FusedGroups |> Seq.sumBy (fun group -> if group.Kind.Contains "input-dependent decay" then group.Fused else 0L)
-                let actual = noGrad (fun () -> model.forward(x () |> toTensor torch.ScalarType.Float64) |> ofTensor)
-                let expected = noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = ExecutionMode.TorchOps)).forward(x () |> toTensor torch.ScalarType.Float64) |> ofTensor)
+                let fusedRuns () = model.FusedGroups |> Seq.sumBy (fun group -> group.Fused)
+                let actual = noGrad (fun () -> model.forward(x ()) |> ofTensor)
+                let expected = noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = ExecutionMode.TorchOps)).forward(x ()) |> ofTensor)
                 let supported = activation <> ActivationKind.GELU
-                if fusedRuns () <> (if supported then 1L else 0L) then failwithf "the fused group ran %d times (%A)" (fusedRuns ()) activation
+                if fusedRuns () <> (if supported then 1L else 0L) then failwithf "without gradients the fused group ran %d times (%A)" (fusedRuns ()) activation
+                model.forward(x().requires_grad_(true)).sum().backward()
+                let withGradients = if supported && (decaySource <> "own, shared" || c.Width = 1) then 2L else if supported then 1L else 0L
+                if fusedRuns () <> withGradients then failwithf "with gradients the fused group ran %d times in all (%A, %s)" (fusedRuns ()) activation decaySource
+                let sequence () = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5
                 within 1e-10 (scaledError expected actual) "fused vs node by node"
-                && sameRuns (gradients c.Loss g ExecutionMode.TorchOps (x ())) (gradients c.Loss g ExecutionMode.Auto (x ())))
+                && sameRuns (gradients c.Loss g ExecutionMode.TorchOps (sequence ())) (gradients c.Loss g ExecutionMode.Auto (sequence ())))
 
         testPropertyWithConfig { config with maxTest = 60 } "kept buffers (ReuseBuffers): repeated forwards equal forwards without (float64, <= 1e-12), and earlier outputs stay intact, whichever node reads the state (views: slices, identities, one-part concats)" <|
             Prop.forAll (Arb.fromGen (Gen.zip3 gatedCase (Gen.elements [ "gated"; "gated decay"; "plain"; "decay"; "attention"; "lowered"; "compressed" ])

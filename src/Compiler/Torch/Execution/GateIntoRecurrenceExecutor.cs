@@ -13,7 +13,7 @@ namespace Duality.Execution;
 /// run as one fused pass (<see cref="GatedScan"/>) on the CPU, instead of three passes over [batch, time,
 /// width] tensors (activation, product, scan); with gradients and fixed or trainable eigenvalues, as one autograd
 /// operation whose backward is one reverse pass (<see cref="GatedScanFunction"/>). With an input-dependent decay
-/// (lambda_t = sigmoid(d_t) or e^(d_t)) the pass computes lambda_t itself, and runs only without gradients. A Scale read
+/// (lambda_t = sigmoid(d_t) or e^(d_t)) the pass computes lambda_t itself; with gradients only when d is per channel. A Scale read
 /// only by the gate, or only by the decay, joins the group as a constant factor; a projection read only by the gate
 /// joins it too: without gradients its product runs without the bias, which the pass adds, sparing the copy of
 /// the bias into the output and the product's read of it; with a <see cref="Workspace"/> the products (and the
@@ -56,13 +56,14 @@ internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
     private readonly Operand? decay;
     private readonly ActivationKind activation;
     private readonly bool exponentialDecay;
+    private readonly int width;
     private readonly RecurrenceModule recurrence;
 
     private GateIntoRecurrenceExecutor(Operand value, Operand gating, Operand? decay, ActivationKind activation, LinearRecurrence node,
         RecurrenceModule recurrence, int gate, int result, int trigger)
     {
         (this.value, this.gating, this.decay, this.activation, this.recurrence) = (value, gating, decay, activation, recurrence);
-        exponentialDecay = node.DecayForm == DecayForm.Logarithm;
+        (exponentialDecay, width) = (node.DecayForm == DecayForm.Logarithm, node.Width);
         (Trigger, Result) = (trigger, result);
         Interior = [gate, .. value.Taken, .. gating.Taken, .. decay?.Taken ?? []];
     }
@@ -100,9 +101,13 @@ internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
         if (input.device.type != DeviceType.CPU || gateInput.device.type != DeviceType.CPU) return null;
         if (decay is null && recurrence.Lambda is null) return null;
         if (is_grad_enabled())
-            return decay is null && gating.Factor == 1
-                ? GatedScanFunction.Run(value.Compute(values), gating.Compute(values), recurrence.Lambda!, recurrence.InitialStateBuffer, activation)
-                : null;
+        {
+            // the reverse pass takes a decay per channel, of the value's dtype, on the CPU (a shared one runs node by node)
+            var steps = decay?.Compute(values);
+            if (steps is not null && (steps.shape[^1] != width || steps.device.type != DeviceType.CPU || steps.dtype != input.dtype)) return null;
+            var form = new GatedScanFunction.Form(activation, gating.Factor, steps is not null, decay?.Factor ?? 1, exponentialDecay);
+            return GatedScanFunction.Run(value.Compute(values), gating.Compute(values), steps ?? recurrence.Lambda!, recurrence.InitialStateBuffer, form);
+        }
         using var scope = NewDisposeScope();
         // kept buffers: the gate's product always (only this pass reads it), the value's (then the state) when the state dies within the pass
         var kept = workspace?.For(~Result);

@@ -112,33 +112,39 @@ internal static unsafe class GatedScan
     }
 
     /// <summary>
-    /// The reverse pass, with the gate's inputs saved by the forward pass: a_t = dh_t + lambda a_{t+1},
-    /// dvalue_t = a_t f(gate_t), dgate_t = a_t value_t f'(gate_t), and the eigenvalue gradient's rows
-    /// lambdaRows[b] = sum_t a_t h_{t-1} (null when lambda is not trained). dh is [B, T, N], or [B, T] for a
-    /// gradient equal across channels (channelBroadcast).
+    /// The reverse pass, with the gate's inputs saved by the forward pass: a_t = dh_t + lambda_{t+1} a_{t+1},
+    /// dvalue_t = a_t f(s gate_t), dgate_t = a_t value_t f'(s gate_t) s, and, for a fixed lambda, the eigenvalue
+    /// gradient's rows lambdaRows[b] = sum_t a_t h_{t-1} (null when lambda is not trained); for a decay per step and
+    /// channel (not shared), dDecay_t = a_t h_{t-1} lambda'(d_t) r with lambda' = lambda (1 - lambda) for sigmoid(r d),
+    /// lambda for e^(r d). dh is [B, T, N], or [B, T] for a gradient equal across channels (channelBroadcast).
     /// </summary>
-    public static void RunBackward<T>(T* dh, bool channelBroadcast, T* value, T* gate, T* lambda, T* h0, T* h,
-        T* dValue, T* dGate, T* lambdaRows, ActivationKind kind, Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
+    public static void RunBackward<T>(T* dh, bool channelBroadcast, T* value, T* gate, T gateFactor, Decay<T> decay, T* h0, T* h,
+        T* dValue, T* dGate, T* lambdaRows, T* dDecay, ActivationKind kind, Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
     {
+        if (decay.Shared) throw new ArgumentException("the reverse pass takes a decay per channel", nameof(decay));
         if (shape.Time > 0)
             ScanPartition.For(shape.Batch, shape.Width).Run(item =>
-                BackwardPiece(dh, channelBroadcast, value, gate, lambda, h0, h, dValue, dGate, lambdaRows, kind, shape, item.Batch, item.Start,
-                    item.Count));
+                BackwardPiece(dh, channelBroadcast, value, gate, gateFactor, decay, h0, h, dValue, dGate, lambdaRows, dDecay, kind, shape,
+                    item.Batch, item.Start, item.Count));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void BackwardPiece<T>(T* dh, bool channelBroadcast, T* value, T* gate, T* lambda, T* h0, T* h,
-        T* dValue, T* dGate, T* lambdaRows, ActivationKind kind, Shape shape, int b, int start, int width)
+    private static void BackwardPiece<T>(T* dh, bool channelBroadcast, T* value, T* gate, T gateFactor, Decay<T> decay, T* h0, T* h,
+        T* dValue, T* dGate, T* lambdaRows, T* dDecay, ActivationKind kind, Shape shape, int b, int start, int width)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        T* adjoint = stackalloc T[width], products = stackalloc T[width];
+        // adjoint: a_{t+1}; following: lambda_{t+1} (zero past the end, where the adjoint is zero too)
+        T* adjoint = stackalloc T[width], products = stackalloc T[width], following = stackalloc T[width];
         new Span<T>(adjoint, width).Clear();
         new Span<T>(products, width).Clear();
-        T* l = lambda + start;
+        new Span<T>(following, width).Clear();
+        T* l = decay.Lambda is null ? following : decay.Lambda + start;
+        var (factor, decayFactor) = (new Vector<T>(gateFactor), new Vector<T>(decay.Factor));
         for (int t = shape.Time - 1; t >= 0; t--)
         {
             long row = (long)b * shape.Time + t, offset = row * shape.Width + start;
             T* v = value + offset, g = gate + offset, dv = dValue + offset, dg = dGate + offset, d = dh + (channelBroadcast ? row : offset);
+            T* steps = decay.Steps is null ? null : decay.Steps + offset, dd = dDecay is null ? null : dDecay + offset;
             T* previous = t > 0 ? h + offset - shape.Width : h0 is null ? null : h0 + start;
             int i = 0;
             for (; i <= width - Vector<T>.Count; i += Vector<T>.Count)
@@ -146,19 +152,32 @@ internal static unsafe class GatedScan
                 var incoming = channelBroadcast ? new Vector<T>(d[0]) : Vector.Load(d + i);
                 var a = VectorFused.MultiplyAdd(Vector.Load(l + i), Vector.Load(adjoint + i), incoming);
                 Vector.Store(a, adjoint + i);
-                var activated = ActivateWithSlope(kind, Vector.Load(g + i), out var slope);
+                var activated = ActivateWithSlope(kind, Vector.Load(g + i) * factor, out var slope);
                 Vector.Store(a * activated, dv + i);
-                Vector.Store(a * Vector.Load(v + i) * slope, dg + i);
-                if (previous is not null) Vector.Store(VectorFused.MultiplyAdd(a, Vector.Load(previous + i), Vector.Load(products + i)), products + i);
+                Vector.Store(a * Vector.Load(v + i) * slope * factor, dg + i);
+                if (steps is not null)
+                {
+                    var lambda = decay.Of(Vector.Load(steps + i));
+                    Vector.Store(lambda, following + i);
+                    var lambdaSlope = decay.Exponential ? lambda : lambda * (Vector<T>.One - lambda);
+                    Vector.Store(previous is null ? Vector<T>.Zero : a * Vector.Load(previous + i) * lambdaSlope * decayFactor, dd + i);
+                }
+                else if (previous is not null) Vector.Store(VectorFused.MultiplyAdd(a, Vector.Load(previous + i), Vector.Load(products + i)), products + i);
             }
             for (; i < width; i++)
             {
                 T a = (channelBroadcast ? d[0] : d[i]) + l[i] * adjoint[i];
                 adjoint[i] = a;
-                var activated = ActivateWithSlope(kind, new Vector<T>(g[i]), out var slope);
+                var activated = ActivateWithSlope(kind, new Vector<T>(g[i] * gateFactor), out var slope);
                 dv[i] = a * activated[0];
-                dg[i] = a * v[i] * slope[0];
-                if (previous is not null) products[i] += a * previous[i];
+                dg[i] = a * v[i] * slope[0] * gateFactor;
+                if (steps is not null)
+                {
+                    T lambda = decay.Of(new Vector<T>(steps[i]))[0];
+                    following[i] = lambda;
+                    dd[i] = previous is null ? T.Zero : a * previous[i] * (decay.Exponential ? lambda : lambda * (T.One - lambda)) * decay.Factor;
+                }
+                else if (previous is not null) products[i] += a * previous[i];
             }
         }
         if (lambdaRows is not null) new Span<T>(products, width).CopyTo(new Span<T>(lambdaRows + (long)b * shape.Width + start, width));
