@@ -475,7 +475,7 @@ let tests =
             Expect.isTrue (error :? GraphException) "the library's exception"
             Expect.stringContains error.Message "heads" "names the option"
 
-        testCase "decay normaliser: sqrt(1 - e^(2x)) to full precision near x = 0 and far below" <| fun () ->
+        testCase "decay normaliser: sqrt(1 - e^(2x)) to full precision near x = 0 and far below, as a node, in the reference and in the fused gate + recurrence pass" <| fun () ->
             // 1 - e^(2x) = -sum_n (2x)^n / n!, summed until the terms vanish, where 1 - e^(2x) would cancel
             let oneMinusExp2 x =
                 if x < -0.5 then 1.0 - exp (2.0 * x)
@@ -492,8 +492,16 @@ let tests =
             let input = Array3D.init 1 1 xs.Length (fun _ _ i -> xs.[i])
             let reference = (ReferenceEvaluator.Evaluate(g, [| input |])).[0]
             let compiled = noGrad (fun () -> ofTensor (g.Compile(CompileOptions.Float64).Forward([| toTensor f64 input |]).[0]))
+            // as the gate of a recurrence (RG-LRU's), computed in the fused pass: at one step h = 1 * sqrt(1 - e^(2x))
+            let n = xs.Length
+            let gated =
+                Model.Input("x", 2 * n).Gate((fun v -> v.Slice(0, n)), (fun g -> g.Slice(n, n, name = "g")), ActivationKind.DecayNormaliser, name = "gate")
+                    .LinearRecurrence(decay = (fun d -> d.From("gate/gate/g")), decayForm = DecayForm.Logarithm).Build().Compile(CompileOptions.Float64)
+            let both = Array3D.init 1 1 (2 * n) (fun _ _ i -> if i < n then 1.0 else xs.[i - n])
+            let fused = noGrad (fun () -> ofTensor (gated.Forward([| toTensor f64 both |]).[0]))
+            Expect.equal (gated.FusedGroups |> Seq.sumBy (fun group -> group.Fused)) 1L "the gate and recurrence ran fused"
             for i in 0 .. xs.Length - 1 do
-                for what, v in [ "reference", reference.[0, 0, i]; "compiled", compiled.[0, 0, i] ] do
+                for what, v in [ "reference", reference.[0, 0, i]; "compiled", compiled.[0, 0, i]; "fused gate + recurrence", fused.[0, 0, i] ] do
                     Expect.isLessThanOrEqual (abs (v - expected.[i])) (4e-15 * expected.[i]) (sprintf "%s at x = %g" what xs.[i])
 
         testCase "gated linear attention over no steps: [batch, 0, heads x value] from the fused loop and the chunks, with decays per head and per key channel, fixed gammas and a gate" <| fun () ->

@@ -18,7 +18,8 @@ internal static unsafe class GatedScan
 {
     /// <summary>The gate functions the fused pass and its reverse pass compute.</summary>
     public static bool Supports(ActivationKind kind) =>
-        kind is ActivationKind.Identity or ActivationKind.Sigmoid or ActivationKind.Tanh or ActivationKind.SiLU or ActivationKind.ReLU;
+        kind is ActivationKind.Identity or ActivationKind.Sigmoid or ActivationKind.Tanh or ActivationKind.SiLU or ActivationKind.ReLU
+            or ActivationKind.DecayNormaliser;
 
     public readonly record struct Shape(int Batch, int Time, int Width);
 
@@ -206,6 +207,13 @@ internal static unsafe class GatedScan
                 var s = Sigmoid(x);
                 slope = s * VectorFused.MultiplyAdd(x, Vector<T>.One - s, Vector<T>.One);
                 return x * s;
+            }
+            case ActivationKind.DecayNormaliser:
+            {
+                // sqrt(1 - e^(2x)) = sqrt(-(e^(2x) - 1)); its slope -e^(2x) / sqrt(1 - e^(2x)) bounded in magnitude as the module bounds it
+                var value = Vector.SquareRoot(-VectorExp.ExpMinusOne(x + x));
+                slope = -VectorExp.Exp(x + x) / Vector.Max(value, new Vector<T>(T.One / T.CreateTruncating(Duality.Torch.TensorValues.DecayNormaliserSlopeBound)));
+                return value;
             }
             case ActivationKind.ReLU:
                 slope = Vector.ConditionalSelect(Vector.GreaterThan(x, Vector<T>.Zero), Vector<T>.One, Vector<T>.Zero);

@@ -46,9 +46,33 @@ internal static class VectorExp
         return p * Vector.As<int, float>(Vector.ShiftLeft(Vector.ConvertToInt32(k) + new Vector<int>(127), 23));
     }
 
-    /// <summary>1 / n! for n &lt;= 12.</summary>
+    /// <summary>
+    /// e^x - 1 to full relative precision also near 0: for |x| &lt;= ln 2 / 2, x (1 + x/2! + x^2/3! + ...) (to x^13 / 14! for
+    /// double, x^7 / 8! for float: truncation below 3e-19 and 6e-10 relative), beyond, e^x - 1 (which cancels no digit there,
+    /// |e^x - 1| &gt; 0.29).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> ExpMinusOne<T>(Vector<T> x) where T : unmanaged, INumber<T>
+    {
+        if (typeof(T) == typeof(float))
+        {
+            var xf = Vector.As<T, float>(x);
+            var q = new Vector<float>(1f / 40320);
+            for (int n = 7; n >= 1; n--) q = Vector.FusedMultiplyAdd(q, xf, new Vector<float>((float)InverseFactorials[n]));
+            var near = Vector.LessThanOrEqual(Vector.Abs(xf), new Vector<float>(0.34657359f));
+            return Vector.As<float, T>(Vector.ConditionalSelect(near, xf * q, Exp(xf) - Vector<float>.One));
+        }
+        var xd = Vector.As<T, double>(x);
+        var p = new Vector<double>(1.0 / 87178291200);
+        for (int n = 13; n >= 1; n--) p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(InverseFactorials[n]));
+        var close = Vector.LessThanOrEqual(Vector.Abs(xd), new Vector<double>(0.34657359027997264));
+        return Vector.As<double, T>(Vector.ConditionalSelect(close, xd * p, Exp(xd) - Vector<double>.One));
+    }
+
+    /// <summary>1 / n! for n &lt;= 13.</summary>
     private static readonly double[] InverseFactorials =
-        [1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600];
+        [1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600,
+         1.0 / 6227020800];
 }
 
 /// <summary>a * b + c in one rounding, for the generic kernels (float and double).</summary>
