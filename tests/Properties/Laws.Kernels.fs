@@ -267,6 +267,27 @@ let tests =
                 let x () = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5
                 sameRuns (gradients c.Loss g ExecutionMode.TorchOps (x ())) (gradients c.Loss g ExecutionMode.Auto (x ())))
 
+        testPropertyWithConfig { config with maxTest = 60 } "complex recurrence with a complex input (the LRU's), normalised or not, with an initial state or not, read as [re; im] or its real part: the one-pass scan (no gradients) = node-by-node execution (float64, scaled error <= 1e-10), and with gradients too" <|
+            Prop.forAll (Arb.fromGen (Gen.zip3 recurrenceCase (Gen.elements [ 1; 3; 4; 5; 8; 9; 255; 256; 257; 600 ])
+                                                 (Gen.zip (Gen.elements [ true; false ]) (Gen.elements [ ComplexReadout.RealAndImaginary; ComplexReadout.RealPart ]))))
+                (fun (c, width, (normalised, readout)) ->
+                let random = Random(c.Seed)
+                // |lambda| in [0.5, 0.99] so the normalisation is real; phases in [0, pi/4]
+                let lambda = Array2D.init width 2 (fun _ _ -> 0.0)
+                for n in 0 .. width - 1 do
+                    let r, theta = 0.5 + 0.49 * random.NextDouble(), random.NextDouble() * Math.PI / 4.0
+                    lambda.[n, 0] <- r * cos theta
+                    lambda.[n, 1] <- r * sin theta
+                let state = if c.WithState then DoubleTensor.Matrix(Array2D.init width 2 (fun _ _ -> random.NextDouble() - 0.5)) else null
+                let g =
+                    InitializeWeights.Run(
+                        Model.Input("x", 3).Projection(2 * width, bias = false)
+                            .LinearRecurrence(width, state = StateKind.Complex, readout = readout, complexInput = true, normalisedInput = normalised,
+                                              lambda = DoubleTensor.Matrix(lambda), initialState = state).Build(), c.Seed)
+                fastEqualsPlain g (randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5) "one pass vs node by node"
+                && sameRuns (gradients c.Loss g ExecutionMode.TorchOps (randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5))
+                            (gradients c.Loss g ExecutionMode.Auto (randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5)))
+
         testCase "VectorExp.ExpMinusOne: e^x - 1 within 4 ulps in float64 (2e-7 in float32) of its value, from |x| = 1e-300 through both sides of ln 2 / 2 up to the ends of the range" <| fun () ->
             // the reference: e^x - 1 by its Taylor series in decimal (28 digits) for 1e-10 <= |x| < 1, e^x - 1 in double beyond (no digit cancels there)
             let reference (x: float) =

@@ -145,6 +145,33 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
             : Scan(input, Parts(lambda), h0 is null ? null : Parts(h0));
     }
 
+    /// <summary>
+    /// Without gradients, one pass for a complex input u = [re; im] ([batch, time, 2 width]) scaled per channel by
+    /// <paramref name="gain"/> ([width] or null): (re, im)_t = lambda (re, im)_{t-1} + gain u_t. Null when a gradient is to
+    /// be recorded.
+    /// </summary>
+    public static Tensor? RunComplexInput(Tensor u, Tensor lambda, Tensor? h0, Tensor? gain)
+    {
+        if (GradientGate.Records(u, lambda, h0, gain)) return null;
+        var input = u.contiguous();
+        var (parts, initial, scale) = (Parts(lambda), h0 is null ? ((Tensor Re, Tensor Im)?)null : Parts(h0), gain?.contiguous());
+        var h = LargeTensors.Empty([u.shape[0], u.shape[1], u.shape[2]], u.dtype);
+        if (u.dtype == ScalarType.Float32) ComplexInputForward<float>(input, parts, initial, scale, h);
+        else ComplexInputForward<double>(input, parts, initial, scale, h);
+        return h;
+    }
+
+    private static unsafe void ComplexInputForward<T>(Tensor u, (Tensor Re, Tensor Im) lambda, (Tensor Re, Tensor Im)? h0, Tensor? gain, Tensor h)
+        where T : unmanaged, INumber<T>
+    {
+        using var alive = RawStorage.KeepAlive(u, lambda.Re, lambda.Im, h0?.Re, h0?.Im, gain, h);
+        var (pu, pr, pi, p0r, p0i, pg, ph) = ((nint)RawStorage.Pointer<T>(u), (nint)RawStorage.Pointer<T>(lambda.Re), (nint)RawStorage.Pointer<T>(lambda.Im),
+            (nint)RawStorage.PointerOrNull<T>(h0?.Re), (nint)RawStorage.PointerOrNull<T>(h0?.Im), (nint)RawStorage.PointerOrNull<T>(gain), (nint)RawStorage.Pointer<T>(h));
+        int batch = (int)u.shape[0], time = (int)u.shape[1], width = (int)u.shape[2] / 2;
+        if (time == 0) return;
+        ScanPartition.For(batch, width).Run(item => ScanLoops.ComplexForward((T*)pu, true, (T*)pg, (T*)pr, (T*)pi, (T*)p0r, (T*)p0i, (T*)ph, item, time, width));
+    }
+
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
         var (u, lambda, h0) = ((Tensor)vars[0], Parts((Tensor)vars[1]), vars[2] is Tensor pairs ? Parts(pairs) : ((Tensor Re, Tensor Im)?)null);

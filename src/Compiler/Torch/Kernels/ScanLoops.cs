@@ -234,13 +234,23 @@ internal static unsafe class ScanLoops
     /// <summary>Complex forward for one item; h: [B, T, 2N] with re in [0, N) and im in [N, 2N).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void ComplexForward<T>(T* u, T* lre, T* lim, T* h0re, T* h0im, T* h, ScanItem item, int time, int width)
+        where T : unmanaged, INumber<T> =>
+        ComplexForward(u, false, null, lre, lim, h0re, h0im, h, item, time, width);
+
+    /// <summary>
+    /// The complex scan for one item, its input u_t real ([B, T, N]) or, with <paramref name="complexInput"/>, complex
+    /// ([B, T, 2N] as [re; im]), scaled per channel by <paramref name="gain"/> when given:
+    /// (re, im)_t = lambda (re, im)_{t-1} + gain u_t.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void ComplexForward<T>(T* u, bool complexInput, T* gain, T* lre, T* lim, T* h0re, T* h0im, T* h, ScanItem item, int time, int width)
         where T : unmanaged, INumber<T>
     {
-        int b = item.Batch, n0 = item.Start, n1 = item.End;
-        long inOffset = (long)b * time * width, outOffset = (long)b * time * 2 * width;
+        int b = item.Batch, n0 = item.Start, n1 = item.End, inWidth = complexInput ? 2 * width : width;
+        long inOffset = (long)b * time * inWidth, outOffset = (long)b * time * 2 * width;
         for (int t = 0; t < time; t++)
         {
-            T* ut = u + inOffset + (long)t * width;
+            T* ut = u + inOffset + (long)t * inWidth, vt = complexInput ? ut + width : null;
             T* re = h + outOffset + (long)t * 2 * width, im = re + width;
             T* pre = t > 0 ? re - 2 * width : h0re, pim = t > 0 ? im - 2 * width : h0im;
             int n = n0;
@@ -248,14 +258,15 @@ internal static unsafe class ScanLoops
                 for (; n <= n1 - Vector<T>.Count; n += Vector<T>.Count)
                 {
                     Vector<T> a = Vector.Load(lre + n), c = Vector.Load(lim + n), r = Vector.Load(pre + n), i = Vector.Load(pim + n);
-                    Vector.Store(a * r - c * i + Vector.Load(ut + n), re + n);
-                    Vector.Store(c * r + a * i, im + n);
+                    var g = gain == null ? Vector<T>.One : Vector.Load(gain + n);
+                    Vector.Store(a * r - c * i + g * Vector.Load(ut + n), re + n);
+                    Vector.Store(vt == null ? c * r + a * i : c * r + a * i + g * Vector.Load(vt + n), im + n);
                 }
             for (; n < n1; n++)
             {
-                T r = pre == null ? T.Zero : pre[n], i = pim == null ? T.Zero : pim[n];
-                re[n] = lre[n] * r - lim[n] * i + ut[n];
-                im[n] = lim[n] * r + lre[n] * i;
+                T r = pre == null ? T.Zero : pre[n], i = pim == null ? T.Zero : pim[n], g = gain == null ? T.One : gain[n];
+                re[n] = lre[n] * r - lim[n] * i + g * ut[n];
+                im[n] = vt == null ? lim[n] * r + lre[n] * i : lim[n] * r + lre[n] * i + g * vt[n];
             }
         }
     }

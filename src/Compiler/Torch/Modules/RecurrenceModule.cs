@@ -60,6 +60,9 @@ internal sealed class RecurrenceModule : NodeModule
 
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
+        if (execution != ExecutionMode.TorchOps && inputs[0].device.type == DeviceType.CPU && Complex && node.ComplexInput
+            && Kernels.ComplexScan.RunComplexInput(inputs[0], lambda!, initialState, node.NormalisedInput ? Gain() : null) is { } direct)
+            return node.Readout == ComplexReadout.RealAndImaginary ? direct : direct.narrow(-1, 0, node.Width);
         inputs = Prepared(inputs);
         var u = inputs[0];
         if (execution != ExecutionMode.TorchOps && u.device.type == DeviceType.CPU) return Fused(inputs);
@@ -88,7 +91,10 @@ internal sealed class RecurrenceModule : NodeModule
         return Fused(Prepared(inputs), states).alias();
     }
 
-    /// <summary>The fused scan kernels (<see cref="Kernels.LinearScan"/>, <see cref="Kernels.ComplexScan"/>).</summary>
+    /// <summary>
+    /// The fused scan kernels (<see cref="Kernels.LinearScan"/>, <see cref="Kernels.ComplexScan"/>); without gradients a
+    /// complex input, and its normalisation, run in the scan's one pass (<see cref="Forward(IReadOnlyList{Tensor})"/>).
+    /// </summary>
     private Tensor Fused(IReadOnlyList<Tensor> inputs, Tensor? into = null)
     {
         var u = inputs[0];
@@ -114,10 +120,13 @@ internal sealed class RecurrenceModule : NodeModule
     private IReadOnlyList<Tensor> Prepared(IReadOnlyList<Tensor> inputs)
     {
         if (!node.NormalisedInput) return inputs;
-        var gain = (1 - (Complex ? lambda!.square().sum([1L]) : lambda!.square())).sqrt();
+        var gain = Gain();
         if (node.ComplexInput) gain = cat([gain, gain]);
         return [inputs[0] * gain, .. inputs.Skip(1)];
     }
+
+    /// <summary>sqrt(1 - |lambda|^2) per neuron ([width]).</summary>
+    private Tensor Gain() => (1 - (Complex ? lambda!.square().sum([1L]) : lambda!.square())).sqrt();
 
     public override (Tensor Output, Tensor[] State) Step(IReadOnlyList<Tensor> inputs, Tensor[] state)
     {
