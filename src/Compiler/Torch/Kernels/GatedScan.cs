@@ -60,11 +60,12 @@ internal static unsafe class GatedScan
         public bool Exponential { get; }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public Vector<T> Of(Vector<T> d)
-        {
-            var x = d * new Vector<T>(Factor);
-            return Exponential ? VectorExp.Exp(x) : Sigmoid(x);
-        }
+        public Vector<T> Of(Vector<T> d) => Factorised(d, new Vector<T>(Factor), Exponential);
+
+        /// <summary>sigmoid(r d) or e^(r d), for kernels that keep r and the form in locals.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector<T> Factorised(Vector<T> d, Vector<T> factor, bool exponential) =>
+            exponential ? VectorExp.Exp(d * factor) : Sigmoid(d * factor);
     }
 
     public static void Run<T>(T* value, T* gate, T gateFactor, Decay<T> decay, T* h0, T* h, Biases<T> biases, ActivationKind kind, Shape shape)
@@ -82,12 +83,14 @@ internal static unsafe class GatedScan
         T* l = decay.Lambda is null ? null : decay.Lambda + start;
         T* a = biases.Value is null ? null : biases.Value + start, c = biases.Gate is null ? null : biases.Gate + start;
         var factor = new Vector<T>(gateFactor);
+        // the decay's constants in locals (the struct is not kept in registers)
+        var (decayFactor, exponential, sharedDecay) = (new Vector<T>(decay.Factor), decay.Exponential, decay.Shared);
         for (int t = 0; t < shape.Time; t++)
         {
             long row = (long)b * shape.Time + t, offset = row * shape.Width + start;
             T* v = value + offset, g = gate + offset, y = h + offset;
-            T* d = l is not null ? null : decay.Shared ? decay.Steps + row : decay.Steps + offset;
-            var shared = d is not null && decay.Shared ? decay.Of(new Vector<T>(d[0])) : default;
+            T* d = l is not null ? null : sharedDecay ? decay.Steps + row : decay.Steps + offset;
+            var shared = d is not null && sharedDecay ? Decay<T>.Factorised(new Vector<T>(d[0]), decayFactor, exponential) : default;
             // h_{t-1} is the row just written (still in cache); before the first step, h0 or zero
             T* previous = t > 0 ? y - shape.Width : h0 is null ? null : h0 + start;
             int i = 0;
@@ -99,14 +102,14 @@ internal static unsafe class GatedScan
                 if (c is not null) gating += Vector.Load(c + i);
                 var product = input * Activate(kind, gating * factor);
                 if (previous is null) { Vector.Store(product, y + i); continue; }
-                var lambda = l is not null ? Vector.Load(l + i) : decay.Shared ? shared : decay.Of(Vector.Load(d + i));
+                var lambda = l is not null ? Vector.Load(l + i) : sharedDecay ? shared : Decay<T>.Factorised(Vector.Load(d + i), decayFactor, exponential);
                 Vector.Store(VectorFused.MultiplyAdd(lambda, Vector.Load(previous + i), product), y + i);
             }
             for (; i < width; i++)
             {
                 T input = v[i] + (a is null ? T.Zero : a[i]), gating = g[i] + (c is null ? T.Zero : c[i]);
                 T product = input * Activate(kind, new Vector<T>(gating * gateFactor))[0];
-                T lambda = l is not null ? l[i] : decay.Shared ? shared[0] : decay.Of(new Vector<T>(d[i]))[0];
+                T lambda = l is not null ? l[i] : sharedDecay ? shared[0] : Decay<T>.Factorised(new Vector<T>(d[i]), decayFactor, exponential)[0];
                 y[i] = previous is null ? product : lambda * previous[i] + product;
             }
         }
@@ -140,7 +143,7 @@ internal static unsafe class GatedScan
         new Span<T>(products, width).Clear();
         new Span<T>(following, width).Clear();
         T* l = decay.Lambda is null ? following : decay.Lambda + start;
-        var (factor, decayFactor) = (new Vector<T>(gateFactor), new Vector<T>(decay.Factor));
+        var (factor, decayFactor, exponential) = (new Vector<T>(gateFactor), new Vector<T>(decay.Factor), decay.Exponential);
         for (int t = shape.Time - 1; t >= 0; t--)
         {
             long row = (long)b * shape.Time + t, offset = row * shape.Width + start;
@@ -158,9 +161,9 @@ internal static unsafe class GatedScan
                 Vector.Store(a * Vector.Load(v + i) * slope * factor, dg + i);
                 if (steps is not null)
                 {
-                    var lambda = decay.Of(Vector.Load(steps + i));
+                    var lambda = Decay<T>.Factorised(Vector.Load(steps + i), decayFactor, exponential);
                     Vector.Store(lambda, following + i);
-                    var lambdaSlope = decay.Exponential ? lambda : lambda * (Vector<T>.One - lambda);
+                    var lambdaSlope = exponential ? lambda : lambda * (Vector<T>.One - lambda);
                     Vector.Store(previous is null ? Vector<T>.Zero : a * Vector.Load(previous + i) * lambdaSlope * decayFactor, dd + i);
                 }
                 else if (previous is not null) Vector.Store(VectorFused.MultiplyAdd(a, Vector.Load(previous + i), Vector.Load(products + i)), products + i);
@@ -174,9 +177,9 @@ internal static unsafe class GatedScan
                 dg[i] = a * v[i] * slope[0] * gateFactor;
                 if (steps is not null)
                 {
-                    T lambda = decay.Of(new Vector<T>(steps[i]))[0];
+                    T lambda = Decay<T>.Factorised(new Vector<T>(steps[i]), decayFactor, exponential)[0];
                     following[i] = lambda;
-                    dd[i] = previous is null ? T.Zero : a * previous[i] * (decay.Exponential ? lambda : lambda * (T.One - lambda)) * decay.Factor;
+                    dd[i] = previous is null ? T.Zero : a * previous[i] * (exponential ? lambda : lambda * (T.One - lambda)) * decay.Factor;
                 }
                 else if (previous is not null) products[i] += a * previous[i];
             }
