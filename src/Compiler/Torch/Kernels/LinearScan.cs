@@ -145,33 +145,6 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
             : Scan(input, Parts(lambda), h0 is null ? null : Parts(h0));
     }
 
-    /// <summary>
-    /// Without gradients, one pass for a complex input u = [re; im] ([batch, time, 2 width]) scaled per channel by
-    /// <paramref name="gain"/> ([width] or null): (re, im)_t = lambda (re, im)_{t-1} + gain u_t. Null when a gradient is to
-    /// be recorded.
-    /// </summary>
-    public static Tensor? RunComplexInput(Tensor u, Tensor lambda, Tensor? h0, Tensor? gain)
-    {
-        if (GradientGate.Records(u, lambda, h0, gain)) return null;
-        var input = u.contiguous();
-        var (parts, initial, scale) = (Parts(lambda), h0 is null ? ((Tensor Re, Tensor Im)?)null : Parts(h0), gain?.contiguous());
-        var h = LargeTensors.Empty([u.shape[0], u.shape[1], u.shape[2]], u.dtype);
-        if (u.dtype == ScalarType.Float32) ComplexInputForward<float>(input, parts, initial, scale, h);
-        else ComplexInputForward<double>(input, parts, initial, scale, h);
-        return h;
-    }
-
-    private static unsafe void ComplexInputForward<T>(Tensor u, (Tensor Re, Tensor Im) lambda, (Tensor Re, Tensor Im)? h0, Tensor? gain, Tensor h)
-        where T : unmanaged, INumber<T>
-    {
-        using var alive = RawStorage.KeepAlive(u, lambda.Re, lambda.Im, h0?.Re, h0?.Im, gain, h);
-        var (pu, pr, pi, p0r, p0i, pg, ph) = ((nint)RawStorage.Pointer<T>(u), (nint)RawStorage.Pointer<T>(lambda.Re), (nint)RawStorage.Pointer<T>(lambda.Im),
-            (nint)RawStorage.PointerOrNull<T>(h0?.Re), (nint)RawStorage.PointerOrNull<T>(h0?.Im), (nint)RawStorage.PointerOrNull<T>(gain), (nint)RawStorage.Pointer<T>(h));
-        int batch = (int)u.shape[0], time = (int)u.shape[1], width = (int)u.shape[2] / 2;
-        if (time == 0) return;
-        ScanPartition.For(batch, width).Run(item => ScanLoops.ComplexForward((T*)pu, true, (T*)pg, (T*)pr, (T*)pi, (T*)p0r, (T*)p0i, (T*)ph, item, time, width));
-    }
-
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
         var (u, lambda, h0) = ((Tensor)vars[0], Parts((Tensor)vars[1]), vars[2] is Tensor pairs ? Parts(pairs) : ((Tensor Re, Tensor Im)?)null);
@@ -180,7 +153,7 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
         return h;
     }
 
-    private static (Tensor Re, Tensor Im) Parts(Tensor pairs) => (pairs.select(1, 0).contiguous(), pairs.select(1, 1).contiguous());
+    internal static (Tensor Re, Tensor Im) Parts(Tensor pairs) => (pairs.select(1, 0).contiguous(), pairs.select(1, 1).contiguous());
 
     private static Tensor Scan(Tensor u, (Tensor Re, Tensor Im) lambda, (Tensor Re, Tensor Im)? h0)
     {
@@ -240,5 +213,87 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
                     pdh0 == null ? null : pdh0 + (long)item.Batch * width, pdh0 == null ? null : pdh0 + plane + (long)item.Batch * width,
                     item, time, width));
         return (du, dl.sum([1L]).t().contiguous(), dh0?.sum([1L]).t().contiguous());
+    }
+}
+
+/// <summary>
+/// The complex scan with a complex input scaled per channel, (re, im)_t = lambda (re, im)_{t-1} + gain (u_re, u_im)_t
+/// (the LRU's normalised B x_t), as one autograd operation: one forward pass and one reverse pass, where node-by-node
+/// execution scales the input, runs two scans and combines their four halves. u: [batch, time, 2 width] as [re; im];
+/// lambda: [width, 2] as (re, im); h0: [width, 2] or null; gain: [width] or null (1). Returns [batch, time, 2 width].
+/// </summary>
+internal sealed class ComplexInputScan : SingleTensorFunction<ComplexInputScan>
+{
+    public override string Name => "ComplexInputScan";
+
+    public static Tensor Run(Tensor u, Tensor lambda, Tensor? h0, Tensor? gain)
+    {
+        var (input, scale) = (u.contiguous(), gain?.contiguous());
+        return GradientGate.Records(input, lambda, h0, scale)
+            ? apply(GradientGate.Through(input), lambda, h0!, scale!)
+            : Scan(input, ComplexScan.Parts(lambda), h0 is null ? null : ComplexScan.Parts(h0), scale);
+    }
+
+    public override Tensor forward(AutogradContext ctx, params object[] vars)
+    {
+        var (u, lambda, h0, gain) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor, vars[3] as Tensor);
+        var (parts, initial) = (ComplexScan.Parts(lambda), h0 is null ? ((Tensor Re, Tensor Im)?)null : ComplexScan.Parts(h0));
+        var h = Scan(u, parts, initial, gain);
+        ctx.save_for_backward([u, parts.Re, parts.Im, initial?.Re!, initial?.Im!, gain!, h]);
+        return h;
+    }
+
+    private static Tensor Scan(Tensor u, (Tensor Re, Tensor Im) lambda, (Tensor Re, Tensor Im)? h0, Tensor? gain)
+    {
+        var h = LargeTensors.EmptyLike(u);
+        if (u.dtype == ScalarType.Float32) Forward<float>(u, lambda, h0, gain, h);
+        else Forward<double>(u, lambda, h0, gain, h);
+        return h;
+    }
+
+    public override List<Tensor> backward(AutogradContext ctx, Tensor grad)
+    {
+        var saved = ctx.get_saved_variables();
+        Tensor? Optional(Tensor t) => t is { IsInvalid: false } ? t : null;
+        var (u, lre, lim, h0re, h0im, gain, h) = (saved[0], saved[1], saved[2], Optional(saved[3]), Optional(saved[4]), Optional(saved[5]), saved[6]);
+        var g = grad.contiguous();
+        var (du, dLambda, dh0, dGain) = g.dtype == ScalarType.Float32
+            ? Backward<float>(g, u, lre, lim, h0re, h0im, gain, h)
+            : Backward<double>(g, u, lre, lim, h0re, h0im, gain, h);
+        return [du, dLambda, dh0!, dGain!];
+    }
+
+    private static unsafe void Forward<T>(Tensor u, (Tensor Re, Tensor Im) lambda, (Tensor Re, Tensor Im)? h0, Tensor? gain, Tensor h)
+        where T : unmanaged, INumber<T>
+    {
+        using var alive = RawStorage.KeepAlive(u, lambda.Re, lambda.Im, h0?.Re, h0?.Im, gain, h);
+        T* pu = RawStorage.Pointer<T>(u), pr = RawStorage.Pointer<T>(lambda.Re), pi = RawStorage.Pointer<T>(lambda.Im);
+        T* p0r = RawStorage.PointerOrNull<T>(h0?.Re), p0i = RawStorage.PointerOrNull<T>(h0?.Im), pg = RawStorage.PointerOrNull<T>(gain);
+        T* ph = RawStorage.Pointer<T>(h);
+        int batch = (int)u.shape[0], time = (int)u.shape[1], width = (int)u.shape[2] / 2;
+        if (time > 0) ScanPartition.For(batch, width).Run(item => ScanLoops.ComplexForward(pu, true, pg, pr, pi, p0r, p0i, ph, item, time, width));
+    }
+
+    private static unsafe (Tensor Input, Tensor Lambda, Tensor? Initial, Tensor? Gain) Backward<T>(Tensor g, Tensor u, Tensor lre, Tensor lim,
+        Tensor? h0re, Tensor? h0im, Tensor? gain, Tensor h) where T : unmanaged, INumber<T>
+    {
+        int batch = (int)g.shape[0], time = (int)g.shape[1], width = (int)g.shape[2] / 2;
+        var du = LargeTensors.EmptyLike(u);
+        var dl = zeros(2, batch, width, dtype: g.dtype);
+        var dh0 = h0re is null ? null : zeros(2, batch, width, dtype: g.dtype);
+        var dGain = gain is null ? null : zeros(batch, width, dtype: g.dtype);
+        using var alive = RawStorage.KeepAlive(g, u, lre, lim, h0re, h0im, gain, h, du, dl, dh0, dGain);
+        T* pg = RawStorage.Pointer<T>(g), pu = RawStorage.Pointer<T>(u), pr = RawStorage.Pointer<T>(lre), pi = RawStorage.Pointer<T>(lim);
+        T* p0r = RawStorage.PointerOrNull<T>(h0re), p0i = RawStorage.PointerOrNull<T>(h0im), pgain = RawStorage.PointerOrNull<T>(gain);
+        T* ph = RawStorage.Pointer<T>(h), pdu = RawStorage.Pointer<T>(du), pdl = RawStorage.Pointer<T>(dl);
+        T* pdh0 = RawStorage.PointerOrNull<T>(dh0), pdg = RawStorage.PointerOrNull<T>(dGain);
+        long plane = (long)batch * width;
+        if (time > 0)
+            ScanPartition.For(batch, width).Run(item =>
+                ScanLoops.ComplexBackward(pg, true, pgain, pu, pdg == null ? null : pdg + (long)item.Batch * width, pr, pi, p0r, p0i, ph, pdu,
+                    pdl + (long)item.Batch * width, pdl + plane + (long)item.Batch * width,
+                    pdh0 == null ? null : pdh0 + (long)item.Batch * width, pdh0 == null ? null : pdh0 + plane + (long)item.Batch * width,
+                    item, time, width));
+        return (du, dl.sum([1L]).t().contiguous(), dh0?.sum([1L]).t().contiguous(), dGain?.sum([0L]));
     }
 }

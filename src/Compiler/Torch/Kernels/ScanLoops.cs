@@ -276,9 +276,18 @@ internal static unsafe class ScanLoops
     /// carried on the stack; du = ar, written to [B, T, N]; dlr += ar re_{t-1} + ai im_{t-1};
     /// dli += ai re_{t-1} - ar im_{t-1}; dh0 += J^T a_0 (rows of this item).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void ComplexBackward<T>(T* g, T* lre, T* lim, T* h0re, T* h0im, T* h, T* du, T* dlre, T* dlim,
-        T* dh0re, T* dh0im, ScanItem item, int time, int width) where T : unmanaged, INumber<T>
+        T* dh0re, T* dh0im, ScanItem item, int time, int width) where T : unmanaged, INumber<T> =>
+        ComplexBackward(g, false, null, null, null, lre, lim, h0re, h0im, h, du, dlre, dlim, dh0re, dh0im, item, time, width);
+
+    /// <summary>
+    /// The same with the input complex ([B, T, 2N] as [re; im]) and scaled by <paramref name="gain"/> ([N] or null):
+    /// du = gain (ar, ai), written to [B, T, 2N]; dgain += ar u_re + ai u_im (rows of this item; u and dgain needed
+    /// only with a gain).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void ComplexBackward<T>(T* g, bool complexInput, T* gain, T* u, T* dgain, T* lre, T* lim, T* h0re, T* h0im, T* h, T* du,
+        T* dlre, T* dlim, T* dh0re, T* dh0im, ScanItem item, int time, int width) where T : unmanaged, INumber<T>
     {
         int b = item.Batch, n0 = item.Start, n1 = item.End, count = item.Count;
         T* carryRe = stackalloc T[count], carryIm = stackalloc T[count];
@@ -289,7 +298,8 @@ internal static unsafe class ScanLoops
         for (int t = time - 1; t >= 0; t--)
         {
             T* gr = g + offset + (long)t * 2 * width, gi = gr + width;
-            T* d = du + ((long)b * time + t) * width;
+            T* d = du + ((long)b * time + t) * (complexInput ? 2 * width : width), di = complexInput ? d + width : null;
+            T* ur = u == null ? null : u + offset + (long)t * 2 * width, ui = ur == null ? null : ur + width;
             T* pre = t > 0 ? h + offset + (long)(t - 1) * 2 * width : h0re;
             T* pim = t > 0 ? pre + width : h0im;
             int n = n0;
@@ -299,7 +309,10 @@ internal static unsafe class ScanLoops
                 Vector<T> r = Vector.Load(gr + n) + a * nr + c * ni, i = Vector.Load(gi + n) - c * nr + a * ni;
                 Vector.Store(r, cr + n);
                 Vector.Store(i, ci + n);
-                Vector.Store(r, d + n);
+                var gn = gain == null ? Vector<T>.One : Vector.Load(gain + n);
+                Vector.Store(gn * r, d + n);
+                if (di != null) Vector.Store(gn * i, di + n);
+                if (dgain != null) Vector.Store(Vector.Load(dgain + n) + r * Vector.Load(ur + n) + i * Vector.Load(ui + n), dgain + n);
                 if (pre != null)
                 {
                     Vector<T> hr = Vector.Load(pre + n), hi = Vector.Load(pim + n);
@@ -310,8 +323,12 @@ internal static unsafe class ScanLoops
             for (; n < n1; n++)
             {
                 T r = gr[n] + lre[n] * cr[n] + lim[n] * ci[n], i = gi[n] - lim[n] * cr[n] + lre[n] * ci[n];
-                d[n] = cr[n] = r;
+                cr[n] = r;
                 ci[n] = i;
+                T gn = gain == null ? T.One : gain[n];
+                d[n] = gn * r;
+                if (di != null) di[n] = gn * i;
+                if (dgain != null) dgain[n] += r * ur[n] + i * ui[n];
                 if (pre != null)
                 {
                     dlre[n] += r * pre[n] + i * pim[n];

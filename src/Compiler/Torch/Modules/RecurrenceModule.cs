@@ -60,12 +60,9 @@ internal sealed class RecurrenceModule : NodeModule
 
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
-        if (execution != ExecutionMode.TorchOps && inputs[0].device.type == DeviceType.CPU && Complex && node.ComplexInput
-            && Kernels.ComplexScan.RunComplexInput(inputs[0], lambda!, initialState, node.NormalisedInput ? Gain() : null) is { } direct)
-            return node.Readout == ComplexReadout.RealAndImaginary ? direct : direct.narrow(-1, 0, node.Width);
+        if (execution != ExecutionMode.TorchOps && inputs[0].device.type == DeviceType.CPU) return Fused(inputs);
         inputs = Prepared(inputs);
         var u = inputs[0];
-        if (execution != ExecutionMode.TorchOps && u.device.type == DeviceType.CPU) return Fused(inputs);
         if (u.shape[1] == 0)
         {
             // no steps: an empty output [batch, 0, width'] (a stack of no steps is an error)
@@ -88,32 +85,26 @@ internal sealed class RecurrenceModule : NodeModule
         var u = inputs[0];
         if (execution == ExecutionMode.TorchOps || u.device.type != DeviceType.CPU || Complex) return Forward(inputs);
         var states = kept.Take(0, u.shape, u.dtype, u.device);
-        return Fused(Prepared(inputs), states).alias();
+        return Fused(inputs, states).alias();
     }
 
     /// <summary>
-    /// The fused scan kernels (<see cref="Kernels.LinearScan"/>, <see cref="Kernels.ComplexScan"/>); without gradients a
-    /// complex input, and its normalisation, run in the scan's one pass (<see cref="Forward(IReadOnlyList{Tensor})"/>).
+    /// The fused scan kernels (<see cref="Kernels.LinearScan"/>, <see cref="Kernels.ComplexScan"/>); a complex input, and
+    /// its normalisation, run in the scan's one pass (<see cref="Kernels.ComplexInputScan"/>).
     /// </summary>
     private Tensor Fused(IReadOnlyList<Tensor> inputs, Tensor? into = null)
     {
+        if (node.ComplexInput)
+        {
+            var both = Kernels.ComplexInputScan.Run(inputs[0], lambda!, initialState, node.NormalisedInput ? Gain() : null);
+            return node.Readout == ComplexReadout.RealAndImaginary ? both : both.narrow(-1, 0, node.Width);
+        }
+        inputs = Prepared(inputs);
         var u = inputs[0];
         if (inputs.Count > 1) return Kernels.LinearScan.Run(u, DecayOf(inputs[1]), initialState, into);
         if (!Complex) return Kernels.LinearScan.Run(u, lambda!, initialState, into);
-        var both = node.ComplexInput ? ComplexInputScan(u) : Kernels.ComplexScan.Run(u, lambda!, initialState);
-        return node.Readout == ComplexReadout.RealAndImaginary ? both : both.narrow(-1, 0, node.Width);
-    }
-
-    /// <summary>
-    /// A complex input u = a + i b by linearity: scan(a) + i scan(b), each scan a complex state fed on its real part,
-    /// so re = re(scan a) - im(scan b) and im = im(scan a) + re(scan b); the initial state goes into scan(a).
-    /// </summary>
-    private Tensor ComplexInputScan(Tensor u)
-    {
-        int n = node.Width;
-        var first = Kernels.ComplexScan.Run(u.narrow(-1, 0, n), lambda!, initialState);
-        var second = Kernels.ComplexScan.Run(u.narrow(-1, n, n), lambda!, null);
-        return cat([first.narrow(-1, 0, n) - second.narrow(-1, n, n), first.narrow(-1, n, n) + second.narrow(-1, 0, n)], -1);
+        var scanned = Kernels.ComplexScan.Run(u, lambda!, initialState);
+        return node.Readout == ComplexReadout.RealAndImaginary ? scanned : scanned.narrow(-1, 0, node.Width);
     }
 
     /// <summary>The inputs with u scaled by sqrt(1 - |lambda|^2) per neuron (both halves of a complex input) when the input is normalised.</summary>
