@@ -15,7 +15,7 @@ public sealed class FusedGroup
     public string Node { get; }
 
     /// What the group runs as one kernel: "structure-aware gated layer" (with ", input-dependent decay" when it has one)
-    /// or "gate + recurrence".
+    /// or "gate + recurrence" (with ", input-dependent decay" when the recurrence has one).
     public string Kind { get; }
 
     /// <summary>Every node the group computes, its result last.</summary>
