@@ -227,9 +227,10 @@ internal static unsafe class GatedScan
         }
     }
 
+    /// <summary>f(x); the decay normaliser without its slope (an exponential and a division the forward pass does not need).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector<T> Activate<T>(ActivationKind kind, Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>
-        ActivateWithSlope(kind, x, out _);
+        kind == ActivationKind.DecayNormaliser ? Vector.SquareRoot(-VectorExp.ExpMinusOne(x + x)) : ActivateWithSlope(kind, x, out _);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector<T> Sigmoid<T>(Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>

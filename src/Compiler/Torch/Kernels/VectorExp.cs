@@ -23,7 +23,18 @@ internal static class VectorExp
         var r = Vector.FusedMultiplyAdd(k, new Vector<double>(-0.693147180369123816490), x);
         r = Vector.FusedMultiplyAdd(k, new Vector<double>(-1.90821492927058770002e-10), r);
         var p = new Vector<double>(1.0 / 6227020800);
-        for (int n = 12; n >= 1; n--) p = Vector.FusedMultiplyAdd(p, r, new Vector<double>(InverseFactorials[n]));
+        p = Vector.FusedMultiplyAdd(p, r, new Vector<double>(1.0 / 479001600));
+        p = Vector.FusedMultiplyAdd(p, r, new Vector<double>(1.0 / 39916800));
+        p = Vector.FusedMultiplyAdd(p, r, new Vector<double>(1.0 / 3628800));
+        p = Vector.FusedMultiplyAdd(p, r, new Vector<double>(1.0 / 362880));
+        p = Vector.FusedMultiplyAdd(p, r, new Vector<double>(1.0 / 40320));
+        p = Vector.FusedMultiplyAdd(p, r, new Vector<double>(1.0 / 5040));
+        p = Vector.FusedMultiplyAdd(p, r, new Vector<double>(1.0 / 720));
+        p = Vector.FusedMultiplyAdd(p, r, new Vector<double>(1.0 / 120));
+        p = Vector.FusedMultiplyAdd(p, r, new Vector<double>(1.0 / 24));
+        p = Vector.FusedMultiplyAdd(p, r, new Vector<double>(1.0 / 6));
+        p = Vector.FusedMultiplyAdd(p, r, new Vector<double>(0.5));
+        p = Vector.FusedMultiplyAdd(p, r, Vector<double>.One);
         p = Vector.FusedMultiplyAdd(p, r, Vector<double>.One);
         return p * Vector.As<long, double>(Vector.ShiftLeft(Vector.ConvertToInt64(k) + new Vector<long>(1023), 52));
     }
@@ -58,21 +69,35 @@ internal static class VectorExp
         {
             var xf = Vector.As<T, float>(x);
             var q = new Vector<float>(1f / 40320);
-            for (int n = 7; n >= 1; n--) q = Vector.FusedMultiplyAdd(q, xf, new Vector<float>((float)InverseFactorials[n]));
+            q = Vector.FusedMultiplyAdd(q, xf, new Vector<float>(1f / 5040));
+            q = Vector.FusedMultiplyAdd(q, xf, new Vector<float>(1f / 720));
+            q = Vector.FusedMultiplyAdd(q, xf, new Vector<float>(1f / 120));
+            q = Vector.FusedMultiplyAdd(q, xf, new Vector<float>(1f / 24));
+            q = Vector.FusedMultiplyAdd(q, xf, new Vector<float>(1f / 6));
+            q = Vector.FusedMultiplyAdd(q, xf, new Vector<float>(0.5f));
+            q = Vector.FusedMultiplyAdd(q, xf, Vector<float>.One);
             var near = Vector.LessThanOrEqual(Vector.Abs(xf), new Vector<float>(0.34657359f));
             return Vector.As<float, T>(Vector.ConditionalSelect(near, xf * q, Exp(xf) - Vector<float>.One));
         }
         var xd = Vector.As<T, double>(x);
         var p = new Vector<double>(1.0 / 87178291200);
-        for (int n = 13; n >= 1; n--) p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(InverseFactorials[n]));
+        p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(1.0 / 6227020800));
+        p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(1.0 / 479001600));
+        p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(1.0 / 39916800));
+        p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(1.0 / 3628800));
+        p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(1.0 / 362880));
+        p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(1.0 / 40320));
+        p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(1.0 / 5040));
+        p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(1.0 / 720));
+        p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(1.0 / 120));
+        p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(1.0 / 24));
+        p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(1.0 / 6));
+        p = Vector.FusedMultiplyAdd(p, xd, new Vector<double>(0.5));
+        p = Vector.FusedMultiplyAdd(p, xd, Vector<double>.One);
         var close = Vector.LessThanOrEqual(Vector.Abs(xd), new Vector<double>(0.34657359027997264));
         return Vector.As<double, T>(Vector.ConditionalSelect(close, xd * p, Exp(xd) - Vector<double>.One));
     }
 
-    /// <summary>1 / n! for n &lt;= 13.</summary>
-    private static readonly double[] InverseFactorials =
-        [1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600,
-         1.0 / 6227020800];
 }
 
 /// <summary>a * b + c in one rounding, for the generic kernels (float and double).</summary>
