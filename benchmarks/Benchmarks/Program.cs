@@ -280,23 +280,37 @@ foreach (var (name, block) in families)
     if (loop is not null) report.Context($"{name}: {(attentionFamily ? "masked form" : "per-step loop")} / compiled forward", loop.MinMs / forward.MinMs);
     measured[name] = (forward, both);
 }
-// a gated linear attention alone: slices of one input as its query, key, value, log-decay (log sigmoid / 16, GLA's
-// tempered decay) and log input gate; its fused loop without gradients, its chunks with them
+// a gated linear attention alone: its query, key, value, log-decay (log sigmoid / 16, GLA's tempered decay) and log
+// input gate each an input of its own (contiguous, as the projections feeding it in a block are); its fused loop without
+// gradients, its chunks with them
 double AttentionAloneMs(Graph graph, GatedLinearAttention a)
 {
     int qk = a.Heads * a.KeyWidth, values = a.Heads * a.ValueWidth;
     int decayWidth = a.LogDecay is { } l ? graph.Widths[l.Index] : 0, gateWidth = a.LogInputGate is null ? 0 : a.Heads;
-    int width = 2 * qk + values + decayWidth + gateWidth;
-    var alone = Model.Input("x", width).GatedLinearAttention(a.Heads, a.KeyWidth, a.ValueWidth,
-        q => q.Slice(0, qk), k => k.Slice(qk, qk), v => v.Slice(2 * qk, values),
-        decayWidth == 0 ? null : l => l.Slice(2 * qk + values, decayWidth).LogSigmoid().Scale(1.0 / 16),
-        gateWidth == 0 ? null : g => g.Slice(2 * qk + values + decayWidth, gateWidth),
+    var inputs = Model.Input("q", qk).Input("k", qk).Input("v", values);
+    if (decayWidth > 0) inputs = inputs.Input("d", decayWidth);
+    if (gateWidth > 0) inputs = inputs.Input("g", gateWidth);
+    var alone = inputs.GatedLinearAttention(a.Heads, a.KeyWidth, a.ValueWidth,
+        q => q.From("q"), k => k.From("k"), v => v.From("v"),
+        decayWidth == 0 ? null : l => l.From("d").LogSigmoid().Scale(1.0 / 16),
+        gateWidth == 0 ? null : g => g.From("g"),
         a.Normalised, a.HeadDecays?.Data.ToArray()).Build().Compile();
-    using var input = randn(batch, time, width, generator: generator);
-    using var inputGrad = input.clone().requires_grad_(true);
-    var both = Measurement.Of("blocks", a.Name, "attention alone, forward + backward (chunks)", repeats,
-        () => { using var scope = NewDisposeScope(); alone.forward(inputGrad).sum().backward(); inputGrad.grad!.Dispose(); inputGrad.grad = null; }).MinMs;
-    var forward = Measurement.Of("blocks", a.Name, "attention alone (fused loop)", repeats, () => Run(alone, input)).MinMs;
+    var widths = new[] { qk, qk, values, decayWidth, gateWidth }.Where(w => w > 0).ToArray();
+    var operands = widths.Select(w => randn(batch, time, w, generator: generator)).ToArray();
+    var operandsGrad = operands.Select(o => o.clone().requires_grad_(true)).ToArray();
+    var both = Measurement.Of("blocks", a.Name, "attention alone, forward + backward (chunks)", repeats, () =>
+    {
+        using var scope = NewDisposeScope();
+        alone.Forward(operandsGrad)[0].sum().backward();
+        foreach (var o in operandsGrad) { o.grad!.Dispose(); o.grad = null; }
+    }).MinMs;
+    var forward = Measurement.Of("blocks", a.Name, "attention alone (fused loop)", repeats, () =>
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        alone.Forward(operands);
+    }).MinMs;
+    foreach (var o in operands.Concat(operandsGrad)) o.Dispose();
     Console.WriteLine($"  {a.Name}: alone, forward + backward through the chunks {both:0.00} ms");
     return forward;
 }
