@@ -10,14 +10,14 @@ namespace Duality.Execution;
 /// <summary>
 /// A Gate read only by a real diagonal recurrence:
 ///   h_t = lambda_t * h_{t-1} + value_t * f(gate_t)
-/// run as one fused pass (<see cref="GatedScan"/>) on the CPU, instead of three passes over [batch, time,
-/// width] tensors (activation, product, scan); with gradients and fixed or trainable eigenvalues, as one autograd
-/// operation whose backward is one reverse pass (<see cref="GatedScanFunction"/>). With an input-dependent decay
-/// (lambda_t = sigmoid(d_t) or e^(d_t)) the pass computes lambda_t itself; with gradients only when d is per channel. A Scale read
-/// only by the gate, or only by the decay, joins the group as a constant factor; a projection read only by the gate
-/// joins it too: without gradients its product runs without the bias, which the pass adds, sparing the copy of
-/// the bias into the output and the product's read of it; with a <see cref="Workspace"/> the products (and the
-/// state, when it dies within the pass) are written into kept buffers.
+/// run as one fused pass (<see cref="GatedScan"/>) on the CPU, instead of three passes over [batch, time, width]
+/// tensors (activation, product, scan); with gradients, as one autograd operation whose backward is one reverse pass
+/// (<see cref="GatedScanFunction"/>). With an input-dependent decay (lambda_t = sigmoid(d_t) or e^(d_t)) the pass
+/// computes lambda_t itself, with gradients too when d is per channel. A Scale read only by the gate, or only by the
+/// decay, joins the group as a constant factor; a projection read only by the gate joins it too: without gradients its
+/// product runs without the bias, which the pass adds, sparing the copy of the bias into the output and the product's
+/// read of it; with a <see cref="Workspace"/> the products (and the state, when it dies within the pass) are written
+/// into kept buffers.
 /// </summary>
 internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
 {
@@ -81,8 +81,7 @@ internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
         var readers = GatedLayers.Readers(graph);
         for (int i = 0; i < graph.Nodes.Count; i++)
             if (graph.Nodes[i] is LinearRecurrence { State: StateKind.Real, NormalisedInput: false } r && graph[r.Source] is Gate g
-                && GatedScan.Supports(g.Activation) && readers[r.Source.Index] == 1 && g.Value != g.Gating
-)
+                && GatedScan.Supports(g.Activation) && readers[r.Source.Index] == 1 && g.Value != g.Gating)
                 yield return Group(graph, modules, readers, r, g, i);
     }
 
