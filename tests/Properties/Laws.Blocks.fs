@@ -442,14 +442,15 @@ let tests =
             let x = scalars [ 1.0; 2.0 ]
             worked g x expected
 
-        testCase "minGRU and minLSTM run their update gate, decay and recurrence as one fused pass (the decay's negation folded in), with and without gradients" <| fun () ->
+        testCase "minGRU, minLSTM and RG-LRU run their gates, decay and recurrence as one fused pass (the decay's negation folded in, RG-LRU's input gate and normaliser in it), with and without gradients" <| fun () ->
             for block, nodes in [ Blocks.MinGru(16), [ "mingru/update/value/candidate"; "mingru/update"; "mingru/h/decay/negated"; "mingru/h" ]
-                                  Blocks.MinLstm(16), [ "minlstm/update/value/candidate"; "minlstm/update/gate/negated"; "minlstm/update"; "minlstm/h" ] ] do
-                let model = InitializeWeights.Run(Model.Input("x", 8).Then(block).Build(), 3).Compile()
+                                  Blocks.MinLstm(16), [ "minlstm/update/value/candidate"; "minlstm/update/gate/negated"; "minlstm/update"; "minlstm/h" ]
+                                  Blocks.RgLru(), [ "rglru/gated"; "rglru/normalised"; "rglru/h" ] ] do
+                let model = InitializeWeights.Run(Model.Input("x", 16).Then(block).Build(), 3).Compile()
                 let group = model.FusedGroups |> Seq.exactlyOne
                 Expect.equal group.Kind "gate + recurrence, input-dependent decay" "the group"
                 Expect.equal (List.ofSeq group.Nodes) nodes "its nodes"
-                let x = torch.randn(2L, 5L, 8L)
+                let x = torch.randn(2L, 5L, 16L)
                 noGrad (fun () -> model.forward(x) |> ignore)
                 model.forward(x.requires_grad_(true)).sum().backward()
                 Expect.equal (group.Fused, group.NodeByNode) (2L, 0L) "both passes fused"

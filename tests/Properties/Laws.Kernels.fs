@@ -143,13 +143,19 @@ let private decayedCase =
         let! gateFactor = Gen.elements [ None; Some -1.0; Some 0.75 ]
         let gateFactor = if activation = ActivationKind.DecayNormaliser then Option.map abs gateFactor else gateFactor
         let! decayFactor = Gen.elements [ None; Some -1.0; Some 0.5 ]
-        return c, activation, biases, exponential, decaySource, gateFactor, (if exponential then Option.map abs decayFactor else decayFactor)
+        // the value itself gated (RG-LRU's x sigmoid(i)), by a function with a fused form or not
+        let! valueGate = Gen.elements [ None; None; Some ActivationKind.Sigmoid; Some ActivationKind.SiLU; Some ActivationKind.GELU ]
+        return c, activation, biases, exponential, decaySource, gateFactor, (if exponential then Option.map abs decayFactor else decayFactor), valueGate
     }
 
-let private decayedGraph (c: RecurrenceCase, activation, (valueBias, gateBias), exponential, decaySource, gateFactor, decayFactor) =
+let private decayedGraph (c: RecurrenceCase, activation, (valueBias, gateBias), exponential, decaySource, gateFactor, decayFactor, valueGate) =
     let scaled factor name (b: SequenceBuilder) = match factor with Some (f: float) -> b.Scale(f, name = name) | None -> b
+    let value (v: SequenceBuilder) =
+        match valueGate with
+        | Some kind -> v.Gate((fun a -> a.Projection(c.Width, bias = valueBias, name = "value")), (fun b -> b.Projection(c.Width, name = "w")), kind, name = "inner")
+        | None -> v.Projection(c.Width, bias = valueBias, name = "value")
     let gated =
-        Model.Input("x", 3).Gate((fun v -> v.Projection(c.Width, bias = valueBias, name = "value")),
+        Model.Input("x", 3).Gate(value,
                                  (fun g ->
                                     let z = g.Projection(c.Width, bias = gateBias, name = "z")
                                     (if activation = ActivationKind.DecayNormaliser then z.LogSigmoid(name = "log_z") else z) |> scaled gateFactor "factor"),
@@ -312,9 +318,9 @@ let tests =
                     let expectedSingle = reference (float (float32 x))
                     Expect.isLessThanOrEqual (abs (float single - expectedSingle)) (1e-44 + 2e-7 * abs expectedSingle) (sprintf "float32 at x = %g" x)
 
-        testPropertyWithConfig { config with maxTest = 80 } "fused gate + recurrence with an input-dependent decay (sigmoid or e^, per channel or shared, folded Scales, biases added in the pass, RG-LRU's normalising gate among the gate's functions) = node-by-node execution: outputs, input and parameter gradients (float64, scaled error <= 1e-10); the group runs fused whenever the gate's function has a fused form, with gradients too unless the decay is shared" <|
+        testPropertyWithConfig { config with maxTest = 80 } "fused gate + recurrence with an input-dependent decay (sigmoid or e^, per channel or shared, folded Scales, biases added in the pass, RG-LRU's normalising gate among the gate's functions, the value itself gated) = node-by-node execution: outputs, input and parameter gradients (float64, scaled error <= 1e-10); the group runs fused whenever the gate's function has a fused form, with gradients too unless the decay is shared" <|
             Prop.forAll (Arb.fromGen decayedCase) (fun case ->
-                let c, activation, _, _, decaySource, _, _ = case
+                let c, activation, _, _, decaySource, _, _, valueGate = case
                 let g = decayedGraph case
                 let x () = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5 |> toTensor torch.ScalarType.Float64
                 let model = g.Compile(CompileOptions.Float64)
@@ -322,6 +328,10 @@ let tests =
                 let actual = noGrad (fun () -> model.forward(x ()) |> ofTensor)
                 let expected = noGrad (fun () -> g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = ExecutionMode.TorchOps)).forward(x ()) |> ofTensor)
                 let supported = activation <> ActivationKind.GELU
+                let valueGateFused = supported && valueGate <> None && valueGate <> Some ActivationKind.GELU
+                let groupNodes = model.FusedGroups |> Seq.sumBy (fun group -> group.Nodes.Count)
+                if supported && valueGateFused <> (model.FusedGroups |> Seq.exists (fun group -> group.Nodes |> Seq.exists (fun n -> n = "gate/value/inner"))) then
+                    failwithf "the value's gate %A is %sin the group (%d nodes)" valueGate (if valueGateFused then "not " else "") groupNodes
                 if fusedRuns () <> (if supported then 1L else 0L) then failwithf "without gradients the fused group ran %d times (%A)" (fusedRuns ()) activation
                 model.forward(x().requires_grad_(true)).sum().backward()
                 let withGradients = if supported && (decaySource <> "own, shared" || c.Width = 1) then 2L else if supported then 1L else 0L

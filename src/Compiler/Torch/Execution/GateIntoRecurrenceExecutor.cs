@@ -9,7 +9,7 @@ namespace Duality.Execution;
 
 /// <summary>
 /// A Gate read only by a real diagonal recurrence:
-///   h_t = lambda_t * h_{t-1} + value_t * f(gate_t)
+///   h_t = lambda_t * h_{t-1} + value_t * f(gate_t)       (value_t itself value'_t * f2(gate'_t) when it is a Gate read only there)
 /// run as one fused pass (<see cref="GatedScan"/>) on the CPU, instead of three passes over [batch, time, width]
 /// tensors (activation, product, scan); with gradients, as one autograd operation whose backward is one reverse pass
 /// (<see cref="GatedScanFunction"/>). With an input-dependent decay (lambda_t = sigmoid(d_t) or e^(d_t)) the pass
@@ -53,19 +53,21 @@ internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
     }
 
     private readonly Operand value, gating;
-    private readonly Operand? decay;
-    private readonly ActivationKind activation;
+    // the value's own gate (a Gate read only by the pass's gate: RG-LRU's x sigmoid(i)), and the decay
+    private readonly Operand? valueGate, decay;
+    private readonly ActivationKind activation, valueActivation;
     private readonly bool exponentialDecay;
     private readonly int width;
     private readonly RecurrenceModule recurrence;
 
-    private GateIntoRecurrenceExecutor(Operand value, Operand gating, Operand? decay, ActivationKind activation, LinearRecurrence node,
-        RecurrenceModule recurrence, int gate, int result, int trigger)
+    private GateIntoRecurrenceExecutor(Operand value, (Operand Operand, ActivationKind Activation, int Node)? valueGate, Operand gating,
+        Operand? decay, ActivationKind activation, LinearRecurrence node, RecurrenceModule recurrence, int gate, int result, int trigger)
     {
         (this.value, this.gating, this.decay, this.activation, this.recurrence) = (value, gating, decay, activation, recurrence);
+        (this.valueGate, valueActivation) = (valueGate?.Operand, valueGate?.Activation ?? ActivationKind.Identity);
         (exponentialDecay, width) = (node.DecayForm == DecayForm.Logarithm, node.Width);
         (Trigger, Result) = (trigger, result);
-        Interior = [gate, .. value.Taken, .. gating.Taken, .. decay?.Taken ?? []];
+        Interior = [gate, .. value.Taken, .. gating.Taken, .. decay?.Taken ?? [], .. valueGate is { } inner ? [inner.Node] : Array.Empty<int>()];
     }
 
     public string Kind => decay is null ? "gate + recurrence" : "gate + recurrence, input-dependent decay";
@@ -85,18 +87,30 @@ internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
                 yield return Group(graph, modules, readers, r, g, i);
     }
 
-    /// <summary>The group around recurrence <paramref name="result"/>, run once the last node it reads is known.</summary>
+    /// <summary>
+    /// The group around recurrence <paramref name="result"/>, run once the last node it reads is known. A value that is
+    /// itself a Gate read only by this one (of a function the pass computes) joins the group as the value's own gate.
+    /// </summary>
     private static GateIntoRecurrenceExecutor Group(Graph graph, NodeModule?[] modules, int[] readers, LinearRecurrence r, Gate g, int result)
     {
-        var (value, gating) = (Operand.Of(graph, modules, readers, g.Value), Operand.Of(graph, modules, readers, g.Gating));
+        (Operand Operand, ActivationKind Activation, int Node)? valueGate = graph[g.Value] is Gate inner && readers[g.Value.Index] == 1
+            && GatedScan.Supports(inner.Activation) && inner.Value != inner.Gating
+                ? (new Operand(inner.Gating.Index, null, inner.Gating.Index), inner.Activation, g.Value.Index)
+                : null;
+        var value = graph[g.Value] is Gate valued && valueGate is not null
+            ? new Operand(valued.Value.Index, null, valued.Value.Index)
+            : Operand.Of(graph, modules, readers, g.Value);
+        var gating = Operand.Of(graph, modules, readers, g.Gating);
         var decay = r.Decay is { } d ? Operand.Of(graph, modules, readers, d).Plain : null;
-        var trigger = new[] { value, gating, decay }.Where(o => o is not null).Max(o => o!.Source);
-        return new GateIntoRecurrenceExecutor(value, gating, decay, g.Activation, r, (RecurrenceModule)modules[result]!, r.Source.Index, result, trigger);
+        var trigger = new[] { value, gating, decay, valueGate?.Operand }.Where(o => o is not null).Max(o => o!.Source);
+        return new GateIntoRecurrenceExecutor(value, valueGate, gating, decay, g.Activation, r, (RecurrenceModule)modules[result]!, r.Source.Index,
+            result, trigger);
     }
 
     public Tensor? TryRun(Tensor[] values, Workspace? workspace)
     {
         var (input, gateInput) = (values[value.Source], values[gating.Source]);
+        if (valueGate is not null && values[valueGate.Source].device.type != DeviceType.CPU) return null;
         if (input.device.type != DeviceType.CPU || gateInput.device.type != DeviceType.CPU) return null;
         if (decay is null && recurrence.Lambda is null) return null;
         if (is_grad_enabled())
@@ -104,8 +118,9 @@ internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
             // the reverse pass takes a decay per channel, of the value's dtype, on the CPU (a shared one runs node by node)
             var steps = decay?.Compute(values);
             if (steps is not null && (steps.shape[^1] != width || steps.device.type != DeviceType.CPU || steps.dtype != input.dtype)) return null;
-            var form = new GatedScanFunction.Form(activation, gating.Factor, steps is not null, decay?.Factor ?? 1, exponentialDecay);
-            return GatedScanFunction.Run(value.Compute(values), gating.Compute(values), steps ?? recurrence.Lambda!, recurrence.InitialStateBuffer, form);
+            var form = new GatedScanFunction.Form(activation, gating.Factor, steps is not null, decay?.Factor ?? 1, exponentialDecay, valueActivation);
+            return GatedScanFunction.Run(value.Compute(values), valueGate?.Compute(values), gating.Compute(values), steps ?? recurrence.Lambda!,
+                recurrence.InitialStateBuffer, form);
         }
         using var scope = NewDisposeScope();
         // kept buffers: the gate's product always (only this pass reads it), the value's (then the state) when the state dies within the pass
@@ -113,7 +128,7 @@ internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
         var resultDies = kept?.ResultDies == true;
         var v = value.Compute(values, resultDies ? kept : null, 0);
         var g = gating.Compute(values, kept, 1);
-        var d = decay?.Compute(values);
+        var (d, w) = (decay?.Compute(values), valueGate?.Compute(values));
         if (d is not null && (d.device.type != DeviceType.CPU || d.dtype != v.dtype)) return null;
         var (valueBias, gateBias) = (value.Absorbed?.BiasWeight?.contiguous(), gating.Absorbed?.BiasWeight?.contiguous());
         var h0 = recurrence.InitialStateBuffer?.contiguous();
@@ -125,17 +140,19 @@ internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
         var shape = new GatedScan.Shape((int)v.shape[0], (int)v.shape[1], (int)v.shape[2]);
         var lambda = recurrence.Lambda?.contiguous();
         var shared = d is not null && d.shape[^1] == 1 && shape.Width != 1;
-        using var alive = RawStorage.KeepAlive(v, g, d, lambda, h0, h, valueBias, gateBias);
+        using var alive = RawStorage.KeepAlive(v, w, g, d, lambda, h0, h, valueBias, gateBias);
         unsafe
         {
             if (v.dtype == ScalarType.Float32)
-                GatedScan.Run(RawStorage.Pointer<float>(v), RawStorage.Pointer<float>(g), (float)gating.Factor,
+                GatedScan.Run(RawStorage.Pointer<float>(v), new GatedScan.ValueGate<float>(RawStorage.PointerOrNull<float>(w), valueActivation),
+                    RawStorage.Pointer<float>(g), (float)gating.Factor,
                     d is null ? GatedScan.Decay<float>.Fixed(RawStorage.Pointer<float>(lambda!))
                         : GatedScan.Decay<float>.PerStep(RawStorage.Pointer<float>(d), shared, (float)decay!.Factor, exponentialDecay),
                     RawStorage.PointerOrNull<float>(h0), RawStorage.Pointer<float>(h),
                     new GatedScan.Biases<float>(RawStorage.PointerOrNull<float>(valueBias), RawStorage.PointerOrNull<float>(gateBias)), activation, shape);
             else
-                GatedScan.Run(RawStorage.Pointer<double>(v), RawStorage.Pointer<double>(g), gating.Factor,
+                GatedScan.Run(RawStorage.Pointer<double>(v), new GatedScan.ValueGate<double>(RawStorage.PointerOrNull<double>(w), valueActivation),
+                    RawStorage.Pointer<double>(g), gating.Factor,
                     d is null ? GatedScan.Decay<double>.Fixed(RawStorage.Pointer<double>(lambda!))
                         : GatedScan.Decay<double>.PerStep(RawStorage.Pointer<double>(d), shared, decay!.Factor, exponentialDecay),
                     RawStorage.PointerOrNull<double>(h0), RawStorage.Pointer<double>(h),

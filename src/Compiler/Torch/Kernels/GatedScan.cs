@@ -5,9 +5,10 @@ using Duality.Ir;
 namespace Duality.Kernels;
 
 /// <summary>
-/// A gate feeding a real diagonal recurrence, fused: h_t = lambda_t * h_{t-1} + (value_t + a) * f(s (gate_t + c)),
+/// A gate feeding a real diagonal recurrence, fused: h_t = lambda_t * h_{t-1} + (value_t + a) [f2(gate2_t)] * f(s (gate_t + c)),
 /// never materialising f(gate) or the product; a and c are optional biases ([N] or null) of the projections
-/// that produced value and gate, s a constant factor (a Scale folded into the gate). lambda_t is fixed per channel
+/// that produced value and gate, s a constant factor (a Scale folded into the gate), f2(gate2) an optional gate on the
+/// value (<see cref="ValueGate{T}"/>). lambda_t is fixed per channel
 /// ([N]) or comes from a decay branch d ([B, T, N], or [B, T, 1] shared by every channel) as sigmoid(r d_t) or
 /// e^(r d_t) (<see cref="Decay{T}"/>). value, gate, h: [B, T, N] contiguous (h may be value itself); h0: [N] or null.
 /// Work is split as the scans split theirs (<see cref="ScanPartition"/>): (batch row, block of
@@ -29,6 +30,14 @@ internal static unsafe class GatedScan
         public T* Value { get; } = value;
 
         public T* Gate { get; } = gate;
+    }
+
+    /// <summary>A gate on the value itself, value_t * f2(gate2_t) (a Gate whose only reader is the pass's gate), or none.</summary>
+    public readonly struct ValueGate<T>(T* gate, ActivationKind kind) where T : unmanaged
+    {
+        public T* Gate { get; } = gate;
+
+        public ActivationKind Kind { get; } = kind;
     }
 
     /// <summary>
@@ -68,18 +77,19 @@ internal static unsafe class GatedScan
             exponential ? VectorExp.Exp(d * factor) : Sigmoid(d * factor);
     }
 
-    public static void Run<T>(T* value, T* gate, T gateFactor, Decay<T> decay, T* h0, T* h, Biases<T> biases, ActivationKind kind, Shape shape)
-        where T : unmanaged, IFloatingPointIeee754<T>
+    public static void Run<T>(T* value, ValueGate<T> valueGate, T* gate, T gateFactor, Decay<T> decay, T* h0, T* h, Biases<T> biases,
+        ActivationKind kind, Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (shape.Time > 0)
             ScanPartition.For(shape.Batch, shape.Width).Run(item =>
-                RunPiece(value, gate, gateFactor, decay, h0, h, biases, kind, shape, item.Batch, item.Start, item.Count));
+                RunPiece(value, valueGate, gate, gateFactor, decay, h0, h, biases, kind, shape, item.Batch, item.Start, item.Count));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RunPiece<T>(T* value, T* gate, T gateFactor, Decay<T> decay, T* h0, T* h, Biases<T> biases, ActivationKind kind,
-        Shape shape, int b, int start, int width) where T : unmanaged, IFloatingPointIeee754<T>
+    private static void RunPiece<T>(T* value, ValueGate<T> valueGate, T* gate, T gateFactor, Decay<T> decay, T* h0, T* h, Biases<T> biases,
+        ActivationKind kind, Shape shape, int b, int start, int width) where T : unmanaged, IFloatingPointIeee754<T>
     {
+        var (valueGates, valueKind) = ((nint)valueGate.Gate, valueGate.Kind);
         T* l = decay.Lambda is null ? null : decay.Lambda + start;
         T* a = biases.Value is null ? null : biases.Value + start, c = biases.Gate is null ? null : biases.Gate + start;
         var factor = new Vector<T>(gateFactor);
@@ -88,7 +98,7 @@ internal static unsafe class GatedScan
         for (int t = 0; t < shape.Time; t++)
         {
             long row = (long)b * shape.Time + t, offset = row * shape.Width + start;
-            T* v = value + offset, g = gate + offset, y = h + offset;
+            T* v = value + offset, g = gate + offset, y = h + offset, w = valueGates == 0 ? null : (T*)valueGates + offset;
             T* d = l is not null ? null : sharedDecay ? decay.Steps + row : decay.Steps + offset;
             var shared = d is not null && sharedDecay ? Decay<T>.Factorised(new Vector<T>(d[0]), decayFactor, exponential) : default;
             // h_{t-1} is the row just written (still in cache); before the first step, h0 or zero
@@ -99,6 +109,7 @@ internal static unsafe class GatedScan
                 var input = Vector.Load(v + i);
                 var gating = Vector.Load(g + i);
                 if (a is not null) input += Vector.Load(a + i);
+                if (w is not null) input *= Activate(valueKind, Vector.Load(w + i));
                 if (c is not null) gating += Vector.Load(c + i);
                 var product = input * Activate(kind, gating * factor);
                 if (previous is null) { Vector.Store(product, y + i); continue; }
@@ -108,6 +119,7 @@ internal static unsafe class GatedScan
             for (; i < width; i++)
             {
                 T input = v[i] + (a is null ? T.Zero : a[i]), gating = g[i] + (c is null ? T.Zero : c[i]);
+                if (w is not null) input *= Activate(valueKind, new Vector<T>(w[i]))[0];
                 T product = input * Activate(kind, new Vector<T>(gating * gateFactor))[0];
                 T lambda = l is not null ? l[i] : sharedDecay ? shared[0] : Decay<T>.Factorised(new Vector<T>(d[i]), decayFactor, exponential)[0];
                 y[i] = previous is null ? product : lambda * previous[i] + product;
@@ -117,26 +129,29 @@ internal static unsafe class GatedScan
 
     /// <summary>
     /// The reverse pass, with the gate's inputs saved by the forward pass: a_t = dh_t + lambda_{t+1} a_{t+1},
-    /// dvalue_t = a_t f(s gate_t), dgate_t = a_t value_t f'(s gate_t) s, and, for a fixed lambda, the eigenvalue
+    /// dvalue_t = a_t f(s gate_t) [f2(gate2_t)], dgate2_t = a_t f(s gate_t) value_t f2'(gate2_t) with a value gate,
+    /// dgate_t = a_t value_t [f2(gate2_t)] f'(s gate_t) s, and, for a fixed lambda, the eigenvalue
     /// gradient's rows lambdaRows[b] = sum_t a_t h_{t-1} (null when lambda is not trained); for a decay per step and
     /// channel (not shared), dDecay_t = a_t h_{t-1} lambda'(d_t) r with lambda' = lambda (1 - lambda) for sigmoid(r d),
     /// lambda for e^(r d). dh is [B, T, N], or [B, T] for a gradient equal across channels (channelBroadcast).
     /// </summary>
-    public static void RunBackward<T>(T* dh, bool channelBroadcast, T* value, T* gate, T gateFactor, Decay<T> decay, T* h0, T* h,
-        T* dValue, T* dGate, T* lambdaRows, T* dDecay, ActivationKind kind, Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
+    public static void RunBackward<T>(T* dh, bool channelBroadcast, T* value, ValueGate<T> valueGate, T* gate, T gateFactor, Decay<T> decay,
+        T* h0, T* h, T* dValue, T* dValueGate, T* dGate, T* lambdaRows, T* dDecay, ActivationKind kind, Shape shape)
+        where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (decay.Shared) throw new ArgumentException("the reverse pass takes a decay per channel", nameof(decay));
         if (shape.Time > 0)
             ScanPartition.For(shape.Batch, shape.Width).Run(item =>
-                BackwardPiece(dh, channelBroadcast, value, gate, gateFactor, decay, h0, h, dValue, dGate, lambdaRows, dDecay, kind, shape,
-                    item.Batch, item.Start, item.Count));
+                BackwardPiece(dh, channelBroadcast, value, valueGate, gate, gateFactor, decay, h0, h, dValue, dValueGate, dGate, lambdaRows, dDecay,
+                    kind, shape, item.Batch, item.Start, item.Count));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void BackwardPiece<T>(T* dh, bool channelBroadcast, T* value, T* gate, T gateFactor, Decay<T> decay, T* h0, T* h,
-        T* dValue, T* dGate, T* lambdaRows, T* dDecay, ActivationKind kind, Shape shape, int b, int start, int width)
+    private static void BackwardPiece<T>(T* dh, bool channelBroadcast, T* value, ValueGate<T> valueGate, T* gate, T gateFactor, Decay<T> decay,
+        T* h0, T* h, T* dValue, T* dValueGate, T* dGate, T* lambdaRows, T* dDecay, ActivationKind kind, Shape shape, int b, int start, int width)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
+        var (valueGates, valueKind) = ((nint)valueGate.Gate, valueGate.Kind);
         // adjoint: a_{t+1}; following: lambda_{t+1} (zero past the end, where the adjoint is zero too)
         T* adjoint = stackalloc T[width], products = stackalloc T[width], following = stackalloc T[width];
         new Span<T>(adjoint, width).Clear();
@@ -148,6 +163,7 @@ internal static unsafe class GatedScan
         {
             long row = (long)b * shape.Time + t, offset = row * shape.Width + start;
             T* v = value + offset, g = gate + offset, dv = dValue + offset, dg = dGate + offset, d = dh + (channelBroadcast ? row : offset);
+            T* w = valueGates == 0 ? null : (T*)valueGates + offset, dw = w is null ? null : dValueGate + offset;
             T* steps = decay.Steps is null ? null : decay.Steps + offset, dd = dDecay is null ? null : dDecay + offset;
             T* previous = t > 0 ? h + offset - shape.Width : h0 is null ? null : h0 + start;
             int i = 0;
@@ -157,8 +173,17 @@ internal static unsafe class GatedScan
                 var a = VectorFused.MultiplyAdd(Vector.Load(l + i), Vector.Load(adjoint + i), incoming);
                 Vector.Store(a, adjoint + i);
                 var activated = ActivateWithSlope(kind, Vector.Load(g + i) * factor, out var slope);
-                Vector.Store(a * activated, dv + i);
-                Vector.Store(a * Vector.Load(v + i) * slope * factor, dg + i);
+                var input = Vector.Load(v + i);
+                if (w is not null)
+                {
+                    // value f2(w): its gate's gradient a f(s g) value f2'(w), the value's a f(s g) f2(w)
+                    var gated = ActivateWithSlope(valueKind, Vector.Load(w + i), out var valueSlope);
+                    Vector.Store(a * activated * input * valueSlope, dw + i);
+                    Vector.Store(a * activated * gated, dv + i);
+                    input *= gated;
+                }
+                else Vector.Store(a * activated, dv + i);
+                Vector.Store(a * input * slope * factor, dg + i);
                 if (steps is not null)
                 {
                     var lambda = Decay<T>.Factorised(Vector.Load(steps + i), decayFactor, exponential);
@@ -173,8 +198,16 @@ internal static unsafe class GatedScan
                 T a = (channelBroadcast ? d[0] : d[i]) + l[i] * adjoint[i];
                 adjoint[i] = a;
                 var activated = ActivateWithSlope(kind, new Vector<T>(g[i] * gateFactor), out var slope);
-                dv[i] = a * activated[0];
-                dg[i] = a * v[i] * slope[0] * gateFactor;
+                T input = v[i];
+                if (w is not null)
+                {
+                    var gated = ActivateWithSlope(valueKind, new Vector<T>(w[i]), out var valueSlope);
+                    dw[i] = a * activated[0] * input * valueSlope[0];
+                    dv[i] = a * activated[0] * gated[0];
+                    input *= gated[0];
+                }
+                else dv[i] = a * activated[0];
+                dg[i] = a * input * slope[0] * gateFactor;
                 if (steps is not null)
                 {
                     T lambda = Decay<T>.Factorised(new Vector<T>(steps[i]), decayFactor, exponential)[0];
