@@ -211,6 +211,16 @@ let private scanPartitions =
             within 1e-10 (scaledError (fst (forward decayed ExecutionMode.TorchOps x)) (fst (forward decayed ExecutionMode.Auto x)))
                 (sprintf "gate + recurrence with an input-dependent decay, batch %d, width %d" batch width) |> ignore
 
+let private convolutionPieces =
+    testCase (sprintf "CausalConvolution.ParallelWork (%d): the causal convolution = TorchSharp's conv1d with rows x channels x taps just below, at and above it, one and several batch rows, with and without a bias: outputs, input and parameter gradients (float64, <= 1e-10)" CausalConvolution.ParallelWork) <| fun () ->
+        // 64 channels and 4 taps: ParallelWork / 256 rows is the threshold; 3 x 347 rows split unevenly over the pieces
+        let threshold = int (CausalConvolution.ParallelWork / 256L)
+        for batch, time in [ 1, threshold - 1; 1, threshold; 3, 347 ] do
+            for bias in [ true; false ] do
+                let g = InitializeWeights.Run(Model.Input("x", 64).CausalConv1d(4, bias = bias, name = "conv").Build(), time + batch)
+                let x = randomSequence (Random(time)) batch time 64 1.0
+                sameGradients (sprintf "batch %d, time %d, bias %b" batch time bias) (gradients g ExecutionMode.TorchOps x) (gradients g ExecutionMode.Auto x)
+
 let private fingerprints =
     testCase (sprintf "Fingerprint.ParallelBytes (%d): equal tensors hash alike and changing any one element (first, either side of the middle, last) changes the hash, just below, at and above it" Fingerprint.ParallelBytes) <| fun () ->
         let elements = Fingerprint.ParallelBytes / 8
@@ -296,6 +306,7 @@ let private thresholds =
         chunked
         tiledParallel
         scanPartitions
+        convolutionPieces
         fingerprints
         simd
         testSequenced lowered

@@ -1,3 +1,4 @@
+using Duality.Execution;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using TorchSharp;
@@ -16,39 +17,99 @@ namespace Duality.Kernels;
 /// </summary>
 internal static unsafe class CausalConvolution
 {
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    /// <summary>
+    /// Rows x channels x taps from which a pass is split over the cores: into contiguous ranges of the B T rows, at most
+    /// four per core; below it, one thread.
+    /// </summary>
+    public const long ParallelWork = 1 << 18;
+
+    /// <summary>The ranges of rows [start, end) a pass over <paramref name="rows"/> rows is split into.</summary>
+    private static (int Start, int End)[] Pieces(int rows, int channels, int kernel)
+    {
+        var count = (long)rows * channels * kernel < ParallelWork ? 1 : Math.Min(rows, 4 * Environment.ProcessorCount);
+        return Enumerable.Range(0, count).Select(p => ((int)((long)rows * p / count), (int)((long)rows * (p + 1) / count))).ToArray();
+    }
+
     public static void Forward<T>(T* x, T* taps, T* bias, T* y, int batch, int time, int channels, int kernel)
         where T : unmanaged, INumber<T>
     {
-        for (int n = 0; n < batch; n++)
-            for (int t = 0; t < time; t++)
-            {
-                var row = y + ((long)n * time + t) * channels;
-                if (bias is null) new Span<T>(row, channels).Clear();
-                else new ReadOnlySpan<T>(bias, channels).CopyTo(new Span<T>(row, channels));
-                for (int i = 0; i < kernel && i <= t; i++)
-                    MultiplyAdd(row, taps + (long)i * channels, x + ((long)n * time + t - i) * channels, channels);
-            }
+        var pieces = Pieces(batch * time, channels, kernel);
+        if (pieces.Length == 1) ForwardRows(x, taps, bias, y, 0, batch * time, time, channels, kernel);
+        else
+        {
+            var (px, pt, pb, py) = ((nint)x, (nint)taps, (nint)bias, (nint)y);
+            Parallel.ForEach(pieces, piece => ForwardRows((T*)px, (T*)pt, (T*)pb, (T*)py, piece.Start, piece.End, time, channels, kernel));
+        }
     }
 
+    /// <summary>Output rows [start, end) of the B T rows (row n T + t).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ForwardRows<T>(T* x, T* taps, T* bias, T* y, int start, int end, int time, int channels, int kernel)
+        where T : unmanaged, INumber<T>
+    {
+        for (int r = start; r < end; r++)
+        {
+            int t = r % time;
+            var row = y + (long)r * channels;
+            if (bias is null) new Span<T>(row, channels).Clear();
+            else new ReadOnlySpan<T>(bias, channels).CopyTo(new Span<T>(row, channels));
+            for (int i = 0; i < kernel && i <= t; i++)
+                MultiplyAdd(row, taps + (long)i * channels, x + (long)(r - i) * channels, channels);
+        }
+    }
+
+    /// <summary>The reverse pass; split over the cores, each range of rows sums its own share of dtaps and dbias.</summary>
     public static void Backward<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int batch, int time, int channels, int kernel)
+        where T : unmanaged, INumber<T>
+    {
+        var pieces = Pieces(batch * time, channels, kernel);
+        if (pieces.Length == 1)
+        {
+            BackwardRows(dy, x, taps, dx, dtaps, dbias, 0, batch * time, time, channels, kernel);
+            return;
+        }
+        // per piece: its dtaps [K, C], then its dbias [C]
+        var width = kernel * channels + (dbias is null ? 0 : channels);
+        var partial = new T[pieces.Length * width];
+        fixed (T* shares = partial)
+        {
+            var (pdy, px, pt, pdx, ps) = ((nint)dy, (nint)x, (nint)taps, (nint)dx, (nint)shares);
+            var withBias = dbias is not null;
+            Parallel.For(0, pieces.Length, p =>
+            {
+                T* share = (T*)ps + (long)p * width;
+                BackwardRows((T*)pdy, (T*)px, (T*)pt, (T*)pdx, share, withBias ? share + kernel * channels : null, pieces[p].Start, pieces[p].End,
+                    time, channels, kernel);
+            });
+            new Span<T>(shares, width).Slice(0, kernel * channels).CopyTo(new Span<T>(dtaps, kernel * channels));
+            if (withBias) new Span<T>(shares + kernel * channels, channels).CopyTo(new Span<T>(dbias, channels));
+            for (int p = 1; p < pieces.Length; p++)
+            {
+                Add(dtaps, shares + (long)p * width, kernel * channels);
+                if (withBias) Add(dbias, shares + (long)p * width + kernel * channels, channels);
+            }
+        }
+    }
+
+    /// <summary>dx for rows [start, end), and their sums into dtaps and dbias (cleared first).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void BackwardRows<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int start, int end, int time, int channels, int kernel)
         where T : unmanaged, INumber<T>
     {
         new Span<T>(dtaps, kernel * channels).Clear();
         if (dbias is not null) new Span<T>(dbias, channels).Clear();
-        for (int n = 0; n < batch; n++)
-            for (int s = 0; s < time; s++)
-            {
-                var gradient = dy + ((long)n * time + s) * channels;
-                var row = dx + ((long)n * time + s) * channels;
-                new Span<T>(row, channels).Clear();
-                for (int i = 0; i < kernel && s + i < time; i++)
-                    MultiplyAdd(row, taps + (long)i * channels, gradient + (long)i * channels, channels);
-                for (int i = 0; i < kernel && i <= s; i++)
-                    MultiplyAdd(dtaps + (long)i * channels, gradient, x + ((long)n * time + s - i) * channels, channels);
-                if (dbias is not null) Add(dbias, gradient, channels);
-            }
+        for (int r = start; r < end; r++)
+        {
+            int s = r % time;
+            var gradient = dy + (long)r * channels;
+            var row = dx + (long)r * channels;
+            new Span<T>(row, channels).Clear();
+            for (int i = 0; i < kernel && s + i < time; i++)
+                MultiplyAdd(row, taps + (long)i * channels, gradient + (long)i * channels, channels);
+            for (int i = 0; i < kernel && i <= s; i++)
+                MultiplyAdd(dtaps + (long)i * channels, gradient, x + (long)(r - i) * channels, channels);
+            if (dbias is not null) Add(dbias, gradient, channels);
+        }
     }
 
     /// <summary>sum[c] += a[c] * b[c].</summary>
@@ -66,9 +127,9 @@ internal static unsafe class CausalConvolution
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Add<T>(T* sum, T* a, int length) where T : unmanaged, INumber<T>
+    private static void Add<T>(T* sum, T* a, long length) where T : unmanaged, INumber<T>
     {
-        for (int c = 0; c < length; c++) sum[c] += a[c];
+        for (long c = 0; c < length; c++) sum[c] += a[c];
     }
 }
 
@@ -87,7 +148,7 @@ internal sealed class CausalConvolutionFunction : SingleTensorFunction<CausalCon
         var (x, weight, bias) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor);
         var taps = weight.t().contiguous();
         var b = bias?.contiguous();
-        var y = empty_like(x);
+        var y = LargeTensors.EmptyLike(x);
         if (x.dtype == ScalarType.Float32) Forward<float>(x, taps, b, y);
         else Forward<double>(x, taps, b, y);
         ctx.save_for_backward([x, taps, b!]);
@@ -99,7 +160,7 @@ internal sealed class CausalConvolutionFunction : SingleTensorFunction<CausalCon
         var saved = ctx.get_saved_variables();
         var (x, taps, bias) = (saved[0], saved[1], saved[2] is { IsInvalid: false } s ? s : null);
         var dy = grad.contiguous();
-        var (dx, dtaps) = (empty_like(x), empty_like(taps));
+        var (dx, dtaps) = (LargeTensors.EmptyLike(x), empty_like(taps));
         var dbias = bias is null ? null : empty_like(bias);
         if (x.dtype == ScalarType.Float32) Backward<float>(dy, x, taps, dx, dtaps, dbias);
         else Backward<double>(dy, x, taps, dx, dtaps, dbias);
