@@ -129,125 +129,42 @@ internal static class GradientGate
 }
 
 /// <summary>
-/// The complex scan (re, im)_t = lambda (re, im)_{t-1} + (u_t, 0) as one autograd operation.
-/// u: [batch, time, width] real; lambda: [width, 2] as (re, im); h0: [width, 2] or null.
+/// The complex scan (re, im)_t = lambda (re, im)_{t-1} + gain u_t as one autograd operation: one forward pass and one
+/// reverse pass. u is real, [batch, time, width], fed on the real part, or with complexInput [batch, time, 2 width] as
+/// [re; im] (the LRU's B x_t, where node-by-node execution would scale the input, run two scans and combine their four
+/// halves). lambda: [width, 2] as (re, im); h0: [width, 2] or null; gain: [width] or null (1).
 /// Returns [batch, time, 2 width]: real parts, then imaginary parts.
 /// </summary>
 internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
 {
     public override string Name => "ComplexScan";
 
-    public static Tensor Run(Tensor u, Tensor lambda, Tensor? h0)
-    {
-        var input = u.contiguous();
-        return GradientGate.Records(input, lambda, h0)
-            ? apply(GradientGate.Through(input), lambda, h0!)
-            : Scan(input, Parts(lambda), h0 is null ? null : Parts(h0));
-    }
-
-    public override Tensor forward(AutogradContext ctx, params object[] vars)
-    {
-        var (u, lambda, h0) = ((Tensor)vars[0], Parts((Tensor)vars[1]), vars[2] is Tensor pairs ? Parts(pairs) : ((Tensor Re, Tensor Im)?)null);
-        var h = Scan(u, lambda, h0);
-        ctx.save_for_backward([lambda.Re, lambda.Im, h0?.Re!, h0?.Im!, h]);
-        return h;
-    }
-
-    internal static (Tensor Re, Tensor Im) Parts(Tensor pairs) => (pairs.select(1, 0).contiguous(), pairs.select(1, 1).contiguous());
-
-    private static Tensor Scan(Tensor u, (Tensor Re, Tensor Im) lambda, (Tensor Re, Tensor Im)? h0)
-    {
-        var h = LargeTensors.Empty([u.shape[0], u.shape[1], 2 * u.shape[2]], u.dtype);
-        if (u.dtype == ScalarType.Float32) Forward<float>(u, lambda.Re, lambda.Im, h0?.Re, h0?.Im, h);
-        else Forward<double>(u, lambda.Re, lambda.Im, h0?.Re, h0?.Im, h);
-        return h;
-    }
-
-    public override List<Tensor> backward(AutogradContext ctx, Tensor grad)
-    {
-        var saved = ctx.get_saved_variables();
-        Tensor? Optional(Tensor t) => t is { IsInvalid: false } ? t : null;
-        var (lre, lim, h0re, h0im, h) = (saved[0], saved[1], Optional(saved[2]), Optional(saved[3]), saved[4]);
-        var g = grad.contiguous();
-        var (du, dLambda, dh0) = g.dtype == ScalarType.Float32
-            ? Backward<float>(g, lre, lim, h0re, h0im, h)
-            : Backward<double>(g, lre, lim, h0re, h0im, h);
-        return [du, dLambda, dh0!];
-    }
-
-    private static unsafe void Forward<T>(Tensor u, Tensor lre, Tensor lim, Tensor? h0re, Tensor? h0im, Tensor h) where T : unmanaged, INumber<T>
-    {
-        using var alive = RawStorage.KeepAlive(u, lre, lim, h0re, h0im, h);
-        var pu = RawStorage.Pointer<T>(u);
-        var pr = RawStorage.Pointer<T>(lre);
-        var pi = RawStorage.Pointer<T>(lim);
-        var p0r = RawStorage.PointerOrNull<T>(h0re);
-        var p0i = RawStorage.PointerOrNull<T>(h0im);
-        var ph = RawStorage.Pointer<T>(h);
-        int batch = (int)u.shape[0], time = (int)u.shape[1], width = (int)u.shape[2];
-        if (time == 0) return;
-        ScanPartition.For(batch, width).Run(item => ScanLoops.ComplexForward(pu, pr, pi, p0r, p0i, ph, item, time, width));
-    }
-
-    private static unsafe (Tensor, Tensor, Tensor?) Backward<T>(Tensor g, Tensor lre, Tensor lim, Tensor? h0re, Tensor? h0im, Tensor h)
-        where T : unmanaged, INumber<T>
-    {
-        int batch = (int)g.shape[0], time = (int)g.shape[1], width = (int)g.shape[2] / 2;
-        var du = LargeTensors.Empty([batch, time, width], g.dtype);
-        var dl = zeros(2, batch, width, dtype: g.dtype);
-        var dh0 = h0re is null ? null : zeros(2, batch, width, dtype: g.dtype);
-        var pg = RawStorage.Pointer<T>(g);
-        var pr = RawStorage.Pointer<T>(lre);
-        var pi = RawStorage.Pointer<T>(lim);
-        var p0r = RawStorage.PointerOrNull<T>(h0re);
-        var p0i = RawStorage.PointerOrNull<T>(h0im);
-        var ph = RawStorage.Pointer<T>(h);
-        var pdu = RawStorage.Pointer<T>(du);
-        var pdl = RawStorage.Pointer<T>(dl);
-        var pdh0 = RawStorage.PointerOrNull<T>(dh0);
-        using var alive = RawStorage.KeepAlive(g, lre, lim, h0re, h0im, h, du, dl, dh0);
-        long plane = (long)batch * width;
-        if (time > 0)
-            ScanPartition.For(batch, width).Run(item =>
-                ScanLoops.ComplexBackward(pg, pr, pi, p0r, p0i, ph, pdu, pdl + (long)item.Batch * width, pdl + plane + (long)item.Batch * width,
-                    pdh0 == null ? null : pdh0 + (long)item.Batch * width, pdh0 == null ? null : pdh0 + plane + (long)item.Batch * width,
-                    item, time, width));
-        return (du, dl.sum([1L]).t().contiguous(), dh0?.sum([1L]).t().contiguous());
-    }
-}
-
-/// <summary>
-/// The complex scan with a complex input scaled per channel, (re, im)_t = lambda (re, im)_{t-1} + gain (u_re, u_im)_t
-/// (the LRU's normalised B x_t), as one autograd operation: one forward pass and one reverse pass, where node-by-node
-/// execution scales the input, runs two scans and combines their four halves. u: [batch, time, 2 width] as [re; im];
-/// lambda: [width, 2] as (re, im); h0: [width, 2] or null; gain: [width] or null (1). Returns [batch, time, 2 width].
-/// </summary>
-internal sealed class ComplexInputScan : SingleTensorFunction<ComplexInputScan>
-{
-    public override string Name => "ComplexInputScan";
-
-    public static Tensor Run(Tensor u, Tensor lambda, Tensor? h0, Tensor? gain)
+    public static Tensor Run(Tensor u, Tensor lambda, Tensor? h0, Tensor? gain = null, bool complexInput = false)
     {
         var (input, scale) = (u.contiguous(), gain?.contiguous());
         return GradientGate.Records(input, lambda, h0, scale)
-            ? apply(GradientGate.Through(input), lambda, h0!, scale!)
-            : Scan(input, ComplexScan.Parts(lambda), h0 is null ? null : ComplexScan.Parts(h0), scale);
+            ? apply(GradientGate.Through(input), lambda, h0!, scale!, complexInput)
+            : Scan(input, Parts(lambda), h0 is null ? null : Parts(h0), scale, complexInput);
     }
 
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
-        var (u, lambda, h0, gain) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor, vars[3] as Tensor);
-        var (parts, initial) = (ComplexScan.Parts(lambda), h0 is null ? ((Tensor Re, Tensor Im)?)null : ComplexScan.Parts(h0));
-        var h = Scan(u, parts, initial, gain);
-        ctx.save_for_backward([u, parts.Re, parts.Im, initial?.Re!, initial?.Im!, gain!, h]);
+        var (u, lambda, h0, gain, complexInput) = ((Tensor)vars[0], Parts((Tensor)vars[1]),
+            vars[2] is Tensor pairs ? Parts(pairs) : ((Tensor Re, Tensor Im)?)null, vars[3] as Tensor, (bool)vars[4]);
+        var h = Scan(u, lambda, h0, gain, complexInput);
+        // the input only for the gain's gradient
+        ctx.save_for_backward([lambda.Re, lambda.Im, h0?.Re!, h0?.Im!, h, gain!, gain is null ? null! : u]);
+        ctx.save_data("complexInput", complexInput);
         return h;
     }
 
-    private static Tensor Scan(Tensor u, (Tensor Re, Tensor Im) lambda, (Tensor Re, Tensor Im)? h0, Tensor? gain)
+    private static (Tensor Re, Tensor Im) Parts(Tensor pairs) => (pairs.select(1, 0).contiguous(), pairs.select(1, 1).contiguous());
+
+    private static Tensor Scan(Tensor u, (Tensor Re, Tensor Im) lambda, (Tensor Re, Tensor Im)? h0, Tensor? gain, bool complexInput)
     {
-        var h = LargeTensors.EmptyLike(u);
-        if (u.dtype == ScalarType.Float32) Forward<float>(u, lambda, h0, gain, h);
-        else Forward<double>(u, lambda, h0, gain, h);
+        var h = LargeTensors.Empty([u.shape[0], u.shape[1], 2 * lambda.Re.shape[0]], u.dtype);
+        if (u.dtype == ScalarType.Float32) Forward<float>(u, lambda, h0, gain, complexInput, h);
+        else Forward<double>(u, lambda, h0, gain, complexInput, h);
         return h;
     }
 
@@ -255,42 +172,44 @@ internal sealed class ComplexInputScan : SingleTensorFunction<ComplexInputScan>
     {
         var saved = ctx.get_saved_variables();
         Tensor? Optional(Tensor t) => t is { IsInvalid: false } ? t : null;
-        var (u, lre, lim, h0re, h0im, gain, h) = (saved[0], saved[1], saved[2], Optional(saved[3]), Optional(saved[4]), Optional(saved[5]), saved[6]);
+        var (lre, lim, h0re, h0im, h, gain, u) = (saved[0], saved[1], Optional(saved[2]), Optional(saved[3]), saved[4], Optional(saved[5]), Optional(saved[6]));
+        var complexInput = (bool)ctx.get_data("complexInput");
         var g = grad.contiguous();
         var (du, dLambda, dh0, dGain) = g.dtype == ScalarType.Float32
-            ? Backward<float>(g, u, lre, lim, h0re, h0im, gain, h)
-            : Backward<double>(g, u, lre, lim, h0re, h0im, gain, h);
-        return [du, dLambda, dh0!, dGain!];
+            ? Backward<float>(g, lre, lim, h0re, h0im, h, gain, u, complexInput)
+            : Backward<double>(g, lre, lim, h0re, h0im, h, gain, u, complexInput);
+        return [du, dLambda, dh0!, dGain!, null!];
     }
 
-    private static unsafe void Forward<T>(Tensor u, (Tensor Re, Tensor Im) lambda, (Tensor Re, Tensor Im)? h0, Tensor? gain, Tensor h)
+    private static unsafe void Forward<T>(Tensor u, (Tensor Re, Tensor Im) lambda, (Tensor Re, Tensor Im)? h0, Tensor? gain, bool complexInput, Tensor h)
         where T : unmanaged, INumber<T>
     {
         using var alive = RawStorage.KeepAlive(u, lambda.Re, lambda.Im, h0?.Re, h0?.Im, gain, h);
         T* pu = RawStorage.Pointer<T>(u), pr = RawStorage.Pointer<T>(lambda.Re), pi = RawStorage.Pointer<T>(lambda.Im);
         T* p0r = RawStorage.PointerOrNull<T>(h0?.Re), p0i = RawStorage.PointerOrNull<T>(h0?.Im), pg = RawStorage.PointerOrNull<T>(gain);
         T* ph = RawStorage.Pointer<T>(h);
-        int batch = (int)u.shape[0], time = (int)u.shape[1], width = (int)u.shape[2] / 2;
-        if (time > 0) ScanPartition.For(batch, width).Run(item => ScanLoops.ComplexForward(pu, true, pg, pr, pi, p0r, p0i, ph, item, time, width));
+        int batch = (int)u.shape[0], time = (int)u.shape[1], width = (int)lambda.Re.shape[0];
+        if (time > 0)
+            ScanPartition.For(batch, width).Run(item => ScanLoops.ComplexForward(pu, complexInput, pg, pr, pi, p0r, p0i, ph, item, time, width));
     }
 
-    private static unsafe (Tensor Input, Tensor Lambda, Tensor? Initial, Tensor? Gain) Backward<T>(Tensor g, Tensor u, Tensor lre, Tensor lim,
-        Tensor? h0re, Tensor? h0im, Tensor? gain, Tensor h) where T : unmanaged, INumber<T>
+    private static unsafe (Tensor Input, Tensor Lambda, Tensor? Initial, Tensor? Gain) Backward<T>(Tensor g, Tensor lre, Tensor lim, Tensor? h0re,
+        Tensor? h0im, Tensor h, Tensor? gain, Tensor? u, bool complexInput) where T : unmanaged, INumber<T>
     {
         int batch = (int)g.shape[0], time = (int)g.shape[1], width = (int)g.shape[2] / 2;
-        var du = LargeTensors.EmptyLike(u);
+        var du = LargeTensors.Empty([batch, time, complexInput ? 2 * width : width], g.dtype);
         var dl = zeros(2, batch, width, dtype: g.dtype);
         var dh0 = h0re is null ? null : zeros(2, batch, width, dtype: g.dtype);
         var dGain = gain is null ? null : zeros(batch, width, dtype: g.dtype);
-        using var alive = RawStorage.KeepAlive(g, u, lre, lim, h0re, h0im, gain, h, du, dl, dh0, dGain);
-        T* pg = RawStorage.Pointer<T>(g), pu = RawStorage.Pointer<T>(u), pr = RawStorage.Pointer<T>(lre), pi = RawStorage.Pointer<T>(lim);
+        using var alive = RawStorage.KeepAlive(g, lre, lim, h0re, h0im, h, gain, u, du, dl, dh0, dGain);
+        T* pg = RawStorage.Pointer<T>(g), pr = RawStorage.Pointer<T>(lre), pi = RawStorage.Pointer<T>(lim), pu = RawStorage.PointerOrNull<T>(u);
         T* p0r = RawStorage.PointerOrNull<T>(h0re), p0i = RawStorage.PointerOrNull<T>(h0im), pgain = RawStorage.PointerOrNull<T>(gain);
         T* ph = RawStorage.Pointer<T>(h), pdu = RawStorage.Pointer<T>(du), pdl = RawStorage.Pointer<T>(dl);
         T* pdh0 = RawStorage.PointerOrNull<T>(dh0), pdg = RawStorage.PointerOrNull<T>(dGain);
         long plane = (long)batch * width;
         if (time > 0)
             ScanPartition.For(batch, width).Run(item =>
-                ScanLoops.ComplexBackward(pg, true, pgain, pu, pdg == null ? null : pdg + (long)item.Batch * width, pr, pi, p0r, p0i, ph, pdu,
+                ScanLoops.ComplexBackward(pg, complexInput, pgain, pu, pdg == null ? null : pdg + (long)item.Batch * width, pr, pi, p0r, p0i, ph, pdu,
                     pdl + (long)item.Batch * width, pdl + plane + (long)item.Batch * width,
                     pdh0 == null ? null : pdh0 + (long)item.Batch * width, pdh0 == null ? null : pdh0 + plane + (long)item.Batch * width,
                     item, time, width));

@@ -231,16 +231,10 @@ internal readonly unsafe struct RealBackwardScan<T>(
 /// </summary>
 internal static unsafe class ScanLoops
 {
-    /// <summary>Complex forward for one item; h: [B, T, 2N] with re in [0, N) and im in [N, 2N).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void ComplexForward<T>(T* u, T* lre, T* lim, T* h0re, T* h0im, T* h, ScanItem item, int time, int width)
-        where T : unmanaged, INumber<T> =>
-        ComplexForward(u, false, null, lre, lim, h0re, h0im, h, item, time, width);
-
     /// <summary>
-    /// The complex scan for one item, its input u_t real ([B, T, N]) or, with <paramref name="complexInput"/>, complex
-    /// ([B, T, 2N] as [re; im]), scaled per channel by <paramref name="gain"/> when given:
-    /// (re, im)_t = lambda (re, im)_{t-1} + gain u_t.
+    /// Complex forward for one item; h: [B, T, 2N] with re in [0, N) and im in [N, 2N). Its input u_t is real ([B, T, N])
+    /// or, with <paramref name="complexInput"/>, complex ([B, T, 2N] as [re; im]), scaled per channel by
+    /// <paramref name="gain"/> when given: (re, im)_t = lambda (re, im)_{t-1} + gain u_t.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void ComplexForward<T>(T* u, bool complexInput, T* gain, T* lre, T* lim, T* h0re, T* h0im, T* h, ScanItem item, int time, int width)
@@ -273,17 +267,9 @@ internal static unsafe class ScanLoops
 
     /// <summary>
     /// Complex backward for one item: adjoints (ar, ai)_t = g_t + J^T (ar, ai)_{t+1}, J^T = [[lr, li], [-li, lr]],
-    /// carried on the stack; du = ar, written to [B, T, N]; dlr += ar re_{t-1} + ai im_{t-1};
-    /// dli += ai re_{t-1} - ar im_{t-1}; dh0 += J^T a_0 (rows of this item).
-    /// </summary>
-    public static void ComplexBackward<T>(T* g, T* lre, T* lim, T* h0re, T* h0im, T* h, T* du, T* dlre, T* dlim,
-        T* dh0re, T* dh0im, ScanItem item, int time, int width) where T : unmanaged, INumber<T> =>
-        ComplexBackward(g, false, null, null, null, lre, lim, h0re, h0im, h, du, dlre, dlim, dh0re, dh0im, item, time, width);
-
-    /// <summary>
-    /// The same with the input complex ([B, T, 2N] as [re; im]) and scaled by <paramref name="gain"/> ([N] or null):
-    /// du = gain (ar, ai), written to [B, T, 2N]; dgain += ar u_re + ai u_im (rows of this item; u and dgain needed
-    /// only with a gain).
+    /// carried on the stack; du = gain ar, written to [B, T, N], or with <paramref name="complexInput"/> du = gain (ar, ai)
+    /// written to [B, T, 2N]; dgain += ar u_re (+ ai u_im) (u and dgain needed only with a gain);
+    /// dlr += ar re_{t-1} + ai im_{t-1}; dli += ai re_{t-1} - ar im_{t-1}; dh0 += J^T a_0 (rows of this item).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void ComplexBackward<T>(T* g, bool complexInput, T* gain, T* u, T* dgain, T* lre, T* lim, T* h0re, T* h0im, T* h, T* du,
@@ -299,7 +285,7 @@ internal static unsafe class ScanLoops
         {
             T* gr = g + offset + (long)t * 2 * width, gi = gr + width;
             T* d = du + ((long)b * time + t) * (complexInput ? 2 * width : width), di = complexInput ? d + width : null;
-            T* ur = u == null ? null : u + offset + (long)t * 2 * width, ui = ur == null ? null : ur + width;
+            T* ur = u == null ? null : u + ((long)b * time + t) * (complexInput ? 2 * width : width), ui = ur == null || !complexInput ? null : ur + width;
             T* pre = t > 0 ? h + offset + (long)(t - 1) * 2 * width : h0re;
             T* pim = t > 0 ? pre + width : h0im;
             int n = n0;
@@ -312,7 +298,8 @@ internal static unsafe class ScanLoops
                 var gn = gain == null ? Vector<T>.One : Vector.Load(gain + n);
                 Vector.Store(gn * r, d + n);
                 if (di != null) Vector.Store(gn * i, di + n);
-                if (dgain != null) Vector.Store(Vector.Load(dgain + n) + r * Vector.Load(ur + n) + i * Vector.Load(ui + n), dgain + n);
+                if (dgain != null)
+                    Vector.Store(Vector.Load(dgain + n) + r * Vector.Load(ur + n) + (ui == null ? Vector<T>.Zero : i * Vector.Load(ui + n)), dgain + n);
                 if (pre != null)
                 {
                     Vector<T> hr = Vector.Load(pre + n), hi = Vector.Load(pim + n);
@@ -328,7 +315,7 @@ internal static unsafe class ScanLoops
                 T gn = gain == null ? T.One : gain[n];
                 d[n] = gn * r;
                 if (di != null) di[n] = gn * i;
-                if (dgain != null) dgain[n] += r * ur[n] + i * ui[n];
+                if (dgain != null) dgain[n] += r * ur[n] + (ui == null ? T.Zero : i * ui[n]);
                 if (pre != null)
                 {
                     dlre[n] += r * pre[n] + i * pim[n];

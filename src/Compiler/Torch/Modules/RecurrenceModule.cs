@@ -89,22 +89,19 @@ internal sealed class RecurrenceModule : NodeModule
     }
 
     /// <summary>
-    /// The fused scan kernels (<see cref="Kernels.LinearScan"/>, <see cref="Kernels.ComplexScan"/>); a complex input, and
-    /// its normalisation, run in the scan's one pass (<see cref="Kernels.ComplexInputScan"/>).
+    /// The fused scan kernels (<see cref="Kernels.LinearScan"/>, <see cref="Kernels.ComplexScan"/>); a complex state's
+    /// input, real or complex, and its normalisation run in the scan's one pass.
     /// </summary>
     private Tensor Fused(IReadOnlyList<Tensor> inputs, Tensor? into = null)
     {
-        if (node.ComplexInput)
+        if (Complex)
         {
-            var both = Kernels.ComplexInputScan.Run(inputs[0], lambda!, initialState, node.NormalisedInput ? Gain() : null);
+            var both = Kernels.ComplexScan.Run(inputs[0], lambda!, initialState, node.NormalisedInput ? Gain() : null, node.ComplexInput);
             return node.Readout == ComplexReadout.RealAndImaginary ? both : both.narrow(-1, 0, node.Width);
         }
         inputs = Prepared(inputs);
         var u = inputs[0];
-        if (inputs.Count > 1) return Kernels.LinearScan.Run(u, DecayOf(inputs[1]), initialState, into);
-        if (!Complex) return Kernels.LinearScan.Run(u, lambda!, initialState, into);
-        var scanned = Kernels.ComplexScan.Run(u, lambda!, initialState);
-        return node.Readout == ComplexReadout.RealAndImaginary ? scanned : scanned.narrow(-1, 0, node.Width);
+        return inputs.Count > 1 ? Kernels.LinearScan.Run(u, DecayOf(inputs[1]), initialState, into) : Kernels.LinearScan.Run(u, lambda!, initialState, into);
     }
 
     /// <summary>The inputs with u scaled by sqrt(1 - |lambda|^2) per neuron (both halves of a complex input) when the input is normalised.</summary>
