@@ -93,13 +93,11 @@ internal sealed class GateIntoRecurrenceExecutor : IFusedExecutor
     /// </summary>
     private static GateIntoRecurrenceExecutor Group(Graph graph, NodeModule?[] modules, int[] readers, LinearRecurrence r, Gate g, int result)
     {
-        (Operand Operand, ActivationKind Activation, int Node)? valueGate = graph[g.Value] is Gate inner && readers[g.Value.Index] == 1
-            && GatedScan.Supports(inner.Activation) && inner.Value != inner.Gating
-                ? (new Operand(inner.Gating.Index, null, inner.Gating.Index), inner.Activation, g.Value.Index)
-                : null;
-        var value = graph[g.Value] is Gate valued && valueGate is not null
-            ? new Operand(valued.Value.Index, null, valued.Value.Index)
-            : Operand.Of(graph, modules, readers, g.Value);
+        var inner = graph[g.Value] is Gate candidate && readers[g.Value.Index] == 1 && GatedScan.Supports(candidate.Activation)
+            && candidate.Value != candidate.Gating ? candidate : null;
+        (Operand Operand, ActivationKind Activation, int Node)? valueGate =
+            inner is null ? null : (new Operand(inner.Gating.Index, null, inner.Gating.Index), inner.Activation, g.Value.Index);
+        var value = inner is null ? Operand.Of(graph, modules, readers, g.Value) : new Operand(inner.Value.Index, null, inner.Value.Index);
         var gating = Operand.Of(graph, modules, readers, g.Gating);
         var decay = r.Decay is { } d ? Operand.Of(graph, modules, readers, d).Plain : null;
         var trigger = new[] { value, gating, decay, valueGate?.Operand }.Where(o => o is not null).Max(o => o!.Source);

@@ -68,9 +68,6 @@ internal static unsafe class GatedScan
 
         public bool Exponential { get; }
 
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public Vector<T> Of(Vector<T> d) => Factorised(d, new Vector<T>(Factor), Exponential);
-
         /// <summary>sigmoid(r d) or e^(r d), for kernels that keep r and the form in locals.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector<T> Factorised(Vector<T> d, Vector<T> factor, bool exponential) =>
@@ -246,8 +243,8 @@ internal static unsafe class GatedScan
             }
             case ActivationKind.DecayNormaliser:
             {
-                // sqrt(1 - e^(2x)) = sqrt(-(e^(2x) - 1)); its slope -e^(2x) / sqrt(1 - e^(2x)) bounded in magnitude as the module bounds it
-                var value = Vector.SquareRoot(-VectorExp.ExpMinusOne(x + x));
+                // its slope -e^(2x) / sqrt(1 - e^(2x)) bounded in magnitude as the module bounds it
+                var value = DecayNormaliser(x);
                 slope = -VectorExp.Exp(x + x) / Vector.Max(value, new Vector<T>(T.One / T.CreateTruncating(Duality.Torch.TensorValues.DecayNormaliserSlopeBound)));
                 return value;
             }
@@ -263,7 +260,12 @@ internal static unsafe class GatedScan
     /// <summary>f(x); the decay normaliser without its slope (an exponential and a division the forward pass does not need).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector<T> Activate<T>(ActivationKind kind, Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>
-        kind == ActivationKind.DecayNormaliser ? Vector.SquareRoot(-VectorExp.ExpMinusOne(x + x)) : ActivateWithSlope(kind, x, out _);
+        kind == ActivationKind.DecayNormaliser ? DecayNormaliser(x) : ActivateWithSlope(kind, x, out _);
+
+    /// <summary>sqrt(1 - e^(2x)) = sqrt(-(e^(2x) - 1)), exact near x = 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<T> DecayNormaliser<T>(Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>
+        Vector.SquareRoot(-VectorExp.ExpMinusOne(x + x));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector<T> Sigmoid<T>(Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>
