@@ -18,6 +18,8 @@ internal sealed class ExecutionPlan
     private readonly ILookup<int, (IFusedExecutor Executor, FusedGroup Group)> byTrigger;
     // nodes of a group that come before its trigger: they wait for it
     private readonly HashSet<int> deferred;
+    // for an input node (no module), its place among the graph's inputs
+    private readonly int[] inputOrder;
 
     public ExecutionPlan(Graph graph, NodeModule?[] modules, ExecutionMode execution)
     {
@@ -29,6 +31,8 @@ internal sealed class ExecutionPlan
             [.. e.Interior.Order().Select(i => graph.Nodes[i].Name), graph.Nodes[e.Result].Name]))).ToList();
         byTrigger = groups.ToLookup(g => g.Executor.Trigger);
         deferred = groups.SelectMany(g => g.Executor.Interior.Where(i => i < g.Executor.Trigger)).ToHashSet();
+        inputOrder = new int[modules.Length];
+        for (int i = 0, next = 0; i < modules.Length; i++) if (modules[i] is null) inputOrder[i] = next++;
     }
 
     public IReadOnlyList<FusedGroup> Groups => groups.Select(g => g.Group).ToList();
@@ -47,14 +51,12 @@ internal sealed class ExecutionPlan
     public Tensor[] Run(NodeModule?[] modules, Tensor[] inputs, Workspace? buffers)
     {
         var values = new Tensor[modules.Length];
-        var inputIndices = new int[modules.Length];
-        for (int i = 0, next = 0; i < modules.Length; i++) if (modules[i] is null) inputIndices[i] = next++;
         void Compute(int i) =>
             values[i] = modules[i] is { } module
                 ? buffers is not null && buffers.Dies(i)
                     ? module.Forward(graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray(), buffers.For(i))
                     : module.Forward(graph.Nodes[i].Sources.Select(s => values[s.Index]).ToArray())
-                : inputs[inputIndices[i]];
+                : inputs[inputOrder[i]];
         var fused = Fuse(values, buffers, Compute);
         for (int i = 0; i < modules.Length; i++)
         {

@@ -79,13 +79,15 @@ internal static class TensorValues
     /// </summary>
     private static Tensor DecayNormaliser(Tensor x)
     {
-        if (!is_grad_enabled() || !x.requires_grad) return (x * 2).expm1().neg().sqrt();
+        var recorded = is_grad_enabled() && x.requires_grad;
         using var scope = NewDisposeScope();
         Tensor value, slope;
         using (no_grad())
         {
-            value = (x * 2).expm1().neg().sqrt();
-            slope = (x * 2).exp().neg() / value.clamp_min(1 / DecayNormaliserSlopeBound);
+            var doubled = x * 2;
+            value = doubled.expm1().neg().sqrt();
+            if (!recorded) return value.MoveToOuterDisposeScope();
+            slope = doubled.exp().neg() / value.clamp_min(1 / DecayNormaliserSlopeBound);
         }
         // value + slope (x - x): the value itself, and slope as the derivative (x - x is 0 also at x = -inf, a decay of 0)
         return (value + slope * (x - x.detach()).nan_to_num(0, 0, 0)).MoveToOuterDisposeScope();
