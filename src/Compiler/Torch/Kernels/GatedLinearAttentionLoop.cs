@@ -16,7 +16,7 @@ namespace Duality.Kernels;
 /// </summary>
 internal static unsafe class GatedLinearAttentionLoop
 {
-    private const int Steps = 4;
+    internal const int Steps = 4;
 
     /// <summary>Sizes; the decay's width is 0 without a decay, 1 per head, key per key channel.</summary>
     public readonly record struct Shape(int Batch, int Time, int Heads, int Key, int Value, int DecayWidth);
@@ -52,25 +52,7 @@ internal static unsafe class GatedLinearAttentionLoop
                         continue;
                     }
                     long row = ((long)b * shape.Time + t) * shape.Heads + h;
-                    T* l = decay is null ? null : decay + row * width;
-                    var entry = T.One;
-                    if (gate is null)
-                    {
-                        if (width <= 1) new Span<T>(a + u * dk, dk).Fill(l is null ? T.One : l[0]);
-                        else new ReadOnlySpan<T>(l, dk).CopyTo(new Span<T>(a + u * dk, dk));
-                    }
-                    else
-                    {
-                        var largest = l is null ? T.Zero : T.NegativeInfinity;
-                        for (int j = 0; l is not null && j < width; j++) largest = T.Max(largest, l[j]);
-                        var next = T.Max(largest + shift, gate[row]);
-                        // before anything is written (m = -inf on both sides) the state is 0 and stays 0
-                        var carry = T.IsNegativeInfinity(next) ? T.Zero : shift - next;
-                        if (width <= 1) new Span<T>(a + u * dk, dk).Fill(T.Exp((l is null ? T.Zero : l[0]) + carry));
-                        else for (int j = 0; j < dk; j++) a[u * dk + j] = T.Exp(l[j] + carry);
-                        entry = T.IsNegativeInfinity(next) ? T.Zero : T.Exp(gate[row] - next);
-                        shift = next;
-                    }
+                    var entry = Factors(decay is null ? null : decay + row * width, gate is null ? null : gate + row, width, dk, ref shift, a + u * dk);
                     shifts[u] = shift;
                     for (int j = 0; j < dk; j++) scaled[u * dk + j] = entry * k[row * dk + j];
                     (rows[u], rows[Steps + u], rows[2 * Steps + u]) = ((nint)(q + row * dk), (nint)(v + row * dv), (nint)(y + row * dv));
@@ -93,9 +75,34 @@ internal static unsafe class GatedLinearAttentionLoop
             }
     }
 
+    /// <summary>
+    /// One step's factors a_t[j] (written to <paramref name="a"/>, key entries) and e^(g_t - m_t), the scale of its entry (1
+    /// without a gate), moving the shift m from m_(t-1) to m_t. <paramref name="l"/>: the step's decays (width 1 or key; the
+    /// factors e^l without a gate, the log-decays l with one) or null; <paramref name="gate"/>: the step's log input gate or null.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static T Factors<T>(T* l, T* gate, int width, int keys, ref T shift, T* a) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (gate is null)
+        {
+            if (width <= 1) new Span<T>(a, keys).Fill(l is null ? T.One : l[0]);
+            else new ReadOnlySpan<T>(l, keys).CopyTo(new Span<T>(a, keys));
+            return T.One;
+        }
+        var largest = l is null ? T.Zero : T.NegativeInfinity;
+        for (int j = 0; l is not null && j < width; j++) largest = T.Max(largest, l[j]);
+        var next = T.Max(largest + shift, *gate);
+        // before anything is written (m = -inf on both sides) the state is 0 and stays 0
+        var carry = T.IsNegativeInfinity(next) ? T.Zero : shift - next;
+        if (width <= 1) new Span<T>(a, keys).Fill(T.Exp((l is null ? T.Zero : l[0]) + carry));
+        else for (int j = 0; j < keys; j++) a[j] = T.Exp(l[j] + carry);
+        shift = next;
+        return T.IsNegativeInfinity(next) ? T.Zero : T.Exp(*gate - next);
+    }
+
     /// <summary>n = a * n + k, returning q . n.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static T Normalise<T>(T* n, T* a, T* k, T* q, int keys) where T : unmanaged, INumber<T>
+    internal static T Normalise<T>(T* n, T* a, T* k, T* q, int keys) where T : unmanaged, INumber<T>
     {
         int i = 0;
         var sum = Vector<T>.Zero;
@@ -136,9 +143,19 @@ internal static unsafe class GatedLinearAttentionLoop
     /// locals to be inlined, so compiled optimised from its first call (a tier-0 copy would run the first calls 10x slower).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Advance<T, TFactors>(T* s, TFactors a, T* k, T** q, T** v, T** y, int keys, int width)
+    internal static void Advance<T, TFactors>(T* s, TFactors a, T* k, T** q, T** v, T** y, int keys, int width)
         where T : unmanaged, INumber<T> where TFactors : struct, IFactors<T>
+        => Advance<T, TFactors, ReadAfterWrite>(s, a, k, q, v, y, keys, width);
+
+    /// <summary>
+    /// <see cref="Advance{T, TFactors}"/>, reading y_u either after step u's write (S_u) or before it (a_u S_(u-1), the
+    /// sum over every earlier step alone: the reverse pass's terms whose step-u parts would otherwise cancel).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Advance<T, TFactors, TRead>(T* s, TFactors a, T* k, T** q, T** v, T** y, int keys, int width)
+        where T : unmanaged, INumber<T> where TFactors : struct, IFactors<T> where TRead : struct, IReadOrder
     {
+        var before = default(TRead).BeforeWrite;
         int n = Vector<T>.Count, i = 0;
         T* k0 = k, k1 = k + keys, k2 = k + 2 * keys, k3 = k + 3 * keys;
         T* q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
@@ -154,17 +171,53 @@ internal static unsafe class GatedLinearAttentionLoop
                 T* cell = s + j * width + i;
                 Vector<T> c0 = Vector.Load(cell), c1 = Vector.Load(cell + n);
                 Vector<T> f = new(a.Step0(j)), kj = new(k0[j]), qj = new(q0[j]);
-                c0 = Fma(f, c0, kj * x0); c1 = Fma(f, c1, kj * x1);
-                y00 = Fma(qj, c0, y00); y01 = Fma(qj, c1, y01);
+                if (before)
+                {
+                    c0 *= f; c1 *= f;
+                    y00 = Fma(qj, c0, y00); y01 = Fma(qj, c1, y01);
+                    c0 = Fma(kj, x0, c0); c1 = Fma(kj, x1, c1);
+                }
+                else
+                {
+                    c0 = Fma(f, c0, kj * x0); c1 = Fma(f, c1, kj * x1);
+                    y00 = Fma(qj, c0, y00); y01 = Fma(qj, c1, y01);
+                }
                 (f, kj, qj) = (new(a.Step1(j)), new(k1[j]), new(q1[j]));
-                c0 = Fma(f, c0, kj * w0); c1 = Fma(f, c1, kj * w1);
-                y10 = Fma(qj, c0, y10); y11 = Fma(qj, c1, y11);
+                if (before)
+                {
+                    c0 *= f; c1 *= f;
+                    y10 = Fma(qj, c0, y10); y11 = Fma(qj, c1, y11);
+                    c0 = Fma(kj, w0, c0); c1 = Fma(kj, w1, c1);
+                }
+                else
+                {
+                    c0 = Fma(f, c0, kj * w0); c1 = Fma(f, c1, kj * w1);
+                    y10 = Fma(qj, c0, y10); y11 = Fma(qj, c1, y11);
+                }
                 (f, kj, qj) = (new(a.Step2(j)), new(k2[j]), new(q2[j]));
-                c0 = Fma(f, c0, kj * z0); c1 = Fma(f, c1, kj * z1);
-                y20 = Fma(qj, c0, y20); y21 = Fma(qj, c1, y21);
+                if (before)
+                {
+                    c0 *= f; c1 *= f;
+                    y20 = Fma(qj, c0, y20); y21 = Fma(qj, c1, y21);
+                    c0 = Fma(kj, z0, c0); c1 = Fma(kj, z1, c1);
+                }
+                else
+                {
+                    c0 = Fma(f, c0, kj * z0); c1 = Fma(f, c1, kj * z1);
+                    y20 = Fma(qj, c0, y20); y21 = Fma(qj, c1, y21);
+                }
                 (f, kj, qj) = (new(a.Step3(j)), new(k3[j]), new(q3[j]));
-                c0 = Fma(f, c0, kj * r0); c1 = Fma(f, c1, kj * r1);
-                y30 = Fma(qj, c0, y30); y31 = Fma(qj, c1, y31);
+                if (before)
+                {
+                    c0 *= f; c1 *= f;
+                    y30 = Fma(qj, c0, y30); y31 = Fma(qj, c1, y31);
+                    c0 = Fma(kj, r0, c0); c1 = Fma(kj, r1, c1);
+                }
+                else
+                {
+                    c0 = Fma(f, c0, kj * r0); c1 = Fma(f, c1, kj * r1);
+                    y30 = Fma(qj, c0, y30); y31 = Fma(qj, c1, y31);
+                }
                 Vector.Store(c0, cell);
                 Vector.Store(c1, cell + n);
             }
@@ -179,22 +232,46 @@ internal static unsafe class GatedLinearAttentionLoop
             for (int j = 0; j < keys; j++)
             {
                 T* cell = s + j * width + i;
-                var c = a.Step0(j) * *cell + k0[j] * v0[i];
-                y0 += q0[j] * c;
-                c = a.Step1(j) * c + k1[j] * v1[i];
-                y1 += q1[j] * c;
-                c = a.Step2(j) * c + k2[j] * v2[i];
-                y2 += q2[j] * c;
-                c = a.Step3(j) * c + k3[j] * v3[i];
-                y3 += q3[j] * c;
+                var c = a.Step0(j) * *cell;
+                if (before) y0 += q0[j] * c;
+                c += k0[j] * v0[i];
+                if (!before) y0 += q0[j] * c;
+                c *= a.Step1(j);
+                if (before) y1 += q1[j] * c;
+                c += k1[j] * v1[i];
+                if (!before) y1 += q1[j] * c;
+                c *= a.Step2(j);
+                if (before) y2 += q2[j] * c;
+                c += k2[j] * v2[i];
+                if (!before) y2 += q2[j] * c;
+                c *= a.Step3(j);
+                if (before) y3 += q3[j] * c;
+                c += k3[j] * v3[i];
+                if (!before) y3 += q3[j] * c;
                 *cell = c;
             }
             (o0[i], o1[i], o2[i], o3[i]) = (y0, y1, y2, y3);
         }
     }
 
+    /// <summary>Whether <see cref="Advance{T, TFactors, TRead}"/> reads each step's output before its write or after it.</summary>
+    internal interface IReadOrder
+    {
+        bool BeforeWrite { get; }
+    }
+
+    internal readonly struct ReadAfterWrite : IReadOrder
+    {
+        public bool BeforeWrite => false;
+    }
+
+    internal readonly struct ReadBeforeWrite : IReadOrder
+    {
+        public bool BeforeWrite => true;
+    }
+
     /// <summary>The factors a_u[j] of a block's four steps: one per step (a decay per head), or one per key channel.</summary>
-    private interface IFactors<T>
+    internal interface IFactors<T>
     {
         T Step0(int j);
         T Step1(int j);
@@ -202,7 +279,7 @@ internal static unsafe class GatedLinearAttentionLoop
         T Step3(int j);
     }
 
-    private readonly struct Uniform<T>(T a0, T a1, T a2, T a3) : IFactors<T>
+    internal readonly struct Uniform<T>(T a0, T a1, T a2, T a3) : IFactors<T>
     {
         public T Step0(int j) => a0;
         public T Step1(int j) => a1;
@@ -210,7 +287,7 @@ internal static unsafe class GatedLinearAttentionLoop
         public T Step3(int j) => a3;
     }
 
-    private readonly struct PerKey<T>(T* a, int keys) : IFactors<T> where T : unmanaged
+    internal readonly struct PerKey<T>(T* a, int keys) : IFactors<T> where T : unmanaged
     {
         public T Step0(int j) => a[j];
         public T Step1(int j) => a[keys + j];
@@ -219,7 +296,7 @@ internal static unsafe class GatedLinearAttentionLoop
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<T> Fma<T>(Vector<T> a, Vector<T> b, Vector<T> c) where T : unmanaged, INumber<T> =>
+    internal static Vector<T> Fma<T>(Vector<T> a, Vector<T> b, Vector<T> c) where T : unmanaged, INumber<T> =>
         typeof(T) == typeof(float)
             ? Vector.As<float, T>(Vector.FusedMultiplyAdd(Vector.As<T, float>(a), Vector.As<T, float>(b), Vector.As<T, float>(c)))
             : typeof(T) == typeof(double)

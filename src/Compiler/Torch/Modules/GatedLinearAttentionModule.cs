@@ -9,8 +9,9 @@ namespace Duality.Torch;
 
 /// <summary>
 /// Gated linear attention over its branches (see <see cref="GatedLinearAttention"/>): the masked form (one chunk of the
-/// whole sequence) in TorchOps, without gradients on the CPU the recurrent form as one fused loop, exact chunks otherwise
-/// (with gradients), and one step on the state S [batch, heads, key, value]. A
+/// whole sequence) in TorchOps; on the CPU the recurrent form as one fused loop, with gradients as one autograd operation
+/// whose reverse pass runs back through the same recurrence (<see cref="GatedLinearAttentionFunction"/>); exact chunks on
+/// other devices and dtypes; and one step on the state S [batch, heads, key, value]. A
 /// normalised attention runs on values with a column of ones appended, whose output is n_t . q_t.
 /// </summary>
 internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, ScalarType dtype, ExecutionMode execution) : NodeModule(node.Name)
@@ -31,15 +32,21 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
         return Run(inputs, null, chunk).Output;
     }
 
-    /// <summary>Whether a forward pass runs the fused recurrent loop: on the CPU, without gradients, in float32 or float64.</summary>
+    /// <summary>Whether a forward pass runs the fused recurrent loop: on the CPU, in float32 or float64.</summary>
     private bool RunsRecurrent(Tensor x) =>
-        execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU && !is_grad_enabled()
-        && x.dtype is ScalarType.Float32 or ScalarType.Float64;
+        execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU && x.dtype is ScalarType.Float32 or ScalarType.Float64;
 
-    /// <summary>The recurrent form as one fused loop (<see cref="GatedLinearAttentionLoop"/>), O(T key value) per head.</summary>
+    /// <summary>
+    /// The recurrent form as one fused loop (<see cref="GatedLinearAttentionLoop"/>), O(T key value) per head; when a
+    /// gradient is recorded, as one autograd operation with the loop's reverse pass.
+    /// </summary>
     private Tensor Recurrent(IReadOnlyList<Tensor> inputs)
     {
         var x = inputs[0];
+        if (GradientGate.Records([.. inputs]))
+            return GatedLinearAttentionFunction.Run(inputs[0], inputs[1], inputs[2], LogDecays(inputs),
+                node.LogInputGate is null ? null : inputs[node.LogInputGateIndex],
+                new GatedLinearAttentionFunction.Form(node.Heads, node.KeyWidth, node.ValueWidth, node.Normalised));
         long batch = x.shape[0], time = x.shape[1];
         var (q, k, v) = (inputs[0].contiguous(), inputs[1].contiguous(), inputs[2].contiguous());
         var logDecay = LogDecays(inputs);

@@ -1,0 +1,91 @@
+using System.Numerics;
+using Duality.Execution;
+using TorchSharp;
+using static TorchSharp.torch;
+using static TorchSharp.torch.autograd;
+
+namespace Duality.Kernels;
+
+/// <summary>
+/// Gated linear attention's recurrent form as one autograd operation: the fused loop forward
+/// (<see cref="GatedLinearAttentionLoop"/>) and its reverse pass (<see cref="GatedLinearAttentionReverse"/>) for q, k and
+/// v. The log-decays and log-gates enter only through the running sums L_t = sum_(r &lt;= t) l_r, as e^(L_t) on the query of
+/// step t and e^(g_s - L_s) on the key of step s, so
+///   dL_t = q_t * dq_t - k_t * dk_t (per key channel; summed over them for one decay per head),  dl_t = sum_(r >= t) dL_r,
+///   dg_t = k_t . dk_t,
+/// dL_t formed by the reverse pass without the step's own terms, which cancel.
+/// q, k: [batch, time, heads key]; v: [batch, time, heads value]; logDecay: [batch, time, heads, 1 or key] or null;
+/// logGate: [batch, time, heads] or null. Returns [batch, time, heads value]. Memory O(T): no state is kept per step.
+/// </summary>
+internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedLinearAttentionFunction>
+{
+    /// <summary>The sizes of one call and whether the output is divided by the normaliser.</summary>
+    public sealed record Form(int Heads, int Key, int Value, bool Normalised);
+
+    public override string Name => "GatedLinearAttention";
+
+    public static Tensor Run(Tensor q, Tensor k, Tensor v, Tensor? logDecay, Tensor? logGate, Form form) =>
+        apply(GradientGate.Through(q.contiguous()), GradientGate.Through(k.contiguous()), GradientGate.Through(v.contiguous()),
+            logDecay?.contiguous()!, logGate?.contiguous()!, form);
+
+    public override Tensor forward(AutogradContext ctx, params object[] vars)
+    {
+        var (q, k, v, logDecay, logGate, form) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], vars[3] as Tensor, vars[4] as Tensor, (Form)vars[5]);
+        var y = LargeTensors.Empty([q.shape[0], q.shape[1], form.Heads * form.Value], q.dtype);
+        var decay = Decay(logDecay, logGate);
+        if (q.dtype == ScalarType.Float32) Forward<float>(q, k, v, decay, logGate, y, form);
+        else Forward<double>(q, k, v, decay, logGate, y, form);
+        ctx.save_for_backward([q, k, v, decay!, logGate!, y]);
+        ctx.save_data("form", form);
+        return y;
+    }
+
+    public override List<Tensor> backward(AutogradContext ctx, Tensor grad)
+    {
+        var saved = ctx.get_saved_variables();
+        Tensor? Optional(Tensor t) => t is { IsInvalid: false } ? t : null;
+        var (q, k, v, decay, logGate, y) = (saved[0], saved[1], saved[2], Optional(saved[3]), Optional(saved[4]), saved[5]);
+        var form = (Form)ctx.get_data("form");
+        var dy = grad.contiguous();
+        var (dq, dk, dv) = (LargeTensors.EmptyLike(q), LargeTensors.EmptyLike(k), LargeTensors.EmptyLike(v));
+        // q dq - k dk per key channel without the step's own terms, which cancel: the running log-decays' gradient
+        var terms = decay is null ? null : LargeTensors.EmptyLike(q);
+        if (q.dtype == ScalarType.Float32) Backward<float>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, form);
+        else Backward<double>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, form);
+        long batch = q.shape[0], time = q.shape[1];
+        Tensor PerKey(Tensor t) => t.view(batch, time, form.Heads, form.Key);
+        Tensor? dLogDecay = null;
+        if (terms is not null)
+        {
+            var running = PerKey(terms);
+            if (decay!.shape[3] == 1) running = running.sum(-1, keepdim: true);
+            dLogDecay = running.flip(1).cumsum(1).flip(1);
+        }
+        var dLogGate = logGate is null ? null : (PerKey(k) * PerKey(dk)).sum(-1);
+        return [dq, dk, dv, dLogDecay!, dLogGate!, null!];
+    }
+
+    /// <summary>What the loop reads: the factors e^l without a gate, the log-decays l with one (it forms e^(l + m_(t-1) - m_t)).</summary>
+    private static Tensor? Decay(Tensor? logDecay, Tensor? logGate) =>
+        logDecay is null ? null : logGate is null ? logDecay.exp() : logDecay;
+
+    private static GatedLinearAttentionLoop.Shape Shape(Tensor q, Tensor? decay, Form form) =>
+        new((int)q.shape[0], (int)q.shape[1], form.Heads, form.Key, form.Value, decay is null ? 0 : (int)decay.shape[3]);
+
+    private static unsafe void Forward<T>(Tensor q, Tensor k, Tensor v, Tensor? decay, Tensor? gate, Tensor y, Form form)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        using var alive = RawStorage.KeepAlive(q, k, v, decay, gate, y);
+        GatedLinearAttentionLoop.Run(RawStorage.Pointer<T>(q), RawStorage.Pointer<T>(k), RawStorage.Pointer<T>(v), RawStorage.PointerOrNull<T>(decay),
+            RawStorage.PointerOrNull<T>(gate), form.Normalised, RawStorage.Pointer<T>(y), Shape(q, decay, form));
+    }
+
+    private static unsafe void Backward<T>(Tensor q, Tensor k, Tensor v, Tensor? decay, Tensor? gate, Tensor y, Tensor dy, Tensor dq, Tensor dk,
+        Tensor dv, Tensor? terms, Form form) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        using var alive = RawStorage.KeepAlive(q, k, v, decay, gate, y, dy, dq, dk, dv, terms);
+        GatedLinearAttentionReverse.Run(RawStorage.Pointer<T>(q), RawStorage.Pointer<T>(k), RawStorage.Pointer<T>(v), RawStorage.PointerOrNull<T>(decay),
+            RawStorage.PointerOrNull<T>(gate), form.Normalised, RawStorage.Pointer<T>(y), RawStorage.Pointer<T>(dy), RawStorage.Pointer<T>(dq),
+            RawStorage.Pointer<T>(dk), RawStorage.Pointer<T>(dv), RawStorage.PointerOrNull<T>(terms), Shape(q, decay, form));
+    }
+}

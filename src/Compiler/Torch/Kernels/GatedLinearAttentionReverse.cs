@@ -1,0 +1,362 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using static Duality.Kernels.GatedLinearAttentionLoop;
+
+namespace Duality.Kernels;
+
+/// <summary>
+/// The reverse pass of <see cref="GatedLinearAttentionLoop"/>: the gradients of q, k and v from the output's gradient dy,
+/// per batch row and head, in O(T (key + value)) memory besides the inputs. In the loop's frame (S~ = S e^(-m), the
+/// factors a~_t = a_t e^(m_(t-1) - m_t), the scaled keys kk_t = e^(g_t - m_t) k_t), with D_t = dS_t e^(m_t) the state's
+/// gradient and v with a column of ones when normalised:
+///   delta_t = dy_t e^(m_t), or normalised dy_t / max(|nu_t|, e^(-m_t)) and on the ones' column
+///             -sign(nu_t) (dy_t . y_t) / |nu_t| where |nu_t| > e^(-m_t) (0 elsewhere), nu_t = n~_t . q_t;
+///   dq_t = S~_t delta_t = a~_t S~_(t-1) delta_t + kk_t (v_t . delta_t)                  (a sweep forward in time),
+///   D_t = a~_(t+1) D_(t+1) + q_t delta_t^T,  dv_t = D_t^T kk_t,
+///   dk_t = e^(g_t - m_t) D_t v_t = e^(g_t - m_t) (a~_(t+1) D_(t+1) v_t + q_t (v_t . delta_t))   (a sweep back).
+/// The log-decays' running sums L_t enter as e^(L_t) on q_t and e^(-L_t) on k_t, so their gradient is q_t dq_t - k_t dk_t,
+/// in which the step's own terms q_t kk_t (v_t . delta_t) cancel exactly: it is formed from the parts over other steps
+/// alone (written to <c>terms</c>, [batch, time, heads, key], when given), so a strong decay, whose gradient is small
+/// beside those terms, keeps its digits. Every factor is at most 1 and every exponent at most 0 whatever the gates' scale,
+/// as in the forward loop. Layouts as in the loop; dq, dk: [batch, time, heads, key]; dv: [batch, time, heads, value].
+/// Parallel over batch rows and heads.
+/// </summary>
+internal static unsafe class GatedLinearAttentionReverse
+{
+    public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms, Shape shape)
+        where T : unmanaged, IFloatingPointIeee754<T>
+        => HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
+            (b, h) =>
+            {
+                var head = new Head<T>(q, k, v, decay, gate, normalised, y, dy, dq, dk, dv, terms, shape, b, h);
+                if (shape.DecayWidth <= 1) RunUniform(head);
+                else RunPerKey(head);
+            });
+
+    /// <summary>One (batch row, head) pair's pointers and sizes.</summary>
+    private readonly struct Head<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms,
+        Shape shape, int b, int h) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public readonly T* Q = q, K = k, V = v, Gate = gate, Y = y, Dy = dy, Dq = dq, Dk = dk, Dv = dv, Terms = terms;
+        public readonly bool Normalised = normalised;
+        public readonly Shape Shape = shape;
+        private readonly T* decay = decay;
+        private readonly int b = b, h = h;
+
+        public long Row(int t) => ((long)b * Shape.Time + t) * Shape.Heads + h;
+
+        public T* DecayAt(long row) => decay is null ? null : decay + row * Shape.DecayWidth;
+
+        public T* GateAt(long row) => Gate is null ? null : Gate + row;
+
+        /// <summary>a~_t into a and e^(g_t - m_t), moving the shift from m_(t-1) to m_t.</summary>
+        public T Step(int t, ref T shift, T* a) => Factors(DecayAt(Row(t)), GateAt(Row(t)), Shape.DecayWidth, Shape.Key, ref shift, a);
+
+        /// <summary>e^(g_t - m_t) for the shift m_t.</summary>
+        public T Entry(int t, T shift) => Gate is null ? T.One : T.IsNegativeInfinity(shift) ? T.Zero : T.Exp(Gate[Row(t)] - shift);
+
+        /// <summary>a~_(t+1), which carries D_(t+1) back to step t (0 past the last step).</summary>
+        public void Carry(int t, T[] shifts, T* a)
+        {
+            if (t == Shape.Time - 1) new Span<T>(a, Shape.Key).Clear();
+            else
+            {
+                var before = shifts[t];
+                Step(t + 1, ref before, a);
+            }
+        }
+    }
+
+    /// <summary>
+    /// One decay per step (or none): each product is the forward loop's <see cref="Advance{T, TFactors, TRead}"/> on a
+    /// state of its own, four steps per pass over it. dq_t - kk_t (v_t . delta_t) = (a~_t P_(t-1))^T delta_t with P = S~^T
+    /// (P = a P + v kk^T), forward in time; back in time dv_t = D_t^T kk_t with D = a D + q delta^T, and
+    /// a~_(t+1) D_(t+1) v_t = (a~_(t+1) Q_(t+1))^T v_t with Q = D^T (Q = a Q + delta q^T).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RunUniform<T>(Head<T> head) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int keys = head.Shape.Key, width = head.Shape.Value, time = head.Shape.Time, columns = width + 1, widest = Math.Max(keys, width);
+        var (deltas, shifts) = (new T[(long)time * columns], new T[time]);
+        var (memory, transposed, normaliser, snapshots) = (new T[keys * width], new T[keys * width], new T[keys], new T[Steps * keys]);
+        var (factors, entries, operands, others) = (new T[keys], new T[Steps * keys], new T[Steps * widest], new T[Steps * widest]);
+        var (blank, sink, uniform) = (new T[widest], new T[widest], new T[Steps]);
+        var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
+        var rows = stackalloc nint[6 * Steps];
+        fixed (T* s = memory, st = transposed, n = normaliser, earlier = snapshots, a = factors, scaled = entries, block = operands, other = others,
+               zero = blank, discard = sink, deltaRows = deltas)
+        {
+            T** rq = (T**)rows, rv = (T**)(rows + Steps), ry = (T**)(rows + 2 * Steps);
+            T** sq = (T**)(rows + 3 * Steps), sv = (T**)(rows + 4 * Steps), sy = (T**)(rows + 5 * Steps);
+            for (int start = 0; start < time; start += Steps)
+            {
+                for (int u = 0; u < Steps; u++)
+                {
+                    int t = start + u;
+                    if (t >= time)
+                    {
+                        uniform[u] = T.One;
+                        new Span<T>(block + u * width, width).Clear();
+                        rq[u] = zero; rv[u] = zero; ry[u] = discard;
+                        continue;
+                    }
+                    long row = head.Row(t);
+                    var entry = head.Step(t, ref shift, a);
+                    (uniform[u], shifts[t]) = (a[0], shift);
+                    T* kk = scaled + u * keys;
+                    Scale(head.K + row * keys, entry, kk, keys);
+                    T* delta = deltaRows + (long)t * columns;
+                    if (head.Normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(earlier + u * keys, keys));
+                    Delta(head.Normalised ? n : null, a, kk, head.Q + row * keys, head.Y + row * width, head.Dy + row * width, shift, delta, keys, width);
+                    new ReadOnlySpan<T>(head.V + row * width, width).CopyTo(new Span<T>(block + u * width, width));
+                    rq[u] = delta; rv[u] = kk; ry[u] = head.Dq + row * keys;
+                }
+                Advance<T, Uniform<T>, ReadBeforeWrite>(s, new Uniform<T>(uniform[0], uniform[1], uniform[2], uniform[3]), block, rq, rv, ry, width, keys);
+                for (int u = 0; u < Steps && start + u < time; u++)
+                {
+                    int t = start + u;
+                    long row = head.Row(t);
+                    T* delta = deltaRows + (long)t * columns;
+                    // the normaliser's part over earlier steps, a~_t n~_(t-1) delta_n
+                    if (head.Normalised) Accumulate(earlier + u * keys, uniform[u] * delta[width], ry[u], keys);
+                    if (head.Terms is not null) Multiply(head.Q + row * keys, ry[u], head.Terms + row * keys, keys);
+                    Accumulate(scaled + u * keys, Dot(head.V + row * width, delta, width) + (head.Normalised ? delta[width] : T.Zero), ry[u], keys);
+                }
+            }
+            new Span<T>(s, keys * width).Clear();
+            new Span<T>(n, keys).Clear();
+            for (int end = time - 1; end >= 0; end -= Steps)
+            {
+                for (int u = 0; u < Steps; u++)
+                {
+                    int t = end - u;
+                    if (t < 0)
+                    {
+                        uniform[u] = T.One;
+                        new Span<T>(block + u * keys, keys).Clear();
+                        new Span<T>(other + u * width, width).Clear();
+                        rq[u] = zero; rv[u] = zero; ry[u] = discard; sq[u] = zero; sv[u] = zero; sy[u] = discard;
+                        continue;
+                    }
+                    long row = head.Row(t);
+                    head.Carry(t, shifts, a);
+                    uniform[u] = a[0];
+                    T* kk = scaled + u * keys;
+                    Scale(head.K + row * keys, head.Entry(t, shifts[t]), kk, keys);
+                    T* delta = deltaRows + (long)t * columns;
+                    new ReadOnlySpan<T>(head.Q + row * keys, keys).CopyTo(new Span<T>(block + u * keys, keys));
+                    new ReadOnlySpan<T>(delta, width).CopyTo(new Span<T>(other + u * width, width));
+                    rq[u] = kk; rv[u] = delta; ry[u] = head.Dv + row * width;
+                    sq[u] = head.V + row * width; sv[u] = head.Q + row * keys; sy[u] = head.Dk + row * keys;
+                }
+                var carried = new Uniform<T>(uniform[0], uniform[1], uniform[2], uniform[3]);
+                Advance<T, Uniform<T>, ReadAfterWrite>(s, carried, block, rq, rv, ry, keys, width);
+                Advance<T, Uniform<T>, ReadBeforeWrite>(st, carried, other, sq, sv, sy, width, keys);
+                for (int u = 0; u < Steps && end - u >= 0; u++)
+                {
+                    int t = end - u;
+                    long row = head.Row(t);
+                    T* delta = deltaRows + (long)t * columns;
+                    var deltaN = head.Normalised ? delta[width] : T.Zero;
+                    // D_n = a D_n + q delta_n, the ones' column of D: its part over later steps joins dk's
+                    if (head.Normalised)
+                    {
+                        Scale(n, uniform[u], n, keys);
+                        Accumulate(n, T.One, sy[u], keys);
+                        Accumulate(head.Q + row * keys, deltaN, n, keys);
+                    }
+                    var entry = head.Entry(t, shifts[t]);
+                    Scale(sy[u], entry, sy[u], keys);
+                    if (head.Terms is not null) Subtract(head.K + row * keys, sy[u], head.Terms + row * keys, keys);
+                    Accumulate(head.Q + row * keys, entry * (Dot(head.V + row * width, delta, width) + deltaN), sy[u], keys);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Decays per key channel: the forward sweep advances S~ row by row and reads dq off each row; the sweep back advances D
+    /// row by row and reads dk off each row and dv down its columns.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RunPerKey<T>(Head<T> head) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int keys = head.Shape.Key, width = head.Shape.Value, time = head.Shape.Time, columns = width + 1;
+        // per step: delta_t (and its ones' column) and m_t, both read again on the way back
+        var (deltas, shifts) = (new T[(long)time * columns], new T[time]);
+        var (memory, normaliser, before, factors, entries) = (new T[keys * width], new T[keys], new T[keys], new T[keys], new T[keys]);
+        var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
+        fixed (T* s = memory, n = normaliser, earlier = before, a = factors, kk = entries, deltaRows = deltas)
+        {
+            for (int t = 0; t < time; t++)
+            {
+                long row = head.Row(t);
+                var entry = head.Step(t, ref shift, a);
+                shifts[t] = shift;
+                Scale(head.K + row * keys, entry, kk, keys);
+                T* delta = deltaRows + (long)t * columns;
+                if (head.Normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(earlier, keys));
+                Delta(head.Normalised ? n : null, a, kk, head.Q + row * keys, head.Y + row * width, head.Dy + row * width, shift, delta, keys, width);
+                var own = Dot(head.V + row * width, delta, width) + (head.Normalised ? delta[width] : T.Zero);
+                AdvanceForward(s, a, kk, head.V + row * width, delta, head.Normalised ? earlier : null, head.Normalised ? delta[width] : T.Zero, own,
+                    head.Q + row * keys, head.Dq + row * keys, head.Terms is null ? null : head.Terms + row * keys, keys, width);
+            }
+            new Span<T>(s, keys * width).Clear();
+            new Span<T>(n, keys).Clear();
+            for (int t = time - 1; t >= 0; t--)
+            {
+                long row = head.Row(t);
+                head.Carry(t, shifts, a);
+                var entry = head.Entry(t, shifts[t]);
+                Scale(head.K + row * keys, entry, kk, keys);
+                T* delta = deltaRows + (long)t * columns;
+                var deltaN = head.Normalised ? delta[width] : T.Zero;
+                var own = Dot(head.V + row * width, delta, width) + deltaN;
+                AdvanceBack(s, a, head.Q + row * keys, delta, head.Normalised ? n : null, deltaN, own, head.V + row * width, head.K + row * keys, kk,
+                    entry, head.Dk + row * keys, head.Dv + row * width, head.Terms is null ? null : head.Terms + row * keys, keys, width);
+            }
+        }
+    }
+
+    /// <summary>
+    /// S~[j, :] = a[j] S~[j, :] + kk[j] v, reading e[j] = a[j] S~_(t-1)[j, :] . delta (+ a[j] n_(t-1)[j] deltaN with the
+    /// normaliser's earlier value): dq[j] = e[j] + kk[j] own (own = v . delta + deltaN), terms[j] = q[j] e[j].
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AdvanceForward<T>(T* s, T* a, T* kk, T* v, T* delta, T* n, T deltaN, T own, T* q, T* dq, T* terms, int keys, int width)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int count = Vector<T>.Count;
+        for (int j = 0; j < keys; j++)
+        {
+            T* row = s + j * width;
+            Vector<T> f = new(a[j]), kj = new(kk[j]), sum = Vector<T>.Zero;
+            int i = 0;
+            for (; i <= width - count; i += count)
+            {
+                var c = f * Vector.Load(row + i);
+                sum = Fma(c, Vector.Load(delta + i), sum);
+                Vector.Store(Fma(kj, Vector.Load(v + i), c), row + i);
+            }
+            var earlier = Vector.Sum(sum);
+            for (; i < width; i++)
+            {
+                var c = a[j] * row[i];
+                earlier += c * delta[i];
+                row[i] = c + kk[j] * v[i];
+            }
+            if (n is not null) earlier += a[j] * n[j] * deltaN;
+            if (terms is not null) terms[j] = q[j] * earlier;
+            dq[j] = earlier + kk[j] * own;
+        }
+    }
+
+    /// <summary>
+    /// D[j, :] = a[j] D[j, :] + q[j] delta (and D_n[j] = a[j] D_n[j] + q[j] deltaN, the ones' column), reading
+    /// e[j] = entry (a[j] D_(t+1)[j, :] . v + a[j] D_n,(t+1)[j]): dk[j] = e[j] + entry q[j] own, terms[j] -= k[j] e[j],
+    /// and dv = sum_j kk[j] D[j, :].
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AdvanceBack<T>(T* d, T* a, T* q, T* delta, T* dn, T deltaN, T own, T* v, T* k, T* kk, T entry, T* dk, T* dv, T* terms,
+        int keys, int width) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int count = Vector<T>.Count;
+        new Span<T>(dv, width).Clear();
+        for (int j = 0; j < keys; j++)
+        {
+            T* row = d + j * width;
+            Vector<T> f = new(a[j]), qj = new(q[j]), kj = new(kk[j]), sum = Vector<T>.Zero;
+            int i = 0;
+            for (; i <= width - count; i += count)
+            {
+                var c = f * Vector.Load(row + i);
+                sum = Fma(c, Vector.Load(v + i), sum);
+                c = Fma(qj, Vector.Load(delta + i), c);
+                Vector.Store(c, row + i);
+                Vector.Store(Fma(kj, c, Vector.Load(dv + i)), dv + i);
+            }
+            var later = Vector.Sum(sum);
+            for (; i < width; i++)
+            {
+                var c = a[j] * row[i];
+                later += c * v[i];
+                row[i] = c + q[j] * delta[i];
+                dv[i] += kk[j] * row[i];
+            }
+            if (dn is not null)
+            {
+                var carried = a[j] * dn[j];
+                later += carried;
+                dn[j] = carried + q[j] * deltaN;
+            }
+            later *= entry;
+            if (terms is not null) terms[j] -= k[j] * later;
+            dk[j] = later + entry * q[j] * own;
+        }
+    }
+
+    /// <summary>
+    /// delta_t into <paramref name="delta"/> (value + 1 entries): dy e^(m), or with the normaliser n (advanced here by
+    /// n = a n + k) dy / max(|n . q|, e^(-m)) and the ones' column.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Delta<T>(T* n, T* a, T* k, T* q, T* y, T* dy, T shift, T* delta, int keys, int width) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        if (n is null)
+        {
+            Scale(dy, T.Exp(shift), delta, width);
+            return;
+        }
+        var nu = Normalise(n, a, k, q, keys);
+        var divisor = T.Max(T.Abs(nu), T.Exp(-shift));
+        Scale(dy, T.One / divisor, delta, width);
+        delta[width] = T.Abs(nu) > T.Exp(-shift) ? -T.CopySign(T.One, nu) * Dot(dy, y, width) / divisor : T.Zero;
+    }
+
+    /// <summary>into = factor x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Scale<T>(T* x, T factor, T* into, int width) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(x + i) * factor, into + i);
+        for (; i < width; i++) into[i] = x[i] * factor;
+    }
+
+    /// <summary>into += factor x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Accumulate<T>(T* x, T factor, T* into, int width) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Fma(new Vector<T>(factor), Vector.Load(x + i), Vector.Load(into + i)), into + i);
+        for (; i < width; i++) into[i] += x[i] * factor;
+    }
+
+    /// <summary>into = x * y.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Multiply<T>(T* x, T* y, T* into, int width) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(x + i) * Vector.Load(y + i), into + i);
+        for (; i < width; i++) into[i] = x[i] * y[i];
+    }
+
+    /// <summary>into -= x * y.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Subtract<T>(T* x, T* y, T* into, int width) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(into + i) - Vector.Load(x + i) * Vector.Load(y + i), into + i);
+        for (; i < width; i++) into[i] -= x[i] * y[i];
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T Dot<T>(T* x, T* y, int width) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        var sum = Vector<T>.Zero;
+        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) sum = Fma(Vector.Load(x + i), Vector.Load(y + i), sum);
+        var total = Vector.Sum(sum);
+        for (; i < width; i++) total += x[i] * y[i];
+        return total;
+    }
+}
