@@ -261,8 +261,8 @@ public static class Blocks
     /// state N and G groups: [x; B; C] = SiLU(Conv1D(W_xBC u)), dt_t = softplus(W_dt u_t + b_dt) [H], and per head
     /// h_t = e^(dt_t A_h) h_{t-1} + dt_t B_t x_t^T, o_t = h_t^T C_t + D * x_t, then y = W_out RMSNorm(o * SiLU(W_z u)).
     /// B and C are shared by the H / G heads of a group. As a graph: "in_xbc", "conv", "conv_act", "dt" (with b_dt as its
-    /// bias), "dt_softplus", the gated linear attention "ssd" (query C and key B each a concat of their group's slice per
-    /// head, value x, log-decay A * dt through the channel scale "ssd/decay/A", log input gate log softplus(W_dt u + b_dt)),
+    /// bias), "dt_softplus", the gated linear attention "ssd" (query C and key B each a concat of their group's slice,
+    /// "C0", "B0", ..., once per head, value x, log-decay A * dt through the channel scale "ssd/decay/A", log input gate log softplus(W_dt u + b_dt)),
     /// the skip "skip/D", the gate "gate" with "gate/gate/z", the norm "norm" and "out". A is drawn in [-16, -1] (Mamba's
     /// A = -exp(A_log), A_log = log U(1, 16), kept as A) and D per channel (Mamba-2's D_has_hdim).
     /// Parameters: d (2 E + 2 G N + H) + (E + 2 G N)(k + 1) + 2 H + 2 E + E d.
@@ -288,10 +288,14 @@ public static class Blocks
                 throw new GraphException(new Diagnostic("invalid block", name ?? "mamba2", $"Mamba-2 with {heads} heads and {groups} groups",
                     $"give a number of groups G that divides the heads H = {heads}"));
             var n = state;
-            // head h reads group h / (H / G) of B and C, at offset `start` within [x; B; C]
-            Func<SequenceBuilder, SequenceBuilder> Grouped(int start, string part) => b => b.Concat(part,
-                Enumerable.Range(0, heads).Select(h => (Func<SequenceBuilder, SequenceBuilder>)(g =>
-                    g.From("conv_act").Slice(start + h / (heads / groups) * n, n, name: "group"))).ToArray());
+            // one slice per group of B and C, at offset `start` within [x; B; C], read by each of the group's H / G heads:
+            // head h reads group h / (H / G)
+            Func<SequenceBuilder, SequenceBuilder> Grouped(int start, string part) => b =>
+            {
+                for (int g = 0; g < groups; g++) b = b.From("conv_act").Slice(start + g * n, n, name: $"{part}{g}");
+                return b.Concat(part, Enumerable.Range(0, heads).Select(h => (Func<SequenceBuilder, SequenceBuilder>)(x =>
+                    x.From($"{part}{h / (heads / groups)}"))).ToArray());
+            };
             return x.Block(name, "mamba2", block =>
             {
                 var input = block.Current;
