@@ -195,7 +195,7 @@ var families = new (string Name, Func<SequenceBuilder, SequenceBuilder> Block)[]
 {
     ("minGRU", Blocks.MinGru(d)), ("minLSTM", Blocks.MinLstm(d)), ("RG-LRU", Blocks.RgLru()),
     ("Griffin recurrent", Blocks.GriffinRecurrent(d)), ("LRU", Blocks.Lru(d)), ("gated MLP", Blocks.GatedMlp()),
-    // on the gated linear attention node: the fused recurrent loop without gradients, exact chunks of 64 steps with them
+    // on the gated linear attention node: the fused recurrent loop, with gradients one autograd operation with its reverse pass
     ("GLA", Blocks.Gla(4, 64, 64, 16, 16)), ("RetNet", Blocks.RetNet(4, 64, 64)),
     ("Mamba-2", Blocks.Mamba2(512, 64, 64, 1, 4)), ("mLSTM", Blocks.Mlstm(4, 64, 64)),
 };
@@ -206,7 +206,7 @@ foreach (var (name, block) in families)
     var model = graph.Compile();
     // the products: every projection, and per gated linear attention the recurrent form that runs without gradients (the
     // fused loop): per step, batch row and head S = diag(a) S + k v^T and y = S^T q, 4 d_k d_v, d_v + 1 when normalised (the
-    // normaliser n beside S). The chunked form (with gradients) does 2 (C (d_k + d_v) + 2 d_k d_v) per step: more.
+    // normaliser n beside S). With gradients its reverse pass runs three such products (dq forward in time, dk and dv back).
     var flops = graph.Nodes.OfType<Projection>().Sum(p => 2.0 * batch * time * p.InFeatures * p.OutFeatures)
         + graph.Nodes.OfType<GatedLinearAttention>().Sum(RecurrentFlops);
     double RecurrentFlops(GatedLinearAttention a) => 4.0 * batch * a.Heads * time * a.KeyWidth * (a.ValueWidth + (a.Normalised ? 1 : 0));
@@ -282,7 +282,7 @@ foreach (var (name, block) in families)
 }
 // a gated linear attention alone: its query, key, value, log-decay (log sigmoid / 16, GLA's tempered decay) and log
 // input gate each an input of its own (contiguous, as the projections feeding it in a block are); its fused loop without
-// gradients, its chunks with them
+// gradients, and as one autograd operation with its reverse pass
 double AttentionAloneMs(Graph graph, GatedLinearAttention a)
 {
     int qk = a.Heads * a.KeyWidth, values = a.Heads * a.ValueWidth;
@@ -298,7 +298,7 @@ double AttentionAloneMs(Graph graph, GatedLinearAttention a)
     var widths = new[] { qk, qk, values, decayWidth, gateWidth }.Where(w => w > 0).ToArray();
     var operands = widths.Select(w => randn(batch, time, w, generator: generator)).ToArray();
     var operandsGrad = operands.Select(o => o.clone().requires_grad_(true)).ToArray();
-    var both = Measurement.Of("blocks", a.Name, "attention alone, forward + backward (chunks)", repeats, () =>
+    var both = Measurement.Of("blocks", a.Name, "attention alone, forward + backward (loop and reverse pass)", repeats, () =>
     {
         using var scope = NewDisposeScope();
         alone.Forward(operandsGrad)[0].sum().backward();
@@ -311,18 +311,18 @@ double AttentionAloneMs(Graph graph, GatedLinearAttention a)
         alone.Forward(operands);
     }).MinMs;
     foreach (var o in operands.Concat(operandsGrad)) o.Dispose();
-    Console.WriteLine($"  {a.Name}: alone, forward + backward through the chunks {both:0.00} ms");
+    Console.WriteLine($"  {a.Name}: alone, forward + backward (the loop and its reverse pass) {both:0.00} ms");
     return forward;
 }
 if (args.Contains("--peer")) PythonBlocksPeer(report, measured);
 else Console.WriteLine("  (--peer also runs the Python peers of RetNet and GLA, benchmarks/peer_blocks.py, where python3 has torch)");
 }
 
-// --- a gated linear attention at long T: exact chunks (ExecutionMode.Auto, O(T C) memory) against the masked T x T form
+// --- a gated linear attention at long T: its recurrent form (ExecutionMode.Auto, O(T) memory) against the masked T x T form
 // (ExecutionMode.TorchOps, O(T^2)), time and peak resident-set growth of one forward pass
 if (Selected("chunked"))
 {
-Console.WriteLine("\n== gated linear attention (B 1, 4 heads of k 64, v 64, RetNet's fixed per-head decays): Auto (the fused loop without gradients, chunks of 64 with them) against masked T x T (TorchOps)");
+Console.WriteLine("\n== gated linear attention (B 1, 4 heads of k 64, v 64, RetNet's fixed per-head decays): Auto (the fused loop, with gradients one autograd operation with its reverse pass: O(T) memory) against masked T x T (TorchOps)");
 Console.WriteLine("   memory: peak resident-set growth of one call (free heap returned with malloc_trim, peak reset through /proc/self/clear_refs)");
 const int heads = 4, width = 64;
 var gammas = Enumerable.Range(0, heads).Select(h => 1 - Math.Pow(2, -5 - h)).ToArray();
@@ -330,7 +330,7 @@ var gammas = Enumerable.Range(0, heads).Select(h => 1 - Math.Pow(2, -5 - h)).ToA
 var retention = Model.Input("x", 3 * heads * width).GatedLinearAttention(heads, width, width,
     query: q => q.Slice(0, heads * width, name: "q"), key: k => k.Slice(heads * width, heads * width, name: "k"),
     value: v => v.Slice(2 * heads * width, heads * width, name: "v"), headDecays: gammas, name: "retention").Build();
-var chunkedModel = retention.Compile();
+var autoModel = retention.Compile();
 var maskedModel = retention.Compile(new CompileOptions { Execution = ExecutionMode.TorchOps });
 string Mib(long bytes) => bytes < 0 ? "n/a" : $"{bytes / (1 << 20)} MiB";
 foreach (var length in quick ? new[] { 2048, 4096 } : new[] { 2048, 4096, 8192 })
@@ -340,17 +340,17 @@ foreach (var length in quick ? new[] { 2048, 4096 } : new[] { 2048, 4096, 8192 }
         randn(1, length, heads * width, generator: generator)], -1);
     using var xGrad = x.clone().requires_grad_(true);
     var configuration = $"T {length}";
-    var chunkRepeats = length == 4096 ? repeats : Math.Min(repeats, 5);
-    var chunked = report.Add(Measurement.Of("chunked", configuration, "fused recurrent loop (Auto), no gradients", chunkRepeats, () => Run(chunkedModel, x)));
-    var chunkedRecorded = report.Add(Measurement.Of("chunked", configuration, "chunks of 64 (Auto), gradients recorded", chunkRepeats,
-        () => { using var scope = NewDisposeScope(); chunkedModel.forward(xGrad); }));
-    var chunkedBoth = report.Add(Measurement.Of("chunked", configuration, "chunks of 64 (Auto), forward + backward", chunkRepeats,
-        () => { using var scope = NewDisposeScope(); chunkedModel.forward(xGrad).sum().backward(); xGrad.grad!.Dispose(); xGrad.grad = null; }));
-    var chunkedMemory = ResidentSet.PeakGrowth(() => Run(chunkedModel, x));
-    var chunkedBothMemory = ResidentSet.PeakGrowth(() =>
-        { using var scope = NewDisposeScope(); chunkedModel.forward(xGrad).sum().backward(); xGrad.grad!.Dispose(); xGrad.grad = null; });
-    Console.WriteLine($"  Auto, {configuration}: peak growth {Mib(chunkedMemory)} (no gradients: the loop), {Mib(chunkedBothMemory)} (forward + backward: the chunks)");
-    report.Add(new Measurement("chunked", configuration, "Auto, peak memory", 0, 0, $"{Mib(chunkedMemory)} no gradients (loop), {Mib(chunkedBothMemory)} forward + backward (chunks)"));
+    var longRepeats = length == 4096 ? repeats : Math.Min(repeats, 5);
+    var autoForward = report.Add(Measurement.Of("chunked", configuration, "fused recurrent loop (Auto), no gradients", longRepeats, () => Run(autoModel, x)));
+    var autoRecorded = report.Add(Measurement.Of("chunked", configuration, "fused loop (Auto), gradients recorded", longRepeats,
+        () => { using var scope = NewDisposeScope(); autoModel.forward(xGrad); }));
+    var autoBoth = report.Add(Measurement.Of("chunked", configuration, "fused loop and its reverse pass (Auto), forward + backward", longRepeats,
+        () => { using var scope = NewDisposeScope(); autoModel.forward(xGrad).sum().backward(); xGrad.grad!.Dispose(); xGrad.grad = null; }));
+    var autoMemory = ResidentSet.PeakGrowth(() => Run(autoModel, x));
+    var autoBothMemory = ResidentSet.PeakGrowth(() =>
+        { using var scope = NewDisposeScope(); autoModel.forward(xGrad).sum().backward(); xGrad.grad!.Dispose(); xGrad.grad = null; });
+    Console.WriteLine($"  Auto, {configuration}: peak growth {Mib(autoMemory)} (no gradients: the loop), {Mib(autoBothMemory)} (forward + backward: the loop and its reverse pass)");
+    report.Add(new Measurement("chunked", configuration, "Auto, peak memory", 0, 0, $"{Mib(autoMemory)} no gradients (loop), {Mib(autoBothMemory)} forward + backward (loop and reverse pass)"));
     if (length == 8192)
     {
         // the masked form at 8192 is measured for its memory only (one call), or refused by the allocation guard
@@ -380,7 +380,7 @@ foreach (var length in quick ? new[] { 2048, 4096 } : new[] { 2048, 4096, 8192 }
         using (var _ = no_grad())
         using (var scope = NewDisposeScope())
         {
-            var (ours, reference) = (chunkedModel.forward(x), maskedModel.forward(x));
+            var (ours, reference) = (autoModel.forward(x), maskedModel.forward(x));
             Console.WriteLine($"  {configuration}: fused loop vs masked, max |difference| / max |y| = {((ours - reference).abs().max() / reference.abs().max()).item<float>():0.0e0}");
         }
         var target = length == 4096;
@@ -389,17 +389,17 @@ foreach (var length in quick ? new[] { 2048, 4096 } : new[] { 2048, 4096, 8192 }
             if (target) report.Ratio($"masked / {what} at {configuration}", value, ">= 10", value >= 10);
             else report.Context($"masked / {what} at {configuration}", value);
         }
-        Compare("fused loop, no gradients", maskedForward.MinMs / chunked.MinMs);
-        Compare("chunks, forward + backward", maskedBoth.MinMs / chunkedBoth.MinMs);
-        report.Context($"masked / fused loop peak memory at {configuration}, no gradients", (double)maskedMemory / Math.Max(chunkedMemory, 1));
+        Compare("fused loop, no gradients", maskedForward.MinMs / autoForward.MinMs);
+        Compare("Auto, forward + backward", maskedBoth.MinMs / autoBoth.MinMs);
+        report.Context($"masked / fused loop peak memory at {configuration}, no gradients", (double)maskedMemory / Math.Max(autoMemory, 1));
     }
     catch (GraphException e)
     {
         Console.WriteLine($"  masked, {configuration}: refused ({Refusal(e)})");
         report.Add(new Measurement("chunked", configuration, "masked T x T", 0, 0, "refused by the allocation guard"));
     }
-    report.Context($"chunks forward + backward / fused loop forward at {configuration}", chunkedBoth.MinMs / chunked.MinMs);
-    report.Context($"chunks forward, gradients recorded / fused loop at {configuration}", chunkedRecorded.MinMs / chunked.MinMs);
+    report.Context($"Auto forward + backward / fused loop forward at {configuration}", autoBoth.MinMs / autoForward.MinMs);
+    report.Context($"fused loop with gradients recorded / without at {configuration}", autoRecorded.MinMs / autoForward.MinMs);
 }
 }
 

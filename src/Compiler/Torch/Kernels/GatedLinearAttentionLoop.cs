@@ -54,8 +54,14 @@ internal static unsafe class GatedLinearAttentionLoop
                     long row = ((long)b * shape.Time + t) * shape.Heads + h;
                     var entry = Factors(decay is null ? null : decay + row * width, gate is null ? null : gate + row, width, dk, ref shift, a + u * dk);
                     shifts[u] = shift;
-                    for (int j = 0; j < dk; j++) scaled[u * dk + j] = entry * k[row * dk + j];
+                    Scale(k + row * dk, entry, scaled + u * dk, dk);
                     (rows[u], rows[Steps + u], rows[2 * Steps + u]) = ((nint)(q + row * dk), (nint)(v + row * dv), (nint)(y + row * dv));
+                }
+                // the next block's rows, fetched while this block's products run
+                for (int u = 0; u < Steps && start + Steps + u < shape.Time; u++)
+                {
+                    long next = ((long)b * shape.Time + start + Steps + u) * shape.Heads + h;
+                    Prefetch(q + next * dk, dk); Prefetch(k + next * dk, dk); Prefetch(v + next * dv, dv); Prefetch(y + next * dv, dv);
                 }
                 if (width <= 1)
                     Advance(s, new Uniform<T>(a[0], a[dk], a[2 * dk], a[3 * dk]), scaled, (T**)rows, (T**)(rows + Steps), (T**)(rows + 2 * Steps), dk, dv);
@@ -98,6 +104,23 @@ internal static unsafe class GatedLinearAttentionLoop
         else for (int j = 0; j < keys; j++) a[j] = T.Exp(l[j] + carry);
         shift = next;
         return T.IsNegativeInfinity(next) ? T.Zero : T.Exp(*gate - next);
+    }
+
+    /// <summary>into = factor x, vectorised.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Scale<T>(T* x, T factor, T* into, int width) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(x + i) * factor, into + i);
+        for (; i < width; i++) into[i] = x[i] * factor;
+    }
+
+    /// <summary>Asks for the cache lines of x[0 .. count) ahead of their use.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Prefetch<T>(T* x, int count) where T : unmanaged
+    {
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
+        for (byte* line = (byte*)x, end = (byte*)(x + count); line < end; line += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(line);
     }
 
     /// <summary>n = a * n + k, returning q . n.</summary>

@@ -52,6 +52,22 @@ internal static unsafe class GatedLinearAttentionReverse
         /// <summary>a~_t into a and e^(g_t - m_t), moving the shift from m_(t-1) to m_t.</summary>
         public T Step(int t, ref T shift, T* a) => Factors(DecayAt(Row(t)), GateAt(Row(t)), Shape.DecayWidth, Shape.Key, ref shift, a);
 
+        /// <summary>Asks for step t's rows ahead of their use: those the sweep forward reads and writes, or the sweep back's.</summary>
+        public void PrefetchRows(int t, bool forward)
+        {
+            long row = Row(t);
+            int keys = Shape.Key, width = Shape.Value;
+            Prefetch(Q + row * keys, keys); Prefetch(K + row * keys, keys); Prefetch(V + row * width, width);
+            if (forward)
+            {
+                Prefetch(Y + row * width, width); Prefetch(Dy + row * width, width); Prefetch(Dq + row * keys, keys);
+            }
+            else
+            {
+                Prefetch(Dk + row * keys, keys); Prefetch(Dv + row * width, width);
+            }
+        }
+
         /// <summary>e^(g_t - m_t) for the shift m_t.</summary>
         public T Entry(int t, T shift) => Gate is null ? T.One : T.IsNegativeInfinity(shift) ? T.Zero : T.Exp(Gate[Row(t)] - shift);
 
@@ -111,6 +127,7 @@ internal static unsafe class GatedLinearAttentionReverse
                     new ReadOnlySpan<T>(head.V + row * width, width).CopyTo(new Span<T>(block + u * width, width));
                     rq[u] = delta; rv[u] = kk; ry[u] = head.Dq + row * keys;
                 }
+                for (int u = 0; u < Steps && start + Steps + u < time; u++) head.PrefetchRows(start + Steps + u, forward: true);
                 Advance<T, Uniform<T>, ReadBeforeWrite>(s, new Uniform<T>(uniform[0], uniform[1], uniform[2], uniform[3]), block, rq, rv, ry, width, keys);
                 for (int u = 0; u < Steps && start + u < time; u++)
                 {
@@ -149,6 +166,7 @@ internal static unsafe class GatedLinearAttentionReverse
                     rq[u] = kk; rv[u] = delta; ry[u] = head.Dv + row * width;
                     sq[u] = head.V + row * width; sv[u] = head.Q + row * keys; sy[u] = head.Dk + row * keys;
                 }
+                for (int u = 0; u < Steps && end - Steps - u >= 0; u++) head.PrefetchRows(end - Steps - u, forward: false);
                 var carried = new Uniform<T>(uniform[0], uniform[1], uniform[2], uniform[3]);
                 Advance<T, Uniform<T>, ReadAfterWrite>(s, carried, block, rq, rv, ry, keys, width);
                 Advance<T, Uniform<T>, ReadBeforeWrite>(st, carried, other, sq, sv, sy, width, keys);
@@ -311,15 +329,6 @@ internal static unsafe class GatedLinearAttentionReverse
         var divisor = T.Max(T.Abs(nu), T.Exp(-shift));
         Scale(dy, T.One / divisor, delta, width);
         delta[width] = T.Abs(nu) > T.Exp(-shift) ? -T.CopySign(T.One, nu) * Dot(dy, y, width) / divisor : T.Zero;
-    }
-
-    /// <summary>into = factor x.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Scale<T>(T* x, T factor, T* into, int width) where T : unmanaged, INumber<T>
-    {
-        int i = 0;
-        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(x + i) * factor, into + i);
-        for (; i < width; i++) into[i] = x[i] * factor;
     }
 
     /// <summary>into += factor x.</summary>
