@@ -285,6 +285,19 @@ let private logActivationPoints =
 let private relativeTo (smallestNormal: float) (expected: float) (actual: float) =
     if Double.IsFinite actual then abs (actual - expected) / max (abs expected) smallestNormal else infinity
 
+/// Heads, key and value widths, steps and batch rows for the gated linear attention's kernels: key 16 by value 17 over 64
+/// steps is past the parallel threshold (steps x key x value >= 2^14); value 17 leaves a column beyond the vectors, value 1
+/// has none in a vector; 1 to 9 steps and 60 to 70 leave every remainder of four steps.
+let private attentionSizes =
+    gen {
+        let! heads = Gen.choose (1, 3)
+        let! dk = Gen.elements [ 1; 3; 8; 16 ]
+        let! dv = Gen.elements [ 1; 5; 16; 17 ]
+        let! time = Gen.frequency [ 3, Gen.choose (1, 9); 2, Gen.choose (60, 70) ]
+        let! batch = Gen.choose (1, 2)
+        return heads, dk, dv, time, batch
+    }
+
 /// Gradients of the gated linear attention's reverse pass (one autograd operation over the fused loop) against autograd
 /// through its chunks of 64 steps and through the masked form (one chunk), float64 within 1e-10, and float32 against
 /// float64. Decay: 0 (none), 1 (per head) or the key width (per key channel), the log-decays -strength softplus(z).
@@ -397,13 +410,7 @@ let tests =
             Prop.forAll
                 (Arb.fromGen
                     (gen {
-                        let! heads = Gen.choose (1, 3)
-                        // key 16 by value 17 over 64 steps is past the parallel threshold (steps x key x value >= 2^14); value 17
-                        // leaves a column beyond the vectors, value 1 has none in a vector
-                        let! dk = Gen.elements [ 1; 3; 8; 16 ]
-                        let! dv = Gen.elements [ 1; 5; 16; 17 ]
-                        let! time = Gen.frequency [ 3, Gen.choose (1, 9); 2, Gen.choose (60, 70) ]
-                        let! batch = Gen.choose (1, 2)
+                        let! heads, dk, dv, time, batch = attentionSizes
                         let! decay = Gen.elements [ "none"; "per head"; "per key channel" ]
                         let! gated = Gen.elements [ true; false ]
                         let! normalised = Gen.elements [ true; false ]
@@ -441,12 +448,7 @@ let tests =
             Prop.forAll
                 (Arb.fromGen
                     (gen {
-                        let! heads = Gen.choose (1, 3)
-                        // key 16 by value 17 over 64 steps is past the parallel threshold; value 17 leaves a column beyond the vectors
-                        let! dk = Gen.elements [ 1; 3; 8; 16 ]
-                        let! dv = Gen.elements [ 1; 5; 16; 17 ]
-                        let! time = Gen.frequency [ 3, Gen.choose (1, 9); 2, Gen.choose (60, 70) ]
-                        let! batch = Gen.choose (1, 2)
+                        let! heads, dk, dv, time, batch = attentionSizes
                         let! decay = Gen.elements [ 0; 1; dk ]
                         // log-decays -strength softplus(z): 30 decays a chunk of 64 steps by more than e^-354, beyond the factored product
                         let! strength = Gen.elements [ 0.1; 1.0; 30.0 ]

@@ -193,54 +193,10 @@ internal static unsafe class GatedLinearAttentionLoop
             {
                 T* cell = s + j * width + i;
                 Vector<T> c0 = Vector.Load(cell), c1 = Vector.Load(cell + n);
-                Vector<T> f = new(a.Step0(j)), kj = new(k0[j]), qj = new(q0[j]);
-                if (before)
-                {
-                    c0 *= f; c1 *= f;
-                    y00 = Fma(qj, c0, y00); y01 = Fma(qj, c1, y01);
-                    c0 = Fma(kj, x0, c0); c1 = Fma(kj, x1, c1);
-                }
-                else
-                {
-                    c0 = Fma(f, c0, kj * x0); c1 = Fma(f, c1, kj * x1);
-                    y00 = Fma(qj, c0, y00); y01 = Fma(qj, c1, y01);
-                }
-                (f, kj, qj) = (new(a.Step1(j)), new(k1[j]), new(q1[j]));
-                if (before)
-                {
-                    c0 *= f; c1 *= f;
-                    y10 = Fma(qj, c0, y10); y11 = Fma(qj, c1, y11);
-                    c0 = Fma(kj, w0, c0); c1 = Fma(kj, w1, c1);
-                }
-                else
-                {
-                    c0 = Fma(f, c0, kj * w0); c1 = Fma(f, c1, kj * w1);
-                    y10 = Fma(qj, c0, y10); y11 = Fma(qj, c1, y11);
-                }
-                (f, kj, qj) = (new(a.Step2(j)), new(k2[j]), new(q2[j]));
-                if (before)
-                {
-                    c0 *= f; c1 *= f;
-                    y20 = Fma(qj, c0, y20); y21 = Fma(qj, c1, y21);
-                    c0 = Fma(kj, z0, c0); c1 = Fma(kj, z1, c1);
-                }
-                else
-                {
-                    c0 = Fma(f, c0, kj * z0); c1 = Fma(f, c1, kj * z1);
-                    y20 = Fma(qj, c0, y20); y21 = Fma(qj, c1, y21);
-                }
-                (f, kj, qj) = (new(a.Step3(j)), new(k3[j]), new(q3[j]));
-                if (before)
-                {
-                    c0 *= f; c1 *= f;
-                    y30 = Fma(qj, c0, y30); y31 = Fma(qj, c1, y31);
-                    c0 = Fma(kj, r0, c0); c1 = Fma(kj, r1, c1);
-                }
-                else
-                {
-                    c0 = Fma(f, c0, kj * r0); c1 = Fma(f, c1, kj * r1);
-                    y30 = Fma(qj, c0, y30); y31 = Fma(qj, c1, y31);
-                }
+                Write<T, TRead>(ref c0, ref c1, new(a.Step0(j)), new(k0[j]), new(q0[j]), x0, x1, ref y00, ref y01);
+                Write<T, TRead>(ref c0, ref c1, new(a.Step1(j)), new(k1[j]), new(q1[j]), w0, w1, ref y10, ref y11);
+                Write<T, TRead>(ref c0, ref c1, new(a.Step2(j)), new(k2[j]), new(q2[j]), z0, z1, ref y20, ref y21);
+                Write<T, TRead>(ref c0, ref c1, new(a.Step3(j)), new(k3[j]), new(q3[j]), r0, r1, ref y30, ref y31);
                 Vector.Store(c0, cell);
                 Vector.Store(c1, cell + n);
             }
@@ -274,6 +230,26 @@ internal static unsafe class GatedLinearAttentionLoop
                 *cell = c;
             }
             (o0[i], o1[i], o2[i], o3[i]) = (y0, y1, y2, y3);
+        }
+    }
+
+    /// <summary>
+    /// One step on two vectors of a row of S: c = f c + k x, y += q c, with y read after the write or before it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Write<T, TRead>(ref Vector<T> c0, ref Vector<T> c1, Vector<T> f, Vector<T> k, Vector<T> q, Vector<T> x0, Vector<T> x1,
+        ref Vector<T> y0, ref Vector<T> y1) where T : unmanaged, INumber<T> where TRead : struct, IReadOrder
+    {
+        if (default(TRead).BeforeWrite)
+        {
+            c0 *= f; c1 *= f;
+            y0 = Fma(q, c0, y0); y1 = Fma(q, c1, y1);
+            c0 = Fma(k, x0, c0); c1 = Fma(k, x1, c1);
+        }
+        else
+        {
+            c0 = Fma(f, c0, k * x0); c1 = Fma(f, c1, k * x1);
+            y0 = Fma(q, c0, y0); y1 = Fma(q, c1, y1);
         }
     }
 
