@@ -586,16 +586,21 @@ let tests =
                 for what, v in [ "reference", reference.[0, 0, i]; "compiled", compiled.[0, 0, i]; "fused gate + recurrence", fused.[0, 0, i] ] do
                     Expect.isLessThanOrEqual (abs (v - expected.[i])) (4e-15 * expected.[i]) (sprintf "%s at x = %g" what xs.[i])
 
-        testCase "gated linear attention over no steps: [batch, 0, heads x value] from the fused loop without and with gradients, with decays per head and per key channel, fixed gammas and a gate" <| fun () ->
+        testCase "gated linear attention over no steps or no batch rows: empty outputs from the fused loop without and with gradients, and empty gradients from its reverse pass, with decays per head and per key channel, fixed gammas and a gate" <| fun () ->
             for decayWidth in [ 2; 4 ] do
                 let g =
                     Model.Input("x", 4)
                         .GatedLinearAttention(2, 2, 3, (fun q -> q.Projection(4)), (fun k -> k.Projection(4)), (fun v -> v.Projection(6)),
                                               (fun l -> l.Projection(decayWidth).LogSigmoid()), (fun i -> i.Projection(2)), true, [| 0.9; 0.8 |]).Build()
                 let model = InitializeWeights.Run(g, 1).Compile(CompileOptions.Float64)
-                let x = torch.zeros([| 2L; 0L; 4L |], dtype = f64)
-                for form, y in [ "fused loop", noGrad (fun () -> model.Forward([| x |]).[0]); "with gradients", withGrad (fun () -> model.Forward([| x |]).[0]) ] do
-                    Expect.sequenceEqual y.shape [| 2L; 0L; 6L |] (sprintf "%s, decay width %d" form decayWidth)
+                for shape in [ [| 2L; 0L; 4L |]; [| 0L; 3L; 4L |] ] do
+                    let x = torch.zeros(shape, dtype = f64)
+                    let label form = sprintf "%s, decay width %d, input %A" form decayWidth shape
+                    for form, y in [ "fused loop", noGrad (fun () -> model.Forward([| x |]).[0]); "with gradients", withGrad (fun () -> model.Forward([| x |]).[0]) ] do
+                        Expect.sequenceEqual y.shape [| shape.[0]; shape.[1]; 6L |] (label form)
+                    let leaf = x.clone().requires_grad_(true)
+                    withGrad (fun () -> model.Forward([| leaf |]).[0].sum().backward())
+                    Expect.sequenceEqual leaf.grad.shape shape (label "reverse pass")
 
         testCase "decay normaliser with gradients: the exact value, the slope -e^(2x) / sqrt(1 - e^(2x)) bounded at 1000 in magnitude, finite at x = 0 and x = -inf (float64)" <| fun () ->
             let xs = [| Double.NegativeInfinity; -40.0; -3.0; -0.5; -1e-3; -1e-6; -1e-9; 0.0 |]
