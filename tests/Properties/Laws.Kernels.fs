@@ -233,8 +233,66 @@ let private pooledOutputs =
         (model.forward(leaf) * 0.5).sum().backward()
         within 1e-10 (scaledError (single |> Array3D.map (fun v -> 2.0 * v)) (ofTensor leaf.grad)) "accumulated gradient" |> ignore
 
+/// A norm of width w over an input of width w: 0 layer norm, 1 RMS norm, 2 group norm (centred), 3 group norm (RMS per
+/// group), with its gain (and bias, where the norm has one) or without.
+let private normGraph kind width groups affine =
+    let x = Model.Input("x", width)
+    match kind with
+    | 0 -> x.LayerNorm(1e-5, affine).Build()
+    | 1 -> x.RmsNorm(1e-6, affine).Build()
+    | 2 -> x.GroupNorm(groups, 1e-5, affine, true).Build()
+    | _ -> x.GroupNorm(groups, 1e-5, affine, false).Build()
+
+/// Outputs, then the input's and the parameters' gradients of sum(y * probe), flattened.
+let private normForms (g: Graph) dtype mode (x: torch.Tensor) (probe: torch.Tensor) =
+    let model = g.Compile(CompileOptions(DType = dtype, Execution = mode))
+    withGrad (fun () ->
+        let leaf = x.to_type(dtype).detach().requires_grad_(true)
+        let y = model.Forward([| leaf |]).[0]
+        (y * probe.to_type(dtype)).sum().backward()
+        [ yield "output", y.detach().to_type(torch.ScalarType.Float64)
+          yield "input", leaf.grad.to_type(torch.ScalarType.Float64)
+          for struct (name, p) in model.named_parameters() -> name, p.grad.to_type(torch.ScalarType.Float64) ])
+
 let tests =
     testList "kernels" [
+        testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 60 }
+            "fused norms (layer, RMS, group centred or not; with and without gain and bias) = the composite form: outputs and gradients of the input, gain and bias, at widths around the SIMD width and on both sides of the parallel threshold (float64 1e-10; float32 within 1e-3 of it, scaled: in groups of two features dx nearly cancels, and the composite form in float32 errs by up to 3e-4 there)" <|
+            Prop.forAll
+                (Arb.fromGen
+                    (gen {
+                        let! kind = Gen.choose (0, 3)
+                        let! width = Gen.elements [ 1; 2; 3; 7; 8; 9; 16; 17; 24; 64; 255; 256; 257 ]
+                        let divisors = [ for d in 1 .. width do if width % d = 0 then yield d ]
+                        let! groups = if kind >= 2 then Gen.elements divisors else Gen.constant 1
+                        let! affine = Gen.elements [ true; false ]
+                        let! batch = Gen.choose (1, 3)
+                        // rows x width from a few elements to beyond NormRows.ParallelWork (2^16)
+                        let! time = Gen.frequency [ 3, Gen.choose (1, 9); 1, Gen.choose (250, 300) ]
+                        let! seed = Gen.choose (0, 100000)
+                        return kind, width, groups, affine, batch, time, seed }))
+                (fun (kind, width, groups, affine, batch, time, seed) ->
+                    let g = InitializeWeights.Run(normGraph kind width groups affine, seed, WeightInit.Perturbed)
+                    use generator = new torch.Generator(uint64 seed)
+                    // an offset and a scale per draw, so centring has work to do
+                    let x = torch.randn([| int64 batch; int64 time; int64 width |], dtype = torch.ScalarType.Float64, generator = generator) * 3.0 + 5.0
+                    let probe = torch.randn([| int64 batch; int64 time; int64 width |], dtype = torch.ScalarType.Float64, generator = generator)
+                    let composite = normForms g torch.ScalarType.Float64 ExecutionMode.TorchOps x probe
+                    let relative (e: torch.Tensor) (a: torch.Tensor) = ((e - a).abs().max() / (1.0 + e.abs().max().item<float>())).item<float>()
+                    let agree tolerance label forms =
+                        List.forall2 (fun (name, e) (name', a) -> name = name' && within tolerance (relative e a) (sprintf "%s, %s" label name)) composite forms
+                    agree 1e-10 "Auto" (normForms g torch.ScalarType.Float64 ExecutionMode.Auto x probe)
+                    && agree 1e-10 "PerNode" (normForms g torch.ScalarType.Float64 ExecutionMode.PerNode x probe)
+                    && agree 1e-3 "Auto, float32" (normForms g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
+
+        testCase "fused norms over no steps or no batch rows: empty outputs and gradients" <| fun () ->
+            for kind in 0 .. 3 do
+                let g = InitializeWeights.Run(normGraph kind 4 2 true, 1)
+                for shape in [ [| 2L; 0L; 4L |]; [| 0L; 3L; 4L |] ] do
+                    let x = torch.zeros(shape, dtype = torch.ScalarType.Float64)
+                    for name, value in normForms g torch.ScalarType.Float64 ExecutionMode.Auto x (torch.zeros(shape, dtype = torch.ScalarType.Float64)) do
+                        if name = "output" || name = "input" then Expect.sequenceEqual value.shape shape (sprintf "kind %d, %s, %A" kind name shape)
+
         testPropertyWithConfig config "fused scan = TorchSharp step loop: outputs, input and parameter gradients (float64, scaled error <= 1e-10)" <|
             Prop.forAll (Arb.fromGen recurrenceCase) (fun c ->
                 let g = recurrenceGraph c

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Duality.Torch;
@@ -8,6 +9,20 @@ namespace Duality.Torch;
 /// </summary>
 internal static class Normalisation
 {
+    /// <summary>
+    /// The norm times <paramref name="gain"/> plus <paramref name="bias"/> (either null for none): on the CPU in float32 and
+    /// float64, outside TorchOps, one fused pass (<see cref="Kernels.NormFunction"/>) with and without gradients; the
+    /// composite form otherwise.
+    /// </summary>
+    public static Tensor Apply(Tensor x, Tensor? gain, Tensor? bias, int groups, bool centre, double epsilon, ExecutionMode execution)
+    {
+        if (execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU && x.dtype is ScalarType.Float32 or ScalarType.Float64
+            && x.dim() == 3)
+            return Kernels.NormFunction.Run(x, gain, bias, new Kernels.NormFunction.Form(groups, centre, epsilon));
+        var normalised = Normalise(x, groups, centre, epsilon);
+        return gain is null ? normalised : bias is null ? normalised * gain : normalised * gain + bias;
+    }
+
     public static Tensor Normalise(Tensor x, int groups, bool centre, double epsilon)
     {
         var grouped = groups == 1 ? x : x.reshape(x.shape[0], x.shape[1], groups, x.shape[2] / groups);
