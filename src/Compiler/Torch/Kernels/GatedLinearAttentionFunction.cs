@@ -13,7 +13,7 @@ namespace Duality.Kernels;
 /// step t and e^(g_s - L_s) on the key of step s, so
 ///   dL_t = q_t * dq_t - k_t * dk_t (per key channel; summed over them for one decay per head),  dl_t = sum_(r >= t) dL_r,
 ///   dg_t = k_t . dk_t,
-/// dL_t formed by the reverse pass without the step's own terms, which cancel.
+/// dL_t formed by the reverse pass without the step's own terms, which cancel, and summed over r >= t there.
 /// q, k: [batch, time, heads key]; v: [batch, time, heads value]; logDecay: [batch, time, heads, 1 or key] or null;
 /// logGate: [batch, time, heads] or null. Returns [batch, time, heads value]. Memory O(T): no state is kept per step.
 /// </summary>
@@ -48,19 +48,13 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
         var form = (Form)ctx.get_data("form");
         var dy = grad.contiguous();
         var (dq, dk, dv) = (LargeTensors.EmptyLike(q), LargeTensors.EmptyLike(k), LargeTensors.EmptyLike(v));
-        // q dq - k dk per key channel without the step's own terms, which cancel: the running log-decays' gradient
+        // sum over r >= t of q_r dq_r - k_r dk_r per key channel, without each step's own terms, which cancel: the log-decays' gradient
         var terms = decay is null ? null : LargeTensors.EmptyLike(q);
         if (q.dtype == ScalarType.Float32) Backward<float>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, form);
         else Backward<double>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, form);
         long batch = q.shape[0], time = q.shape[1];
         Tensor PerKey(Tensor t) => t.view(batch, time, form.Heads, form.Key);
-        Tensor? dLogDecay = null;
-        if (terms is not null)
-        {
-            var running = PerKey(terms);
-            if (decay!.shape[3] == 1) running = running.sum(-1, keepdim: true);
-            dLogDecay = running.flip(1).cumsum(1).flip(1);
-        }
+        var dLogDecay = terms is null ? null : decay!.shape[3] == 1 ? PerKey(terms).sum(-1, keepdim: true) : PerKey(terms);
         var dLogGate = logGate is null ? null : (PerKey(k) * PerKey(dk)).sum(-1);
         return [dq, dk, dv, dLogDecay!, dLogGate!, null!];
     }

@@ -16,8 +16,9 @@ namespace Duality.Kernels;
 ///   dk_t = e^(g_t - m_t) D_t v_t = e^(g_t - m_t) (a~_(t+1) D_(t+1) v_t + q_t (v_t . delta_t))   (a sweep back).
 /// The log-decays' running sums L_t enter as e^(L_t) on q_t and e^(-L_t) on k_t, so their gradient is q_t dq_t - k_t dk_t,
 /// in which the step's own terms q_t kk_t (v_t . delta_t) cancel exactly: it is formed from the parts over other steps
-/// alone (written to <c>terms</c>, [batch, time, heads, key], when given), so a strong decay, whose gradient is small
-/// beside those terms, keeps its digits. Every factor is at most 1 and every exponent at most 0 whatever the gates' scale,
+/// alone, so a strong decay, whose gradient is small beside those terms, keeps its digits. The sweep back sums it over
+/// the steps from t on, writing each key channel's share of the log-decay's gradient to <c>terms</c>
+/// ([batch, time, heads, key], when given). Every factor is at most 1 and every exponent at most 0 whatever the gates' scale,
 /// as in the forward loop. Layouts as in the loop; dq, dk: [batch, time, heads, key]; dv: [batch, time, heads, value].
 /// Parallel over batch rows and heads.
 /// </summary>
@@ -96,11 +97,11 @@ internal static unsafe class GatedLinearAttentionReverse
         var (deltas, shifts) = (new T[(long)time * columns], new T[time]);
         var (memory, transposed, normaliser, snapshots) = (new T[keys * width], new T[keys * width], new T[keys], new T[Steps * keys]);
         var (factors, entries, operands, others) = (new T[keys], new T[Steps * keys], new T[Steps * widest], new T[Steps * widest]);
-        var (blank, sink, uniform) = (new T[widest], new T[widest], new T[Steps]);
+        var (blank, sink, uniform, later) = (new T[widest], new T[widest], new T[Steps], new T[keys]);
         var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
         var rows = stackalloc nint[6 * Steps];
         fixed (T* s = memory, st = transposed, n = normaliser, earlier = snapshots, a = factors, scaled = entries, block = operands, other = others,
-               zero = blank, discard = sink, deltaRows = deltas)
+               zero = blank, discard = sink, deltaRows = deltas, running = later)
         {
             T** rq = (T**)rows, rv = (T**)(rows + Steps), ry = (T**)(rows + 2 * Steps);
             T** sq = (T**)(rows + 3 * Steps), sv = (T**)(rows + 4 * Steps), sy = (T**)(rows + 5 * Steps);
@@ -185,7 +186,11 @@ internal static unsafe class GatedLinearAttentionReverse
                     }
                     var entry = head.Entry(t, shifts[t]);
                     Scale(sy[u], entry, sy[u], keys);
-                    if (head.Terms is not null) Subtract(head.K + row * keys, sy[u], head.Terms + row * keys, keys);
+                    if (head.Terms is not null)
+                    {
+                        Subtract(head.K + row * keys, sy[u], head.Terms + row * keys, keys);
+                        RunningSum(head.Terms + row * keys, running, keys);
+                    }
                     Accumulate(head.Q + row * keys, entry * (Dot(head.V + row * width, delta, width) + deltaN), sy[u], keys);
                 }
             }
@@ -202,9 +207,9 @@ internal static unsafe class GatedLinearAttentionReverse
         int keys = head.Shape.Key, width = head.Shape.Value, time = head.Shape.Time, columns = width + 1;
         // per step: delta_t (and its ones' column) and m_t, both read again on the way back
         var (deltas, shifts) = (new T[(long)time * columns], new T[time]);
-        var (memory, normaliser, before, factors, entries) = (new T[keys * width], new T[keys], new T[keys], new T[keys], new T[keys]);
+        var (memory, normaliser, before, factors, entries, later) = (new T[keys * width], new T[keys], new T[keys], new T[keys], new T[keys], new T[keys]);
         var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
-        fixed (T* s = memory, n = normaliser, earlier = before, a = factors, kk = entries, deltaRows = deltas)
+        fixed (T* s = memory, n = normaliser, earlier = before, a = factors, kk = entries, deltaRows = deltas, running = later)
         {
             for (int t = 0; t < time; t++)
             {
@@ -232,6 +237,7 @@ internal static unsafe class GatedLinearAttentionReverse
                 var own = Dot(head.V + row * width, delta, width) + deltaN;
                 AdvanceBack(s, a, head.Q + row * keys, delta, head.Normalised ? n : null, deltaN, own, head.V + row * width, head.K + row * keys, kk,
                     entry, head.Dk + row * keys, head.Dv + row * width, head.Terms is null ? null : head.Terms + row * keys, keys, width);
+                if (head.Terms is not null) RunningSum(head.Terms + row * keys, running, keys);
             }
         }
     }
@@ -338,6 +344,20 @@ internal static unsafe class GatedLinearAttentionReverse
         int i = 0;
         for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Fma(new Vector<T>(factor), Vector.Load(x + i), Vector.Load(into + i)), into + i);
         for (; i < width; i++) into[i] += x[i] * factor;
+    }
+
+    /// <summary>running += x, then x = running: the sum of x over the steps swept so far.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RunningSum<T>(T* x, T* running, int width) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count)
+        {
+            var sum = Vector.Load(running + i) + Vector.Load(x + i);
+            Vector.Store(sum, running + i);
+            Vector.Store(sum, x + i);
+        }
+        for (; i < width; i++) x[i] = running[i] += x[i];
     }
 
     /// <summary>into = x * y.</summary>
