@@ -285,6 +285,35 @@ let tests =
                     && agree 1e-10 "PerNode" (normForms g torch.ScalarType.Float64 ExecutionMode.PerNode x probe)
                     && agree 1e-3 "Auto, float32" (normForms g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
 
+        testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 60 }
+            "fused gate (value * f(gate), every activation the fused kernels compute) = the composite form: outputs and gradients of the input and the gate's projection, at widths around the SIMD width (a padded last vector) and on both sides of the parallel threshold (float64 1e-10; float32 within 1e-5 of it, scaled)" <|
+            Prop.forAll
+                (Arb.fromGen
+                    (gen {
+                        let! kind = Gen.elements [ ActivationKind.Identity; ActivationKind.Sigmoid; ActivationKind.Tanh; ActivationKind.SiLU
+                                                   ActivationKind.ReLU; ActivationKind.DecayNormaliser ]
+                        let! width = Gen.elements [ 1; 3; 7; 8; 9; 17; 64; 257 ]
+                        let! batch = Gen.choose (1, 3)
+                        // elements from a few to beyond GateProduct.ParallelWork (2^16)
+                        let! time = Gen.frequency [ 3, Gen.choose (1, 9); 1, Gen.choose (260, 300) ]
+                        let! seed = Gen.choose (0, 100000)
+                        return kind, width, batch, time, seed }))
+                (fun (kind, width, batch, time, seed) ->
+                    // the decay normaliser's gate is a log-decay, at most 0
+                    let gate: System.Func<SequenceBuilder, SequenceBuilder> =
+                        if kind = ActivationKind.DecayNormaliser then System.Func<_, _>(fun g -> g.Projection(width).LogSigmoid())
+                        else System.Func<_, _>(fun g -> g.Projection(width))
+                    let g = InitializeWeights.Run(Model.Input("x", width).Gate(gate, kind).Build(), seed, WeightInit.Perturbed)
+                    use generator = new torch.Generator(uint64 seed)
+                    let x = torch.randn([| int64 batch; int64 time; int64 width |], dtype = torch.ScalarType.Float64, generator = generator) * 3.0
+                    let probe = torch.randn([| int64 batch; int64 time; int64 width |], dtype = torch.ScalarType.Float64, generator = generator)
+                    let composite = normForms g torch.ScalarType.Float64 ExecutionMode.TorchOps x probe
+                    let relative (e: torch.Tensor) (a: torch.Tensor) = ((e - a).abs().max() / (1.0 + e.abs().max().item<float>())).item<float>()
+                    let agree tolerance label forms =
+                        List.forall2 (fun (name, e) (name', a) -> name = name' && within tolerance (relative e a) (sprintf "%A, %s, %s" kind label name)) composite forms
+                    agree 1e-10 "Auto" (normForms g torch.ScalarType.Float64 ExecutionMode.Auto x probe)
+                    && agree 1e-5 "Auto, float32" (normForms g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
+
         testCase "fused norms over no steps or no batch rows: empty outputs and gradients" <| fun () ->
             for kind in 0 .. 3 do
                 let g = InitializeWeights.Run(normGraph kind 4 2 true, 1)

@@ -219,7 +219,7 @@ internal static unsafe class GatedScan
 
     /// <summary>f(x) and f'(x).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<T> ActivateWithSlope<T>(ActivationKind kind, Vector<T> x, out Vector<T> slope) where T : unmanaged, IFloatingPointIeee754<T>
+    internal static Vector<T> ActivateWithSlope<T>(ActivationKind kind, Vector<T> x, out Vector<T> slope) where T : unmanaged, IFloatingPointIeee754<T>
     {
         switch (kind)
         {

@@ -6,10 +6,21 @@ using static TorchSharp.torch;
 
 namespace Duality.Torch;
 
-/// <summary>value * activation(gate).</summary>
-internal sealed class GateModule(Gate node) : NodeModule(node.Name)
+/// <summary>
+/// value * activation(gate): on the CPU in float32 and float64, outside TorchOps, for the activations the fused kernels
+/// compute, one pass forward and one backward (<see cref="Kernels.GateFunction"/>); the composite form otherwise.
+/// </summary>
+internal sealed class GateModule(Gate node, ExecutionMode execution) : NodeModule(node.Name)
 {
-    public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0] * TensorValues.Apply(node.Activation, inputs[1]);
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs)
+    {
+        var (value, gate) = (inputs[0], inputs[1]);
+        if (execution != ExecutionMode.TorchOps && value.device.type == DeviceType.CPU && value.dtype is ScalarType.Float32 or ScalarType.Float64
+            && gate.dtype == value.dtype && gate.device.type == DeviceType.CPU && value.shape.SequenceEqual(gate.shape)
+            && Kernels.GatedScan.Supports(node.Activation))
+            return Kernels.GateFunction.Run(value, gate, node.Activation);
+        return value * TensorValues.Apply(node.Activation, gate);
+    }
 }
 
 internal sealed class GateStepper<T>(Gate node, Stepper<T> value, Stepper<T> gate, int batch) : Stepper<T>(batch, value.Width)
@@ -24,7 +35,7 @@ internal sealed class GateStepper<T>(Gate node, Stepper<T> value, Stepper<T> gat
 
 internal sealed class GateExecution : NodeExecution<Gate>
 {
-    protected override NodeModule Module(Gate node, ScalarType dtype, ExecutionMode execution) => new GateModule(node);
+    protected override NodeModule Module(Gate node, ScalarType dtype, ExecutionMode execution) => new GateModule(node, execution);
 
     protected override Stepper<T> Stepper<T>(Gate node, Stepper<T>[] sources, int batch, int capacity) =>
         new GateStepper<T>(node, sources[0], sources[1], batch);
