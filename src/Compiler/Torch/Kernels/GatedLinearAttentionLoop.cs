@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using static Duality.Kernels.VectorRows;
 
 namespace Duality.Kernels;
 
@@ -76,7 +77,7 @@ internal static unsafe class GatedLinearAttentionLoop
                         var dot = Normalise(n, a + u * dk, scaled + u * dk, (T*)rows[u], dk);
                         Divide(output, T.Max(T.Abs(dot), T.Exp(-shifts[u])), dv);
                     }
-                    else Multiply(output, T.Exp(shifts[u]), dv);
+                    else Scale(output, T.Exp(shifts[u]), output, dv);
                 }
             }
     }
@@ -106,23 +107,6 @@ internal static unsafe class GatedLinearAttentionLoop
         return T.IsNegativeInfinity(next) ? T.Zero : T.Exp(*gate - next);
     }
 
-    /// <summary>into = factor x, vectorised.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void Scale<T>(T* x, T factor, T* into, int width) where T : unmanaged, INumber<T>
-    {
-        int i = 0;
-        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(x + i) * factor, into + i);
-        for (; i < width; i++) into[i] = x[i] * factor;
-    }
-
-    /// <summary>Asks for the cache lines of x[0 .. count) ahead of their use.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void Prefetch<T>(T* x, int count) where T : unmanaged
-    {
-        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
-        for (byte* line = (byte*)x, end = (byte*)(x + count); line < end; line += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(line);
-    }
-
     /// <summary>n = a * n + k, returning q . n.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static T Normalise<T>(T* n, T* a, T* k, T* q, int keys) where T : unmanaged, INumber<T>
@@ -131,9 +115,9 @@ internal static unsafe class GatedLinearAttentionLoop
         var sum = Vector<T>.Zero;
         for (; i <= keys - Vector<T>.Count; i += Vector<T>.Count)
         {
-            var updated = Fma(Vector.Load(a + i), Vector.Load(n + i), Vector.Load(k + i));
+            var updated = VectorFused.MultiplyAdd(Vector.Load(a + i), Vector.Load(n + i), Vector.Load(k + i));
             Vector.Store(updated, n + i);
-            sum = Fma(Vector.Load(q + i), updated, sum);
+            sum = VectorFused.MultiplyAdd(Vector.Load(q + i), updated, sum);
         }
         var total = Vector.Sum(sum);
         for (; i < keys; i++)
@@ -152,13 +136,6 @@ internal static unsafe class GatedLinearAttentionLoop
         for (; i < width; i++) y[i] /= divisor;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Multiply<T>(T* y, T factor, int width) where T : unmanaged, INumber<T>
-    {
-        int i = 0;
-        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(y + i) * new Vector<T>(factor), y + i);
-        for (; i < width; i++) y[i] *= factor;
-    }
 
     /// <summary>
     /// Four steps on S[j, i] (key j, value i, at j width + i): S = a_u[j] S + k_u[j] v_u[i], y_u[i] = sum_j q_u[j] S[j, i],
@@ -243,13 +220,13 @@ internal static unsafe class GatedLinearAttentionLoop
         if (default(TRead).BeforeWrite)
         {
             c0 *= f; c1 *= f;
-            y0 = Fma(q, c0, y0); y1 = Fma(q, c1, y1);
-            c0 = Fma(k, x0, c0); c1 = Fma(k, x1, c1);
+            y0 = VectorFused.MultiplyAdd(q, c0, y0); y1 = VectorFused.MultiplyAdd(q, c1, y1);
+            c0 = VectorFused.MultiplyAdd(k, x0, c0); c1 = VectorFused.MultiplyAdd(k, x1, c1);
         }
         else
         {
-            c0 = Fma(f, c0, k * x0); c1 = Fma(f, c1, k * x1);
-            y0 = Fma(q, c0, y0); y1 = Fma(q, c1, y1);
+            c0 = VectorFused.MultiplyAdd(f, c0, k * x0); c1 = VectorFused.MultiplyAdd(f, c1, k * x1);
+            y0 = VectorFused.MultiplyAdd(q, c0, y0); y1 = VectorFused.MultiplyAdd(q, c1, y1);
         }
     }
 
@@ -293,12 +270,4 @@ internal static unsafe class GatedLinearAttentionLoop
         public T Step2(int j) => a[2 * keys + j];
         public T Step3(int j) => a[3 * keys + j];
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector<T> Fma<T>(Vector<T> a, Vector<T> b, Vector<T> c) where T : unmanaged, INumber<T> =>
-        typeof(T) == typeof(float)
-            ? Vector.As<float, T>(Vector.FusedMultiplyAdd(Vector.As<T, float>(a), Vector.As<T, float>(b), Vector.As<T, float>(c)))
-            : typeof(T) == typeof(double)
-                ? Vector.As<double, T>(Vector.FusedMultiplyAdd(Vector.As<T, double>(a), Vector.As<T, double>(b), Vector.As<T, double>(c)))
-                : a * b + c;
 }

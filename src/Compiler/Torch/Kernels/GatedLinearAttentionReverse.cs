@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using static Duality.Kernels.GatedLinearAttentionLoop;
+using static Duality.Kernels.VectorRows;
 
 namespace Duality.Kernels;
 
@@ -259,8 +260,8 @@ internal static unsafe class GatedLinearAttentionReverse
             for (; i <= width - count; i += count)
             {
                 var c = f * Vector.Load(row + i);
-                sum = Fma(c, Vector.Load(delta + i), sum);
-                Vector.Store(Fma(kj, Vector.Load(v + i), c), row + i);
+                sum = VectorFused.MultiplyAdd(c, Vector.Load(delta + i), sum);
+                Vector.Store(VectorFused.MultiplyAdd(kj, Vector.Load(v + i), c), row + i);
             }
             var earlier = Vector.Sum(sum);
             for (; i < width; i++)
@@ -294,10 +295,10 @@ internal static unsafe class GatedLinearAttentionReverse
             for (; i <= width - count; i += count)
             {
                 var c = f * Vector.Load(row + i);
-                sum = Fma(c, Vector.Load(v + i), sum);
-                c = Fma(qj, Vector.Load(delta + i), c);
+                sum = VectorFused.MultiplyAdd(c, Vector.Load(v + i), sum);
+                c = VectorFused.MultiplyAdd(qj, Vector.Load(delta + i), c);
                 Vector.Store(c, row + i);
-                Vector.Store(Fma(kj, c, Vector.Load(dv + i)), dv + i);
+                Vector.Store(VectorFused.MultiplyAdd(kj, c, Vector.Load(dv + i)), dv + i);
             }
             var later = Vector.Sum(sum);
             for (; i < width; i++)
@@ -335,57 +336,5 @@ internal static unsafe class GatedLinearAttentionReverse
         var divisor = T.Max(T.Abs(nu), T.Exp(-shift));
         Scale(dy, T.One / divisor, delta, width);
         delta[width] = T.Abs(nu) > T.Exp(-shift) ? -T.CopySign(T.One, nu) * Dot(dy, y, width) / divisor : T.Zero;
-    }
-
-    /// <summary>into += factor x.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Accumulate<T>(T* x, T factor, T* into, int width) where T : unmanaged, INumber<T>
-    {
-        int i = 0;
-        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Fma(new Vector<T>(factor), Vector.Load(x + i), Vector.Load(into + i)), into + i);
-        for (; i < width; i++) into[i] += x[i] * factor;
-    }
-
-    /// <summary>running += x, then x = running: the sum of x over the steps swept so far.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void RunningSum<T>(T* x, T* running, int width) where T : unmanaged, INumber<T>
-    {
-        int i = 0;
-        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count)
-        {
-            var sum = Vector.Load(running + i) + Vector.Load(x + i);
-            Vector.Store(sum, running + i);
-            Vector.Store(sum, x + i);
-        }
-        for (; i < width; i++) x[i] = running[i] += x[i];
-    }
-
-    /// <summary>into = x * y.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Multiply<T>(T* x, T* y, T* into, int width) where T : unmanaged, INumber<T>
-    {
-        int i = 0;
-        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(x + i) * Vector.Load(y + i), into + i);
-        for (; i < width; i++) into[i] = x[i] * y[i];
-    }
-
-    /// <summary>into -= x * y.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Subtract<T>(T* x, T* y, T* into, int width) where T : unmanaged, INumber<T>
-    {
-        int i = 0;
-        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(into + i) - Vector.Load(x + i) * Vector.Load(y + i), into + i);
-        for (; i < width; i++) into[i] -= x[i] * y[i];
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static T Dot<T>(T* x, T* y, int width) where T : unmanaged, INumber<T>
-    {
-        int i = 0;
-        var sum = Vector<T>.Zero;
-        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) sum = Fma(Vector.Load(x + i), Vector.Load(y + i), sum);
-        var total = Vector.Sum(sum);
-        for (; i < width; i++) total += x[i] * y[i];
-        return total;
     }
 }

@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Threading.Tasks;
+using static Duality.Kernels.VectorRows;
 
 namespace Duality.Kernels;
 
@@ -262,23 +263,6 @@ internal static unsafe class TiledSoftmaxLoops
             p[j] = T.Exp(p[j] - logSumExp[j]);
             ds[j] = p[j] * (dp - projected[j]);
         }
-    }
-
-    /// <summary>sum_j a_j b_j over j &lt; n.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static T Dot<T>(T* a, T* b, int n) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int j = 0, lanes = Vector<T>.Count;
-        var sums = Vector<T>.Zero;
-        for (; j <= n - lanes; j += lanes) sums = VectorFused.MultiplyAdd(Vector.Load(a + j), Vector.Load(b + j), sums);
-        var total = Vector.Sum(sums);
-        for (; j < n; j++) total = T.FusedMultiplyAdd(a[j], b[j], total);
-        return total;
-    }
-
-    private static void Scale<T>(T* x, T scale, T* into, int count) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        for (int i = 0; i < count; i++) into[i] = scale * x[i];
     }
 
     private static bool IsZero<T>(T* x, int count) where T : unmanaged, IFloatingPointIeee754<T>
