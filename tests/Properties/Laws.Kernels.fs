@@ -243,8 +243,8 @@ let private normGraph kind width groups affine =
     | 2 -> x.GroupNorm(groups, 1e-5, affine, true).Build()
     | _ -> x.GroupNorm(groups, 1e-5, affine, false).Build()
 
-/// Outputs, then the input's and the parameters' gradients of sum(y * probe), flattened.
-let private normForms (g: Graph) dtype mode (x: torch.Tensor) (probe: torch.Tensor) =
+/// A compiled graph's output, then its input's and its parameters' gradients of sum(y * probe), each as float64.
+let private outputAndGradients (g: Graph) dtype mode (x: torch.Tensor) (probe: torch.Tensor) =
     let model = g.Compile(CompileOptions(DType = dtype, Execution = mode))
     withGrad (fun () ->
         let leaf = x.to_type(dtype).detach().requires_grad_(true)
@@ -277,13 +277,13 @@ let tests =
                     // an offset and a scale per draw, so centring has work to do
                     let x = torch.randn([| int64 batch; int64 time; int64 width |], dtype = torch.ScalarType.Float64, generator = generator) * 3.0 + 5.0
                     let probe = torch.randn([| int64 batch; int64 time; int64 width |], dtype = torch.ScalarType.Float64, generator = generator)
-                    let composite = normForms g torch.ScalarType.Float64 ExecutionMode.TorchOps x probe
+                    let composite = outputAndGradients g torch.ScalarType.Float64 ExecutionMode.TorchOps x probe
                     let relative (e: torch.Tensor) (a: torch.Tensor) = ((e - a).abs().max() / (1.0 + e.abs().max().item<float>())).item<float>()
                     let agree tolerance label forms =
                         List.forall2 (fun (name, e) (name', a) -> name = name' && within tolerance (relative e a) (sprintf "%s, %s" label name)) composite forms
-                    agree 1e-10 "Auto" (normForms g torch.ScalarType.Float64 ExecutionMode.Auto x probe)
-                    && agree 1e-10 "PerNode" (normForms g torch.ScalarType.Float64 ExecutionMode.PerNode x probe)
-                    && agree 1e-3 "Auto, float32" (normForms g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
+                    agree 1e-10 "Auto" (outputAndGradients g torch.ScalarType.Float64 ExecutionMode.Auto x probe)
+                    && agree 1e-10 "PerNode" (outputAndGradients g torch.ScalarType.Float64 ExecutionMode.PerNode x probe)
+                    && agree 1e-3 "Auto, float32" (outputAndGradients g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
 
         testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 60 }
             "fused gate (value * f(gate), every activation the fused kernels compute) = the composite form: outputs and gradients of the input and the gate's projection, at widths around the SIMD width (a padded last vector) and on both sides of the parallel threshold (float64 1e-10; float32 within 1e-5 of it, scaled)" <|
@@ -307,19 +307,19 @@ let tests =
                     use generator = new torch.Generator(uint64 seed)
                     let x = torch.randn([| int64 batch; int64 time; int64 width |], dtype = torch.ScalarType.Float64, generator = generator) * 3.0
                     let probe = torch.randn([| int64 batch; int64 time; int64 width |], dtype = torch.ScalarType.Float64, generator = generator)
-                    let composite = normForms g torch.ScalarType.Float64 ExecutionMode.TorchOps x probe
+                    let composite = outputAndGradients g torch.ScalarType.Float64 ExecutionMode.TorchOps x probe
                     let relative (e: torch.Tensor) (a: torch.Tensor) = ((e - a).abs().max() / (1.0 + e.abs().max().item<float>())).item<float>()
                     let agree tolerance label forms =
                         List.forall2 (fun (name, e) (name', a) -> name = name' && within tolerance (relative e a) (sprintf "%A, %s, %s" kind label name)) composite forms
-                    agree 1e-10 "Auto" (normForms g torch.ScalarType.Float64 ExecutionMode.Auto x probe)
-                    && agree 1e-5 "Auto, float32" (normForms g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
+                    agree 1e-10 "Auto" (outputAndGradients g torch.ScalarType.Float64 ExecutionMode.Auto x probe)
+                    && agree 1e-5 "Auto, float32" (outputAndGradients g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
 
         testCase "fused norms over no steps or no batch rows: empty outputs and gradients" <| fun () ->
             for kind in 0 .. 3 do
                 let g = InitializeWeights.Run(normGraph kind 4 2 true, 1)
                 for shape in [ [| 2L; 0L; 4L |]; [| 0L; 3L; 4L |] ] do
                     let x = torch.zeros(shape, dtype = torch.ScalarType.Float64)
-                    for name, value in normForms g torch.ScalarType.Float64 ExecutionMode.Auto x (torch.zeros(shape, dtype = torch.ScalarType.Float64)) do
+                    for name, value in outputAndGradients g torch.ScalarType.Float64 ExecutionMode.Auto x (torch.zeros(shape, dtype = torch.ScalarType.Float64)) do
                         if name = "output" || name = "input" then Expect.sequenceEqual value.shape shape (sprintf "kind %d, %s, %A" kind name shape)
 
         testPropertyWithConfig config "fused scan = TorchSharp step loop: outputs, input and parameter gradients (float64, scaled error <= 1e-10)" <|
