@@ -44,15 +44,9 @@ internal static class SequenceMath
             for (int t = 0; t < time; t++)
                 for (int from = 0; from < features; from += width)
                 {
-                    double mean = 0;
-                    if (centre)
-                    {
-                        for (int c = from; c < from + width; c++) mean += x[i, t, c];
-                        mean /= width;
-                    }
-                    double square = 0;
-                    for (int c = from; c < from + width; c++) square += (x[i, t, c] - mean) * (x[i, t, c] - mean);
-                    var scale = 1 / Math.Sqrt(square / width + epsilon);
+                    var group = new double[width];
+                    for (int c = 0; c < width; c++) group[c] = x[i, t, from + c];
+                    var (mean, scale) = NormStatistics.Of<double>(group, centre, epsilon);
                     for (int c = from; c < from + width; c++)
                         y[i, t, c] = (x[i, t, c] - mean) * scale * (gain is null ? 1 : gain[c]) + (bias is null ? 0 : bias[c]);
                 }

@@ -98,11 +98,14 @@ internal static unsafe class GatedLinearAttentionLoop
         }
         var largest = l is null ? T.Zero : T.NegativeInfinity;
         for (int j = 0; l is not null && j < width; j++) largest = T.Max(largest, l[j]);
-        var next = T.Max(largest + shift, *gate);
-        // before anything is written (m = -inf on both sides) the state is 0 and stays 0
-        var carry = T.IsNegativeInfinity(next) ? T.Zero : shift - next;
-        if (width <= 1) new Span<T>(a, keys).Fill(T.Exp((l is null ? T.Zero : l[0]) + carry));
-        else for (int j = 0; j < keys; j++) a[j] = T.Exp(l[j] + carry);
+        // a_t[j] = e^((l_j - max_j l_j) + (max_j l_j + m_(t-1) - m_t)): both terms are at most 0 as computed (the second is 0
+        // exactly when the decays set m_t), so no rounding of a large m can push a factor above 1 or wipe the state
+        var top = largest + shift;
+        var next = T.Max(top, *gate);
+        // m_t = -inf (nothing written yet, or every decay and the gate -inf) leaves the state 0
+        var carry = T.IsNegativeInfinity(next) ? T.NegativeInfinity : top - next;
+        if (width <= 1 || T.IsNegativeInfinity(largest)) new Span<T>(a, keys).Fill(T.Exp(carry));
+        else for (int j = 0; j < keys; j++) a[j] = T.Exp(l[j] - largest + carry);
         shift = next;
         return T.IsNegativeInfinity(next) ? T.Zero : T.Exp(*gate - next);
     }

@@ -55,7 +55,14 @@ internal static unsafe class NormRows
                 long at = row * shape.Width + group * g, statistic = row * shape.Groups + group;
                 T* xs = x + at;
                 var mu = shape.Centre ? Sum(xs, g) / count : T.Zero;
-                var r = T.One / T.Sqrt(CentredSquares(xs, mu, g) / count + epsilon);
+                var squares = CentredSquares(xs, mu, g);
+                // sums beyond the largest value: taken again at a scale that keeps them finite (rare, so not vectorised)
+                var r = T.IsFinite(mu) && T.IsFinite(squares) ? T.One / T.Sqrt(squares / count + epsilon) : T.Zero;
+                if (r == T.Zero)
+                {
+                    var values = new ReadOnlySpan<T>(xs, g);
+                    (mu, r) = Reference.NormStatistics.Rescaled(values, shape.Centre, epsilon, Reference.NormStatistics.Largest(values));
+                }
                 (mean[statistic], scale[statistic]) = (mu, r);
                 Affine(xs, mu, r, gain is null ? null : gain + group * g, bias is null ? null : bias + group * g, y + at, g);
             }

@@ -170,9 +170,14 @@ internal sealed class GatedLinearAttentionStepper<T> : Stepper<T> where T : unma
                 }
                 // S e^-M: lambda e^(M - M') carries it, e^(g - M') writes, M' = max(largest + M, g)
                 ref var shift = ref shifts[b * node.Heads + h];
-                var next = gate is null ? T.Zero : T.Max(largest + shift, gate.Row(b)[h]);
-                for (int j = 0; j < dk; j++) lambdas[j] = T.Exp(lambdas[j] + (gate is null ? T.Zero : shift - next));
-                var entry = gate is null ? T.One : T.Exp(gate.Row(b)[h] - next);
+                // each exponent (lambda_j - largest) + (largest + M - M') is at most 0 as computed, the second term 0 exactly
+                // when the decays set M', whatever the rounding of a large M; M' = -inf leaves the state 0
+                var top = largest + shift;
+                var next = gate is null ? T.Zero : T.Max(top, gate.Row(b)[h]);
+                var carry = T.IsNegativeInfinity(next) ? T.NegativeInfinity : top - next;
+                for (int j = 0; j < dk; j++)
+                    lambdas[j] = T.Exp(gate is null ? lambdas[j] : T.IsNegativeInfinity(largest) ? carry : lambdas[j] - largest + carry);
+                var entry = gate is null ? T.One : T.IsNegativeInfinity(next) ? T.Zero : T.Exp(gate.Row(b)[h] - next);
                 shift = next;
                 var state = memory.AsSpan((b * node.Heads + h) * dk * columns, dk * columns);
                 var output = y.Slice(h * dv, dv);

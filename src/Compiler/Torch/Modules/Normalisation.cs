@@ -23,11 +23,18 @@ internal static class Normalisation
         return gain is null ? normalised : bias is null ? normalised * gain : normalised * gain + bias;
     }
 
+    /// <summary>
+    /// The norm at any magnitude: each group is taken at x 2^-k, 2^k above its max |x| (beyond 1), with epsilon 2^-2k, the
+    /// same function with sums that stay finite; the scaling is exact, and constant for the gradient (the function does
+    /// not depend on it).
+    /// </summary>
     public static Tensor Normalise(Tensor x, int groups, bool centre, double epsilon)
     {
         var grouped = groups == 1 ? x : x.reshape(x.shape[0], x.shape[1], groups, x.shape[2] / groups);
-        var centred = centre ? grouped - grouped.mean([-1L], keepdim: true) : grouped;
-        var normalised = centred * (centred.square().mean([-1L], keepdim: true) + epsilon).rsqrt();
+        var unit = grouped.detach().abs().amax([-1L], keepdim: true).clamp_min(1).log2_().floor_().add_(1).neg_().exp2_();
+        var scaled = grouped * unit;
+        var centred = centre ? scaled - scaled.mean([-1L], keepdim: true) : scaled;
+        var normalised = centred * (centred.square().mean([-1L], keepdim: true) + unit.square() * epsilon).rsqrt();
         return groups == 1 ? normalised : normalised.reshape(x.shape);
     }
 }

@@ -7,7 +7,7 @@ namespace Duality.Streaming;
 /// <summary>LayerNorm (centred) and RmsNorm over each row, or over each of its groups of consecutive features (GroupNorm).</summary>
 internal sealed class NormStepper<T>(Stepper<T> source, int batch, double epsilon, bool centre, DoubleTensor? gain, DoubleTensor? bias,
     int groups = 1)
-    : Stepper<T>(batch, source.Width) where T : unmanaged, INumber<T>, IRootFunctions<T>
+    : Stepper<T>(batch, source.Width) where T : unmanaged, IFloatingPointIeee754<T>
 {
     private readonly T[]? gain = gain is null ? null : Values<T>(gain);
     private readonly T[]? bias = bias is null ? null : Values<T>(bias);
@@ -16,21 +16,12 @@ internal sealed class NormStepper<T>(Stepper<T> source, int batch, double epsilo
     public override void Step()
     {
         var groupWidth = Width / groups;
-        var width = T.CreateChecked(groupWidth);
         for (int b = 0; b < Batch; b++)
             for (int from = 0; from < Width; from += groupWidth)
             {
                 var x = source.Row(b).Slice(from, groupWidth);
                 var y = Row(b).Slice(from, groupWidth);
-                var mean = T.Zero;
-                if (centre)
-                {
-                    foreach (var v in x) mean += v;
-                    mean /= width;
-                }
-                var square = T.Zero;
-                foreach (var v in x) square += (v - mean) * (v - mean);
-                var scale = T.One / T.Sqrt(square / width + epsilon);
+                var (mean, scale) = Reference.NormStatistics.Of<T>(x, centre, epsilon);
                 for (int c = 0; c < x.Length; c++)
                     y[c] = (x[c] - mean) * scale * (gain is null ? T.One : gain[from + c]) + (bias is null ? T.Zero : bias[from + c]);
             }
