@@ -5,14 +5,14 @@ namespace Duality.Kernels;
 /// <summary>
 /// Gated linear attention in exact chunks of C steps, differentiable (TorchSharp operations), O(T C) memory; also the
 /// chunked form of <see cref="Ir.Attention"/>'s causal linear kernel (one log-decay per head, no gate). With
-/// l_t the log-decay of step t (per head: m = 1, or per key channel: m = key), g_t the log input gate and L_i the
-/// running sum of l within a chunk, every exponent below is a sum of log-decays over steps that lie in order, so none
-/// is formed as a product of a large and a small factor:
-///   y_i = sum_{j &lt;= i in chunk} (sum_c q_i[c] k_j[c] e^(g_j + L_i[c] - L_j[c])) v_j  +  (q_i * e^(L_i)) S_(c-1)
-///   S_c = e^(L_(C-1)) * S_(c-1) + sum_j (k_j * e^(g_j + L_(C-1) - L_j)) v_j^T
-/// Decays per key channel are factored through e^(L_i) and e^(g_j - L_j) when
-/// <see cref="Factorable"/> proves that exact on the data, and weighed channel by channel otherwise. The chunk is the
-/// whole sequence for the masked form and 1 for one step.
+/// l_t the log-decay of step t (per head: m = 1, or per key channel: m = key), g_t the log input gate, L_t the running
+/// sum of l from the chunk's first step and D[t, s] = sum_{r = s+1..t} l_r (as a sum of its own terms where L_t - L_s
+/// would cancel: strong decays, long chunks):
+///   y_i = sum_{j &lt;= i in chunk} (sum_c q_i[c] k_j[c] e^(g_j + D[i, j][c])) v_j  +  (q_i * e^(L_i)) S_(c-1)
+///   S_c = e^(L_(C-1)) * S_(c-1) + sum_j (k_j * e^(g_j + D[C-1, j])) v_j^T
+/// Decays per key channel are factored through e^(L_i) and e^(g_j - L_j) when <see cref="Factorable"/> proves that
+/// exact on the data, and weighed channel by channel otherwise. The chunk is the whole sequence for the masked form
+/// and 1 for one step.
 /// </summary>
 internal static class GatedLinearAttentionChunks
 {
@@ -23,24 +23,52 @@ internal static class GatedLinearAttentionChunks
     public const int Chunk = 64, ChannelChunk = 16;
 
     /// <summary>
-    /// Whether every e^(x) of the queries' exponents and the keys' exponents lies within e^(+-bound), bound half the
-    /// logarithm of the dtype's largest value (44 in float32, 354 in float64; -inf, a padded step's gate, gives an exact 0):
-    /// the products of such factors neither overflow nor underflow for queries and keys below e^bound, so
-    /// e^(g_s + L_t - L_s - m_t) = e^(L_t - m_t) e^(g_s - L_s) to rounding. Checked on the data.
+    /// Whether e^(g_s + D[t, s] - m_t) = e^(L_t - m_t) e^(g_s - L_s) to rounding: every running sum L and every exponent
+    /// of the queries and keys lies within +-bound, bound half the logarithm of the dtype's largest value (44 in float32,
+    /// 354 in float64; -inf, a padded step's gate, gives an exact 0). The products of such factors neither overflow nor
+    /// underflow, and the differences lose at most the rounding of numbers below 2 bound. Checked on the data.
     /// </summary>
-    private static bool Factorable(Tensor queryExponents, Tensor keyExponents, ScalarType dtype)
+    private static bool Factorable(Tensor running, Tensor queryExponents, Tensor keyExponents, ScalarType dtype)
     {
         var bound = dtype == ScalarType.Float64 ? 354.0 : dtype == ScalarType.Float32 ? 44.0 : 5.0;
         bool Within(Tensor x) => (x.isneginf().logical_or(x.abs() <= bound)).all().item<bool>();
-        return Within(queryExponents) && Within(keyExponents);
+        return Within(running) && Within(queryExponents) && Within(keyExponents);
     }
+
+    /// <summary>
+    /// D[t, s] = sum_{r = s+1..t} l_r for s &lt;= t (0 on the diagonal), -inf for s &gt; t: l [..., C, m] and its running
+    /// sums L give [..., C (t), C (s), m]. The difference L_t - L_s loses the rounding of L, not of D: it is taken when every
+    /// |L| is at most <see cref="Chunk"/> (what a chunk of unit decays reaches, so no more than the running sums' own
+    /// rounding), or for float32 and narrower in float64 when C max |L| &lt;= 2^26 (the float64 sums then err by less than
+    /// 2^-27, below float32's rounding); otherwise each entry is a running sum of its own terms.
+    /// </summary>
+    private static Tensor Lags(Tensor l, Tensor running, Tensor future)
+    {
+        static bool Within(Tensor x, double bound) => x.isneginf().logical_or(x.abs() <= bound).all().item<bool>();
+        long c = l.shape[^2];
+        static Tensor Differences(Tensor sums) => sums.unsqueeze(-2) - sums.unsqueeze(-3);
+        var wide = l.dtype == ScalarType.Float64 ? null : l.to(ScalarType.Float64).cumsum(-2);
+        Tensor lags;
+        if (Within(running, Chunk)) lags = Differences(running);
+        else if (wide is not null && Within(wide, Math.ScaleB(1, 26) / c)) lags = Differences(wide).to(l.dtype);
+        else
+        {
+            var later = ones(c, c, dtype: ScalarType.Bool, device: l.device).tril(-1).unsqueeze(-1);
+            lags = l.unsqueeze(-2).expand([.. l.shape[..^2], c, c, l.shape[^1]]).masked_fill(later.logical_not(), 0.0).cumsum(-3);
+        }
+        return lags.masked_fill(future.unsqueeze(-1), double.NegativeInfinity);
+    }
+
+    /// <summary>x with every entry above 0 taken as 0, its gradient passed through: an exponent at most 0 in exact
+    /// arithmetic whose rounding must not make e^x exceed 1.</summary>
+    private static Tensor AtMostZero(Tensor x) => x - x.detach().clamp_min(0);
 
     /// <summary>
     /// q, k: [batch, heads, time, key]; v: [batch, heads, time, value]; logDecay: [batch, heads, time, 1 or key] or null;
     /// logGate: [batch, heads, time] or null; state: S e^(-M) [batch, heads, key, value] and its shift M [batch, heads]
     /// before the first step, or null for zeros (and M = -inf with a gate, 0 without).
     /// With an input gate every row t is computed scaled by e^(-m_t), m_t = max(lambda_t + m_{t-1}, g_t) (xLSTM's
-    /// stabiliser, lambda_t the largest log-decay among the key channels): every exponent formed is then at most about 0,
+    /// stabiliser, lambda_t the largest log-decay among the key channels): every exponent formed is then at most 0,
     /// whatever the gates' scale, and the caller divides the shift out (<see cref="Result.Shift"/>). Any m gives the same
     /// function; this one keeps the exponentials finite. Without a gate m = 0.
     /// </summary>
@@ -58,56 +86,53 @@ internal static class GatedLinearAttentionChunks
         Tensor Blocks(Tensor t, double fill = 0) =>
             (padding > 0 ? nn.functional.pad(t, [0, 0, 0, padding], value: fill) : t.contiguous()).view(batch, heads, chunks, chunk, t.shape[3]);
         var (qb, kb, vb) = (Blocks(q), Blocks(k), Blocks(v));
-        var logDecays = logDecay ?? zeros(batch, heads, time, 1, dtype: q.dtype, device: q.device);
-        var cumulative = Blocks(logDecays).cumsum(3);
+        var decays = Blocks(logDecay ?? zeros(batch, heads, time, 1, dtype: q.dtype, device: q.device));
+        var cumulative = decays.cumsum(3);
+        var last = cumulative.narrow(3, chunk - 1, 1);
         var gate = logGate is null ? null : Blocks(logGate.unsqueeze(-1), double.NegativeInfinity);
-        // m_t = max(lambda_t + m_{t-1}, g_t) = Lambda_t + max(m_(-1), max_{s <= t} (g_s - Lambda_s)), Lambda the running sum
-        // of the largest log-decay over the whole sequence; a shift, so its rounding changes nothing
-        Tensor? shift = null;
-        if (gate is not null)
-            using (no_grad())
-            {
-                var largest = logDecays.amax(-1);
-                var total = (padding > 0 ? nn.functional.pad(largest, [0, padding]) : largest).cumsum(-1);
-                var best = (gate.reshape(batch, heads, chunks * chunk) - total).cummax(-1).values;
-                shift = (total + maximum(best, stateShift.unsqueeze(-1))).view(batch, heads, chunks, chunk, 1);
-            }
-        var ends = shift?.narrow(3, chunk - 1, 1) ?? zeros(new long[] { batch, heads, chunks, 1, 1 }, dtype: q.dtype, device: q.device);
-        var starts = cat([stateShift.view(batch, heads, 1, 1, 1), ends.narrow(2, 0, chunks - 1)], 2);
         var future = CausalMask.Future(chunk, q.device);
+        var perHead = decays.shape[4] == 1;
+        // D[t, s] per head ([.., C, C]), or per key channel ([.., C, C, key]) when the channels cannot be factored
+        var lags = perHead ? Lags(decays, cumulative, future).squeeze(-1) : null;
+        // g_s + D[t, s] per head: the exponents before the shift, whose row maxima the shift takes
+        var weighted = gate is null || lags is null ? null
+            : (lags + gate.squeeze(-1).unsqueeze(-2)).masked_fill(future, double.NegativeInfinity);
+        var (shift, starts, ends) = gate is null ? (null, null, null) : Shifts(decays, weighted, gate, stateShift, future);
+        // the exponents' shifts, with m = -inf (nothing written yet, all candidates -inf) taken as 0 so that they stay -inf
+        var (rowShift, startShift, endShift) = shift is null ? (null, null, null) : (Finite(shift), Finite(starts!), Finite(ends!));
         Tensor scores;
-        if (cumulative.shape[4] == 1)
+        if (perHead)
         {
-            // L_t - m_t for the query t and g_s - L_s for the key s, so the [C, C] exponents take one broadcast sum
-            var running = cumulative.squeeze(-1);
-            var (rows, columns) = gate is null ? (running, running.neg()) : (running - shift!.squeeze(-1), gate.squeeze(-1) - running);
-            var lag = rows.unsqueeze(-1) + columns.unsqueeze(-2);
-            scores = (qb.matmul(kb.transpose(-2, -1)) * lag.masked_fill(future, double.NegativeInfinity).exp()).masked_fill(future, 0);
+            // at most 0 as computed: m_t is the largest of the same g_s + D[t, s] (masked before e^x, so a non-finite gate at
+            // a later step reaches neither the value nor the gradient)
+            var exponents = weighted is null ? lags! : weighted - rowShift!;
+            scores = (qb.matmul(kb.transpose(-2, -1)) * exponents.exp()).masked_fill(future, 0);
         }
         else
         {
-            // e^(g_s + L_t - L_s - m_t) = e^(L_t - m_t) e^(g_s - L_s): one product when each factor lies within e^(+-bound)
-            var queryExponents = shift is null ? cumulative : cumulative - shift;
+            // e^(g_s + D[t, s] - m_t) = e^(L_t - m_t) e^(g_s - L_s): one product when each factor lies within e^(+-bound)
+            var queryExponents = shift is null ? cumulative : cumulative - rowShift!;
             var keyExponents = gate is null ? -cumulative : gate - cumulative;
-            if (Factorable(queryExponents, keyExponents, q.dtype))
+            if (Factorable(cumulative, queryExponents, keyExponents, q.dtype))
                 scores = (qb * queryExponents.exp()).matmul((kb * keyExponents.exp()).transpose(-2, -1)).masked_fill(future, 0);
             else if (chunk > ChannelChunk)
                 return Run(q, k, v, logDecay, logGate, state, ChannelChunk);
             else
             {
-                var lag = cumulative.unsqueeze(-2) - cumulative.unsqueeze(-3);
-                if (gate is not null) lag = lag + gate.unsqueeze(-3) - shift!.unsqueeze(-1);
-                var weights = lag.masked_fill(future.unsqueeze(-1), double.NegativeInfinity).exp();
-                scores = (qb.unsqueeze(-2) * kb.unsqueeze(-3) * weights).sum(-1).masked_fill(future, 0);
+                lags = Lags(decays, cumulative, future);
+                var exponents = gate is null ? lags
+                    : AtMostZero(lags + gate.unsqueeze(-3) - rowShift!.unsqueeze(-1)).masked_fill(future.unsqueeze(-1), double.NegativeInfinity);
+                scores = (qb.unsqueeze(-2) * kb.unsqueeze(-3) * exponents.exp()).sum(-1).masked_fill(future, 0);
             }
         }
         var local = CausalMask.Product(scores, vb);
-        var last = cumulative.narrow(3, chunk - 1, 1);
-        var toEnd = last - cumulative;
-        if (gate is not null) toEnd = toEnd + gate - ends;
+        // D[C-1, s]: the last row of the lags, or L_(C-1) - L_s where the channels were factored (all within +-bound)
+        var toEnd = lags is null ? last - cumulative
+            : perHead ? lags.narrow(3, chunk - 1, 1).transpose(-2, -1) : lags.narrow(3, chunk - 1, 1).squeeze(3);
+        if (gate is not null) toEnd = AtMostZero(toEnd + gate - endShift!);
         var contributions = (kb * toEnd.exp()).transpose(-2, -1).matmul(vb);
-        var carry = (last + starts - ends).exp().transpose(-2, -1);
-        var fromStart = shift is null ? cumulative.exp() : (cumulative + starts - shift).exp();
+        var carry = (gate is null ? last : AtMostZero(last + startShift! - endShift!)).exp().transpose(-2, -1);
+        var fromStart = (gate is null ? cumulative : AtMostZero(cumulative + startShift! - rowShift!)).exp();
         // the state entering each chunk, then what every chunk reads from its state in one product
         var entering = new Tensor[chunks];
         for (long c = 0; c < chunks; c++)
@@ -117,8 +142,41 @@ internal static class GatedLinearAttentionChunks
         }
         var mixed = local + (qb * fromStart).matmul(stack(entering, 2));
         return new(mixed.view(batch, heads, chunks * chunk, value).narrow(2, 0, time),
-            shift?.view(batch, heads, chunks * chunk, 1).narrow(2, 0, time), memory, ends.select(2, chunks - 1).view(batch, heads));
+            shift?.view(batch, heads, chunks * chunk, 1).narrow(2, 0, time), memory,
+            ends is null ? stateShift : ends.select(2, chunks - 1).view(batch, heads));
     }
+
+    /// <summary>
+    /// The stabiliser m_t = max(lambda_t + m_(t-1), g_t), lambda_t = max_j l_t[j], as [batch, heads, chunks, C, 1], with
+    /// each chunk's entering shift (the previous chunk's last m, the state's M for the first) and last shift, both
+    /// [batch, heads, chunks, 1, 1]. Within a chunk m_t = max(M + Lambda_t, max_{s &lt;= t} (g_s + Lambda[t, s])), Lambda
+    /// the lambdas' running sums and lags (<see cref="Lags"/>); chunk by chunk for M. Constant for the
+    /// gradient: any shift gives the same function. <paramref name="weighted"/>: g_s + Lambda[t, s] ([.., C, C], -inf for
+    /// s &gt; t) when already formed (one decay per head), else null.
+    /// </summary>
+    private static (Tensor Shift, Tensor Starts, Tensor Ends) Shifts(Tensor decays, Tensor? weighted, Tensor gate, Tensor stateShift, Tensor future)
+    {
+        using var _ = no_grad();
+        var largest = decays.amax([-1L], keepdim: true);
+        var running = largest.cumsum(3);
+        weighted ??= (Lags(largest, running, future).squeeze(-1) + gate.squeeze(-1).unsqueeze(-2)).masked_fill(future, double.NegativeInfinity);
+        var written = weighted.amax([-1L]).unsqueeze(-1);
+        long chunks = decays.shape[2], chunk = decays.shape[3];
+        var starts = new Tensor[chunks];
+        var shifts = new Tensor[chunks];
+        var entering = stateShift.view(stateShift.shape[0], stateShift.shape[1], 1, 1);
+        for (long c = 0; c < chunks; c++)
+        {
+            starts[c] = entering;
+            shifts[c] = maximum(entering + running.select(2, c), written.select(2, c));
+            entering = shifts[c].narrow(2, chunk - 1, 1);
+        }
+        var shift = stack(shifts, 2);
+        return (shift, stack(starts, 2), shift.narrow(3, chunk - 1, 1));
+    }
+
+    /// <summary>m with -inf (nothing written yet) taken as 0: exponents g + D - m then stay -inf instead of -inf + inf.</summary>
+    private static Tensor Finite(Tensor m) => m.masked_fill(m.isneginf(), 0.0);
 
     /// <summary>The chunks' result.</summary>
     /// <param name="Output">y_t e^(-m_t) [batch, heads, time, value].</param>
