@@ -9,24 +9,23 @@ namespace Duality.Kernels;
 /// <summary>
 /// Gated linear attention's recurrent form as one autograd operation: the fused loop forward
 /// (<see cref="GatedLinearAttentionLoop"/>) and its reverse pass (<see cref="GatedLinearAttentionReverse"/>) for q, k and
-/// v. The log-decays and log-gates enter only through the running sums L_t = sum_(r &lt;= t) l_r, as e^(L_t) on the query of
-/// step t and e^(g_s - L_s) on the key of step s, so
-///   dL_t = q_t * dq_t - k_t * dk_t (per key channel; summed over them for one decay per head),  dl_t = sum_(r >= t) dL_r,
-///   dg_t = k_t . dk_t,
-/// dL_t formed by the reverse pass without the step's own terms, which cancel, and summed over r >= t there.
+/// v, the log-gates (dg_t = k_t . dk_t, the key of step t entering with e^(g_t)) and the log-decays: dl_t[j] =
+/// sum_c a_t[j] S_(t-1)[j, c] dS_t[j, c], formed directly by the reverse pass (per key channel; summed over them for one
+/// decay per head), and only when the log-decays take a gradient (RetNet's fixed decays do not).
 /// q, k: [batch, time, heads key]; v: [batch, time, heads value]; logDecay: [batch, time, heads, 1 or key] or null;
-/// logGate: [batch, time, heads] or null. Returns [batch, time, heads value]. Memory O(T): no state is kept per step.
+/// logGate: [batch, time, heads] or null. Returns [batch, time, heads value]. Memory O(T) besides a state every 64 steps.
 /// </summary>
 internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedLinearAttentionFunction>
 {
-    /// <summary>The sizes of one call and whether the output is divided by the normaliser.</summary>
-    public sealed record Form(int Heads, int Key, int Value, bool Normalised);
+    /// <summary>The sizes of one call, whether the output is divided by the normaliser, and whether the log-decays take a
+    /// gradient (set by <see cref="Run"/>).</summary>
+    public sealed record Form(int Heads, int Key, int Value, bool Normalised, bool DecayGradient = false);
 
     public override string Name => "GatedLinearAttention";
 
     public static Tensor Run(Tensor q, Tensor k, Tensor v, Tensor? logDecay, Tensor? logGate, Form form) =>
         apply(GradientGate.Through(q.contiguous()), GradientGate.Through(k.contiguous()), GradientGate.Through(v.contiguous()),
-            logDecay?.contiguous()!, logGate?.contiguous()!, form);
+            logDecay?.contiguous()!, logGate?.contiguous()!, form with { DecayGradient = logDecay is { requires_grad: true } });
 
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
@@ -48,8 +47,8 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
         var form = (Form)ctx.get_data("form");
         var dy = grad.contiguous();
         var (dq, dk, dv) = (LargeTensors.EmptyLike(q), LargeTensors.EmptyLike(k), LargeTensors.EmptyLike(v));
-        // sum over r >= t of q_r dq_r - k_r dk_r per key channel, without each step's own terms, which cancel: the log-decays' gradient
-        var terms = decay is null ? null : LargeTensors.EmptyLike(q);
+        // the log-decays' gradient per key channel
+        var terms = decay is null || !form.DecayGradient ? null : LargeTensors.EmptyLike(q);
         if (q.dtype == ScalarType.Float32) Backward<float>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, form);
         else Backward<double>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, form);
         long batch = q.shape[0], time = q.shape[1];

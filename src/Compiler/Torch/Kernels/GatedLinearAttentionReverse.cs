@@ -7,18 +7,17 @@ namespace Duality.Kernels;
 
 /// <summary>
 /// The reverse pass of <see cref="GatedLinearAttentionLoop"/>: the gradients of q, k and v from the output's gradient dy,
-/// per batch row and head, in O(T (key + value)) memory besides the inputs. In the loop's frame (S~ = S e^(-m), the
-/// factors a~_t = a_t e^(m_(t-1) - m_t), the scaled keys kk_t = e^(g_t - m_t) k_t), with D_t = dS_t e^(m_t) the state's
-/// gradient and v with a column of ones when normalised:
+/// per batch row and head, in O(T (key + value)) memory besides the inputs (and for the log-decays a state every 64
+/// steps). In the loop's frame (S~ = S e^(-m), the factors a~_t = a_t e^(m_(t-1) - m_t), the scaled keys
+/// kk_t = e^(g_t - m_t) k_t), with D_t = dS_t e^(m_t) the state's gradient and v with a column of ones when normalised:
 ///   delta_t = dy_t e^(m_t), or normalised dy_t / max(|nu_t|, e^(-m_t)) and on the ones' column
 ///             -sign(nu_t) (dy_t . y_t) / |nu_t| where |nu_t| > e^(-m_t) (0 elsewhere), nu_t = n~_t . q_t;
 ///   dq_t = S~_t delta_t = a~_t S~_(t-1) delta_t + kk_t (v_t . delta_t)                  (a sweep forward in time),
 ///   D_t = a~_(t+1) D_(t+1) + q_t delta_t^T,  dv_t = D_t^T kk_t,
 ///   dk_t = e^(g_t - m_t) D_t v_t = e^(g_t - m_t) (a~_(t+1) D_(t+1) v_t + q_t (v_t . delta_t))   (a sweep back).
-/// The log-decays' running sums L_t enter as e^(L_t) on q_t and e^(-L_t) on k_t, so their gradient is q_t dq_t - k_t dk_t,
-/// in which the step's own terms q_t kk_t (v_t . delta_t) cancel exactly: it is formed from the parts over other steps
-/// alone, so a strong decay, whose gradient is small beside those terms, keeps its digits. The sweep back sums it over
-/// the steps from t on, writing each key channel's share of the log-decay's gradient to <c>terms</c>
+/// The log-decays' gradient is formed directly, as the decayed state entering each step against the state's gradient
+/// after it (<see cref="DecayedStates{T}"/>), never as a sum of q dq - k dk over later steps, whose terms cancel to the
+/// rounding of their size when the decays are strong; each key channel's share goes to <c>terms</c>
 /// ([batch, time, heads, key], when given). Every factor is at most 1 and every exponent at most 0 whatever the gates' scale,
 /// as in the forward loop. Layouts as in the loop; dq, dk: [batch, time, heads, key]; dv: [batch, time, heads, value].
 /// Parallel over batch rows and heads.
@@ -98,16 +97,18 @@ internal static unsafe class GatedLinearAttentionReverse
         var (deltas, shifts) = (new T[(long)time * columns], new T[time]);
         var (memory, transposed, normaliser, snapshots) = (new T[keys * width], new T[keys * width], new T[keys], new T[Steps * keys]);
         var (factors, entries, operands, others) = (new T[keys], new T[Steps * keys], new T[Steps * widest], new T[Steps * widest]);
-        var (blank, sink, uniform, later) = (new T[widest], new T[widest], new T[Steps], new T[keys]);
+        var (blank, sink, uniform) = (new T[widest], new T[widest], new T[Steps]);
+        var states = head.Terms is null ? null : new DecayedStates<T>(head);
         var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
         var rows = stackalloc nint[6 * Steps];
         fixed (T* s = memory, st = transposed, n = normaliser, earlier = snapshots, a = factors, scaled = entries, block = operands, other = others,
-               zero = blank, discard = sink, deltaRows = deltas, running = later)
+               zero = blank, discard = sink, deltaRows = deltas)
         {
             T** rq = (T**)rows, rv = (T**)(rows + Steps), ry = (T**)(rows + 2 * Steps);
             T** sq = (T**)(rows + 3 * Steps), sv = (T**)(rows + 4 * Steps), sy = (T**)(rows + 5 * Steps);
             for (int start = 0; start < time; start += Steps)
             {
+                states?.Keep(start, s, transposed: true, n);
                 for (int u = 0; u < Steps; u++)
                 {
                     int t = start + u;
@@ -138,7 +139,6 @@ internal static unsafe class GatedLinearAttentionReverse
                     T* delta = deltaRows + (long)t * columns;
                     // the normaliser's part over earlier steps, a~_t n~_(t-1) delta_n
                     if (head.Normalised) Accumulate(earlier + u * keys, uniform[u] * delta[width], ry[u], keys);
-                    if (head.Terms is not null) Multiply(head.Q + row * keys, ry[u], head.Terms + row * keys, keys);
                     Accumulate(scaled + u * keys, Dot(head.V + row * width, delta, width) + (head.Normalised ? delta[width] : T.Zero), ry[u], keys);
                 }
             }
@@ -187,14 +187,10 @@ internal static unsafe class GatedLinearAttentionReverse
                     }
                     var entry = head.Entry(t, shifts[t]);
                     Scale(sy[u], entry, sy[u], keys);
-                    if (head.Terms is not null)
-                    {
-                        Subtract(head.K + row * keys, sy[u], head.Terms + row * keys, keys);
-                        RunningSum(head.Terms + row * keys, running, keys);
-                    }
                     Accumulate(head.Q + row * keys, entry * (Dot(head.V + row * width, delta, width) + deltaN), sy[u], keys);
                 }
             }
+            if (states is not null) UniformDecayGradient(head, states, deltaRows, shifts);
         }
     }
 
@@ -208,12 +204,14 @@ internal static unsafe class GatedLinearAttentionReverse
         int keys = head.Shape.Key, width = head.Shape.Value, time = head.Shape.Time, columns = width + 1;
         // per step: delta_t (and its ones' column) and m_t, both read again on the way back
         var (deltas, shifts) = (new T[(long)time * columns], new T[time]);
-        var (memory, normaliser, before, factors, entries, later) = (new T[keys * width], new T[keys], new T[keys], new T[keys], new T[keys], new T[keys]);
+        var (memory, normaliser, before, factors, entries) = (new T[keys * width], new T[keys], new T[keys], new T[keys], new T[keys]);
+        var states = head.Terms is null ? null : new DecayedStates<T>(head);
         var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
-        fixed (T* s = memory, n = normaliser, earlier = before, a = factors, kk = entries, deltaRows = deltas, running = later)
+        fixed (T* s = memory, n = normaliser, earlier = before, a = factors, kk = entries, deltaRows = deltas)
         {
             for (int t = 0; t < time; t++)
             {
+                states?.Keep(t, s, transposed: false, n);
                 long row = head.Row(t);
                 var entry = head.Step(t, ref shift, a);
                 shifts[t] = shift;
@@ -223,7 +221,7 @@ internal static unsafe class GatedLinearAttentionReverse
                 Delta(head.Normalised ? n : null, a, kk, head.Q + row * keys, head.Y + row * width, head.Dy + row * width, shift, delta, keys, width);
                 var own = Dot(head.V + row * width, delta, width) + (head.Normalised ? delta[width] : T.Zero);
                 AdvanceForward(s, a, kk, head.V + row * width, delta, head.Normalised ? earlier : null, head.Normalised ? delta[width] : T.Zero, own,
-                    head.Q + row * keys, head.Dq + row * keys, head.Terms is null ? null : head.Terms + row * keys, keys, width);
+                    head.Dq + row * keys, keys, width);
             }
             new Span<T>(s, keys * width).Clear();
             new Span<T>(n, keys).Clear();
@@ -236,19 +234,24 @@ internal static unsafe class GatedLinearAttentionReverse
                 T* delta = deltaRows + (long)t * columns;
                 var deltaN = head.Normalised ? delta[width] : T.Zero;
                 var own = Dot(head.V + row * width, delta, width) + deltaN;
-                AdvanceBack(s, a, head.Q + row * keys, delta, head.Normalised ? n : null, deltaN, own, head.V + row * width, head.K + row * keys, kk,
-                    entry, head.Dk + row * keys, head.Dv + row * width, head.Terms is null ? null : head.Terms + row * keys, keys, width);
-                if (head.Terms is not null) RunningSum(head.Terms + row * keys, running, keys);
+                AdvanceBack(s, a, head.Q + row * keys, delta, head.Normalised ? n : null, deltaN, own, head.V + row * width, kk,
+                    entry, head.Dk + row * keys, head.Dv + row * width, keys, width);
+                if (states is null) continue;
+                // s and n now hold D_t
+                T* decayed = states.Before(t, shifts);
+                for (int j = 0; j < keys; j++)
+                    head.Terms[row * keys + j] = Dot(decayed + j * states.Columns, s + j * width, width)
+                        + (head.Normalised ? decayed[j * states.Columns + width] * n[j] : T.Zero);
             }
         }
     }
 
     /// <summary>
     /// S~[j, :] = a[j] S~[j, :] + kk[j] v, reading e[j] = a[j] S~_(t-1)[j, :] . delta (+ a[j] n_(t-1)[j] deltaN with the
-    /// normaliser's earlier value): dq[j] = e[j] + kk[j] own (own = v . delta + deltaN), terms[j] = q[j] e[j].
+    /// normaliser's earlier value): dq[j] = e[j] + kk[j] own (own = v . delta + deltaN).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AdvanceForward<T>(T* s, T* a, T* kk, T* v, T* delta, T* n, T deltaN, T own, T* q, T* dq, T* terms, int keys, int width)
+    private static void AdvanceForward<T>(T* s, T* a, T* kk, T* v, T* delta, T* n, T deltaN, T own, T* dq, int keys, int width)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int count = Vector<T>.Count;
@@ -271,18 +274,17 @@ internal static unsafe class GatedLinearAttentionReverse
                 row[i] = c + kk[j] * v[i];
             }
             if (n is not null) earlier += a[j] * n[j] * deltaN;
-            if (terms is not null) terms[j] = q[j] * earlier;
             dq[j] = earlier + kk[j] * own;
         }
     }
 
     /// <summary>
     /// D[j, :] = a[j] D[j, :] + q[j] delta (and D_n[j] = a[j] D_n[j] + q[j] deltaN, the ones' column), reading
-    /// e[j] = entry (a[j] D_(t+1)[j, :] . v + a[j] D_n,(t+1)[j]): dk[j] = e[j] + entry q[j] own, terms[j] -= k[j] e[j],
+    /// e[j] = entry (a[j] D_(t+1)[j, :] . v + a[j] D_n,(t+1)[j]): dk[j] = e[j] + entry q[j] own,
     /// and dv = sum_j kk[j] D[j, :].
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AdvanceBack<T>(T* d, T* a, T* q, T* delta, T* dn, T deltaN, T own, T* v, T* k, T* kk, T entry, T* dk, T* dv, T* terms,
+    private static void AdvanceBack<T>(T* d, T* a, T* q, T* delta, T* dn, T deltaN, T own, T* v, T* kk, T entry, T* dk, T* dv,
         int keys, int width) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int count = Vector<T>.Count;
@@ -315,9 +317,146 @@ internal static unsafe class GatedLinearAttentionReverse
                 dn[j] = carried + q[j] * deltaN;
             }
             later *= entry;
-            if (terms is not null) terms[j] -= k[j] * later;
             dk[j] = later + entry * q[j] * own;
         }
+    }
+
+    /// <summary>Steps between the states <see cref="DecayedStates{T}"/> keeps on the way forward.</summary>
+    internal const int Segment = 64;
+
+    /// <summary>
+    /// The decayed states a~_t S~_(t-1) (with the normaliser's column) that the log-decays' gradient reads on the way back:
+    /// dl_t[j] = sum_c (a~_t S~_(t-1))[j, c] D_t[j, c], the state entering step t against the state's gradient after it (in
+    /// the loop's frame a~_t S~_(t-1) = a_t S_(t-1) e^(-m_t) and D_t = dS_t e^(m_t), so the product is a_t S_(t-1) dS_t). A
+    /// sum of products of step t's own magnitudes: a decay of e^-10000 has a gradient of 0, not the rounding of larger terms
+    /// that cancel (as sum_(r >= t) q_r dq_r - k_r dk_r would leave). The sweep forward keeps S~ before every
+    /// <see cref="Segment"/>-th step; on the way back each segment is recomputed from its state when its last step is reached.
+    /// Memory O((T / Segment + Segment) key value) per head.
+    /// </summary>
+    private sealed class DecayedStates<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        private readonly Head<T> head;
+        private readonly T[] kept, decayed, state, factors, entries, inputs;
+        public readonly int Columns, Size;
+
+        public DecayedStates(Head<T> head)
+        {
+            this.head = head;
+            int keys = head.Shape.Key, time = head.Shape.Time;
+            Columns = head.Shape.Value + (head.Normalised ? 1 : 0);
+            Size = keys * Columns;
+            kept = GC.AllocateUninitializedArray<T>((time + Segment - 1) / Segment * Size, pinned: true);
+            decayed = GC.AllocateUninitializedArray<T>(Math.Min(Segment, time) * Size, pinned: true);
+            (state, factors, entries, inputs) = (new T[Size], new T[keys], new T[keys], new T[Columns]);
+        }
+
+        /// <summary>Keeps S~_(t-1) when step t starts a segment: s as key rows of value entries, or transposed; n the normaliser's.</summary>
+        public void Keep(int t, T* s, bool transposed, T* n)
+        {
+            if (t % Segment != 0) return;
+            int keys = head.Shape.Key, width = head.Shape.Value;
+            fixed (T* into = &kept[(long)(t / Segment) * Size])
+                for (int j = 0; j < keys; j++)
+                {
+                    for (int c = 0; c < width; c++) into[j * Columns + c] = transposed ? s[c * keys + j] : s[j * width + c];
+                    if (head.Normalised) into[j * Columns + width] = n[j];
+                }
+        }
+
+        /// <summary>a~_t S~_(t-1) as key rows of <see cref="Columns"/>; steps are asked for from the last back, and reaching a
+        /// segment's last step recomputes the segment from its kept state.</summary>
+        public T* Before(int t, T[] shifts)
+        {
+            int first = t / Segment * Segment;
+            if (t == head.Shape.Time - 1 || (t + 1) % Segment == 0)
+            {
+                var shift = first == 0 ? (head.Gate is null ? T.Zero : T.NegativeInfinity) : shifts[first - 1];
+                Array.Copy(kept, (long)(first / Segment) * Size, state, 0, Size);
+                fixed (T* s = state, past = decayed, a = factors, kk = entries, x = inputs)
+                    for (int u = first; u <= t; u++) Recompute(head, u, ref shift, s, past + (long)(u - first) * Size, a, kk, x, Columns);
+            }
+            fixed (T* past = decayed) return past + (long)(t - first) * Size;
+        }
+    }
+
+    /// <summary>
+    /// One decay per head: dl_t = sum_j (a~_t S~_(t-1))[j, :] . D_t[j, :], on a D of its own (the sweep back advances D four
+    /// steps at a time, so it never holds D_t between them), into terms per key channel.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void UniformDecayGradient<T>(Head<T> head, DecayedStates<T> states, T* deltas, T[] shifts) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int keys = head.Shape.Key, width = head.Shape.Value, columns = states.Columns;
+        var (gradient, factors) = (new T[states.Size], new T[keys]);
+        fixed (T* d = gradient, a = factors)
+            for (int t = head.Shape.Time - 1; t >= 0; t--)
+            {
+                // D_t = a~_(t+1) D_(t+1) + q_t delta_t^T
+                long row = head.Row(t);
+                head.Carry(t, shifts, a);
+                T* delta = deltas + (long)t * (width + 1), q = head.Q + row * keys, before = states.Before(t, shifts);
+                for (int j = 0; j < keys; j++)
+                    head.Terms[row * keys + j] = AdvanceAndRead(d + j * columns, a[j], q[j], delta, before + j * columns, columns);
+            }
+    }
+
+    /// <summary>
+    /// One step of the state for <see cref="DecayedStates{T}"/>: S~_t = a~_t S~_(t-1) + kk_t [v_t 1] on s (key rows of
+    /// <paramref name="columns"/>), writing the decayed part a~_t S~_(t-1) to <paramref name="before"/> when given.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Recompute<T>(Head<T> head, int t, ref T shift, T* s, T* before, T* a, T* kk, T* x, int columns)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int keys = head.Shape.Key, width = head.Shape.Value;
+        long row = head.Row(t);
+        Scale(head.K + row * keys, head.Step(t, ref shift, a), kk, keys);
+        new ReadOnlySpan<T>(head.V + row * width, width).CopyTo(new Span<T>(x, width));
+        if (head.Normalised) x[width] = T.One;
+        for (int j = 0; j < keys; j++)
+            if (before is null) DecayRow(s + j * columns, a[j], kk[j], x, null, columns);
+            else DecayRow(s + j * columns, a[j], kk[j], x, before + j * columns, columns);
+    }
+
+    /// <summary>c = f c + w x over a row, with f c written to <paramref name="before"/> when given: one pass.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void DecayRow<T>(T* c, T f, T w, T* x, T* before, int width) where T : unmanaged, INumber<T>
+    {
+        int i = 0, n = Vector<T>.Count;
+        Vector<T> fv = new(f), wv = new(w);
+        for (; i <= width - n; i += n)
+        {
+            var decayed = fv * Vector.Load(c + i);
+            if (before is not null) Vector.Store(decayed, before + i);
+            Vector.Store(VectorFused.MultiplyAdd(wv, Vector.Load(x + i), decayed), c + i);
+        }
+        for (; i < width; i++)
+        {
+            var decayed = f * c[i];
+            if (before is not null) before[i] = decayed;
+            c[i] = decayed + w * x[i];
+        }
+    }
+
+    /// <summary>d = f d + w x over a row, returning before . d: one pass.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T AdvanceAndRead<T>(T* d, T f, T w, T* x, T* before, int width) where T : unmanaged, INumber<T>
+    {
+        int i = 0, n = Vector<T>.Count;
+        Vector<T> fv = new(f), wv = new(w), sum = Vector<T>.Zero;
+        for (; i <= width - n; i += n)
+        {
+            var updated = VectorFused.MultiplyAdd(fv, Vector.Load(d + i), wv * Vector.Load(x + i));
+            Vector.Store(updated, d + i);
+            sum = VectorFused.MultiplyAdd(Vector.Load(before + i), updated, sum);
+        }
+        var total = Vector.Sum(sum);
+        for (; i < width; i++)
+        {
+            d[i] = f * d[i] + w * x[i];
+            total += before[i] * d[i];
+        }
+        return total;
     }
 
     /// <summary>

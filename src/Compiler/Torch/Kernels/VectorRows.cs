@@ -37,38 +37,6 @@ internal static unsafe class VectorRows
         for (; i < width; i++) into[i] += x[i] * factor;
     }
 
-    /// <summary>into = x * y.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Multiply<T>(T* x, T* y, T* into, int width) where T : unmanaged, INumber<T>
-    {
-        int i = 0;
-        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(x + i) * Vector.Load(y + i), into + i);
-        for (; i < width; i++) into[i] = x[i] * y[i];
-    }
-
-    /// <summary>into -= x * y.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Subtract<T>(T* x, T* y, T* into, int width) where T : unmanaged, INumber<T>
-    {
-        int i = 0;
-        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(into + i) - Vector.Load(x + i) * Vector.Load(y + i), into + i);
-        for (; i < width; i++) into[i] -= x[i] * y[i];
-    }
-
-    /// <summary>running += x, then x = running: the sum of x over the rows swept so far.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void RunningSum<T>(T* x, T* running, int width) where T : unmanaged, INumber<T>
-    {
-        int i = 0;
-        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count)
-        {
-            var sum = Vector.Load(running + i) + Vector.Load(x + i);
-            Vector.Store(sum, running + i);
-            Vector.Store(sum, x + i);
-        }
-        for (; i < width; i++) x[i] = running[i] += x[i];
-    }
-
     /// <summary>Asks for the cache lines of x[0 .. count) ahead of their use.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Prefetch<T>(T* x, int count) where T : unmanaged
