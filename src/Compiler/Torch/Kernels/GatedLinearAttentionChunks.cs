@@ -42,9 +42,10 @@ internal static class GatedLinearAttentionChunks
     /// rounding), or for float32 and narrower in float64 when C max |L| &lt;= 2^26 (the float64 sums then err by less than
     /// 2^-27, below float32's rounding); otherwise each entry is a running sum of its own terms.
     /// </summary>
-    private static Tensor Lags(Tensor l, Tensor running, Tensor future)
+    internal static Tensor Lags(Tensor l, Tensor running, Tensor future)
     {
-        static bool Within(Tensor x, double bound) => x.isneginf().logical_or(x.abs() <= bound).all().item<bool>();
+        // finite sums only: an infinite log-decay takes the running sums of its own terms, where it stays -inf
+        static bool Within(Tensor x, double bound) => (x.abs() <= bound).all().item<bool>();
         long c = l.shape[^2];
         static Tensor Differences(Tensor sums) => sums.unsqueeze(-2) - sums.unsqueeze(-3);
         var wide = l.dtype == ScalarType.Float64 ? null : l.to(ScalarType.Float64).cumsum(-2);

@@ -34,7 +34,7 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
         var decay = Decay(logDecay, logGate);
         if (q.dtype == ScalarType.Float32) Forward<float>(q, k, v, decay, logGate, y, form);
         else Forward<double>(q, k, v, decay, logGate, y, form);
-        ctx.save_for_backward([q, k, v, decay!, logGate!, y]);
+        ctx.save_for_backward([q, k, v, decay!, logGate!, y, logDecay!]);
         ctx.save_data("form", form);
         return y;
     }
@@ -43,17 +43,22 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
     {
         var saved = ctx.get_saved_variables();
         Tensor? Optional(Tensor t) => t is { IsInvalid: false } ? t : null;
-        var (q, k, v, decay, logGate, y) = (saved[0], saved[1], saved[2], Optional(saved[3]), Optional(saved[4]), saved[5]);
+        var (q, k, v, decay, logGate, y, logDecay) = (saved[0], saved[1], saved[2], Optional(saved[3]), Optional(saved[4]), saved[5], Optional(saved[6]));
         var form = (Form)ctx.get_data("form");
         var dy = grad.contiguous();
         var (dq, dk, dv) = (LargeTensors.EmptyLike(q), LargeTensors.EmptyLike(k), LargeTensors.EmptyLike(v));
-        // the log-decays' gradient per key channel
-        var terms = decay is null || !form.DecayGradient ? null : LargeTensors.EmptyLike(q);
-        if (q.dtype == ScalarType.Float32) Backward<float>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, form);
-        else Backward<double>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, form);
         long batch = q.shape[0], time = q.shape[1];
+        // the log-decays' gradient: per key channel from the reverse pass, or one per head from its records of each step
+        var (perKey, perHead) = (decay is not null && form.DecayGradient && decay.shape[3] > 1, decay is not null && form.DecayGradient && decay.shape[3] == 1);
+        var terms = perKey ? LargeTensors.EmptyLike(q) : null;
+        var records = perHead ? LargeTensors.Empty([batch, time, form.Heads, form.Value + 3], q.dtype) : null;
+        if (q.dtype == ScalarType.Float32) Backward<float>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, records, form);
+        else Backward<double>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, records, form);
         Tensor PerKey(Tensor t) => t.view(batch, time, form.Heads, form.Key);
-        var dLogDecay = terms is null ? null : decay!.shape[3] == 1 ? PerKey(terms).sum(-1, keepdim: true) : PerKey(terms);
+        var dLogDecay = terms is not null ? PerKey(terms)
+            : records is not null ? GatedLinearAttentionDecayGradient.Run(PerKey(q), PerKey(k), v.view(batch, time, form.Heads, form.Value), records,
+                logGate is null ? logDecay : null, form.Normalised)
+            : null;
         var dLogGate = logGate is null ? null : (PerKey(k) * PerKey(dk)).sum(-1);
         return [dq, dk, dv, dLogDecay!, dLogGate!, null!];
     }
@@ -74,11 +79,12 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
     }
 
     private static unsafe void Backward<T>(Tensor q, Tensor k, Tensor v, Tensor? decay, Tensor? gate, Tensor y, Tensor dy, Tensor dq, Tensor dk,
-        Tensor dv, Tensor? terms, Form form) where T : unmanaged, IFloatingPointIeee754<T>
+        Tensor dv, Tensor? terms, Tensor? records, Form form) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        using var alive = RawStorage.KeepAlive(q, k, v, decay, gate, y, dy, dq, dk, dv, terms);
+        using var alive = RawStorage.KeepAlive(q, k, v, decay, gate, y, dy, dq, dk, dv, terms, records);
         GatedLinearAttentionReverse.Run(RawStorage.Pointer<T>(q), RawStorage.Pointer<T>(k), RawStorage.Pointer<T>(v), RawStorage.PointerOrNull<T>(decay),
             RawStorage.PointerOrNull<T>(gate), form.Normalised, RawStorage.Pointer<T>(y), RawStorage.Pointer<T>(dy), RawStorage.Pointer<T>(dq),
-            RawStorage.Pointer<T>(dk), RawStorage.Pointer<T>(dv), RawStorage.PointerOrNull<T>(terms), Shape(q, decay, form));
+            RawStorage.Pointer<T>(dk), RawStorage.Pointer<T>(dv), RawStorage.PointerOrNull<T>(terms), RawStorage.PointerOrNull<T>(records),
+            Shape(q, decay, form));
     }
 }

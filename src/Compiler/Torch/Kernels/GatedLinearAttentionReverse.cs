@@ -24,21 +24,21 @@ namespace Duality.Kernels;
 /// </summary>
 internal static unsafe class GatedLinearAttentionReverse
 {
-    public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms, Shape shape)
-        where T : unmanaged, IFloatingPointIeee754<T>
+    public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms, T* steps,
+        Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
         => HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
             (b, h) =>
             {
-                var head = new Head<T>(q, k, v, decay, gate, normalised, y, dy, dq, dk, dv, terms, shape, b, h);
+                var head = new Head<T>(q, k, v, decay, gate, normalised, y, dy, dq, dk, dv, terms, steps, shape, b, h);
                 if (shape.DecayWidth <= 1) RunUniform(head);
                 else RunPerKey(head);
             });
 
     /// <summary>One (batch row, head) pair's pointers and sizes.</summary>
     private readonly struct Head<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms,
-        Shape shape, int b, int h) where T : unmanaged, IFloatingPointIeee754<T>
+        T* steps, Shape shape, int b, int h) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        public readonly T* Q = q, K = k, V = v, Gate = gate, Y = y, Dy = dy, Dq = dq, Dk = dk, Dv = dv, Terms = terms;
+        public readonly T* Q = q, K = k, V = v, Gate = gate, Y = y, Dy = dy, Dq = dq, Dk = dk, Dv = dv, Terms = terms, Records = steps;
         public readonly bool Normalised = normalised;
         public readonly Shape Shape = shape;
         private readonly T* decay = decay;
@@ -52,6 +52,10 @@ internal static unsafe class GatedLinearAttentionReverse
 
         /// <summary>a~_t into a and e^(g_t - m_t), moving the shift from m_(t-1) to m_t.</summary>
         public T Step(int t, ref T shift, T* a) => Factors(DecayAt(Row(t)), GateAt(Row(t)), Shape.DecayWidth, Shape.Key, ref shift, a);
+
+        /// <summary><see cref="Step(int, ref T, T*)"/>, also giving log a~_t (one decay per head, with a gate).</summary>
+        public T Step(int t, ref T shift, T* a, out T exponent) =>
+            Factors(DecayAt(Row(t)), GateAt(Row(t)), Shape.DecayWidth, Shape.Key, ref shift, a, out exponent);
 
         /// <summary>Asks for step t's rows ahead of their use: those the sweep forward reads and writes, or the sweep back's.</summary>
         public void PrefetchRows(int t, bool forward)
@@ -98,7 +102,6 @@ internal static unsafe class GatedLinearAttentionReverse
         var (memory, transposed, normaliser, snapshots) = (new T[keys * width], new T[keys * width], new T[keys], new T[Steps * keys]);
         var (factors, entries, operands, others) = (new T[keys], new T[Steps * keys], new T[Steps * widest], new T[Steps * widest]);
         var (blank, sink, uniform) = (new T[widest], new T[widest], new T[Steps]);
-        var states = head.Terms is null ? null : new DecayedStates<T>(head);
         var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
         var rows = stackalloc nint[6 * Steps];
         fixed (T* s = memory, st = transposed, n = normaliser, earlier = snapshots, a = factors, scaled = entries, block = operands, other = others,
@@ -108,7 +111,6 @@ internal static unsafe class GatedLinearAttentionReverse
             T** sq = (T**)(rows + 3 * Steps), sv = (T**)(rows + 4 * Steps), sy = (T**)(rows + 5 * Steps);
             for (int start = 0; start < time; start += Steps)
             {
-                states?.Keep(start, s, transposed: true, n);
                 for (int u = 0; u < Steps; u++)
                 {
                     int t = start + u;
@@ -120,13 +122,20 @@ internal static unsafe class GatedLinearAttentionReverse
                         continue;
                     }
                     long row = head.Row(t);
-                    var entry = head.Step(t, ref shift, a);
+                    var entry = head.Step(t, ref shift, a, out var exponent);
                     (uniform[u], shifts[t]) = (a[0], shift);
                     T* kk = scaled + u * keys;
                     Scale(head.K + row * keys, entry, kk, keys);
                     T* delta = deltaRows + (long)t * columns;
                     if (head.Normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(earlier + u * keys, keys));
                     Delta(head.Normalised ? n : null, a, kk, head.Q + row * keys, head.Y + row * width, head.Dy + row * width, shift, delta, keys, width);
+                    if (head.Records is not null)
+                    {
+                        // log a~_t (-inf only while the state is still 0, where any value gives the same), e^(g_t - m_t), delta_t
+                        T* record = head.Records + row * (columns + 2);
+                        (record[0], record[1]) = (T.IsNegativeInfinity(exponent) ? T.Zero : exponent, entry);
+                        new ReadOnlySpan<T>(delta, columns).CopyTo(new Span<T>(record + 2, columns));
+                    }
                     new ReadOnlySpan<T>(head.V + row * width, width).CopyTo(new Span<T>(block + u * width, width));
                     rq[u] = delta; rv[u] = kk; ry[u] = head.Dq + row * keys;
                 }
@@ -190,7 +199,6 @@ internal static unsafe class GatedLinearAttentionReverse
                     Accumulate(head.Q + row * keys, entry * (Dot(head.V + row * width, delta, width) + deltaN), sy[u], keys);
                 }
             }
-            if (states is not null) UniformDecayGradient(head, states, deltaRows, shifts);
         }
     }
 
@@ -211,7 +219,7 @@ internal static unsafe class GatedLinearAttentionReverse
         {
             for (int t = 0; t < time; t++)
             {
-                states?.Keep(t, s, transposed: false, n);
+                states?.Keep(t, s, n);
                 long row = head.Row(t);
                 var entry = head.Step(t, ref shift, a);
                 shifts[t] = shift;
@@ -350,15 +358,15 @@ internal static unsafe class GatedLinearAttentionReverse
             (state, factors, entries, inputs) = (new T[Size], new T[keys], new T[keys], new T[Columns]);
         }
 
-        /// <summary>Keeps S~_(t-1) when step t starts a segment: s as key rows of value entries, or transposed; n the normaliser's.</summary>
-        public void Keep(int t, T* s, bool transposed, T* n)
+        /// <summary>Keeps S~_(t-1) when step t starts a segment: s as key rows of value entries, n the normaliser's.</summary>
+        public void Keep(int t, T* s, T* n)
         {
             if (t % Segment != 0) return;
             int keys = head.Shape.Key, width = head.Shape.Value;
             fixed (T* into = &kept[(long)(t / Segment) * Size])
                 for (int j = 0; j < keys; j++)
                 {
-                    for (int c = 0; c < width; c++) into[j * Columns + c] = transposed ? s[c * keys + j] : s[j * width + c];
+                    for (int c = 0; c < width; c++) into[j * Columns + c] = s[j * width + c];
                     if (head.Normalised) into[j * Columns + width] = n[j];
                 }
         }
@@ -377,27 +385,6 @@ internal static unsafe class GatedLinearAttentionReverse
             }
             fixed (T* past = decayed) return past + (long)(t - first) * Size;
         }
-    }
-
-    /// <summary>
-    /// One decay per head: dl_t = sum_j (a~_t S~_(t-1))[j, :] . D_t[j, :], on a D of its own (the sweep back advances D four
-    /// steps at a time, so it never holds D_t between them), into terms per key channel.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void UniformDecayGradient<T>(Head<T> head, DecayedStates<T> states, T* deltas, T[] shifts) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int keys = head.Shape.Key, width = head.Shape.Value, columns = states.Columns;
-        var (gradient, factors) = (new T[states.Size], new T[keys]);
-        fixed (T* d = gradient, a = factors)
-            for (int t = head.Shape.Time - 1; t >= 0; t--)
-            {
-                // D_t = a~_(t+1) D_(t+1) + q_t delta_t^T
-                long row = head.Row(t);
-                head.Carry(t, shifts, a);
-                T* delta = deltas + (long)t * (width + 1), q = head.Q + row * keys, before = states.Before(t, shifts);
-                for (int j = 0; j < keys; j++)
-                    head.Terms[row * keys + j] = AdvanceAndRead(d + j * columns, a[j], q[j], delta, before + j * columns, columns);
-            }
     }
 
     /// <summary>
@@ -436,27 +423,6 @@ internal static unsafe class GatedLinearAttentionReverse
             if (before is not null) before[i] = decayed;
             c[i] = decayed + w * x[i];
         }
-    }
-
-    /// <summary>d = f d + w x over a row, returning before . d: one pass.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static T AdvanceAndRead<T>(T* d, T f, T w, T* x, T* before, int width) where T : unmanaged, INumber<T>
-    {
-        int i = 0, n = Vector<T>.Count;
-        Vector<T> fv = new(f), wv = new(w), sum = Vector<T>.Zero;
-        for (; i <= width - n; i += n)
-        {
-            var updated = VectorFused.MultiplyAdd(fv, Vector.Load(d + i), wv * Vector.Load(x + i));
-            Vector.Store(updated, d + i);
-            sum = VectorFused.MultiplyAdd(Vector.Load(before + i), updated, sum);
-        }
-        var total = Vector.Sum(sum);
-        for (; i < width; i++)
-        {
-            d[i] = f * d[i] + w * x[i];
-            total += before[i] * d[i];
-        }
-        return total;
     }
 
     /// <summary>
