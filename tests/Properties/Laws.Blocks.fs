@@ -737,6 +737,41 @@ let tests =
             for struct (name, p) in model.named_parameters() do
                 Expect.isTrue (ofTensorFlat p.grad |> Array.forall Double.IsFinite) (sprintf "finite gradient of %s" name)
 
+        testCase "norms at any magnitude: LayerNorm, RmsNorm and GroupNorm (centred and not) of x 2^k (float64 k = -600, 0, 600; float32 k = -60, 100) = by hand on x with epsilon 4^-k, in the reference, every mode and the streamer (1e-12; float32 1e-5), input gradients Auto = TorchOps (float64, 1e-10)" <| fun () ->
+            let d, eps = 6, 1e-5
+            let norms : (string * SequenceBuilder * int * bool) list =
+                [ "LayerNorm", Model.Input("x", d).LayerNorm(epsilon = eps, affine = false), 1, true
+                  "RmsNorm", Model.Input("x", d).RmsNorm(epsilon = eps, affine = false), 1, false
+                  "GroupNorm", Model.Input("x", d).GroupNorm(2, epsilon = eps, affine = false), 2, true
+                  "GroupNorm (RMS)", Model.Input("x", d).GroupNorm(3, epsilon = eps, affine = false, centre = false), 3, false ]
+            let x0 = randomSequence (Random(3)) 2 5 d 1.0
+            let byHand groups centre k =
+                let width = d / groups
+                Array3D.init 2 5 d (fun b t c ->
+                    let from = c / width * width
+                    let xs = [| for i in from .. from + width - 1 -> x0.[b, t, i] |]
+                    let mean = if centre then Array.average xs else 0.0
+                    let variance = xs |> Array.averageBy (fun v -> (v - mean) * (v - mean))
+                    (x0.[b, t, c] - mean) / sqrt (variance + Math.ScaleB(eps, -2 * k)))
+            for name, builder, groups, centre in norms do
+                let g = builder.Build()
+                for k, dtype, tolerance in [ -600, f64, 1e-12; 0, f64, 1e-12; 600, f64, 1e-12; -60, torch.ScalarType.Float32, 1e-5; 100, torch.ScalarType.Float32, 1e-5 ] do
+                    let x = Array3D.map (fun v -> Math.ScaleB(v, k)) x0
+                    let expected = byHand groups centre k
+                    let check form (y: Sequence) =
+                        Expect.isLessThanOrEqual (relativeError expected y) tolerance (sprintf "%s, %s at 2^%d (%A)" name form k dtype)
+                    if dtype = f64 then check "reference" (ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+                    for mode in modes do
+                        check (sprintf "%A" mode) (noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = dtype, Execution = mode)).Forward([| toTensor dtype x |]).[0])))
+                    if dtype = f64 then check "streamer" (LawsStreaming.stream64 (Duality.Streaming.Streamer.Create<float>(g, 2)) g [| x |]).[0]
+                    else check "streamer" (LawsStreaming.stream32 (Duality.Streaming.Streamer.Create<float32>(g, 2)) g [| x |]).[0]
+                    if dtype = f64 then
+                        let probe = randomSequence (Random(4)) 2 5 d 1.0
+                        let inputGradient mode = gradients g mode [| x |] probe |> List.last |> snd
+                        let (fused, composite) = inputGradient ExecutionMode.Auto, inputGradient ExecutionMode.TorchOps
+                        Expect.isTrue (Array.forall Double.IsFinite fused) (sprintf "%s: a finite input gradient at 2^%d" name k)
+                        Expect.isLessThanOrEqual (relativeFlat composite fused) 1e-10 (sprintf "%s: input gradient at 2^%d" name k)
+
         testCase "group norm by hand: x = 1, 3, 2, 6 in two groups is -1, 1, -1, 1 centred; 1, 3 over sqrt 5 as RMS" <| fun () ->
             let x = Array3D.init 1 1 4 (fun _ _ i -> [| 1.0; 3.0; 2.0; 6.0 |].[i])
             let normed centre =
