@@ -48,22 +48,25 @@ internal static class GatedLinearAttentionDecayGradient
         // log a~ of the next segment's first step (0 after the last: nothing comes back from there)
         var next = cat([logFactors.narrow(2, 1, segments - 1).select(-1, 0), zeros(batch, heads, 1, dtype: q.dtype, device: q.device)], 2);
         var whole = throughStep.select(-1, chunk - 1) + next;
-        // the states entering each segment, and the state's gradient coming back into it
+        // the states entering each segment, and the state's gradient coming back into it: each segment's own part as one
+        // batched product, then carried from segment to segment
+        var written = (keys * toEnd.exp().unsqueeze(-1)).transpose(-2, -1).matmul(values);
+        var read = (queries * afterFirst.exp().unsqueeze(-1)).transpose(-2, -1).matmul(deltas);
+        var (across1, back1) = (throughStep.select(-1, chunk - 1).exp().unsqueeze(-1).unsqueeze(-1),
+            (afterFirst.select(-1, chunk - 1) + next).exp().unsqueeze(-1).unsqueeze(-1));
         var entering = new Tensor[segments];
         var returning = new Tensor[segments];
-        var state = zeros(batch, heads, keys.shape[4], values.shape[4], dtype: q.dtype, device: q.device);
+        var state = zeros_like(written.select(2, 0));
         for (long c = 0; c < segments; c++)
         {
             entering[c] = state;
-            var written = (keys.select(2, c) * toEnd.select(2, c).exp().unsqueeze(-1)).transpose(-2, -1).matmul(values.select(2, c));
-            state = state * throughStep.select(2, c).select(-1, chunk - 1).exp().view(batch, heads, 1, 1) + written;
+            state = state * across1.select(2, c) + written.select(2, c);
         }
-        var gradient = zeros_like(state);
+        var gradient = zeros_like(read.select(2, 0));
         for (long c = segments - 1; c >= 0; c--)
         {
             returning[c] = gradient;
-            var read = (queries.select(2, c) * afterFirst.select(2, c).exp().unsqueeze(-1)).transpose(-2, -1).matmul(deltas.select(2, c));
-            gradient = gradient * (afterFirst.select(2, c).select(-1, chunk - 1) + next.select(2, c)).exp().view(batch, heads, 1, 1) + read;
+            gradient = gradient * back1.select(2, c) + read.select(2, c);
         }
         var (before, after) = (stack(entering, 2), stack(returning, 2));
         var fromState = (throughStep.exp() * (queries.matmul(before) * deltas).sum(-1)).flip(-1).cumsum(-1).flip(-1);
