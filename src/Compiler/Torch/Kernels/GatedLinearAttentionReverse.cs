@@ -16,9 +16,11 @@ namespace Duality.Kernels;
 ///   D_t = a~_(t+1) D_(t+1) + q_t delta_t^T,  dv_t = D_t^T kk_t,
 ///   dk_t = e^(g_t - m_t) D_t v_t = e^(g_t - m_t) (a~_(t+1) D_(t+1) v_t + q_t (v_t . delta_t))   (a sweep back).
 /// The log-decays' gradient is formed directly, as the decayed state entering each step against the state's gradient
-/// after it (<see cref="DecayedStates{T}"/>), never as a sum of q dq - k dk over later steps, whose terms cancel to the
-/// rounding of their size when the decays are strong; each key channel's share goes to <c>terms</c>
-/// ([batch, time, heads, key], when given). Every factor is at most 1 and every exponent at most 0 whatever the gates' scale,
+/// after it, never as a sum of q dq - k dk over later steps, whose terms cancel to the rounding of their size when the
+/// decays are strong: per key channel here, read off D_t as the sweep back writes it against states recomputed from
+/// every 64th (<see cref="DecayedStates{T}"/>), into <c>terms</c> ([batch, time, heads, key], when given); for one decay
+/// per head the sweep forward records each step's log a~_t, e^(g_t - m_t) and delta_t into <c>steps</c> ([batch, time,
+/// heads, value + 3], when given) for <see cref="GatedLinearAttentionDecayGradient"/>. Every factor is at most 1 and every exponent at most 0 whatever the gates' scale,
 /// as in the forward loop. Layouts as in the loop; dq, dk: [batch, time, heads, key]; dv: [batch, time, heads, value].
 /// Parallel over batch rows and heads.
 /// </summary>
@@ -242,14 +244,10 @@ internal static unsafe class GatedLinearAttentionReverse
                 T* delta = deltaRows + (long)t * columns;
                 var deltaN = head.Normalised ? delta[width] : T.Zero;
                 var own = Dot(head.V + row * width, delta, width) + deltaN;
+                // D_t read against a~_t S~_(t-1), the log-decays' gradient, as it is written
                 AdvanceBack(s, a, head.Q + row * keys, delta, head.Normalised ? n : null, deltaN, own, head.V + row * width, kk,
-                    entry, head.Dk + row * keys, head.Dv + row * width, keys, width);
-                if (states is null) continue;
-                // s and n now hold D_t
-                T* decayed = states.Before(t, shifts);
-                for (int j = 0; j < keys; j++)
-                    head.Terms[row * keys + j] = Dot(decayed + j * states.Columns, s + j * width, width)
-                        + (head.Normalised ? decayed[j * states.Columns + width] * n[j] : T.Zero);
+                    entry, head.Dk + row * keys, head.Dv + row * width, states is null ? null : states.Before(t, shifts), states?.Columns ?? 0,
+                    states is null ? null : head.Terms + row * keys, keys, width);
             }
         }
     }
@@ -293,14 +291,15 @@ internal static unsafe class GatedLinearAttentionReverse
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AdvanceBack<T>(T* d, T* a, T* q, T* delta, T* dn, T deltaN, T own, T* v, T* kk, T entry, T* dk, T* dv,
-        int keys, int width) where T : unmanaged, IFloatingPointIeee754<T>
+        T* before, int columns, T* terms, int keys, int width) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int count = Vector<T>.Count;
         new Span<T>(dv, width).Clear();
+        var reading = terms is not null;
         for (int j = 0; j < keys; j++)
         {
-            T* row = d + j * width;
-            Vector<T> f = new(a[j]), qj = new(q[j]), kj = new(kk[j]), sum = Vector<T>.Zero;
+            T* row = d + j * width, decayed = reading ? before + j * columns : null;
+            Vector<T> f = new(a[j]), qj = new(q[j]), kj = new(kk[j]), sum = Vector<T>.Zero, dot = Vector<T>.Zero;
             int i = 0;
             for (; i <= width - count; i += count)
             {
@@ -309,21 +308,25 @@ internal static unsafe class GatedLinearAttentionReverse
                 c = VectorFused.MultiplyAdd(qj, Vector.Load(delta + i), c);
                 Vector.Store(c, row + i);
                 Vector.Store(VectorFused.MultiplyAdd(kj, c, Vector.Load(dv + i)), dv + i);
+                if (reading) dot = VectorFused.MultiplyAdd(Vector.Load(decayed + i), c, dot);
             }
-            var later = Vector.Sum(sum);
+            T later = Vector.Sum(sum), product = Vector.Sum(dot);
             for (; i < width; i++)
             {
                 var c = a[j] * row[i];
                 later += c * v[i];
                 row[i] = c + q[j] * delta[i];
                 dv[i] += kk[j] * row[i];
+                if (reading) product += decayed[i] * row[i];
             }
             if (dn is not null)
             {
                 var carried = a[j] * dn[j];
                 later += carried;
                 dn[j] = carried + q[j] * deltaN;
+                if (reading) product += decayed[width] * dn[j];
             }
+            if (reading) terms[j] = product;
             later *= entry;
             dk[j] = later + entry * q[j] * own;
         }
@@ -338,7 +341,8 @@ internal static unsafe class GatedLinearAttentionReverse
     /// the loop's frame a~_t S~_(t-1) = a_t S_(t-1) e^(-m_t) and D_t = dS_t e^(m_t), so the product is a_t S_(t-1) dS_t). A
     /// sum of products of step t's own magnitudes: a decay of e^-10000 has a gradient of 0, not the rounding of larger terms
     /// that cancel (as sum_(r >= t) q_r dq_r - k_r dk_r would leave). The sweep forward keeps S~ before every
-    /// <see cref="Segment"/>-th step; on the way back each segment is recomputed from its state when its last step is reached.
+    /// <see cref="Segment"/>-th step; on the way back each segment is recomputed from its state, four steps per pass, when
+    /// its last step is reached.
     /// Memory O((T / Segment + Segment) key value) per head.
     /// </summary>
     private sealed class DecayedStates<T> where T : unmanaged, IFloatingPointIeee754<T>
@@ -355,7 +359,7 @@ internal static unsafe class GatedLinearAttentionReverse
             Size = keys * Columns;
             kept = GC.AllocateUninitializedArray<T>((time + Segment - 1) / Segment * Size, pinned: true);
             decayed = GC.AllocateUninitializedArray<T>(Math.Min(Segment, time) * Size, pinned: true);
-            (state, factors, entries, inputs) = (new T[Size], new T[keys], new T[keys], new T[Columns]);
+            (state, factors, entries, inputs) = (new T[Size], new T[Steps * keys], new T[Steps * keys], new T[Steps * Columns]);
         }
 
         /// <summary>Keeps S~_(t-1) when step t starts a segment: s as key rows of value entries, n the normaliser's.</summary>
@@ -381,47 +385,63 @@ internal static unsafe class GatedLinearAttentionReverse
                 var shift = first == 0 ? (head.Gate is null ? T.Zero : T.NegativeInfinity) : shifts[first - 1];
                 Array.Copy(kept, (long)(first / Segment) * Size, state, 0, Size);
                 fixed (T* s = state, past = decayed, a = factors, kk = entries, x = inputs)
-                    for (int u = first; u <= t; u++) Recompute(head, u, ref shift, s, past + (long)(u - first) * Size, a, kk, x, Columns);
+                    for (int u = first; u <= t; u += Steps)
+                    {
+                        int count = Math.Min(Steps, t - u + 1);
+                        for (int w = 0; w < count; w++) Operands(head, u + w, ref shift, a + w * head.Shape.Key, kk + w * head.Shape.Key, x + w * Columns, Columns);
+                        RecomputeSteps(s, past + (long)(u - first) * Size, a, kk, x, count, head.Shape.Key, Columns, Size);
+                    }
             }
             fixed (T* past = decayed) return past + (long)(t - first) * Size;
         }
     }
 
-    /// <summary>
-    /// One step of the state for <see cref="DecayedStates{T}"/>: S~_t = a~_t S~_(t-1) + kk_t [v_t 1] on s (key rows of
-    /// <paramref name="columns"/>), writing the decayed part a~_t S~_(t-1) to <paramref name="before"/> when given.
-    /// </summary>
+    /// <summary>Step t's operands for <see cref="RecomputeSteps{T}"/>: a~_t, kk_t = e^(g_t - m_t) k_t and [v_t 1].</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Recompute<T>(Head<T> head, int t, ref T shift, T* s, T* before, T* a, T* kk, T* x, int columns)
-        where T : unmanaged, IFloatingPointIeee754<T>
+    private static void Operands<T>(Head<T> head, int t, ref T shift, T* a, T* kk, T* x, int columns) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int keys = head.Shape.Key, width = head.Shape.Value;
         long row = head.Row(t);
         Scale(head.K + row * keys, head.Step(t, ref shift, a), kk, keys);
         new ReadOnlySpan<T>(head.V + row * width, width).CopyTo(new Span<T>(x, width));
-        if (head.Normalised) x[width] = T.One;
-        for (int j = 0; j < keys; j++)
-            if (before is null) DecayRow(s + j * columns, a[j], kk[j], x, null, columns);
-            else DecayRow(s + j * columns, a[j], kk[j], x, before + j * columns, columns);
+        if (columns > width) x[width] = T.One;
     }
 
-    /// <summary>c = f c + w x over a row, with f c written to <paramref name="before"/> when given: one pass.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void DecayRow<T>(T* c, T f, T w, T* x, T* before, int width) where T : unmanaged, INumber<T>
+    /// <summary>
+    /// Up to four steps of S~ (key rows of <paramref name="columns"/>) at once: for each, before = a~ S~ (written to
+    /// before + u size), then S~ = before + kk [v 1]; each row of S~ is read and written once for all of them.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RecomputeSteps<T>(T* s, T* before, T* a, T* kk, T* x, int count, int keys, int columns, int size)
+        where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int i = 0, n = Vector<T>.Count;
-        Vector<T> fv = new(f), wv = new(w);
-        for (; i <= width - n; i += n)
+        int n = Vector<T>.Count;
+        for (int j = 0; j < keys; j++)
         {
-            var decayed = fv * Vector.Load(c + i);
-            if (before is not null) Vector.Store(decayed, before + i);
-            Vector.Store(VectorFused.MultiplyAdd(wv, Vector.Load(x + i), decayed), c + i);
-        }
-        for (; i < width; i++)
-        {
-            var decayed = f * c[i];
-            if (before is not null) before[i] = decayed;
-            c[i] = decayed + w * x[i];
+            T* cells = s + j * columns;
+            int i = 0;
+            for (; i <= columns - n; i += n)
+            {
+                var c = Vector.Load(cells + i);
+                for (int u = 0; u < count; u++)
+                {
+                    c *= new Vector<T>(a[u * keys + j]);
+                    Vector.Store(c, before + u * size + j * columns + i);
+                    c = VectorFused.MultiplyAdd(new Vector<T>(kk[u * keys + j]), Vector.Load(x + u * columns + i), c);
+                }
+                Vector.Store(c, cells + i);
+            }
+            for (; i < columns; i++)
+            {
+                var c = cells[i];
+                for (int u = 0; u < count; u++)
+                {
+                    c *= a[u * keys + j];
+                    before[u * size + j * columns + i] = c;
+                    c += kk[u * keys + j] * x[u * columns + i];
+                }
+                cells[i] = c;
+            }
         }
     }
 
