@@ -160,6 +160,19 @@ let private relative (expected: double[]) (actual: double[]) =
     let scale = expected |> Array.fold (fun m v -> max m (abs v)) 0.0
     Array.fold2 (fun m e a -> max m (abs (e - a))) 0.0 expected actual / (1.0 + scale)
 
+/// The first output in float64 from every execution mode, the step form, Auto with gradients recorded (the attention
+/// families then run their fused loop as one autograd operation) and the streamer, named.
+let private formsOf64 (g: Graph) (inputs: Sequence[]) =
+    let tensors = inputs |> Array.map (toTensor f64)
+    noGrad (fun () ->
+        [ for mode in modes do
+              let model = g.Compile(CompileOptions(DType = f64, Execution = mode))
+              yield sprintf "%A" mode, ofTensor (model.Forward(tensors).[0])
+          let model = g.Compile(CompileOptions.Float64)
+          yield "step form", ofTensor (model.ToStepForm().Unroll(tensors).[0])
+          yield "Auto, gradients recorded", withGrad (fun () -> use _ = torch.NewDisposeScope() in ofTensor (model.Forward(tensors).[0].detach()))
+          yield "streamer", (LawsStreaming.stream64 (Duality.Streaming.Streamer.Create<float>(g, Array3D.length1 inputs.[0])) g inputs).[0] ])
+
 let private formsLaws (family: Family) =
     [ testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 40 }
           (sprintf "%s: Auto = PerNode = TorchOps = step form = streamer = reference (float64, scaled error <= 1e-10)" family.Name) <|
@@ -167,17 +180,7 @@ let private formsLaws (family: Family) =
               let g = weighted family w
               let inputs = inputsOf w
               let expected = (ReferenceEvaluator.Evaluate(g, inputs)).[0]
-              let tensors = inputs |> Array.map (toTensor f64)
-              noGrad (fun () ->
-                  [ for mode in modes do
-                        let model = g.Compile(CompileOptions(DType = f64, Execution = mode))
-                        yield sprintf "%A" mode, ofTensor (model.Forward(tensors).[0])
-                    let model = g.Compile(CompileOptions.Float64)
-                    yield "step form", ofTensor (model.ToStepForm().Unroll(tensors).[0])
-                    // with gradients recorded the attention families run their fused loop as one autograd operation
-                    yield "Auto, gradients recorded", withGrad (fun () -> use _ = torch.NewDisposeScope() in ofTensor (model.Forward(tensors).[0].detach()))
-                    yield "streamer", (LawsStreaming.stream64 (Duality.Streaming.Streamer.Create<float>(g, w.Batch)) g inputs).[0] ]
-                  |> List.forall (fun (form, actual) -> within tolerance64 (scaledError expected actual) form)))
+              formsOf64 g inputs |> List.forall (fun (form, actual) -> within tolerance64 (scaledError expected actual) form))
 
       testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 40 }
           (sprintf "%s: float32 = reference (scaled error <= 1e-4), compiled and streamed" family.Name) <|
@@ -240,17 +243,7 @@ let private scaleLaws (family: Family) =
               let inputs = inputsAt scale
               let expected = (ReferenceEvaluator.Evaluate(g, inputs)).[0]
               Expect.isTrue (finite expected) (sprintf "the reference is finite at %g" scale)
-              let tensors = inputs |> Array.map (toTensor f64)
-              let forms =
-                  noGrad (fun () ->
-                      [ for mode in modes do
-                            let model = g.Compile(CompileOptions(DType = f64, Execution = mode))
-                            yield sprintf "%A" mode, ofTensor (model.Forward(tensors).[0])
-                        let model = g.Compile(CompileOptions.Float64)
-                        yield "step form", ofTensor (model.ToStepForm().Unroll(tensors).[0])
-                        yield "Auto, gradients recorded", withGrad (fun () -> use _ = torch.NewDisposeScope() in ofTensor (model.Forward(tensors).[0].detach()))
-                        yield "streamer", (LawsStreaming.stream64 (Duality.Streaming.Streamer.Create<float>(g, 2)) g inputs).[0] ])
-              for form, actual in forms do
+              for form, actual in formsOf64 g inputs do
                   Expect.isLessThanOrEqual (relativeError expected actual) tolerance64 (sprintf "%s at input scale %g" form scale)
               let probe = randomSequence (Random(12)) 2 70 g.Widths.[g.Outputs.[0].Index] 1.0
               let baseline = gradients g ExecutionMode.TorchOps inputs probe
