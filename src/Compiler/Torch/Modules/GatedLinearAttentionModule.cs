@@ -162,23 +162,20 @@ internal sealed class GatedLinearAttentionStepper<T> : Stepper<T> where T : unma
             var y = Row(b);
             for (int h = 0; h < node.Heads; h++)
             {
-                var largest = T.NegativeInfinity;
                 for (int j = 0; j < dk; j++)
-                {
                     lambdas[j] = logGammas[h] + (decay is null ? T.Zero : decay.Row(b)[perChannel ? h * dk + j : h]);
-                    largest = T.Max(largest, lambdas[j]);
-                }
-                // S e^-M: lambda e^(M - M') carries it, e^(g - M') writes, M' = max(largest + M, g)
+                // S e^-M: lambda e^(M - M') carries it, e^(g - M') writes, M' = max(largest + M, g), as the fused loop forms
+                // them (each exponent at most 0 as computed, whatever the rounding of a large M)
                 ref var shift = ref shifts[b * node.Heads + h];
-                // each exponent (lambda_j - largest) + (largest + M - M') is at most 0 as computed, the second term 0 exactly
-                // when the decays set M', whatever the rounding of a large M; M' = -inf leaves the state 0
-                var top = largest + shift;
-                var next = gate is null ? T.Zero : T.Max(top, gate.Row(b)[h]);
-                var carry = T.IsNegativeInfinity(next) ? T.NegativeInfinity : top - next;
-                for (int j = 0; j < dk; j++)
-                    lambdas[j] = T.Exp(gate is null ? lambdas[j] : T.IsNegativeInfinity(largest) ? carry : lambdas[j] - largest + carry);
-                var entry = gate is null ? T.One : T.IsNegativeInfinity(next) ? T.Zero : T.Exp(gate.Row(b)[h] - next);
-                shift = next;
+                var entry = T.One;
+                if (gate is null)
+                    for (int j = 0; j < dk; j++) lambdas[j] = T.Exp(lambdas[j]);
+                else
+                    unsafe
+                    {
+                        var g = gate.Row(b)[h];
+                        fixed (T* l = lambdas) entry = GatedLinearAttentionLoop.Factors(l, &g, dk, dk, ref shift, l);
+                    }
                 var state = memory.AsSpan((b * node.Heads + h) * dk * columns, dk * columns);
                 var output = y.Slice(h * dv, dv);
                 output.Clear();
