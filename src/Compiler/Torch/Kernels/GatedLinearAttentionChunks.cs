@@ -48,10 +48,10 @@ internal static class GatedLinearAttentionChunks
         static bool Within(Tensor x, double bound) => (x.abs() <= bound).all().item<bool>();
         long c = l.shape[^2];
         static Tensor Differences(Tensor sums) => sums.unsqueeze(-2) - sums.unsqueeze(-3);
-        var wide = l.dtype == ScalarType.Float64 ? null : l.to(ScalarType.Float64).cumsum(-2);
         Tensor lags;
         if (Within(running, Chunk)) lags = Differences(running);
-        else if (wide is not null && Within(wide, Math.ScaleB(1, 26) / c)) lags = Differences(wide).to(l.dtype);
+        else if (l.dtype != ScalarType.Float64 && l.to(ScalarType.Float64).cumsum(-2) is var wide && Within(wide, Math.ScaleB(1, 26) / c))
+            lags = Differences(wide).to(l.dtype);
         else
         {
             var later = ones(c, c, dtype: ScalarType.Bool, device: l.device).tril(-1).unsqueeze(-1);
@@ -100,7 +100,8 @@ internal static class GatedLinearAttentionChunks
             : (lags + gate.squeeze(-1).unsqueeze(-2)).masked_fill(future, double.NegativeInfinity);
         var (shift, starts, ends) = gate is null ? (null, null, null) : Shifts(decays, weighted, gate, stateShift, future);
         // the exponents' shifts, with m = -inf (nothing written yet, all candidates -inf) taken as 0 so that they stay -inf
-        var (rowShift, startShift, endShift) = shift is null ? (null, null, null) : (Finite(shift), Finite(starts!), Finite(ends!));
+        var (rowShift, startShift) = shift is null ? (null, null) : (Finite(shift), Finite(starts!));
+        var endShift = rowShift?.narrow(3, chunk - 1, 1);
         Tensor scores;
         if (perHead)
         {

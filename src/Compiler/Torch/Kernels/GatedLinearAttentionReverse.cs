@@ -20,8 +20,8 @@ namespace Duality.Kernels;
 /// decays are strong: per key channel here, read off D_t as the sweep back writes it against states recomputed from
 /// every 64th (<see cref="DecayedStates{T}"/>), into <c>terms</c> ([batch, time, heads, key], when given); for one decay
 /// per head the sweep forward records each step's log a~_t, e^(g_t - m_t) and delta_t into <c>steps</c> ([batch, time,
-/// heads, value + 3], when given) for <see cref="GatedLinearAttentionDecayGradient"/>. Every factor is at most 1 and every exponent at most 0 whatever the gates' scale,
-/// as in the forward loop. Layouts as in the loop; dq, dk: [batch, time, heads, key]; dv: [batch, time, heads, value].
+/// heads, value + 3], when given) for <see cref="GatedLinearAttentionDecayGradient"/>. Every factor is at most 1 and every
+/// exponent at most 0 whatever the gates' scale, as in the forward loop. Layouts as in the loop; dq, dk: [batch, time, heads, key]; dv: [batch, time, heads, value].
 /// Parallel over batch rows and heads.
 /// </summary>
 internal static unsafe class GatedLinearAttentionReverse

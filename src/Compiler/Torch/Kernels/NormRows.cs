@@ -56,10 +56,11 @@ internal static unsafe class NormRows
                 T* xs = x + at;
                 var mu = shape.Centre ? Sum(xs, g) / count : T.Zero;
                 var squares = CentredSquares(xs, mu, g);
-                // sums beyond the largest value: taken again at a scale that keeps them finite (rare, so not vectorised)
-                var r = T.IsFinite(mu) && T.IsFinite(squares) ? T.One / T.Sqrt(squares / count + epsilon) : T.Zero;
-                if (r == T.Zero)
+                T r;
+                if (T.IsFinite(mu) && T.IsFinite(squares)) r = T.One / T.Sqrt(squares / count + epsilon);
+                else
                 {
+                    // sums beyond the largest value: taken again at a scale that keeps them finite (rare, so not vectorised)
                     var values = new ReadOnlySpan<T>(xs, g);
                     (mu, r) = Reference.NormStatistics.Rescaled(values, shape.Centre, epsilon, Reference.NormStatistics.Largest(values));
                 }
