@@ -216,11 +216,17 @@ let private formsLaws (family: Family) =
 /// sums of squares 1e20, on both sides of every place a magnitude could overflow, underflow or cancel.
 let private inputScales = [ 1e-12; 1e-6; 1.0; 1e2; 1e4; 1e6; 1e10 ]
 
-/// max |e - a| / max |e| over flattened values (|e - a| when e is all 0); infinity when a holds a NaN.
+/// max |x| over flattened values.
+let private largestOf (x: double[]) = x |> Array.fold (fun m v -> max m (abs v)) 0.0
+
+/// max |e - a| over flattened values; infinity when a holds a value that is not finite.
+let private worstDifference (expected: double[]) (actual: double[]) =
+    Array.fold2 (fun m e a -> if Double.IsFinite a then max m (abs (e - a)) else infinity) 0.0 expected actual
+
+/// max |e - a| / max |e| over flattened values (|e - a| when e is all 0); infinity when a holds a value that is not finite.
 let private relativeFlat (expected: double[]) (actual: double[]) =
-    let scale = expected |> Array.fold (fun m v -> max m (abs v)) 0.0
-    let worst = Array.fold2 (fun m e a -> if Double.IsNaN a then infinity else max m (abs (e - a))) 0.0 expected actual
-    if scale = 0.0 then worst else worst / scale
+    let scale = largestOf expected
+    if scale = 0.0 then worstDifference expected actual else worstDifference expected actual / scale
 
 /// float32's resolution at the bottom of its range, with room for a block's sums: 2^-100 (its smallest normal is 2^-126).
 let private float32Floor = 2.0 ** -100.0
@@ -249,33 +255,32 @@ let private scaleLaws (family: Family) =
               let baseline = gradients g ExecutionMode.TorchOps inputs probe
               // a gradient far below the rest (a saturated gate's, a decay's at e^-10000) is a difference of terms of the
               // rest's size: it is held to their rounding
-              let largest = baseline |> List.map (fun (_, e) -> Array.fold (fun m v -> max m (abs v)) 0.0 e) |> List.max
+              let largest = baseline |> List.map (snd >> largestOf) |> List.max
               for mode in [ ExecutionMode.Auto; ExecutionMode.PerNode ] do
                   List.iter2 (fun (name, e: double[]) (_, a: double[]) ->
-                      let own = e |> Array.fold (fun m v -> max m (abs v)) 0.0
-                      let worst = Array.fold2 (fun m x y -> if Double.IsNaN y then infinity else max m (abs (x - y))) 0.0 e a
+                      let own = largestOf e
+                      let worst = worstDifference e a
                       Expect.isLessThanOrEqual worst (max (tolerance64 * own) (1e-13 * largest))
                           (sprintf "%A, gradient of %s at input scale %g (largest %.3g here, %.3g of all)" mode name scale own largest))
                       baseline (gradients g mode inputs probe)
 
       testCase (sprintf "%s at input scales 1e-12 .. 1e10 in float32: Auto's gradients within 1e-3 of the float64 gradient or within 10 x libtorch's own float32 autograd (TorchOps) where float32 itself loses digits; one below 1e-6 of the largest within 1e-2 of the largest; where every value fits float32" family.Name) <| fun () ->
-          let worstOf (e: double[]) (a: double[]) = Array.fold2 (fun m x y -> if Double.IsFinite y then max m (abs (x - y)) else infinity) 0.0 e a
           for scale in inputScales do
               let inputs = inputsAt scale
               if fitsFloat32 g inputs then
                   let probe = randomSequence (Random(12)) 2 70 g.Widths.[g.Outputs.[0].Index] 1.0
                   let exact = gradients g ExecutionMode.TorchOps inputs probe
-                  let largest = exact |> List.map (fun (_, e) -> Array.fold (fun m v -> max m (abs v)) 0.0 e) |> List.max
+                  let largest = exact |> List.map (snd >> largestOf) |> List.max
                   let composite = gradients32 g ExecutionMode.TorchOps inputs probe
                   let fused = gradients32 g ExecutionMode.Auto inputs probe
                   for (name, e), ((_, c), (_, a)) in List.zip exact (List.zip composite fused) do
-                      let own = e |> Array.fold (fun m v -> max m (abs v)) 0.0
+                      let own = largestOf e
                       // a gradient far below the rest (a scale-invariant norm's input, a saturated gate) is a difference
                       // of terms of the rest's size: float32 holds it to their rounding
-                      let allowed = if own < 1e-6 * largest then 1e-2 * largest else max (1e-3 * own) (10.0 * worstOf e c)
-                      Expect.isLessThanOrEqual (worstOf e a) allowed
+                      let allowed = if own < 1e-6 * largest then 1e-2 * largest else max (1e-3 * own) (10.0 * worstDifference e c)
+                      Expect.isLessThanOrEqual (worstDifference e a) allowed
                           (sprintf "Auto float32, gradient of %s at input scale %g (largest %.3g here, %.3g of all; TorchOps float32 off by %.3g)"
-                              name scale own largest (worstOf e c))
+                              name scale own largest (worstDifference e c))
 
       testCase (sprintf "%s at input scales 1e-12 .. 1e10 in float32: every mode and the streamer within 1e-4 of the reference (relative) where every value fits float32, and where one does not either non-finite or within 1e-4 + 2^-100 (never finite and wrong)" family.Name) <| fun () ->
           for scale in inputScales do
