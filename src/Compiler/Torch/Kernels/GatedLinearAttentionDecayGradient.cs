@@ -9,9 +9,10 @@ namespace Duality.Kernels;
 ///   dl_t = sum_(u &gt;= t) A(f-1, u) q_u^T S~_(f-1) delta_u  +  A(f-1, l+1) &lt;S~_(f-1), D_(l+1)&gt;
 ///        + sum_(s &lt; t) A(s, l+1) kk_s^T D_(l+1) v_s  +  sum_(s &lt; t &lt;= u) A(s, u) (q_u . kk_s) (delta_u . v_s),
 /// A(s, u) = prod_(r = s+1..u) a~_r from exponents summed without cancellation (each at most 0), and S~_(f-1), D_(l+1)
-/// carried from segment to segment. Every term is a product of its own pair's factors, none added only to be subtracted:
-/// a strong decay's gradient is 0, not the rounding of larger terms. The products run as matrix products over [C, key] and
-/// [C, value]. v and delta carry the normaliser's column of ones and its delta when normalised.
+/// the states the reverse pass's sweeps hold where each segment begins and ends. Every term is a product of its own pair's
+/// factors, none added only to be subtracted: a strong decay's gradient is 0, not the rounding of larger terms. The
+/// products run as matrix products over [C, key] and [C, value]. v and delta carry the normaliser's column of ones and its
+/// delta when normalised.
 /// </summary>
 internal static class GatedLinearAttentionDecayGradient
 {
@@ -24,10 +25,11 @@ internal static class GatedLinearAttentionDecayGradient
 
     /// <summary>
     /// q, k: [batch, time, heads, key]; v: [batch, time, heads, value]; records: [batch, time, heads, 2 + value + 1] (log a~_t,
-    /// e^(g_t - m_t), delta_t with the normaliser's entry); logDecay: the log-decays [batch, time, heads, 1] when there is no
-    /// gate (then a~ = e^l and the records' first two entries are not read), else null. Returns dl [batch, time, heads, 1].
+    /// e^(g_t - m_t), delta_t with the normaliser's entry); entering, returning: S~_(f-1) and D_(l+1) per segment [batch,
+    /// heads, segments, key, value (+ 1 normalised)]; logDecay: the log-decays [batch, time, heads, 1] when there is no gate
+    /// (then a~ = e^l and the records' first two entries are not read), else null. Returns dl [batch, time, heads, 1].
     /// </summary>
-    public static Tensor Run(Tensor q, Tensor k, Tensor v, Tensor records, Tensor? logDecay, bool normalised)
+    public static Tensor Run(Tensor q, Tensor k, Tensor v, Tensor records, Tensor entering, Tensor returning, Tensor? logDecay, bool normalised)
     {
         using var _ = no_grad();
         long batch = q.shape[0], time = q.shape[1], heads = q.shape[2], width = v.shape[3];
@@ -41,34 +43,13 @@ internal static class GatedLinearAttentionDecayGradient
         var keys = Segments(logDecay is null ? k * records.narrow(3, 1, 1) : k);
         var deltas = Segments(records.narrow(3, 2, width + (normalised ? 1 : 0)));
         var values = Segments(normalised ? cat([v, ones(batch, time, heads, 1, dtype: v.dtype, device: v.device)], -1) : v);
-        // exponents: through u from the segment's start (A(f-1, u)), from its second step (A(f, u)), from s+1 to its end (A(s, l))
+        // exponents: through u from the segment's start (A(f-1, u)) and from s+1 to its end (A(s, l))
         var throughStep = logFactors.cumsum(-1);
-        var afterFirst = cat([zeros_like(logFactors.narrow(-1, 0, 1)), logFactors.narrow(-1, 1, chunk - 1)], -1).cumsum(-1);
         var toEnd = cat([logFactors.narrow(-1, 1, chunk - 1).flip(-1).cumsum(-1).flip(-1), zeros_like(logFactors.narrow(-1, 0, 1))], -1);
         // log a~ of the next segment's first step (0 after the last: nothing comes back from there)
         var next = cat([logFactors.narrow(2, 1, segments - 1).select(-1, 0), zeros(batch, heads, 1, dtype: q.dtype, device: q.device)], 2);
         var whole = throughStep.select(-1, chunk - 1) + next;
-        // the states entering each segment, and the state's gradient coming back into it: each segment's own part as one
-        // batched product, then carried from segment to segment
-        var written = (keys * toEnd.exp().unsqueeze(-1)).transpose(-2, -1).matmul(values);
-        var read = (queries * afterFirst.exp().unsqueeze(-1)).transpose(-2, -1).matmul(deltas);
-        var (across1, back1) = (throughStep.select(-1, chunk - 1).exp().unsqueeze(-1).unsqueeze(-1),
-            (afterFirst.select(-1, chunk - 1) + next).exp().unsqueeze(-1).unsqueeze(-1));
-        var entering = new Tensor[segments];
-        var returning = new Tensor[segments];
-        var state = zeros_like(written.select(2, 0));
-        for (long c = 0; c < segments; c++)
-        {
-            entering[c] = state;
-            state = state * across1.select(2, c) + written.select(2, c);
-        }
-        var gradient = zeros_like(read.select(2, 0));
-        for (long c = segments - 1; c >= 0; c--)
-        {
-            returning[c] = gradient;
-            gradient = gradient * back1.select(2, c) + read.select(2, c);
-        }
-        var (before, after) = (stack(entering, 2), stack(returning, 2));
+        var (before, after) = (entering, returning);
         var fromState = (throughStep.exp() * (queries.matmul(before) * deltas).sum(-1)).flip(-1).cumsum(-1).flip(-1);
         var across = (whole.exp() * (before * after).sum([-2L, -1L])).unsqueeze(-1);
         var intoGradient = (toEnd + next.unsqueeze(-1)).exp() * (keys.matmul(after) * values).sum(-1);

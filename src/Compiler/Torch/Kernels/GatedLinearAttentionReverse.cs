@@ -27,20 +27,21 @@ namespace Duality.Kernels;
 internal static unsafe class GatedLinearAttentionReverse
 {
     public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms, T* steps,
-        Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
+        T* entering, T* returning, Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
         => HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
             (b, h) =>
             {
-                var head = new Head<T>(q, k, v, decay, gate, normalised, y, dy, dq, dk, dv, terms, steps, shape, b, h);
+                var head = new Head<T>(q, k, v, decay, gate, normalised, y, dy, dq, dk, dv, terms, steps, entering, returning, shape, b, h);
                 if (shape.DecayWidth <= 1) RunUniform(head);
                 else RunPerKey(head);
             });
 
     /// <summary>One (batch row, head) pair's pointers and sizes.</summary>
     private readonly struct Head<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms,
-        T* steps, Shape shape, int b, int h) where T : unmanaged, IFloatingPointIeee754<T>
+        T* steps, T* entering, T* returning, Shape shape, int b, int h) where T : unmanaged, IFloatingPointIeee754<T>
     {
         public readonly T* Q = q, K = k, V = v, Gate = gate, Y = y, Dy = dy, Dq = dq, Dk = dk, Dv = dv, Terms = terms, Records = steps;
+        private readonly T* entering = entering, returning = returning;
         public readonly bool Normalised = normalised;
         public readonly Shape Shape = shape;
         private readonly T* decay = decay;
@@ -73,6 +74,39 @@ internal static unsafe class GatedLinearAttentionReverse
             {
                 Prefetch(Dk + row * keys, keys); Prefetch(Dv + row * width, width);
             }
+        }
+
+        /// <summary>Segments of <see cref="GatedLinearAttentionDecayGradient.Segment"/> steps in this head's sequence.</summary>
+        private int Segments => (Shape.Time + GatedLinearAttentionDecayGradient.Segment - 1) / GatedLinearAttentionDecayGradient.Segment;
+
+        /// <summary>Where segment c's state (key rows of value entries and the normaliser's) is written, or null when none is asked for.</summary>
+        private T* SegmentRows(T* into, int c) =>
+            into is null ? null : into + (((long)b * Shape.Heads + h) * Segments + c) * Shape.Key * (Shape.Value + (Normalised ? 1 : 0));
+
+        /// <summary>Keeps S~ entering segment c: the sweep forward's P = S~^T (value rows of key entries) and n~.</summary>
+        public void KeepEntering(int c, T* p, T* n) => Transposed(SegmentRows(entering, c), p, n);
+
+        /// <summary>Keeps D coming back into segment c from after it: the sweep back's D (key rows of value entries) and D_n.</summary>
+        public void KeepReturning(int c, T* d, T* dn)
+        {
+            T* into = SegmentRows(returning, c);
+            if (into is null) return;
+            int keys = Shape.Key, width = Shape.Value, columns = width + (Normalised ? 1 : 0);
+            for (int j = 0; j < keys; j++)
+            {
+                new ReadOnlySpan<T>(d + j * width, width).CopyTo(new Span<T>(into + j * columns, width));
+                if (Normalised) into[j * columns + width] = dn[j];
+            }
+        }
+
+        private void Transposed(T* into, T* p, T* n)
+        {
+            if (into is null) return;
+            int keys = Shape.Key, width = Shape.Value, columns = width + (Normalised ? 1 : 0);
+            for (int i = 0; i < width; i++)
+                for (int j = 0; j < keys; j++) into[j * columns + i] = p[i * keys + j];
+            if (Normalised)
+                for (int j = 0; j < keys; j++) into[j * columns + width] = n[j];
         }
 
         /// <summary>e^(g_t - m_t) for the shift m_t.</summary>
@@ -113,6 +147,7 @@ internal static unsafe class GatedLinearAttentionReverse
             T** sq = (T**)(rows + 3 * Steps), sv = (T**)(rows + 4 * Steps), sy = (T**)(rows + 5 * Steps);
             for (int start = 0; start < time; start += Steps)
             {
+                if (start % GatedLinearAttentionDecayGradient.Segment == 0) head.KeepEntering(start / GatedLinearAttentionDecayGradient.Segment, s, n);
                 for (int u = 0; u < Steps; u++)
                 {
                     int t = start + u;
@@ -155,12 +190,15 @@ internal static unsafe class GatedLinearAttentionReverse
             }
             new Span<T>(s, keys * width).Clear();
             new Span<T>(n, keys).Clear();
-            for (int end = time - 1; end >= 0; end -= Steps)
+            // blocks end one before a multiple of Steps (steps past the last are blanks), so each segment's last step ends one
+            for (int end = (time + Steps - 1) / Steps * Steps - 1; end >= 0; end -= Steps)
             {
+                if ((end + 1) % GatedLinearAttentionDecayGradient.Segment == 0 || end + 1 >= time)
+                    head.KeepReturning(end / GatedLinearAttentionDecayGradient.Segment, s, n);
                 for (int u = 0; u < Steps; u++)
                 {
                     int t = end - u;
-                    if (t < 0)
+                    if (t < 0 || t >= time)
                     {
                         uniform[u] = T.One;
                         new Span<T>(block + u * keys, keys).Clear();
@@ -186,6 +224,7 @@ internal static unsafe class GatedLinearAttentionReverse
                 for (int u = 0; u < Steps && end - u >= 0; u++)
                 {
                     int t = end - u;
+                    if (t >= time) continue;
                     long row = head.Row(t);
                     T* delta = deltaRows + (long)t * columns;
                     var deltaN = head.Normalised ? delta[width] : T.Zero;
