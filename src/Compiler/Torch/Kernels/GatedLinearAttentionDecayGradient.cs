@@ -1,77 +1,175 @@
-using static TorchSharp.torch;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using static Duality.Kernels.VectorRows;
 
 namespace Duality.Kernels;
 
 /// <summary>
-/// The gradient of one log-decay per head of <see cref="GatedLinearAttentionFunction"/>, from what its reverse pass records
-/// per step in the loop's frame (log a~_t, e^(g_t - m_t), delta_t): dl_t = a~_t &lt;S~_(t-1), D_t&gt;, the decayed state
-/// entering step t against the state's gradient after it. In segments [f, l] of C steps, with the states expanded,
-///   dl_t = sum_(u &gt;= t) A(f-1, u) q_u^T S~_(f-1) delta_u  +  A(f-1, l+1) &lt;S~_(f-1), D_(l+1)&gt;
-///        + sum_(s &lt; t) A(s, l+1) kk_s^T D_(l+1) v_s  +  sum_(s &lt; t &lt;= u) A(s, u) (q_u . kk_s) (delta_u . v_s),
-/// A(s, u) = prod_(r = s+1..u) a~_r from exponents summed without cancellation (each at most 0), and S~_(f-1), D_(l+1)
-/// the states the reverse pass's sweeps hold where each segment begins and ends. Every term is a product of its own pair's
-/// factors, none added only to be subtracted: a strong decay's gradient is 0, not the rounding of larger terms. The
-/// products run as matrix products over [C, key] and [C, value]. v and delta carry the normaliser's column of ones and its
-/// delta when normalised.
+/// The gradient of one log-decay per head of <see cref="GatedLinearAttentionFunction"/>, for one batch row and head, from
+/// what the reverse pass's sweeps hold. In the loop's frame (factors a~_t, scaled keys kk_t, delta_t, v and delta with
+/// the normaliser's column when normalised) dl_t = a~_t &lt;S~_(t-1), D_t&gt;, the decayed state entering step t against
+/// the state's gradient after it. In segments [f, l] of <see cref="Segment"/> steps, with B = S~_(f-1) (kept by the sweep
+/// forward as it passes f) and E = D_(l+1) (what the sweep back holds as it reaches l),
+///   dl_t = sum_(u in [t, l]) A(f-1, u) q_u^T B delta_u  +  A(f-1, l+1) &lt;B, E&gt;
+///        + sum_(s in [f, t)) A(s, l+1) kk_s^T E v_s  +  sum_(s &lt; t &lt;= u) A(s, u) (q_u . kk_s) (delta_u . v_s),
+/// A(s, u) = a~_(s+1) ... a~_u, products of factors at most 1. Every term is a product of its own pair's factors and every
+/// sum runs over terms that belong to it, none added only to be subtracted: a strong decay's gradient is 0, not the
+/// rounding of larger terms (as sum_(r &gt;= t) q_r dq_r - k_r dk_r would leave). Per step it costs two products of a
+/// vector with a [value, key] matrix that stays in cache and the segment's pairs; memory O(T / Segment key value).
 /// </summary>
-internal static class GatedLinearAttentionDecayGradient
+internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDisposable where T : unmanaged, IFloatingPointIeee754<T>
 {
-    /// <summary>Steps per segment.</summary>
-    public const int Segment = 32;
+    private const int Segment = GatedLinearAttentionDecayGradient.Segment;
 
-    /// <summary>The largest |running sum of log a~| within a segment for which the pairs' weights are factored: e^(+-32) stays
-    /// well inside float32's range, and differences of such sums lose no more than their own rounding.</summary>
-    private const double Factored = 32;
+    private readonly int keys, width, columns, time;
+    private readonly bool normalised;
+    // per segment B^T (value rows of key entries, the normaliser's row last); per step a~_t, e^(g_t - m_t) and
+    // q_t^T B delta_t; per segment the scaled keys, the values with their column of ones, E^T, and the pairs' weights
+    private readonly RentedArray<T> rented;
+    private readonly T[] entering, factors, entries, fromState, keyRows, valueRows, returning, pairs, sums;
+
+    public GatedLinearAttentionDecayGradient(int keys, int width, int time, bool normalised)
+    {
+        (this.keys, this.width, this.time, this.normalised) = (keys, width, time, normalised);
+        columns = width + (normalised ? 1 : 0);
+        rented = new RentedArray<T>((long)(time + Segment - 1) / Segment * columns * keys);
+        entering = rented.Array;
+        (factors, entries, fromState) = (new T[time], new T[time], new T[time]);
+        (keyRows, valueRows, returning) = (new T[Segment * keys], new T[Segment * columns], new T[columns * keys]);
+        (pairs, sums) = (new T[Segment * Segment], new T[Math.Max(keys, Segment)]);
+    }
+
+    public void Dispose() => rented.Dispose();
+
+    /// <summary>Keeps B^T for the segment starting at step t: the sweep forward's P = S~^T (value rows of key entries) and n~.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void KeepEntering(int t, T* p, T* n)
+    {
+        fixed (T* into = &entering[(long)(t / Segment) * columns * keys])
+        {
+            new ReadOnlySpan<T>(p, width * keys).CopyTo(new Span<T>(into, width * keys));
+            if (normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(into + width * keys, keys));
+        }
+    }
+
+    /// <summary>Step t's factor a~_t, entry e^(g_t - m_t) and q_t^T B delta_t (delta with the normaliser's entry), on the way forward.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Forward(int t, T factor, T entry, T* q, T* delta)
+    {
+        (factors[t], entries[t]) = (factor, entry);
+        fixed (T* b = &entering[(long)(t / Segment) * columns * keys], y = sums)
+        {
+            Transposed(b, delta, y, columns, keys);
+            fromState[t] = Dot(y, q, keys);
+        }
+    }
 
     /// <summary>
-    /// q, k: [batch, time, heads, key]; v: [batch, time, heads, value]; records: [batch, time, heads, 2 + value + 1] (log a~_t,
-    /// e^(g_t - m_t), delta_t with the normaliser's entry); entering, returning: S~_(f-1) and D_(l+1) per segment [batch,
-    /// heads, segments, key, value (+ 1 normalised)]; logDecay: the log-decays [batch, time, heads, 1] when there is no gate
-    /// (then a~ = e^l and the records' first two entries are not read), else null. Returns dl [batch, time, heads, 1].
+    /// dl over the segment ending at <paramref name="last"/>, when the sweep back reaches it: E^T is its Q = D^T (value rows
+    /// of key entries) and dn the normaliser's column of D. q, k, v: step first's rows, stepping <paramref name="stride"/>
+    /// rows per step; deltas: every step's delta (value + 1 entries); dl: step first's, stepping stride.
     /// </summary>
-    public static Tensor Run(Tensor q, Tensor k, Tensor v, Tensor records, Tensor entering, Tensor returning, Tensor? logDecay, bool normalised)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Backward(int last, T* q, T* k, T* v, long stride, T* deltas, T* e, T* dn, T* dl)
     {
-        using var _ = no_grad();
-        long batch = q.shape[0], time = q.shape[1], heads = q.shape[2], width = v.shape[3];
-        if (time == 0 || batch == 0) return zeros(batch, time, heads, 1, dtype: q.dtype, device: q.device);
-        long chunk = Math.Max(1, Math.Min(Segment, time)), segments = (time + chunk - 1) / chunk, padding = segments * chunk - time;
-        // [batch, heads, segments, chunk, last], padded steps 0 (no factor, no key, no query, no delta)
-        Tensor Segments(Tensor t) =>
-            nn.functional.pad(t.permute(0, 2, 1, 3), [0, 0, 0, padding]).contiguous().view(batch, heads, segments, chunk, t.shape[3]);
-        var logFactors = Segments(logDecay ?? records.narrow(3, 0, 1)).squeeze(-1);
-        var queries = Segments(q);
-        var keys = Segments(logDecay is null ? k * records.narrow(3, 1, 1) : k);
-        var deltas = Segments(records.narrow(3, 2, width + (normalised ? 1 : 0)));
-        var values = Segments(normalised ? cat([v, ones(batch, time, heads, 1, dtype: v.dtype, device: v.device)], -1) : v);
-        // exponents: through u from the segment's start (A(f-1, u)) and from s+1 to its end (A(s, l))
-        var throughStep = logFactors.cumsum(-1);
-        var toEnd = cat([logFactors.narrow(-1, 1, chunk - 1).flip(-1).cumsum(-1).flip(-1), zeros_like(logFactors.narrow(-1, 0, 1))], -1);
-        // log a~ of the next segment's first step (0 after the last: nothing comes back from there)
-        var next = cat([logFactors.narrow(2, 1, segments - 1).select(-1, 0), zeros(batch, heads, 1, dtype: q.dtype, device: q.device)], 2);
-        var whole = throughStep.select(-1, chunk - 1) + next;
-        var (before, after) = (entering, returning);
-        var fromState = (throughStep.exp() * (queries.matmul(before) * deltas).sum(-1)).flip(-1).cumsum(-1).flip(-1);
-        var across = (whole.exp() * (before * after).sum([-2L, -1L])).unsqueeze(-1);
-        var intoGradient = (toEnd + next.unsqueeze(-1)).exp() * (keys.matmul(after) * values).sum(-1);
-        var toGradient = cat([zeros_like(intoGradient.narrow(-1, 0, 1)), intoGradient.cumsum(-1).narrow(-1, 0, chunk - 1)], -1);
-        // pairs s < t <= u within the segment: W[u, s] = A(s, u) (q_u . kk_s) (delta_u . v_s), summed over s < t, then u >= t
-        var future = CausalMask.Future(chunk, q.device);
-        var earlierOnly = ones(chunk, chunk, dtype: ScalarType.Bool, device: q.device).tril(-1).logical_not();
-        Tensor pairs;
-        // A(s, u) = e^(Lambda_u) e^(-Lambda_s) in the products when every running sum lies within +-Factored (the factors
-        // then neither overflow nor underflow, and the exponents lose no more than the running sums' own rounding)
-        if ((throughStep.abs() <= Factored).all().item<bool>())
-            pairs = (queries * throughStep.exp().unsqueeze(-1)).matmul((keys * throughStep.neg().exp().unsqueeze(-1)).transpose(-2, -1))
-                * deltas.matmul(values.transpose(-2, -1));
-        else
+        int first = last / Segment * Segment, count = last - first + 1;
+        var next = last + 1 < time ? factors[last + 1] : T.Zero;
+        fixed (T* kk = keyRows, vv = valueRows, et = returning, b = &entering[(long)(first / Segment) * columns * keys], w = pairs, y = sums)
         {
-            var lags = GatedLinearAttentionChunks.Lags(logFactors.unsqueeze(-1), throughStep.unsqueeze(-1), future).squeeze(-1);
-            pairs = queries.matmul(keys.transpose(-2, -1)) * deltas.matmul(values.transpose(-2, -1)) * lags.exp();
+            new ReadOnlySpan<T>(e, width * keys).CopyTo(new Span<T>(et, width * keys));
+            if (normalised) new ReadOnlySpan<T>(dn, keys).CopyTo(new Span<T>(et + width * keys, keys));
+            for (int s = 0; s < count; s++)
+            {
+                Scale(k + s * stride * keys, entries[first + s], kk + s * keys, keys);
+                new ReadOnlySpan<T>(v + s * stride * width, width).CopyTo(new Span<T>(vv + s * columns, width));
+                if (normalised) vv[s * columns + width] = T.One;
+            }
+            // the pairs s < u within the segment: W[u, s] = A(s, u) (q_u . kk_s) (delta_u . v_s)
+            for (int u = 0; u < count; u++)
+            {
+                T* qu = q + u * stride * keys, du = deltas + (long)(first + u) * (width + 1);
+                var decay = T.One;
+                int s = u - 1;
+                for (; s >= 0 && (decay *= factors[first + s + 1]) != T.Zero; s--)
+                    w[u * Segment + s] = decay * Dot(qu, kk + s * keys, keys) * Dot(du, vv + s * columns, columns);
+                for (; s >= 0; s--) w[u * Segment + s] = T.Zero;
+            }
+            var across = Dot(b, et, columns * keys);
+            // sum over u >= t of A(f-1, u) q_u^T B delta_u, from the last step back
+            var fromStates = T.Zero;
+            Span<T> throughStep = stackalloc T[count];
+            var through = T.One;
+            for (int u = 0; u < count; u++) throughStep[u] = through *= factors[first + u];
+            var whole = through * next;
+            for (int u = count - 1; u >= 0; u--)
+            {
+                fromStates += throughStep[u] * fromState[first + u];
+                dl[u * stride] = fromStates + whole * across;
+            }
+            // sum over s < t of A(s, l+1) kk_s^T E v_s, and over s < t <= u of W[u, s] (row by row: sum_(s < t) W[u, s]
+            // for t <= u, added into t's sum)
+            Span<T> within = stackalloc T[count];
+            within.Clear();
+            for (int u = 1; u < count; u++)
+            {
+                var earlier = T.Zero;
+                for (int t = 1; t <= u; t++) within[t] += earlier += w[u * Segment + t - 1];
+            }
+            Span<T> toEnd = stackalloc T[count];
+            var after = next;
+            for (int s = count - 1; s >= 0; s--)
+            {
+                toEnd[s] = after;
+                after *= factors[first + s];
+            }
+            var toGradient = T.Zero;
+            for (int t = 0; t < count; t++)
+            {
+                dl[t * stride] += toGradient + within[t];
+                if (toEnd[t] == T.Zero) continue;
+                Transposed(et, vv + t * columns, y, columns, keys);
+                toGradient += toEnd[t] * Dot(y, kk + t * keys, keys);
+            }
         }
-        pairs = pairs.masked_fill(earlierOnly, 0.0);
-        var earlier = cat([zeros_like(pairs.narrow(-1, 0, 1)), pairs.cumsum(-1).narrow(-1, 0, chunk - 1)], -1);
-        var within = earlier.masked_fill(future, 0.0).sum(-2);
-        var dl = fromState + across + toGradient + within;
-        return dl.view(batch, heads, segments * chunk).narrow(2, 0, time).transpose(1, 2).unsqueeze(-1);
     }
+
+    /// <summary>y = M^T x for M of <paramref name="rows"/> rows of <paramref name="cols"/> entries: y[j] = sum_i x[i] M[i, j].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transposed(T* m, T* x, T* y, int rows, int cols)
+    {
+        int n = Vector<T>.Count, j = 0;
+        for (; j <= cols - 4 * n; j += 4 * n)
+        {
+            Vector<T> y0 = default, y1 = default, y2 = default, y3 = default;
+            for (int i = 0; i < rows; i++)
+            {
+                T* row = m + i * cols + j;
+                var xi = new Vector<T>(x[i]);
+                y0 = VectorFused.MultiplyAdd(xi, Vector.Load(row), y0);
+                y1 = VectorFused.MultiplyAdd(xi, Vector.Load(row + n), y1);
+                y2 = VectorFused.MultiplyAdd(xi, Vector.Load(row + 2 * n), y2);
+                y3 = VectorFused.MultiplyAdd(xi, Vector.Load(row + 3 * n), y3);
+            }
+            Vector.Store(y0, y + j); Vector.Store(y1, y + j + n); Vector.Store(y2, y + j + 2 * n); Vector.Store(y3, y + j + 3 * n);
+        }
+        for (; j <= cols - n; j += n)
+        {
+            Vector<T> y0 = default;
+            for (int i = 0; i < rows; i++) y0 = VectorFused.MultiplyAdd(new Vector<T>(x[i]), Vector.Load(m + i * cols + j), y0);
+            Vector.Store(y0, y + j);
+        }
+        for (; j < cols; j++)
+        {
+            var total = T.Zero;
+            for (int i = 0; i < rows; i++) total += x[i] * m[i * cols + j];
+            y[j] = total;
+        }
+    }
+}
+
+/// <summary>The segments of <see cref="GatedLinearAttentionDecayGradient{T}"/>.</summary>
+internal static class GatedLinearAttentionDecayGradient
+{
+    /// <summary>Steps per segment: a multiple of the loops' four steps per pass.</summary>
+    public const int Segment = 32;
 }

@@ -34,7 +34,7 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
         var decay = Decay(logDecay, logGate);
         if (q.dtype == ScalarType.Float32) Forward<float>(q, k, v, decay, logGate, y, form);
         else Forward<double>(q, k, v, decay, logGate, y, form);
-        ctx.save_for_backward([q, k, v, decay!, logGate!, y, logDecay!]);
+        ctx.save_for_backward([q, k, v, decay!, logGate!, y]);
         ctx.save_data("form", form);
         return y;
     }
@@ -43,27 +43,19 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
     {
         var saved = ctx.get_saved_variables();
         Tensor? Optional(Tensor t) => t is { IsInvalid: false } ? t : null;
-        var (q, k, v, decay, logGate, y, logDecay) = (saved[0], saved[1], saved[2], Optional(saved[3]), Optional(saved[4]), saved[5], Optional(saved[6]));
+        var (q, k, v, decay, logGate, y) = (saved[0], saved[1], saved[2], Optional(saved[3]), Optional(saved[4]), saved[5]);
         var form = (Form)ctx.get_data("form");
         var dy = grad.contiguous();
         var (dq, dk, dv) = (LargeTensors.EmptyLike(q), LargeTensors.EmptyLike(k), LargeTensors.EmptyLike(v));
         long batch = q.shape[0], time = q.shape[1];
-        // the log-decays' gradient: per key channel from the reverse pass, or one per head from its records of each step
+        // the log-decays' gradient, formed by the reverse pass per key channel or per head
         var (perKey, perHead) = (decay is not null && form.DecayGradient && decay.shape[3] > 1, decay is not null && form.DecayGradient && decay.shape[3] == 1);
         var terms = perKey ? LargeTensors.EmptyLike(q) : null;
-        var records = perHead ? LargeTensors.Empty([batch, time, form.Heads, form.Value + 3], q.dtype) : null;
-        // and the states the sweeps hold where each segment of the per-head gradient begins (S~) and ends (D)
-        long[] segmentStates = [batch, form.Heads, (time + GatedLinearAttentionDecayGradient.Segment - 1) / GatedLinearAttentionDecayGradient.Segment,
-            form.Key, form.Value + (form.Normalised ? 1 : 0)];
-        var (entering, returning) = perHead ? (LargeTensors.Empty(segmentStates, q.dtype), LargeTensors.Empty(segmentStates, q.dtype)) : (null, null);
-        var kept = new Kept(terms, records, entering, returning);
-        if (q.dtype == ScalarType.Float32) Backward<float>(q, k, v, decay, logGate, y, dy, dq, dk, dv, kept, form);
-        else Backward<double>(q, k, v, decay, logGate, y, dy, dq, dk, dv, kept, form);
+        var headTerms = perHead ? LargeTensors.Empty([batch, time, form.Heads, 1], q.dtype) : null;
+        if (q.dtype == ScalarType.Float32) Backward<float>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, headTerms, form);
+        else Backward<double>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, headTerms, form);
         Tensor PerKey(Tensor t) => t.view(batch, time, form.Heads, form.Key);
-        var dLogDecay = terms is not null ? PerKey(terms)
-            : records is not null ? GatedLinearAttentionDecayGradient.Run(PerKey(q), PerKey(k), v.view(batch, time, form.Heads, form.Value), records,
-                entering!, returning!, logGate is null ? logDecay : null, form.Normalised)
-            : null;
+        var dLogDecay = terms is not null ? PerKey(terms) : headTerms;
         var dLogGate = logGate is null ? null : (PerKey(k) * PerKey(dk)).sum(-1);
         return [dq, dk, dv, dLogDecay!, dLogGate!, null!];
     }
@@ -83,17 +75,13 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
             RawStorage.PointerOrNull<T>(gate), form.Normalised, RawStorage.Pointer<T>(y), Shape(q, decay, form));
     }
 
-    /// <summary>What the reverse pass keeps for the log-decays' gradient: per key channel its terms; per head each step's
-    /// records and the states entering and coming back into each segment.</summary>
-    private sealed record Kept(Tensor? Terms, Tensor? Records, Tensor? Entering, Tensor? Returning);
-
     private static unsafe void Backward<T>(Tensor q, Tensor k, Tensor v, Tensor? decay, Tensor? gate, Tensor y, Tensor dy, Tensor dq, Tensor dk,
-        Tensor dv, Kept kept, Form form) where T : unmanaged, IFloatingPointIeee754<T>
+        Tensor dv, Tensor? terms, Tensor? headTerms, Form form) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        using var alive = RawStorage.KeepAlive(q, k, v, decay, gate, y, dy, dq, dk, dv, kept.Terms, kept.Records, kept.Entering, kept.Returning);
+        using var alive = RawStorage.KeepAlive(q, k, v, decay, gate, y, dy, dq, dk, dv, terms, headTerms);
         GatedLinearAttentionReverse.Run(RawStorage.Pointer<T>(q), RawStorage.Pointer<T>(k), RawStorage.Pointer<T>(v), RawStorage.PointerOrNull<T>(decay),
             RawStorage.PointerOrNull<T>(gate), form.Normalised, RawStorage.Pointer<T>(y), RawStorage.Pointer<T>(dy), RawStorage.Pointer<T>(dq),
-            RawStorage.Pointer<T>(dk), RawStorage.Pointer<T>(dv), RawStorage.PointerOrNull<T>(kept.Terms), RawStorage.PointerOrNull<T>(kept.Records),
-            RawStorage.PointerOrNull<T>(kept.Entering), RawStorage.PointerOrNull<T>(kept.Returning), Shape(q, decay, form));
+            RawStorage.Pointer<T>(dk), RawStorage.Pointer<T>(dv), RawStorage.PointerOrNull<T>(terms), RawStorage.PointerOrNull<T>(headTerms),
+            Shape(q, decay, form));
     }
 }

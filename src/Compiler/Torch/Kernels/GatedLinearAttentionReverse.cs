@@ -19,29 +19,28 @@ namespace Duality.Kernels;
 /// after it, never as a sum of q dq - k dk over later steps, whose terms cancel to the rounding of their size when the
 /// decays are strong: per key channel here, read off D_t as the sweep back writes it against states recomputed from
 /// every 64th (<see cref="DecayedStates{T}"/>), into <c>terms</c> ([batch, time, heads, key], when given); for one decay
-/// per head the sweep forward records each step's log a~_t, e^(g_t - m_t) and delta_t into <c>steps</c> ([batch, time,
-/// heads, value + 3], when given) for <see cref="GatedLinearAttentionDecayGradient"/>. Every factor is at most 1 and every
+/// per head segment by segment from the states the sweeps hold where each begins and ends
+/// (<see cref="GatedLinearAttentionDecayGradient{T}"/>), into <c>headTerms</c> ([batch, time, heads], when given). Every factor is at most 1 and every
 /// exponent at most 0 whatever the gates' scale, as in the forward loop. Layouts as in the loop; dq, dk: [batch, time, heads, key]; dv: [batch, time, heads, value].
 /// Parallel over batch rows and heads.
 /// </summary>
 internal static unsafe class GatedLinearAttentionReverse
 {
-    public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms, T* steps,
-        T* entering, T* returning, Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
+    public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms, T* headTerms,
+        Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
         => HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
             (b, h) =>
             {
-                var head = new Head<T>(q, k, v, decay, gate, normalised, y, dy, dq, dk, dv, terms, steps, entering, returning, shape, b, h);
+                var head = new Head<T>(q, k, v, decay, gate, normalised, y, dy, dq, dk, dv, terms, headTerms, shape, b, h);
                 if (shape.DecayWidth <= 1) RunUniform(head);
                 else RunPerKey(head);
             });
 
     /// <summary>One (batch row, head) pair's pointers and sizes.</summary>
     private readonly struct Head<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms,
-        T* steps, T* entering, T* returning, Shape shape, int b, int h) where T : unmanaged, IFloatingPointIeee754<T>
+        T* headTerms, Shape shape, int b, int h) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        public readonly T* Q = q, K = k, V = v, Gate = gate, Y = y, Dy = dy, Dq = dq, Dk = dk, Dv = dv, Terms = terms, Records = steps;
-        private readonly T* entering = entering, returning = returning;
+        public readonly T* Q = q, K = k, V = v, Gate = gate, Y = y, Dy = dy, Dq = dq, Dk = dk, Dv = dv, Terms = terms, HeadTerms = headTerms;
         public readonly bool Normalised = normalised;
         public readonly Shape Shape = shape;
         private readonly T* decay = decay;
@@ -76,39 +75,6 @@ internal static unsafe class GatedLinearAttentionReverse
             }
         }
 
-        /// <summary>Segments of <see cref="GatedLinearAttentionDecayGradient.Segment"/> steps in this head's sequence.</summary>
-        private int Segments => (Shape.Time + GatedLinearAttentionDecayGradient.Segment - 1) / GatedLinearAttentionDecayGradient.Segment;
-
-        /// <summary>Where segment c's state (key rows of value entries and the normaliser's) is written, or null when none is asked for.</summary>
-        private T* SegmentRows(T* into, int c) =>
-            into is null ? null : into + (((long)b * Shape.Heads + h) * Segments + c) * Shape.Key * (Shape.Value + (Normalised ? 1 : 0));
-
-        /// <summary>Keeps S~ entering segment c: the sweep forward's P = S~^T (value rows of key entries) and n~.</summary>
-        public void KeepEntering(int c, T* p, T* n) => Transposed(SegmentRows(entering, c), p, n);
-
-        /// <summary>Keeps D coming back into segment c from after it: the sweep back's D (key rows of value entries) and D_n.</summary>
-        public void KeepReturning(int c, T* d, T* dn)
-        {
-            T* into = SegmentRows(returning, c);
-            if (into is null) return;
-            int keys = Shape.Key, width = Shape.Value, columns = width + (Normalised ? 1 : 0);
-            for (int j = 0; j < keys; j++)
-            {
-                new ReadOnlySpan<T>(d + j * width, width).CopyTo(new Span<T>(into + j * columns, width));
-                if (Normalised) into[j * columns + width] = dn[j];
-            }
-        }
-
-        private void Transposed(T* into, T* p, T* n)
-        {
-            if (into is null) return;
-            int keys = Shape.Key, width = Shape.Value, columns = width + (Normalised ? 1 : 0);
-            for (int i = 0; i < width; i++)
-                for (int j = 0; j < keys; j++) into[j * columns + i] = p[i * keys + j];
-            if (Normalised)
-                for (int j = 0; j < keys; j++) into[j * columns + width] = n[j];
-        }
-
         /// <summary>e^(g_t - m_t) for the shift m_t.</summary>
         public T Entry(int t, T shift) => Gate is null ? T.One : T.IsNegativeInfinity(shift) ? T.Zero : T.Exp(Gate[Row(t)] - shift);
 
@@ -134,12 +100,15 @@ internal static unsafe class GatedLinearAttentionReverse
     private static void RunUniform<T>(Head<T> head) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int keys = head.Shape.Key, width = head.Shape.Value, time = head.Shape.Time, columns = width + 1, widest = Math.Max(keys, width);
-        var (deltas, shifts) = (new T[(long)time * columns], new T[time]);
+        using var rented = new RentedArray<T>((long)time * columns);
+        var (deltas, shifts) = (rented.Array, new T[time]);
         var (memory, transposed, normaliser, snapshots) = (new T[keys * width], new T[keys * width], new T[keys], new T[Steps * keys]);
         var (factors, entries, operands, others) = (new T[keys], new T[Steps * keys], new T[Steps * widest], new T[Steps * widest]);
         var (blank, sink, uniform) = (new T[widest], new T[widest], new T[Steps]);
         var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
         var rows = stackalloc nint[6 * Steps];
+        using var gradient = head.HeadTerms is null ? null : new GatedLinearAttentionDecayGradient<T>(keys, width, time, head.Normalised);
+        const int segment = GatedLinearAttentionDecayGradient.Segment;
         fixed (T* s = memory, st = transposed, n = normaliser, earlier = snapshots, a = factors, scaled = entries, block = operands, other = others,
                zero = blank, discard = sink, deltaRows = deltas)
         {
@@ -147,7 +116,7 @@ internal static unsafe class GatedLinearAttentionReverse
             T** sq = (T**)(rows + 3 * Steps), sv = (T**)(rows + 4 * Steps), sy = (T**)(rows + 5 * Steps);
             for (int start = 0; start < time; start += Steps)
             {
-                if (start % GatedLinearAttentionDecayGradient.Segment == 0) head.KeepEntering(start / GatedLinearAttentionDecayGradient.Segment, s, n);
+                if (start % segment == 0) gradient?.KeepEntering(start, s, n);
                 for (int u = 0; u < Steps; u++)
                 {
                     int t = start + u;
@@ -159,20 +128,14 @@ internal static unsafe class GatedLinearAttentionReverse
                         continue;
                     }
                     long row = head.Row(t);
-                    var entry = head.Step(t, ref shift, a, out var exponent);
+                    var entry = head.Step(t, ref shift, a);
                     (uniform[u], shifts[t]) = (a[0], shift);
                     T* kk = scaled + u * keys;
                     Scale(head.K + row * keys, entry, kk, keys);
                     T* delta = deltaRows + (long)t * columns;
                     if (head.Normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(earlier + u * keys, keys));
                     Delta(head.Normalised ? n : null, a, kk, head.Q + row * keys, head.Y + row * width, head.Dy + row * width, shift, delta, keys, width);
-                    if (head.Records is not null)
-                    {
-                        // log a~_t (-inf only while the state is still 0, where any value gives the same), e^(g_t - m_t), delta_t
-                        T* record = head.Records + row * (columns + 2);
-                        (record[0], record[1]) = (T.IsNegativeInfinity(exponent) ? T.Zero : exponent, entry);
-                        new ReadOnlySpan<T>(delta, columns).CopyTo(new Span<T>(record + 2, columns));
-                    }
+                    gradient?.Forward(t, a[0], entry, head.Q + row * keys, delta);
                     new ReadOnlySpan<T>(head.V + row * width, width).CopyTo(new Span<T>(block + u * width, width));
                     rq[u] = delta; rv[u] = kk; ry[u] = head.Dq + row * keys;
                 }
@@ -190,11 +153,17 @@ internal static unsafe class GatedLinearAttentionReverse
             }
             new Span<T>(s, keys * width).Clear();
             new Span<T>(n, keys).Clear();
-            // blocks end one before a multiple of Steps (steps past the last are blanks), so each segment's last step ends one
+            // blocks end one before a multiple of Steps (steps past the last are blanks), so each segment's last step ends one,
+            // where the state's gradient is the one coming back into the segment from after it
             for (int end = (time + Steps - 1) / Steps * Steps - 1; end >= 0; end -= Steps)
             {
-                if ((end + 1) % GatedLinearAttentionDecayGradient.Segment == 0 || end + 1 >= time)
-                    head.KeepReturning(end / GatedLinearAttentionDecayGradient.Segment, s, n);
+                if (gradient is not null && ((end + 1) % segment == 0 || end + 1 >= time))
+                {
+                    int last = Math.Min(end, time - 1);
+                    long first = head.Row(last / segment * segment);
+                    gradient.Backward(last, head.Q + first * keys, head.K + first * keys, head.V + first * width, head.Shape.Heads, deltaRows, st, n,
+                        head.HeadTerms + first);
+                }
                 for (int u = 0; u < Steps; u++)
                 {
                     int t = end - u;
@@ -252,9 +221,10 @@ internal static unsafe class GatedLinearAttentionReverse
     {
         int keys = head.Shape.Key, width = head.Shape.Value, time = head.Shape.Time, columns = width + 1;
         // per step: delta_t (and its ones' column) and m_t, both read again on the way back
-        var (deltas, shifts) = (new T[(long)time * columns], new T[time]);
+        using var rented = new RentedArray<T>((long)time * columns);
+        var (deltas, shifts) = (rented.Array, new T[time]);
         var (memory, normaliser, before, factors, entries) = (new T[keys * width], new T[keys], new T[keys], new T[keys], new T[keys]);
-        var states = head.Terms is null ? null : new DecayedStates<T>(head);
+        using var states = head.Terms is null ? null : new DecayedStates<T>(head);
         var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
         fixed (T* s = memory, n = normaliser, earlier = before, a = factors, kk = entries, deltaRows = deltas)
         {
@@ -384,9 +354,10 @@ internal static unsafe class GatedLinearAttentionReverse
     /// its last step is reached.
     /// Memory O((T / Segment + Segment) key value) per head.
     /// </summary>
-    private sealed class DecayedStates<T> where T : unmanaged, IFloatingPointIeee754<T>
+    private sealed class DecayedStates<T> : IDisposable where T : unmanaged, IFloatingPointIeee754<T>
     {
         private readonly Head<T> head;
+        private readonly RentedArray<T> keptStates, decayedStates;
         private readonly T[] kept, decayed, state, factors, entries, inputs;
         public readonly int Columns, Size;
 
@@ -396,9 +367,15 @@ internal static unsafe class GatedLinearAttentionReverse
             int keys = head.Shape.Key, time = head.Shape.Time;
             Columns = head.Shape.Value + (head.Normalised ? 1 : 0);
             Size = keys * Columns;
-            kept = GC.AllocateUninitializedArray<T>((time + Segment - 1) / Segment * Size, pinned: true);
-            decayed = GC.AllocateUninitializedArray<T>(Math.Min(Segment, time) * Size, pinned: true);
+            (keptStates, decayedStates) = (new RentedArray<T>((long)(time + Segment - 1) / Segment * Size), new RentedArray<T>((long)Math.Min(Segment, time) * Size));
+            (kept, decayed) = (keptStates.Array, decayedStates.Array);
             (state, factors, entries, inputs) = (new T[Size], new T[Steps * keys], new T[Steps * keys], new T[Steps * Columns]);
+        }
+
+        public void Dispose()
+        {
+            keptStates.Dispose();
+            decayedStates.Dispose();
         }
 
         /// <summary>Keeps S~_(t-1) when step t starts a segment: s as key rows of value entries, n the normaliser's.</summary>
