@@ -568,6 +568,14 @@ let tests =
                 for decay in [ 1; 8 ] do
                     Expect.isTrue (reversePassAgrees (2, 8, 16, 70, 2, decay, 30.0, true, false, seed)) (sprintf "seed %d, decay width %d" seed decay)
 
+        testCase "gated linear attention's reverse pass carries the log-decays' gradient across segments of 32 steps: weak decays per head and per key channel, 70 and 96 steps, with and without gate and normaliser (float64 1e-10)" <| fun () ->
+            for seed in 0 .. 3 do
+                for decay in [ 1; 8 ] do
+                    for time in [ 70; 96 ] do
+                        for gated, normalised in [ false, false; true, true ] do
+                            Expect.isTrue (reversePassAgrees (2, 8, 16, time, 2, decay, 0.1, gated, normalised, seed))
+                                (sprintf "seed %d, decay width %d, %d steps, gated %b, normalised %b" seed decay time gated normalised)
+
         testCase "gated linear attention by hand: input gate, decay per head, normaliser" <| fun () ->
             // x_t = (q, k, v, l, g): S_t = e^l S_{t-1} + e^g k v, o = q S, n likewise with v = 1
             // t0: (1, 1, 1, ln 1/2, 0): S = 1, o = 1; t1: (1, 2, 1, ln 1/2, ln 2): S = 1/2 + 4 = 4.5, o = 4.5;

@@ -132,60 +132,6 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDisposable 
             }
         }
     }
-
-    /// <summary>y = M^T x for M of <paramref name="rows"/> rows of <paramref name="cols"/> entries, <paramref name="stride"/>
-    /// apart: y[j] = sum_i x[i] M[i, j].</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transposed(T* m, int stride, T* x, T* y, int rows, int cols)
-    {
-        int n = Vector<T>.Count, j = 0;
-        // eight (or four) chains of fused multiply-adds at once, so that their latency overlaps
-        for (; j <= cols - 8 * n; j += 8 * n)
-        {
-            Vector<T> y0 = default, y1 = default, y2 = default, y3 = default, y4 = default, y5 = default, y6 = default, y7 = default;
-            for (int i = 0; i < rows; i++)
-            {
-                T* row = m + i * stride + j;
-                var xi = new Vector<T>(x[i]);
-                y0 = VectorFused.MultiplyAdd(xi, Vector.Load(row), y0);
-                y1 = VectorFused.MultiplyAdd(xi, Vector.Load(row + n), y1);
-                y2 = VectorFused.MultiplyAdd(xi, Vector.Load(row + 2 * n), y2);
-                y3 = VectorFused.MultiplyAdd(xi, Vector.Load(row + 3 * n), y3);
-                y4 = VectorFused.MultiplyAdd(xi, Vector.Load(row + 4 * n), y4);
-                y5 = VectorFused.MultiplyAdd(xi, Vector.Load(row + 5 * n), y5);
-                y6 = VectorFused.MultiplyAdd(xi, Vector.Load(row + 6 * n), y6);
-                y7 = VectorFused.MultiplyAdd(xi, Vector.Load(row + 7 * n), y7);
-            }
-            Vector.Store(y0, y + j); Vector.Store(y1, y + j + n); Vector.Store(y2, y + j + 2 * n); Vector.Store(y3, y + j + 3 * n);
-            Vector.Store(y4, y + j + 4 * n); Vector.Store(y5, y + j + 5 * n); Vector.Store(y6, y + j + 6 * n); Vector.Store(y7, y + j + 7 * n);
-        }
-        for (; j <= cols - 4 * n; j += 4 * n)
-        {
-            Vector<T> y0 = default, y1 = default, y2 = default, y3 = default;
-            for (int i = 0; i < rows; i++)
-            {
-                T* row = m + i * stride + j;
-                var xi = new Vector<T>(x[i]);
-                y0 = VectorFused.MultiplyAdd(xi, Vector.Load(row), y0);
-                y1 = VectorFused.MultiplyAdd(xi, Vector.Load(row + n), y1);
-                y2 = VectorFused.MultiplyAdd(xi, Vector.Load(row + 2 * n), y2);
-                y3 = VectorFused.MultiplyAdd(xi, Vector.Load(row + 3 * n), y3);
-            }
-            Vector.Store(y0, y + j); Vector.Store(y1, y + j + n); Vector.Store(y2, y + j + 2 * n); Vector.Store(y3, y + j + 3 * n);
-        }
-        for (; j <= cols - n; j += n)
-        {
-            Vector<T> y0 = default;
-            for (int i = 0; i < rows; i++) y0 = VectorFused.MultiplyAdd(new Vector<T>(x[i]), Vector.Load(m + i * stride + j), y0);
-            Vector.Store(y0, y + j);
-        }
-        for (; j < cols; j++)
-        {
-            var total = T.Zero;
-            for (int i = 0; i < rows; i++) total += x[i] * m[i * stride + j];
-            y[j] = total;
-        }
-    }
 }
 
 /// <summary>The segments of <see cref="GatedLinearAttentionDecayGradient{T}"/>.</summary>

@@ -13,7 +13,7 @@ namespace Duality.Kernels;
 /// sum_c a_t[j] S_(t-1)[j, c] dS_t[j, c], formed directly by the reverse pass (per key channel; summed over them for one
 /// decay per head), and only when the log-decays take a gradient (RetNet's fixed decays do not).
 /// q, k: [batch, time, heads key]; v: [batch, time, heads value]; logDecay: [batch, time, heads, 1 or key] or null;
-/// logGate: [batch, time, heads] or null. Returns [batch, time, heads value]. Memory O(T) besides a state every 64 steps.
+/// logGate: [batch, time, heads] or null. Returns [batch, time, heads value]. Memory O(T) besides a state every 32 steps for the log-decays' gradient.
 /// </summary>
 internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedLinearAttentionFunction>
 {

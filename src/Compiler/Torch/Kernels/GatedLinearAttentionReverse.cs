@@ -7,7 +7,7 @@ namespace Duality.Kernels;
 
 /// <summary>
 /// The reverse pass of <see cref="GatedLinearAttentionLoop"/>: the gradients of q, k and v from the output's gradient dy,
-/// per batch row and head, in O(T (key + value)) memory besides the inputs (and for the log-decays a state every 64
+/// per batch row and head, in O(T (key + value)) memory besides the inputs (and for the log-decays a state every 32
 /// steps). In the loop's frame (S~ = S e^(-m), the factors a~_t = a_t e^(m_(t-1) - m_t), the scaled keys
 /// kk_t = e^(g_t - m_t) k_t), with D_t = dS_t e^(m_t) the state's gradient and v with a column of ones when normalised:
 ///   delta_t = dy_t e^(m_t), or normalised dy_t / max(|nu_t|, e^(-m_t)) and on the ones' column
@@ -17,10 +17,9 @@ namespace Duality.Kernels;
 ///   dk_t = e^(g_t - m_t) D_t v_t = e^(g_t - m_t) (a~_(t+1) D_(t+1) v_t + q_t (v_t . delta_t))   (a sweep back).
 /// The log-decays' gradient is formed directly, as the decayed state entering each step against the state's gradient
 /// after it, never as a sum of q dq - k dk over later steps, whose terms cancel to the rounding of their size when the
-/// decays are strong: per key channel here, read off D_t as the sweep back writes it against states recomputed from
-/// every 64th (<see cref="DecayedStates{T}"/>), into <c>terms</c> ([batch, time, heads, key], when given); for one decay
-/// per head segment by segment from the states the sweeps hold where each begins and ends
-/// (<see cref="GatedLinearAttentionDecayGradient{T}"/>), into <c>headTerms</c> ([batch, time, heads], when given). Every factor is at most 1 and every
+/// decays are strong: segment by segment from the states the sweeps hold where each begins and ends, per head
+/// (<see cref="GatedLinearAttentionDecayGradient{T}"/>, into <c>headTerms</c>, [batch, time, heads]) or per key channel
+/// (<see cref="GatedLinearAttentionKeyDecayGradient{T}"/>, into <c>terms</c>, [batch, time, heads, key]), when given. Every factor is at most 1 and every
 /// exponent at most 0 whatever the gates' scale, as in the forward loop. Layouts as in the loop; dq, dk: [batch, time, heads, key]; dv: [batch, time, heads, value].
 /// Parallel over batch rows and heads.
 /// </summary>
@@ -224,13 +223,14 @@ internal static unsafe class GatedLinearAttentionReverse
         using var rented = new RentedArray<T>((long)time * columns);
         var (deltas, shifts) = (rented.Array, new T[time]);
         var (memory, normaliser, before, factors, entries) = (new T[keys * width], new T[keys], new T[keys], new T[keys], new T[keys]);
-        using var states = head.Terms is null ? null : new DecayedStates<T>(head);
+        using var gradient = head.Terms is null ? null : new GatedLinearAttentionKeyDecayGradient<T>(keys, width, time, head.Normalised);
+        const int segment = GatedLinearAttentionDecayGradient.Segment;
         var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
         fixed (T* s = memory, n = normaliser, earlier = before, a = factors, kk = entries, deltaRows = deltas)
         {
             for (int t = 0; t < time; t++)
             {
-                states?.Keep(t, s, n);
+                gradient?.KeepEntering(t, s, n);
                 long row = head.Row(t);
                 var entry = head.Step(t, ref shift, a);
                 shifts[t] = shift;
@@ -238,6 +238,7 @@ internal static unsafe class GatedLinearAttentionReverse
                 T* delta = deltaRows + (long)t * columns;
                 if (head.Normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(earlier, keys));
                 Delta(head.Normalised ? n : null, a, kk, head.Q + row * keys, head.Y + row * width, head.Dy + row * width, shift, delta, keys, width);
+                gradient?.Forward(t, a, entry, head.Q + row * keys, delta);
                 var own = Dot(head.V + row * width, delta, width) + (head.Normalised ? delta[width] : T.Zero);
                 AdvanceForward(s, a, kk, head.V + row * width, delta, head.Normalised ? earlier : null, head.Normalised ? delta[width] : T.Zero, own,
                     head.Dq + row * keys, keys, width);
@@ -247,16 +248,21 @@ internal static unsafe class GatedLinearAttentionReverse
             for (int t = time - 1; t >= 0; t--)
             {
                 long row = head.Row(t);
+                // the log-decays' gradient over a segment when the sweep reaches its last step, D holding D_(last+1)
+                if (gradient is not null && (t == time - 1 || (t + 1) % segment == 0))
+                {
+                    long first = head.Row(t / segment * segment);
+                    gradient.Backward(t, head.Q + first * keys, head.K + first * keys, head.V + first * width, head.Shape.Heads, deltaRows, s, n,
+                        head.Terms + first * keys);
+                }
                 head.Carry(t, shifts, a);
                 var entry = head.Entry(t, shifts[t]);
                 Scale(head.K + row * keys, entry, kk, keys);
                 T* delta = deltaRows + (long)t * columns;
                 var deltaN = head.Normalised ? delta[width] : T.Zero;
                 var own = Dot(head.V + row * width, delta, width) + deltaN;
-                // D_t read against a~_t S~_(t-1), the log-decays' gradient, as it is written
                 AdvanceBack(s, a, head.Q + row * keys, delta, head.Normalised ? n : null, deltaN, own, head.V + row * width, kk,
-                    entry, head.Dk + row * keys, head.Dv + row * width, states is null ? null : states.Before(t, shifts), states?.Columns ?? 0,
-                    states is null ? null : head.Terms + row * keys, keys, width);
+                    entry, head.Dk + row * keys, head.Dv + row * width, keys, width);
             }
         }
     }
@@ -299,16 +305,15 @@ internal static unsafe class GatedLinearAttentionReverse
     /// and dv = sum_j kk[j] D[j, :].
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AdvanceBack<T>(T* d, T* a, T* q, T* delta, T* dn, T deltaN, T own, T* v, T* kk, T entry, T* dk, T* dv,
-        T* before, int columns, T* terms, int keys, int width) where T : unmanaged, IFloatingPointIeee754<T>
+    private static void AdvanceBack<T>(T* d, T* a, T* q, T* delta, T* dn, T deltaN, T own, T* v, T* kk, T entry, T* dk, T* dv, int keys, int width)
+        where T : unmanaged, IFloatingPointIeee754<T>
     {
         int count = Vector<T>.Count;
         new Span<T>(dv, width).Clear();
-        var reading = terms is not null;
         for (int j = 0; j < keys; j++)
         {
-            T* row = d + j * width, decayed = reading ? before + j * columns : null;
-            Vector<T> f = new(a[j]), qj = new(q[j]), kj = new(kk[j]), sum = Vector<T>.Zero, dot = Vector<T>.Zero;
+            T* row = d + j * width;
+            Vector<T> f = new(a[j]), qj = new(q[j]), kj = new(kk[j]), sum = Vector<T>.Zero;
             int i = 0;
             for (; i <= width - count; i += count)
             {
@@ -317,147 +322,23 @@ internal static unsafe class GatedLinearAttentionReverse
                 c = VectorFused.MultiplyAdd(qj, Vector.Load(delta + i), c);
                 Vector.Store(c, row + i);
                 Vector.Store(VectorFused.MultiplyAdd(kj, c, Vector.Load(dv + i)), dv + i);
-                if (reading) dot = VectorFused.MultiplyAdd(Vector.Load(decayed + i), c, dot);
             }
-            T later = Vector.Sum(sum), product = Vector.Sum(dot);
+            T later = Vector.Sum(sum);
             for (; i < width; i++)
             {
                 var c = a[j] * row[i];
                 later += c * v[i];
                 row[i] = c + q[j] * delta[i];
                 dv[i] += kk[j] * row[i];
-                if (reading) product += decayed[i] * row[i];
             }
             if (dn is not null)
             {
                 var carried = a[j] * dn[j];
                 later += carried;
                 dn[j] = carried + q[j] * deltaN;
-                if (reading) product += decayed[width] * dn[j];
             }
-            if (reading) terms[j] = product;
             later *= entry;
             dk[j] = later + entry * q[j] * own;
-        }
-    }
-
-    /// <summary>Steps between the states <see cref="DecayedStates{T}"/> keeps on the way forward.</summary>
-    internal const int Segment = 64;
-
-    /// <summary>
-    /// The decayed states a~_t S~_(t-1) (with the normaliser's column) that the log-decays' gradient reads on the way back:
-    /// dl_t[j] = sum_c (a~_t S~_(t-1))[j, c] D_t[j, c], the state entering step t against the state's gradient after it (in
-    /// the loop's frame a~_t S~_(t-1) = a_t S_(t-1) e^(-m_t) and D_t = dS_t e^(m_t), so the product is a_t S_(t-1) dS_t). A
-    /// sum of products of step t's own magnitudes: a decay of e^-10000 has a gradient of 0, not the rounding of larger terms
-    /// that cancel (as sum_(r >= t) q_r dq_r - k_r dk_r would leave). The sweep forward keeps S~ before every
-    /// <see cref="Segment"/>-th step; on the way back each segment is recomputed from its state, four steps per pass, when
-    /// its last step is reached.
-    /// Memory O((T / Segment + Segment) key value) per head.
-    /// </summary>
-    private sealed class DecayedStates<T> : IDisposable where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        private readonly Head<T> head;
-        private readonly RentedArray<T> keptStates, decayedStates;
-        private readonly T[] kept, decayed, state, factors, entries, inputs;
-        public readonly int Columns, Size;
-
-        public DecayedStates(Head<T> head)
-        {
-            this.head = head;
-            int keys = head.Shape.Key, time = head.Shape.Time;
-            Columns = head.Shape.Value + (head.Normalised ? 1 : 0);
-            Size = keys * Columns;
-            (keptStates, decayedStates) = (new RentedArray<T>((long)(time + Segment - 1) / Segment * Size), new RentedArray<T>((long)Math.Min(Segment, time) * Size));
-            (kept, decayed) = (keptStates.Array, decayedStates.Array);
-            (state, factors, entries, inputs) = (new T[Size], new T[Steps * keys], new T[Steps * keys], new T[Steps * Columns]);
-        }
-
-        public void Dispose()
-        {
-            keptStates.Dispose();
-            decayedStates.Dispose();
-        }
-
-        /// <summary>Keeps S~_(t-1) when step t starts a segment: s as key rows of value entries, n the normaliser's.</summary>
-        public void Keep(int t, T* s, T* n)
-        {
-            if (t % Segment != 0) return;
-            int keys = head.Shape.Key, width = head.Shape.Value;
-            fixed (T* into = &kept[(long)(t / Segment) * Size])
-                for (int j = 0; j < keys; j++)
-                {
-                    for (int c = 0; c < width; c++) into[j * Columns + c] = s[j * width + c];
-                    if (head.Normalised) into[j * Columns + width] = n[j];
-                }
-        }
-
-        /// <summary>a~_t S~_(t-1) as key rows of <see cref="Columns"/>; steps are asked for from the last back, and reaching a
-        /// segment's last step recomputes the segment from its kept state.</summary>
-        public T* Before(int t, T[] shifts)
-        {
-            int first = t / Segment * Segment;
-            if (t == head.Shape.Time - 1 || (t + 1) % Segment == 0)
-            {
-                var shift = first == 0 ? (head.Gate is null ? T.Zero : T.NegativeInfinity) : shifts[first - 1];
-                Array.Copy(kept, (long)(first / Segment) * Size, state, 0, Size);
-                fixed (T* s = state, past = decayed, a = factors, kk = entries, x = inputs)
-                    for (int u = first; u <= t; u += Steps)
-                    {
-                        int count = Math.Min(Steps, t - u + 1);
-                        for (int w = 0; w < count; w++) Operands(head, u + w, ref shift, a + w * head.Shape.Key, kk + w * head.Shape.Key, x + w * Columns, Columns);
-                        RecomputeSteps(s, past + (long)(u - first) * Size, a, kk, x, count, head.Shape.Key, Columns, Size);
-                    }
-            }
-            fixed (T* past = decayed) return past + (long)(t - first) * Size;
-        }
-    }
-
-    /// <summary>Step t's operands for <see cref="RecomputeSteps{T}"/>: a~_t, kk_t = e^(g_t - m_t) k_t and [v_t 1].</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Operands<T>(Head<T> head, int t, ref T shift, T* a, T* kk, T* x, int columns) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int keys = head.Shape.Key, width = head.Shape.Value;
-        long row = head.Row(t);
-        Scale(head.K + row * keys, head.Step(t, ref shift, a), kk, keys);
-        new ReadOnlySpan<T>(head.V + row * width, width).CopyTo(new Span<T>(x, width));
-        if (columns > width) x[width] = T.One;
-    }
-
-    /// <summary>
-    /// Up to four steps of S~ (key rows of <paramref name="columns"/>) at once: for each, before = a~ S~ (written to
-    /// before + u size), then S~ = before + kk [v 1]; each row of S~ is read and written once for all of them.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RecomputeSteps<T>(T* s, T* before, T* a, T* kk, T* x, int count, int keys, int columns, int size)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int n = Vector<T>.Count;
-        for (int j = 0; j < keys; j++)
-        {
-            T* cells = s + j * columns;
-            int i = 0;
-            for (; i <= columns - n; i += n)
-            {
-                var c = Vector.Load(cells + i);
-                for (int u = 0; u < count; u++)
-                {
-                    c *= new Vector<T>(a[u * keys + j]);
-                    Vector.Store(c, before + u * size + j * columns + i);
-                    c = VectorFused.MultiplyAdd(new Vector<T>(kk[u * keys + j]), Vector.Load(x + u * columns + i), c);
-                }
-                Vector.Store(c, cells + i);
-            }
-            for (; i < columns; i++)
-            {
-                var c = cells[i];
-                for (int u = 0; u < count; u++)
-                {
-                    c *= a[u * keys + j];
-                    before[u * size + j * columns + i] = c;
-                    c += kk[u * keys + j] * x[u * columns + i];
-                }
-                cells[i] = c;
-            }
         }
     }
 
