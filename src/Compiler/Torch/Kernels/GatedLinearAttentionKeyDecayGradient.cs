@@ -118,18 +118,9 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDisposab
             {
                 T* qu = q + u * stride * keys, du = deltas + (long)(first + u) * (width + 1);
                 new Span<T>(p, keys).Fill(T.One);
-                for (int s = u - 1; s >= 0; s--)
-                {
-                    Multiply(p, a + (s + 1) * keys, p, keys);
-                    Multiply(p, kk + s * keys, w + s * keys, keys);
-                    Scale(w + s * keys, Dot(du, vv + s * columns, columns), w + s * keys, keys);
-                }
+                for (int s = u - 1; s >= 0; s--) Weigh(p, a + (s + 1) * keys, kk + s * keys, Dot(du, vv + s * columns, columns), w + s * keys, keys);
                 new Span<T>(y, keys).Clear();
-                for (int t = 1; t <= u; t++)
-                {
-                    MultiplyAdd(w + (t - 1) * keys, qu, y, keys);
-                    Add(inside + t * keys, y, inside + t * keys, keys);
-                }
+                for (int t = 1; t <= u; t++) Gather(w + (t - 1) * keys, qu, y, inside + t * keys, keys);
             }
             // sum_(s < t) A_j(s, l+1) kk_s[j] (E v_s)[j], from the first step on
             new Span<T>(p, keys).Clear();
@@ -151,6 +142,43 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDisposab
         for (int j = 0; j < keys; j++)
             for (int i = 0; i < width; i++) into[i * keys + j] = s[j * width + i];
         if (normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(into + width * keys, keys));
+    }
+
+    /// <summary>decay *= a, then w = decay kk h, entry by entry: one pair's weights, the decay carried to the next earlier step.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Weigh(T* decay, T* a, T* kk, T h, T* w, int count)
+    {
+        int i = 0;
+        var scale = new Vector<T>(h);
+        for (; i <= count - Vector<T>.Count; i += Vector<T>.Count)
+        {
+            var d = Vector.Load(decay + i) * Vector.Load(a + i);
+            Vector.Store(d, decay + i);
+            Vector.Store(d * Vector.Load(kk + i) * scale, w + i);
+        }
+        for (; i < count; i++)
+        {
+            decay[i] *= a[i];
+            w[i] = decay[i] * kk[i] * h;
+        }
+    }
+
+    /// <summary>sum += w q, then into += sum, entry by entry: the pairs before step t, added into t's sum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Gather(T* w, T* q, T* sum, T* into, int count)
+    {
+        int i = 0;
+        for (; i <= count - Vector<T>.Count; i += Vector<T>.Count)
+        {
+            var total = VectorFused.MultiplyAdd(Vector.Load(w + i), Vector.Load(q + i), Vector.Load(sum + i));
+            Vector.Store(total, sum + i);
+            Vector.Store(Vector.Load(into + i) + total, into + i);
+        }
+        for (; i < count; i++)
+        {
+            sum[i] += w[i] * q[i];
+            into[i] += sum[i];
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
