@@ -137,6 +137,7 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDisposab
     }
 
     /// <summary>into = [s^T; n^T]: value rows of key entries from key rows of value entries, the normaliser's row last.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Transpose(T* s, T* n, T* into)
     {
         for (int j = 0; j < keys; j++)

@@ -58,7 +58,9 @@ internal static unsafe class GatedLinearAttentionReverse
         public T Step(int t, ref T shift, T* a, out T exponent) =>
             Factors(DecayAt(Row(t)), GateAt(Row(t)), Shape.DecayWidth, Shape.Key, ref shift, a, out exponent);
 
-        /// <summary>Asks for step t's rows ahead of their use: those the sweep forward reads and writes, or the sweep back's.</summary>
+        /// <summary>Asks for step t's rows ahead of their use: those the sweep forward reads and writes, or the sweep back's.
+        /// Compiled optimised from its first call (a quick-compiled copy would not inline its prefetches).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void PrefetchRows(int t, bool forward)
         {
             long row = Row(t);
