@@ -25,21 +25,27 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDisposable 
     private readonly bool normalised;
     // per segment B^T (value rows of key entries, the normaliser's row last); per step a~_t, e^(g_t - m_t) and
     // q_t^T B delta_t; per segment the scaled keys, the values with their column of ones, E^T, and the pairs' weights
-    private readonly RentedArray<T> rented;
+    private readonly RentedArray<T> rentedEntering, rentedFactors, rentedEntries, rentedFromState;
     private readonly T[] entering, factors, entries, fromState, keyRows, valueRows, returning, pairs, sums;
 
     public GatedLinearAttentionDecayGradient(int keys, int width, int time, bool normalised)
     {
         (this.keys, this.width, this.time, this.normalised) = (keys, width, time, normalised);
         columns = width + (normalised ? 1 : 0);
-        rented = new RentedArray<T>((long)(time + Segment - 1) / Segment * columns * keys);
-        entering = rented.Array;
-        (factors, entries, fromState) = (new T[time], new T[time], new T[time]);
+        rentedEntering = new RentedArray<T>((long)(time + Segment - 1) / Segment * columns * keys);
+        (rentedFactors, rentedEntries, rentedFromState) = (new RentedArray<T>(time), new RentedArray<T>(time), new RentedArray<T>(time));
+        (entering, factors, entries, fromState) = (rentedEntering.Array, rentedFactors.Array, rentedEntries.Array, rentedFromState.Array);
         (keyRows, valueRows, returning) = (new T[Segment * keys], new T[Segment * columns], new T[columns * keys]);
         (pairs, sums) = (new T[Segment * Segment], new T[Math.Max(keys, Segment)]);
     }
 
-    public void Dispose() => rented.Dispose();
+    public void Dispose()
+    {
+        rentedEntering.Dispose();
+        rentedFactors.Dispose();
+        rentedEntries.Dispose();
+        rentedFromState.Dispose();
+    }
 
     /// <summary>Keeps B^T for the segment starting at step t: the sweep forward's P = S~^T (value rows of key entries) and n~.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

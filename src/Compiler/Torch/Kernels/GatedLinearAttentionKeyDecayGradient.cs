@@ -18,7 +18,7 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDisposab
 
     private readonly int keys, width, columns, time;
     private readonly bool normalised;
-    private readonly RentedArray<T> rentedEntering, rentedFactors, rentedFromState;
+    private readonly RentedArray<T> rentedEntering, rentedFactors, rentedFromState, rentedEntries;
     // per segment B^T (value rows of key entries, the normaliser's row last); per step a~_t, e^(g_t - m_t) and
     // q_t (B delta_t); per segment the scaled keys, the values with their column of ones, E^T, and per step of the
     // segment the running factors and sums
@@ -29,8 +29,8 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDisposab
         (this.keys, this.width, this.time, this.normalised) = (keys, width, time, normalised);
         columns = width + (normalised ? 1 : 0);
         rentedEntering = new RentedArray<T>((long)(time + Segment - 1) / Segment * columns * keys);
-        (rentedFactors, rentedFromState) = (new RentedArray<T>((long)time * keys), new RentedArray<T>((long)time * keys));
-        (entering, factors, fromState, entries) = (rentedEntering.Array, rentedFactors.Array, rentedFromState.Array, new T[time]);
+        (rentedFactors, rentedFromState, rentedEntries) = (new RentedArray<T>((long)time * keys), new RentedArray<T>((long)time * keys), new RentedArray<T>(time));
+        (entering, factors, fromState, entries) = (rentedEntering.Array, rentedFactors.Array, rentedFromState.Array, rentedEntries.Array);
         (keyRows, valueRows, returning) = (new T[Segment * keys], new T[Segment * columns], new T[columns * keys]);
         (through, toEnd, weights, within) = (new T[Segment * keys], new T[Segment * keys], new T[Segment * keys], new T[Segment * keys]);
         (sums, product) = (new T[keys], new T[keys]);
@@ -41,6 +41,7 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDisposab
         rentedEntering.Dispose();
         rentedFactors.Dispose();
         rentedFromState.Dispose();
+        rentedEntries.Dispose();
     }
 
     /// <summary>Keeps B^T when step t starts a segment: S~ (key rows of value entries) and n~, from the sweep forward.</summary>

@@ -102,7 +102,8 @@ internal static unsafe class GatedLinearAttentionReverse
     {
         int keys = head.Shape.Key, width = head.Shape.Value, time = head.Shape.Time, columns = width + 1, widest = Math.Max(keys, width);
         using var rented = new RentedArray<T>((long)time * columns);
-        var (deltas, shifts) = (rented.Array, new T[time]);
+        using var rentedShifts = new RentedArray<T>(time);
+        var (deltas, shifts) = (rented.Array, rentedShifts.Array);
         var (memory, transposed, normaliser, snapshots) = (new T[keys * width], new T[keys * width], new T[keys], new T[Steps * keys]);
         var (factors, entries, operands, others) = (new T[keys], new T[Steps * keys], new T[Steps * widest], new T[Steps * widest]);
         var (blank, sink, uniform) = (new T[widest], new T[widest], new T[Steps]);
@@ -223,7 +224,8 @@ internal static unsafe class GatedLinearAttentionReverse
         int keys = head.Shape.Key, width = head.Shape.Value, time = head.Shape.Time, columns = width + 1;
         // per step: delta_t (and its ones' column) and m_t, both read again on the way back
         using var rented = new RentedArray<T>((long)time * columns);
-        var (deltas, shifts) = (rented.Array, new T[time]);
+        using var rentedShifts = new RentedArray<T>(time);
+        var (deltas, shifts) = (rented.Array, rentedShifts.Array);
         var (memory, normaliser, before, factors, entries) = (new T[keys * width], new T[keys], new T[keys], new T[keys], new T[keys]);
         using var gradient = head.Terms is null ? null : new GatedLinearAttentionKeyDecayGradient<T>(keys, width, time, head.Normalised);
         const int segment = GatedLinearAttentionDecayGradient.Segment;
