@@ -257,7 +257,7 @@ let private outputAndGradients (g: Graph) dtype mode (x: torch.Tensor) (probe: t
 let tests =
     testList "kernels" [
         testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 60 }
-            "fused norms (layer, RMS, group centred or not; with and without gain and bias) = the composite form: outputs and gradients of the input, gain and bias, at widths around the SIMD width and on both sides of the parallel threshold (float64 1e-10; float32 within 1e-3 of it, scaled: in groups of two features dx nearly cancels, and the composite form in float32 errs by up to 3e-4 there)" <|
+            "fused norms (layer, RMS, group centred or not; with and without gain and bias) = the composite form: outputs and gradients of the input, gain and bias, at widths around the SIMD width and on both sides of the parallel threshold (float64 1e-10; float32 within 1e-3 of it, scaled, or within 10x the composite form's own float32 error where that exceeds 1e-4: in groups of two features whose values nearly coincide dx cancels, and the composite form in float32 errs by up to 2.4e-3 there)" <|
             Prop.forAll
                 (Arb.fromGen
                     (gen {
@@ -281,9 +281,14 @@ let tests =
                     let relative (e: torch.Tensor) (a: torch.Tensor) = ((e - a).abs().max() / (1.0 + e.abs().max().item<float>())).item<float>()
                     let agree tolerance label forms =
                         List.forall2 (fun (name, e) (name', a) -> name = name' && within tolerance (relative e a) (sprintf "%s, %s" label name)) composite forms
+                    // float32: within 1e-3, or within 10x the composite form's own float32 error where that alone exceeds it
+                    // (two features whose values nearly coincide: dx cancels to float32's rounding of 1 / sigma in both)
+                    let libtorch32 = outputAndGradients g torch.ScalarType.Float32 ExecutionMode.TorchOps x probe
                     agree 1e-10 "Auto" (outputAndGradients g torch.ScalarType.Float64 ExecutionMode.Auto x probe)
                     && agree 1e-10 "PerNode" (outputAndGradients g torch.ScalarType.Float64 ExecutionMode.PerNode x probe)
-                    && agree 1e-3 "Auto, float32" (outputAndGradients g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
+                    && List.forall2 (fun ((name, e), (_, own)) (name', a) ->
+                            name = name' && within (max 1e-3 (10.0 * relative e own)) (relative e a) (sprintf "Auto, float32, %s" name))
+                        (List.zip composite libtorch32) (outputAndGradients g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
 
         testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 60 }
             "fused gate (value * f(gate), every activation the fused kernels compute) = the composite form: outputs and gradients of the input and the gate's projection, at widths around the SIMD width (a padded last vector) and on both sides of the parallel threshold (float64 1e-10; float32 within 1e-5 of it, scaled)" <|
