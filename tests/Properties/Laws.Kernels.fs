@@ -254,6 +254,14 @@ let private outputAndGradients (g: Graph) dtype mode (x: torch.Tensor) (probe: t
           yield "input", leaf.grad.to_type(torch.ScalarType.Float64)
           for struct (name, p) in model.named_parameters() -> name, p.grad.to_type(torch.ScalarType.Float64) ])
 
+/// Float32 outputs and gradients against float64 (expected): each within floor of it, scaled, or within 10x the composite
+/// form's own float32 error (libtorch32) where that alone exceeds the floor (sums that cancel, features that coincide).
+let private agreeInFloat32 floor label (expected: (string * torch.Tensor) list) (libtorch32: (string * torch.Tensor) list) (forms: (string * torch.Tensor) list) =
+    let relative (e: torch.Tensor) (a: torch.Tensor) = ((e - a).abs().max() / (1.0 + e.abs().max().item<float>())).item<float>()
+    List.forall2 (fun ((name, e), (_, own)) (name', a) ->
+        name = name' && within (max floor (10.0 * relative e own)) (relative e a) (sprintf "%s, %s" label name))
+        (List.zip expected libtorch32) forms
+
 let tests =
     testList "kernels" [
         testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 60 }
@@ -283,15 +291,13 @@ let tests =
                         List.forall2 (fun (name, e) (name', a) -> name = name' && within tolerance (relative e a) (sprintf "%s, %s" label name)) composite forms
                     // float32: within 1e-3, or within 10x the composite form's own float32 error where that alone exceeds it
                     // (two features whose values nearly coincide: dx cancels to float32's rounding of 1 / sigma in both)
-                    let libtorch32 = outputAndGradients g torch.ScalarType.Float32 ExecutionMode.TorchOps x probe
                     agree 1e-10 "Auto" (outputAndGradients g torch.ScalarType.Float64 ExecutionMode.Auto x probe)
                     && agree 1e-10 "PerNode" (outputAndGradients g torch.ScalarType.Float64 ExecutionMode.PerNode x probe)
-                    && List.forall2 (fun ((name, e), (_, own)) (name', a) ->
-                            name = name' && within (max 1e-3 (10.0 * relative e own)) (relative e a) (sprintf "Auto, float32, %s" name))
-                        (List.zip composite libtorch32) (outputAndGradients g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
+                    && agreeInFloat32 1e-3 "Auto, float32" composite (outputAndGradients g torch.ScalarType.Float32 ExecutionMode.TorchOps x probe)
+                        (outputAndGradients g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
 
         testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 60 }
-            "fused gate (value * f(gate), every activation the fused kernels compute) = the composite form: outputs and gradients of the input and the gate's projection, at widths around the SIMD width (a padded last vector) and on both sides of the parallel threshold (float64 1e-10; float32 within 1e-5 of it, scaled)" <|
+            "fused gate (value * f(gate), every activation the fused kernels compute) = the composite form: outputs and gradients of the input and the gate's projection, at widths around the SIMD width (a padded last vector) and on both sides of the parallel threshold (float64 1e-10; float32 within 1e-5 of it, scaled, or within 10x the composite form's own float32 error where that exceeds 1e-6: a width-1 gate's weight gradient sums 900 products that cancel)" <|
             Prop.forAll
                 (Arb.fromGen
                     (gen {
@@ -317,7 +323,9 @@ let tests =
                     let agree tolerance label forms =
                         List.forall2 (fun (name, e) (name', a) -> name = name' && within tolerance (relative e a) (sprintf "%A, %s, %s" kind label name)) composite forms
                     agree 1e-10 "Auto" (outputAndGradients g torch.ScalarType.Float64 ExecutionMode.Auto x probe)
-                    && agree 1e-5 "Auto, float32" (outputAndGradients g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
+                    && agreeInFloat32 1e-5 (sprintf "%A, Auto, float32" kind) composite
+                        (outputAndGradients g torch.ScalarType.Float32 ExecutionMode.TorchOps x probe)
+                        (outputAndGradients g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
 
         testCase "fused norms over no steps or no batch rows: empty outputs and gradients" <| fun () ->
             for kind in 0 .. 3 do
