@@ -36,7 +36,7 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDisposable 
         (rentedFactors, rentedEntries, rentedFromState) = (new RentedArray<T>(time), new RentedArray<T>(time), new RentedArray<T>(time));
         (entering, factors, entries, fromState) = (rentedEntering.Array, rentedFactors.Array, rentedEntries.Array, rentedFromState.Array);
         (keyRows, valueRows, returning) = (new T[Segment * keys], new T[Segment * columns], new T[columns * keys]);
-        (pairs, sums) = (new T[Segment * Segment], new T[Math.Max(keys, Segment)]);
+        (pairs, sums) = (new T[Segment * Segment], new T[keys]);
     }
 
     public void Dispose()

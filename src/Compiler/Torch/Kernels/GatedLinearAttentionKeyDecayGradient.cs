@@ -48,7 +48,6 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDisposab
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void KeepEntering(int t, T* s, T* n)
     {
-        if (t % Segment != 0) return;
         fixed (T* into = &entering[(long)(t / Segment) * columns * keys])
             Transpose(s, n, into);
     }
@@ -181,31 +180,5 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDisposab
             sum[i] += w[i] * q[i];
             into[i] += sum[i];
         }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Multiply(T* x, T* y, T* into, int count)
-    {
-        int i = 0;
-        for (; i <= count - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(x + i) * Vector.Load(y + i), into + i);
-        for (; i < count; i++) into[i] = x[i] * y[i];
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Add(T* x, T* y, T* into, int count)
-    {
-        int i = 0;
-        for (; i <= count - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(x + i) + Vector.Load(y + i), into + i);
-        for (; i < count; i++) into[i] = x[i] + y[i];
-    }
-
-    /// <summary>into += x y, entry by entry.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void MultiplyAdd(T* x, T* y, T* into, int count)
-    {
-        int i = 0;
-        for (; i <= count - Vector<T>.Count; i += Vector<T>.Count)
-            Vector.Store(VectorFused.MultiplyAdd(Vector.Load(x + i), Vector.Load(y + i), Vector.Load(into + i)), into + i);
-        for (; i < count; i++) into[i] += x[i] * y[i];
     }
 }

@@ -89,16 +89,7 @@ internal static unsafe class GatedLinearAttentionLoop
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static T Factors<T>(T* l, T* gate, int width, int keys, ref T shift, T* a) where T : unmanaged, IFloatingPointIeee754<T>
-        => Factors(l, gate, width, keys, ref shift, a, out _);
-
-    /// <summary>
-    /// <see cref="Factors{T}(T*, T*, int, int, ref T, T*)"/>, also giving the exponent of the largest factor with a gate,
-    /// max_j l_j + m_(t-1) - m_t as computed (-inf when m_t is; 0 without a gate, where the factors come as given).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static T Factors<T>(T* l, T* gate, int width, int keys, ref T shift, T* a, out T exponent) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        exponent = T.Zero;
         if (gate is null)
         {
             if (width <= 1) new Span<T>(a, keys).Fill(l is null ? T.One : l[0]);
@@ -112,7 +103,7 @@ internal static unsafe class GatedLinearAttentionLoop
         var top = largest + shift;
         var next = T.Max(top, *gate);
         // m_t = -inf (nothing written yet, or every decay and the gate -inf) leaves the state 0
-        var carry = exponent = T.IsNegativeInfinity(next) ? T.NegativeInfinity : top - next;
+        var carry = T.IsNegativeInfinity(next) ? T.NegativeInfinity : top - next;
         if (width <= 1 || T.IsNegativeInfinity(largest)) new Span<T>(a, keys).Fill(T.Exp(carry));
         else for (int j = 0; j < keys; j++) a[j] = T.Exp(l[j] - largest + carry);
         shift = next;

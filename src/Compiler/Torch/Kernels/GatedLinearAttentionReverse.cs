@@ -54,10 +54,6 @@ internal static unsafe class GatedLinearAttentionReverse
         /// <summary>a~_t into a and e^(g_t - m_t), moving the shift from m_(t-1) to m_t.</summary>
         public T Step(int t, ref T shift, T* a) => Factors(DecayAt(Row(t)), GateAt(Row(t)), Shape.DecayWidth, Shape.Key, ref shift, a);
 
-        /// <summary><see cref="Step(int, ref T, T*)"/>, also giving log a~_t (one decay per head, with a gate).</summary>
-        public T Step(int t, ref T shift, T* a, out T exponent) =>
-            Factors(DecayAt(Row(t)), GateAt(Row(t)), Shape.DecayWidth, Shape.Key, ref shift, a, out exponent);
-
         /// <summary>Asks for step t's rows ahead of their use: those the sweep forward reads and writes, or the sweep back's.
         /// Compiled optimised from its first call (a quick-compiled copy would not inline its prefetches).</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -234,7 +230,7 @@ internal static unsafe class GatedLinearAttentionReverse
         {
             for (int t = 0; t < time; t++)
             {
-                gradient?.KeepEntering(t, s, n);
+                if (t % segment == 0) gradient?.KeepEntering(t, s, n);
                 long row = head.Row(t);
                 var entry = head.Step(t, ref shift, a);
                 shifts[t] = shift;

@@ -98,4 +98,32 @@ internal static unsafe class VectorRows
             y[j] = total;
         }
     }
+
+    /// <summary>into = x y, entry by entry (into may be x or y).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Multiply<T>(T* x, T* y, T* into, int count) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        for (; i <= count - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(x + i) * Vector.Load(y + i), into + i);
+        for (; i < count; i++) into[i] = x[i] * y[i];
+    }
+
+    /// <summary>into = x + y, entry by entry (into may be x or y).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Add<T>(T* x, T* y, T* into, int count) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        for (; i <= count - Vector<T>.Count; i += Vector<T>.Count) Vector.Store(Vector.Load(x + i) + Vector.Load(y + i), into + i);
+        for (; i < count; i++) into[i] = x[i] + y[i];
+    }
+
+    /// <summary>into += x y, entry by entry.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void MultiplyAdd<T>(T* x, T* y, T* into, int count) where T : unmanaged, INumber<T>
+    {
+        int i = 0;
+        for (; i <= count - Vector<T>.Count; i += Vector<T>.Count)
+            Vector.Store(VectorFused.MultiplyAdd(Vector.Load(x + i), Vector.Load(y + i), Vector.Load(into + i)), into + i);
+        for (; i < count; i++) into[i] += x[i] * y[i];
+    }
 }
