@@ -64,17 +64,21 @@ internal static unsafe class GatedLinearAttentionLoop
                     long next = ((long)b * shape.Time + start + Steps + u) * shape.Heads + h;
                     Prefetch(q + next * dk, dk); Prefetch(k + next * dk, dk); Prefetch(v + next * dv, dv); Prefetch(y + next * dv, dv);
                 }
-                if (width <= 1)
-                    Advance(s, new Uniform<T>(a[0], a[dk], a[2 * dk], a[3 * dk]), scaled, (T**)rows, (T**)(rows + Steps), (T**)(rows + 2 * Steps), dk, dv);
-                else
-                    Advance(s, new PerKey<T>(a, dk), scaled, (T**)rows, (T**)(rows + Steps), (T**)(rows + 2 * Steps), dk, dv);
+                T** qs = (T**)rows, vs = (T**)(rows + Steps), ys = (T**)(rows + 2 * Steps);
+                // normalised, each output reads the earlier steps' part a_u S_(u-1) before the step's own k (v . q), so that
+                // output and normaliser share the one dot kk_u . q_u (see Normalise)
+                if (width <= 1 && normalised) Advance<T, Uniform<T>, ReadBeforeWrite>(s, new(a[0], a[dk], a[2 * dk], a[3 * dk]), scaled, qs, vs, ys, dk, dv);
+                else if (width <= 1) Advance(s, new Uniform<T>(a[0], a[dk], a[2 * dk], a[3 * dk]), scaled, qs, vs, ys, dk, dv);
+                else if (normalised) Advance<T, PerKey<T>, ReadBeforeWrite>(s, new(a, dk), scaled, qs, vs, ys, dk, dv);
+                else Advance(s, new PerKey<T>(a, dk), scaled, qs, vs, ys, dk, dv);
                 if (!normalised && gate is null) continue;
                 for (int u = 0; u < Steps && start + u < shape.Time; u++)
                 {
-                    T* output = (T*)rows[2 * Steps + u];
+                    T* output = ys[u];
                     if (normalised)
                     {
-                        var dot = Normalise(n, a + u * dk, scaled + u * dk, (T*)rows[u], dk);
+                        Accumulate(vs[u], Dot(scaled + u * dk, qs[u], dk), output, dv);
+                        var dot = Normalise(n, a + u * dk, scaled + u * dk, qs[u], dk);
                         Divide(output, T.Max(T.Abs(dot), T.Exp(-shifts[u])), dv);
                     }
                     else Scale(output, T.Exp(shifts[u]), output, dv);
@@ -110,25 +114,30 @@ internal static unsafe class GatedLinearAttentionLoop
         return T.IsNegativeInfinity(next) ? T.Zero : T.Exp(*gate - next);
     }
 
-    /// <summary>n = a * n + k, returning q . n.</summary>
+    /// <summary>
+    /// n = a * n + k, returning q . n as (a n_(t-1)) . q + k . q. The step's own part k . q is the dot its output adds
+    /// (o = a S_(t-1)^T q + v (k . q)), so that o / (n . q) keeps v exactly when the step dominates however much k . q
+    /// cancels: summed apart, o and n . q would each carry a rounding of |k| |q| and their quotient its ratio to |k . q|.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static T Normalise<T>(T* n, T* a, T* k, T* q, int keys) where T : unmanaged, INumber<T>
+    internal static T Normalise<T>(T* n, T* a, T* k, T* q, int keys) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int i = 0;
         var sum = Vector<T>.Zero;
         for (; i <= keys - Vector<T>.Count; i += Vector<T>.Count)
         {
-            var updated = VectorFused.MultiplyAdd(Vector.Load(a + i), Vector.Load(n + i), Vector.Load(k + i));
-            Vector.Store(updated, n + i);
-            sum = VectorFused.MultiplyAdd(Vector.Load(q + i), updated, sum);
+            var carried = Vector.Load(a + i) * Vector.Load(n + i);
+            sum = VectorFused.MultiplyAdd(Vector.Load(q + i), carried, sum);
+            Vector.Store(carried + Vector.Load(k + i), n + i);
         }
-        var total = Vector.Sum(sum);
+        var earlier = Vector.Sum(sum);
         for (; i < keys; i++)
         {
-            n[i] = a[i] * n[i] + k[i];
-            total += q[i] * n[i];
+            var carried = a[i] * n[i];
+            earlier = T.FusedMultiplyAdd(q[i], carried, earlier);
+            n[i] = carried + k[i];
         }
-        return total;
+        return earlier + Dot(k, q, keys);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -99,7 +99,8 @@ internal static unsafe class GatedLinearAttentionReverse
         int keys = head.Shape.Key, width = head.Shape.Value, time = head.Shape.Time, columns = width + 1, widest = Math.Max(keys, width);
         using var rented = new RentedArray<T>((long)time * columns);
         using var rentedShifts = new RentedArray<T>(time);
-        var (deltas, shifts) = (rented.Array, rentedShifts.Array);
+        using var rentedOwns = new RentedArray<T>(time);
+        var (deltas, shifts, owns) = (rented.Array, rentedShifts.Array, rentedOwns.Array);
         var (memory, transposed, normaliser, snapshots) = (new T[keys * width], new T[keys * width], new T[keys], new T[Steps * keys]);
         var (factors, entries, operands, others) = (new T[keys], new T[Steps * keys], new T[Steps * widest], new T[Steps * widest]);
         var (blank, sink, uniform) = (new T[widest], new T[widest], new T[Steps]);
@@ -132,7 +133,8 @@ internal static unsafe class GatedLinearAttentionReverse
                     Scale(head.K + row * keys, entry, kk, keys);
                     T* delta = deltaRows + (long)t * columns;
                     if (head.Normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(earlier + u * keys, keys));
-                    Delta(head.Normalised ? n : null, a, kk, head.Q + row * keys, head.Y + row * width, head.Dy + row * width, shift, delta, keys, width);
+                    owns[t] = Delta(head.Normalised ? n : null, a, kk, head.Q + row * keys, head.V + row * width, head.Y + row * width,
+                        head.Dy + row * width, shift, delta, keys, width);
                     gradient?.Forward(t, a[0], entry, head.Q + row * keys, delta);
                     new ReadOnlySpan<T>(head.V + row * width, width).CopyTo(new Span<T>(block + u * width, width));
                     rq[u] = delta; rv[u] = kk; ry[u] = head.Dq + row * keys;
@@ -146,7 +148,7 @@ internal static unsafe class GatedLinearAttentionReverse
                     T* delta = deltaRows + (long)t * columns;
                     // the normaliser's part over earlier steps, a~_t n~_(t-1) delta_n
                     if (head.Normalised) Accumulate(earlier + u * keys, uniform[u] * delta[width], ry[u], keys);
-                    Accumulate(scaled + u * keys, Dot(head.V + row * width, delta, width) + (head.Normalised ? delta[width] : T.Zero), ry[u], keys);
+                    Accumulate(scaled + u * keys, owns[t], ry[u], keys);
                 }
             }
             new Span<T>(s, keys * width).Clear();
@@ -204,7 +206,7 @@ internal static unsafe class GatedLinearAttentionReverse
                     }
                     var entry = head.Entry(t, shifts[t]);
                     Scale(sy[u], entry, sy[u], keys);
-                    Accumulate(head.Q + row * keys, entry * (Dot(head.V + row * width, delta, width) + deltaN), sy[u], keys);
+                    Accumulate(head.Q + row * keys, entry * owns[t], sy[u], keys);
                 }
             }
         }
@@ -221,7 +223,8 @@ internal static unsafe class GatedLinearAttentionReverse
         // per step: delta_t (and its ones' column) and m_t, both read again on the way back
         using var rented = new RentedArray<T>((long)time * columns);
         using var rentedShifts = new RentedArray<T>(time);
-        var (deltas, shifts) = (rented.Array, rentedShifts.Array);
+        using var rentedOwns = new RentedArray<T>(time);
+        var (deltas, shifts, owns) = (rented.Array, rentedShifts.Array, rentedOwns.Array);
         var (memory, normaliser, before, factors, entries) = (new T[keys * width], new T[keys], new T[keys], new T[keys], new T[keys]);
         using var gradient = head.Terms is null ? null : new GatedLinearAttentionKeyDecayGradient<T>(keys, width, time, head.Normalised);
         const int segment = GatedLinearAttentionDecayGradient.Segment;
@@ -237,9 +240,9 @@ internal static unsafe class GatedLinearAttentionReverse
                 Scale(head.K + row * keys, entry, kk, keys);
                 T* delta = deltaRows + (long)t * columns;
                 if (head.Normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(earlier, keys));
-                Delta(head.Normalised ? n : null, a, kk, head.Q + row * keys, head.Y + row * width, head.Dy + row * width, shift, delta, keys, width);
+                var own = owns[t] = Delta(head.Normalised ? n : null, a, kk, head.Q + row * keys, head.V + row * width, head.Y + row * width,
+                    head.Dy + row * width, shift, delta, keys, width);
                 gradient?.Forward(t, a, entry, head.Q + row * keys, delta);
-                var own = Dot(head.V + row * width, delta, width) + (head.Normalised ? delta[width] : T.Zero);
                 AdvanceForward(s, a, kk, head.V + row * width, delta, head.Normalised ? earlier : null, head.Normalised ? delta[width] : T.Zero, own,
                     head.Dq + row * keys, keys, width);
             }
@@ -260,8 +263,7 @@ internal static unsafe class GatedLinearAttentionReverse
                 Scale(head.K + row * keys, entry, kk, keys);
                 T* delta = deltaRows + (long)t * columns;
                 var deltaN = head.Normalised ? delta[width] : T.Zero;
-                var own = Dot(head.V + row * width, delta, width) + deltaN;
-                AdvanceBack(s, a, head.Q + row * keys, delta, head.Normalised ? n : null, deltaN, own, head.V + row * width, kk,
+                AdvanceBack(s, a, head.Q + row * keys, delta, head.Normalised ? n : null, deltaN, owns[t], head.V + row * width, kk,
                     entry, head.Dk + row * keys, head.Dv + row * width, keys, width);
             }
         }
@@ -344,19 +346,42 @@ internal static unsafe class GatedLinearAttentionReverse
 
     /// <summary>
     /// delta_t into <paramref name="delta"/> (value + 1 entries): dy e^(m), or with the normaliser n (advanced here by
-    /// n = a n + k) dy / max(|n . q|, e^(-m)) and the ones' column.
+    /// n = a n + k) dy / max(|n . q|, e^(-m)) and the ones' column; returns the step's own part v . delta + delta_n. With
+    /// the normaliser that is (v - sign(nu) y) . dy / |nu|, the difference taken first: a step that dominates its state
+    /// has y = sign(nu) v, and the two products apart would cancel to the rounding of |v| |dy| / |nu|.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Delta<T>(T* n, T* a, T* k, T* q, T* y, T* dy, T shift, T* delta, int keys, int width) where T : unmanaged, IFloatingPointIeee754<T>
+    private static T Delta<T>(T* n, T* a, T* k, T* q, T* v, T* y, T* dy, T shift, T* delta, int keys, int width)
+        where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (n is null)
         {
             Scale(dy, T.Exp(shift), delta, width);
-            return;
+            return Dot(v, delta, width);
         }
         var nu = Normalise(n, a, k, q, keys);
         var divisor = T.Max(T.Abs(nu), T.Exp(-shift));
         Scale(dy, T.One / divisor, delta, width);
-        delta[width] = T.Abs(nu) > T.Exp(-shift) ? -T.CopySign(T.One, nu) * Dot(dy, y, width) / divisor : T.Zero;
+        if (!(T.Abs(nu) > T.Exp(-shift)))
+        {
+            delta[width] = T.Zero;
+            return Dot(v, delta, width);
+        }
+        var sign = T.CopySign(T.One, nu);
+        delta[width] = -sign * Dot(dy, y, width) / divisor;
+        return Difference(v, y, sign, dy, width) / divisor;
+    }
+
+    /// <summary>(v - sign y) . dy.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T Difference<T>(T* v, T* y, T sign, T* dy, int width) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int i = 0;
+        var (sums, signs) = (Vector<T>.Zero, new Vector<T>(sign));
+        for (; i <= width - Vector<T>.Count; i += Vector<T>.Count)
+            sums = VectorFused.MultiplyAdd(Vector.Load(v + i) - signs * Vector.Load(y + i), Vector.Load(dy + i), sums);
+        var total = Vector.Sum(sums);
+        for (; i < width; i++) total = T.FusedMultiplyAdd(v[i] - sign * y[i], dy[i], total);
+        return total;
     }
 }

@@ -179,22 +179,29 @@ internal sealed class GatedLinearAttentionStepper<T> : Stepper<T> where T : unma
                 var state = memory.AsSpan((b * node.Heads + h) * dk * columns, dk * columns);
                 var output = y.Slice(h * dv, dv);
                 output.Clear();
-                T normaliser = T.Zero;
+                // the earlier steps' part read before the write, the step's own part as one dot (e k) . q shared by the output
+                // and the normaliser, as the fused loop reads them (their quotient keeps v when the step dominates)
+                T normaliser = T.Zero, own = T.Zero;
+                for (int j = 0; j < dk; j++) own += entry * k[h * dk + j] * q[h * dk + j];
                 for (int j = 0; j < dk; j++)
                 {
                     var row = state.Slice(j * columns, columns);
                     var (written, qj) = (entry * k[h * dk + j], q[h * dk + j]);
                     for (int c = 0; c < dv; c++)
                     {
-                        row[c] = lambdas[j] * row[c] + written * v[h * dv + c];
-                        output[c] += qj * row[c];
+                        var carried = lambdas[j] * row[c];
+                        output[c] += qj * carried;
+                        row[c] = carried + written * v[h * dv + c];
                     }
                     if (node.Normalised)
                     {
-                        row[dv] = lambdas[j] * row[dv] + written;
-                        normaliser += qj * row[dv];
+                        var carried = lambdas[j] * row[dv];
+                        normaliser += qj * carried;
+                        row[dv] = carried + written;
                     }
                 }
+                for (int c = 0; c < dv; c++) output[c] += own * v[h * dv + c];
+                normaliser += own;
                 if (node.Normalised)
                 {
                     var divisor = T.Max(T.Abs(normaliser), T.Exp(-shift));
