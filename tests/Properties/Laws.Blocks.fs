@@ -144,7 +144,7 @@ let private gradients (g: Graph) mode (inputs: Sequence[]) (probe: Sequence) =
     let model = g.Compile(CompileOptions(DType = f64, Execution = mode))
     let x = (toTensor f64 inputs.[0]).requires_grad_(true)
     let y = model.Forward([| x |]).[0]
-    (y * toTensor f64 probe).sum().backward()
+    backwardOf (fun () -> (y * toTensor f64 probe).sum())
     [ for struct (name, p) in model.named_parameters() -> name, ofTensorFlat p.grad ] @ [ "input", ofTensorFlat x.grad ]
 
 /// gradients in float32, as float64 arrays.
@@ -153,7 +153,7 @@ let private gradients32 (g: Graph) mode (inputs: Sequence[]) (probe: Sequence) =
     let model = g.Compile(CompileOptions(DType = f32, Execution = mode))
     let x = (toTensor f32 inputs.[0]).requires_grad_(true)
     let y = model.Forward([| x |]).[0]
-    (y * toTensor f32 probe).sum().backward()
+    backwardOf (fun () -> (y * toTensor f32 probe).sum())
     [ for struct (name, p) in model.named_parameters() -> name, ofTensorFlat p.grad ] @ [ "input", ofTensorFlat x.grad ]
 
 let private relative (expected: double[]) (actual: double[]) =
@@ -442,7 +442,7 @@ let private reversePassAgrees (heads, dk, dv, time, batch, decay, strength: floa
     let gradients dtype form =
         withGrad (fun () ->
             let inputs = leaves dtype
-            ((form inputs: torch.Tensor) * probe.to_type(dtype)).sum().backward()
+            backwardOf (fun () -> ((form inputs: torch.Tensor) * probe.to_type(dtype)).sum())
             inputs |> List.map (fun x -> x.grad.to_type(f64)))
     let relativeTo (expected: torch.Tensor) (actual: torch.Tensor) =
         ((expected - actual).abs().max() / (1.0 + expected.abs().max().item<float>())).item<float>()
@@ -490,7 +490,7 @@ let private dominatedStepErrors (fraction: float) (seed: int) =
             let y =
                 Duality.Kernels.GatedLinearAttentionFunction.Run(leaves.[0], leaves.[1], leaves.[2], leaves.[3], leaves.[4],
                     Duality.Kernels.GatedLinearAttentionFunction.Form(int h, int dk, int dv, true))
-            (y * probe.to_type(dtype)).sum().backward()
+            backwardOf (fun () -> (y * probe.to_type(dtype)).sum())
             y.detach().to_type(f64) :: (leaves |> List.map (fun x -> x.grad.to_type(f64))))
     let errors =
         List.map2 (fun (e: torch.Tensor) (a: torch.Tensor) -> ((e - a).abs().max() / (1.0 + e.abs().max().item<float>())).item<float>())
@@ -706,7 +706,7 @@ let tests =
                 Expect.equal (List.ofSeq group.Nodes) nodes "its nodes"
                 let x = torch.randn(2L, 5L, 16L)
                 noGrad (fun () -> model.forward(x) |> ignore)
-                model.forward(x.requires_grad_(true)).sum().backward()
+                backwardOf (fun () -> model.forward(x.requires_grad_(true)).sum())
                 Expect.equal (group.Fused, group.NodeByNode) (2L, 0L) "both passes fused"
 
         testCase "gated MLP: an expansion below 1 is refused, naming the option" <| fun () ->
@@ -772,7 +772,7 @@ let tests =
                     for form, y in [ "fused loop", noGrad (fun () -> model.Forward([| x |]).[0]); "with gradients", withGrad (fun () -> model.Forward([| x |]).[0]) ] do
                         Expect.sequenceEqual y.shape [| shape.[0]; shape.[1]; 6L |] (label form)
                     let leaf = x.clone().requires_grad_(true)
-                    withGrad (fun () -> model.Forward([| leaf |]).[0].sum().backward())
+                    withGrad (fun () -> backwardOf (fun () -> model.Forward([| leaf |]).[0].sum()))
                     Expect.sequenceEqual leaf.grad.shape shape (label "reverse pass")
 
         testCase "decay normaliser with gradients: the exact value, the slope -e^(2x) / sqrt(1 - e^(2x)) bounded at 1000 in magnitude, finite at x = 0 and x = -inf (float64)" <| fun () ->
@@ -782,7 +782,7 @@ let tests =
             let reference = (ReferenceEvaluator.Evaluate(g, [| input |])).[0]
             let x = (toTensor f64 input).requires_grad_(true)
             let y = g.Compile(CompileOptions.Float64).Forward([| x |]).[0]
-            y.sum().backward()
+            backwardOf (fun () -> y.sum())
             let values, slopes = ofTensorFlat y, ofTensorFlat x.grad
             for i in 0 .. xs.Length - 1 do
                 let e = exp (2.0 * xs.[i])
@@ -799,7 +799,7 @@ let tests =
             let g = g0.WithWeight(gate.Name, "Bias", DoubleTensor.Vector(Array.create 4 -1000.0))
             let model = g.Compile(CompileOptions.Float64)
             let x = toTensor f64 (randomSequence (Random(5)) 2 6 4 1.0)
-            model.Forward([| x |]).[0].sum().backward()
+            backwardOf (fun () -> model.Forward([| x |]).[0].sum())
             for struct (name, p) in model.named_parameters() do
                 Expect.isTrue (ofTensorFlat p.grad |> Array.forall Double.IsFinite) (sprintf "finite gradient of %s" name)
 
@@ -951,7 +951,7 @@ let tests =
                         [ f64, 1e-12, 1e-10, 2.2250738585072014e-308; torch.ScalarType.Float32, infinity, infinity, 1.1754943508222875e-38 ] do
                     let x = (toTensor dtype input).requires_grad_(true)
                     let y = g.Compile(CompileOptions(DType = dtype)).Forward([| x |]).[0]
-                    y.sum().backward()
+                    backwardOf (fun () -> y.sum())
                     let values, slopes = ofTensorFlat y, ofTensorFlat x.grad
                     let valueError = Array.init values.Length (fun i -> relativeTo smallestNormal reference.[0, 0, i] values.[i]) |> Array.max
                     let slopeError =

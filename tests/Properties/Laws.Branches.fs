@@ -69,7 +69,7 @@ let private gradientsOf loss (g: Graph) execution (x: Sequence) =
     let model = g.Compile(CompileOptions(DType = f64, Execution = execution))
     let x = (toTensor f64 x).requires_grad_(true)
     let y = model.forward(x)
-    (reduce loss y).backward()
+    backwardOf (fun () -> reduce loss y)
     let grads =
         model.named_parameters()
         |> Seq.map (fun struct (n, p) -> n, (if isNull p.grad then [||] else ofTensorFlat p.grad))

@@ -96,7 +96,7 @@ let private inputGradient (g: Graph) (c: GatedCase) =
     let x = (toTensor f64 (inputsOf c).[0]).requires_grad_(true)
     let y = g.Compile(CompileOptions.Float64).forward(x)
     let probe = torch.linspace(-1.0, 1.0, y.numel(), dtype = f64).reshape(y.shape)
-    (y * probe).sum().backward()
+    backwardOf (fun () -> (y * probe).sum())
     ofTensor x.grad
 
 let private throwsNaming (field: string) (build: unit -> Graph) =

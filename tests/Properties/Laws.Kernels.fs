@@ -72,7 +72,7 @@ let private gradients (loss: Loss) (g: Graph) (execution: ExecutionMode) (x: Seq
     let model = g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = execution))
     let x = (x |> toTensor torch.ScalarType.Float64).requires_grad_(true)
     let y = model.forward(x)
-    (reduce loss y).backward()
+    backwardOf (fun () -> reduce loss y)
     let grads = model.named_parameters() |> Seq.map (fun struct (n, p) -> n, ofTensorFlat p.grad) |> List.ofSeq
     ofTensor y, ofTensor x.grad, grads
 
@@ -230,7 +230,7 @@ let private pooledOutputs =
         let once = (model.forward(leaf) * 0.5).sum()
         once.backward()
         let single = ofTensor leaf.grad
-        (model.forward(leaf) * 0.5).sum().backward()
+        backwardOf (fun () -> (model.forward(leaf) * 0.5).sum())
         within 1e-10 (scaledError (single |> Array3D.map (fun v -> 2.0 * v)) (ofTensor leaf.grad)) "accumulated gradient" |> ignore
 
 /// A norm of width w over an input of width w: 0 layer norm, 1 RMS norm, 2 group norm (centred), 3 group norm (RMS per
@@ -249,7 +249,7 @@ let private outputAndGradients (g: Graph) dtype mode (x: torch.Tensor) (probe: t
     withGrad (fun () ->
         let leaf = x.to_type(dtype).detach().requires_grad_(true)
         let y = model.Forward([| leaf |]).[0]
-        (y * probe.to_type(dtype)).sum().backward()
+        backwardOf (fun () -> (y * probe.to_type(dtype)).sum())
         [ yield "output", y.detach().to_type(torch.ScalarType.Float64)
           yield "input", leaf.grad.to_type(torch.ScalarType.Float64)
           for struct (name, p) in model.named_parameters() -> name, p.grad.to_type(torch.ScalarType.Float64) ])
@@ -433,7 +433,7 @@ let tests =
                 if supported && valueGateFused <> (model.FusedGroups |> Seq.exists (fun group -> group.Nodes |> Seq.exists (fun n -> n = "gate/value/inner"))) then
                     failwithf "the value's gate %A is %sin the group (%d nodes)" valueGate (if valueGateFused then "not " else "") groupNodes
                 if fusedRuns () <> (if supported then 1L else 0L) then failwithf "without gradients the fused group ran %d times (%A)" (fusedRuns ()) activation
-                model.forward(x().requires_grad_(true)).sum().backward()
+                backwardOf (fun () -> model.forward(x().requires_grad_(true)).sum())
                 let withGradients = if supported && (decaySource <> "own, shared" || c.Width = 1) then 2L else if supported then 1L else 0L
                 if fusedRuns () <> withGradients then failwithf "with gradients the fused group ran %d times in all (%A, %s)" (fusedRuns ()) activation decaySource
                 let sequence () = randomSequence (Random(c.Seed)) c.Batch c.Time 3 1.5
@@ -567,7 +567,7 @@ let tests =
             let decay = model.named_parameters() |> Seq.pick (fun struct (n, p) -> if n = "a/decay.weight" then Some p else None)
             noGrad (fun () -> decay.mul_(torch.tensor(-2.0, dtype = torch.ScalarType.Float64)) |> ignore)
             check "after changing the decay's weights"
-            model.forward(x).sum().backward()
+            backwardOf (fun () -> model.forward(x).sum())
             let group = model.FusedGroups |> Seq.find (fun g -> g.Node = "a")
             Expect.equal (group.Kind, group.Fused, group.NodeByNode) ("structure-aware gated layer, input-dependent decay", 2L, 1L)
                 "two passes without gradients fused, one with gradients node by node"

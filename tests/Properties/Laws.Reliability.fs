@@ -392,8 +392,52 @@ let private plainDefault (names: string list) kind =
     let taken (c: string) = names |> List.exists (fun n -> n = c || n.StartsWith(c + "/", StringComparison.Ordinal))
     Seq.initInfinite (fun i -> if i = 0 then kind else sprintf "%s_%d" kind (i + 1)) |> Seq.find (taken >> not)
 
+// ---------------------------------------------------------------------------------------------------------------
+// Lifetimes: a managed tensor nothing else holds may be finalised (its native tensor freed) as soon as the JIT sees its
+// last use, which can be the native call still reading it. Every entry point keeps its temporaries in a dispose scope.
+
+/// Tensors the current thread creates outside every dispose scope while f runs, and f's result.
+let private createdOutsideScopes (f: unit -> 'a) =
+    let statistics = DisposeScopeManager.Statistics.TensorStatistics
+    let before = statistics.CreatedOutsideScopeCount
+    let result = f ()
+    statistics.CreatedOutsideScopeCount - before, result
+
+let private lifetimes =
+    testCase "every entry point holds its temporaries in a dispose scope (none is left to a finaliser, which could free it while a native call reads it): forward with and without gradients, the step form's steps and unroll and reading weights back create no tensor outside a scope, the reverse passes none but libtorch's incoming gradient each, for the mLSTM, Mamba-2, GLA, RG-LRU and RetNet blocks and a plain linear attention" <| fun () ->
+        // with the number of fused reverse passes each runs: libtorch hands each its incoming gradient as a new tensor before
+        // it starts (mLSTM and RetNet: attention, group norm, gate; Mamba-2: convolution, attention, gated RMSNorm, gate)
+        let graphs =
+            [ for name, block, passes in
+                  [ "mLSTM", Blocks.Mlstm(2, 2, 2), 3L; "Mamba-2", Blocks.Mamba2(4, 2, 2, 1, 4), 4L; "GLA", Blocks.Gla(2, 2, 2, 3, 16.0), 3L
+                    "RG-LRU", Blocks.RgLru(1), 1L; "RetNet", Blocks.RetNet(2, 2, 2), 3L ] ->
+                name, Model.Input("x", 4).Then(block).Build(), passes
+              yield "linear attention", Model.Input("x", 4).Attention(2, 2, 2, outFeatures = 4).Build(), 0L ]
+        let generator = new torch.Generator(5UL)
+        let x = torch.randn([| 2L; 9L; 4L |], dtype = torch.ScalarType.Float64, generator = generator)
+        for name, g, passes in graphs do
+            let model = InitializeWeights.Run(g, 3).Compile(CompileOptions.Float64)
+            let label what = sprintf "%s: %s" name what
+            let none what (count, _) = Expect.equal count 0L (label what + ", tensors created outside a scope")
+            none "forward without gradients" (createdOutsideScopes (fun () -> noGrad (fun () -> model.forward x)))
+            none "step form, unroll" (createdOutsideScopes (fun () -> noGrad (fun () -> model.ToStepForm().Unroll x)))
+            let stepForm = model.ToStepForm()
+            let state = stepForm.InitialState 2L
+            let first = x.select(1, 0L)
+            none "step form, one step" (createdOutsideScopes (fun () -> noGrad (fun () -> stepForm.Step(first, state))))
+            none "reading weights back" (createdOutsideScopes (fun () -> model.ToGraph()))
+            withGrad (fun () ->
+                let leaf = x.detach().requires_grad_(true)
+                let count, y = createdOutsideScopes (fun () -> model.forward leaf)
+                Expect.equal count 0L (label "forward with gradients, tensors created outside a scope")
+                let loss = y.square().sum()
+                let count, () = createdOutsideScopes (fun () -> loss.backward())
+                Expect.equal count passes (label "backward, tensors created outside a scope (only libtorch's incoming gradients)"))
+
 let tests =
     testList "reliability" [
+        lifetimes
+
         testCase "builder fuzzing: random sequences of builder calls with hostile arguments (0, negative, int.MaxValue, NaN, Inf, undefined enums, odd names) either build or raise GraphException" <| fun () ->
             let outcomes = [ for seed in 1 .. 3000 -> fuzz seed ]
             let built = outcomes |> List.filter id |> List.length

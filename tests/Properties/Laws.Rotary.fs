@@ -186,7 +186,7 @@ let tests =
                 modes |> List.forall (fun mode ->
                     let model = g.Compile(CompileOptions(DType = f64, Execution = mode))
                     let input = (toTensor f64 x).requires_grad_(true)
-                    (model.Forward([| input |]).[0] * toTensor f64 probe).sum().backward()
+                    backwardOf (fun () -> (model.Forward([| input |]).[0] * toTensor f64 probe).sum())
                     within tolerance64 (scaledError expected (ofTensor input.grad)) (sprintf "%A, input gradient" mode)))
 
         testCase "errors: an odd head width, a width the heads do not divide, and Angles of the wrong shape or not finite name the field" <| fun () ->

@@ -23,6 +23,13 @@ let withGrad (f: unit -> 'a) =
     use _ = torch.enable_grad()
     f ()
 
+/// loss().backward() with every tensor made on the way held by a dispose scope until backward returns: a temporary
+/// nothing else holds (the product under a sum) may otherwise be finalised, its native tensor freed, while a native call
+/// still reads it.
+let backwardOf (loss: unit -> torch.Tensor) =
+    use _ = torch.NewDisposeScope()
+    (loss ()).backward()
+
 /// Whether every attention of the graph is causal (only then can it run one step at a time, and may a late
 /// value leave earlier outputs alone).
 let causal (g: Graph) = g.Nodes |> Seq.forall (function :? Attention as a -> a.Causal | _ -> true)

@@ -109,6 +109,9 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
         var outputs = Graph.Outputs.Select(o => values[o.Index]).ToArray();
         // an output may be an input itself (an identity graph): that one belongs to the caller already
         foreach (var output in outputs.Distinct().Where(o => !inputs.Any(i => ReferenceEquals(i, o)))) scope.MoveToOuter(output);
+        // the caller's tensors too stay reachable until every native call reading them has returned (an input made in the
+        // call's own argument list has no other holder)
+        GC.KeepAlive(inputs);
         return outputs;
     }
 
@@ -139,8 +142,11 @@ public sealed class CompiledGraph : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>The graph with every node's weights replaced by this module's current values.</summary>
-    public Graph ToGraph() =>
-        Graph.MapNodes(node => nodeModules[Graph.IdOf(node.Name).Index] is { } module ? module.ReadBack(node) : node);
+    public Graph ToGraph()
+    {
+        using var scope = NewDisposeScope();
+        return Graph.MapNodes(node => nodeModules[Graph.IdOf(node.Name).Index] is { } module ? module.ReadBack(node) : node);
+    }
 
     /// <summary>A streaming form that consumes one time step at a time with explicit state.</summary>
     public StepForm ToStepForm() => new(Graph, nodeModules, DType, Device);

@@ -72,6 +72,9 @@ public sealed class StepForm
                 "pass the state this module's InitialState(batch) made, or the one its previous Step returned",
                 Received: state is null ? "null" : "the state of another compiled module"));
         InputCheck.Steps(graph, inputs, dtype, device, state.Batch);
+        // every intermediate belongs to the scope until the step returns: a temporary whose managed wrapper nothing else
+        // holds could otherwise be finalised (its native tensor freed) while a native call still reads it
+        using var scope = NewDisposeScope();
         var values = new Tensor[nodeModules.Length];
         var states = state.PerNode.ToBuilder();
         int next = 0;
@@ -92,6 +95,9 @@ public sealed class StepForm
             else values[i] = module.Forward(sources);
         }
         var outputs = graph.Outputs.Select(o => values[o.Index].squeeze(1)).ToArray();
+        // the outputs and the new state outlive the step (a tensor of the caller's, such as an unchanged state, stays theirs)
+        scope.MoveToOuter(outputs.Concat(states.SelectMany(s => s)));
+        GC.KeepAlive(inputs);
         return (outputs, new StepState(states.MoveToImmutable(), state.Batch, state.Steps + 1, nodeModules));
     }
 
@@ -108,9 +114,13 @@ public sealed class StepForm
         var (batch, time) = (inputs[0].shape[0], inputs[0].shape[1]);
         if (time == 0)
             return graph.Outputs.Select(o => zeros(batch, 0, graph.WidthOf(o), dtype: dtype, device: device)).ToArray();
+        using var scope = NewDisposeScope();
         var state = InitialState(batch);
         var steps = new Tensor[inputs[0].shape[1]][];
         for (int t = 0; t < steps.Length; t++) (steps[t], state) = Step(inputs.Select(x => x.select(1, t)).ToArray(), state);
-        return Enumerable.Range(0, graph.Outputs.Count).Select(o => stack(steps.Select(step => step[o]), 1)).ToArray();
+        var outputs = Enumerable.Range(0, graph.Outputs.Count).Select(o => stack(steps.Select(step => step[o]), 1)).ToArray();
+        scope.MoveToOuter(outputs);
+        GC.KeepAlive(inputs);
+        return outputs;
     }
 }

@@ -155,7 +155,9 @@ internal sealed class CausalConvolutionFunction : SingleTensorFunction<CausalCon
         return y;
     }
 
-    public override List<Tensor> backward(AutogradContext ctx, Tensor grad)
+    public override List<Tensor> backward(AutogradContext ctx, Tensor grad) => BackwardScope.Run(grad, () => ReversePass(ctx, grad));
+
+    private static List<Tensor> ReversePass(AutogradContext ctx, Tensor grad)
     {
         var saved = ctx.get_saved_variables();
         var (x, taps, bias) = (saved[0], saved[1], saved[2] is { IsInvalid: false } s ? s : null);

@@ -30,7 +30,9 @@ internal sealed class GateFunction : SingleTensorFunction<GateFunction>
         return Forward(value, gate, kind);
     }
 
-    public override List<Tensor> backward(AutogradContext ctx, Tensor grad)
+    public override List<Tensor> backward(AutogradContext ctx, Tensor grad) => BackwardScope.Run(grad, () => ReversePass(ctx, grad));
+
+    private static List<Tensor> ReversePass(AutogradContext ctx, Tensor grad)
     {
         var saved = ctx.get_saved_variables();
         var (value, gate, kind) = (saved[0], saved[1], (ActivationKind)ctx.get_data("kind"));

@@ -39,7 +39,9 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
         return y;
     }
 
-    public override List<Tensor> backward(AutogradContext ctx, Tensor grad)
+    public override List<Tensor> backward(AutogradContext ctx, Tensor grad) => BackwardScope.Run(grad, () => ReversePass(ctx, grad));
+
+    private static List<Tensor> ReversePass(AutogradContext ctx, Tensor grad)
     {
         var saved = ctx.get_saved_variables();
         Tensor? Optional(Tensor t) => t is { IsInvalid: false } ? t : null;

@@ -47,7 +47,9 @@ internal sealed class LinearScan : SingleTensorFunction<LinearScan>
         return h;
     }
 
-    public override List<Tensor> backward(AutogradContext ctx, Tensor grad)
+    public override List<Tensor> backward(AutogradContext ctx, Tensor grad) => BackwardScope.Run(grad, () => ReversePass(ctx, grad));
+
+    private static List<Tensor> ReversePass(AutogradContext ctx, Tensor grad)
     {
         var tensors = ctx.get_saved_variables();
         var (lambda, h0, h) = (tensors[0], tensors[1] is { IsInvalid: false } s ? s : null, tensors[2]);
@@ -168,7 +170,9 @@ internal sealed class ComplexScan : SingleTensorFunction<ComplexScan>
         return h;
     }
 
-    public override List<Tensor> backward(AutogradContext ctx, Tensor grad)
+    public override List<Tensor> backward(AutogradContext ctx, Tensor grad) => BackwardScope.Run(grad, () => ReversePass(ctx, grad));
+
+    private static List<Tensor> ReversePass(AutogradContext ctx, Tensor grad)
     {
         var saved = ctx.get_saved_variables();
         Tensor? Optional(Tensor t) => t is { IsInvalid: false } ? t : null;

@@ -36,7 +36,9 @@ internal sealed class NormFunction : SingleTensorFunction<NormFunction>
         return y;
     }
 
-    public override List<Tensor> backward(AutogradContext ctx, Tensor grad)
+    public override List<Tensor> backward(AutogradContext ctx, Tensor grad) => BackwardScope.Run(grad, () => ReversePass(ctx, grad));
+
+    private static List<Tensor> ReversePass(AutogradContext ctx, Tensor grad)
     {
         var saved = ctx.get_saved_variables();
         var (x, gain, mean, scale) = (saved[0], saved[1] is { IsInvalid: false } g ? g : null, saved[2], saved[3]);

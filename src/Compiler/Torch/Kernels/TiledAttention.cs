@@ -128,7 +128,9 @@ internal sealed class TiledSoftmaxFunction : SingleTensorFunction<TiledSoftmaxFu
         return output;
     }
 
-    public override List<Tensor> backward(AutogradContext ctx, Tensor grad)
+    public override List<Tensor> backward(AutogradContext ctx, Tensor grad) => BackwardScope.Run(grad, () => ReversePass(ctx, grad));
+
+    private static List<Tensor> ReversePass(AutogradContext ctx, Tensor grad)
     {
         var saved = ctx.get_saved_variables();
         var (dq, dk, dv) = TiledAttention.Backward(saved[0], saved[1], saved[2], saved[3], saved[4], grad,

@@ -37,8 +37,12 @@ internal abstract class NodeModule(string name) : nn.Module(name)
 /// <summary>Weights between the IR's float64 tensors and TorchSharp, and activations as tensor operations.</summary>
 internal static class TensorValues
 {
-    public static Tensor ToTorch(DoubleTensor values, ScalarType dtype) =>
-        torch.tensor(values.Data.ToArray(), values.Shape.Select(d => (long)d).ToArray(), dtype: ScalarType.Float64).to_type(dtype);
+    public static Tensor ToTorch(DoubleTensor values, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        return torch.tensor(values.Data.ToArray(), values.Shape.Select(d => (long)d).ToArray(), dtype: ScalarType.Float64).to_type(dtype)
+            .MoveToOuterDisposeScope();
+    }
 
     public static DoubleTensor ToValues(Tensor tensor)
     {

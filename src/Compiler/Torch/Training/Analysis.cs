@@ -98,6 +98,7 @@ public static class Analysis
     public static Tensor CubicTensor(Graph graph, int sequences = 256, int time = 10, int seed = 99)
     {
         var width = graph.InputNodes.Single().Features;
+        using var scope = NewDisposeScope();
         using var _ = no_grad();
         var x = randn(sequences, time, width, dtype: ScalarType.Float64, generator: new torch.Generator((ulong)seed));
         var y = graph.Compile(CompileOptions.Float64).forward(x);
@@ -106,7 +107,7 @@ public static class Analysis
         var triangle = sums.reshape(sequences, time, width * width).index_select(2, tensor(upper));
         var features = (triangle.unsqueeze(-1) * x.unsqueeze(-2)).reshape(sequences * time, upper.Length * width);
         var solution = linalg.lstsq(features, y.reshape(sequences * time, y.shape[2])).Solution;
-        return solution.t().contiguous();
+        return solution.t().contiguous().MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -116,7 +117,8 @@ public static class Analysis
     /// </summary>
     public static Graph AttentionFromTensor(Tensor fitted, int width, string name = "recovered")
     {
-        var c = fitted.to_type(ScalarType.Float64).contiguous().data<double>().ToArray();
+        double[] c;
+        using (NewDisposeScope()) c = fitted.to_type(ScalarType.Float64).contiguous().data<double>().ToArray();
         int outputs = (int)fitted.shape[0], pairs = SymmetricPairs.Count(width), heads = outputs * width;
         var (query, key, value, output) = (new double[heads * width, width], new double[heads * width, width], new double[heads, width], new double[outputs, heads]);
         for (int i = 0; i < outputs; i++)
@@ -146,6 +148,7 @@ public static class Analysis
     public static (Tensor Model, Tensor GradientDescent) RegressionTensors(Graph graph, InContextRegressionTask task, int sequences = 4096, int seed = 98)
     {
         int dx = task.Inputs, dy = task.Outputs, width = dx + dy, time = task.Examples + 1;
+        using var scope = NewDisposeScope();
         using var _ = no_grad();
         var z = randn(sequences, time, width, dtype: ScalarType.Float64, generator: new torch.Generator((ulong)seed));
         z[.., time - 1, TensorIndex.Slice(dx)] = zeros(sequences, dy, dtype: ScalarType.Float64);
@@ -163,12 +166,18 @@ public static class Analysis
                 var pair = SymmetricPairs.Index(k, dx + j, width);
                 reference[j, pair * dx + k] = eta;
             }
-        return (fitted, reference);
+        return scope.MoveToOuter(fitted, reference);
     }
 
     /// <summary>||A - B||_F / ||B||_F between two fitted tensors.</summary>
-    public static double TensorDistance(Tensor fitted, Tensor reference) =>
-        ((fitted - reference).norm() / reference.norm()).to_type(ScalarType.Float64).item<double>();
+    public static double TensorDistance(Tensor fitted, Tensor reference)
+    {
+        using var scope = NewDisposeScope();
+        var distance = ((fitted - reference).norm() / reference.norm()).to_type(ScalarType.Float64).item<double>();
+        GC.KeepAlive(fitted);
+        GC.KeepAlive(reference);
+        return distance;
+    }
 
     /// <summary>A task's loss for a graph on a fixed batch (float64).</summary>
     public static double Loss(Graph graph, ITrainingTask task, int batch = 1024, int seed = 12345)
