@@ -12,7 +12,7 @@ namespace Duality.Kernels;
 internal static class CausalMask
 {
     /// <summary>scores[t, s] for s &lt;= t, <paramref name="value"/> for s &gt; t (-inf before a softmax, 0 for linear forms).</summary>
-    public static Tensor Fill(Tensor scores, double value) => scores.masked_fill(Future(scores.shape[^1], scores.device), value);
+    public static Tensor Fill(Tensor scores, double value) => scores.masked_fill(Future(scores.shape[^1], scores.device), HeldScalars.Of(value));
 
     /// <summary>The later steps: true where s &gt; t, [time, time].</summary>
     public static Tensor Future(long time, Device device) => ones(time, time, dtype: ScalarType.Bool, device: device).triu(1);

@@ -55,9 +55,9 @@ internal static class GatedLinearAttentionChunks
         else
         {
             var later = ones(c, c, dtype: ScalarType.Bool, device: l.device).tril(-1).unsqueeze(-1);
-            lags = l.unsqueeze(-2).expand([.. l.shape[..^2], c, c, l.shape[^1]]).masked_fill(later.logical_not(), 0.0).cumsum(-3);
+            lags = l.unsqueeze(-2).expand([.. l.shape[..^2], c, c, l.shape[^1]]).masked_fill(later.logical_not(), HeldScalars.Zero).cumsum(-3);
         }
-        return lags.masked_fill(future.unsqueeze(-1), double.NegativeInfinity);
+        return lags.masked_fill(future.unsqueeze(-1), HeldScalars.NegativeInfinity);
     }
 
     /// <summary>x with every entry above 0 taken as 0, its gradient passed through: an exponent at most 0 in exact
@@ -97,7 +97,7 @@ internal static class GatedLinearAttentionChunks
         var lags = perHead ? Lags(decays, cumulative, future).squeeze(-1) : null;
         // g_s + D[t, s] per head: the exponents before the shift, whose row maxima the shift takes
         var weighted = gate is null || lags is null ? null
-            : (lags + gate.squeeze(-1).unsqueeze(-2)).masked_fill(future, double.NegativeInfinity);
+            : (lags + gate.squeeze(-1).unsqueeze(-2)).masked_fill(future, HeldScalars.NegativeInfinity);
         var (shift, starts, ends) = gate is null ? (null, null, null) : Shifts(decays, weighted, gate, stateShift, future);
         // the exponents' shifts, with m = -inf (nothing written yet, all candidates -inf) taken as 0 so that they stay -inf
         var (rowShift, startShift) = shift is null ? (null, null) : (Finite(shift), Finite(starts!));
@@ -108,7 +108,7 @@ internal static class GatedLinearAttentionChunks
             // at most 0 as computed: m_t is the largest of the same g_s + D[t, s] (masked before e^x, so a non-finite gate at
             // a later step reaches neither the value nor the gradient)
             var exponents = weighted is null ? lags! : weighted - rowShift!;
-            scores = (qb.matmul(kb.transpose(-2, -1)) * exponents.exp()).masked_fill(future, 0);
+            scores = (qb.matmul(kb.transpose(-2, -1)) * exponents.exp()).masked_fill(future, HeldScalars.Zero);
         }
         else
         {
@@ -116,15 +116,15 @@ internal static class GatedLinearAttentionChunks
             var queryExponents = shift is null ? cumulative : cumulative - rowShift!;
             var keyExponents = gate is null ? -cumulative : gate - cumulative;
             if (Factorable(cumulative, queryExponents, keyExponents, q.dtype))
-                scores = (qb * queryExponents.exp()).matmul((kb * keyExponents.exp()).transpose(-2, -1)).masked_fill(future, 0);
+                scores = (qb * queryExponents.exp()).matmul((kb * keyExponents.exp()).transpose(-2, -1)).masked_fill(future, HeldScalars.Zero);
             else if (chunk > ChannelChunk)
                 return Run(q, k, v, logDecay, logGate, state, ChannelChunk);
             else
             {
                 lags = Lags(decays, cumulative, future);
                 var exponents = gate is null ? lags
-                    : AtMostZero(lags + gate.unsqueeze(-3) - rowShift!.unsqueeze(-1)).masked_fill(future.unsqueeze(-1), double.NegativeInfinity);
-                scores = (qb.unsqueeze(-2) * kb.unsqueeze(-3) * exponents.exp()).sum(-1).masked_fill(future, 0);
+                    : AtMostZero(lags + gate.unsqueeze(-3) - rowShift!.unsqueeze(-1)).masked_fill(future.unsqueeze(-1), HeldScalars.NegativeInfinity);
+                scores = (qb.unsqueeze(-2) * kb.unsqueeze(-3) * exponents.exp()).sum(-1).masked_fill(future, HeldScalars.Zero);
             }
         }
         var local = CausalMask.Product(scores, vb);
@@ -161,7 +161,7 @@ internal static class GatedLinearAttentionChunks
         using var _ = no_grad();
         var largest = decays.amax([-1L], keepdim: true);
         var running = largest.cumsum(3);
-        weighted ??= (Lags(largest, running, future).squeeze(-1) + gate.squeeze(-1).unsqueeze(-2)).masked_fill(future, double.NegativeInfinity);
+        weighted ??= (Lags(largest, running, future).squeeze(-1) + gate.squeeze(-1).unsqueeze(-2)).masked_fill(future, HeldScalars.NegativeInfinity);
         var written = weighted.amax([-1L]).unsqueeze(-1);
         long chunks = decays.shape[2], chunk = decays.shape[3];
         var starts = new Tensor[chunks];
@@ -178,7 +178,7 @@ internal static class GatedLinearAttentionChunks
     }
 
     /// <summary>m with -inf (nothing written yet) taken as 0: exponents g + D - m then stay -inf instead of -inf + inf.</summary>
-    private static Tensor Finite(Tensor m) => m.masked_fill(m.isneginf(), 0.0);
+    private static Tensor Finite(Tensor m) => m.masked_fill(m.isneginf(), HeldScalars.Zero);
 
     /// <summary>The chunks' result.</summary>
     /// <param name="Output">y_t e^(-m_t) [batch, heads, time, value].</param>
