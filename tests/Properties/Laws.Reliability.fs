@@ -404,7 +404,7 @@ let private createdOutsideScopes (f: unit -> 'a) =
     statistics.CreatedOutsideScopeCount - before, result
 
 let private lifetimes =
-    testCase "every entry point holds its temporaries in a dispose scope (none is left to a finaliser, which could free it while a native call reads it): forward with and without gradients, the step form's steps and unroll and reading weights back create no tensor outside a scope, the reverse passes none but libtorch's incoming gradient each, for the mLSTM, Mamba-2, GLA, RG-LRU and RetNet blocks and a plain linear attention" <| fun () ->
+    testCase "every entry point holds its temporaries in a dispose scope (none is left to a finaliser, which could free it while a native call reads it): forward with and without gradients, the step form's steps and unroll, reading weights back and the equivalence check create no tensor outside a scope, the reverse passes none but libtorch's incoming gradient each, for the mLSTM, Mamba-2, GLA, RG-LRU and RetNet blocks and a plain linear attention" <| fun () ->
         // with the number of fused reverse passes each runs: libtorch hands each its incoming gradient as a new tensor before
         // it starts (mLSTM and RetNet: attention, group norm, gate; Mamba-2: convolution, attention, gated RMSNorm, gate)
         let graphs =
@@ -426,6 +426,7 @@ let private lifetimes =
             let first = x.select(1, 0L)
             none "step form, one step" (createdOutsideScopes (fun () -> noGrad (fun () -> stepForm.Step(first, state))))
             none "reading weights back" (createdOutsideScopes (fun () -> model.ToGraph()))
+            none "equivalence check" (createdOutsideScopes (fun () -> Duality.Verification.Equivalence.Check(model, model)))
             withGrad (fun () ->
                 let leaf = x.detach().requires_grad_(true)
                 let count, y = createdOutsideScopes (fun () -> model.forward leaf)

@@ -1,3 +1,4 @@
+using Duality.Kernels;
 using Duality.Execution;
 using Duality.Ir;
 using static Duality.Streaming.VectorMath;
@@ -130,14 +131,17 @@ internal sealed class RecurrenceModule : NodeModule
     private static Tensor[] Align(Tensor[] state, Tensor like) =>
         state.Select(s => s.dtype == like.dtype && s.device == like.device ? s : s.to(like.dtype, like.device)).ToArray();
 
+    /// <summary>One step of the recurrence; its sums take their alpha from <see cref="HeldScalars.One"/> (this runs once per
+    /// step, and each <c>a + b</c> would make a Scalar only a finaliser frees).</summary>
     private Tensor[] Advance(Tensor[] state, Tensor u, Tensor? decay)
     {
-        if (decay is not null) return [DecayOf(decay) * state[0] + u];
-        if (!Complex) return [lambda! * state[0] + u];
+        var one = HeldScalars.One;
+        if (decay is not null) return [(DecayOf(decay) * state[0]).add(u, one)];
+        if (!Complex) return [(lambda! * state[0]).add(u, one)];
         Tensor re = state[0], im = state[1], lre = lambda!.select(1, 0), lim = lambda.select(1, 1);
-        if (!node.ComplexInput) return [lre * re - lim * im + u, lre * im + lim * re];
+        if (!node.ComplexInput) return [(lre * re).sub(lim * im).add(u, one), (lre * im).add(lim * re, one)];
         int n = node.Width;
-        return [lre * re - lim * im + u.narrow(-1, 0, n), lre * im + lim * re + u.narrow(-1, n, n)];
+        return [(lre * re).sub(lim * im).add(u.narrow(-1, 0, n), one), (lre * im).add(lim * re, one).add(u.narrow(-1, n, n), one)];
     }
 
     /// <summary>lambda_t from the decay branch: sigmoid(d) or e^d (<see cref="DecayForm"/>).</summary>

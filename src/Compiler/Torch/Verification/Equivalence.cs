@@ -98,6 +98,9 @@ public static class Equivalence
         var largest = new double[outputs.Length];
         var samples = 0;
         var generator = new torch.Generator((ulong)options.Seed);
+        // each sample's random inputs belong to a scope until it is compared (a temporary only a native call still reads
+        // could otherwise be finalised during that call); the scale is a Scalar held to the end likewise
+        using var scale = options.Scale.ToScalar();
         void Compare(IReadOnlyDictionary<string, Tensor> named)
         {
             using var scope = NewDisposeScope();
@@ -115,8 +118,11 @@ public static class Equivalence
         }
         foreach (var length in options.Lengths)
             for (int s = 0; s < options.Samples; s++)
+            {
+                using var sample = NewDisposeScope();
                 Compare(inputs.ToDictionary(i => i.Name,
-                    i => randn(options.Batch, length, i.Features, dtype: ScalarType.Float64, generator: generator) * options.Scale));
+                    i => randn(options.Batch, length, i.Features, dtype: ScalarType.Float64, generator: generator).mul(scale)));
+            }
         foreach (var given in options.Inputs) Compare(given);
         var errors = outputs.Select((name, o) => new OutputError(name, worstAbsolute[o],
             largest[o] > 0 ? worstAbsolute[o] / largest[o] : worstAbsolute[o], largest[o])).ToList();
