@@ -124,17 +124,25 @@ internal sealed class AttentionModule : NodeModule
         if (IsLinear)
         {
             var outer = v.transpose(-2, -1).matmul(TensorValues.Apply(node.FeatureMap, k));
+            // this runs once per step: its sums and factors use Scalars held to the end of the step, not the ones TorchSharp
+            // would make for each operator and leave to their finalisers (see HeldScalars)
+            var one = HeldScalars.One;
             Tensor[] memory;
             if (node.InputDependentDecay)
-                memory = [HeadDecayLogits(x).sigmoid().view(batch, node.Heads, 1, 1) * state[0] + outer];
+                memory = [(HeadDecayLogits(x).sigmoid().view(batch, node.Heads, 1, 1) * state[0]).add(outer, one)];
             else if (node.HeadDecays is not null)
-                memory = [HeadDecayValues(x).view(1, node.Heads, 1, 1) * state[0] + outer];
+                memory = [(HeadDecayValues(x).view(1, node.Heads, 1, 1) * state[0]).add(outer, one)];
             else if (node.DecayPhase is { } theta)
             {
-                var (re, im) = (node.Decay!.Value * Math.Cos(theta), node.Decay.Value * Math.Sin(theta));
-                memory = [state[0] * re - state[1] * im + outer, state[0] * im + state[1] * re];
+                using Scalar re = node.Decay!.Value * Math.Cos(theta), im = node.Decay.Value * Math.Sin(theta);
+                memory = [state[0].mul(re).sub(state[1].mul(im)).add(outer, one), state[0].mul(im).add(state[1].mul(re), one)];
             }
-            else memory = [node.Decay is { } gamma ? state[0] * gamma + outer : state[0] + outer];
+            else if (node.Decay is { } gamma)
+            {
+                using Scalar factor = gamma;
+                memory = [state[0].mul(factor).add(outer, one)];
+            }
+            else memory = [state[0].add(outer, one)];
             var y = memory[0].matmul(TensorValues.Apply(node.FeatureMap, q).transpose(-2, -1)).squeeze(-1);
             return (Output(y.reshape(batch, 1, node.Heads * node.ValueWidth)), memory);
         }

@@ -1,3 +1,4 @@
+using Duality.Kernels;
 using Duality.Execution;
 using Duality.Ir;
 using Duality.Reference;
@@ -37,6 +38,13 @@ internal abstract class NodeModule(string name) : nn.Module(name)
 /// <summary>Weights between the IR's float64 tensors and TorchSharp, and activations as tensor operations.</summary>
 internal static class TensorValues
 {
+    /// <summary>The activations' constants as Scalars held for the life of the process (see <see cref="HeldScalars"/>).</summary>
+    private static class Held
+    {
+        public static readonly Scalar Two = 2.0.ToScalar(), Half = 0.5.ToScalar(), FiveTwentyFourths = (5.0 / 24).ToScalar(),
+            SeriesBelow = ScalarFunctions.LogSoftplusSeriesBelow.ToScalar(), SlopeFloor = (1 / DecayNormaliserSlopeBound).ToScalar();
+    }
+
     public static Tensor ToTorch(DoubleTensor values, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
@@ -61,7 +69,7 @@ internal static class TensorValues
         ActivationKind.GELU => nn.functional.gelu(x),
         ActivationKind.Tanh => x.tanh(),
         ActivationKind.ReLU => x.relu(),
-        ActivationKind.EluPlusOne => nn.functional.elu(x, 1.0, false) + 1,
+        ActivationKind.EluPlusOne => nn.functional.elu(x, 1.0, false).add(HeldScalars.One, HeldScalars.One),
         // torch's softplus returns x itself beyond a threshold (20), an error of e^-20 = 2e-9: the exact form instead,
         // softplus(x) = -log sigmoid(-x) = max(x, 0) + log(1 + e^-|x|), which log sigmoid computes in one pass
         ActivationKind.Softplus => nn.functional.logsigmoid(x.neg()).neg(),
@@ -88,13 +96,13 @@ internal static class TensorValues
         Tensor value, slope;
         using (no_grad())
         {
-            var doubled = x * 2;
+            var doubled = x.mul(Held.Two);
             value = doubled.expm1().neg().sqrt();
             if (!recorded) return value.MoveToOuterDisposeScope();
-            slope = doubled.exp().neg() / value.clamp_min(1 / DecayNormaliserSlopeBound);
+            slope = doubled.exp().neg() / value.clamp_min(Held.SlopeFloor);
         }
         // value + slope (x - x): the value itself, and slope as the derivative (x - x is 0 also at x = -inf, a decay of 0)
-        return (value + slope * (x - x.detach()).nan_to_num(0, 0, 0)).MoveToOuterDisposeScope();
+        return value.add(slope * (x - x.detach()).nan_to_num(0, 0, 0), HeldScalars.One).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -105,11 +113,12 @@ internal static class TensorValues
     private static Tensor LogSoftplus(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var below = x.lt(ScalarFunctions.LogSoftplusSeriesBelow);
-        var low = x.clamp_max(ScalarFunctions.LogSoftplusSeriesBelow);
+        var below = x.lt(Held.SeriesBelow);
+        var low = x.clamp_max(Held.SeriesBelow);
         var u = low.exp();
-        var series = low - u * (0.5 - u * (5.0 / 24));
-        var logarithm = nn.functional.logsigmoid(x.clamp_min(ScalarFunctions.LogSoftplusSeriesBelow).neg()).neg().log();
+        // low - u (1/2 - u 5/24), as written (the negated product plus 1/2 is 1/2 minus it exactly)
+        var series = low - u * u.mul(Held.FiveTwentyFourths).neg_().add_(Held.Half, HeldScalars.One);
+        var logarithm = nn.functional.logsigmoid(x.clamp_min(Held.SeriesBelow).neg()).neg().log();
         return torch.where(below, series, logarithm).MoveToOuterDisposeScope();
     }
 }
