@@ -20,19 +20,18 @@ let toTensor (dtype: torch.ScalarType) (x: Sequence) =
     use scope = torch.NewDisposeScope()
     scope.MoveToOuter(torch.from_array(flat).reshape(int64 b, int64 t, int64 f).to_type(dtype))
 
-/// The values of a tensor [batch, time, features] (any dtype or device) as float64.
-let ofTensor (y: torch.Tensor) : Sequence =
-    let shape = y.shape
-    let data = (use _ = torch.NewDisposeScope() in y.detach().to_type(torch.ScalarType.Float64).contiguous().data<double>().ToArray())
-    GC.KeepAlive y
-    let b, t, f = int shape.[0], int shape.[1], int shape.[2]
-    Array3D.init b t f (fun i j k -> data.[(i * t + j) * f + k])
-
 /// The values of a tensor of any shape as float64, in row-major order.
 let ofTensorFlat (t: torch.Tensor) =
     let data = (use _ = torch.NewDisposeScope() in t.detach().to_type(torch.ScalarType.Float64).contiguous().data<double>().ToArray())
     GC.KeepAlive t
     data
+
+/// The values of a tensor [batch, time, features] (any dtype or device) as float64.
+let ofTensor (y: torch.Tensor) : Sequence =
+    let shape = y.shape
+    let data = ofTensorFlat y
+    let b, t, f = int shape.[0], int shape.[1], int shape.[2]
+    Array3D.init b t f (fun i j k -> data.[(i * t + j) * f + k])
 
 /// max |x|, NaN if any entry is NaN.
 let maxAbs (x: Sequence) =

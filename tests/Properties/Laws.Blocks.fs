@@ -402,6 +402,10 @@ let private attentionSizes =
         return heads, dk, dv, time, batch
     }
 
+/// max |expected - actual| / (1 + max |expected|) between two tensors.
+let private scaledTensorError (expected: torch.Tensor) (actual: torch.Tensor) =
+    ((expected - actual).abs().max() / (1.0 + expected.abs().max().item<float>())).item<float>()
+
 /// Gradients of the gated linear attention's reverse pass (one autograd operation over the fused loop) against autograd
 /// through its chunks of 64 steps and through the masked form (one chunk), float64 within 1e-10, and float32 against
 /// float64. Decay: 0 (none), 1 (per head) or the key width (per key channel), the log-decays -strength softplus(z).
@@ -444,22 +448,20 @@ let private reversePassAgrees (heads, dk, dv, time, batch, decay, strength: floa
             let inputs = leaves dtype
             backwardOf (fun () -> ((form inputs: torch.Tensor) * probe.to_type(dtype)).sum())
             inputs |> List.map (fun x -> x.grad.to_type(f64)))
-    let relativeTo (expected: torch.Tensor) (actual: torch.Tensor) =
-        ((expected - actual).abs().max() / (1.0 + expected.abs().max().item<float>())).item<float>()
     let names = [ "q"; "k"; "v"; yield! (if decay = 0 then [] else [ "log-decay" ]); yield! (if gated then [ "log-gate" ] else []) ]
     let reverse = gradients f64 recurrent
     let agree tolerance label (other: torch.Tensor list) =
-        List.forall2 (fun name (e, a) -> within tolerance (relativeTo e a) (sprintf "%s, gradient of %s" label name)) names (List.zip other reverse)
+        List.forall2 (fun name (e, a) -> within tolerance (scaledTensorError e a) (sprintf "%s, gradient of %s" label name)) names (List.zip other reverse)
     agree tolerance64 "chunks of 64" (gradients f64 (chunked 64L))
     && agree tolerance64 "masked form" (gradients f64 (chunked t))
     // float32 against float64: with gates of scale 3 the normaliser's divisor max(|n . q|, 1) passes near its kink,
     // where float32 loses a digit more (autograd through the chunks reaches 3e-4 on the same draws, 2e-3 on some): there
     // within 1e-3, or within 10x the chunks' own float32 error where that alone exceeds it; elsewhere within 1e-4
     && (let ownError =
-            if gated && normalised then gradients torch.ScalarType.Float32 (chunked 64L) |> List.map2 relativeTo reverse
+            if gated && normalised then gradients torch.ScalarType.Float32 (chunked 64L) |> List.map2 scaledTensorError reverse
             else List.map (fun _ -> 0.0) names
         let bound = if gated && normalised then 1e-3 else tolerance32
-        List.forall2 (fun (name, own) (e, a) -> within (max bound (10.0 * own)) (relativeTo e a) (sprintf "float32, gradient of %s" name))
+        List.forall2 (fun (name, own) (e, a) -> within (max bound (10.0 * own)) (scaledTensorError e a) (sprintf "float32, gradient of %s" name))
             (List.zip names ownError) (List.zip reverse (gradients torch.ScalarType.Float32 recurrent)))
 
 /// Errors of the normalised gated linear attention in float32 against float64, scaled, with their bounds: its output as one
@@ -493,7 +495,7 @@ let private dominatedStepErrors (fraction: float) (seed: int) =
             backwardOf (fun () -> (y * probe.to_type(dtype)).sum())
             y.detach().to_type(f64) :: (leaves |> List.map (fun x -> x.grad.to_type(f64))))
     let errors =
-        List.map2 (fun (e: torch.Tensor) (a: torch.Tensor) -> ((e - a).abs().max() / (1.0 + e.abs().max().item<float>())).item<float>())
+        List.map2 scaledTensorError
             (run f64) (run torch.ScalarType.Float32)
     // the same attention as a graph over x_t = (q, k, v, l, g), compiled (the fused loop) and as a streamer, in float32
     // against the reference evaluator on the rounded inputs

@@ -77,8 +77,9 @@ internal static unsafe class GatedLinearAttentionLoop
                     T* output = ys[u];
                     if (normalised)
                     {
-                        Accumulate(vs[u], Dot(scaled + u * dk, qs[u], dk), output, dv);
-                        var dot = Normalise(n, a + u * dk, scaled + u * dk, qs[u], dk);
+                        var own = Dot(scaled + u * dk, qs[u], dk);
+                        Accumulate(vs[u], own, output, dv);
+                        var dot = Normalise(n, a + u * dk, scaled + u * dk, qs[u], own, dk);
                         Divide(output, T.Max(T.Abs(dot), T.Exp(-shifts[u])), dv);
                     }
                     else Scale(output, T.Exp(shifts[u]), output, dv);
@@ -115,12 +116,13 @@ internal static unsafe class GatedLinearAttentionLoop
     }
 
     /// <summary>
-    /// n = a * n + k, returning q . n as (a n_(t-1)) . q + k . q. The step's own part k . q is the dot its output adds
-    /// (o = a S_(t-1)^T q + v (k . q)), so that o / (n . q) keeps v exactly when the step dominates however much k . q
-    /// cancels: summed apart, o and n . q would each carry a rounding of |k| |q| and their quotient its ratio to |k . q|.
+    /// n = a * n + k, returning q . n as (a n_(t-1)) . q + <paramref name="own"/>, the step's own part k . q
+    /// (<see cref="VectorRows.Dot{T}"/> of k and q) as its output adds it (o = a S_(t-1)^T q + v (k . q)), so that
+    /// o / (n . q) keeps v exactly when the step dominates however much k . q cancels: summed apart, o and n . q would
+    /// each carry a rounding of |k| |q| and their quotient its ratio to |k . q|.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static T Normalise<T>(T* n, T* a, T* k, T* q, int keys) where T : unmanaged, IFloatingPointIeee754<T>
+    internal static T Normalise<T>(T* n, T* a, T* k, T* q, T own, int keys) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int i = 0;
         var sum = Vector<T>.Zero;
@@ -137,7 +139,7 @@ internal static unsafe class GatedLinearAttentionLoop
             earlier = T.FusedMultiplyAdd(q[i], carried, earlier);
             n[i] = carried + k[i];
         }
-        return earlier + Dot(k, q, keys);
+        return earlier + own;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

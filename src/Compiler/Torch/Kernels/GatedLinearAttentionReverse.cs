@@ -359,7 +359,7 @@ internal static unsafe class GatedLinearAttentionReverse
             Scale(dy, T.Exp(shift), delta, width);
             return Dot(v, delta, width);
         }
-        var nu = Normalise(n, a, k, q, keys);
+        var nu = Normalise(n, a, k, q, Dot(k, q, keys), keys);
         var divisor = T.Max(T.Abs(nu), T.Exp(-shift));
         Scale(dy, T.One / divisor, delta, width);
         if (!(T.Abs(nu) > T.Exp(-shift)))
