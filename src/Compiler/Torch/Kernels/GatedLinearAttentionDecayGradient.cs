@@ -17,7 +17,7 @@ namespace Duality.Kernels;
 /// rounding of larger terms (as sum_(r &gt;= t) q_r dq_r - k_r dk_r would leave). Per step it costs two products of a
 /// vector with a [value, key] matrix that stays in cache and the segment's pairs; memory O(T / Segment key value).
 /// </summary>
-internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDisposable where T : unmanaged, IFloatingPointIeee754<T>
+internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDecayGradient<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     private const int Segment = GatedLinearAttentionDecayGradient.Segment;
 
@@ -58,11 +58,12 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDisposable 
         }
     }
 
-    /// <summary>Step t's factor a~_t, entry e^(g_t - m_t) and q_t^T B delta_t (delta with the normaliser's entry), on the way forward.</summary>
+    /// <summary>Step t's factor a~_t (every entry of <paramref name="a"/> alike), entry e^(g_t - m_t) and q_t^T B delta_t (delta with
+    /// the normaliser's entry), on the way forward.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void Forward(int t, T factor, T entry, T* q, T* delta)
+    public void Forward(int t, T* a, T entry, T* q, T* delta)
     {
-        (factors[t], entries[t]) = (factor, entry);
+        (factors[t], entries[t]) = (a[0], entry);
         fixed (T* b = &entering[(long)(t / Segment) * columns * keys], y = sums)
         {
             Transposed(b, keys, delta, y, columns, keys);
@@ -145,4 +146,24 @@ internal static class GatedLinearAttentionDecayGradient
 {
     /// <summary>Steps per segment: a multiple of the loops' four steps per pass.</summary>
     public const int Segment = 32;
+}
+
+/// <summary>
+/// The log-decays' gradient formed beside the reverse pass's sweeps (per head or per key channel): it keeps the state
+/// entering each segment from the sweep forward, takes each step's factors and delta on the way, and forms a segment's
+/// gradient when the sweep back reaches its last step.
+/// </summary>
+internal unsafe interface IDecayGradient<T> : IDisposable where T : unmanaged
+{
+    /// <summary>Keeps B^T when step t starts a segment: the sweep forward's P = S~^T (value rows of key entries) and n~.</summary>
+    void KeepEntering(int t, T* p, T* n);
+
+    /// <summary>Step t's factors a~_t (key entries), its entry e^(g_t - m_t), q_t and delta_t, on the way forward.</summary>
+    void Forward(int t, T* a, T entry, T* q, T* delta);
+
+    /// <summary>
+    /// dl over the segment ending at <paramref name="last"/>: e is E^T = D_(last+1)^T (value rows of key entries) and dn its
+    /// normaliser's column; q, k, v, dl: step first's rows, stepping <paramref name="stride"/> rows per step.
+    /// </summary>
+    void Backward(int last, T* q, T* k, T* v, long stride, T* deltas, T* e, T* dn, T* dl);
 }

@@ -12,7 +12,7 @@ namespace Duality.Kernels;
 ///           + sum_(s in [f, t)) A_j(s, l+1) kk_s[j] (E v_s)[j]  +  sum_(s &lt; t &lt;= u) A_j(s, u) q_u[j] kk_s[j] (delta_u . v_s),
 /// the decayed state entering step t against the state's gradient after it, row j, as sums of their own terms.
 /// </summary>
-internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDisposable where T : unmanaged, IFloatingPointIeee754<T>
+internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGradient<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
     private const int Segment = GatedLinearAttentionDecayGradient.Segment;
 
@@ -44,12 +44,12 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDisposab
         rentedEntries.Dispose();
     }
 
-    /// <summary>Keeps B^T when step t starts a segment: S~ (key rows of value entries) and n~, from the sweep forward.</summary>
+    /// <summary>Keeps B^T when step t starts a segment: the sweep forward's P = S~^T (value rows of key entries) and n~.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void KeepEntering(int t, T* s, T* n)
+    public void KeepEntering(int t, T* p, T* n)
     {
         fixed (T* into = &entering[(long)(t / Segment) * columns * keys])
-            Transpose(s, n, into);
+            Join(p, n, into);
     }
 
     /// <summary>Step t's factors a~_t, entry e^(g_t - m_t) and q_t (B delta_t) (delta with the normaliser's entry), on the way forward.</summary>
@@ -66,8 +66,8 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDisposab
     }
 
     /// <summary>
-    /// dl over the segment ending at <paramref name="last"/>, when the sweep back reaches it: E is its D (key rows of
-    /// value entries) and dn the normaliser's column. q, k, v: step first's rows, stepping <paramref name="stride"/> rows
+    /// dl over the segment ending at <paramref name="last"/>, when the sweep back reaches it: E^T is its Q = D^T (value rows
+    /// of key entries) and dn the normaliser's column of D. q, k, v: step first's rows, stepping <paramref name="stride"/> rows
     /// per step; deltas: every step's delta (value + 1 entries); dl: step first's key row, stepping stride rows.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -77,7 +77,7 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDisposab
         fixed (T* kk = keyRows, vv = valueRows, et = returning, b = &entering[(long)(first / Segment) * columns * keys], a = &factors[(long)first * keys],
                fs = &fromState[(long)first * keys], th = through, te = toEnd, w = weights, inside = within, y = sums, p = product)
         {
-            Transpose(e, dn, et);
+            Join(e, dn, et);
             for (int s = 0; s < count; s++)
             {
                 Scale(k + s * stride * keys, entries[first + s], kk + s * keys, keys);
@@ -136,12 +136,10 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDisposab
         }
     }
 
-    /// <summary>into = [s^T; n^T]: value rows of key entries from key rows of value entries, the normaliser's row last.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Transpose(T* s, T* n, T* into)
+    /// <summary>into = [p; n^T]: value rows of key entries, the normaliser's row last.</summary>
+    private void Join(T* p, T* n, T* into)
     {
-        for (int j = 0; j < keys; j++)
-            for (int i = 0; i < width; i++) into[i * keys + j] = s[j * width + i];
+        new ReadOnlySpan<T>(p, width * keys).CopyTo(new Span<T>(into, width * keys));
         if (normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(into + width * keys, keys));
     }
 

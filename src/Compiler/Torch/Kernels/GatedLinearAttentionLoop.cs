@@ -184,10 +184,10 @@ internal static unsafe class GatedLinearAttentionLoop
             {
                 T* cell = s + j * width + i;
                 Vector<T> c0 = Vector.Load(cell), c1 = Vector.Load(cell + n);
-                Write<T, TRead>(ref c0, ref c1, new(a.Step0(j)), new(k0[j]), new(q0[j]), x0, x1, ref y00, ref y01);
-                Write<T, TRead>(ref c0, ref c1, new(a.Step1(j)), new(k1[j]), new(q1[j]), w0, w1, ref y10, ref y11);
-                Write<T, TRead>(ref c0, ref c1, new(a.Step2(j)), new(k2[j]), new(q2[j]), z0, z1, ref y20, ref y21);
-                Write<T, TRead>(ref c0, ref c1, new(a.Step3(j)), new(k3[j]), new(q3[j]), r0, r1, ref y30, ref y31);
+                Write<T, TFactors, TRead>(ref c0, ref c1, a, 0, j, i, new(k0[j]), new(q0[j]), x0, x1, ref y00, ref y01);
+                Write<T, TFactors, TRead>(ref c0, ref c1, a, 1, j, i, new(k1[j]), new(q1[j]), w0, w1, ref y10, ref y11);
+                Write<T, TFactors, TRead>(ref c0, ref c1, a, 2, j, i, new(k2[j]), new(q2[j]), z0, z1, ref y20, ref y21);
+                Write<T, TFactors, TRead>(ref c0, ref c1, a, 3, j, i, new(k3[j]), new(q3[j]), r0, r1, ref y30, ref y31);
                 Vector.Store(c0, cell);
                 Vector.Store(c1, cell + n);
             }
@@ -202,19 +202,19 @@ internal static unsafe class GatedLinearAttentionLoop
             for (int j = 0; j < keys; j++)
             {
                 T* cell = s + j * width + i;
-                var c = a.Step0(j) * *cell;
+                var c = a.At(0, j, i) * *cell;
                 if (before) y0 += q0[j] * c;
                 c += k0[j] * v0[i];
                 if (!before) y0 += q0[j] * c;
-                c *= a.Step1(j);
+                c *= a.At(1, j, i);
                 if (before) y1 += q1[j] * c;
                 c += k1[j] * v1[i];
                 if (!before) y1 += q1[j] * c;
-                c *= a.Step2(j);
+                c *= a.At(2, j, i);
                 if (before) y2 += q2[j] * c;
                 c += k2[j] * v2[i];
                 if (!before) y2 += q2[j] * c;
-                c *= a.Step3(j);
+                c *= a.At(3, j, i);
                 if (before) y3 += q3[j] * c;
                 c += k3[j] * v3[i];
                 if (!before) y3 += q3[j] * c;
@@ -225,21 +225,24 @@ internal static unsafe class GatedLinearAttentionLoop
     }
 
     /// <summary>
-    /// One step on two vectors of a row of S: c = f c + k x, y += q c, with y read after the write or before it.
+    /// Step u on two vectors of row j of S from column i: c = f c + k x, y += q c, with y read after the write or before it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Write<T, TRead>(ref Vector<T> c0, ref Vector<T> c1, Vector<T> f, Vector<T> k, Vector<T> q, Vector<T> x0, Vector<T> x1,
-        ref Vector<T> y0, ref Vector<T> y1) where T : unmanaged, INumber<T> where TRead : struct, IReadOrder
+    private static void Write<T, TFactors, TRead>(ref Vector<T> c0, ref Vector<T> c1, TFactors a, int u, int j, int i, Vector<T> k, Vector<T> q,
+        Vector<T> x0, Vector<T> x1, ref Vector<T> y0, ref Vector<T> y1)
+        where T : unmanaged, INumber<T> where TFactors : struct, IFactors<T> where TRead : struct, IReadOrder
     {
+        var f0 = a.Across(u, j, i);
+        var f1 = a.ByColumn ? a.Across(u, j, i + Vector<T>.Count) : f0;
         if (default(TRead).BeforeWrite)
         {
-            c0 *= f; c1 *= f;
+            c0 *= f0; c1 *= f1;
             y0 = VectorFused.MultiplyAdd(q, c0, y0); y1 = VectorFused.MultiplyAdd(q, c1, y1);
             c0 = VectorFused.MultiplyAdd(k, x0, c0); c1 = VectorFused.MultiplyAdd(k, x1, c1);
         }
         else
         {
-            c0 = VectorFused.MultiplyAdd(f, c0, k * x0); c1 = VectorFused.MultiplyAdd(f, c1, k * x1);
+            c0 = VectorFused.MultiplyAdd(f0, c0, k * x0); c1 = VectorFused.MultiplyAdd(f1, c1, k * x1);
             y0 = VectorFused.MultiplyAdd(q, c0, y0); y1 = VectorFused.MultiplyAdd(q, c1, y1);
         }
     }
@@ -260,28 +263,42 @@ internal static unsafe class GatedLinearAttentionLoop
         public bool BeforeWrite => true;
     }
 
-    /// <summary>The factors a_u[j] of a block's four steps: one per step (a decay per head), or one per key channel.</summary>
-    internal interface IFactors<T>
+    /// <summary>
+    /// The factors of a block's four steps on the state's entries: one per step (a decay per head), one per row (per key
+    /// channel on S, key rows), or one per column (per key channel on S^T, key columns).
+    /// </summary>
+    internal interface IFactors<T> where T : unmanaged, INumber<T>
     {
-        T Step0(int j);
-        T Step1(int j);
-        T Step2(int j);
-        T Step3(int j);
+        /// <summary>Step u's factor on row j, column i.</summary>
+        T At(int u, int j, int i);
+
+        /// <summary>Step u's factors on row j, columns i .. i + n.</summary>
+        Vector<T> Across(int u, int j, int i);
+
+        /// <summary>Whether the factors change along a row.</summary>
+        bool ByColumn { get; }
     }
 
-    internal readonly struct Uniform<T>(T a0, T a1, T a2, T a3) : IFactors<T>
+    internal readonly struct Uniform<T>(T a0, T a1, T a2, T a3) : IFactors<T> where T : unmanaged, INumber<T>
     {
-        public T Step0(int j) => a0;
-        public T Step1(int j) => a1;
-        public T Step2(int j) => a2;
-        public T Step3(int j) => a3;
+        public T At(int u, int j, int i) => u switch { 0 => a0, 1 => a1, 2 => a2, _ => a3 };
+        public Vector<T> Across(int u, int j, int i) => new(At(u, j, i));
+        public bool ByColumn => false;
     }
 
-    internal readonly struct PerKey<T>(T* a, int keys) : IFactors<T> where T : unmanaged
+    /// <summary>Step u's factors at a + u stride, one per row.</summary>
+    internal readonly struct PerKey<T>(T* a, int stride) : IFactors<T> where T : unmanaged, INumber<T>
     {
-        public T Step0(int j) => a[j];
-        public T Step1(int j) => a[keys + j];
-        public T Step2(int j) => a[2 * keys + j];
-        public T Step3(int j) => a[3 * keys + j];
+        public T At(int u, int j, int i) => a[u * stride + j];
+        public Vector<T> Across(int u, int j, int i) => new(a[u * stride + j]);
+        public bool ByColumn => false;
+    }
+
+    /// <summary>Step u's factors at a + u stride, one per column.</summary>
+    internal readonly struct PerColumn<T>(T* a, int stride) : IFactors<T> where T : unmanaged, INumber<T>
+    {
+        public T At(int u, int j, int i) => a[u * stride + i];
+        public Vector<T> Across(int u, int j, int i) => Vector.Load(a + u * stride + i);
+        public bool ByColumn => true;
     }
 }

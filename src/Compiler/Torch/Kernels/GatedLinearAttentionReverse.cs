@@ -28,12 +28,7 @@ internal static unsafe class GatedLinearAttentionReverse
     public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms, T* headTerms,
         Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
         => HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
-            (b, h) =>
-            {
-                var head = new Head<T>(q, k, v, decay, gate, normalised, y, dy, dq, dk, dv, terms, headTerms, shape, b, h);
-                if (shape.DecayWidth <= 1) RunUniform(head);
-                else RunPerKey(head);
-            });
+            (b, h) => RunHead(new Head<T>(q, k, v, decay, gate, normalised, y, dy, dq, dk, dv, terms, headTerms, shape, b, h)));
 
     /// <summary>One (batch row, head) pair's pointers and sizes.</summary>
     private readonly struct Head<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms,
@@ -88,25 +83,28 @@ internal static unsafe class GatedLinearAttentionReverse
     }
 
     /// <summary>
-    /// One decay per step (or none): each product is the forward loop's <see cref="Advance{T, TFactors, TRead}"/> on a
-    /// state of its own, four steps per pass over it. dq_t - kk_t (v_t . delta_t) = (a~_t P_(t-1))^T delta_t with P = S~^T
-    /// (P = a P + v kk^T), forward in time; back in time dv_t = D_t^T kk_t with D = a D + q delta^T, and
-    /// a~_(t+1) D_(t+1) v_t = (a~_(t+1) Q_(t+1))^T v_t with Q = D^T (Q = a Q + delta q^T).
+    /// Each product is the forward loop's <see cref="Advance{T, TFactors, TRead}"/> on a state of its own, four steps per
+    /// pass over it. dq_t - kk_t (v_t . delta_t) = (a~_t P_(t-1))^T delta_t with P = S~^T (P = a P + v kk^T, the factors
+    /// per key column), forward in time; back in time dv_t = D_t^T kk_t with D = a D + q delta^T (per key row), and
+    /// a~_(t+1) D_(t+1) v_t = (a~_(t+1) Q_(t+1))^T v_t with Q = D^T (Q = a Q + delta q^T, per key column).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RunUniform<T>(Head<T> head) where T : unmanaged, IFloatingPointIeee754<T>
+    private static void RunHead<T>(Head<T> head) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int keys = head.Shape.Key, width = head.Shape.Value, time = head.Shape.Time, columns = width + 1, widest = Math.Max(keys, width);
+        var perKey = head.Shape.DecayWidth > 1;
+        // per step: delta_t (and its ones' column), m_t and the own part v_t . delta_t (+ delta_n), read again on the way back
         using var rented = new RentedArray<T>((long)time * columns);
         using var rentedShifts = new RentedArray<T>(time);
         using var rentedOwns = new RentedArray<T>(time);
         var (deltas, shifts, owns) = (rented.Array, rentedShifts.Array, rentedOwns.Array);
         var (memory, transposed, normaliser, snapshots) = (new T[keys * width], new T[keys * width], new T[keys], new T[Steps * keys]);
-        var (factors, entries, operands, others) = (new T[keys], new T[Steps * keys], new T[Steps * widest], new T[Steps * widest]);
-        var (blank, sink, uniform) = (new T[widest], new T[widest], new T[Steps]);
+        var (factors, entries, operands, others) = (new T[Steps * keys], new T[Steps * keys], new T[Steps * widest], new T[Steps * widest]);
+        var (blank, sink) = (new T[widest], new T[widest]);
         var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
         var rows = stackalloc nint[6 * Steps];
-        using var gradient = head.HeadTerms is null ? null : new GatedLinearAttentionDecayGradient<T>(keys, width, time, head.Normalised);
+        using IDecayGradient<T>? gradient = head.HeadTerms is not null ? new GatedLinearAttentionDecayGradient<T>(keys, width, time, head.Normalised)
+            : head.Terms is not null ? new GatedLinearAttentionKeyDecayGradient<T>(keys, width, time, head.Normalised) : null;
         const int segment = GatedLinearAttentionDecayGradient.Segment;
         fixed (T* s = memory, st = transposed, n = normaliser, earlier = snapshots, a = factors, scaled = entries, block = operands, other = others,
                zero = blank, discard = sink, deltaRows = deltas)
@@ -119,35 +117,36 @@ internal static unsafe class GatedLinearAttentionReverse
                 for (int u = 0; u < Steps; u++)
                 {
                     int t = start + u;
+                    T* au = a + u * keys;
                     if (t >= time)
                     {
-                        uniform[u] = T.One;
+                        new Span<T>(au, keys).Fill(T.One);
                         new Span<T>(block + u * width, width).Clear();
                         rq[u] = zero; rv[u] = zero; ry[u] = discard;
                         continue;
                     }
                     long row = head.Row(t);
-                    var entry = head.Step(t, ref shift, a);
-                    (uniform[u], shifts[t]) = (a[0], shift);
+                    var entry = head.Step(t, ref shift, au);
+                    shifts[t] = shift;
                     T* kk = scaled + u * keys;
                     Scale(head.K + row * keys, entry, kk, keys);
                     T* delta = deltaRows + (long)t * columns;
                     if (head.Normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(earlier + u * keys, keys));
-                    owns[t] = Delta(head.Normalised ? n : null, a, kk, head.Q + row * keys, head.V + row * width, head.Y + row * width,
+                    owns[t] = Delta(head.Normalised ? n : null, au, kk, head.Q + row * keys, head.V + row * width, head.Y + row * width,
                         head.Dy + row * width, shift, delta, keys, width);
-                    gradient?.Forward(t, a[0], entry, head.Q + row * keys, delta);
+                    gradient?.Forward(t, au, entry, head.Q + row * keys, delta);
                     new ReadOnlySpan<T>(head.V + row * width, width).CopyTo(new Span<T>(block + u * width, width));
                     rq[u] = delta; rv[u] = kk; ry[u] = head.Dq + row * keys;
                 }
                 for (int u = 0; u < Steps && start + Steps + u < time; u++) head.PrefetchRows(start + Steps + u, forward: true);
-                Advance<T, Uniform<T>, ReadBeforeWrite>(s, new Uniform<T>(uniform[0], uniform[1], uniform[2], uniform[3]), block, rq, rv, ry, width, keys);
+                if (perKey) Advance<T, PerColumn<T>, ReadBeforeWrite>(s, new(a, keys), block, rq, rv, ry, width, keys);
+                else Advance<T, Uniform<T>, ReadBeforeWrite>(s, new(a[0], a[keys], a[2 * keys], a[3 * keys]), block, rq, rv, ry, width, keys);
                 for (int u = 0; u < Steps && start + u < time; u++)
                 {
                     int t = start + u;
-                    long row = head.Row(t);
                     T* delta = deltaRows + (long)t * columns;
                     // the normaliser's part over earlier steps, a~_t n~_(t-1) delta_n
-                    if (head.Normalised) Accumulate(earlier + u * keys, uniform[u] * delta[width], ry[u], keys);
+                    if (head.Normalised) AccumulateProduct(a + u * keys, earlier + u * keys, delta[width], ry[u], keys);
                     Accumulate(scaled + u * keys, owns[t], ry[u], keys);
                 }
             }
@@ -162,22 +161,22 @@ internal static unsafe class GatedLinearAttentionReverse
                     int last = Math.Min(end, time - 1);
                     long first = head.Row(last / segment * segment);
                     gradient.Backward(last, head.Q + first * keys, head.K + first * keys, head.V + first * width, head.Shape.Heads, deltaRows, st, n,
-                        head.HeadTerms + first);
+                        perKey ? head.Terms + first * keys : head.HeadTerms + first);
                 }
                 for (int u = 0; u < Steps; u++)
                 {
                     int t = end - u;
+                    T* au = a + u * keys;
                     if (t < 0 || t >= time)
                     {
-                        uniform[u] = T.One;
+                        new Span<T>(au, keys).Fill(T.One);
                         new Span<T>(block + u * keys, keys).Clear();
                         new Span<T>(other + u * width, width).Clear();
                         rq[u] = zero; rv[u] = zero; ry[u] = discard; sq[u] = zero; sv[u] = zero; sy[u] = discard;
                         continue;
                     }
                     long row = head.Row(t);
-                    head.Carry(t, shifts, a);
-                    uniform[u] = a[0];
+                    head.Carry(t, shifts, au);
                     T* kk = scaled + u * keys;
                     Scale(head.K + row * keys, head.Entry(t, shifts[t]), kk, keys);
                     T* delta = deltaRows + (long)t * columns;
@@ -187,22 +186,29 @@ internal static unsafe class GatedLinearAttentionReverse
                     sq[u] = head.V + row * width; sv[u] = head.Q + row * keys; sy[u] = head.Dk + row * keys;
                 }
                 for (int u = 0; u < Steps && end - Steps - u >= 0; u++) head.PrefetchRows(end - Steps - u, forward: false);
-                var carried = new Uniform<T>(uniform[0], uniform[1], uniform[2], uniform[3]);
-                Advance<T, Uniform<T>, ReadAfterWrite>(s, carried, block, rq, rv, ry, keys, width);
-                Advance<T, Uniform<T>, ReadBeforeWrite>(st, carried, other, sq, sv, sy, width, keys);
+                if (perKey)
+                {
+                    Advance<T, PerKey<T>, ReadAfterWrite>(s, new(a, keys), block, rq, rv, ry, keys, width);
+                    Advance<T, PerColumn<T>, ReadBeforeWrite>(st, new(a, keys), other, sq, sv, sy, width, keys);
+                }
+                else
+                {
+                    var carried = new Uniform<T>(a[0], a[keys], a[2 * keys], a[3 * keys]);
+                    Advance<T, Uniform<T>, ReadAfterWrite>(s, carried, block, rq, rv, ry, keys, width);
+                    Advance<T, Uniform<T>, ReadBeforeWrite>(st, carried, other, sq, sv, sy, width, keys);
+                }
                 for (int u = 0; u < Steps && end - u >= 0; u++)
                 {
                     int t = end - u;
                     if (t >= time) continue;
                     long row = head.Row(t);
                     T* delta = deltaRows + (long)t * columns;
-                    var deltaN = head.Normalised ? delta[width] : T.Zero;
                     // D_n = a D_n + q delta_n, the ones' column of D: its part over later steps joins dk's
                     if (head.Normalised)
                     {
-                        Scale(n, uniform[u], n, keys);
+                        Multiply(n, a + u * keys, n, keys);
                         Accumulate(n, T.One, sy[u], keys);
-                        Accumulate(head.Q + row * keys, deltaN, n, keys);
+                        Accumulate(head.Q + row * keys, delta[width], n, keys);
                     }
                     var entry = head.Entry(t, shifts[t]);
                     Scale(sy[u], entry, sy[u], keys);
@@ -212,136 +218,15 @@ internal static unsafe class GatedLinearAttentionReverse
         }
     }
 
-    /// <summary>
-    /// Decays per key channel: the forward sweep advances S~ row by row and reads dq off each row; the sweep back advances D
-    /// row by row and reads dk off each row and dv down its columns.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RunPerKey<T>(Head<T> head) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int keys = head.Shape.Key, width = head.Shape.Value, time = head.Shape.Time, columns = width + 1;
-        // per step: delta_t (and its ones' column) and m_t, both read again on the way back
-        using var rented = new RentedArray<T>((long)time * columns);
-        using var rentedShifts = new RentedArray<T>(time);
-        using var rentedOwns = new RentedArray<T>(time);
-        var (deltas, shifts, owns) = (rented.Array, rentedShifts.Array, rentedOwns.Array);
-        var (memory, normaliser, before, factors, entries) = (new T[keys * width], new T[keys], new T[keys], new T[keys], new T[keys]);
-        using var gradient = head.Terms is null ? null : new GatedLinearAttentionKeyDecayGradient<T>(keys, width, time, head.Normalised);
-        const int segment = GatedLinearAttentionDecayGradient.Segment;
-        var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
-        fixed (T* s = memory, n = normaliser, earlier = before, a = factors, kk = entries, deltaRows = deltas)
-        {
-            for (int t = 0; t < time; t++)
-            {
-                if (t % segment == 0) gradient?.KeepEntering(t, s, n);
-                long row = head.Row(t);
-                var entry = head.Step(t, ref shift, a);
-                shifts[t] = shift;
-                Scale(head.K + row * keys, entry, kk, keys);
-                T* delta = deltaRows + (long)t * columns;
-                if (head.Normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(earlier, keys));
-                var own = owns[t] = Delta(head.Normalised ? n : null, a, kk, head.Q + row * keys, head.V + row * width, head.Y + row * width,
-                    head.Dy + row * width, shift, delta, keys, width);
-                gradient?.Forward(t, a, entry, head.Q + row * keys, delta);
-                AdvanceForward(s, a, kk, head.V + row * width, delta, head.Normalised ? earlier : null, head.Normalised ? delta[width] : T.Zero, own,
-                    head.Dq + row * keys, keys, width);
-            }
-            new Span<T>(s, keys * width).Clear();
-            new Span<T>(n, keys).Clear();
-            for (int t = time - 1; t >= 0; t--)
-            {
-                long row = head.Row(t);
-                // the log-decays' gradient over a segment when the sweep reaches its last step, D holding D_(last+1)
-                if (gradient is not null && (t == time - 1 || (t + 1) % segment == 0))
-                {
-                    long first = head.Row(t / segment * segment);
-                    gradient.Backward(t, head.Q + first * keys, head.K + first * keys, head.V + first * width, head.Shape.Heads, deltaRows, s, n,
-                        head.Terms + first * keys);
-                }
-                head.Carry(t, shifts, a);
-                var entry = head.Entry(t, shifts[t]);
-                Scale(head.K + row * keys, entry, kk, keys);
-                T* delta = deltaRows + (long)t * columns;
-                var deltaN = head.Normalised ? delta[width] : T.Zero;
-                AdvanceBack(s, a, head.Q + row * keys, delta, head.Normalised ? n : null, deltaN, owns[t], head.V + row * width, kk,
-                    entry, head.Dk + row * keys, head.Dv + row * width, keys, width);
-            }
-        }
-    }
-
-    /// <summary>
-    /// S~[j, :] = a[j] S~[j, :] + kk[j] v, reading e[j] = a[j] S~_(t-1)[j, :] . delta (+ a[j] n_(t-1)[j] deltaN with the
-    /// normaliser's earlier value): dq[j] = e[j] + kk[j] own (own = v . delta + deltaN).
-    /// </summary>
+    /// <summary>into += c x y, entry by entry.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AdvanceForward<T>(T* s, T* a, T* kk, T* v, T* delta, T* n, T deltaN, T own, T* dq, int keys, int width)
-        where T : unmanaged, IFloatingPointIeee754<T>
+    private static void AccumulateProduct<T>(T* x, T* y, T c, T* into, int count) where T : unmanaged, INumber<T>
     {
-        int count = Vector<T>.Count;
-        for (int j = 0; j < keys; j++)
-        {
-            T* row = s + j * width;
-            Vector<T> f = new(a[j]), kj = new(kk[j]), sum = Vector<T>.Zero;
-            int i = 0;
-            for (; i <= width - count; i += count)
-            {
-                var c = f * Vector.Load(row + i);
-                sum = VectorFused.MultiplyAdd(c, Vector.Load(delta + i), sum);
-                Vector.Store(VectorFused.MultiplyAdd(kj, Vector.Load(v + i), c), row + i);
-            }
-            var earlier = Vector.Sum(sum);
-            for (; i < width; i++)
-            {
-                var c = a[j] * row[i];
-                earlier += c * delta[i];
-                row[i] = c + kk[j] * v[i];
-            }
-            if (n is not null) earlier += a[j] * n[j] * deltaN;
-            dq[j] = earlier + kk[j] * own;
-        }
-    }
-
-    /// <summary>
-    /// D[j, :] = a[j] D[j, :] + q[j] delta (and D_n[j] = a[j] D_n[j] + q[j] deltaN, the ones' column), reading
-    /// e[j] = entry (a[j] D_(t+1)[j, :] . v + a[j] D_n,(t+1)[j]): dk[j] = e[j] + entry q[j] own,
-    /// and dv = sum_j kk[j] D[j, :].
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AdvanceBack<T>(T* d, T* a, T* q, T* delta, T* dn, T deltaN, T own, T* v, T* kk, T entry, T* dk, T* dv, int keys, int width)
-        where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        int count = Vector<T>.Count;
-        new Span<T>(dv, width).Clear();
-        for (int j = 0; j < keys; j++)
-        {
-            T* row = d + j * width;
-            Vector<T> f = new(a[j]), qj = new(q[j]), kj = new(kk[j]), sum = Vector<T>.Zero;
-            int i = 0;
-            for (; i <= width - count; i += count)
-            {
-                var c = f * Vector.Load(row + i);
-                sum = VectorFused.MultiplyAdd(c, Vector.Load(v + i), sum);
-                c = VectorFused.MultiplyAdd(qj, Vector.Load(delta + i), c);
-                Vector.Store(c, row + i);
-                Vector.Store(VectorFused.MultiplyAdd(kj, c, Vector.Load(dv + i)), dv + i);
-            }
-            T later = Vector.Sum(sum);
-            for (; i < width; i++)
-            {
-                var c = a[j] * row[i];
-                later += c * v[i];
-                row[i] = c + q[j] * delta[i];
-                dv[i] += kk[j] * row[i];
-            }
-            if (dn is not null)
-            {
-                var carried = a[j] * dn[j];
-                later += carried;
-                dn[j] = carried + q[j] * deltaN;
-            }
-            later *= entry;
-            dk[j] = later + entry * q[j] * own;
-        }
+        int i = 0;
+        var factor = new Vector<T>(c);
+        for (; i <= count - Vector<T>.Count; i += Vector<T>.Count)
+            Vector.Store(VectorFused.MultiplyAdd(Vector.Load(x + i) * Vector.Load(y + i), factor, Vector.Load(into + i)), into + i);
+        for (; i < count; i++) into[i] += x[i] * y[i] * c;
     }
 
     /// <summary>
