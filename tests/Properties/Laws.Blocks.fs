@@ -391,12 +391,15 @@ let private relativeTo (smallestNormal: float) (expected: float) (actual: float)
 
 /// Heads, key and value widths, steps and batch rows for the gated linear attention's kernels: key 16 by value 17 over 64
 /// steps is past the parallel threshold (steps x key x value >= 2^14); value 17 leaves a column beyond the vectors, value 1
-/// has none in a vector; 1 to 9 steps and 60 to 70 leave every remainder of four steps.
+/// has none in a vector; 1 to 9 steps and 60 to 70 leave every remainder of four steps. Where 512-bit vectors run at full
+/// rate the loops take the columns two of those at a time, then two Vector<T> at a time, then one by one: key 33 and
+/// value 49 reach 512-bit pairs and a column beyond them (float32: 32 + 1, 32 + 16 + 1; float64: 32 + 1, 48 + 1), value 25
+/// all three in float64 (16 + 8 + 1).
 let private attentionSizes =
     gen {
         let! heads = Gen.choose (1, 3)
-        let! dk = Gen.elements [ 1; 3; 8; 16 ]
-        let! dv = Gen.elements [ 1; 5; 16; 17 ]
+        let! dk = Gen.elements [ 1; 3; 8; 16; 33 ]
+        let! dv = Gen.elements [ 1; 5; 16; 17; 25; 49 ]
         let! time = Gen.frequency [ 3, Gen.choose (1, 9); 2, Gen.choose (60, 70) ]
         let! batch = Gen.choose (1, 2)
         return heads, dk, dv, time, batch

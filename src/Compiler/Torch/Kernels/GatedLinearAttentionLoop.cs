@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using static Duality.Kernels.VectorRows;
 
 namespace Duality.Kernels;
@@ -163,39 +164,21 @@ internal static unsafe class GatedLinearAttentionLoop
 
     /// <summary>
     /// <see cref="Advance{T, TFactors}"/>, reading y_u either after step u's write (S_u) or before it (a_u S_(u-1), the
-    /// sum over every earlier step alone: the reverse pass's terms whose step-u parts would otherwise cancel).
+    /// sum over every earlier step alone: the reverse pass's terms whose step-u parts would otherwise cancel). The columns
+    /// go two 512-bit vectors at a time where those run at full rate, the rest two Vector&lt;T&gt; at a time, the last one by one.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Advance<T, TFactors, TRead>(T* s, TFactors a, T* k, T** q, T** v, T** y, int keys, int width)
         where T : unmanaged, INumber<T> where TFactors : struct, IFactors<T> where TRead : struct, IReadOrder
     {
+        int i = 0;
+        if (WideLanes<T>.Faster) i = Columns<T, Vector512<T>, WideLanes<T>, TFactors, TRead>(s, a, k, q, v, y, keys, width, i);
+        i = Columns<T, Vector<T>, NativeLanes<T>, TFactors, TRead>(s, a, k, q, v, y, keys, width, i);
         var before = default(TRead).BeforeWrite;
-        int n = Vector<T>.Count, i = 0;
         T* k0 = k, k1 = k + keys, k2 = k + 2 * keys, k3 = k + 3 * keys;
         T* q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
         T* v0 = v[0], v1 = v[1], v2 = v[2], v3 = v[3];
         T* o0 = y[0], o1 = y[1], o2 = y[2], o3 = y[3];
-        for (; i <= width - 2 * n; i += 2 * n)
-        {
-            Vector<T> x0 = Vector.Load(v0 + i), x1 = Vector.Load(v0 + i + n), w0 = Vector.Load(v1 + i), w1 = Vector.Load(v1 + i + n);
-            Vector<T> z0 = Vector.Load(v2 + i), z1 = Vector.Load(v2 + i + n), r0 = Vector.Load(v3 + i), r1 = Vector.Load(v3 + i + n);
-            Vector<T> y00 = default, y01 = default, y10 = default, y11 = default, y20 = default, y21 = default, y30 = default, y31 = default;
-            for (int j = 0; j < keys; j++)
-            {
-                T* cell = s + j * width + i;
-                Vector<T> c0 = Vector.Load(cell), c1 = Vector.Load(cell + n);
-                Write<T, TFactors, TRead>(ref c0, ref c1, a, 0, j, i, new(k0[j]), new(q0[j]), x0, x1, ref y00, ref y01);
-                Write<T, TFactors, TRead>(ref c0, ref c1, a, 1, j, i, new(k1[j]), new(q1[j]), w0, w1, ref y10, ref y11);
-                Write<T, TFactors, TRead>(ref c0, ref c1, a, 2, j, i, new(k2[j]), new(q2[j]), z0, z1, ref y20, ref y21);
-                Write<T, TFactors, TRead>(ref c0, ref c1, a, 3, j, i, new(k3[j]), new(q3[j]), r0, r1, ref y30, ref y31);
-                Vector.Store(c0, cell);
-                Vector.Store(c1, cell + n);
-            }
-            Vector.Store(y00, o0 + i); Vector.Store(y01, o0 + i + n);
-            Vector.Store(y10, o1 + i); Vector.Store(y11, o1 + i + n);
-            Vector.Store(y20, o2 + i); Vector.Store(y21, o2 + i + n);
-            Vector.Store(y30, o3 + i); Vector.Store(y31, o3 + i + n);
-        }
         for (; i < width; i++)
         {
             T y0 = T.Zero, y1 = T.Zero, y2 = T.Zero, y3 = T.Zero;
@@ -225,25 +208,64 @@ internal static unsafe class GatedLinearAttentionLoop
     }
 
     /// <summary>
+    /// The four steps on the columns from <paramref name="i"/>, two vectors of <typeparamref name="TLanes"/> at a time while
+    /// two fit; returns the first column left.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Columns<T, TV, TLanes, TFactors, TRead>(T* s, TFactors a, T* k, T** q, T** v, T** y, int keys, int width, int i)
+        where T : unmanaged, INumber<T> where TV : struct where TLanes : ILanes<TV, T> where TFactors : struct, IFactors<T>
+        where TRead : struct, IReadOrder
+    {
+        int n = TLanes.Count;
+        T* k0 = k, k1 = k + keys, k2 = k + 2 * keys, k3 = k + 3 * keys;
+        T* q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
+        T* v0 = v[0], v1 = v[1], v2 = v[2], v3 = v[3];
+        T* o0 = y[0], o1 = y[1], o2 = y[2], o3 = y[3];
+        for (; i <= width - 2 * n; i += 2 * n)
+        {
+            TV x0 = TLanes.Load(v0 + i), x1 = TLanes.Load(v0 + i + n), w0 = TLanes.Load(v1 + i), w1 = TLanes.Load(v1 + i + n);
+            TV z0 = TLanes.Load(v2 + i), z1 = TLanes.Load(v2 + i + n), r0 = TLanes.Load(v3 + i), r1 = TLanes.Load(v3 + i + n);
+            TV y00 = default, y01 = default, y10 = default, y11 = default, y20 = default, y21 = default, y30 = default, y31 = default;
+            for (int j = 0; j < keys; j++)
+            {
+                T* cell = s + j * width + i;
+                TV c0 = TLanes.Load(cell), c1 = TLanes.Load(cell + n);
+                Write<T, TV, TLanes, TFactors, TRead>(ref c0, ref c1, a, 0, j, i, TLanes.Broadcast(k0[j]), TLanes.Broadcast(q0[j]), x0, x1, ref y00, ref y01);
+                Write<T, TV, TLanes, TFactors, TRead>(ref c0, ref c1, a, 1, j, i, TLanes.Broadcast(k1[j]), TLanes.Broadcast(q1[j]), w0, w1, ref y10, ref y11);
+                Write<T, TV, TLanes, TFactors, TRead>(ref c0, ref c1, a, 2, j, i, TLanes.Broadcast(k2[j]), TLanes.Broadcast(q2[j]), z0, z1, ref y20, ref y21);
+                Write<T, TV, TLanes, TFactors, TRead>(ref c0, ref c1, a, 3, j, i, TLanes.Broadcast(k3[j]), TLanes.Broadcast(q3[j]), r0, r1, ref y30, ref y31);
+                TLanes.Store(c0, cell);
+                TLanes.Store(c1, cell + n);
+            }
+            TLanes.Store(y00, o0 + i); TLanes.Store(y01, o0 + i + n);
+            TLanes.Store(y10, o1 + i); TLanes.Store(y11, o1 + i + n);
+            TLanes.Store(y20, o2 + i); TLanes.Store(y21, o2 + i + n);
+            TLanes.Store(y30, o3 + i); TLanes.Store(y31, o3 + i + n);
+        }
+        return i;
+    }
+
+    /// <summary>
     /// Step u on two vectors of row j of S from column i: c = f c + k x, y += q c, with y read after the write or before it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Write<T, TFactors, TRead>(ref Vector<T> c0, ref Vector<T> c1, TFactors a, int u, int j, int i, Vector<T> k, Vector<T> q,
-        Vector<T> x0, Vector<T> x1, ref Vector<T> y0, ref Vector<T> y1)
-        where T : unmanaged, INumber<T> where TFactors : struct, IFactors<T> where TRead : struct, IReadOrder
+    private static void Write<T, TV, TLanes, TFactors, TRead>(ref TV c0, ref TV c1, TFactors a, int u, int j, int i, TV k, TV q,
+        TV x0, TV x1, ref TV y0, ref TV y1)
+        where T : unmanaged, INumber<T> where TV : struct where TLanes : ILanes<TV, T> where TFactors : struct, IFactors<T>
+        where TRead : struct, IReadOrder
     {
-        var f0 = a.Across(u, j, i);
-        var f1 = a.ByColumn ? a.Across(u, j, i + Vector<T>.Count) : f0;
+        var f0 = a.Across<TV, TLanes>(u, j, i);
+        var f1 = a.ByColumn ? a.Across<TV, TLanes>(u, j, i + TLanes.Count) : f0;
         if (default(TRead).BeforeWrite)
         {
-            c0 *= f0; c1 *= f1;
-            y0 = VectorFused.MultiplyAdd(q, c0, y0); y1 = VectorFused.MultiplyAdd(q, c1, y1);
-            c0 = VectorFused.MultiplyAdd(k, x0, c0); c1 = VectorFused.MultiplyAdd(k, x1, c1);
+            c0 = TLanes.Multiply(c0, f0); c1 = TLanes.Multiply(c1, f1);
+            y0 = TLanes.MultiplyAdd(q, c0, y0); y1 = TLanes.MultiplyAdd(q, c1, y1);
+            c0 = TLanes.MultiplyAdd(k, x0, c0); c1 = TLanes.MultiplyAdd(k, x1, c1);
         }
         else
         {
-            c0 = VectorFused.MultiplyAdd(f0, c0, k * x0); c1 = VectorFused.MultiplyAdd(f1, c1, k * x1);
-            y0 = VectorFused.MultiplyAdd(q, c0, y0); y1 = VectorFused.MultiplyAdd(q, c1, y1);
+            c0 = TLanes.MultiplyAdd(f0, c0, TLanes.Multiply(k, x0)); c1 = TLanes.MultiplyAdd(f1, c1, TLanes.Multiply(k, x1));
+            y0 = TLanes.MultiplyAdd(q, c0, y0); y1 = TLanes.MultiplyAdd(q, c1, y1);
         }
     }
 
@@ -272,8 +294,8 @@ internal static unsafe class GatedLinearAttentionLoop
         /// <summary>Step u's factor on row j, column i.</summary>
         T At(int u, int j, int i);
 
-        /// <summary>Step u's factors on row j, columns i .. i + n.</summary>
-        Vector<T> Across(int u, int j, int i);
+        /// <summary>Step u's factors on row j, the columns of one vector from i.</summary>
+        TV Across<TV, TLanes>(int u, int j, int i) where TV : struct where TLanes : ILanes<TV, T>;
 
         /// <summary>Whether the factors change along a row.</summary>
         bool ByColumn { get; }
@@ -282,7 +304,7 @@ internal static unsafe class GatedLinearAttentionLoop
     internal readonly struct Uniform<T>(T a0, T a1, T a2, T a3) : IFactors<T> where T : unmanaged, INumber<T>
     {
         public T At(int u, int j, int i) => u switch { 0 => a0, 1 => a1, 2 => a2, _ => a3 };
-        public Vector<T> Across(int u, int j, int i) => new(At(u, j, i));
+        public TV Across<TV, TLanes>(int u, int j, int i) where TV : struct where TLanes : ILanes<TV, T> => TLanes.Broadcast(At(u, j, i));
         public bool ByColumn => false;
     }
 
@@ -290,7 +312,7 @@ internal static unsafe class GatedLinearAttentionLoop
     internal readonly struct PerKey<T>(T* a, int stride) : IFactors<T> where T : unmanaged, INumber<T>
     {
         public T At(int u, int j, int i) => a[u * stride + j];
-        public Vector<T> Across(int u, int j, int i) => new(a[u * stride + j]);
+        public TV Across<TV, TLanes>(int u, int j, int i) where TV : struct where TLanes : ILanes<TV, T> => TLanes.Broadcast(a[u * stride + j]);
         public bool ByColumn => false;
     }
 
@@ -298,7 +320,7 @@ internal static unsafe class GatedLinearAttentionLoop
     internal readonly struct PerColumn<T>(T* a, int stride) : IFactors<T> where T : unmanaged, INumber<T>
     {
         public T At(int u, int j, int i) => a[u * stride + i];
-        public Vector<T> Across(int u, int j, int i) => Vector.Load(a + u * stride + i);
+        public TV Across<TV, TLanes>(int u, int j, int i) where TV : struct where TLanes : ILanes<TV, T> => TLanes.Load(a + u * stride + i);
         public bool ByColumn => true;
     }
 }
