@@ -15,7 +15,9 @@ namespace Duality.Kernels;
 /// A(s, u) = a~_(s+1) ... a~_u, products of factors at most 1. Every term is a product of its own pair's factors and every
 /// sum runs over terms that belong to it, none added only to be subtracted: a strong decay's gradient is 0, not the
 /// rounding of larger terms (as sum_(r &gt;= t) q_r dq_r - k_r dk_r would leave). Per step it costs two products of a
-/// vector with a [value, key] matrix that stays in cache and the segment's pairs; memory O(T / Segment key value).
+/// vector with a [value, key] matrix that stays in cache and the segment's pairs, all formed when the sweep back reaches
+/// the segment, four steps to each pass over the matrix (<see cref="VectorRows.TransposedMany{T}"/>); memory
+/// O(T / Segment key value).
 /// </summary>
 internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDecayGradient<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
@@ -23,20 +25,22 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDecayGradie
 
     private readonly int keys, width, columns, time;
     private readonly bool normalised;
-    // per segment B^T (value rows of key entries, the normaliser's row last); per step a~_t, e^(g_t - m_t) and
-    // q_t^T B delta_t; per segment the scaled keys, the values with their column of ones, E^T, and the pairs' weights
-    private readonly RentedArray<T> rentedEntering, rentedFactors, rentedEntries, rentedFromState;
-    private readonly T[] entering, factors, entries, fromState, keyRows, valueRows, returning, pairs, sums;
+    // per segment B^T (value rows of key entries, the normaliser's row last); per step a~_t and e^(g_t - m_t); per
+    // segment the scaled keys and the values with their column of ones (rows, and across: key and value rows of
+    // step entries), E^T, the products of a matrix with each step's vector, the pairs' dot products and weights
+    private readonly RentedArray<T> rentedEntering, rentedFactors, rentedEntries;
+    private readonly T[] entering, factors, entries, keyRows, valueRows, keysAcross, valuesAcross, returning, products, keyDots, valueDots, pairs;
 
     public GatedLinearAttentionDecayGradient(int keys, int width, int time, bool normalised)
     {
         (this.keys, this.width, this.time, this.normalised) = (keys, width, time, normalised);
         columns = width + (normalised ? 1 : 0);
         rentedEntering = new RentedArray<T>((long)(time + Segment - 1) / Segment * columns * keys);
-        (rentedFactors, rentedEntries, rentedFromState) = (new RentedArray<T>(time), new RentedArray<T>(time), new RentedArray<T>(time));
-        (entering, factors, entries, fromState) = (rentedEntering.Array, rentedFactors.Array, rentedEntries.Array, rentedFromState.Array);
-        (keyRows, valueRows, returning) = (new T[Segment * keys], new T[Segment * columns], new T[columns * keys]);
-        (pairs, sums) = (new T[Segment * Segment], new T[keys]);
+        (rentedFactors, rentedEntries) = (new RentedArray<T>(time), new RentedArray<T>(time));
+        (entering, factors, entries) = (rentedEntering.Array, rentedFactors.Array, rentedEntries.Array);
+        (keyRows, valueRows, keysAcross, valuesAcross) = (new T[Segment * keys], new T[Segment * columns], new T[keys * Segment], new T[columns * Segment]);
+        (returning, products) = (new T[columns * keys], new T[Segment * keys]);
+        (keyDots, valueDots, pairs) = (new T[Segment * Segment], new T[Segment * Segment], new T[Segment * Segment]);
     }
 
     public void Dispose()
@@ -44,7 +48,6 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDecayGradie
         rentedEntering.Dispose();
         rentedFactors.Dispose();
         rentedEntries.Dispose();
-        rentedFromState.Dispose();
     }
 
     /// <summary>Keeps B^T for the segment starting at step t: the sweep forward's P = S~^T (value rows of key entries) and n~.</summary>
@@ -58,18 +61,8 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDecayGradie
         }
     }
 
-    /// <summary>Step t's factor a~_t (every entry of <paramref name="a"/> alike), entry e^(g_t - m_t) and q_t^T B delta_t (delta with
-    /// the normaliser's entry), on the way forward.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void Forward(int t, T* a, T entry, T* q, T* delta)
-    {
-        (factors[t], entries[t]) = (a[0], entry);
-        fixed (T* b = &entering[(long)(t / Segment) * columns * keys], y = sums)
-        {
-            Transposed(b, keys, delta, y, columns, keys);
-            fromState[t] = Dot(y, q, keys);
-        }
-    }
+    /// <summary>Step t's factor a~_t (every entry of <paramref name="a"/> alike) and entry e^(g_t - m_t), on the way forward.</summary>
+    public void Forward(int t, T* a, T entry, T* q, T* delta) => (factors[t], entries[t]) = (a[0], entry);
 
     /// <summary>
     /// dl over the segment ending at <paramref name="last"/>, when the sweep back reaches it: E^T is its Q = D^T (value rows
@@ -81,7 +74,8 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDecayGradie
     {
         int first = last / Segment * Segment, count = last - first + 1;
         var next = last + 1 < time ? factors[last + 1] : T.Zero;
-        fixed (T* kk = keyRows, vv = valueRows, et = returning, b = &entering[(long)(first / Segment) * columns * keys], w = pairs, y = sums)
+        fixed (T* kk = keyRows, vv = valueRows, kkAcross = keysAcross, vvAcross = valuesAcross, et = returning, z = products,
+               b = &entering[(long)(first / Segment) * columns * keys], g = keyDots, h = valueDots, w = pairs)
         {
             new ReadOnlySpan<T>(e, width * keys).CopyTo(new Span<T>(et, width * keys));
             if (normalised) new ReadOnlySpan<T>(dn, keys).CopyTo(new Span<T>(et + width * keys, keys));
@@ -90,19 +84,25 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDecayGradie
                 Scale(k + s * stride * keys, entries[first + s], kk + s * keys, keys);
                 new ReadOnlySpan<T>(v + s * stride * width, width).CopyTo(new Span<T>(vv + s * columns, width));
                 if (normalised) vv[s * columns + width] = T.One;
+                for (int j = 0; j < keys; j++) kkAcross[j * Segment + s] = kk[s * keys + j];
+                for (int i = 0; i < columns; i++) vvAcross[i * Segment + s] = vv[s * columns + i];
             }
+            T* firstDelta = deltas + (long)first * (width + 1);
             // the pairs s < u within the segment: W[u, s] = A(s, u) (q_u . kk_s) (delta_u . v_s)
+            TransposedMany(kkAcross, Segment, keys, count, q, stride * keys, count, g, Segment);
+            TransposedMany(vvAcross, Segment, columns, count, firstDelta, width + 1, count, h, Segment);
             for (int u = 0; u < count; u++)
             {
-                T* qu = q + u * stride * keys, du = deltas + (long)(first + u) * (width + 1);
                 var decay = T.One;
                 int s = u - 1;
-                for (; s >= 0 && (decay *= factors[first + s + 1]) != T.Zero; s--)
-                    w[u * Segment + s] = decay * Dot(qu, kk + s * keys, keys) * Dot(du, vv + s * columns, columns);
+                for (; s >= 0 && (decay *= factors[first + s + 1]) != T.Zero; s--) w[u * Segment + s] = decay * g[u * Segment + s] * h[u * Segment + s];
                 for (; s >= 0; s--) w[u * Segment + s] = T.Zero;
             }
             var across = Dot(b, et, columns * keys);
             // sum over u >= t of A(f-1, u) q_u^T B delta_u, from the last step back
+            TransposedMany(b, keys, columns, keys, firstDelta, width + 1, count, z, keys);
+            Span<T> fromState = stackalloc T[count];
+            for (int u = 0; u < count; u++) fromState[u] = Dot(z + u * keys, q + u * stride * keys, keys);
             var fromStates = T.Zero;
             Span<T> throughStep = stackalloc T[count];
             var through = T.One;
@@ -110,7 +110,7 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDecayGradie
             var whole = through * next;
             for (int u = count - 1; u >= 0; u--)
             {
-                fromStates += throughStep[u] * fromState[first + u];
+                fromStates += throughStep[u] * fromState[u];
                 dl[u * stride] = fromStates + whole * across;
             }
             // sum over s < t of A(s, l+1) kk_s^T E v_s, and over s < t <= u of W[u, s] (row by row: sum_(s < t) W[u, s]
@@ -129,13 +129,12 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDecayGradie
                 toEnd[s] = after;
                 after *= factors[first + s];
             }
+            TransposedMany(et, keys, columns, keys, vv, columns, count, z, keys);
             var toGradient = T.Zero;
             for (int t = 0; t < count; t++)
             {
                 dl[t * stride] += toGradient + within[t];
-                if (toEnd[t] == T.Zero) continue;
-                Transposed(et, keys, vv + t * columns, y, columns, keys);
-                toGradient += toEnd[t] * Dot(y, kk + t * keys, keys);
+                if (toEnd[t] != T.Zero) toGradient += toEnd[t] * Dot(z + t * keys, kk + t * keys, keys);
             }
         }
     }

@@ -209,9 +209,10 @@ internal static unsafe class GatedLinearAttentionLoop
 
     /// <summary>
     /// The four steps on the columns from <paramref name="i"/>, two vectors of <typeparamref name="TLanes"/> at a time while
-    /// two fit; returns the first column left.
+    /// two fit; returns the first column left. Compiled optimised from its first call, like its caller (a quick-compiled
+    /// copy would call its steps' writes instead of inlining them).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int Columns<T, TV, TLanes, TFactors, TRead>(T* s, TFactors a, T* k, T** q, T** v, T** y, int keys, int width, int i)
         where T : unmanaged, INumber<T> where TV : struct where TLanes : ILanes<TV, T> where TFactors : struct, IFactors<T>
         where TRead : struct, IReadOrder
