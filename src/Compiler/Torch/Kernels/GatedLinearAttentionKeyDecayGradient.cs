@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using static Duality.Kernels.VectorRows;
 
 namespace Duality.Kernels;
@@ -18,20 +19,23 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGra
 
     private readonly int keys, width, columns, time;
     private readonly bool normalised;
-    private readonly RentedArray<T> rentedEntering, rentedFactors, rentedFromState, rentedEntries;
-    // per segment B^T (value rows of key entries, the normaliser's row last); per step a~_t, e^(g_t - m_t) and
-    // q_t (B delta_t); per segment the scaled keys, the values with their column of ones, E^T, and per step of the
-    // segment the running factors and sums
-    private readonly T[] entering, factors, entries, fromState, keyRows, valueRows, returning, through, toEnd, weights, within, sums, product;
+    private readonly RentedArray<T> rentedEntering, rentedFactors, rentedEntries;
+    // per segment B^T (value rows of key entries, the normaliser's row last); per step a~_t and e^(g_t - m_t); per segment
+    // the scaled keys, the values with their column of ones (rows, and across: value rows of step entries), E^T, the
+    // products of a matrix with each step's vector, the pairs' value dots, and per step of the segment the running
+    // factors, the state's parts and the pairs' weights and sums
+    private readonly T[] entering, factors, entries, keyRows, valueRows, valuesAcross, returning, products, valueDots, fromState, through, toEnd, weights,
+        within, sums, product;
 
     public GatedLinearAttentionKeyDecayGradient(int keys, int width, int time, bool normalised)
     {
         (this.keys, this.width, this.time, this.normalised) = (keys, width, time, normalised);
         columns = width + (normalised ? 1 : 0);
         rentedEntering = new RentedArray<T>((long)(time + Segment - 1) / Segment * columns * keys);
-        (rentedFactors, rentedFromState, rentedEntries) = (new RentedArray<T>((long)time * keys), new RentedArray<T>((long)time * keys), new RentedArray<T>(time));
-        (entering, factors, fromState, entries) = (rentedEntering.Array, rentedFactors.Array, rentedFromState.Array, rentedEntries.Array);
-        (keyRows, valueRows, returning) = (new T[Segment * keys], new T[Segment * columns], new T[columns * keys]);
+        (rentedFactors, rentedEntries) = (new RentedArray<T>((long)time * keys), new RentedArray<T>(time));
+        (entering, factors, entries) = (rentedEntering.Array, rentedFactors.Array, rentedEntries.Array);
+        (keyRows, valueRows, valuesAcross, returning) = (new T[Segment * keys], new T[Segment * columns], new T[columns * Segment], new T[columns * keys]);
+        (products, valueDots, fromState) = (new T[Segment * keys], new T[Segment * Segment], new T[Segment * keys]);
         (through, toEnd, weights, within) = (new T[Segment * keys], new T[Segment * keys], new T[Segment * keys], new T[Segment * keys]);
         (sums, product) = (new T[keys], new T[keys]);
     }
@@ -40,7 +44,6 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGra
     {
         rentedEntering.Dispose();
         rentedFactors.Dispose();
-        rentedFromState.Dispose();
         rentedEntries.Dispose();
     }
 
@@ -49,20 +52,17 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGra
     public void KeepEntering(int t, T* p, T* n)
     {
         fixed (T* into = &entering[(long)(t / Segment) * columns * keys])
-            Join(p, n, into);
+        {
+            new ReadOnlySpan<T>(p, width * keys).CopyTo(new Span<T>(into, width * keys));
+            if (normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(into + width * keys, keys));
+        }
     }
 
-    /// <summary>Step t's factors a~_t, entry e^(g_t - m_t) and q_t (B delta_t) (delta with the normaliser's entry), on the way forward.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    /// <summary>Step t's factors a~_t and entry e^(g_t - m_t), on the way forward.</summary>
     public void Forward(int t, T* a, T entry, T* q, T* delta)
     {
         entries[t] = entry;
-        fixed (T* b = &entering[(long)(t / Segment) * columns * keys], f = &factors[(long)t * keys], y = &fromState[(long)t * keys])
-        {
-            new ReadOnlySpan<T>(a, keys).CopyTo(new Span<T>(f, keys));
-            Transposed(b, keys, delta, y, columns, keys);
-            Multiply(y, q, y, keys);
-        }
+        new ReadOnlySpan<T>(a, keys).CopyTo(new Span<T>(factors, t * keys, keys));
     }
 
     /// <summary>
@@ -74,16 +74,23 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGra
     public void Backward(int last, T* q, T* k, T* v, long stride, T* deltas, T* e, T* dn, T* dl)
     {
         int first = last / Segment * Segment, count = last - first + 1;
-        fixed (T* kk = keyRows, vv = valueRows, et = returning, b = &entering[(long)(first / Segment) * columns * keys], a = &factors[(long)first * keys],
-               fs = &fromState[(long)first * keys], th = through, te = toEnd, w = weights, inside = within, y = sums, p = product)
+        fixed (T* kk = keyRows, vv = valueRows, vvAcross = valuesAcross, et = returning, z = products, h = valueDots, fs = fromState,
+               b = &entering[(long)(first / Segment) * columns * keys], a = &factors[(long)first * keys],
+               th = through, te = toEnd, w = weights, inside = within, y = sums, p = product)
         {
-            Join(e, dn, et);
+            new ReadOnlySpan<T>(e, width * keys).CopyTo(new Span<T>(et, width * keys));
+            if (normalised) new ReadOnlySpan<T>(dn, keys).CopyTo(new Span<T>(et + width * keys, keys));
             for (int s = 0; s < count; s++)
             {
                 Scale(k + s * stride * keys, entries[first + s], kk + s * keys, keys);
                 new ReadOnlySpan<T>(v + s * stride * width, width).CopyTo(new Span<T>(vv + s * columns, width));
                 if (normalised) vv[s * columns + width] = T.One;
+                for (int i = 0; i < columns; i++) vvAcross[i * Segment + s] = vv[s * columns + i];
             }
+            T* firstDelta = deltas + (long)first * (width + 1);
+            // q_u (B delta_u) for each step
+            TransposedMany(b, keys, columns, keys, firstDelta, width + 1, count, fs, keys);
+            for (int u = 0; u < count; u++) Multiply(fs + u * keys, q + u * stride * keys, fs + u * keys, keys);
             // A_j(f-1, u) through each step, A_j(s, l+1) after each (a~_(l+1) = 0 past the last step: nothing comes back)
             new Span<T>(p, keys).Fill(T.One);
             for (int u = 0; u < count; u++)
@@ -91,7 +98,7 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGra
                 Multiply(p, a + u * keys, p, keys);
                 new ReadOnlySpan<T>(p, keys).CopyTo(new Span<T>(th + u * keys, keys));
             }
-            if (last + 1 < time) fixed (T* next = &factors[(long)(last + 1) * keys]) new ReadOnlySpan<T>(next, keys).CopyTo(new Span<T>(y, keys));
+            if (last + 1 < time) new ReadOnlySpan<T>(factors, (last + 1) * keys, keys).CopyTo(new Span<T>(y, keys));
             else new Span<T>(y, keys).Clear();
             for (int s = count - 1; s >= 0; s--)
             {
@@ -101,8 +108,7 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGra
             // A_j(f-1, l+1) B[j, :] . E[j, :] = A_j(f-1, f) A_j(f, l+1) B . E, then the states' parts from the last step back
             Multiply(th, te, p, keys);
             new Span<T>(y, keys).Clear();
-            for (int i = 0; i < columns; i++)
-                for (int j = 0; j < keys; j++) y[j] += b[i * keys + j] * et[i * keys + j];
+            for (int i = 0; i < columns; i++) MultiplyAdd(b + i * keys, et + i * keys, y, keys);
             Multiply(p, y, p, keys);
             new Span<T>(y, keys).Clear();
             for (int u = count - 1; u >= 0; u--)
@@ -111,72 +117,76 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGra
                 MultiplyAdd(th + u * keys, fs + u * keys, y, keys);
                 Add(y, p, row, keys);
             }
-            // the pairs s < u within the segment, W_j[u, s] = A_j(s, u) q_u[j] kk_s[j] (delta_u . v_s), added row by row
-            // into sum_(s < t) W_j[u, s] for t <= u
+            // the pairs s < u within the segment, W_j[u, s] = A_j(s, u) q_u[j] kk_s[j] (delta_u . v_s), summed into
+            // sum_(s < t) W_j[u, s] for t <= u
+            TransposedMany(vvAcross, Segment, columns, count, firstDelta, width + 1, count, h, Segment);
             new Span<T>(inside, count * keys).Clear();
-            for (int u = 1; u < count; u++)
-            {
-                T* qu = q + u * stride * keys, du = deltas + (long)(first + u) * (width + 1);
-                new Span<T>(p, keys).Fill(T.One);
-                for (int s = u - 1; s >= 0; s--) Weigh(p, a + (s + 1) * keys, kk + s * keys, Dot(du, vv + s * columns, columns), w + s * keys, keys);
-                new Span<T>(y, keys).Clear();
-                for (int t = 1; t <= u; t++) Gather(w + (t - 1) * keys, qu, y, inside + t * keys, keys);
-            }
+            int j = 0;
+            if (WideLanes<T>.Faster) j = Pairs<Vector512<T>, WideLanes<T>>(a, q, stride * keys, kk, h, w, inside, count, j);
+            j = Pairs<Vector<T>, NativeLanes<T>>(a, q, stride * keys, kk, h, w, inside, count, j);
+            for (; j < keys; j++) Pairs(a, q, stride * keys, kk, h, inside, count, j);
             // sum_(s < t) A_j(s, l+1) kk_s[j] (E v_s)[j], from the first step on
+            TransposedMany(et, keys, columns, keys, vv, columns, count, z, keys);
             new Span<T>(p, keys).Clear();
             for (int t = 0; t < count; t++)
             {
                 T* row = dl + t * stride * keys;
                 Add(row, p, row, keys);
                 Add(row, inside + t * keys, row, keys);
-                Transposed(et, keys, vv + t * columns, y, columns, keys);
-                Multiply(y, kk + t * keys, y, keys);
+                Multiply(z + t * keys, kk + t * keys, y, keys);
                 MultiplyAdd(y, te + t * keys, p, keys);
             }
         }
     }
 
-    /// <summary>into = [p; n^T]: value rows of key entries, the normaliser's row last.</summary>
-    private void Join(T* p, T* n, T* into)
+    /// <summary>
+    /// The pairs' sums into <paramref name="inside"/> on the key channels from j, a vector of lanes at a time while one fits;
+    /// returns the first channel left. Per step u, from the step before it back: p = A_j(s, u), the weights w_s = p kk_s h[u, s]
+    /// (kept), then forward the running sum of w_s q_u added into each later step's row.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int Pairs<TV, TLanes>(T* a, T* q, long qStride, T* kk, T* h, T* w, T* inside, int count, int j)
+        where TV : struct where TLanes : ILanes<TV, T>
     {
-        new ReadOnlySpan<T>(p, width * keys).CopyTo(new Span<T>(into, width * keys));
-        if (normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(into + width * keys, keys));
+        int n = TLanes.Count;
+        for (; j <= keys - n; j += n)
+            for (int u = 1; u < count; u++)
+            {
+                var p = TLanes.Broadcast(T.One);
+                for (int s = u - 1; s >= 0; s--)
+                {
+                    p = TLanes.Multiply(p, TLanes.Load(a + (s + 1) * keys + j));
+                    TLanes.Store(TLanes.Multiply(TLanes.Multiply(p, TLanes.Load(kk + s * keys + j)), TLanes.Broadcast(h[u * Segment + s])), w + s * n);
+                }
+                TV qu = TLanes.Load(q + u * qStride + j), sum = default;
+                for (int t = 1; t <= u; t++)
+                {
+                    sum = TLanes.MultiplyAdd(TLanes.Load(w + (t - 1) * n), qu, sum);
+                    T* cell = inside + t * keys + j;
+                    TLanes.Store(TLanes.Add(TLanes.Load(cell), sum), cell);
+                }
+            }
+        return j;
     }
 
-    /// <summary>decay *= a, then w = decay kk h, entry by entry: one pair's weights, the decay carried to the next earlier step.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Weigh(T* decay, T* a, T* kk, T h, T* w, int count)
+    /// <summary><see cref="Pairs{TV, TLanes}"/> on key channel j alone.</summary>
+    private void Pairs(T* a, T* q, long qStride, T* kk, T* h, T* inside, int count, int j)
     {
-        int i = 0;
-        var scale = new Vector<T>(h);
-        for (; i <= count - Vector<T>.Count; i += Vector<T>.Count)
+        Span<T> weight = stackalloc T[Segment];
+        for (int u = 1; u < count; u++)
         {
-            var d = Vector.Load(decay + i) * Vector.Load(a + i);
-            Vector.Store(d, decay + i);
-            Vector.Store(d * Vector.Load(kk + i) * scale, w + i);
-        }
-        for (; i < count; i++)
-        {
-            decay[i] *= a[i];
-            w[i] = decay[i] * kk[i] * h;
-        }
-    }
-
-    /// <summary>sum += w q, then into += sum, entry by entry: the pairs before step t, added into t's sum.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Gather(T* w, T* q, T* sum, T* into, int count)
-    {
-        int i = 0;
-        for (; i <= count - Vector<T>.Count; i += Vector<T>.Count)
-        {
-            var total = VectorFused.MultiplyAdd(Vector.Load(w + i), Vector.Load(q + i), Vector.Load(sum + i));
-            Vector.Store(total, sum + i);
-            Vector.Store(Vector.Load(into + i) + total, into + i);
-        }
-        for (; i < count; i++)
-        {
-            sum[i] += w[i] * q[i];
-            into[i] += sum[i];
+            var p = T.One;
+            for (int s = u - 1; s >= 0; s--)
+            {
+                p *= a[(s + 1) * keys + j];
+                weight[s] = p * kk[s * keys + j] * h[u * Segment + s];
+            }
+            T qu = q[u * qStride + j], sum = T.Zero;
+            for (int t = 1; t <= u; t++)
+            {
+                sum = T.FusedMultiplyAdd(weight[t - 1], qu, sum);
+                inside[t * keys + j] += sum;
+            }
         }
     }
 }

@@ -21,6 +21,8 @@ internal unsafe interface ILanes<TV, T> where TV : struct where T : unmanaged
 
     static abstract TV Multiply(TV a, TV b);
 
+    static abstract TV Add(TV a, TV b);
+
     /// <summary>a b + c in one rounding.</summary>
     static abstract TV MultiplyAdd(TV a, TV b, TV c);
 }
@@ -41,6 +43,9 @@ internal readonly unsafe struct NativeLanes<T> : ILanes<Vector<T>, T> where T : 
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector<T> Multiply(Vector<T> a, Vector<T> b) => a * b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> Add(Vector<T> a, Vector<T> b) => a + b;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector<T> MultiplyAdd(Vector<T> a, Vector<T> b, Vector<T> c) => VectorFused.MultiplyAdd(a, b, c);
@@ -65,6 +70,9 @@ internal readonly unsafe struct WideLanes<T> : ILanes<Vector512<T>, T> where T :
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<T> Multiply(Vector512<T> a, Vector512<T> b) => a * b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<T> Add(Vector512<T> a, Vector512<T> b) => a + b;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<T> MultiplyAdd(Vector512<T> a, Vector512<T> b, Vector512<T> c) =>
