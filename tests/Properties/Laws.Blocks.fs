@@ -514,7 +514,7 @@ let private dominatedStepErrors (fraction: float) (seed: int) =
     let fused = noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = torch.ScalarType.Float32)).Forward([| toTensor torch.ScalarType.Float32 x |]).[0]))
     let streamed = (LawsStreaming.stream32 (Duality.Streaming.Streamer.Create<float32>(g, 1)) g [| x |]).[0]
     [ "output as one autograd operation", List.head errors, 1e-6; "output compiled (the fused loop)", scaledError expected fused, 1e-6
-      "output as a streamer", scaledError expected streamed, 1e-6; "gradients", List.max (List.tail errors), 1e-4 ]
+      "output as a streamer", scaledError expected streamed, 1e-6; "gradients", List.max (List.tail errors), 5e-5 ]
 
 let tests =
     testList "blocks" [
@@ -623,7 +623,7 @@ let tests =
                         return heads, dk, dv, time, batch, decay, strength, gated, normalised, seed }))
                 reversePassAgrees
 
-        testCase "gated linear attention with the normaliser keeps float32 accuracy where a step dominates its state and its key is nearly orthogonal to its query (k . q = 1e-3 |k| |q|): outputs as one autograd operation, compiled and as a streamer within 1e-6 of float64 and gradients within 1e-4, scaled; the output's own part and the normaliser's share one dot k . q, and the gradient takes v - sign(nu) y before its dot with dy" <| fun () ->
+        testCase "gated linear attention with the normaliser keeps float32 accuracy where a step dominates its state and its key is nearly orthogonal to its query (k . q = 1e-3 |k| |q|): outputs as one autograd operation, compiled and as a streamer within 1e-6 of float64 and gradients within 5e-5, scaled; the output's own part and the normaliser's share one dot k . q, and the gradient forms the step's own part from the earlier steps' parts the loop kept, ((v e_n - E) . dy) / (nu |nu|), not from the stored y" <| fun () ->
             for seed in 0 .. 4 do
                 for form, error, bound in dominatedStepErrors 1e-3 seed do
                     Expect.isLessThan error bound (sprintf "seed %d, %s: scaled error %.3e" seed form error)

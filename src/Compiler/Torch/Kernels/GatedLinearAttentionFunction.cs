@@ -31,10 +31,12 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
     {
         var (q, k, v, logDecay, logGate, form) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], vars[3] as Tensor, vars[4] as Tensor, (Form)vars[5]);
         var y = LargeTensors.Empty([q.shape[0], q.shape[1], form.Heads * form.Value], q.dtype);
+        // normalised, each step's output over the earlier steps alone: the reverse pass forms the step's own part from it
+        var earlier = form.Normalised ? LargeTensors.EmptyLike(y) : null;
         var decay = Decay(logDecay, logGate);
-        if (q.dtype == ScalarType.Float32) Forward<float>(q, k, v, decay, logGate, y, form);
-        else Forward<double>(q, k, v, decay, logGate, y, form);
-        ctx.save_for_backward([q, k, v, decay!, logGate!, y]);
+        if (q.dtype == ScalarType.Float32) Forward<float>(q, k, v, decay, logGate, y, earlier, form);
+        else Forward<double>(q, k, v, decay, logGate, y, earlier, form);
+        ctx.save_for_backward([q, k, v, decay!, logGate!, y, earlier!]);
         ctx.save_data("form", form);
         return y;
     }
@@ -45,7 +47,7 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
     {
         var saved = ctx.get_saved_variables();
         Tensor? Optional(Tensor t) => t is { IsInvalid: false } ? t : null;
-        var (q, k, v, decay, logGate, y) = (saved[0], saved[1], saved[2], Optional(saved[3]), Optional(saved[4]), saved[5]);
+        var (q, k, v, decay, logGate, y, earlier) = (saved[0], saved[1], saved[2], Optional(saved[3]), Optional(saved[4]), saved[5], Optional(saved[6]));
         var form = (Form)ctx.get_data("form");
         var dy = grad.contiguous();
         var (dq, dk, dv) = (LargeTensors.EmptyLike(q), LargeTensors.EmptyLike(k), LargeTensors.EmptyLike(v));
@@ -54,8 +56,8 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
         var (perKey, perHead) = (decay is not null && form.DecayGradient && decay.shape[3] > 1, decay is not null && form.DecayGradient && decay.shape[3] == 1);
         var terms = perKey ? LargeTensors.EmptyLike(q) : null;
         var headTerms = perHead ? LargeTensors.Empty([batch, time, form.Heads, 1], q.dtype) : null;
-        if (q.dtype == ScalarType.Float32) Backward<float>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, headTerms, form);
-        else Backward<double>(q, k, v, decay, logGate, y, dy, dq, dk, dv, terms, headTerms, form);
+        if (q.dtype == ScalarType.Float32) Backward<float>(q, k, v, decay, logGate, y, earlier, dy, dq, dk, dv, terms, headTerms, form);
+        else Backward<double>(q, k, v, decay, logGate, y, earlier, dy, dq, dk, dv, terms, headTerms, form);
         Tensor PerKey(Tensor t) => t.view(batch, time, form.Heads, form.Key);
         var dLogDecay = terms is not null ? PerKey(terms) : headTerms;
         var dLogGate = logGate is null ? null : (PerKey(k) * PerKey(dk)).sum(-1);
@@ -69,20 +71,20 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
     private static GatedLinearAttentionLoop.Shape Shape(Tensor q, Tensor? decay, Form form) =>
         new((int)q.shape[0], (int)q.shape[1], form.Heads, form.Key, form.Value, decay is null ? 0 : (int)decay.shape[3]);
 
-    private static unsafe void Forward<T>(Tensor q, Tensor k, Tensor v, Tensor? decay, Tensor? gate, Tensor y, Form form)
+    private static unsafe void Forward<T>(Tensor q, Tensor k, Tensor v, Tensor? decay, Tensor? gate, Tensor y, Tensor? earlier, Form form)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
-        using var alive = RawStorage.KeepAlive(q, k, v, decay, gate, y);
+        using var alive = RawStorage.KeepAlive(q, k, v, decay, gate, y, earlier);
         GatedLinearAttentionLoop.Run(RawStorage.Pointer<T>(q), RawStorage.Pointer<T>(k), RawStorage.Pointer<T>(v), RawStorage.PointerOrNull<T>(decay),
-            RawStorage.PointerOrNull<T>(gate), form.Normalised, RawStorage.Pointer<T>(y), Shape(q, decay, form));
+            RawStorage.PointerOrNull<T>(gate), form.Normalised, RawStorage.Pointer<T>(y), Shape(q, decay, form), RawStorage.PointerOrNull<T>(earlier));
     }
 
-    private static unsafe void Backward<T>(Tensor q, Tensor k, Tensor v, Tensor? decay, Tensor? gate, Tensor y, Tensor dy, Tensor dq, Tensor dk,
-        Tensor dv, Tensor? terms, Tensor? headTerms, Form form) where T : unmanaged, IFloatingPointIeee754<T>
+    private static unsafe void Backward<T>(Tensor q, Tensor k, Tensor v, Tensor? decay, Tensor? gate, Tensor y, Tensor? earlier, Tensor dy, Tensor dq,
+        Tensor dk, Tensor dv, Tensor? terms, Tensor? headTerms, Form form) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        using var alive = RawStorage.KeepAlive(q, k, v, decay, gate, y, dy, dq, dk, dv, terms, headTerms);
+        using var alive = RawStorage.KeepAlive(q, k, v, decay, gate, y, earlier, dy, dq, dk, dv, terms, headTerms);
         GatedLinearAttentionReverse.Run(RawStorage.Pointer<T>(q), RawStorage.Pointer<T>(k), RawStorage.Pointer<T>(v), RawStorage.PointerOrNull<T>(decay),
-            RawStorage.PointerOrNull<T>(gate), form.Normalised, RawStorage.Pointer<T>(y), RawStorage.Pointer<T>(dy), RawStorage.Pointer<T>(dq),
+            RawStorage.PointerOrNull<T>(gate), form.Normalised, RawStorage.Pointer<T>(y), RawStorage.PointerOrNull<T>(earlier), RawStorage.Pointer<T>(dy), RawStorage.Pointer<T>(dq),
             RawStorage.Pointer<T>(dk), RawStorage.Pointer<T>(dv), RawStorage.PointerOrNull<T>(terms), RawStorage.PointerOrNull<T>(headTerms),
             Shape(q, decay, form));
     }

@@ -23,13 +23,15 @@ internal static unsafe class GatedLinearAttentionLoop
     /// <summary>Sizes; the decay's width is 0 without a decay, 1 per head, key per key channel.</summary>
     public readonly record struct Shape(int Batch, int Time, int Heads, int Key, int Value, int DecayWidth);
 
-    public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, Shape shape)
+    /// <summary>The loop; normalised, <paramref name="earlier"/> (laid out as y, or null) receives each step's output over the
+    /// earlier steps alone, a_t S_(t-1)^T q_t in the loop's frame, which the reverse pass reads.</summary>
+    public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, Shape shape, T* earlier = null)
         where T : unmanaged, IFloatingPointIeee754<T>
         => HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
-            (b, h) => RunHead(q, k, v, decay, gate, normalised, y, shape, b, h));
+            (b, h) => RunHead(q, k, v, decay, gate, normalised, y, earlier, shape, b, h));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RunHead<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, Shape shape, int b, int h)
+    private static void RunHead<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* earlier, Shape shape, int b, int h)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int dk = shape.Key, dv = shape.Value, width = shape.DecayWidth;
@@ -78,6 +80,7 @@ internal static unsafe class GatedLinearAttentionLoop
                     T* output = ys[u];
                     if (normalised)
                     {
+                        if (earlier is not null) new ReadOnlySpan<T>(output, dv).CopyTo(new Span<T>(earlier + (output - y), dv));
                         var own = Dot(scaled + u * dk, qs[u], dk);
                         Accumulate(vs[u], own, output, dv);
                         var dot = Normalise(n, a + u * dk, scaled + u * dk, qs[u], own, dk);

@@ -25,16 +25,17 @@ namespace Duality.Kernels;
 /// </summary>
 internal static unsafe class GatedLinearAttentionReverse
 {
-    public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms, T* headTerms,
-        Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
+    public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* earlier, T* dy, T* dq, T* dk, T* dv, T* terms,
+        T* headTerms, Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
         => HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
-            (b, h) => RunHead(new Head<T>(q, k, v, decay, gate, normalised, y, dy, dq, dk, dv, terms, headTerms, shape, b, h)));
+            (b, h) => RunHead(new Head<T>(q, k, v, decay, gate, normalised, y, earlier, dy, dq, dk, dv, terms, headTerms, shape, b, h)));
 
     /// <summary>One (batch row, head) pair's pointers and sizes.</summary>
-    private readonly struct Head<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* dy, T* dq, T* dk, T* dv, T* terms,
-        T* headTerms, Shape shape, int b, int h) where T : unmanaged, IFloatingPointIeee754<T>
+    private readonly struct Head<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* earlier, T* dy, T* dq, T* dk, T* dv,
+        T* terms, T* headTerms, Shape shape, int b, int h) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        public readonly T* Q = q, K = k, V = v, Gate = gate, Y = y, Dy = dy, Dq = dq, Dk = dk, Dv = dv, Terms = terms, HeadTerms = headTerms;
+        public readonly T* Q = q, K = k, V = v, Gate = gate, Y = y, Earlier = earlier, Dy = dy, Dq = dq, Dk = dk, Dv = dv, Terms = terms,
+            HeadTerms = headTerms;
         public readonly bool Normalised = normalised;
         public readonly Shape Shape = shape;
         private readonly T* decay = decay;
@@ -133,7 +134,7 @@ internal static unsafe class GatedLinearAttentionReverse
                     T* delta = deltaRows + (long)t * columns;
                     if (head.Normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(earlier + u * keys, keys));
                     owns[t] = Delta(head.Normalised ? n : null, au, kk, head.Q + row * keys, head.V + row * width, head.Y + row * width,
-                        head.Dy + row * width, shift, delta, keys, width);
+                        head.Earlier + row * width, head.Dy + row * width, shift, delta, keys, width);
                     gradient?.Forward(t, au, entry, head.Q + row * keys, delta);
                     new ReadOnlySpan<T>(head.V + row * width, width).CopyTo(new Span<T>(block + u * width, width));
                     rq[u] = delta; rv[u] = kk; ry[u] = head.Dq + row * keys;
@@ -232,11 +233,12 @@ internal static unsafe class GatedLinearAttentionReverse
     /// <summary>
     /// delta_t into <paramref name="delta"/> (value + 1 entries): dy e^(m), or with the normaliser n (advanced here by
     /// n = a n + k) dy / max(|n . q|, e^(-m)) and the ones' column; returns the step's own part v . delta + delta_n. With
-    /// the normaliser that is (v - sign(nu) y) . dy / |nu|, the difference taken first: a step that dominates its state
-    /// has y = sign(nu) v, and the two products apart would cancel to the rounding of |v| |dy| / |nu|.
+    /// the normaliser that is (v - sign(nu) y) . dy / |nu| = ((v e_n - E) . dy) / (nu |nu|), from the earlier steps'
+    /// parts of the output (E, <paramref name="earlier"/>, kept by the loop) and of nu (e_n = (a n_(t-1)) . q): a step
+    /// that dominates its state has y = sign(nu) v, where v - sign(nu) y would be the rounding of the stored y over |nu|.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static T Delta<T>(T* n, T* a, T* k, T* q, T* v, T* y, T* dy, T shift, T* delta, int keys, int width)
+    private static T Delta<T>(T* n, T* a, T* k, T* q, T* v, T* y, T* earlier, T* dy, T shift, T* delta, int keys, int width)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         if (n is null)
@@ -244,7 +246,9 @@ internal static unsafe class GatedLinearAttentionReverse
             Scale(dy, T.Exp(shift), delta, width);
             return Dot(v, delta, width);
         }
-        var nu = Normalise(n, a, k, q, Dot(k, q, keys), keys);
+        // as the loop forms it: the earlier part, then the step's own k . q
+        var before = Normalise(n, a, k, q, T.Zero, keys);
+        var nu = before + Dot(k, q, keys);
         var divisor = T.Max(T.Abs(nu), T.Exp(-shift));
         Scale(dy, T.One / divisor, delta, width);
         if (!(T.Abs(nu) > T.Exp(-shift)))
@@ -252,21 +256,20 @@ internal static unsafe class GatedLinearAttentionReverse
             delta[width] = T.Zero;
             return Dot(v, delta, width);
         }
-        var sign = T.CopySign(T.One, nu);
-        delta[width] = -sign * Dot(dy, y, width) / divisor;
-        return Difference(v, y, sign, dy, width) / divisor;
+        delta[width] = -T.CopySign(T.One, nu) * Dot(dy, y, width) / divisor;
+        return Difference(v, before, earlier, dy, width) / nu / divisor;
     }
 
-    /// <summary>(v - sign y) . dy.</summary>
+    /// <summary>(v c - e) . dy.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static T Difference<T>(T* v, T* y, T sign, T* dy, int width) where T : unmanaged, IFloatingPointIeee754<T>
+    private static T Difference<T>(T* v, T c, T* e, T* dy, int width) where T : unmanaged, IFloatingPointIeee754<T>
     {
         int i = 0;
-        var (sums, signs) = (Vector<T>.Zero, new Vector<T>(sign));
+        var (sums, factor) = (Vector<T>.Zero, new Vector<T>(c));
         for (; i <= width - Vector<T>.Count; i += Vector<T>.Count)
-            sums = VectorFused.MultiplyAdd(Vector.Load(v + i) - signs * Vector.Load(y + i), Vector.Load(dy + i), sums);
+            sums = VectorFused.MultiplyAdd(VectorFused.MultiplyAdd(Vector.Load(v + i), factor, -Vector.Load(e + i)), Vector.Load(dy + i), sums);
         var total = Vector.Sum(sums);
-        for (; i < width; i++) total = T.FusedMultiplyAdd(v[i] - sign * y[i], dy[i], total);
+        for (; i < width; i++) total = T.FusedMultiplyAdd(T.FusedMultiplyAdd(v[i], c, -e[i]), dy[i], total);
         return total;
     }
 }
