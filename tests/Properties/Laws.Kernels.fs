@@ -327,6 +327,38 @@ let tests =
                         (outputAndGradients g torch.ScalarType.Float32 ExecutionMode.TorchOps x probe)
                         (outputAndGradients g torch.ScalarType.Float32 ExecutionMode.Auto x probe))
 
+        testCase "the fused kernels' tanh and its slope keep full relative precision in float32 and float64, from 1e-30 to 40 either side (within 1e-6 and 1e-14 of tanh x and 1 / cosh^2 x): tanh |x| = -(e^(-2|x|) - 1) / (1 + e^(-2|x|)) and 1 - tanh^2 = 4 e^(-2|x|) / (1 + e^(-2|x|))^2, where 2 sigmoid(2x) - 1 and 1 - tanh^2 cancel" <| fun () ->
+            let points = [ 1e-30; 1e-7; 1e-3; 0.1; 0.17; 0.18; 0.34; 0.35; 1.0; 5.0; 20.0; 40.0 ] |> List.collect (fun x -> [ x; -x ])
+            let check (precision: float) (activate: float -> float * float) =
+                for x in points do
+                    let (value, slope) = activate x
+                    let expected = Math.Tanh x
+                    let expectedSlope = 1.0 / (Math.Cosh x * Math.Cosh x)
+                    Expect.isLessThanOrEqual (abs (value - expected) / abs expected) precision (sprintf "tanh %g = %g, not %g" x value expected)
+                    Expect.isLessThanOrEqual (abs (slope - expectedSlope) / expectedSlope) precision (sprintf "slope at %g = %g, not %g" x slope expectedSlope)
+            check 1e-6 (fun x ->
+                let mutable slope = Numerics.Vector<float32>.Zero
+                let value = Duality.Kernels.GatedScan.ActivateWithSlope(ActivationKind.Tanh, Numerics.Vector<float32>(float32 x), &slope)
+                float value.[0], float slope.[0])
+            check 1e-14 (fun x ->
+                let mutable slope = Numerics.Vector<float>.Zero
+                let value = Duality.Kernels.GatedScan.ActivateWithSlope(ActivationKind.Tanh, Numerics.Vector<float>(x), &slope)
+                value.[0], slope.[0])
+
+        testCase "the fused tanh gate in float32 is as accurate as the composite form where its weight and bias gradients sum products that cancel (width 1, 3 x 276 steps): every output and gradient within 2x the composite form's float32 error of float64, or 1e-6 (with tanh as 2 sigmoid(2x) - 1 the bias gradient was 14x)" <| fun () ->
+            for seed in [ 75602; 1; 2; 3 ] do
+                let gate: System.Func<SequenceBuilder, SequenceBuilder> = System.Func<_, _>(fun g -> g.Projection(1))
+                let g = InitializeWeights.Run(Model.Input("x", 1).Gate(gate, ActivationKind.Tanh).Build(), seed, WeightInit.Perturbed)
+                use generator = new torch.Generator(uint64 seed)
+                let x = torch.randn([| 3L; 276L; 1L |], dtype = torch.ScalarType.Float64, generator = generator) * 3.0
+                let probe = torch.randn([| 3L; 276L; 1L |], dtype = torch.ScalarType.Float64, generator = generator)
+                let expected = outputAndGradients g torch.ScalarType.Float64 ExecutionMode.TorchOps x probe
+                let composite = outputAndGradients g torch.ScalarType.Float32 ExecutionMode.TorchOps x probe
+                let fused = outputAndGradients g torch.ScalarType.Float32 ExecutionMode.Auto x probe
+                let relative (e: torch.Tensor) (a: torch.Tensor) = ((e - a).abs().max() / (1.0 + e.abs().max().item<float>())).item<float>()
+                for ((name, e), (_, c), (_, f)) in List.zip3 expected composite fused do
+                    Expect.isLessThanOrEqual (relative e f) (max 1e-6 (2.0 * relative e c)) (sprintf "seed %d, %s: fused %.3e, composite %.3e" seed name (relative e f) (relative e c))
+
         testCase "fused norms over no steps or no batch rows: empty outputs and gradients" <| fun () ->
             for kind in 0 .. 3 do
                 let g = InitializeWeights.Run(normGraph kind 4 2 true, 1)

@@ -20,7 +20,8 @@ namespace Duality.Kernels;
 /// decays are strong: segment by segment from the states the sweeps hold where each begins and ends, per head
 /// (<see cref="GatedLinearAttentionDecayGradient{T}"/>, into <c>headTerms</c>, [batch, time, heads]) or per key channel
 /// (<see cref="GatedLinearAttentionKeyDecayGradient{T}"/>, into <c>terms</c>, [batch, time, heads, key]), when given. Every factor is at most 1 and every
-/// exponent at most 0 whatever the gates' scale, as in the forward loop. Layouts as in the loop; dq, dk: [batch, time, heads, key]; dv: [batch, time, heads, value].
+/// exponent at most 0 whatever the gates' scale, as in the forward loop. Layouts as in the loop; dq, dk: [batch, time, heads, key]; dv: [batch, time, heads, value];
+/// earlier (normalised): each step's output over the earlier steps alone, as the loop kept it, laid out as y.
 /// Parallel over batch rows and heads.
 /// </summary>
 internal static unsafe class GatedLinearAttentionReverse
