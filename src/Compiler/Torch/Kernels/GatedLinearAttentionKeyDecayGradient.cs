@@ -62,7 +62,7 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGra
     public void Forward(int t, T* a, T entry, T* q, T* delta)
     {
         entries[t] = entry;
-        new ReadOnlySpan<T>(a, keys).CopyTo(new Span<T>(factors, t * keys, keys));
+        fixed (T* into = &factors[(long)t * keys]) new ReadOnlySpan<T>(a, keys).CopyTo(new Span<T>(into, keys));
     }
 
     /// <summary>
@@ -98,7 +98,7 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGra
                 Multiply(p, a + u * keys, p, keys);
                 new ReadOnlySpan<T>(p, keys).CopyTo(new Span<T>(th + u * keys, keys));
             }
-            if (last + 1 < time) new ReadOnlySpan<T>(factors, (last + 1) * keys, keys).CopyTo(new Span<T>(y, keys));
+            if (last + 1 < time) fixed (T* next = &factors[(long)(last + 1) * keys]) new ReadOnlySpan<T>(next, keys).CopyTo(new Span<T>(y, keys));
             else new Span<T>(y, keys).Clear();
             for (int s = count - 1; s >= 0; s--)
             {
