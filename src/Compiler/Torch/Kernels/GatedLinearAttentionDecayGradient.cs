@@ -62,7 +62,7 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDecayGradie
     }
 
     /// <summary>Step t's factor a~_t (every entry of <paramref name="a"/> alike) and entry e^(g_t - m_t), on the way forward.</summary>
-    public void Forward(int t, T* a, T entry, T* q, T* delta) => (factors[t], entries[t]) = (a[0], entry);
+    public void Forward(int t, T* a, T entry) => (factors[t], entries[t]) = (a[0], entry);
 
     /// <summary>
     /// dl over the segment ending at <paramref name="last"/>, when the sweep back reaches it: E^T is its Q = D^T (value rows
@@ -149,16 +149,16 @@ internal static class GatedLinearAttentionDecayGradient
 
 /// <summary>
 /// The log-decays' gradient formed beside the reverse pass's sweeps (per head or per key channel): it keeps the state
-/// entering each segment from the sweep forward, takes each step's factors and delta on the way, and forms a segment's
-/// gradient when the sweep back reaches its last step.
+/// entering each segment from the sweep forward and each step's factors on the way, and forms a segment's gradient when
+/// the sweep back reaches its last step, from the states, the inputs' rows and the steps' deltas.
 /// </summary>
 internal unsafe interface IDecayGradient<T> : IDisposable where T : unmanaged
 {
     /// <summary>Keeps B^T when step t starts a segment: the sweep forward's P = S~^T (value rows of key entries) and n~.</summary>
     void KeepEntering(int t, T* p, T* n);
 
-    /// <summary>Step t's factors a~_t (key entries), its entry e^(g_t - m_t), q_t and delta_t, on the way forward.</summary>
-    void Forward(int t, T* a, T entry, T* q, T* delta);
+    /// <summary>Step t's factors a~_t (key entries) and its entry e^(g_t - m_t), on the way forward.</summary>
+    void Forward(int t, T* a, T entry);
 
     /// <summary>
     /// dl over the segment ending at <paramref name="last"/>: e is E^T = D_(last+1)^T (value rows of key entries) and dn its

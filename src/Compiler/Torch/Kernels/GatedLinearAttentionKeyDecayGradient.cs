@@ -59,7 +59,7 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGra
     }
 
     /// <summary>Step t's factors a~_t and entry e^(g_t - m_t), on the way forward.</summary>
-    public void Forward(int t, T* a, T entry, T* q, T* delta)
+    public void Forward(int t, T* a, T entry)
     {
         entries[t] = entry;
         fixed (T* into = &factors[(long)t * keys]) new ReadOnlySpan<T>(a, keys).CopyTo(new Span<T>(into, keys));

@@ -136,7 +136,7 @@ internal static unsafe class GatedLinearAttentionReverse
                     if (head.Normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(earlier + u * keys, keys));
                     owns[t] = Delta(head.Normalised ? n : null, au, kk, head.Q + row * keys, head.V + row * width, head.Y + row * width,
                         head.Earlier + row * width, head.Dy + row * width, shift, delta, keys, width);
-                    gradient?.Forward(t, au, entry, head.Q + row * keys, delta);
+                    gradient?.Forward(t, au, entry);
                     new ReadOnlySpan<T>(head.V + row * width, width).CopyTo(new Span<T>(block + u * width, width));
                     rq[u] = delta; rv[u] = kk; ry[u] = head.Dq + row * keys;
                 }
