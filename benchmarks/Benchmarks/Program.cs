@@ -288,10 +288,12 @@ double AttentionAloneMs(Graph graph, GatedLinearAttention a)
     var forward = AttentionAlone(graph, a, a.Heads, batch, time, $"{a.Name}: alone, forward + backward (the loop and its reverse pass)");
     // one head of one batch row runs on one thread (a pair at a time), so a machine's other load shifts it least: the
     // loop and its reverse pass against the loop alone, kernel to kernel
-    AttentionAlone(graph, a, 1, 1, 8 * time, $"{a.Name}: one head, B 1, T {8 * time}, one thread: forward + backward");
-    return forward;
+    var label = $"{a.Name}: one head, B 1, T {8 * time}, one thread";
+    var (oneHead, oneHeadBoth) = AttentionAlone(graph, a, 1, 1, 8 * time, $"{label}: forward + backward");
+    report.Context($"{label}: forward + backward / forward", oneHeadBoth / oneHead);
+    return forward.Forward;
 }
-double AttentionAlone(Graph graph, GatedLinearAttention a, int heads, int rows, int steps, string label)
+(double Forward, double Both) AttentionAlone(Graph graph, GatedLinearAttention a, int heads, int rows, int steps, string label)
 {
     int qk = heads * a.KeyWidth, values = heads * a.ValueWidth;
     int decayWidth = a.LogDecay is { } l ? graph.Widths[l.Index] / a.Heads * heads : 0, gateWidth = a.LogInputGate is null ? 0 : heads;
@@ -320,7 +322,7 @@ double AttentionAlone(Graph graph, GatedLinearAttention a, int heads, int rows, 
     }).MinMs;
     foreach (var o in operands.Concat(operandsGrad)) o.Dispose();
     Console.WriteLine(heads == a.Heads ? $"  {label} {both:0.00} ms" : $"  {label} {both:0.00} ms, forward {forward:0.00} ms: {both / forward:0.00}x");
-    return forward;
+    return (forward, both);
 }
 if (args.Contains("--peer")) PythonBlocksPeer(report, measured);
 else Console.WriteLine("  (--peer also runs the Python peers of RetNet and GLA, benchmarks/peer_blocks.py, where python3 has torch)");
