@@ -8,7 +8,7 @@ namespace Duality.Kernels;
 /// The gradient of one log-decay per head of <see cref="GatedLinearAttentionFunction"/>, for one batch row and head, from
 /// what the reverse pass's sweeps hold. In the loop's frame (factors a~_t, scaled keys kk_t, delta_t, v and delta with
 /// the normaliser's column when normalised) dl_t = a~_t &lt;S~_(t-1), D_t&gt;, the decayed state entering step t against
-/// the state's gradient after it. In segments [f, l] of <see cref="Segment"/> steps, with B = S~_(f-1) (kept by the sweep
+/// the state's gradient after it. In segments [f, l] of <see cref="GatedLinearAttentionDecayGradient.Segment"/> steps, with B = S~_(f-1) (kept by the sweep
 /// forward as it passes f) and E = D_(l+1) (what the sweep back holds as it reaches l),
 ///   dl_t = sum_(u in [t, l]) A(f-1, u) q_u^T B delta_u  +  A(f-1, l+1) &lt;B, E&gt;
 ///        + sum_(s in [f, t)) A(s, l+1) kk_s^T E v_s  +  sum_(s &lt; t &lt;= u) A(s, u) (q_u . kk_s) (delta_u . v_s),
@@ -19,50 +19,29 @@ namespace Duality.Kernels;
 /// the segment, four steps to each pass over the matrix (<see cref="VectorRows.TransposedMany{T}"/>); memory
 /// O(T / Segment key value).
 /// </summary>
-internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDecayGradient<T> where T : unmanaged, IFloatingPointIeee754<T>
+internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : SegmentedDecayGradient<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
-    private const int Segment = GatedLinearAttentionDecayGradient.Segment;
+    // per step a~_t; per segment the scaled keys laid across (key rows of step entries), the products of a matrix with
+    // each step's vector, the pairs' key dots and weights
+    private readonly RentedArray<T> rentedFactors;
+    private readonly T[] factors, keysAcross, products, keyDots, pairs;
 
-    private readonly int keys, width, columns, time;
-    private readonly bool normalised;
-    // per segment B^T (value rows of key entries, the normaliser's row last); per step a~_t and e^(g_t - m_t); per
-    // segment the scaled keys and the values with their column of ones (rows, and across: key and value rows of
-    // step entries), E^T, the products of a matrix with each step's vector, the pairs' dot products and weights
-    private readonly RentedArray<T> rentedEntering, rentedFactors, rentedEntries;
-    private readonly T[] entering, factors, entries, keyRows, valueRows, keysAcross, valuesAcross, returning, products, keyDots, valueDots, pairs;
-
-    public GatedLinearAttentionDecayGradient(int keys, int width, int time, bool normalised)
+    public GatedLinearAttentionDecayGradient(int keys, int width, int time, bool normalised) : base(keys, width, time, normalised)
     {
-        (this.keys, this.width, this.time, this.normalised) = (keys, width, time, normalised);
-        columns = width + (normalised ? 1 : 0);
-        rentedEntering = new RentedArray<T>((long)(time + Segment - 1) / Segment * columns * keys);
-        (rentedFactors, rentedEntries) = (new RentedArray<T>(time), new RentedArray<T>(time));
-        (entering, factors, entries) = (rentedEntering.Array, rentedFactors.Array, rentedEntries.Array);
-        (keyRows, valueRows, keysAcross, valuesAcross) = (new T[Segment * keys], new T[Segment * columns], new T[keys * Segment], new T[columns * Segment]);
-        (returning, products) = (new T[columns * keys], new T[Segment * keys]);
-        (keyDots, valueDots, pairs) = (new T[Segment * Segment], new T[Segment * Segment], new T[Segment * Segment]);
+        rentedFactors = new RentedArray<T>(time);
+        factors = rentedFactors.Array;
+        (keysAcross, products) = (new T[keys * Segment], new T[Segment * keys]);
+        (keyDots, pairs) = (new T[Segment * Segment], new T[Segment * Segment]);
     }
 
-    public void Dispose()
+    public override void Dispose()
     {
-        rentedEntering.Dispose();
+        base.Dispose();
         rentedFactors.Dispose();
-        rentedEntries.Dispose();
-    }
-
-    /// <summary>Keeps B^T for the segment starting at step t: the sweep forward's P = S~^T (value rows of key entries) and n~.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void KeepEntering(int t, T* p, T* n)
-    {
-        fixed (T* into = &entering[(long)(t / Segment) * columns * keys])
-        {
-            new ReadOnlySpan<T>(p, width * keys).CopyTo(new Span<T>(into, width * keys));
-            if (normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(into + width * keys, keys));
-        }
     }
 
     /// <summary>Step t's factor a~_t (every entry of <paramref name="a"/> alike) and entry e^(g_t - m_t), on the way forward.</summary>
-    public void Forward(int t, T* a, T entry) => (factors[t], entries[t]) = (a[0], entry);
+    public override void Forward(int t, T* a, T entry) => (factors[t], entries[t]) = (a[0], entry);
 
     /// <summary>
     /// dl over the segment ending at <paramref name="last"/>, when the sweep back reaches it: E^T is its Q = D^T (value rows
@@ -70,27 +49,19 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : IDecayGradie
     /// rows per step; deltas: every step's delta (value + 1 entries); dl: step first's, stepping stride.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void Backward(int last, T* q, T* k, T* v, long stride, T* deltas, T* e, T* dn, T* dl)
+    public override void Backward(int last, T* q, T* k, T* v, long stride, T* deltas, T* e, T* dn, T* dl)
     {
         int first = last / Segment * Segment, count = last - first + 1;
         var next = last + 1 < time ? factors[last + 1] : T.Zero;
-        fixed (T* kk = keyRows, vv = valueRows, kkAcross = keysAcross, vvAcross = valuesAcross, et = returning, z = products,
+        LoadSegment(first, count, k, v, stride, deltas, e, dn);
+        fixed (T* kk = keyRows, vv = valueRows, kkAcross = keysAcross, et = returning, z = products,
                b = &entering[(long)(first / Segment) * columns * keys], g = keyDots, h = valueDots, w = pairs)
         {
-            new ReadOnlySpan<T>(e, width * keys).CopyTo(new Span<T>(et, width * keys));
-            if (normalised) new ReadOnlySpan<T>(dn, keys).CopyTo(new Span<T>(et + width * keys, keys));
             for (int s = 0; s < count; s++)
-            {
-                Scale(k + s * stride * keys, entries[first + s], kk + s * keys, keys);
-                new ReadOnlySpan<T>(v + s * stride * width, width).CopyTo(new Span<T>(vv + s * columns, width));
-                if (normalised) vv[s * columns + width] = T.One;
                 for (int j = 0; j < keys; j++) kkAcross[j * Segment + s] = kk[s * keys + j];
-                for (int i = 0; i < columns; i++) vvAcross[i * Segment + s] = vv[s * columns + i];
-            }
             T* firstDelta = deltas + (long)first * (width + 1);
             // the pairs s < u within the segment: W[u, s] = A(s, u) (q_u . kk_s) (delta_u . v_s)
             TransposedMany(kkAcross, Segment, keys, count, q, stride * keys, count, g, Segment);
-            TransposedMany(vvAcross, Segment, columns, count, firstDelta, width + 1, count, h, Segment);
             for (int u = 0; u < count; u++)
             {
                 var decay = T.One;
@@ -150,19 +121,81 @@ internal static class GatedLinearAttentionDecayGradient
 /// <summary>
 /// The log-decays' gradient formed beside the reverse pass's sweeps (per head or per key channel): it keeps the state
 /// entering each segment from the sweep forward and each step's factors on the way, and forms a segment's gradient when
-/// the sweep back reaches its last step, from the states, the inputs' rows and the steps' deltas.
+/// the sweep back reaches its last step, from the states, the inputs' rows and the steps' deltas. What both forms keep
+/// and read alike is here: B^T per segment, each step's entry, and a segment's E^T, scaled keys, values and value dots.
 /// </summary>
-internal unsafe interface IDecayGradient<T> : IDisposable where T : unmanaged
+internal abstract unsafe class SegmentedDecayGradient<T> : IDisposable where T : unmanaged, IFloatingPointIeee754<T>
 {
+    protected const int Segment = GatedLinearAttentionDecayGradient.Segment;
+
+    protected readonly int keys, width, columns, time;
+    protected readonly bool normalised;
+    // per segment B^T (value rows of key entries, the normaliser's row last); per step e^(g_t - m_t); per segment the
+    // scaled keys, the values with their column of ones (rows, and across: value rows of step entries), E^T, and the
+    // pairs' value dots delta_u . v_s
+    private readonly RentedArray<T> rentedEntering, rentedEntries;
+    protected readonly T[] entering, entries, keyRows, valueRows, valuesAcross, returning, valueDots;
+
+    protected SegmentedDecayGradient(int keys, int width, int time, bool normalised)
+    {
+        (this.keys, this.width, this.time, this.normalised) = (keys, width, time, normalised);
+        columns = width + (normalised ? 1 : 0);
+        rentedEntering = new RentedArray<T>((long)(time + Segment - 1) / Segment * columns * keys);
+        rentedEntries = new RentedArray<T>(time);
+        (entering, entries) = (rentedEntering.Array, rentedEntries.Array);
+        (keyRows, valueRows, valuesAcross, returning) = (new T[Segment * keys], new T[Segment * columns], new T[columns * Segment], new T[columns * keys]);
+        valueDots = new T[Segment * Segment];
+    }
+
+    public virtual void Dispose()
+    {
+        rentedEntering.Dispose();
+        rentedEntries.Dispose();
+    }
+
     /// <summary>Keeps B^T when step t starts a segment: the sweep forward's P = S~^T (value rows of key entries) and n~.</summary>
-    void KeepEntering(int t, T* p, T* n);
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void KeepEntering(int t, T* p, T* n)
+    {
+        fixed (T* into = &entering[(long)(t / Segment) * columns * keys])
+            Join(p, n, into);
+    }
 
     /// <summary>Step t's factors a~_t (key entries) and its entry e^(g_t - m_t), on the way forward.</summary>
-    void Forward(int t, T* a, T entry);
+    public abstract void Forward(int t, T* a, T entry);
 
     /// <summary>
     /// dl over the segment ending at <paramref name="last"/>: e is E^T = D_(last+1)^T (value rows of key entries) and dn its
-    /// normaliser's column; q, k, v, dl: step first's rows, stepping <paramref name="stride"/> rows per step.
+    /// normaliser's column; q, k, v, dl: step first's rows, stepping <paramref name="stride"/> rows per step; deltas: every
+    /// step's delta (value + 1 entries).
     /// </summary>
-    void Backward(int last, T* q, T* k, T* v, long stride, T* deltas, T* e, T* dn, T* dl);
+    public abstract void Backward(int last, T* q, T* k, T* v, long stride, T* deltas, T* e, T* dn, T* dl);
+
+    /// <summary>
+    /// The segment [first, first + count)'s rows both forms read: E^T with the normaliser's row (returning), the scaled
+    /// keys kk_s (keyRows), the values with their column of ones (valueRows, and valuesAcross) and the value dots
+    /// delta_u . v_s (valueDots, Segment apart).
+    /// </summary>
+    protected void LoadSegment(int first, int count, T* k, T* v, long stride, T* deltas, T* e, T* dn)
+    {
+        fixed (T* kk = keyRows, vv = valueRows, vvAcross = valuesAcross, et = returning, h = valueDots)
+        {
+            Join(e, dn, et);
+            for (int s = 0; s < count; s++)
+            {
+                Scale(k + s * stride * keys, entries[first + s], kk + s * keys, keys);
+                new ReadOnlySpan<T>(v + s * stride * width, width).CopyTo(new Span<T>(vv + s * columns, width));
+                if (normalised) vv[s * columns + width] = T.One;
+                for (int i = 0; i < columns; i++) vvAcross[i * Segment + s] = vv[s * columns + i];
+            }
+            TransposedMany(vvAcross, Segment, columns, count, deltas + (long)first * (width + 1), width + 1, count, h, Segment);
+        }
+    }
+
+    /// <summary>into = [p; n^T]: value rows of key entries, the normaliser's row last.</summary>
+    private void Join(T* p, T* n, T* into)
+    {
+        new ReadOnlySpan<T>(p, width * keys).CopyTo(new Span<T>(into, width * keys));
+        if (normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(into + width * keys, keys));
+    }
 }

@@ -13,53 +13,30 @@ namespace Duality.Kernels;
 ///           + sum_(s in [f, t)) A_j(s, l+1) kk_s[j] (E v_s)[j]  +  sum_(s &lt; t &lt;= u) A_j(s, u) q_u[j] kk_s[j] (delta_u . v_s),
 /// the decayed state entering step t against the state's gradient after it, row j, as sums of their own terms.
 /// </summary>
-internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGradient<T> where T : unmanaged, IFloatingPointIeee754<T>
+internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : SegmentedDecayGradient<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
-    private const int Segment = GatedLinearAttentionDecayGradient.Segment;
+    // per step a~_t; per segment the products of a matrix with each step's vector, and per step of the segment the
+    // running factors, the state's parts and the pairs' weights and sums
+    private readonly RentedArray<T> rentedFactors;
+    private readonly T[] factors, products, fromState, through, toEnd, weights, within, sums, product;
 
-    private readonly int keys, width, columns, time;
-    private readonly bool normalised;
-    private readonly RentedArray<T> rentedEntering, rentedFactors, rentedEntries;
-    // per segment B^T (value rows of key entries, the normaliser's row last); per step a~_t and e^(g_t - m_t); per segment
-    // the scaled keys, the values with their column of ones (rows, and across: value rows of step entries), E^T, the
-    // products of a matrix with each step's vector, the pairs' value dots, and per step of the segment the running
-    // factors, the state's parts and the pairs' weights and sums
-    private readonly T[] entering, factors, entries, keyRows, valueRows, valuesAcross, returning, products, valueDots, fromState, through, toEnd, weights,
-        within, sums, product;
-
-    public GatedLinearAttentionKeyDecayGradient(int keys, int width, int time, bool normalised)
+    public GatedLinearAttentionKeyDecayGradient(int keys, int width, int time, bool normalised) : base(keys, width, time, normalised)
     {
-        (this.keys, this.width, this.time, this.normalised) = (keys, width, time, normalised);
-        columns = width + (normalised ? 1 : 0);
-        rentedEntering = new RentedArray<T>((long)(time + Segment - 1) / Segment * columns * keys);
-        (rentedFactors, rentedEntries) = (new RentedArray<T>((long)time * keys), new RentedArray<T>(time));
-        (entering, factors, entries) = (rentedEntering.Array, rentedFactors.Array, rentedEntries.Array);
-        (keyRows, valueRows, valuesAcross, returning) = (new T[Segment * keys], new T[Segment * columns], new T[columns * Segment], new T[columns * keys]);
-        (products, valueDots, fromState) = (new T[Segment * keys], new T[Segment * Segment], new T[Segment * keys]);
+        rentedFactors = new RentedArray<T>((long)time * keys);
+        factors = rentedFactors.Array;
+        (products, fromState) = (new T[Segment * keys], new T[Segment * keys]);
         (through, toEnd, weights, within) = (new T[Segment * keys], new T[Segment * keys], new T[Segment * keys], new T[Segment * keys]);
         (sums, product) = (new T[keys], new T[keys]);
     }
 
-    public void Dispose()
+    public override void Dispose()
     {
-        rentedEntering.Dispose();
+        base.Dispose();
         rentedFactors.Dispose();
-        rentedEntries.Dispose();
-    }
-
-    /// <summary>Keeps B^T when step t starts a segment: the sweep forward's P = S~^T (value rows of key entries) and n~.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void KeepEntering(int t, T* p, T* n)
-    {
-        fixed (T* into = &entering[(long)(t / Segment) * columns * keys])
-        {
-            new ReadOnlySpan<T>(p, width * keys).CopyTo(new Span<T>(into, width * keys));
-            if (normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(into + width * keys, keys));
-        }
     }
 
     /// <summary>Step t's factors a~_t and entry e^(g_t - m_t), on the way forward.</summary>
-    public void Forward(int t, T* a, T entry)
+    public override void Forward(int t, T* a, T entry)
     {
         entries[t] = entry;
         fixed (T* into = &factors[(long)t * keys]) new ReadOnlySpan<T>(a, keys).CopyTo(new Span<T>(into, keys));
@@ -71,22 +48,14 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGra
     /// per step; deltas: every step's delta (value + 1 entries); dl: step first's key row, stepping stride rows.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void Backward(int last, T* q, T* k, T* v, long stride, T* deltas, T* e, T* dn, T* dl)
+    public override void Backward(int last, T* q, T* k, T* v, long stride, T* deltas, T* e, T* dn, T* dl)
     {
         int first = last / Segment * Segment, count = last - first + 1;
-        fixed (T* kk = keyRows, vv = valueRows, vvAcross = valuesAcross, et = returning, z = products, h = valueDots, fs = fromState,
+        LoadSegment(first, count, k, v, stride, deltas, e, dn);
+        fixed (T* kk = keyRows, vv = valueRows, et = returning, z = products, h = valueDots, fs = fromState,
                b = &entering[(long)(first / Segment) * columns * keys], a = &factors[(long)first * keys],
                th = through, te = toEnd, w = weights, inside = within, y = sums, p = product)
         {
-            new ReadOnlySpan<T>(e, width * keys).CopyTo(new Span<T>(et, width * keys));
-            if (normalised) new ReadOnlySpan<T>(dn, keys).CopyTo(new Span<T>(et + width * keys, keys));
-            for (int s = 0; s < count; s++)
-            {
-                Scale(k + s * stride * keys, entries[first + s], kk + s * keys, keys);
-                new ReadOnlySpan<T>(v + s * stride * width, width).CopyTo(new Span<T>(vv + s * columns, width));
-                if (normalised) vv[s * columns + width] = T.One;
-                for (int i = 0; i < columns; i++) vvAcross[i * Segment + s] = vv[s * columns + i];
-            }
             T* firstDelta = deltas + (long)first * (width + 1);
             // q_u (B delta_u) for each step
             TransposedMany(b, keys, columns, keys, firstDelta, width + 1, count, fs, keys);
@@ -119,7 +88,6 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : IDecayGra
             }
             // the pairs s < u within the segment, W_j[u, s] = A_j(s, u) q_u[j] kk_s[j] (delta_u . v_s), summed into
             // sum_(s < t) W_j[u, s] for t <= u
-            TransposedMany(vvAcross, Segment, columns, count, firstDelta, width + 1, count, h, Segment);
             new Span<T>(inside, count * keys).Clear();
             int j = 0;
             if (WideLanes<T>.Faster) j = Pairs<Vector512<T>, WideLanes<T>>(a, q, stride * keys, kk, h, w, inside, count, j);

@@ -105,7 +105,7 @@ internal static unsafe class GatedLinearAttentionReverse
         var (blank, sink) = (new T[widest], new T[widest]);
         var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
         var rows = stackalloc nint[6 * Steps];
-        using IDecayGradient<T>? gradient = head.HeadTerms is not null ? new GatedLinearAttentionDecayGradient<T>(keys, width, time, head.Normalised)
+        using SegmentedDecayGradient<T>? gradient = head.HeadTerms is not null ? new GatedLinearAttentionDecayGradient<T>(keys, width, time, head.Normalised)
             : head.Terms is not null ? new GatedLinearAttentionKeyDecayGradient<T>(keys, width, time, head.Normalised) : null;
         const int segment = GatedLinearAttentionDecayGradient.Segment;
         fixed (T* s = memory, st = transposed, n = normaliser, earlier = snapshots, a = factors, scaled = entries, block = operands, other = others,
