@@ -236,7 +236,8 @@ internal static unsafe class GatedScan
                 // to full relative precision far out (where 1 - tanh^2 cancels): float32 gate gradients had 14x the
                 // composite form's error
                 var twice = -(Vector.Abs(x) + Vector.Abs(x));
-                var (e, sum) = (VectorExp.Exp(twice), Vector<T>.One + VectorExp.Exp(twice));
+                var e = VectorExp.Exp(twice);
+                var sum = Vector<T>.One + e;
                 var magnitude = -VectorExp.ExpMinusOne(twice) / sum;
                 slope = Vector.Create(T.CreateTruncating(4)) * e / (sum * sum);
                 return Vector.ConditionalSelect(Vector.LessThan(x, Vector<T>.Zero), -magnitude, magnitude);
