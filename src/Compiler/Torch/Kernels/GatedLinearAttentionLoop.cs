@@ -70,8 +70,8 @@ internal static unsafe class GatedLinearAttentionLoop
                 T** qs = (T**)rows, vs = (T**)(rows + Steps), ys = (T**)(rows + 2 * Steps);
                 // normalised, each output reads the earlier steps' part a_u S_(u-1) before the step's own k (v . q), so that
                 // output and normaliser share the one dot kk_u . q_u (see Normalise)
-                if (width <= 1 && normalised) Advance<T, Uniform<T>, ReadBeforeWrite>(s, new(a[0], a[dk], a[2 * dk], a[3 * dk]), scaled, qs, vs, ys, dk, dv);
-                else if (width <= 1) Advance(s, new Uniform<T>(a[0], a[dk], a[2 * dk], a[3 * dk]), scaled, qs, vs, ys, dk, dv);
+                if (width <= 1 && normalised) Advance<T, Uniform<T>, ReadBeforeWrite>(s, Uniform<T>.Of(a, dk), scaled, qs, vs, ys, dk, dv);
+                else if (width <= 1) Advance(s, Uniform<T>.Of(a, dk), scaled, qs, vs, ys, dk, dv);
                 else if (normalised) Advance<T, PerKey<T>, ReadBeforeWrite>(s, new(a, dk), scaled, qs, vs, ys, dk, dv);
                 else Advance(s, new PerKey<T>(a, dk), scaled, qs, vs, ys, dk, dv);
                 if (!normalised && gate is null) continue;
@@ -307,6 +307,9 @@ internal static unsafe class GatedLinearAttentionLoop
 
     internal readonly struct Uniform<T>(T a0, T a1, T a2, T a3) : IFactors<T> where T : unmanaged, INumber<T>
     {
+        /// <summary>The four steps' factors from the first entry of each of their rows, <paramref name="stride"/> apart.</summary>
+        public static Uniform<T> Of(T* a, int stride) => new(a[0], a[stride], a[2 * stride], a[3 * stride]);
+
         public T At(int u, int j, int i) => u switch { 0 => a0, 1 => a1, 2 => a2, _ => a3 };
         public TV Across<TV, TLanes>(int u, int j, int i) where TV : struct where TLanes : ILanes<TV, T> => TLanes.Broadcast(At(u, j, i));
         public bool ByColumn => false;

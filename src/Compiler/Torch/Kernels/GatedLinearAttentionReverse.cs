@@ -142,7 +142,7 @@ internal static unsafe class GatedLinearAttentionReverse
                 }
                 for (int u = 0; u < Steps && start + Steps + u < time; u++) head.PrefetchRows(start + Steps + u, forward: true);
                 if (perKey) Advance<T, PerColumn<T>, ReadBeforeWrite>(s, new(a, keys), block, rq, rv, ry, width, keys);
-                else Advance<T, Uniform<T>, ReadBeforeWrite>(s, new(a[0], a[keys], a[2 * keys], a[3 * keys]), block, rq, rv, ry, width, keys);
+                else Advance<T, Uniform<T>, ReadBeforeWrite>(s, Uniform<T>.Of(a, keys), block, rq, rv, ry, width, keys);
                 for (int u = 0; u < Steps && start + u < time; u++)
                 {
                     int t = start + u;
@@ -195,7 +195,7 @@ internal static unsafe class GatedLinearAttentionReverse
                 }
                 else
                 {
-                    var carried = new Uniform<T>(a[0], a[keys], a[2 * keys], a[3 * keys]);
+                    var carried = Uniform<T>.Of(a, keys);
                     Advance<T, Uniform<T>, ReadAfterWrite>(s, carried, block, rq, rv, ry, keys, width);
                     Advance<T, Uniform<T>, ReadBeforeWrite>(st, carried, other, sq, sv, sy, width, keys);
                 }
