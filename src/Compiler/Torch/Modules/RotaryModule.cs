@@ -1,5 +1,6 @@
 using System.Numerics;
 using Duality.Ir;
+using Duality.Kernels;
 using Duality.Streaming;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -9,17 +10,19 @@ namespace Duality.Torch;
 /// <summary>
 /// Each head's feature pairs (2j, 2j+1) rotated by t theta_j at step t; x: [batch, time, width] viewed as
 /// [batch, time, heads, d/2, 2]. The angles t theta_j are formed in float64 and their cosines and sines then taken to
-/// the input's dtype (a float32 product t theta_j would lose the angle's low bits as t grows). Step form: the state is
-/// the position t of the next step, [1] int64 on the CPU.
+/// the input's dtype (a float32 product t theta_j would lose the angle's low bits as t grows). On the CPU in float32 and
+/// float64 (not TorchOps) one pass forward and one back (<see cref="RotaryFunction"/>); elsewhere six elementwise
+/// operations on the pairs and a stack. Step form: the state is the position t of the next step, [1] int64 on the CPU.
 /// </summary>
 internal sealed class RotaryModule : NodeModule
 {
     private readonly Rotary node;
+    private readonly ExecutionMode execution;
     private readonly double[] thetas;
 
-    public RotaryModule(Rotary node) : base(node.Name)
+    public RotaryModule(Rotary node, ExecutionMode execution) : base(node.Name)
     {
-        this.node = node;
+        (this.node, this.execution) = (node, execution);
         thetas = [.. Enumerable.Range(0, node.HeadWidth / 2).Select(node.Theta)];
     }
 
@@ -34,11 +37,21 @@ internal sealed class RotaryModule : NodeModule
         // angles [time, 1, d/2]: one row per step, broadcast over the heads
         var angles = (positions * tensor(thetas, dtype: ScalarType.Float64).unsqueeze(0)).unsqueeze(1);
         var (cos, sin) = (angles.cos().to(x.dtype, x.device), angles.sin().to(x.dtype, x.device));
+        if (Fused(x))
+        {
+            // per pair (cos, cos) and (-sin, sin): [time, head width]
+            var cosines = stack([cos, cos], -1).reshape(time, node.HeadWidth);
+            var sines = stack([sin.neg(), sin], -1).reshape(time, node.HeadWidth);
+            return RotaryFunction.Run(x, cosines, sines, node.Heads).MoveToOuterDisposeScope();
+        }
         var pairs = x.reshape(batch, time, node.Heads, node.HeadWidth / 2, 2);
         var (even, odd) = (pairs.select(-1, 0), pairs.select(-1, 1));
         var rotated = stack([even * cos - odd * sin, even * sin + odd * cos], -1);
         return rotated.reshape(batch, time, node.Width).MoveToOuterDisposeScope();
     }
+
+    private bool Fused(Tensor x) =>
+        execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU && x.dtype is ScalarType.Float32 or ScalarType.Float64;
 
     public override bool IsStateful => true;
 
@@ -92,7 +105,7 @@ internal sealed class RotaryStepper<T> : Stepper<T> where T : unmanaged, IFloati
 
 internal sealed class RotaryExecution : NodeExecution<Rotary>
 {
-    protected override NodeModule Module(Rotary node, ScalarType dtype, ExecutionMode execution) => new RotaryModule(node);
+    protected override NodeModule Module(Rotary node, ScalarType dtype, ExecutionMode execution) => new RotaryModule(node, execution);
 
     protected override Stepper<T> Stepper<T>(Rotary node, Stepper<T>[] sources, int batch, int capacity) =>
         new RotaryStepper<T>(node, sources[0], batch);
