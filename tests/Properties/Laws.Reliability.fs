@@ -436,9 +436,60 @@ let private lifetimes =
                 let count, () = createdOutsideScopes (fun () -> loss.backward())
                 Expect.equal count passes (label "backward, tensors created outside a scope (only libtorch's incoming gradients)"))
 
+/// Runs f while another thread collects and runs finalisers without pause, and returns f's result.
+let private underCollections (f: unit -> 'a) =
+    let stop = ref false
+    let collector =
+        Threading.Thread((fun () ->
+            while not stop.Value do
+                GC.Collect()
+                GC.WaitForPendingFinalizers()), IsBackground = true)
+    collector.Start()
+    try f ()
+    finally
+        stop.Value <- true
+        collector.Join()
+
+/// A number TorchSharp turns into a Scalar for a call (a factor, a fill value, the alpha 1 of a + b) is freed only by
+/// its finaliser, which a collection may run while libtorch still reads it: libtorch's exception from Scalar::toDouble,
+/// or a value read from freed memory. Every such number the modules and kernels hand libtorch is held until the call
+/// returns.
+let private heldNumbers =
+    testCase "under collections on another thread, every block family's forward (every execution mode, float32 and float64), forward and backward, and step form give the values they give without them, never libtorch's exception: no number handed to libtorch is left to a finaliser during the call" <| fun () ->
+        let blocks =
+            [ "minGRU", Blocks.MinGru(4); "minLSTM", Blocks.MinLstm(4); "RG-LRU", Blocks.RgLru(2); "Griffin", Blocks.GriffinRecurrent(4, 1, 4)
+              "LRU", Blocks.Lru(4); "gated MLP", Blocks.GatedMlp(2); "GLA", Blocks.Gla(2, 2, 2, 3, 16.0); "RetNet", Blocks.RetNet(2, 2, 2)
+              "Mamba-2", Blocks.Mamba2(4, 2, 2, 1, 4); "mLSTM", Blocks.Mlstm(2, 2, 2) ]
+        let generator = new torch.Generator(11UL)
+        let x64 = torch.randn([| 2L; 7L; 4L |], dtype = torch.ScalarType.Float64, generator = generator)
+        let runs (model: Duality.Torch.CompiledGraph) (x: torch.Tensor) =
+            let forward = noGrad (fun () -> model.forward(x).to_type(torch.ScalarType.Float64))
+            let gradient =
+                withGrad (fun () ->
+                    let leaf = x.detach().requires_grad_(true)
+                    backwardOf (fun () -> model.forward(leaf).square().sum())
+                    leaf.grad.to_type(torch.ScalarType.Float64))
+            let stepped = noGrad (fun () -> model.ToStepForm().Unroll(x).to_type(torch.ScalarType.Float64))
+            [ forward; gradient; stepped ]
+        let cases =
+            [ for name, block in blocks do
+                let g = InitializeWeights.Run(Model.Input("x", 4).Then(block).Build(), 5)
+                for dtype in [ torch.ScalarType.Float32; torch.ScalarType.Float64 ] do
+                    for mode in [ ExecutionMode.Auto; ExecutionMode.PerNode; ExecutionMode.TorchOps ] do
+                        let model = g.Compile(CompileOptions(DType = dtype, Execution = mode))
+                        yield sprintf "%s, %A, %A" name dtype mode, model, x64.to_type(dtype) ]
+        let expected = [ for _, model, x in cases -> runs model x ]
+        underCollections (fun () ->
+            for _ in 1 .. 6 do
+                for (label, model, x), values in List.zip cases expected do
+                    let actual = runs model x
+                    for (e: torch.Tensor), a, what in List.zip3 values actual [ "forward"; "input gradient"; "step form" ] do
+                        Expect.isTrue (e.allclose(a, 0.0, 0.0, true)) (sprintf "%s, %s: the same values" label what))
+
 let tests =
     testList "reliability" [
         lifetimes
+        heldNumbers
 
         testCase "builder fuzzing: random sequences of builder calls with hostile arguments (0, negative, int.MaxValue, NaN, Inf, undefined enums, odd names) either build or raise GraphException" <| fun () ->
             let outcomes = [ for seed in 1 .. 3000 -> fuzz seed ]

@@ -33,7 +33,10 @@ internal static class RecurrentAttention
         var (batch, time) = ((int)x.shape[0], (int)x.shape[1]);
         // a fixed real decay as a factor per step and head, as the gated-attention loop reads decays
         if (node.DecayPhase is null && decay is null && node.Decay is { } fixedDecay)
-            decay = full(x.shape[0], x.shape[1], node.Heads, fixedDecay, dtype: x.dtype, device: x.device);
+        {
+            using TorchSharp.Scalar factor = fixedDecay;
+            decay = full(x.shape[0], x.shape[1], node.Heads, factor, dtype: x.dtype, device: x.device);
+        }
         using var alive = RawStorage.KeepAlive(q, k, v, decay, y);
         unsafe
         {

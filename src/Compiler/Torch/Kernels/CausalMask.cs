@@ -32,7 +32,7 @@ internal static class CausalMask
         if (n == 1) return weights * x;
         var (before, after) = (x.narrow(-2, 0, half), x.narrow(-2, half, n - half));
         var upper = Product(Block(weights, 0, 0, half, half), before);
-        var lower = Block(weights, half, 0, n - half, half).matmul(before) + Product(Block(weights, half, half, n - half, n - half), after);
+        var lower = Block(weights, half, 0, n - half, half).matmul(before).Plus(Product(Block(weights, half, half, n - half, n - half), after));
         return cat([upper, lower], -2);
     }
 

@@ -31,7 +31,7 @@ internal static class GatedLinearAttentionChunks
     private static bool Factorable(Tensor running, Tensor queryExponents, Tensor keyExponents, ScalarType dtype)
     {
         var bound = dtype == ScalarType.Float64 ? 354.0 : dtype == ScalarType.Float32 ? 44.0 : 5.0;
-        bool Within(Tensor x) => (x.isneginf().logical_or(x.abs() <= bound)).all().item<bool>();
+        bool Within(Tensor x) => x.isneginf().logical_or(x.abs().IsAtMost(bound)).all().item<bool>();
         return Within(running) && Within(queryExponents) && Within(keyExponents);
     }
 
@@ -45,7 +45,7 @@ internal static class GatedLinearAttentionChunks
     internal static Tensor Lags(Tensor l, Tensor running, Tensor future)
     {
         // finite sums only: an infinite log-decay takes the running sums of its own terms, where it stays -inf
-        static bool Within(Tensor x, double bound) => (x.abs() <= bound).all().item<bool>();
+        static bool Within(Tensor x, double bound) => x.abs().IsAtMost(bound).all().item<bool>();
         long c = l.shape[^2];
         static Tensor Differences(Tensor sums) => sums.unsqueeze(-2) - sums.unsqueeze(-3);
         Tensor lags;
@@ -62,7 +62,7 @@ internal static class GatedLinearAttentionChunks
 
     /// <summary>x with every entry above 0 taken as 0, its gradient passed through: an exponent at most 0 in exact
     /// arithmetic whose rounding must not make e^x exceed 1.</summary>
-    private static Tensor AtMostZero(Tensor x) => x - x.detach().clamp_min(0);
+    private static Tensor AtMostZero(Tensor x) => x - x.detach().clamp_min(HeldScalars.Zero);
 
     /// <summary>
     /// q, k: [batch, heads, time, key]; v: [batch, heads, time, value]; logDecay: [batch, heads, time, 1 or key] or null;
@@ -77,7 +77,7 @@ internal static class GatedLinearAttentionChunks
     {
         long batch = q.shape[0], heads = q.shape[1], time = q.shape[2], key = q.shape[3], value = v.shape[3];
         var memory = state?.Memory ?? zeros(batch, heads, key, value, dtype: q.dtype, device: q.device);
-        var stateShift = state?.Shift ?? full(batch, heads, logGate is null ? 0.0 : double.NegativeInfinity, dtype: q.dtype, device: q.device);
+        var stateShift = state?.Shift ?? full(batch, heads, HeldScalars.Of(logGate is null ? 0.0 : double.NegativeInfinity), dtype: q.dtype, device: q.device);
         if (time == 0) return new(zeros(batch, heads, 0, value, dtype: q.dtype, device: q.device), null, memory, stateShift);
         chunk = Math.Max(1, Math.Min(chunk, time));
         long chunks = (time + chunk - 1) / chunk, padding = chunks * chunk - time;
@@ -97,7 +97,7 @@ internal static class GatedLinearAttentionChunks
         var lags = perHead ? Lags(decays, cumulative, future).squeeze(-1) : null;
         // g_s + D[t, s] per head: the exponents before the shift, whose row maxima the shift takes
         var weighted = gate is null || lags is null ? null
-            : (lags + gate.squeeze(-1).unsqueeze(-2)).masked_fill(future, HeldScalars.NegativeInfinity);
+            : lags.Plus(gate.squeeze(-1).unsqueeze(-2)).masked_fill(future, HeldScalars.NegativeInfinity);
         var (shift, starts, ends) = gate is null ? (null, null, null) : Shifts(decays, weighted, gate, stateShift, future);
         // the exponents' shifts, with m = -inf (nothing written yet, all candidates -inf) taken as 0 so that they stay -inf
         var (rowShift, startShift) = shift is null ? (null, null) : (Finite(shift), Finite(starts!));
@@ -123,7 +123,7 @@ internal static class GatedLinearAttentionChunks
             {
                 lags = Lags(decays, cumulative, future);
                 var exponents = gate is null ? lags
-                    : AtMostZero(lags + gate.unsqueeze(-3) - rowShift!.unsqueeze(-1)).masked_fill(future.unsqueeze(-1), HeldScalars.NegativeInfinity);
+                    : AtMostZero(lags.Plus(gate.unsqueeze(-3)) - rowShift!.unsqueeze(-1)).masked_fill(future.unsqueeze(-1), HeldScalars.NegativeInfinity);
                 scores = (qb.unsqueeze(-2) * kb.unsqueeze(-3) * exponents.exp()).sum(-1).masked_fill(future, HeldScalars.Zero);
             }
         }
@@ -131,18 +131,18 @@ internal static class GatedLinearAttentionChunks
         // D[C-1, s]: the last row of the lags, or L_(C-1) - L_s where the channels were factored (all within +-bound)
         var toEnd = lags is null ? last - cumulative
             : perHead ? lags.narrow(3, chunk - 1, 1).transpose(-2, -1) : lags.narrow(3, chunk - 1, 1).squeeze(3);
-        if (gate is not null) toEnd = AtMostZero(toEnd + gate - endShift!);
+        if (gate is not null) toEnd = AtMostZero(toEnd.Plus(gate) - endShift!);
         var contributions = (kb * toEnd.exp()).transpose(-2, -1).matmul(vb);
-        var carry = (gate is null ? last : AtMostZero(last + startShift! - endShift!)).exp().transpose(-2, -1);
-        var fromStart = (gate is null ? cumulative : AtMostZero(cumulative + startShift! - rowShift!)).exp();
+        var carry = (gate is null ? last : AtMostZero(last.Plus(startShift!) - endShift!)).exp().transpose(-2, -1);
+        var fromStart = (gate is null ? cumulative : AtMostZero(cumulative.Plus(startShift!) - rowShift!)).exp();
         // the state entering each chunk, then what every chunk reads from its state in one product
         var entering = new Tensor[chunks];
         for (long c = 0; c < chunks; c++)
         {
             entering[c] = memory;
-            memory = memory * carry.select(2, c) + contributions.select(2, c);
+            memory = (memory * carry.select(2, c)).Plus(contributions.select(2, c));
         }
-        var mixed = local + (qb * fromStart).matmul(stack(entering, 2));
+        var mixed = local.Plus((qb * fromStart).matmul(stack(entering, 2)));
         return new(mixed.view(batch, heads, chunks * chunk, value).narrow(2, 0, time),
             shift?.view(batch, heads, chunks * chunk, 1).narrow(2, 0, time), memory,
             ends is null ? stateShift : ends.select(2, chunks - 1).view(batch, heads));
@@ -161,7 +161,7 @@ internal static class GatedLinearAttentionChunks
         using var _ = no_grad();
         var largest = decays.amax([-1L], keepdim: true);
         var running = largest.cumsum(3);
-        weighted ??= (Lags(largest, running, future).squeeze(-1) + gate.squeeze(-1).unsqueeze(-2)).masked_fill(future, HeldScalars.NegativeInfinity);
+        weighted ??= Lags(largest, running, future).squeeze(-1).Plus(gate.squeeze(-1).unsqueeze(-2)).masked_fill(future, HeldScalars.NegativeInfinity);
         var written = weighted.amax([-1L]).unsqueeze(-1);
         long chunks = decays.shape[2], chunk = decays.shape[3];
         var starts = new Tensor[chunks];
@@ -170,7 +170,7 @@ internal static class GatedLinearAttentionChunks
         for (long c = 0; c < chunks; c++)
         {
             starts[c] = entering;
-            shifts[c] = maximum(entering + running.select(2, c), written.select(2, c));
+            shifts[c] = maximum(entering.Plus(running.select(2, c)), written.select(2, c));
             entering = shifts[c].narrow(2, chunk - 1, 1);
         }
         var shift = stack(shifts, 2);

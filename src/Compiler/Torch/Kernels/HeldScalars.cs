@@ -1,4 +1,5 @@
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace Duality.Kernels;
 
@@ -19,4 +20,54 @@ internal static class HeldScalars
         value == 0 ? Zero
         : double.IsNegativeInfinity(value) ? NegativeInfinity
         : throw new ArgumentOutOfRangeException(nameof(value), value, "only 0 and -inf are held");
+}
+
+/// <summary>
+/// Arithmetic whose numbers outlive the call: TorchSharp's <c>a + b</c> passes a new Scalar 1 as alpha, <c>square()</c> a
+/// new Scalar 2, and <c>x * c</c>, <c>x / c</c> and a clamp or comparison with a number a new Scalar of c, each freed only
+/// by its finaliser, which a collection on another thread may run while libtorch still reads it. These hold the number
+/// until libtorch returns.
+/// </summary>
+internal static class HeldArithmetic
+{
+    /// <summary>a + b.</summary>
+    public static Tensor Plus(this Tensor a, Tensor b) => a.add(b, HeldScalars.One);
+
+    /// <summary>x^2 as x x (TorchSharp's square() is pow with a new Scalar 2; the same values and gradient).</summary>
+    public static Tensor Squared(this Tensor x) => x.mul(x);
+
+    /// <summary>x c.</summary>
+    public static Tensor Times(this Tensor x, double c)
+    {
+        using var factor = c.ToScalar();
+        return x.mul(factor);
+    }
+
+    /// <summary>x / c.</summary>
+    public static Tensor Over(this Tensor x, double c)
+    {
+        using var divisor = c.ToScalar();
+        return x.div(divisor);
+    }
+
+    /// <summary>max(x, c).</summary>
+    public static Tensor AtLeast(this Tensor x, double c)
+    {
+        using var floor = c.ToScalar();
+        return x.clamp_min(floor);
+    }
+
+    /// <summary>x &lt;= c, entry by entry.</summary>
+    public static Tensor IsAtMost(this Tensor x, double c)
+    {
+        using var bound = c.ToScalar();
+        return x.le(bound);
+    }
+
+    /// <summary>min(x, c).</summary>
+    public static Tensor AtMost(this Tensor x, double c)
+    {
+        using var ceiling = c.ToScalar();
+        return x.clamp_max(ceiling);
+    }
 }

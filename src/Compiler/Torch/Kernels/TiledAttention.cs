@@ -72,10 +72,10 @@ internal static class TiledAttention
         using var scope = NewDisposeScope();
         var dy = gradient.contiguous();
         // rows no loss reads enter the key gradients as q' = 0, L = 0, D = 0 (selected, not multiplied)
-        var silent = dy.eq(0).all(-1);
+        var silent = dy.eq(HeldScalars.Zero).all(-1);
         var projected = (dy * output).sum([-1L]).masked_fill_(silent, HeldScalars.Zero);
         var settled = logSumExp.masked_fill(silent, HeldScalars.Zero);
-        var queries = Blocked((q * scale).masked_fill_(silent.unsqueeze(-1), HeldScalars.Zero), block);
+        var queries = Blocked(q.Times(scale).masked_fill_(silent.unsqueeze(-1), HeldScalars.Zero), block);
         var (keys, values, gradients) = (Blocked(k, block), Blocked(v, block), Blocked(dy, block));
         using var alive = RawStorage.KeepAlive(q, k, v, dy, projected, settled, queries, keys, values, gradients, dq, dk, dv);
         if (q.dtype == ScalarType.Float32) Backward<float>(q, k, v, dy, projected, settled, queries, keys, values, gradients, (float)scale, dq, dk, dv, shape);

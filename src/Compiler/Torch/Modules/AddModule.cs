@@ -1,6 +1,7 @@
 using System.Numerics;
 using Duality.Ir;
 using Duality.Streaming;
+using Duality.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -8,7 +9,7 @@ namespace Duality.Torch;
 
 internal sealed class AddModule(Add node) : NodeModule(node.Name)
 {
-    public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0] + inputs[1];
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0].Plus(inputs[1]);
 }
 
 internal sealed class AddStepper<T>(Stepper<T> left, Stepper<T> right, int batch) : Stepper<T>(batch, left.Width)

@@ -92,7 +92,7 @@ internal sealed class AttentionModule : NodeModule
             }
             else
             {
-                var scores = q.matmul(k.transpose(-2, -1)) / Math.Sqrt(node.KeyWidth);
+                var scores = q.matmul(k.transpose(-2, -1)).Over(Math.Sqrt(node.KeyWidth));
                 if (node.Causal) scores = CausalMask.Fill(scores, double.NegativeInfinity);
                 var weights = scores.softmax(-1);
                 mixed = node.Causal ? CausalMask.Product(weights, v) : weights.matmul(v);
@@ -148,7 +148,7 @@ internal sealed class AttentionModule : NodeModule
         }
         var keys = cat([state[0], k], 2);
         var values = cat([state[1], v], 2);
-        var weights = (q.matmul(keys.transpose(-2, -1)) / Math.Sqrt(node.KeyWidth)).softmax(-1);
+        var weights = q.matmul(keys.transpose(-2, -1)).Over(Math.Sqrt(node.KeyWidth)).softmax(-1);
         var mixed = weights.matmul(values).squeeze(2);
         return (Output(mixed.reshape(batch, 1, node.Heads * node.ValueWidth)), [keys, values]);
     }
@@ -177,9 +177,9 @@ internal sealed class AttentionModule : NodeModule
         long batch = x.shape[0], time = x.shape[1];
         if (node.InputDependentDecay) return nn.functional.logsigmoid(HeadDecayLogits(x)).transpose(1, 2).unsqueeze(-1);
         if (node.HeadDecays is not null) return HeadDecayValues(x).log().view(1, node.Heads, 1, 1).expand(batch, node.Heads, time, 1);
-        return node.Decay is { } gamma
-            ? full(new long[] { batch, node.Heads, time, 1 }, Math.Log(gamma), dtype: x.dtype, device: x.device)
-            : null;
+        if (node.Decay is not { } gamma) return null;
+        using var logGamma = Math.Log(gamma).ToScalar();
+        return full(new long[] { batch, node.Heads, time, 1 }, logGamma, dtype: x.dtype, device: x.device);
     }
 
     /// <summary>gamma_h of per-head decays, [heads], in x's dtype and on its device.</summary>
@@ -189,21 +189,23 @@ internal sealed class AttentionModule : NodeModule
     private Tensor HeadDecayMask(Tensor x)
     {
         var time = x.shape[1];
-        var steps = arange(time, dtype: ScalarType.Float64, device: x.device);
+        using Scalar stop = time;
+        var steps = arange(HeldScalars.Zero, stop, HeldScalars.One, dtype: ScalarType.Float64, device: x.device);
         var lag = steps.unsqueeze(1) - steps.unsqueeze(0);
         var logs = TensorValues.ToTorch(node.HeadDecays!, ScalarType.Float64).to(x.device).log().view(-1, 1, 1);
-        return where(lag >= 0, (lag.clamp_min(0) * logs).exp(), zeros_like(lag)).to_type(x.dtype);
+        return where(lag.ge(HeldScalars.Zero), (lag.clamp_min(HeldScalars.Zero) * logs).exp(), zeros_like(lag)).to_type(x.dtype);
     }
 
     /// <summary>D[t, s] = gamma^(t-s) cos(theta (t-s)) for s &lt;= t, else 0 (gamma = 1, theta = 0 when absent).</summary>
     private Tensor DecayMask(long time, ScalarType dtype, Device device)
     {
-        var steps = arange(time, dtype: ScalarType.Float64, device: device);
+        using Scalar stop = time;
+        var steps = arange(HeldScalars.Zero, stop, HeldScalars.One, dtype: ScalarType.Float64, device: device);
         var lag = steps.unsqueeze(1) - steps.unsqueeze(0);
-        var past = lag.clamp_min(0);
-        var weight = (past * Math.Log(node.Decay ?? 1.0)).exp();
-        if (node.DecayPhase is { } theta) weight = weight * (past * theta).cos();
-        return where(lag >= 0, weight, zeros_like(lag)).to_type(dtype);
+        var past = lag.clamp_min(HeldScalars.Zero);
+        var weight = past.Times(Math.Log(node.Decay ?? 1.0)).exp();
+        if (node.DecayPhase is { } theta) weight = weight * past.Times(theta).cos();
+        return where(lag.ge(HeldScalars.Zero), weight, zeros_like(lag)).to_type(dtype);
     }
 
     /// <summary>
@@ -216,7 +218,7 @@ internal sealed class AttentionModule : NodeModule
         var cumulative = nn.functional.logsigmoid(HeadDecayLogits(x)).cumsum(1).transpose(1, 2).unsqueeze(-1);
         var lag = cumulative - cumulative.transpose(-2, -1);
         var causal = ones(time, time, dtype: ScalarType.Bool, device: x.device).tril();
-        return where(causal, lag.clamp_max(0).exp(), zeros_like(lag));
+        return where(causal, lag.clamp_max(HeldScalars.Zero).exp(), zeros_like(lag));
     }
 
     /// <summary>

@@ -50,7 +50,7 @@ internal sealed class CausalConv1dModule : NodeModule
         var window = cat([state[0].to(x.dtype, x.device), x], 1);
         // window: x_{t-K+1} .. x_t; the taps reversed weigh them
         var y = (window * weight.flip(1).t().unsqueeze(0)).sum(1, keepdim: true);
-        if (bias is not null) y = y + bias;
+        if (bias is not null) y = y.Plus(bias);
         return (y, [window.narrow(1, 1, node.KernelSize - 1)]);
     }
 

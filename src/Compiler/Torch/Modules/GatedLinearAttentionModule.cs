@@ -79,7 +79,7 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
         var perStep = logDecay?.reshape(batch, time, node.Heads, logDecay.shape[2] / node.Heads);
         if (node.HeadDecays is not { } gammas) return perStep;
         var logGamma = TensorValues.ToTorch(gammas, inputs[0].dtype).to(inputs[0].device).log().view(1, 1, node.Heads, 1);
-        return perStep is null ? logGamma.expand(batch, time, node.Heads, 1) : perStep + logGamma;
+        return perStep is null ? logGamma.expand(batch, time, node.Heads, 1) : perStep.Plus(logGamma);
     }
 
     /// <summary>
@@ -88,7 +88,7 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
     /// </summary>
     public override Tensor[] InitialState(long batch) =>
         [zeros(batch, node.Heads, node.KeyWidth, node.ValueWidth + (node.Normalised ? 1 : 0), dtype: dtype),
-         full(new long[] { batch, node.Heads }, node.LogInputGate is null ? 0.0 : double.NegativeInfinity, dtype: dtype)];
+         full(new long[] { batch, node.Heads }, HeldScalars.Of(node.LogInputGate is null ? 0.0 : double.NegativeInfinity), dtype: dtype)];
 
     public override (Tensor Output, Tensor[] State) Step(IReadOnlyList<Tensor> inputs, Tensor[] state)
     {
@@ -112,7 +112,7 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
         {
             var normaliser = mixed.narrow(-1, node.ValueWidth, 1).abs();
             mixed = mixed.narrow(-1, 0, node.ValueWidth)
-                    / (result.Shift is { } shift ? maximum(normaliser, shift.neg().exp()) : normaliser.clamp_min(1));
+                    / (result.Shift is { } shift ? maximum(normaliser, shift.neg().exp()) : normaliser.clamp_min(HeldScalars.One));
         }
         else if (result.Shift is { } shift) mixed = mixed * shift.exp();
         return (mixed.transpose(1, 2).reshape(batch, time, node.Heads * node.ValueWidth), [result.Memory, result.MemoryShift]);

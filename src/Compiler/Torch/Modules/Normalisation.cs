@@ -1,3 +1,4 @@
+using Duality.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -20,7 +21,7 @@ internal static class Normalisation
             && x.dim() == 3)
             return Kernels.NormFunction.Run(x, gain, bias, new Kernels.NormFunction.Form(groups, centre, epsilon));
         var normalised = Normalise(x, groups, centre, epsilon);
-        return gain is null ? normalised : bias is null ? normalised * gain : normalised * gain + bias;
+        return gain is null ? normalised : bias is null ? normalised * gain : (normalised * gain).Plus(bias);
     }
 
     /// <summary>
@@ -31,10 +32,10 @@ internal static class Normalisation
     public static Tensor Normalise(Tensor x, int groups, bool centre, double epsilon)
     {
         var grouped = groups == 1 ? x : x.reshape(x.shape[0], x.shape[1], groups, x.shape[2] / groups);
-        var unit = grouped.detach().abs().amax([-1L], keepdim: true).clamp_min(1).log2_().floor_().add_(1).neg_().exp2_();
+        var unit = grouped.detach().abs().amax([-1L], keepdim: true).clamp_min(HeldScalars.One).log2_().floor_().add_(HeldScalars.One, HeldScalars.One).neg_().exp2_();
         var scaled = grouped * unit;
         var centred = centre ? scaled - scaled.mean([-1L], keepdim: true) : scaled;
-        var normalised = centred * (centred.square().mean([-1L], keepdim: true) + unit.square() * epsilon).rsqrt();
+        var normalised = centred * centred.Squared().mean([-1L], keepdim: true).Plus(unit.Squared().Times(epsilon)).rsqrt();
         return groups == 1 ? normalised : normalised.reshape(x.shape);
     }
 }

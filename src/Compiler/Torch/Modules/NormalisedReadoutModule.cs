@@ -1,6 +1,7 @@
 using System.Numerics;
 using Duality.Ir;
 using Duality.Streaming;
+using Duality.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -13,7 +14,7 @@ internal sealed class NormalisedReadoutModule(NormalisedReadout node) : NodeModu
     {
         var (value, normaliser) = (inputs[0], inputs[1]);
         long batch = value.shape[0], time = value.shape[1], width = value.shape[2];
-        var divisor = normaliser.abs().clamp_min(1).unsqueeze(-1);
+        var divisor = normaliser.abs().clamp_min(HeldScalars.One).unsqueeze(-1);
         return (value.reshape(batch, time, node.Heads, width / node.Heads) / divisor).reshape(batch, time, width);
     }
 }

@@ -115,7 +115,7 @@ internal sealed class RecurrenceModule : NodeModule
     }
 
     /// <summary>sqrt(1 - |lambda|^2) per neuron ([width]).</summary>
-    private Tensor Gain() => (1 - (Complex ? lambda!.square().sum([1L]) : lambda!.square())).sqrt();
+    private Tensor Gain() => (Complex ? lambda!.Squared().sum([1L]) : lambda!.Squared()).neg().add_(HeldScalars.One, HeldScalars.One).sqrt();
 
     public override (Tensor Output, Tensor[] State) Step(IReadOnlyList<Tensor> inputs, Tensor[] state)
     {

@@ -33,7 +33,8 @@ internal sealed class RotaryModule : NodeModule
     {
         using var scope = NewDisposeScope();
         var (batch, time) = (x.shape[0], x.shape[1]);
-        var positions = arange(start, start + time, dtype: ScalarType.Float64).unsqueeze(1);
+        using Scalar first = start, end = start + time;
+        var positions = arange(first, end, HeldScalars.One, dtype: ScalarType.Float64).unsqueeze(1);
         // angles [time, 1, d/2]: one row per step, broadcast over the heads
         var angles = (positions * tensor(thetas, dtype: ScalarType.Float64).unsqueeze(0)).unsqueeze(1);
         var (cos, sin) = (angles.cos().to(x.dtype, x.device), angles.sin().to(x.dtype, x.device));
@@ -46,7 +47,7 @@ internal sealed class RotaryModule : NodeModule
         }
         var pairs = x.reshape(batch, time, node.Heads, node.HeadWidth / 2, 2);
         var (even, odd) = (pairs.select(-1, 0), pairs.select(-1, 1));
-        var rotated = stack([even * cos - odd * sin, even * sin + odd * cos], -1);
+        var rotated = stack([even * cos - odd * sin, (even * sin).Plus(odd * cos)], -1);
         return rotated.reshape(batch, time, node.Width).MoveToOuterDisposeScope();
     }
 

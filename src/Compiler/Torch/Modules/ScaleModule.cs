@@ -1,6 +1,7 @@
 using System.Numerics;
 using Duality.Ir;
 using Duality.Streaming;
+using Duality.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -8,7 +9,7 @@ namespace Duality.Torch;
 
 internal sealed class ScaleModule(Scale node) : NodeModule(node.Name)
 {
-    public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0] * node.Factor;
+    public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0].Times(node.Factor);
 }
 
 internal sealed class ScaleStepper<T>(Scale node, Stepper<T> source, int batch) : Stepper<T>(batch, source.Width)

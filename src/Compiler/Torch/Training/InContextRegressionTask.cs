@@ -3,6 +3,7 @@ using Duality.Ir;
 using Duality.Passes;
 using Duality.Torch;
 using DoubleTensor = Duality.Ir.DoubleTensor;
+using Duality.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -27,7 +28,7 @@ public sealed class InContextRegressionTask(int inputs, int outputs = 1, int exa
     public (Tensor Input, Tensor Target) Batch(int size, torch.Generator random)
     {
         var w = randn(size, outputs, inputs, dtype: dtype, generator: random);
-        var x = rand(size, examples + 1, inputs, dtype: dtype, generator: random) * 2 - 1;
+        var x = rand(size, examples + 1, inputs, dtype: dtype, generator: random).Times(2).sub_(HeldScalars.One);
         var y = x.matmul(w.transpose(1, 2));
         var mask = ones(size, examples + 1, outputs, dtype: dtype);
         mask[.., examples] = zeros(size, outputs, dtype: dtype);
@@ -41,7 +42,7 @@ public sealed class InContextRegressionTask(int inputs, int outputs = 1, int exa
     public Tensor Loss(Tensor output, Tensor target)
     {
         OutputShape.Require(ToString(), output.shape, Scored(target));
-        return (output.select(1, examples) - target).square().sum(-1).mean();
+        return (output.select(1, examples) - target).Squared().sum(-1).mean();
     }
 
     private long[] Scored(Tensor target) => [target.shape[0], examples + 1, outputs];

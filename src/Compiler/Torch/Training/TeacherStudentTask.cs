@@ -3,6 +3,7 @@ using Duality.Ir;
 using Duality.Passes;
 using Duality.Torch;
 using DoubleTensor = Duality.Ir.DoubleTensor;
+using Duality.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -58,7 +59,7 @@ public sealed class TeacherStudentTask : ITrainingTask
     public Tensor Loss(Tensor output, Tensor target)
     {
         OutputShape.Require(ToString(), output.shape, target.shape);
-        return (output - target).square().mean() / OutputVariance;
+        return (output - target).Squared().mean().Over(OutputVariance);
     }
 
     /// "TeacherStudentTask(width d, time T)".
