@@ -24,7 +24,7 @@ internal static class HeldScalars
 
 /// <summary>
 /// Arithmetic whose numbers outlive the call: TorchSharp's <c>a + b</c> passes a new Scalar 1 as alpha, <c>square()</c> a
-/// new Scalar 2, and <c>x * c</c>, <c>x / c</c> and a clamp or comparison with a number a new Scalar of c, each freed only
+/// new Scalar 2, and <c>x * c</c>, <c>x / c</c> and a comparison with a number a new Scalar of c, each freed only
 /// by its finaliser, which a collection on another thread may run while libtorch still reads it. These hold the number
 /// until libtorch returns.
 /// </summary>
@@ -50,24 +50,10 @@ internal static class HeldArithmetic
         return x.div(divisor);
     }
 
-    /// <summary>max(x, c).</summary>
-    public static Tensor AtLeast(this Tensor x, double c)
-    {
-        using var floor = c.ToScalar();
-        return x.clamp_min(floor);
-    }
-
     /// <summary>x &lt;= c, entry by entry.</summary>
     public static Tensor IsAtMost(this Tensor x, double c)
     {
         using var bound = c.ToScalar();
         return x.le(bound);
-    }
-
-    /// <summary>min(x, c).</summary>
-    public static Tensor AtMost(this Tensor x, double c)
-    {
-        using var ceiling = c.ToScalar();
-        return x.clamp_max(ceiling);
     }
 }
