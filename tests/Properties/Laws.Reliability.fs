@@ -467,7 +467,8 @@ let private heldNumbers =
             let gradient =
                 withGrad (fun () ->
                     let leaf = x.detach().requires_grad_(true)
-                    backwardOf (fun () -> model.forward(leaf).square().sum())
+                    // y y, not square(): the law's own arithmetic hands libtorch no number either
+                    backwardOf (fun () -> (let y = model.forward(leaf) in (y * y).sum()))
                     leaf.grad.to_type(torch.ScalarType.Float64))
             let stepped = noGrad (fun () -> model.ToStepForm().Unroll(x).to_type(torch.ScalarType.Float64))
             [ forward; gradient; stepped ]
