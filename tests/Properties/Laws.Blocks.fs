@@ -958,6 +958,28 @@ let tests =
                 close "reference" reference.[0, 0, i]
                 close "compiled" compiled.[0, 0, i]
 
+        testCase "elu + 1 (the linear attention's feature map): e^x below 0 and x + 1 above, to 4e-15 relative, compiled in every mode and in the reference, and its gradient e^x below 0 and 1 above (float64)" <| fun () ->
+            let xs = [| -700.0; -40.0; -20.0; -1.0; -1e-3; -1e-300; 0.0; 1e-12; 1.0; 40.0 |]
+            let value x = if x > 0.0 then x + 1.0 else exp x
+            let slope x = if x > 0.0 then 1.0 else exp x
+            let g = Model.Input("x", xs.Length).Activation(ActivationKind.EluPlusOne).Build()
+            let input = Array3D.init 1 1 xs.Length (fun _ _ i -> xs.[i])
+            let close what (expected: float) (actual: float) x =
+                Expect.isLessThanOrEqual (abs (actual - expected)) (4e-15 * abs expected) (sprintf "%s at x = %g: %.17g, expected %.17g" what x actual expected)
+            let reference = (ReferenceEvaluator.Evaluate(g, [| input |])).[0]
+            for i, x in Array.indexed xs do close "reference" (value x) reference.[0, 0, i] x
+            for mode in [ ExecutionMode.Auto; ExecutionMode.PerNode; ExecutionMode.TorchOps ] do
+                let model = g.Compile(CompileOptions(DType = f64, Execution = mode))
+                let compiled = noGrad (fun () -> ofTensor (model.Forward([| toTensor f64 input |]).[0]))
+                let gradient =
+                    withGrad (fun () ->
+                        let leaf = (toTensor f64 input).requires_grad_(true)
+                        backwardOf (fun () -> model.Forward([| leaf |]).[0].sum())
+                        ofTensor leaf.grad)
+                for i, x in Array.indexed xs do
+                    close (sprintf "%A" mode) (value x) compiled.[0, 0, i] x
+                    close (sprintf "%A, gradient" mode) (slope x) gradient.[0, 0, i] x
+
         testCase "log sigmoid and log softplus: the reference is exact to 1e-14 at z = -1000, -50, -20, -1, 0, 1, 50, 1000 (against Decimal)" <| fun () ->
             let zs = [| -1000.0; -800.0; -50.0; -20.0; -1.0; 0.0; 1.0; 50.0; 800.0; 1000.0 |]
             let input = Array3D.init 1 1 zs.Length (fun _ _ i -> zs.[i])
