@@ -436,6 +436,113 @@ let private lifetimes =
                 let count, () = createdOutsideScopes (fun () -> loss.backward())
                 Expect.equal count passes (label "backward, tensors created outside a scope (only libtorch's incoming gradients)"))
 
+/// Calls in a compiled assembly's IL: (calling type, calling method, callee type, callee name, callee parameter types
+/// (a primitive's name, "class" otherwise), whether the call's result goes straight into a local or a field (a using
+/// variable a closure captures is a field of the closure).
+let private callsIn (assemblyPath: string) =
+    let opCodes =
+        typeof<Reflection.Emit.OpCodes>.GetFields()
+        |> Array.map (fun f -> f.GetValue(null) :?> Reflection.Emit.OpCode)
+        |> Array.map (fun o -> uint16 o.Value, o)
+        |> dict
+    use pe = new Reflection.PortableExecutable.PEReader(IO.File.OpenRead assemblyPath)
+    let md = Reflection.Metadata.PEReaderExtensions.GetMetadataReader pe
+    // a signature's parameter types, enough of ECMA-335 II.23.2 for TorchSharp's methods: primitives by name, the rest "class"
+    let parameters (blob: byte[]) =
+        let mutable i = 1
+        let compressed () =
+            let b = int blob.[i]
+            if b &&& 0x80 = 0 then i <- i + 1; b
+            elif b &&& 0xC0 = 0x80 then i <- i + 2; ((b &&& 0x3F) <<< 8) ||| int blob.[i - 1]
+            else i <- i + 4; ((b &&& 0x1F) <<< 24) ||| (int blob.[i - 3] <<< 16) ||| (int blob.[i - 2] <<< 8) ||| int blob.[i - 1]
+        let rec read () =
+            let b = blob.[i]
+            i <- i + 1
+            match b with
+            | 0x02uy -> "bool" | 0x08uy -> "int" | 0x0Auy -> "long" | 0x0Cuy -> "float" | 0x0Duy -> "double"
+            | 0x11uy | 0x12uy -> compressed () |> ignore; "class"
+            | 0x10uy | 0x1Duy | 0x0Fuy -> read () |> ignore; "class"
+            | 0x13uy | 0x1Euy -> compressed () |> ignore; "class"
+            | 0x15uy ->
+                read () |> ignore
+                for _ in 1 .. compressed () do read () |> ignore
+                "class"
+            | _ -> "other"
+        let count = compressed ()
+        read () |> ignore
+        [ for _ in 1 .. count -> read () ]
+    let callee (token: int) =
+        let handle = Reflection.Metadata.Ecma335.MetadataTokens.EntityHandle token
+        if handle.Kind = Reflection.Metadata.HandleKind.MemberReference then
+            let m = md.GetMemberReference(Reflection.Metadata.MemberReferenceHandle.op_Explicit handle)
+            if m.Parent.Kind = Reflection.Metadata.HandleKind.TypeReference then
+                let parent = md.GetTypeReference(Reflection.Metadata.TypeReferenceHandle.op_Explicit m.Parent)
+                let blob = md.GetBlobBytes m.Signature
+                Some(md.GetString parent.Name, md.GetString m.Name, (if blob.[0] &&& 0x0Fuy = 0uy then parameters blob else []))
+            else None
+        else None
+    [ for typeHandle in md.TypeDefinitions do
+        let t = md.GetTypeDefinition typeHandle
+        for methodHandle in t.GetMethods() do
+            let m = md.GetMethodDefinition methodHandle
+            if m.RelativeVirtualAddress <> 0 then
+                let il = Reflection.Metadata.PEReaderExtensions.GetMethodBody(pe, m.RelativeVirtualAddress).GetILBytes()
+                let mutable i = 0
+                while i < il.Length do
+                    let code = if il.[i] = 0xFEuy then (i <- i + 2; 0xFE00us ||| uint16 il.[i - 1]) else (i <- i + 1; uint16 il.[i - 1])
+                    let op = opCodes.[code]
+                    let size =
+                        match op.OperandType with
+                        | Reflection.Emit.OperandType.InlineNone -> 0
+                        | Reflection.Emit.OperandType.ShortInlineBrTarget | Reflection.Emit.OperandType.ShortInlineI
+                        | Reflection.Emit.OperandType.ShortInlineVar -> 1
+                        | Reflection.Emit.OperandType.InlineVar -> 2
+                        | Reflection.Emit.OperandType.InlineI8 | Reflection.Emit.OperandType.InlineR -> 8
+                        | Reflection.Emit.OperandType.InlineSwitch -> 4 + 4 * BitConverter.ToInt32(il, i)
+                        | _ -> 4
+                    if op.FlowControl = Reflection.Emit.FlowControl.Call && op.OperandType = Reflection.Emit.OperandType.InlineMethod then
+                        match callee (BitConverter.ToInt32(il, i)) with
+                        | Some(owner, name, parameterTypes) ->
+                            let next = i + size
+                            let stored =
+                                next < il.Length
+                                && (let c = il.[next] in (c >= 0x0Auy && c <= 0x0Duy) || c = 0x13uy || c = 0x80uy || c = 0x7Duy
+                                                         || (c = 0xFEuy && next + 1 < il.Length && il.[next + 1] = 0x0Euy))
+                            yield md.GetString t.Name, md.GetString m.Name, owner, name, parameterTypes, stored
+                        | None -> ()
+                    i <- i + size ]
+
+/// Where the compiled library would hand libtorch a number TorchSharp makes into a Scalar and leaves to its finaliser.
+let private unheldNumbers (assemblyPath: string) =
+    let number = set [ "double"; "float"; "int"; "long"; "bool" ]
+    [ for caller, methodName, owner, name, parameterTypes, stored in callsIn assemblyPath do
+        let why =
+            match owner, name with
+            | "Scalar", "op_Implicit" when not stored -> Some "an implicit Scalar passed on, not held in a using variable"
+            | _, "ToScalar" when not stored -> Some "a Scalar passed on, not held in a using variable or a static field"
+            | "Tensor", "op_Addition" when parameterTypes |> List.forall (fun p -> p = "class") -> Some "a + b between tensors (alpha 1 made by TorchSharp): use Plus"
+            // a number made into a Tensor (op_Implicit) is a tensor, which the entry points' dispose scopes hold
+            | "Tensor", n when n.StartsWith "op_" && n <> "op_Implicit" && parameterTypes |> List.exists number.Contains ->
+                Some (sprintf "%s with a number: use Times, Over or a held Scalar" n)
+            | "Tensor", ("add" | "add_") when parameterTypes.Length = 1 -> Some (sprintf "%s without alpha (TorchSharp makes a 1)" name)
+            | "Tensor", "square" -> Some "square() (TorchSharp makes a 2): use Squared"
+            | "torch", "arange" when parameterTypes.Length < 6 -> Some "arange without start and step (TorchSharp makes them): pass held Scalars"
+            | _ -> None
+        match why with
+        | Some reason -> yield sprintf "%s.%s: %s" caller methodName reason
+        | None -> () ]
+
+let private heldNumbersInTheAssembly =
+    testCase "the compiled library hands libtorch no number TorchSharp would leave to a finaliser: no + between tensors, no operator with a number, no square(), add(t) or arange without its step, and every Scalar it makes held in a using variable or a static field (a scan of Duality.Compiler's IL, which sees AttentionModule.Step's held Scalars)" <| fun () ->
+        let path = typeof<Duality.Torch.CompiledGraph>.Assembly.Location
+        let held =
+            callsIn path |> List.filter (fun (caller, name, owner, callee, _, stored) -> caller = "AttentionModule" && name = "Step" && owner = "Scalar" && callee = "op_Implicit" && stored)
+        Expect.equal held.Length 3 "the scan sees the step's three held Scalars (re, im and the decay)"
+        let found = unheldNumbers path
+        Expect.isEmpty found (sprintf "every number handed to libtorch is held; not: %s" (String.Join("; ", found)))
+        // the scan finds what it looks for: this assembly's own laws use a + b and square() freely
+        Expect.isNonEmpty (unheldNumbers (Reflection.Assembly.GetExecutingAssembly().Location)) "the laws' own assembly has unheld numbers"
+
 /// Runs f while another thread collects and runs finalisers without pause, and returns f's result.
 let private underCollections (f: unit -> 'a) =
     let stop = ref false
@@ -491,6 +598,7 @@ let tests =
     testList "reliability" [
         lifetimes
         heldNumbers
+        heldNumbersInTheAssembly
 
         testCase "builder fuzzing: random sequences of builder calls with hostile arguments (0, negative, int.MaxValue, NaN, Inf, undefined enums, odd names) either build or raise GraphException" <| fun () ->
             let outcomes = [ for seed in 1 .. 3000 -> fuzz seed ]
