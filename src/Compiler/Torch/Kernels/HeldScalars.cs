@@ -50,6 +50,13 @@ internal static class HeldArithmetic
         return x.div(divisor);
     }
 
+    /// <summary>start, start + 1, ..., start + count - 1 in float64 (arange with its bounds and step held).</summary>
+    public static Tensor Positions(long start, long count, Device? device = null)
+    {
+        using Scalar first = start, end = start + count;
+        return arange(first, end, HeldScalars.One, dtype: ScalarType.Float64, device: device);
+    }
+
     /// <summary>x &lt;= c, entry by entry.</summary>
     public static Tensor IsAtMost(this Tensor x, double c)
     {

@@ -188,20 +188,22 @@ internal sealed class AttentionModule : NodeModule
     /// <summary>D[h, t, s] = gamma_h^(t-s) for s &lt;= t, else 0: [heads, time, time].</summary>
     private Tensor HeadDecayMask(Tensor x)
     {
-        var time = x.shape[1];
-        using Scalar stop = time;
-        var steps = arange(HeldScalars.Zero, stop, HeldScalars.One, dtype: ScalarType.Float64, device: x.device);
-        var lag = steps.unsqueeze(1) - steps.unsqueeze(0);
+        var lag = Lags(x.shape[1], x.device);
         var logs = TensorValues.ToTorch(node.HeadDecays!, ScalarType.Float64).to(x.device).log().view(-1, 1, 1);
         return where(lag.ge(HeldScalars.Zero), (lag.clamp_min(HeldScalars.Zero) * logs).exp(), zeros_like(lag)).to_type(x.dtype);
+    }
+
+    /// <summary>t - s for every step t (rows) and s (columns), float64: [time, time].</summary>
+    private static Tensor Lags(long time, Device device)
+    {
+        var steps = HeldArithmetic.Positions(0, time, device);
+        return steps.unsqueeze(1) - steps.unsqueeze(0);
     }
 
     /// <summary>D[t, s] = gamma^(t-s) cos(theta (t-s)) for s &lt;= t, else 0 (gamma = 1, theta = 0 when absent).</summary>
     private Tensor DecayMask(long time, ScalarType dtype, Device device)
     {
-        using Scalar stop = time;
-        var steps = arange(HeldScalars.Zero, stop, HeldScalars.One, dtype: ScalarType.Float64, device: device);
-        var lag = steps.unsqueeze(1) - steps.unsqueeze(0);
+        var lag = Lags(time, device);
         var past = lag.clamp_min(HeldScalars.Zero);
         var weight = past.Times(Math.Log(node.Decay ?? 1.0)).exp();
         if (node.DecayPhase is { } theta) weight = weight * past.Times(theta).cos();

@@ -33,8 +33,7 @@ internal sealed class RotaryModule : NodeModule
     {
         using var scope = NewDisposeScope();
         var (batch, time) = (x.shape[0], x.shape[1]);
-        using Scalar first = start, end = start + time;
-        var positions = arange(first, end, HeldScalars.One, dtype: ScalarType.Float64).unsqueeze(1);
+        var positions = HeldArithmetic.Positions(start, time).unsqueeze(1);
         // angles [time, 1, d/2]: one row per step, broadcast over the heads
         var angles = (positions * tensor(thetas, dtype: ScalarType.Float64).unsqueeze(0)).unsqueeze(1);
         var (cos, sin) = (angles.cos().to(x.dtype, x.device), angles.sin().to(x.dtype, x.device));
