@@ -275,7 +275,7 @@ let tests =
                         let! groups = if kind >= 2 then Gen.elements divisors else Gen.constant 1
                         let! affine = Gen.elements [ true; false ]
                         let! batch = Gen.choose (1, 3)
-                        // rows x width from a few elements to beyond NormRows.ParallelWork (2^16)
+                        // rows x width from a few elements to beyond RowRanges.ParallelWork (2^16)
                         let! time = Gen.frequency [ 3, Gen.choose (1, 9); 1, Gen.choose (250, 300) ]
                         let! seed = Gen.choose (0, 100000)
                         return kind, width, groups, affine, batch, time, seed }))

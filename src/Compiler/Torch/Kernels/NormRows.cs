@@ -9,39 +9,28 @@ namespace Duality.Kernels;
 /// Backward, with dx^ = dy gain:  dx = r (dx^ - mean(dx^) - x^ mean(dx^ x^))  (without centring, no mean(dx^) term),
 /// dgain = sum over rows of dy x^, dbias = sum of dy. One pass over x forward and one over x and dy backward, where the
 /// composite form takes a pass per operation. x, y, dy, dx: [rows, width] contiguous; mu and r: [rows, groups].
-/// Parallel over ranges of rows beyond <see cref="ParallelWork"/> elements; each range sums its own share of dgain and dbias.
+/// Parallel over ranges of rows (<see cref="RowRanges"/>); each range sums its own share of dgain and dbias.
 /// </summary>
 internal static unsafe class NormRows
 {
-    /// <summary>Elements (rows x width) from which ranges of rows run in parallel.</summary>
-    public const long ParallelWork = 1 << 16;
-
     /// <summary>Sizes and constants of one call.</summary>
     public readonly record struct Shape(long Rows, int Width, int Groups, bool Centre, double Epsilon)
     {
         public int Group => Width / Groups;
     }
 
-    /// <summary>Ranges of rows: one per core beyond the parallel threshold, else one.</summary>
-    public static int Ranges(Shape shape) =>
-        shape.Rows * shape.Width >= ParallelWork ? (int)Math.Min(Environment.ProcessorCount, Math.Max(1, shape.Rows)) : 1;
+    /// <summary>Ranges of rows (<see cref="RowRanges.Count"/>).</summary>
+    public static int Ranges(Shape shape) => RowRanges.Count(shape.Rows, shape.Width);
 
     public static void Forward<T>(T* x, T* gain, T* bias, T* y, T* mean, T* scale, Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        var ranges = Ranges(shape);
-        if (ranges == 1) ForwardRows(x, gain, bias, y, mean, scale, shape, 0, shape.Rows);
-        else Parallel.For(0, ranges, r => ForwardRows(x, gain, bias, y, mean, scale, shape, shape.Rows * r / ranges, shape.Rows * (r + 1) / ranges));
-    }
+        => RowRanges.Run(Ranges(shape), shape.Rows, (_, first, end) => ForwardRows(x, gain, bias, y, mean, scale, shape, first, end));
 
     /// <summary>dx, and each range's share of dgain and dbias in rows of <paramref name="gainRows"/> and <paramref name="biasRows"/> ([ranges, width], or null).</summary>
     public static void Backward<T>(T* dy, T* x, T* gain, T* mean, T* scale, T* dx, T* gainRows, T* biasRows, Shape shape, int ranges)
         where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        if (ranges == 1) BackwardRows(dy, x, gain, mean, scale, dx, gainRows, biasRows, shape, 0, shape.Rows);
-        else Parallel.For(0, ranges, r => BackwardRows(dy, x, gain, mean, scale, dx,
+        => RowRanges.Run(ranges, shape.Rows, (r, first, end) => BackwardRows(dy, x, gain, mean, scale, dx,
             gainRows is null ? null : gainRows + (long)r * shape.Width, biasRows is null ? null : biasRows + (long)r * shape.Width,
-            shape, shape.Rows * r / ranges, shape.Rows * (r + 1) / ranges));
-    }
+            shape, first, end));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ForwardRows<T>(T* x, T* gain, T* bias, T* y, T* mean, T* scale, Shape shape, long first, long end)

@@ -8,20 +8,12 @@ namespace Duality.Kernels;
 /// Each head's feature pairs (2j, 2j+1) rotated in one pass: y[i] = x[i] c[i] + x[i xor 1] s[i], with per step the
 /// tables c = (cos, cos) and s = (-sin, sin) of every pair's angle (the rotation by -angle, its transpose, is the same pass
 /// with s negated). x, y: [rows, heads, head width], row r at step r mod time; c, s: [time, head width]. Contiguous.
-/// Parallel over ranges of rows beyond <see cref="ParallelWork"/> elements.
+/// Parallel over ranges of rows (<see cref="RowRanges"/>).
 /// </summary>
 internal static unsafe class PairRotation
 {
-    /// <summary>Elements from which ranges of rows run in parallel.</summary>
-    public const long ParallelWork = 1 << 16;
-
     public static void Run<T>(T* x, T* c, T* s, T* y, long rows, int time, int heads, int headWidth) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        long width = (long)heads * headWidth;
-        var ranges = rows * width >= ParallelWork ? (int)Math.Min(Environment.ProcessorCount, rows) : 1;
-        if (ranges == 1) Rows(x, c, s, y, 0, rows, time, heads, headWidth);
-        else Parallel.For(0, ranges, r => Rows(x, c, s, y, rows * r / ranges, rows * (r + 1) / ranges, time, heads, headWidth));
-    }
+        => RowRanges.Run(RowRanges.Count(rows, (long)heads * headWidth), rows, (_, first, end) => Rows(x, c, s, y, first, end, time, heads, headWidth));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rows<T>(T* x, T* c, T* s, T* y, long first, long end, int time, int heads, int headWidth)
