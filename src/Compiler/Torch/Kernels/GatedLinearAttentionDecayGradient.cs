@@ -51,24 +51,25 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : SegmentedDec
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Backward(int last, T* q, T* k, T* v, long stride, T* deltas, T* e, T* dn, T* dl)
     {
-        int first = last / Segment * Segment, count = last - first + 1;
+        int first = last / Segment * Segment, count = last - first + 1, keys = this.keys, columns = this.columns;
         var next = last + 1 < time ? factors[last + 1] : T.Zero;
         LoadSegment(first, count, k, v, stride, deltas, e, dn);
         fixed (T* kk = keyRows, vv = valueRows, kkAcross = keysAcross, et = returning, z = products,
                b = &entering[(long)(first / Segment) * columns * keys], g = keyDots, h = valueDots, w = pairs)
         {
-            for (int s = 0; s < count; s++)
-                for (int j = 0; j < keys; j++) kkAcross[j * Segment + s] = kk[s * keys + j];
+            Transpose(kk, count, keys, kkAcross, Segment);
             T* firstDelta = deltas + (long)first * (width + 1);
-            // the pairs s < u within the segment: W[u, s] = A(s, u) (q_u . kk_s) (delta_u . v_s)
+            // the pairs s < u within the segment: W[u, s] = A(s, u) (q_u . kk_s) (delta_u . v_s), a row at a time with
+            // A(s, u) = A(s, u-1) a~_u across it
             TransposedMany(kkAcross, Segment, keys, count, q, stride * keys, count, g, Segment);
-            for (int u = 0; u < count; u++)
-            {
-                var decay = T.One;
-                int s = u - 1;
-                for (; s >= 0 && (decay *= factors[first + s + 1]) != T.Zero; s--) w[u * Segment + s] = decay * g[u * Segment + s] * h[u * Segment + s];
-                for (; s >= 0; s--) w[u * Segment + s] = T.Zero;
-            }
+            Span<T> running = stackalloc T[Segment];
+            running.Clear();
+            fixed (T* decays = running, step = &factors[first])
+                for (int u = 1; u < count; u++)
+                {
+                    decays[u - 1] = T.One;
+                    Weights(decays, step[u], g + u * Segment, h + u * Segment, w + u * Segment, u);
+                }
             var across = Dot(b, et, columns * keys);
             // sum over u >= t of A(f-1, u) q_u^T B delta_u, from the last step back
             TransposedMany(b, keys, columns, keys, firstDelta, width + 1, count, z, keys);
@@ -84,15 +85,14 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : SegmentedDec
                 fromStates += throughStep[u] * fromState[u];
                 dl[u * stride] = fromStates + whole * across;
             }
-            // sum over s < t of A(s, l+1) kk_s^T E v_s, and over s < t <= u of W[u, s] (row by row: sum_(s < t) W[u, s]
-            // for t <= u, added into t's sum)
+            // sum over s < t of A(s, l+1) kk_s^T E v_s, and over s < t <= u of W[u, s]: from the last row up, the columns'
+            // sums C[s] = sum_(u >= t) W[u, s] for s < t, and t's part their sum
             Span<T> within = stackalloc T[count];
             within.Clear();
-            for (int u = 1; u < count; u++)
-            {
-                var earlier = T.Zero;
-                for (int t = 1; t <= u; t++) within[t] += earlier += w[u * Segment + t - 1];
-            }
+            Span<T> columnSums = stackalloc T[Segment];
+            columnSums.Clear();
+            fixed (T* sums = columnSums)
+                for (int t = count - 1; t >= 1; t--) within[t] = AddAndSum(sums, w + t * Segment, t);
             Span<T> toEnd = stackalloc T[count];
             var after = next;
             for (int s = count - 1; s >= 0; s--)
@@ -108,6 +108,38 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : SegmentedDec
                 if (toEnd[t] != T.Zero) toGradient += toEnd[t] * Dot(z + t * keys, kk + t * keys, keys);
             }
         }
+    }
+
+    /// <summary>For s &lt; n: decays[s] *= a, then w[s] = decays[s] g[s] h[s].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Weights(T* decays, T a, T* g, T* h, T* w, int n)
+    {
+        int s = 0;
+        var factor = new Vector<T>(a);
+        for (; s <= n - Vector<T>.Count; s += Vector<T>.Count)
+        {
+            var decay = Vector.Load(decays + s) * factor;
+            Vector.Store(decay, decays + s);
+            Vector.Store(decay * Vector.Load(g + s) * Vector.Load(h + s), w + s);
+        }
+        for (; s < n; s++) w[s] = (decays[s] *= a) * g[s] * h[s];
+    }
+
+    /// <summary>For s &lt; n: sums[s] += w[s]; returns the sum of sums[s].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static T AddAndSum(T* sums, T* w, int n)
+    {
+        int s = 0;
+        var total = Vector<T>.Zero;
+        for (; s <= n - Vector<T>.Count; s += Vector<T>.Count)
+        {
+            var sum = Vector.Load(sums + s) + Vector.Load(w + s);
+            Vector.Store(sum, sums + s);
+            total += sum;
+        }
+        var result = Vector.Sum(total);
+        for (; s < n; s++) result += sums[s] += w[s];
+        return result;
     }
 }
 
@@ -176,18 +208,20 @@ internal abstract unsafe class SegmentedDecayGradient<T> : IDisposable where T :
     /// keys kk_s (keyRows), the values with their column of ones (valueRows, and valuesAcross) and the value dots
     /// delta_u . v_s (valueDots, Segment apart).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected void LoadSegment(int first, int count, T* k, T* v, long stride, T* deltas, T* e, T* dn)
     {
-        fixed (T* kk = keyRows, vv = valueRows, vvAcross = valuesAcross, et = returning, h = valueDots)
+        int keys = this.keys, width = this.width, columns = this.columns;
+        fixed (T* kk = keyRows, vv = valueRows, vvAcross = valuesAcross, et = returning, h = valueDots, entry = &entries[first])
         {
             Join(e, dn, et);
             for (int s = 0; s < count; s++)
             {
-                Scale(k + s * stride * keys, entries[first + s], kk + s * keys, keys);
+                Scale(k + s * stride * keys, entry[s], kk + s * keys, keys);
                 new ReadOnlySpan<T>(v + s * stride * width, width).CopyTo(new Span<T>(vv + s * columns, width));
                 if (normalised) vv[s * columns + width] = T.One;
-                for (int i = 0; i < columns; i++) vvAcross[i * Segment + s] = vv[s * columns + i];
             }
+            Transpose(vv, count, columns, vvAcross, Segment);
             TransposedMany(vvAcross, Segment, columns, count, deltas + (long)first * (width + 1), width + 1, count, h, Segment);
         }
     }

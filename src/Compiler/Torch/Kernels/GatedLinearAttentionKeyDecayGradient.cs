@@ -116,7 +116,32 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : Segmented
     private int Pairs<TV, TLanes>(T* a, T* q, long qStride, T* kk, T* h, T* w, T* inside, int count, int j)
         where TV : struct where TLanes : ILanes<TV, T>
     {
-        int n = TLanes.Count;
+        int n = TLanes.Count, keys = this.keys;
+        // two vectors of channels at a time while two fit: two independent chains of products and sums each
+        for (; j <= keys - 2 * n; j += 2 * n)
+            for (int u = 1; u < count; u++)
+            {
+                TV p0 = TLanes.Broadcast(T.One), p1 = p0;
+                for (int s = u - 1; s >= 0; s--)
+                {
+                    T* carried = a + (s + 1) * keys + j, keyRow = kk + s * keys + j;
+                    p0 = TLanes.Multiply(p0, TLanes.Load(carried));
+                    p1 = TLanes.Multiply(p1, TLanes.Load(carried + n));
+                    var dots = TLanes.Broadcast(h[u * Segment + s]);
+                    TLanes.Store(TLanes.Multiply(TLanes.Multiply(p0, TLanes.Load(keyRow)), dots), w + s * 2 * n);
+                    TLanes.Store(TLanes.Multiply(TLanes.Multiply(p1, TLanes.Load(keyRow + n)), dots), w + s * 2 * n + n);
+                }
+                T* query = q + u * qStride + j;
+                TV q0 = TLanes.Load(query), q1 = TLanes.Load(query + n), sum0 = default, sum1 = default;
+                for (int t = 1; t <= u; t++)
+                {
+                    sum0 = TLanes.MultiplyAdd(TLanes.Load(w + (t - 1) * 2 * n), q0, sum0);
+                    sum1 = TLanes.MultiplyAdd(TLanes.Load(w + (t - 1) * 2 * n + n), q1, sum1);
+                    T* cell = inside + t * keys + j;
+                    TLanes.Store(TLanes.Add(TLanes.Load(cell), sum0), cell);
+                    TLanes.Store(TLanes.Add(TLanes.Load(cell + n), sum1), cell + n);
+                }
+            }
         for (; j <= keys - n; j += n)
             for (int u = 1; u < count; u++)
             {
@@ -141,6 +166,7 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : Segmented
     private void Pairs(T* a, T* q, long qStride, T* kk, T* h, T* inside, int count, int j)
     {
         Span<T> weight = stackalloc T[Segment];
+        int keys = this.keys;
         for (int u = 1; u < count; u++)
         {
             var p = T.One;

@@ -157,6 +157,20 @@ internal static unsafe class VectorRows
         return j;
     }
 
+    /// <summary>
+    /// into[i intoStride + r] = m[r cols + i] for r &lt; rows, i &lt; cols: the rows of m laid across. Its sizes are arguments,
+    /// not fields read in the loop (a store through a pointer would make the compiler read a field again per entry).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Transpose<T>(T* m, int rows, int cols, T* into, int intoStride) where T : unmanaged
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            T* row = m + (long)r * cols, column = into + r;
+            for (int i = 0; i < cols; i++) column[(long)i * intoStride] = row[i];
+        }
+    }
+
     /// <summary>into = x y, entry by entry (into may be x or y).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Multiply<T>(T* x, T* y, T* into, int count) where T : unmanaged, INumber<T>
