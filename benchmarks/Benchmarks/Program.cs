@@ -20,6 +20,11 @@ torch.set_num_threads(Environment.ProcessorCount);
 var generator = new torch.Generator(1);
 Console.WriteLine($"{(quick ? "quick" : "full")} run, {repeats} repeats after a warm-up, {Environment.ProcessorCount} cores, float32, " +
                   (warmPages ? "large allocations kept warm (Allocation.KeepLargeAllocations; --fresh-pages to compare)" : "fresh pages for large tensors"));
+// libgomp reads its waiting policy when libtorch loads: say which one these timings ran under
+var (spinCount, waitPolicy) = (Environment.GetEnvironmentVariable("GOMP_SPINCOUNT"), Environment.GetEnvironmentVariable("OMP_WAIT_POLICY"));
+Console.WriteLine("libtorch's OpenMP workers: " + (spinCount is null && waitPolicy is null
+    ? "libgomp's default wait (they spin after each operation on the cores the library's kernels then use; README: performance)"
+    : $"GOMP_SPINCOUNT={spinCount ?? "unset"}, OMP_WAIT_POLICY={waitPolicy ?? "unset"}"));
 
 // --- memory bandwidth and the diagonal recurrence, B = 8, N = 4096, T = 1024
 if (Selected("recurrence"))
