@@ -182,17 +182,20 @@ let private normaliserConditioning heads (q: torch.Tensor) (k: torch.Tensor) (lo
     let nearKink = (nu - 1.0).abs().le(30.0 * unitRoundoff32 * magnitude).any().item<bool>()
     kappa, nearKink
 
-/// The largest condition number of a normalised gated linear attention's n . q in the graph on these inputs
-/// (normaliserConditioning on the attention's inputs as the float64 reference computes them), 0 when it has none:
-/// float32 forms each output of such an attention to about u kappa relative, whatever the algorithm.
-let private graphConditioning (g: Graph) (inputs: Sequence[]) =
+/// Every node's float64 value on these inputs (the reference), by node index: the graph's inputs (its first nodes)
+/// themselves, then each node the reference evaluates.
+let private nodeValues (g: Graph) (inputs: Sequence[]) : Sequence[] =
+    let every = Graph.Create(g.Nodes, [ for i in Seq.length g.InputNodes .. g.Nodes.Count - 1 -> NodeId i ])
+    Array.append inputs (ReferenceEvaluator.Evaluate(every, inputs))
+
+/// The largest condition number of a normalised gated linear attention's n . q in the graph, given every node's value
+/// (nodeValues): normaliserConditioning on the attention's inputs as the float64 reference computes them, 0 when it has
+/// none. float32 forms each output of such an attention to about u kappa relative, whatever the algorithm.
+let private graphConditioning (g: Graph) (values: Sequence[]) =
     let attentions = g.Nodes |> Seq.choose (function :? GatedLinearAttention as a when a.Normalised -> Some a | _ -> None) |> List.ofSeq
     if attentions.IsEmpty then 0.0
     else
-        let inputCount = Seq.length g.InputNodes
-        let every = Graph.Create(g.Nodes, [ for i in inputCount .. g.Nodes.Count - 1 -> NodeId i ])
-        let values = ReferenceEvaluator.Evaluate(every, inputs)
-        let valueOf (id: NodeId) = toTensor f64 (if id.Index < inputCount then inputs.[id.Index] else values.[id.Index - inputCount])
+        let valueOf (id: NodeId) = toTensor f64 values.[id.Index]
         attentions
         |> List.map (fun a ->
             let q = valueOf a.Query
@@ -236,10 +239,11 @@ let private formsLaws (family: Family) =
           Prop.forAll draws (fun w ->
               let g = weighted family w
               let inputs = inputsOf w
-              let expected = (ReferenceEvaluator.Evaluate(g, inputs)).[0]
+              let values = nodeValues g inputs
+              let expected = values.[g.Outputs.[0].Index]
               let compiled = noGrad (fun () -> ofTensor (g.Compile(CompileOptions()).Forward(inputs |> Array.map (toTensor torch.ScalarType.Float32)).[0]))
               let streamed = (LawsStreaming.stream32 (Duality.Streaming.Streamer.Create<float32>(g, w.Batch)) g inputs).[0]
-              let kappa = graphConditioning g inputs
+              let kappa = graphConditioning g values
               let bound = tolerance32 + 100.0 * unitRoundoff32 * kappa
               within bound (scaledError expected compiled) (sprintf "compiled (kappa %.3g)" kappa)
               && within bound (scaledError expected streamed) (sprintf "streamed (kappa %.3g)" kappa))
@@ -286,8 +290,8 @@ let private float32Floor = 2.0 ** -100.0
 /// Whether every node's values on these inputs lie well within float32's range (the float64 reference): each node's
 /// largest magnitude 0 or between 2^-100 and 1/1000 of float32's largest value.
 let private fitsFloat32 (g: Graph) (inputs: Sequence[]) =
-    let every = Graph.Create(g.Nodes, [ for i in Seq.length g.InputNodes .. g.Nodes.Count - 1 -> NodeId i ])
-    ReferenceEvaluator.Evaluate(every, inputs)
+    nodeValues g inputs
+    |> Array.skip (Seq.length g.InputNodes)
     |> Array.forall (fun y -> let m = maxAbs y in m = 0.0 || (m >= float32Floor && m < float Single.MaxValue / 1e3))
 
 let private finite (y: Sequence) = y |> Seq.cast<float> |> Seq.forall Double.IsFinite
