@@ -68,7 +68,10 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : SegmentedDec
                 for (int u = 1; u < count; u++)
                 {
                     decays[u - 1] = T.One;
-                    Weights(decays, step[u], g + u * Segment, h + u * Segment, w + u * Segment, u);
+                    T* row = w + u * Segment;
+                    Scale(decays, step[u], decays, u);
+                    Multiply(decays, g + u * Segment, row, u);
+                    Multiply(row, h + u * Segment, row, u);
                 }
             var across = Dot(b, et, columns * keys);
             // sum over u >= t of A(f-1, u) q_u^T B delta_u, from the last step back
@@ -108,21 +111,6 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : SegmentedDec
                 if (toEnd[t] != T.Zero) toGradient += toEnd[t] * Dot(z + t * keys, kk + t * keys, keys);
             }
         }
-    }
-
-    /// <summary>For s &lt; n: decays[s] *= a, then w[s] = decays[s] g[s] h[s].</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Weights(T* decays, T a, T* g, T* h, T* w, int n)
-    {
-        int s = 0;
-        var factor = new Vector<T>(a);
-        for (; s <= n - Vector<T>.Count; s += Vector<T>.Count)
-        {
-            var decay = Vector.Load(decays + s) * factor;
-            Vector.Store(decay, decays + s);
-            Vector.Store(decay * Vector.Load(g + s) * Vector.Load(h + s), w + s);
-        }
-        for (; s < n; s++) w[s] = (decays[s] *= a) * g[s] * h[s];
     }
 
     /// <summary>For s &lt; n: sums[s] += w[s]; returns the sum of sums[s].</summary>
