@@ -579,6 +579,44 @@ let tests =
         for family in families do yield! scaleLaws family
 
         testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 30 }
+            "an attention whose query, key or value is a Concat of one slice per head of one node (Mamba-2's groups, any slices in any order), or a slice of wider rows, reads them where they lie: = its nodes one by one (float64, exact) and the reference (1e-10), fused without gradients, node by node with them" <|
+            Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.choose (1, 4)) (Gen.elements [ 1; 3; 70 ]) (Gen.choose (0, 10000)))) (fun (heads, time, seed) ->
+                let random = Random(seed)
+                let (dk, dv, width) = (random.Next(1, 4), random.Next(1, 4), 7)
+                // each of q, k and v: head h reads a slice of "shared" starting anywhere, overlapping or repeated; or one slice of
+                // "wide" (heads side by side, read in place within its rows); or its own projection, read packed; a decay per
+                // head and an input gate as Mamba-2's
+                let slices part w = [| for h in 0 .. heads - 1 -> Func<SequenceBuilder, SequenceBuilder>(fun b -> b.From("shared").Slice(random.Next(0, width - w + 1), w, name = sprintf "%s%d" part h)) |]
+                let branch part w (b: SequenceBuilder) =
+                    match random.Next(3) with
+                    | 0 -> b.Projection(heads * w)
+                    | 1 -> b.From("wide").Slice(random.Next(0, 17 - heads * w + 1), heads * w)
+                    | _ -> b.Concat(part, slices part w)
+                let g =
+                    let built =
+                        Model.Input("x", 3).Projection(width, name = "shared").From("x").Projection(17, name = "wide").From("x")
+                            .GatedLinearAttention(heads, dk, dv, branch "q" dk, branch "k" dk, branch "v" dv,
+                                                  (fun l -> l.Projection(heads).LogSigmoid()), (fun i -> i.Projection(heads)), random.Next(2) = 0, name = "a").Build()
+                    InitializeWeights.Run(built, seed, WeightInit.Perturbed)
+                let x = toTensor f64 (randomSequence random 2 time 3 1.0)
+                let (fused, plain) = (g.Compile(CompileOptions.Float64), g.Compile(CompileOptions(DType = f64, Execution = ExecutionMode.PerNode)))
+                let group = fused.FusedGroups |> Seq.tryFind (fun group -> group.Node = "a")
+                let (y, expected) = noGrad (fun () -> ofTensor (fused.forward(x)), ofTensor (plain.forward(x)))
+                let reference = (ReferenceEvaluator.Evaluate(g, [| ofTensor x |])).[0]
+                let gradient (model: Duality.Torch.CompiledGraph) =
+                    let input = x.detach().requires_grad_(true)
+                    backwardOf (fun () -> model.forward(input).square().sum())
+                    ofTensorFlat input.grad
+                let (dx, expectedDx) = (gradient fused, gradient plain)
+                // without a Concat of slices there is no group
+                let shared = [ "a/query/q"; "a/key/k"; "a/value/v" ] |> List.exists (fun n -> g.Nodes |> Seq.exists (fun node -> node.Name = n))
+                (match group with
+                 | Some group -> shared && group.Kind = "attention reading shared slices" && (group.Fused, group.NodeByNode) = (1L, 1L)
+                 | None -> not shared)
+                && y = expected && within tolerance64 (scaledError reference y) "= the reference"
+                && within 1e-12 (relative expectedDx dx) "the gradient, node by node")
+
+        testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 30 }
             "gated linear attention, decay per key channel on both sides of the factoring bound: forms and gradients agree (float64, 1e-10)" <|
             Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.elements [ 0.1; 30.0 ]) (Gen.choose (20, 150)) (Gen.choose (0, 10000)))) (fun (strength, time, seed) ->
                 // strength 0.1: chunks of 64 steps decay by far less than e^-354, the factored product; strength 30: by more, the

@@ -25,7 +25,8 @@ internal sealed class ExecutionPlan
     {
         this.graph = graph;
         IEnumerable<IFusedExecutor> executors = execution == ExecutionMode.Auto
-            ? [.. StructureAwareLayerExecutor.For(graph, modules), .. GateIntoRecurrenceExecutor.For(graph, modules)]
+            ? [.. StructureAwareLayerExecutor.For(graph, modules), .. GateIntoRecurrenceExecutor.For(graph, modules),
+               .. SharedSliceAttentionExecutor.For(graph, modules)]
             : [];
         groups = executors.Select(e => (Executor: e, Group: new FusedGroup(graph.Nodes[e.Result].Name, e.Kind,
             [.. e.Interior.Order().Select(i => graph.Nodes[i].Name), graph.Nodes[e.Result].Name]))).ToList();

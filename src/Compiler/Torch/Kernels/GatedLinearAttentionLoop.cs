@@ -14,7 +14,8 @@ namespace Duality.Kernels;
 /// read and written once per four steps while the four steps' values and sums stay in registers.
 /// q, k: [batch, time, heads, key]; v, y: [batch, time, heads, value]; decay: [batch, time, heads, 1 or key], the factors
 /// e^l without an input gate and the log-decays l with one, or null (l = 0); gate: [batch, time, heads], the log input
-/// gates g, or null. All contiguous. Parallel over batch rows and heads.
+/// gates g, or null. All contiguous, except that q, k and v may be read where they lie (<see cref="Rows"/>): slices of wider
+/// rows, and heads sharing one slice. Parallel over batch rows and heads.
 /// </summary>
 internal static unsafe class GatedLinearAttentionLoop
 {
@@ -23,15 +24,38 @@ internal static unsafe class GatedLinearAttentionLoop
     /// <summary>Sizes; the decay's width is 0 without a decay, 1 per head, key per key channel.</summary>
     public readonly record struct Shape(int Batch, int Time, int Heads, int Key, int Value, int DecayWidth);
 
+    /// <summary>
+    /// Where an input's rows lie: head h's row of step t in batch row b starts Stride (b Time + t) + Offsets[h] elements
+    /// from the input's first, its entries one apart. Packed ([batch, time, heads, width]): Stride = heads width,
+    /// Offsets[h] = h width; a slice of wider rows has their stride, and heads that share a slice share its offset.
+    /// </summary>
+    public sealed record Rows(long Stride, int[] Offsets)
+    {
+        public static Rows Packed(int heads, int width) => new((long)heads * width, [.. Enumerable.Range(0, heads).Select(h => h * width)]);
+    }
+
+    /// <summary>Where the rows of q, k and v lie.</summary>
+    public sealed record Layout(Rows Query, Rows Key, Rows Value)
+    {
+        public static Layout Packed(Shape shape) =>
+            new(Rows.Packed(shape.Heads, shape.Key), Rows.Packed(shape.Heads, shape.Key), Rows.Packed(shape.Heads, shape.Value));
+    }
+
     /// <summary>The loop; normalised, <paramref name="earlier"/> (laid out as y, or null) receives each step's output over the
     /// earlier steps alone, a_t S_(t-1)^T q_t in the loop's frame, which the reverse pass reads.</summary>
-    public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, Shape shape, T* earlier = null)
+    public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, Shape shape, T* earlier = null, Layout? layout = null)
         where T : unmanaged, IFloatingPointIeee754<T>
-        => HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
-            (b, h) => RunHead(q, k, v, decay, gate, normalised, y, earlier, shape, b, h));
+    {
+        var rows = layout ?? Layout.Packed(shape);
+        HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
+            (b, h) => RunHead(q + rows.Query.Offsets[h], k + rows.Key.Offsets[h], v + rows.Value.Offsets[h],
+                (rows.Query.Stride, rows.Key.Stride, rows.Value.Stride), decay, gate, normalised, y, earlier, shape, b, h));
+    }
 
+    /// <summary>One (batch row, head) pair; q, k and v point at the head's first entries, a step <paramref name="strides"/> apart.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RunHead<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* earlier, Shape shape, int b, int h)
+    private static void RunHead<T>(T* q, T* k, T* v, (long Query, long Key, long Value) strides, T* decay, T* gate, bool normalised, T* y,
+        T* earlier, Shape shape, int b, int h)
         where T : unmanaged, IFloatingPointIeee754<T>
     {
         int dk = shape.Key, dv = shape.Value, width = shape.DecayWidth;
@@ -55,17 +79,18 @@ internal static unsafe class GatedLinearAttentionLoop
                         (rows[u], rows[Steps + u], rows[2 * Steps + u]) = ((nint)zero, (nint)zero, (nint)discard);
                         continue;
                     }
-                    long row = ((long)b * shape.Time + t) * shape.Heads + h;
+                    long row = ((long)b * shape.Time + t) * shape.Heads + h, step = (long)b * shape.Time + t;
                     var entry = Factors(decay is null ? null : decay + row * width, gate is null ? null : gate + row, width, dk, ref shift, a + u * dk);
                     shifts[u] = shift;
-                    Scale(k + row * dk, entry, scaled + u * dk, dk);
-                    (rows[u], rows[Steps + u], rows[2 * Steps + u]) = ((nint)(q + row * dk), (nint)(v + row * dv), (nint)(y + row * dv));
+                    Scale(k + step * strides.Key, entry, scaled + u * dk, dk);
+                    (rows[u], rows[Steps + u], rows[2 * Steps + u]) = ((nint)(q + step * strides.Query), (nint)(v + step * strides.Value), (nint)(y + row * dv));
                 }
                 // the next block's rows, fetched while this block's products run
                 for (int u = 0; u < Steps && start + Steps + u < shape.Time; u++)
                 {
-                    long next = ((long)b * shape.Time + start + Steps + u) * shape.Heads + h;
-                    Prefetch(q + next * dk, dk); Prefetch(k + next * dk, dk); Prefetch(v + next * dv, dv); Prefetch(y + next * dv, dv);
+                    long step = (long)b * shape.Time + start + Steps + u, next = step * shape.Heads + h;
+                    Prefetch(q + step * strides.Query, dk); Prefetch(k + step * strides.Key, dk); Prefetch(v + step * strides.Value, dv);
+                    Prefetch(y + next * dv, dv);
                 }
                 T** qs = (T**)rows, vs = (T**)(rows + Steps), ys = (T**)(rows + 2 * Steps);
                 // normalised, each output reads the earlier steps' part a_u S_(u-1) before the step's own k (v . q), so that

@@ -33,7 +33,7 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
     }
 
     /// <summary>Whether a forward pass runs the fused recurrent loop: on the CPU, in float32 or float64.</summary>
-    private bool RunsRecurrent(Tensor x) =>
+    internal bool RunsRecurrent(Tensor x) =>
         execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU && x.dtype is ScalarType.Float32 or ScalarType.Float64;
 
     /// <summary>
@@ -42,13 +42,22 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
     /// </summary>
     private Tensor Recurrent(IReadOnlyList<Tensor> inputs)
     {
-        var x = inputs[0];
         if (GradientGate.Records([.. inputs]))
             return GatedLinearAttentionFunction.Run(inputs[0], inputs[1], inputs[2], LogDecays(inputs),
                 node.LogInputGate is null ? null : inputs[node.LogInputGateIndex],
                 new GatedLinearAttentionFunction.Form(node.Heads, node.KeyWidth, node.ValueWidth, node.Normalised));
+        return RunLoop(LoopOperand.Packed(inputs[0], node.Heads, node.KeyWidth), LoopOperand.Packed(inputs[1], node.Heads, node.KeyWidth),
+            LoopOperand.Packed(inputs[2], node.Heads, node.ValueWidth), inputs);
+    }
+
+    /// <summary>
+    /// The fused loop without gradients on q, k and v read where they lie; the decay and gate from <paramref name="inputs"/>,
+    /// the node's inputs in its order, whose first gives batch, time, dtype and device (q, k and v are read from the operands).
+    /// </summary>
+    internal Tensor RunLoop(LoopOperand q, LoopOperand k, LoopOperand v, IReadOnlyList<Tensor> inputs)
+    {
+        var x = inputs[0];
         long batch = x.shape[0], time = x.shape[1];
-        var (q, k, v) = (inputs[0].contiguous(), inputs[1].contiguous(), inputs[2].contiguous());
         var logDecay = LogDecays(inputs);
         var gate = node.LogInputGate is null ? null : inputs[node.LogInputGateIndex].contiguous();
         // without an input gate the loop reads the factors e^l, with one the log-decays (it forms e^(l + m_{t-1} - m_t))
@@ -56,15 +65,16 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
         var y = empty(batch, time, node.Heads * node.ValueWidth, dtype: x.dtype, device: x.device);
         var shape = new GatedLinearAttentionLoop.Shape((int)batch, (int)time, node.Heads, node.KeyWidth, node.ValueWidth,
             decay is null ? 0 : (int)decay.shape[3]);
-        using var alive = RawStorage.KeepAlive(q, k, v, decay, gate, y);
+        var layout = new GatedLinearAttentionLoop.Layout(q.Rows, k.Rows, v.Rows);
+        using var alive = RawStorage.KeepAlive(q.Anchor, k.Anchor, v.Anchor, decay, gate, y);
         unsafe
         {
             if (x.dtype == ScalarType.Float32)
-                GatedLinearAttentionLoop.Run(RawStorage.Pointer<float>(q), RawStorage.Pointer<float>(k), RawStorage.Pointer<float>(v),
-                    RawStorage.PointerOrNull<float>(decay), RawStorage.PointerOrNull<float>(gate), node.Normalised, RawStorage.Pointer<float>(y), shape);
+                GatedLinearAttentionLoop.Run(q.Pointer<float>(), k.Pointer<float>(), v.Pointer<float>(), RawStorage.PointerOrNull<float>(decay),
+                    RawStorage.PointerOrNull<float>(gate), node.Normalised, RawStorage.Pointer<float>(y), shape, layout: layout);
             else
-                GatedLinearAttentionLoop.Run(RawStorage.Pointer<double>(q), RawStorage.Pointer<double>(k), RawStorage.Pointer<double>(v),
-                    RawStorage.PointerOrNull<double>(decay), RawStorage.PointerOrNull<double>(gate), node.Normalised, RawStorage.Pointer<double>(y), shape);
+                GatedLinearAttentionLoop.Run(q.Pointer<double>(), k.Pointer<double>(), v.Pointer<double>(), RawStorage.PointerOrNull<double>(decay),
+                    RawStorage.PointerOrNull<double>(gate), node.Normalised, RawStorage.Pointer<double>(y), shape, layout: layout);
         }
         return y;
     }
