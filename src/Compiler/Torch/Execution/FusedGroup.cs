@@ -14,8 +14,9 @@ public sealed class FusedGroup
     /// <summary>The node whose value the group produces.</summary>
     public string Node { get; }
 
-    /// What the group runs as one kernel: "structure-aware gated layer" (with ", input-dependent decay" when it has one)
-    /// or "gate + recurrence" (with ", input-dependent decay" when the recurrence has one).
+    /// What the group runs as one kernel: "structure-aware gated layer" (with ", input-dependent decay" when it has one),
+    /// "gate + recurrence" (with ", input-dependent decay" when the recurrence has one), or "attention reading shared
+    /// slices" (a gated linear attention reading each head's slice of one node where it lies, its Concat not computed).
     public string Kind { get; }
 
     /// <summary>Every node the group computes, its result last.</summary>
