@@ -10,8 +10,10 @@ namespace Duality.Execution;
 /// <summary>
 /// A gated linear attention whose query, key or value is a Concat, read only by it, of one slice per head of one node
 /// (Mamba-2's B and C: each group's slice of [x; B; C] once for every head of the group): the fused loop reads each head's
-/// slice where it lies, and the Concat, which would copy every slice once per head reading it, is not computed. Without
-/// gradients, on the CPU, in float32 or float64 (as the attention's own loop); otherwise the nodes run one by one.
+/// slice where it lies, and the Concat, which would copy every slice once per head reading it, is not computed; with
+/// gradients the reverse pass reads them there too and adds each head's gradient into the columns it read (one gradient
+/// for the node, where each slice would give a zero-filled one of its full size). On the CPU, in float32 or float64 (as
+/// the attention's own loop); otherwise the nodes run one by one.
 /// </summary>
 internal sealed class SharedSliceAttentionExecutor : IFusedExecutor
 {
@@ -68,12 +70,14 @@ internal sealed class SharedSliceAttentionExecutor : IFusedExecutor
     public Tensor? TryRun(Tensor[] values, Workspace? workspace)
     {
         var inputs = node.Sources.Select(s => values[s.Index] ?? values[query.Source]).ToArray();
-        var (q, k, v) = (values[query.Source], values[key.Source], values[value.Source]);
-        Tensor[] read = [q, k, v, .. inputs.Skip(3)];
-        if (GradientGate.Records(read) || !module.RunsRecurrent(q) || read.Any(t => t.device.type != DeviceType.CPU || t.dtype != q.dtype))
-            return null;
+        // the distinct nodes q, k and v are read from, each once
+        var nodes = new[] { query.Source, key.Source, value.Source }.Distinct().ToList();
+        var sources = nodes.Select(n => values[n]).ToArray();
+        Tensor[] read = [.. sources, .. inputs.Skip(3)];
+        if (!module.RunsRecurrent(sources[0]) || read.Any(t => t.device.type != DeviceType.CPU || t.dtype != sources[0].dtype)) return null;
         // the batch, time, dtype and device the loop takes from its first input
-        inputs[0] = q;
-        return module.RunLoop(LoopOperand.Of(q, query.Columns), LoopOperand.Of(k, key.Columns), LoopOperand.Of(v, value.Columns), inputs);
+        inputs[0] = sources[0];
+        GatedLinearAttentionFunction.Operand Operand(Branch b) => new(nodes.IndexOf(b.Source), b.Columns);
+        return module.RunShared(sources, new(Operand(query), Operand(key), Operand(value)), inputs);
     }
 }

@@ -45,15 +45,15 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : SegmentedDec
 
     /// <summary>
     /// dl over the segment ending at <paramref name="last"/>, when the sweep back reaches it: E^T is its Q = D^T (value rows
-    /// of key entries) and dn the normaliser's column of D. q, k, v: step first's rows, stepping <paramref name="stride"/>
-    /// rows per step; deltas: every step's delta (value + 1 entries); dl: step first's, stepping stride.
+    /// of key entries) and dn the normaliser's column of D. q, k, v, dl: step first's rows, <paramref name="steps"/> apart;
+    /// deltas: every step's delta (value + 1 entries).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public override void Backward(int last, T* q, T* k, T* v, long stride, T* deltas, T* e, T* dn, T* dl)
+    public override void Backward(int last, T* q, T* k, T* v, Strides steps, T* deltas, T* e, T* dn, T* dl)
     {
         int first = last / Segment * Segment, count = last - first + 1, keys = this.keys, columns = this.columns;
         var next = last + 1 < time ? factors[last + 1] : T.Zero;
-        LoadSegment(first, count, k, v, stride, deltas, e, dn);
+        LoadSegment(first, count, k, v, steps, deltas, e, dn);
         fixed (T* kk = keyRows, vv = valueRows, kkAcross = keysAcross, et = returning, z = products,
                b = &entering[(long)(first / Segment) * columns * keys], g = keyDots, h = valueDots, w = pairs)
         {
@@ -61,7 +61,7 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : SegmentedDec
             T* firstDelta = deltas + (long)first * (width + 1);
             // the pairs s < u within the segment: W[u, s] = A(s, u) (q_u . kk_s) (delta_u . v_s), a row at a time with
             // A(s, u) = A(s, u-1) a~_u across it
-            TransposedMany(kkAcross, Segment, keys, count, q, stride * keys, count, g, Segment);
+            TransposedMany(kkAcross, Segment, keys, count, q, steps.Query, count, g, Segment);
             Span<T> running = stackalloc T[Segment];
             running.Clear();
             fixed (T* decays = running, step = &factors[first])
@@ -77,7 +77,7 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : SegmentedDec
             // sum over u >= t of A(f-1, u) q_u^T B delta_u, from the last step back
             TransposedMany(b, keys, columns, keys, firstDelta, width + 1, count, z, keys);
             Span<T> fromState = stackalloc T[count];
-            for (int u = 0; u < count; u++) fromState[u] = Dot(z + u * keys, q + u * stride * keys, keys);
+            for (int u = 0; u < count; u++) fromState[u] = Dot(z + u * keys, q + u * steps.Query, keys);
             var fromStates = T.Zero;
             Span<T> throughStep = stackalloc T[count];
             var through = T.One;
@@ -86,7 +86,7 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : SegmentedDec
             for (int u = count - 1; u >= 0; u--)
             {
                 fromStates += throughStep[u] * fromState[u];
-                dl[u * stride] = fromStates + whole * across;
+                dl[u * steps.Terms] = fromStates + whole * across;
             }
             // sum over s < t of A(s, l+1) kk_s^T E v_s, and over s < t <= u of W[u, s]: from the last row up, the columns'
             // sums C[s] = sum_(u >= t) W[u, s] for s < t, and t's part their sum
@@ -107,7 +107,7 @@ internal sealed unsafe class GatedLinearAttentionDecayGradient<T> : SegmentedDec
             var toGradient = T.Zero;
             for (int t = 0; t < count; t++)
             {
-                dl[t * stride] += toGradient + within[t];
+                dl[t * steps.Terms] += toGradient + within[t];
                 if (toEnd[t] != T.Zero) toGradient += toEnd[t] * Dot(z + t * keys, kk + t * keys, keys);
             }
         }
@@ -146,6 +146,9 @@ internal static class GatedLinearAttentionDecayGradient
 /// </summary>
 internal abstract unsafe class SegmentedDecayGradient<T> : IDisposable where T : unmanaged, IFloatingPointIeee754<T>
 {
+    /// <summary>Elements between consecutive steps' rows of q, k, v and dl.</summary>
+    public readonly record struct Strides(long Query, long Key, long Value, long Terms);
+
     protected const int Segment = GatedLinearAttentionDecayGradient.Segment;
 
     protected readonly int keys, width, columns, time;
@@ -186,10 +189,10 @@ internal abstract unsafe class SegmentedDecayGradient<T> : IDisposable where T :
 
     /// <summary>
     /// dl over the segment ending at <paramref name="last"/>: e is E^T = D_(last+1)^T (value rows of key entries) and dn its
-    /// normaliser's column; q, k, v, dl: step first's rows, stepping <paramref name="stride"/> rows per step; deltas: every
-    /// step's delta (value + 1 entries).
+    /// normaliser's column; q, k, v, dl: step first's rows, <paramref name="steps"/> apart; deltas: every step's delta
+    /// (value + 1 entries).
     /// </summary>
-    public abstract void Backward(int last, T* q, T* k, T* v, long stride, T* deltas, T* e, T* dn, T* dl);
+    public abstract void Backward(int last, T* q, T* k, T* v, Strides steps, T* deltas, T* e, T* dn, T* dl);
 
     /// <summary>
     /// The segment [first, first + count)'s rows both forms read: E^T with the normaliser's row (returning), the scaled
@@ -197,7 +200,7 @@ internal abstract unsafe class SegmentedDecayGradient<T> : IDisposable where T :
     /// delta_u . v_s (valueDots, Segment apart).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    protected void LoadSegment(int first, int count, T* k, T* v, long stride, T* deltas, T* e, T* dn)
+    protected void LoadSegment(int first, int count, T* k, T* v, Strides steps, T* deltas, T* e, T* dn)
     {
         int keys = this.keys, width = this.width, columns = this.columns;
         fixed (T* kk = keyRows, vv = valueRows, vvAcross = valuesAcross, et = returning, h = valueDots, entry = &entries[first])
@@ -205,8 +208,8 @@ internal abstract unsafe class SegmentedDecayGradient<T> : IDisposable where T :
             Join(e, dn, et);
             for (int s = 0; s < count; s++)
             {
-                Scale(k + s * stride * keys, entry[s], kk + s * keys, keys);
-                new ReadOnlySpan<T>(v + s * stride * width, width).CopyTo(new Span<T>(vv + s * columns, width));
+                Scale(k + s * steps.Key, entry[s], kk + s * keys, keys);
+                new ReadOnlySpan<T>(v + s * steps.Value, width).CopyTo(new Span<T>(vv + s * columns, width));
                 if (normalised) vv[s * columns + width] = T.One;
             }
             Transpose(vv, count, columns, vvAcross, Segment);

@@ -44,14 +44,14 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : Segmented
 
     /// <summary>
     /// dl over the segment ending at <paramref name="last"/>, when the sweep back reaches it: E^T is its Q = D^T (value rows
-    /// of key entries) and dn the normaliser's column of D. q, k, v: step first's rows, stepping <paramref name="stride"/> rows
-    /// per step; deltas: every step's delta (value + 1 entries); dl: step first's key row, stepping stride rows.
+    /// of key entries) and dn the normaliser's column of D. q, k, v, dl (key rows): step first's rows, <paramref name="steps"/>
+    /// apart; deltas: every step's delta (value + 1 entries).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public override void Backward(int last, T* q, T* k, T* v, long stride, T* deltas, T* e, T* dn, T* dl)
+    public override void Backward(int last, T* q, T* k, T* v, Strides steps, T* deltas, T* e, T* dn, T* dl)
     {
         int first = last / Segment * Segment, count = last - first + 1;
-        LoadSegment(first, count, k, v, stride, deltas, e, dn);
+        LoadSegment(first, count, k, v, steps, deltas, e, dn);
         fixed (T* kk = keyRows, vv = valueRows, et = returning, z = products, h = valueDots, fs = fromState,
                b = &entering[(long)(first / Segment) * columns * keys], a = &factors[(long)first * keys],
                th = through, te = toEnd, w = weights, inside = within, y = sums, p = product)
@@ -59,7 +59,7 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : Segmented
             T* firstDelta = deltas + (long)first * (width + 1);
             // q_u (B delta_u) for each step
             TransposedMany(b, keys, columns, keys, firstDelta, width + 1, count, fs, keys);
-            for (int u = 0; u < count; u++) Multiply(fs + u * keys, q + u * stride * keys, fs + u * keys, keys);
+            for (int u = 0; u < count; u++) Multiply(fs + u * keys, q + u * steps.Query, fs + u * keys, keys);
             // A_j(f-1, u) through each step, A_j(s, l+1) after each (a~_(l+1) = 0 past the last step: nothing comes back)
             new Span<T>(p, keys).Fill(T.One);
             for (int u = 0; u < count; u++)
@@ -82,7 +82,7 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : Segmented
             new Span<T>(y, keys).Clear();
             for (int u = count - 1; u >= 0; u--)
             {
-                T* row = dl + u * stride * keys;
+                T* row = dl + u * steps.Terms;
                 MultiplyAdd(th + u * keys, fs + u * keys, y, keys);
                 Add(y, p, row, keys);
             }
@@ -90,15 +90,15 @@ internal sealed unsafe class GatedLinearAttentionKeyDecayGradient<T> : Segmented
             // sum_(s < t) W_j[u, s] for t <= u
             new Span<T>(inside, count * keys).Clear();
             int j = 0;
-            if (WideLanes<T>.Faster) j = Pairs<Vector512<T>, WideLanes<T>>(a, q, stride * keys, kk, h, w, inside, count, j);
-            j = Pairs<Vector<T>, NativeLanes<T>>(a, q, stride * keys, kk, h, w, inside, count, j);
-            for (; j < keys; j++) Pairs(a, q, stride * keys, kk, h, inside, count, j);
+            if (WideLanes<T>.Faster) j = Pairs<Vector512<T>, WideLanes<T>>(a, q, steps.Query, kk, h, w, inside, count, j);
+            j = Pairs<Vector<T>, NativeLanes<T>>(a, q, steps.Query, kk, h, w, inside, count, j);
+            for (; j < keys; j++) Pairs(a, q, steps.Query, kk, h, inside, count, j);
             // sum_(s < t) A_j(s, l+1) kk_s[j] (E v_s)[j], from the first step on
             TransposedMany(et, keys, columns, keys, vv, columns, count, z, keys);
             new Span<T>(p, keys).Clear();
             for (int t = 0; t < count; t++)
             {
-                T* row = dl + t * stride * keys;
+                T* row = dl + t * steps.Terms;
                 Add(row, p, row, keys);
                 Add(row, inside + t * keys, row, keys);
                 Multiply(z + t * keys, kk + t * keys, y, keys);

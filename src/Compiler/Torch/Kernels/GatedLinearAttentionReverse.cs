@@ -27,22 +27,38 @@ namespace Duality.Kernels;
 internal static unsafe class GatedLinearAttentionReverse
 {
     public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* earlier, T* dy, T* dq, T* dk, T* dv, T* terms,
-        T* headTerms, Shape shape) where T : unmanaged, IFloatingPointIeee754<T>
-        => HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
-            (b, h) => RunHead(new Head<T>(q, k, v, decay, gate, normalised, y, earlier, dy, dq, dk, dv, terms, headTerms, shape, b, h)));
-
-    /// <summary>One (batch row, head) pair's pointers and sizes.</summary>
-    private readonly struct Head<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* earlier, T* dy, T* dq, T* dk, T* dv,
-        T* terms, T* headTerms, Shape shape, int b, int h) where T : unmanaged, IFloatingPointIeee754<T>
+        T* headTerms, Shape shape, Layout? layout = null) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        public readonly T* Q = q, K = k, V = v, Gate = gate, Y = y, Earlier = earlier, Dy = dy, Dq = dq, Dk = dk, Dv = dv, Terms = terms,
-            HeadTerms = headTerms;
+        var rows = layout ?? Layout.Packed(shape);
+        HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
+            (b, h) => RunHead(new Head<T>(q + rows.Query.Offsets[h], k + rows.Key.Offsets[h], v + rows.Value.Offsets[h],
+                (rows.Query.Stride, rows.Key.Stride, rows.Value.Stride), decay, gate, normalised, y, earlier, dy, dq, dk, dv, terms, headTerms, shape, b, h)));
+    }
+
+    /// <summary>One (batch row, head) pair's pointers and sizes; q, k and v point at the head's first entries, a step
+    /// <paramref name="strides"/> apart (the gradients and the rest are packed).</summary>
+    private readonly struct Head<T>(T* q, T* k, T* v, (long Query, long Key, long Value) strides, T* decay, T* gate, bool normalised, T* y,
+        T* earlier, T* dy, T* dq, T* dk, T* dv, T* terms, T* headTerms, Shape shape, int b, int h) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public readonly T* Gate = gate, Y = y, Earlier = earlier, Dy = dy, Dq = dq, Dk = dk, Dv = dv, Terms = terms, HeadTerms = headTerms;
         public readonly bool Normalised = normalised;
         public readonly Shape Shape = shape;
-        private readonly T* decay = decay;
+        private readonly T* decay = decay, q = q, k = k, v = v;
+        private readonly (long Query, long Key, long Value) strides = strides;
         private readonly int b = b, h = h;
 
         public long Row(int t) => ((long)b * Shape.Time + t) * Shape.Heads + h;
+
+        /// <summary>Step t's query, key and value rows.</summary>
+        public T* Q(int t) => q + ((long)b * Shape.Time + t) * strides.Query;
+
+        public T* K(int t) => k + ((long)b * Shape.Time + t) * strides.Key;
+
+        public T* V(int t) => v + ((long)b * Shape.Time + t) * strides.Value;
+
+        /// <summary>Elements between consecutive steps' rows of q, k and v, and of the log-decays' gradient (per key channel or per head).</summary>
+        public SegmentedDecayGradient<T>.Strides StepStrides(bool perKey) =>
+            new(strides.Query, strides.Key, strides.Value, perKey ? (long)Shape.Heads * Shape.Key : Shape.Heads);
 
         public T* DecayAt(long row) => decay is null ? null : decay + row * Shape.DecayWidth;
 
@@ -58,7 +74,7 @@ internal static unsafe class GatedLinearAttentionReverse
         {
             long row = Row(t);
             int keys = Shape.Key, width = Shape.Value;
-            Prefetch(Q + row * keys, keys); Prefetch(K + row * keys, keys); Prefetch(V + row * width, width);
+            Prefetch(Q(t), keys); Prefetch(K(t), keys); Prefetch(V(t), width);
             if (forward)
             {
                 Prefetch(Y + row * width, width); Prefetch(Dy + row * width, width); Prefetch(Dq + row * keys, keys);
@@ -131,13 +147,13 @@ internal static unsafe class GatedLinearAttentionReverse
                     var entry = head.Step(t, ref shift, au);
                     shifts[t] = shift;
                     T* kk = scaled + u * keys;
-                    Scale(head.K + row * keys, entry, kk, keys);
+                    Scale(head.K(t), entry, kk, keys);
                     T* delta = deltaRows + (long)t * columns;
                     if (head.Normalised) new ReadOnlySpan<T>(n, keys).CopyTo(new Span<T>(earlier + u * keys, keys));
-                    owns[t] = Delta(head.Normalised ? n : null, au, kk, head.Q + row * keys, head.V + row * width, head.Y + row * width,
+                    owns[t] = Delta(head.Normalised ? n : null, au, kk, head.Q(t), head.V(t), head.Y + row * width,
                         head.Earlier + row * width, head.Dy + row * width, shift, delta, keys, width);
                     gradient?.Forward(t, au, entry);
-                    new ReadOnlySpan<T>(head.V + row * width, width).CopyTo(new Span<T>(block + u * width, width));
+                    new ReadOnlySpan<T>(head.V(t), width).CopyTo(new Span<T>(block + u * width, width));
                     rq[u] = delta; rv[u] = kk; ry[u] = head.Dq + row * keys;
                 }
                 for (int u = 0; u < Steps && start + Steps + u < time; u++) head.PrefetchRows(start + Steps + u, forward: true);
@@ -160,9 +176,9 @@ internal static unsafe class GatedLinearAttentionReverse
             {
                 if (gradient is not null && ((end + 1) % segment == 0 || end + 1 >= time))
                 {
-                    int last = Math.Min(end, time - 1);
-                    long first = head.Row(last / segment * segment);
-                    gradient.Backward(last, head.Q + first * keys, head.K + first * keys, head.V + first * width, head.Shape.Heads, deltaRows, st, n,
+                    int last = Math.Min(end, time - 1), begins = last / segment * segment;
+                    long first = head.Row(begins);
+                    gradient.Backward(last, head.Q(begins), head.K(begins), head.V(begins), head.StepStrides(perKey), deltaRows, st, n,
                         perKey ? head.Terms + first * keys : head.HeadTerms + first);
                 }
                 for (int u = 0; u < Steps; u++)
@@ -180,12 +196,12 @@ internal static unsafe class GatedLinearAttentionReverse
                     long row = head.Row(t);
                     head.Carry(t, shifts, au);
                     T* kk = scaled + u * keys;
-                    Scale(head.K + row * keys, head.Entry(t, shifts[t]), kk, keys);
+                    Scale(head.K(t), head.Entry(t, shifts[t]), kk, keys);
                     T* delta = deltaRows + (long)t * columns;
-                    new ReadOnlySpan<T>(head.Q + row * keys, keys).CopyTo(new Span<T>(block + u * keys, keys));
+                    new ReadOnlySpan<T>(head.Q(t), keys).CopyTo(new Span<T>(block + u * keys, keys));
                     new ReadOnlySpan<T>(delta, width).CopyTo(new Span<T>(other + u * width, width));
                     rq[u] = kk; rv[u] = delta; ry[u] = head.Dv + row * width;
-                    sq[u] = head.V + row * width; sv[u] = head.Q + row * keys; sy[u] = head.Dk + row * keys;
+                    sq[u] = head.V(t); sv[u] = head.Q(t); sy[u] = head.Dk + row * keys;
                 }
                 for (int u = 0; u < Steps && end - Steps - u >= 0; u++) head.PrefetchRows(end - Steps - u, forward: false);
                 if (perKey)
@@ -210,11 +226,11 @@ internal static unsafe class GatedLinearAttentionReverse
                     {
                         Multiply(n, a + u * keys, n, keys);
                         Accumulate(n, T.One, sy[u], keys);
-                        Accumulate(head.Q + row * keys, delta[width], n, keys);
+                        Accumulate(head.Q(t), delta[width], n, keys);
                     }
                     var entry = head.Entry(t, shifts[t]);
                     Scale(sy[u], entry, sy[u], keys);
-                    Accumulate(head.Q + row * keys, entry * owns[t], sy[u], keys);
+                    Accumulate(head.Q(t), entry * owns[t], sy[u], keys);
                 }
             }
         }

@@ -51,6 +51,22 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
     }
 
     /// <summary>
+    /// The recurrent form on q, k and v read from <paramref name="sources"/> as <paramref name="reading"/> says (one autograd
+    /// operation when a gradient is recorded, the loop alone otherwise); the decay and gate from <paramref name="inputs"/>,
+    /// as <see cref="RunLoop"/> reads them.
+    /// </summary>
+    internal Tensor RunShared(IReadOnlyList<Tensor> sources, GatedLinearAttentionFunction.Reading reading, IReadOnlyList<Tensor> inputs)
+    {
+        var gate = node.LogInputGate is null ? null : inputs[node.LogInputGateIndex];
+        var decay = node.LogDecay is null ? null : inputs[node.LogDecayIndex];
+        if (GradientGate.Records([.. sources, gate, decay]))
+            return GatedLinearAttentionFunction.RunShared(sources, reading, LogDecays(inputs), gate,
+                new GatedLinearAttentionFunction.Form(node.Heads, node.KeyWidth, node.ValueWidth, node.Normalised));
+        return RunLoop(LoopOperand.Of(sources[reading.Query.Source], reading.Query.Columns), LoopOperand.Of(sources[reading.Key.Source], reading.Key.Columns),
+            LoopOperand.Of(sources[reading.Value.Source], reading.Value.Columns), inputs);
+    }
+
+    /// <summary>
     /// The fused loop without gradients on q, k and v read where they lie; the decay and gate from <paramref name="inputs"/>,
     /// the node's inputs in its order, whose first gives batch, time, dtype and device (q, k and v are read from the operands).
     /// </summary>
