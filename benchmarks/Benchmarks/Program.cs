@@ -23,7 +23,7 @@ Console.WriteLine($"{(quick ? "quick" : "full")} run, {repeats} repeats after a 
 // libgomp reads its waiting policy when libtorch loads: say which one these timings ran under
 var (spinCount, waitPolicy) = (Environment.GetEnvironmentVariable("GOMP_SPINCOUNT"), Environment.GetEnvironmentVariable("OMP_WAIT_POLICY"));
 Console.WriteLine("libtorch's OpenMP workers: " + (spinCount is null && waitPolicy is null
-    ? "libgomp's default wait (they spin after each operation on the cores the library's kernels then use; README: performance)"
+    ? "libgomp's default wait (they spin after each operation; the library's kernels run on them, README: performance)"
     : $"GOMP_SPINCOUNT={spinCount ?? "unset"}, OMP_WAIT_POLICY={waitPolicy ?? "unset"}"));
 
 // --- memory bandwidth and the diagonal recurrence, B = 8, N = 4096, T = 1024

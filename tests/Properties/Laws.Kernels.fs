@@ -264,6 +264,33 @@ let private agreeInFloat32 floor label (expected: (string * torch.Tensor) list) 
 
 let tests =
     testList "kernels" [
+        testCase "the kernels' team runs on libtorch's OpenMP threads here: every piece once (0 to 100 pieces, and 2,000 on more than one thread), an exception in a piece reaches the caller and the team runs again after it, a team started inside a piece completes" <| fun () ->
+            let threads = torch.get_num_threads()
+            try
+                torch.set_num_threads 2
+                Expect.isTrue (Kernels.KernelTeam.OnOpenMp || not (OperatingSystem.IsLinux())) "libtorch's libgomp found on Linux"
+                for count in [ 0 .. 100 ] do
+                    let hits: int[] = Array.zeroCreate count
+                    Kernels.KernelTeam.For(count, fun i -> Threading.Interlocked.Increment(&hits.[i]) |> ignore)
+                    Expect.isTrue (Array.forall ((=) 1) hits) (sprintf "%d pieces, each once" count)
+                // pieces that take a while: the second thread joins
+                let members = Collections.Concurrent.ConcurrentDictionary<int, bool>()
+                let sums: float[] = Array.zeroCreate 2000
+                Kernels.KernelTeam.For(2000, fun i ->
+                    members.TryAdd(Threading.Thread.CurrentThread.ManagedThreadId, true) |> ignore
+                    let mutable total = 0.0
+                    for j in 1 .. 20000 do total <- total + sqrt (float (i + j))
+                    sums.[i] <- total)
+                Expect.isTrue (sums |> Array.forall (fun v -> v > 0.0)) "every piece ran"
+                Expect.isGreaterThan members.Count 1 "more than one thread took pieces"
+                let error = Expect.throwsC (fun () -> Kernels.KernelTeam.For(50, fun i -> if i = 17 then invalidOp "piece 17")) id
+                Expect.equal error.Message "piece 17" "the piece's own exception"
+                let nested: int[] = Array.zeroCreate 12
+                Kernels.KernelTeam.For(3, fun i -> Kernels.KernelTeam.For(4, fun j -> nested.[4 * i + j] <- nested.[4 * i + j] + 1))
+                Expect.isTrue (Array.forall ((=) 1) nested) "pieces of teams started inside pieces, each once"
+            finally
+                torch.set_num_threads threads
+
         testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 60 }
             "fused norms (layer, RMS, group centred or not; with and without gain and bias) = the composite form: outputs and gradients of the input, gain and bias, at widths around the SIMD width and on both sides of the parallel threshold (float64 1e-10; float32 within 1e-3 of it, scaled, or within 10x the composite form's own float32 error where that exceeds 1e-4: in groups of two features whose values nearly coincide dx cancels, and the composite form in float32 errs by up to 2.4e-3 there)" <|
             Prop.forAll

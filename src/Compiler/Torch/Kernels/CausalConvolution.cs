@@ -38,7 +38,7 @@ internal static unsafe class CausalConvolution
         else
         {
             var (px, pt, pb, py) = ((nint)x, (nint)taps, (nint)bias, (nint)y);
-            Parallel.ForEach(pieces, piece => ForwardRows((T*)px, (T*)pt, (T*)pb, (T*)py, piece.Start, piece.End, time, channels, kernel));
+            KernelTeam.For(pieces.Length, p => ForwardRows((T*)px, (T*)pt, (T*)pb, (T*)py, pieces[p].Start, pieces[p].End, time, channels, kernel));
         }
     }
 
@@ -75,7 +75,7 @@ internal static unsafe class CausalConvolution
         {
             var (pdy, px, pt, pdx, ps) = ((nint)dy, (nint)x, (nint)taps, (nint)dx, (nint)shares);
             var withBias = dbias is not null;
-            Parallel.For(0, pieces.Length, p =>
+            KernelTeam.For(pieces.Length, p =>
             {
                 T* share = (T*)ps + (long)p * width;
                 BackwardRows((T*)pdy, (T*)px, (T*)pt, (T*)pdx, share, withBias ? share + kernel * channels : null, pieces[p].Start, pieces[p].End,

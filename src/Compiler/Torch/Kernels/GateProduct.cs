@@ -28,7 +28,7 @@ internal static unsafe class GateProduct
         var ranges = count >= ParallelWork ? Environment.ProcessorCount : 1;
         long Start(int r) => r == ranges ? count : count * r / ranges / Vector<byte>.Count * Vector<byte>.Count;
         if (ranges == 1) range(0, count);
-        else Parallel.For(0, ranges, r => range(Start(r), Start(r + 1)));
+        else KernelTeam.For(ranges, r => range(Start(r), Start(r + 1)));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -65,7 +65,7 @@ internal static unsafe class GatedLayerLoop
 
     private static void RunParallel<T>(T* value, T* key, T* sums, GatedLayerLayout<T> layout, int batch, Shape<T> shape, T* state)
         where T : unmanaged, INumber<T> =>
-        System.Threading.Tasks.Parallel.For(0, batch, b => RunSequence(value, key, sums, layout, b, shape, state));
+        KernelTeam.For(batch, b => RunSequence(value, key, sums, layout, b, shape, state));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RunSequence<T>(T* value, T* key, T* sums, GatedLayerLayout<T> layout, int b, Shape<T> shape, T* state)

@@ -10,7 +10,7 @@ internal static class HeadPairs
     {
         var pairs = batch * heads;
         if (pairs > 1 && workPerPair >= ParallelWork)
-            System.Threading.Tasks.Parallel.For(0, pairs, p => head(p / heads, p % heads));
+            KernelTeam.For(pairs, p => head(p / heads, p % heads));
         else
             for (int p = 0; p < pairs; p++) head(p / heads, p % heads);
     }

@@ -16,6 +16,6 @@ internal static class RowRanges
     public static void Run(int ranges, long rows, Action<int, long, long> range)
     {
         if (ranges == 1) range(0, 0, rows);
-        else Parallel.For(0, ranges, r => range(r, rows * r / ranges, rows * (r + 1) / ranges));
+        else KernelTeam.For(ranges, r => range(r, rows * r / ranges, rows * (r + 1) / ranges));
     }
 }

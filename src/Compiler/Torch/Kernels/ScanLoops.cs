@@ -41,7 +41,7 @@ internal readonly record struct ScanPartition(int Batch, int Width, int BlockWid
     public void Run(Action<ScanItem> work)
     {
         int blocks = Blocks, width = Width, blockWidth = BlockWidth;
-        System.Threading.Tasks.Parallel.For(0, Batch * blocks, i =>
+        KernelTeam.For(Batch * blocks, i =>
         {
             int block = i % blocks, start = block * blockWidth;
             work(new ScanItem(i / blocks, start, Math.Min(start + blockWidth, width), block));

@@ -61,7 +61,7 @@ internal static unsafe class TiledSoftmaxLoops
     {
         int blocks = shape.Blocks, pairs = shape.Rows * blocks;
         if (pairs > 1 && (long)shape.Time * shape.Time * (shape.Key + shape.Value) * shape.Rows >= ParallelWork)
-            Parallel.For(0, pairs, p => run(p / blocks, p % blocks));
+            KernelTeam.For(pairs, p => run(p / blocks, p % blocks));
         else
             for (int p = 0; p < pairs; p++) run(p / blocks, p % blocks);
     }

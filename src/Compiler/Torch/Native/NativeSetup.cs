@@ -157,7 +157,7 @@ public static class NativeSetup
     }
 
     /// <summary>The path of a mapped library whose file name starts with <paramref name="name"/>, from /proc/self/maps.</summary>
-    private static string? MappedPath(string name)
+    internal static string? MappedPath(string name)
     {
         foreach (var line in File.ReadLines("/proc/self/maps"))
         {
