@@ -81,8 +81,9 @@ internal static unsafe class KernelTeam
             if (!NativeLibrary.TryLoad(path, out var library) || !NativeLibrary.TryGetExport(library, "GOMP_parallel", out var entry)) return null;
             return (delegate* unmanaged<delegate* unmanaged<nint, void>, nint, uint, uint, void>)entry;
         }
-        catch (IOException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException)
         {
+            // /proc/self/maps unreadable (a sandbox): the thread pool
             return null;
         }
     }
