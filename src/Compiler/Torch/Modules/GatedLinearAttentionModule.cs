@@ -32,6 +32,9 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
         return Run(inputs, null, chunk).Output;
     }
 
+    /// <summary>The node's sizes as the autograd operation takes them.</summary>
+    private GatedLinearAttentionFunction.Form Form => new(node.Heads, node.KeyWidth, node.ValueWidth, node.Normalised);
+
     /// <summary>Whether a forward pass runs the fused recurrent loop: on the CPU, in float32 or float64.</summary>
     internal bool RunsRecurrent(Tensor x) =>
         execution != ExecutionMode.TorchOps && x.device.type == DeviceType.CPU && x.dtype is ScalarType.Float32 or ScalarType.Float64;
@@ -44,8 +47,7 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
     {
         if (GradientGate.Records([.. inputs]))
             return GatedLinearAttentionFunction.Run(inputs[0], inputs[1], inputs[2], LogDecays(inputs),
-                node.LogInputGate is null ? null : inputs[node.LogInputGateIndex],
-                new GatedLinearAttentionFunction.Form(node.Heads, node.KeyWidth, node.ValueWidth, node.Normalised));
+                node.LogInputGate is null ? null : inputs[node.LogInputGateIndex], Form);
         return RunLoop(LoopOperand.Packed(inputs[0], node.Heads, node.KeyWidth), LoopOperand.Packed(inputs[1], node.Heads, node.KeyWidth),
             LoopOperand.Packed(inputs[2], node.Heads, node.ValueWidth), inputs);
     }
@@ -60,8 +62,7 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
         var gate = node.LogInputGate is null ? null : inputs[node.LogInputGateIndex];
         var decay = node.LogDecay is null ? null : inputs[node.LogDecayIndex];
         if (GradientGate.Records([.. sources, gate, decay]))
-            return GatedLinearAttentionFunction.RunShared(sources, reading, LogDecays(inputs), gate,
-                new GatedLinearAttentionFunction.Form(node.Heads, node.KeyWidth, node.ValueWidth, node.Normalised));
+            return GatedLinearAttentionFunction.RunShared(sources, reading, LogDecays(inputs), gate, Form);
         return RunLoop(LoopOperand.Of(sources[reading.Query.Source], reading.Query.Columns), LoopOperand.Of(sources[reading.Key.Source], reading.Key.Columns),
             LoopOperand.Of(sources[reading.Value.Source], reading.Value.Columns), inputs);
     }
