@@ -620,6 +620,32 @@ let tests =
                 && y = expected && within tolerance64 (scaledError reference y) "= the reference"
                 && within tolerance64 (relative expectedDx dx) "the gradients = node by node")
 
+        testProperty "an attention reading its graph input directly: a view whose rows are evenly spaced (a slice of wider rows, read in place) and one whose are not (a permuted tensor, copied) give what the contiguous input gives, forward and gradients (float64, exact)" <| fun (seed: int) ->
+            let random = Random(seed)
+            let (heads, time) = (random.Next(1, 4), random.Next(1, 70))
+            let width = 2 * heads
+            let g =
+                let built =
+                    Model.Input("x", width)
+                        .GatedLinearAttention(heads, 2, 2, (fun q -> q.From("x")), (fun k -> k.From("x")), (fun v -> v.From("x")),
+                                              (fun l -> l.Projection(heads).LogSigmoid()), (fun i -> i.Projection(heads)), random.Next(2) = 0).Build()
+                InitializeWeights.Run(built, seed, WeightInit.Perturbed)
+            let model = g.Compile(CompileOptions.Float64)
+            let dense = toTensor f64 (randomSequence random 2 time width 1.0)
+            // [2, time, width] as columns 3.. of wider rows, and as a permutation of [width, time, 2]
+            let wide = torch.cat([| torch.randn([| 2L; int64 time; 3L |], dtype = f64); dense; torch.randn([| 2L; int64 time; 1L |], dtype = f64) |], 2L)
+            let sliced = wide.narrow(2L, 3L, int64 width)
+            let permuted = dense.permute(2L, 1L, 0L).contiguous().permute(2L, 1L, 0L)
+            let outputAndGradient (x: torch.Tensor) =
+                let input = x.detach().requires_grad_(true)
+                let y = model.forward(input)
+                backwardOf (fun () -> y.square().sum())
+                ofTensorFlat y, ofTensorFlat (input.grad.contiguous())
+            let forward (x: torch.Tensor) = noGrad (fun () -> ofTensorFlat (model.forward(x)))
+            let (expected, expectedGradient) = outputAndGradient dense
+            (sliced.stride(2) = 1L && permuted.stride(2) <> 1L)
+            && [ sliced; permuted ] |> List.forall (fun x -> forward x = forward dense && outputAndGradient x = (expected, expectedGradient))
+
         testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 30 }
             "gated linear attention, decay per key channel on both sides of the factoring bound: forms and gradients agree (float64, 1e-10)" <|
             Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.elements [ 0.1; 30.0 ]) (Gen.choose (20, 150)) (Gen.choose (0, 10000)))) (fun (strength, time, seed) ->
