@@ -42,19 +42,57 @@ internal static unsafe class CausalConvolution
         }
     }
 
-    /// <summary>Output rows [start, end) of the B T rows (row n T + t).</summary>
+    /// <summary>Output rows [start, end) of the B T rows (row n T + t): the channels a vector holds through a window of
+    /// registers when the taps fit one, the rest row by row.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ForwardRows<T>(T* x, T* taps, T* bias, T* y, int start, int end, int time, int channels, int kernel)
         where T : unmanaged, INumber<T>
     {
+        var windowed = WindowedChannels<T>(channels, kernel);
+        foreach (var (first, last, sequence) in Sequences(start, end, time))
+            for (int from = first; from < last; from += BlockRows)
+                ForwardWindowed(x, taps, bias, y, from, Math.Min(from + BlockRows, last), sequence, channels, kernel, windowed);
+        if (windowed < channels) ForwardColumns(x, taps, bias, y, start, end, time, channels, kernel, windowed);
+    }
+
+    /// <summary>
+    /// Rows [from, to) of the sequence that starts at row <paramref name="sequence"/>, channels [0, windowed) a vector at a time,
+    /// the rows down the block: x_t, x_(t-1), x_(t-2), x_(t-3) stay in registers, so each entry of x is loaded once and each
+    /// of y stored once (taps past the kernel are zero).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ForwardWindowed<T>(T* x, T* taps, T* bias, T* y, int from, int to, int sequence, int channels, int kernel, int windowed)
+        where T : unmanaged, INumber<T>
+    {
+        for (int c = 0; c < windowed; c += Vector<T>.Count)
+        {
+            T* xc = x + c;
+            var (t0, t1, t2, t3) = (Tap(taps, 0, kernel, channels, c), Tap(taps, 1, kernel, channels, c), Tap(taps, 2, kernel, channels, c), Tap(taps, 3, kernel, channels, c));
+            var b = bias is null ? Vector<T>.Zero : Vector.Load(bias + c);
+            var (x1, x2, x3) = (Row(xc, from - 1, sequence, to, channels), Row(xc, from - 2, sequence, to, channels), Row(xc, from - 3, sequence, to, channels));
+            for (long r = from; r < to; r++)
+            {
+                var x0 = Vector.Load(xc + r * channels);
+                var sum = VectorFused.MultiplyAdd(t3, x3, VectorFused.MultiplyAdd(t2, x2, VectorFused.MultiplyAdd(t1, x1, VectorFused.MultiplyAdd(t0, x0, b))));
+                Vector.Store(sum, y + r * channels + c);
+                (x3, x2, x1) = (x2, x1, x0);
+            }
+        }
+    }
+
+    /// <summary>Output rows [start, end), channels [from, channels), row by row.</summary>
+    private static void ForwardColumns<T>(T* x, T* taps, T* bias, T* y, int start, int end, int time, int channels, int kernel, int from)
+        where T : unmanaged, INumber<T>
+    {
+        int width = channels - from;
         for (int r = start; r < end; r++)
         {
             int t = r % time;
-            var row = y + (long)r * channels;
-            if (bias is null) new Span<T>(row, channels).Clear();
-            else new ReadOnlySpan<T>(bias, channels).CopyTo(new Span<T>(row, channels));
+            var row = y + (long)r * channels + from;
+            if (bias is null) new Span<T>(row, width).Clear();
+            else new ReadOnlySpan<T>(bias + from, width).CopyTo(new Span<T>(row, width));
             for (int i = 0; i < kernel && i <= t; i++)
-                MultiplyAdd(row, taps + (long)i * channels, x + (long)(r - i) * channels, channels);
+                MultiplyAdd(row, taps + (long)i * channels + from, x + (long)(r - i) * channels + from, width);
         }
     }
 
@@ -91,25 +129,110 @@ internal static unsafe class CausalConvolution
         }
     }
 
-    /// <summary>dx for rows [start, end), and their sums into dtaps and dbias (cleared first).</summary>
+    /// <summary>dx for rows [start, end), and their sums into dtaps and dbias (cleared first): the channels a vector holds
+    /// through a window of registers when the taps fit one, the rest row by row.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void BackwardRows<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int start, int end, int time, int channels, int kernel)
         where T : unmanaged, INumber<T>
     {
         new Span<T>(dtaps, kernel * channels).Clear();
         if (dbias is not null) new Span<T>(dbias, channels).Clear();
+        var windowed = WindowedChannels<T>(channels, kernel);
+        foreach (var (first, last, sequence) in Sequences(start, end, time))
+            for (int from = first; from < last; from += BlockRows)
+                BackwardWindowed(dy, x, taps, dx, dtaps, dbias, from, Math.Min(from + BlockRows, last), sequence, sequence + time, channels, kernel, windowed);
+        if (windowed < channels) BackwardColumns(dy, x, taps, dx, dtaps, dbias, start, end, time, channels, kernel, windowed);
+    }
+
+    /// <summary>
+    /// Rows [from, to) of the sequence whose rows are [first, after), channels [0, windowed) a vector at a time, the rows
+    /// down the block: dy_s .. dy_(s+3) and x_s .. x_(s-3) stay in registers, and so do the taps' and the bias's sums over
+    /// the block, so each entry of dy and x is loaded once and each of dx stored once (taps past the kernel are zero).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void BackwardWindowed<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int from, int to, int first, int after, int channels,
+        int kernel, int windowed) where T : unmanaged, INumber<T>
+    {
+        for (int c = 0; c < windowed; c += Vector<T>.Count)
+        {
+            T* gc = dy + c, xc = x + c;
+            var (t0, t1, t2, t3) = (Tap(taps, 0, kernel, channels, c), Tap(taps, 1, kernel, channels, c), Tap(taps, 2, kernel, channels, c), Tap(taps, 3, kernel, channels, c));
+            var (d0, d1, d2, d3) = (Tap(dtaps, 0, kernel, channels, c), Tap(dtaps, 1, kernel, channels, c), Tap(dtaps, 2, kernel, channels, c), Tap(dtaps, 3, kernel, channels, c));
+            var db = dbias is null ? Vector<T>.Zero : Vector.Load(dbias + c);
+            var (g0, g1, g2, g3) = (Row(gc, from, first, after, channels), Row(gc, from + 1, first, after, channels), Row(gc, from + 2, first, after, channels),
+                Row(gc, from + 3, first, after, channels));
+            var (x1, x2, x3) = (Row(xc, from - 1, first, after, channels), Row(xc, from - 2, first, after, channels), Row(xc, from - 3, first, after, channels));
+            for (long r = from; r < to; r++)
+            {
+                var x0 = Vector.Load(xc + r * channels);
+                var sum = VectorFused.MultiplyAdd(t3, g3, VectorFused.MultiplyAdd(t2, g2, VectorFused.MultiplyAdd(t1, g1, t0 * g0)));
+                Vector.Store(sum, dx + r * channels + c);
+                (d0, d1, d2, d3) = (VectorFused.MultiplyAdd(g0, x0, d0), VectorFused.MultiplyAdd(g0, x1, d1), VectorFused.MultiplyAdd(g0, x2, d2),
+                    VectorFused.MultiplyAdd(g0, x3, d3));
+                db += g0;
+                (x3, x2, x1) = (x2, x1, x0);
+                (g0, g1, g2) = (g1, g2, g3);
+                g3 = r + 4 < after ? Vector.Load(gc + (r + 4) * channels) : Vector<T>.Zero;
+            }
+            StoreTap(d0, dtaps, 0, kernel, channels, c);
+            StoreTap(d1, dtaps, 1, kernel, channels, c);
+            StoreTap(d2, dtaps, 2, kernel, channels, c);
+            StoreTap(d3, dtaps, 3, kernel, channels, c);
+            if (dbias is not null) Vector.Store(db, dbias + c);
+        }
+    }
+
+    /// <summary>dx for rows [start, end), channels [from, channels), row by row, and their sums added into dtaps and dbias.</summary>
+    private static void BackwardColumns<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int start, int end, int time, int channels, int kernel,
+        int from) where T : unmanaged, INumber<T>
+    {
+        int width = channels - from;
         for (int r = start; r < end; r++)
         {
             int s = r % time;
-            var gradient = dy + (long)r * channels;
-            var row = dx + (long)r * channels;
-            new Span<T>(row, channels).Clear();
+            var gradient = dy + (long)r * channels + from;
+            var row = dx + (long)r * channels + from;
+            new Span<T>(row, width).Clear();
             for (int i = 0; i < kernel && s + i < time; i++)
-                MultiplyAdd(row, taps + (long)i * channels, gradient + (long)i * channels, channels);
+                MultiplyAdd(row, taps + (long)i * channels + from, gradient + (long)i * channels, width);
             for (int i = 0; i < kernel && i <= s; i++)
-                MultiplyAdd(dtaps + (long)i * channels, gradient, x + (long)(r - i) * channels, channels);
-            if (dbias is not null) Add(dbias, gradient, channels);
+                MultiplyAdd(dtaps + (long)i * channels + from, gradient, x + (long)(r - i) * channels + from, width);
+            if (dbias is not null) Add(dbias + from, gradient, width);
         }
+    }
+
+    /// <summary>Taps a window of registers holds.</summary>
+    private const int WindowTaps = 4;
+
+    /// <summary>Rows a window runs down before the next vector of channels (their rows of dy, x and dx stay in cache).</summary>
+    private const int BlockRows = 16;
+
+    /// <summary>The channels [0, n) run through a window: whole vectors, when the kernel fits one.</summary>
+    private static int WindowedChannels<T>(int channels, int kernel) where T : unmanaged, INumber<T> =>
+        kernel <= WindowTaps && Vector.IsHardwareAccelerated && Vector<T>.IsSupported ? channels - channels % Vector<T>.Count : 0;
+
+    /// <summary>The rows [start, end) split where a sequence (T rows) ends: each part's first and last + 1 row, and the
+    /// first row of its sequence.</summary>
+    private static IEnumerable<(int First, int Last, int Sequence)> Sequences(int start, int end, int time)
+    {
+        for (int first = start; first < end; first = first - first % time + time)
+            yield return (first, Math.Min(end, first - first % time + time), first - first % time);
+    }
+
+    /// <summary>Row r's channels from c (p points at channel c of row 0), zero outside the sequence's rows [first, after).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<T> Row<T>(T* p, long r, int first, int after, int channels) where T : unmanaged, INumber<T> =>
+        r >= first && r < after ? Vector.Load(p + r * channels) : Vector<T>.Zero;
+
+    /// <summary>Tap i's channels from c, zero past the kernel.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<T> Tap<T>(T* taps, int i, int kernel, int channels, int c) where T : unmanaged, INumber<T> =>
+        i < kernel ? Vector.Load(taps + (long)i * channels + c) : Vector<T>.Zero;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreTap<T>(Vector<T> v, T* taps, int i, int kernel, int channels, int c) where T : unmanaged, INumber<T>
+    {
+        if (i < kernel) Vector.Store(v, taps + (long)i * channels + c);
     }
 
     /// <summary>sum[c] += a[c] * b[c].</summary>
