@@ -264,30 +264,33 @@ let private agreeInFloat32 floor label (expected: (string * torch.Tensor) list) 
 
 let tests =
     testList "kernels" [
-        testCase "the kernels' team runs on libtorch's OpenMP threads here: every piece once (0 to 100 pieces, and 2,000 on more than one thread), an exception in a piece reaches the caller and the team runs again after it, a team started inside a piece completes" <| fun () ->
+        testCase "the kernels' team runs on libtorch's OpenMP threads here, and on the thread pool where no libgomp is mapped: on either, every piece once (0 to 100 pieces, and 2,000 on more than one thread), a piece's own exception reaches the caller and the team runs again after it, a team started inside a piece completes" <| fun () ->
             let threads = torch.get_num_threads()
             try
                 torch.set_num_threads 2
                 Expect.isTrue (Kernels.KernelTeam.OnOpenMp || not (OperatingSystem.IsLinux())) "libtorch's libgomp found on Linux"
-                for count in [ 0 .. 100 ] do
-                    let hits: int[] = Array.zeroCreate count
-                    Kernels.KernelTeam.For(count, fun i -> Threading.Interlocked.Increment(&hits.[i]) |> ignore)
-                    Expect.isTrue (Array.forall ((=) 1) hits) (sprintf "%d pieces, each once" count)
-                // pieces that take a while: the second thread joins
-                let members = Collections.Concurrent.ConcurrentDictionary<int, bool>()
-                let sums: float[] = Array.zeroCreate 2000
-                Kernels.KernelTeam.For(2000, fun i ->
-                    members.TryAdd(Threading.Thread.CurrentThread.ManagedThreadId, true) |> ignore
-                    let mutable total = 0.0
-                    for j in 1 .. 20000 do total <- total + sqrt (float (i + j))
-                    sums.[i] <- total)
-                Expect.isTrue (sums |> Array.forall (fun v -> v > 0.0)) "every piece ran"
-                Expect.isGreaterThan members.Count 1 "more than one thread took pieces"
-                let error = Expect.throwsC (fun () -> Kernels.KernelTeam.For(50, fun i -> if i = 17 then invalidOp "piece 17")) id
-                Expect.equal error.Message "piece 17" "the piece's own exception"
-                let nested: int[] = Array.zeroCreate 12
-                Kernels.KernelTeam.For(3, fun i -> Kernels.KernelTeam.For(4, fun j -> nested.[4 * i + j] <- nested.[4 * i + j] + 1))
-                Expect.isTrue (Array.forall ((=) 1) nested) "pieces of teams started inside pieces, each once"
+                for onThreadPool in [ false; true ] do
+                    let team = if onThreadPool then "thread pool" else "OpenMP"
+                    let run count (body: int -> unit) = Kernels.KernelTeam.For(count, Action<int> body, onThreadPool)
+                    for count in [ 0 .. 100 ] do
+                        let hits: int[] = Array.zeroCreate count
+                        run count (fun i -> Threading.Interlocked.Increment(&hits.[i]) |> ignore)
+                        Expect.isTrue (Array.forall ((=) 1) hits) (sprintf "%s: %d pieces, each once" team count)
+                    // pieces that take a while: the second thread joins
+                    let members = Collections.Concurrent.ConcurrentDictionary<int, bool>()
+                    let sums: float[] = Array.zeroCreate 2000
+                    run 2000 (fun i ->
+                        members.TryAdd(Threading.Thread.CurrentThread.ManagedThreadId, true) |> ignore
+                        let mutable total = 0.0
+                        for j in 1 .. 20000 do total <- total + sqrt (float (i + j))
+                        sums.[i] <- total)
+                    Expect.isTrue (sums |> Array.forall (fun v -> v > 0.0)) (sprintf "%s: every piece ran" team)
+                    Expect.isGreaterThan members.Count 1 (sprintf "%s: more than one thread took pieces" team)
+                    let error = Expect.throwsC (fun () -> run 50 (fun i -> if i = 17 then invalidOp "piece 17")) id
+                    Expect.equal (error.GetType(), error.Message) (typeof<InvalidOperationException>, "piece 17") (sprintf "%s: the piece's own exception" team)
+                    let nested: int[] = Array.zeroCreate 12
+                    run 3 (fun i -> run 4 (fun j -> nested.[4 * i + j] <- nested.[4 * i + j] + 1))
+                    Expect.isTrue (Array.forall ((=) 1) nested) (sprintf "%s: pieces of teams started inside pieces, each once" team)
             finally
                 torch.set_num_threads threads
 

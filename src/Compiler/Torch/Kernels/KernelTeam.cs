@@ -21,7 +21,14 @@ internal static unsafe class KernelTeam
     public static bool OnOpenMp => GompParallel is not null;
 
     /// <summary>body(0) to body(count - 1), in parallel; an exception in a piece is thrown here once every member stops.</summary>
-    public static void For(int count, Action<int> body)
+    public static void For(int count, Action<int> body) => For(count, body, onThreadPool: GompParallel is null);
+
+    /// <summary>
+    /// <see cref="For(int, Action{int})"/> on libtorch's OpenMP threads or, where no libgomp is mapped (or
+    /// <paramref name="onThreadPool"/>: the law that reaches this path on every system), as many members on the .NET
+    /// thread pool, taking pieces alike and throwing a piece's exception alike.
+    /// </summary>
+    internal static void For(int count, Action<int> body, bool onThreadPool)
     {
         if (count <= 0) return;
         var threads = Math.Min(count, TorchSharp.torch.get_num_threads());
@@ -30,47 +37,48 @@ internal static unsafe class KernelTeam
             for (int i = 0; i < count; i++) body(i);
             return;
         }
-        if (GompParallel is null)
-        {
-            System.Threading.Tasks.Parallel.For(0, count, body);
-            return;
-        }
         var work = new Work(count, body);
-        var handle = GCHandle.Alloc(work);
-        try
+        if (onThreadPool || GompParallel is null) System.Threading.Tasks.Parallel.For(0, threads, _ => work.Take());
+        else
         {
-            GompParallel(&Member, GCHandle.ToIntPtr(handle), (uint)threads, 0);
-        }
-        finally
-        {
-            handle.Free();
+            var handle = GCHandle.Alloc(work);
+            try
+            {
+                GompParallel(&Member, GCHandle.ToIntPtr(handle), (uint)threads, 0);
+            }
+            finally
+            {
+                handle.Free();
+            }
         }
         if (work.Error is { } error) ExceptionDispatchInfo.Throw(error);
     }
 
     private sealed class Work(int count, Action<int> body)
     {
-        public readonly int Count = count;
-        public readonly Action<int> Body = body;
-        public int Next;
+        private readonly int count = count;
+        private readonly Action<int> body = body;
+        private int next;
         public Exception? Error;
+
+        /// <summary>One member's share: the next piece until none is left, or until a piece has thrown.</summary>
+        public void Take()
+        {
+            try
+            {
+                for (int i = Interlocked.Increment(ref next) - 1; i < count && Error is null; i = Interlocked.Increment(ref next) - 1)
+                    body(i);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref Error, e, null);
+            }
+        }
     }
 
-    /// <summary>One member of the team: the next piece until none is left, or until a piece has thrown.</summary>
+    /// <summary>One member of the OpenMP team.</summary>
     [UnmanagedCallersOnly]
-    private static void Member(nint data)
-    {
-        var work = (Work)GCHandle.FromIntPtr(data).Target!;
-        try
-        {
-            for (int i = Interlocked.Increment(ref work.Next) - 1; i < work.Count && work.Error is null; i = Interlocked.Increment(ref work.Next) - 1)
-                work.Body(i);
-        }
-        catch (Exception e)
-        {
-            Interlocked.CompareExchange(ref work.Error, e, null);
-        }
-    }
+    private static void Member(nint data) => ((Work)GCHandle.FromIntPtr(data).Target!).Take();
 
     /// <summary>GOMP_parallel of the libgomp mapped into the process (libtorch's), or null.</summary>
     private static delegate* unmanaged<delegate* unmanaged<nint, void>, nint, uint, uint, void> Find()
