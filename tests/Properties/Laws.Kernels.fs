@@ -418,6 +418,30 @@ let tests =
                 let g = InitializeWeights.Run(Model.Input("x", width).CausalConv1d(kernel, bias = (c.Seed % 2 = 0), name = "conv").Build(), c.Seed)
                 sameRuns (run g ExecutionMode.TorchOps c) (run g ExecutionMode.Auto c))
 
+        testCase "fused causal convolution: a NaN or infinite entry of the input reaches only the outputs whose taps read it, as the reference computes them, and one of the output's gradient only the input gradients that read it (kernels of 1 to 7 taps, float64)" <| fun () ->
+            let (time, width, step, channel) = (12, 8, 5, 3)
+            for kernel in [ 1; 2; 3; 4; 7 ] do
+                for bad in [ nan; infinity ] do
+                    let g = InitializeWeights.Run(Model.Input("x", width).CausalConv1d(kernel, name = "conv").Build(), kernel)
+                    let model = g.Compile(CompileOptions(DType = torch.ScalarType.Float64))
+                    let label = sprintf "%d taps, %g at step %d" kernel bad step
+                    let x = randomSequence (Random(kernel)) 2 time width 1.0
+                    x.[1, step, channel] <- bad
+                    let expected: Sequence = (Duality.Reference.ReferenceEvaluator.Evaluate(g, [| x |])).[0]
+                    let y = noGrad (fun () -> ofTensor (model.forward(toTensor torch.ScalarType.Float64 x)))
+                    y |> Array3D.iteri (fun b t c v ->
+                        let e = expected.[b, t, c]
+                        if Double.IsFinite e <> Double.IsFinite v || (Double.IsFinite e && abs (e - v) > 1e-10 * (1.0 + abs e)) then
+                            failwithf "%s: output [%d, %d, %d] %g, the reference %g" label b t c v e)
+                    // dx_s reads dy_(s+i) for i < taps
+                    let input = (toTensor torch.ScalarType.Float64 (randomSequence (Random(kernel)) 2 time width 1.0)).requires_grad_(true)
+                    let dy = randomSequence (Random(kernel + 1)) 2 time width 1.0
+                    dy.[1, step, channel] <- bad
+                    torch.autograd.backward([| model.forward(input) |], [| toTensor torch.ScalarType.Float64 dy |])
+                    ofTensor input.grad |> Array3D.iteri (fun b s c v ->
+                        let reads = b = 1 && c = channel && s <= step && s > step - kernel
+                        if Double.IsFinite v = reads then failwithf "%s: input gradient [%d, %d, %d] %g" label b s c v)
+
         testPropertyWithConfig { config with maxTest = 60 } "chunked causal linear attention = masked form: outputs, input and parameter gradients (float64, <= 1e-10)" <|
             Prop.forAll (Arb.fromGen attentionCase) (fun c ->
                 let g = Duality.Testing.Generators.attentionGraph c.Layer

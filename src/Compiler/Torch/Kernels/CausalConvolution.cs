@@ -58,7 +58,7 @@ internal static unsafe class CausalConvolution
     /// <summary>
     /// Rows [from, to) of the sequence that starts at row <paramref name="sequence"/>, channels [0, windowed) a vector at a time,
     /// the rows down the block: x_t, x_(t-1), x_(t-2), x_(t-3) stay in registers, so each entry of x is loaded once and each
-    /// of y stored once (taps past the kernel are zero).
+    /// of y stored once; rows outside the sequence read as zeros.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void ForwardWindowed<T>(T* x, T* taps, T* bias, T* y, int from, int to, int sequence, int channels, int kernel, int windowed)
@@ -73,7 +73,11 @@ internal static unsafe class CausalConvolution
             for (long r = from; r < to; r++)
             {
                 var x0 = Vector.Load(xc + r * channels);
-                var sum = VectorFused.MultiplyAdd(t3, x3, VectorFused.MultiplyAdd(t2, x2, VectorFused.MultiplyAdd(t1, x1, VectorFused.MultiplyAdd(t0, x0, b))));
+                // only the kernel's taps: a zero tap on a non-finite entry would make NaN of an output that does not read it
+                var sum = VectorFused.MultiplyAdd(t0, x0, b);
+                if (kernel > 1) sum = VectorFused.MultiplyAdd(t1, x1, sum);
+                if (kernel > 2) sum = VectorFused.MultiplyAdd(t2, x2, sum);
+                if (kernel > 3) sum = VectorFused.MultiplyAdd(t3, x3, sum);
                 Vector.Store(sum, y + r * channels + c);
                 (x3, x2, x1) = (x2, x1, x0);
             }
@@ -147,7 +151,7 @@ internal static unsafe class CausalConvolution
     /// <summary>
     /// Rows [from, to) of the sequence whose rows are [first, after), channels [0, windowed) a vector at a time, the rows
     /// down the block: dy_s .. dy_(s+3) and x_s .. x_(s-3) stay in registers, and so do the taps' and the bias's sums over
-    /// the block, so each entry of dy and x is loaded once and each of dx stored once (taps past the kernel are zero).
+    /// the block, so each entry of dy and x is loaded once and each of dx stored once; rows outside the sequence read as zeros.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void BackwardWindowed<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int from, int to, int first, int after, int channels,
@@ -165,10 +169,12 @@ internal static unsafe class CausalConvolution
             for (long r = from; r < to; r++)
             {
                 var x0 = Vector.Load(xc + r * channels);
-                var sum = VectorFused.MultiplyAdd(t3, g3, VectorFused.MultiplyAdd(t2, g2, VectorFused.MultiplyAdd(t1, g1, t0 * g0)));
+                var sum = t0 * g0;
+                d0 = VectorFused.MultiplyAdd(g0, x0, d0);
+                if (kernel > 1) (sum, d1) = (VectorFused.MultiplyAdd(t1, g1, sum), VectorFused.MultiplyAdd(g0, x1, d1));
+                if (kernel > 2) (sum, d2) = (VectorFused.MultiplyAdd(t2, g2, sum), VectorFused.MultiplyAdd(g0, x2, d2));
+                if (kernel > 3) (sum, d3) = (VectorFused.MultiplyAdd(t3, g3, sum), VectorFused.MultiplyAdd(g0, x3, d3));
                 Vector.Store(sum, dx + r * channels + c);
-                (d0, d1, d2, d3) = (VectorFused.MultiplyAdd(g0, x0, d0), VectorFused.MultiplyAdd(g0, x1, d1), VectorFused.MultiplyAdd(g0, x2, d2),
-                    VectorFused.MultiplyAdd(g0, x3, d3));
                 db += g0;
                 (x3, x2, x1) = (x2, x1, x0);
                 (g0, g1, g2) = (g1, g2, g3);
