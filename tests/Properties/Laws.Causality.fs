@@ -42,6 +42,28 @@ let private holds (g: Graph) (inputs: Sequence[]) t value =
                   && within 1e-10 (scaledError c d) (sprintf "%A (gradients %b), outputs before the poisoned step %d" mode grad t)) clean dirty ]
     |> List.forall id
 
+/// The input gradients of a single-input graph under output gradient dy (float64, one mode).
+let private inputGradients (g: Graph) mode (x: Sequence) (dy: Sequence) =
+    let model = g.Compile(CompileOptions(DType = torch.ScalarType.Float64, Execution = mode))
+    let input = (toTensor torch.ScalarType.Float64 x).requires_grad_(true)
+    torch.autograd.backward([| model.forward(input) |], [| toTensor torch.ScalarType.Float64 dy |])
+    ofTensor input.grad
+
+/// Steps (t, T) of a gradient.
+let private after t (dx: Sequence) =
+    Array3D.init (Array3D.length1 dx) (Array3D.length2 dx - t - 1) (Array3D.length3 dx) (fun b s f -> dx.[b, t + 1 + s, f])
+
+/// A NaN or infinity in the output's gradient at step t, every batch row, feature 0: the input gradients after t stay
+/// finite and as they were, in every mode.
+let private holdsBackward (g: Graph) (x: Sequence) t value =
+    let dy = randomSequence (Random t) (Array3D.length1 x) (Array3D.length2 x) g.Widths.[g.Outputs.[0].Index] 1.0
+    let poisonedDy = Array3D.init (Array3D.length1 dy) (Array3D.length2 dy) (Array3D.length3 dy) (fun b s f -> if s = t && f = 0 then value else dy.[b, s, f])
+    [ for mode in [ ExecutionMode.Auto; ExecutionMode.PerNode; ExecutionMode.TorchOps ] do
+          let clean, dirty = after t (inputGradients g mode x dy), after t (inputGradients g mode x poisonedDy)
+          (finite dirty || failwithf "%A: an input gradient after step %d is not finite after %f in the output's gradient at step %d" mode t value t)
+          && within 1e-10 (scaledError clean dirty) (sprintf "%A, input gradients after the poisoned step %d" mode t) ]
+    |> List.forall id
+
 let tests =
     testList "causality" [
         testPropertyWithConfig config "a NaN or infinity at step t leaves every output before t finite and unchanged, in every mode, with and without gradients (float64, <= 1e-10)" <|
@@ -68,4 +90,31 @@ let tests =
                 for t in [ 3; 64; 130 ] do
                     holds g inputs t nan |> ignore
                     holds g inputs t infinity |> ignore
+
+        testPropertyWithConfig config "a NaN or infinity in the output's gradient at step t leaves every input gradient after t finite and unchanged, in every mode (float64, <= 1e-10)" <|
+            Prop.forAll arbCase (fun c ->
+                let g = c.Graph
+                let time = Array3D.length2 c.Inputs.[0]
+                (not (causal g) || c.Inputs.Length <> 1 || g.Outputs.Count <> 1 || time < 2) ||
+                    (let t = c.Seed % (time - 1)
+                     holdsBackward g c.Inputs.[0] t nan && holdsBackward g c.Inputs.[0] t infinity))
+
+        testCase "attention of every kernel and decay, and every block family, keep later input gradients from a non-finite output gradient, at sequence lengths beyond the chunk (float64, <= 1e-10)" <| fun () ->
+            let x0 = Model.Input("x", 4)
+            let attention =
+                [ x0.Attention(2, 3, 3, kernel = AttentionKernel.Softmax)
+                  x0.Attention(2, 3, 3)
+                  x0.Attention(2, 3, 3, decay = Nullable 0.9)
+                  x0.Attention(2, 3, 3, decay = Nullable 0.9, decayPhase = Nullable 0.3)
+                  x0.Attention(2, 3, 3, inputDependentDecay = true)
+                  x0.Attention(2, 3, 3, featureMap = ActivationKind.EluPlusOne) ]
+            let blocks =
+                [ Blocks.RetNet(2, 4, 4); Blocks.Gla(2, 4, 4, 2, 16.0); Blocks.Mamba2(8, 4, 4, 1, 4); Blocks.Mlstm(2, 4, 4)
+                  Blocks.GriffinRecurrent(4); Blocks.RgLru(); Blocks.Lru(4); Blocks.MinGru(4); Blocks.MinLstm(4) ]
+                |> List.map (fun b -> Model.Input("x", 4).Then(b))
+            let x = randomSequence (Random 5) 2 150 4 1.0
+            for g in attention @ blocks |> List.map (fun b -> InitializeWeights.Run(b.Build(), 3)) do
+                for t in [ 0; 64; 130 ] do
+                    holdsBackward g x t nan |> ignore
+                    holdsBackward g x t infinity |> ignore
     ]

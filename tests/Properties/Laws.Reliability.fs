@@ -407,13 +407,13 @@ let private lifetimes =
     testCase "every entry point holds its temporaries in a dispose scope (none is left to a finaliser, which could free it while a native call reads it): forward with and without gradients, the step form's steps and unroll, reading weights back and the equivalence check create no tensor outside a scope, the reverse passes none but libtorch's incoming gradient each, for the mLSTM, Mamba-2, GLA, RG-LRU and RetNet blocks and a plain linear attention" <| fun () ->
         // with the number of fused reverse passes each runs: libtorch hands each its incoming gradient as a new tensor before
         // it starts (mLSTM: attention, group norm, gate; RetNet: those and the rotations of q and k; Mamba-2: convolution,
-        // attention, gated RMSNorm, gate)
+        // attention, gated RMSNorm, gate; a plain linear attention: its masked form's causal product)
         let graphs =
             [ for name, block, passes in
                   [ "mLSTM", Blocks.Mlstm(2, 2, 2), 3L; "Mamba-2", Blocks.Mamba2(4, 2, 2, 1, 4), 4L; "GLA", Blocks.Gla(2, 2, 2, 3, 16.0), 3L
                     "RG-LRU", Blocks.RgLru(1), 1L; "RetNet", Blocks.RetNet(2, 2, 2), 5L ] ->
                 name, Model.Input("x", 4).Then(block).Build(), passes
-              yield "linear attention", Model.Input("x", 4).Attention(2, 2, 2, outFeatures = 4).Build(), 0L ]
+              yield "linear attention", Model.Input("x", 4).Attention(2, 2, 2, outFeatures = 4).Build(), 1L ]
         let generator = new torch.Generator(5UL)
         let x = torch.randn([| 2L; 9L; 4L |], dtype = torch.ScalarType.Float64, generator = generator)
         for name, g, passes in graphs do
