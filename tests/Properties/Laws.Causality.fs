@@ -64,6 +64,16 @@ let private holdsBackward (g: Graph) (x: Sequence) t value =
           && within 1e-10 (scaledError clean dirty) (sprintf "%A, input gradients after the poisoned step %d" mode t) ]
     |> List.forall id
 
+/// Attention of every kernel and decay on a 4-wide input.
+let private attentionKinds () =
+    let x0 = Model.Input("x", 4)
+    [ x0.Attention(2, 3, 3, kernel = AttentionKernel.Softmax)
+      x0.Attention(2, 3, 3)
+      x0.Attention(2, 3, 3, decay = Nullable 0.9)
+      x0.Attention(2, 3, 3, decay = Nullable 0.9, decayPhase = Nullable 0.3)
+      x0.Attention(2, 3, 3, inputDependentDecay = true)
+      x0.Attention(2, 3, 3, featureMap = ActivationKind.EluPlusOne) ]
+
 let tests =
     testList "causality" [
         testPropertyWithConfig config "a NaN or infinity at step t leaves every output before t finite and unchanged, in every mode, with and without gradients (float64, <= 1e-10)" <|
@@ -76,15 +86,7 @@ let tests =
                      holds g inputs t nan && holds g inputs t infinity))
 
         testCase "attention of every kernel and decay keeps earlier outputs at sequence lengths beyond the chunk (float64, <= 1e-10)" <| fun () ->
-            let x0 = Model.Input("x", 4)
-            let graphs =
-                [ x0.Attention(2, 3, 3, kernel = AttentionKernel.Softmax)
-                  x0.Attention(2, 3, 3)
-                  x0.Attention(2, 3, 3, decay = Nullable 0.9)
-                  x0.Attention(2, 3, 3, decay = Nullable 0.9, decayPhase = Nullable 0.3)
-                  x0.Attention(2, 3, 3, inputDependentDecay = true)
-                  x0.Attention(2, 3, 3, featureMap = ActivationKind.EluPlusOne) ]
-                |> List.map (fun b -> InitializeWeights.Run(b.Build(), 3))
+            let graphs = attentionKinds () |> List.map (fun b -> InitializeWeights.Run(b.Build(), 3))
             let inputs = [| randomSequence (Random 5) 2 150 4 1.0 |]
             for g in graphs do
                 for t in [ 3; 64; 130 ] do
@@ -100,20 +102,12 @@ let tests =
                      holdsBackward g c.Inputs.[0] t nan && holdsBackward g c.Inputs.[0] t infinity))
 
         testCase "attention of every kernel and decay, and every block family, keep later input gradients from a non-finite output gradient, at sequence lengths beyond the chunk (float64, <= 1e-10)" <| fun () ->
-            let x0 = Model.Input("x", 4)
-            let attention =
-                [ x0.Attention(2, 3, 3, kernel = AttentionKernel.Softmax)
-                  x0.Attention(2, 3, 3)
-                  x0.Attention(2, 3, 3, decay = Nullable 0.9)
-                  x0.Attention(2, 3, 3, decay = Nullable 0.9, decayPhase = Nullable 0.3)
-                  x0.Attention(2, 3, 3, inputDependentDecay = true)
-                  x0.Attention(2, 3, 3, featureMap = ActivationKind.EluPlusOne) ]
             let blocks =
                 [ Blocks.RetNet(2, 4, 4); Blocks.Gla(2, 4, 4, 2, 16.0); Blocks.Mamba2(8, 4, 4, 1, 4); Blocks.Mlstm(2, 4, 4)
                   Blocks.GriffinRecurrent(4); Blocks.RgLru(); Blocks.Lru(4); Blocks.MinGru(4); Blocks.MinLstm(4) ]
                 |> List.map (fun b -> Model.Input("x", 4).Then(b))
             let x = randomSequence (Random 5) 2 150 4 1.0
-            for g in attention @ blocks |> List.map (fun b -> InitializeWeights.Run(b.Build(), 3)) do
+            for g in attentionKinds () @ blocks |> List.map (fun b -> InitializeWeights.Run(b.Build(), 3)) do
                 for t in [ 0; 64; 130 ] do
                     holdsBackward g x t nan |> ignore
                     holdsBackward g x t infinity |> ignore
