@@ -64,6 +64,27 @@ let private holdsBackward (g: Graph) (x: Sequence) t value =
           && within 1e-10 (scaledError clean dirty) (sprintf "%A, input gradients after the poisoned step %d" mode t) ]
     |> List.forall id
 
+/// Batch row r of every output, and of the input gradients under dy (single-input graphs), in one mode.
+let private row r (y: Sequence) = Array3D.init 1 (Array3D.length2 y) (Array3D.length3 y) (fun _ s f -> y.[r, s, f])
+
+/// A NaN or infinity in the last batch row's input (every step, feature 0), and one in its output gradient: every other
+/// row's outputs and input gradients stay finite and as they were, in every mode.
+let private rowsApart (g: Graph) (x: Sequence) value =
+    let rows = Array3D.length1 x
+    let poisonedX = Array3D.init rows (Array3D.length2 x) (Array3D.length3 x) (fun b s f -> if b = rows - 1 && f = 0 then value else x.[b, s, f])
+    let dy = randomSequence (Random rows) rows (Array3D.length2 x) g.Widths.[g.Outputs.[0].Index] 1.0
+    let poisonedDy = Array3D.init rows (Array3D.length2 dy) (Array3D.length3 dy) (fun b s f -> if b = rows - 1 && f = 0 then value else dy.[b, s, f])
+    [ for mode in [ ExecutionMode.Auto; ExecutionMode.PerNode; ExecutionMode.TorchOps ] do
+          for r in 0 .. rows - 2 do
+              for what, clean, dirty in
+                  [ "outputs", (outputs g mode false [| x |]).[0], (outputs g mode false [| poisonedX |]).[0]
+                    "input gradients", inputGradients g mode x dy, inputGradients g mode x poisonedDy ] do
+                  let clean, dirty = row r clean, row r dirty
+                  if not (finite dirty) then failwithf "%A: batch row %d's %s are not finite after %f in the last row" mode r what value
+                  within 1e-10 (scaledError clean dirty) (sprintf "%A, batch row %d's %s" mode r what) |> ignore ]
+    |> ignore
+    true
+
 /// Attention of every kernel and decay on a 4-wide input.
 let private attentionKinds () =
     let x0 = Model.Input("x", 4)
@@ -101,7 +122,12 @@ let tests =
                     (let t = c.Seed % (time - 1)
                      holdsBackward g c.Inputs.[0] t nan && holdsBackward g c.Inputs.[0] t infinity))
 
-        testCase "attention of every kernel and decay, and every block family, keep later input gradients from a non-finite output gradient, at sequence lengths beyond the chunk (float64, <= 1e-10)" <| fun () ->
+        testPropertyWithConfig config "a NaN or infinity in one batch row, in the input or the output's gradient, leaves every other row's outputs and input gradients finite and unchanged, in every mode (float64, <= 1e-10)" <|
+            Prop.forAll arbCase (fun c ->
+                c.Inputs.Length <> 1 || c.Graph.Outputs.Count <> 1 || c.Batch < 2
+                || (rowsApart c.Graph c.Inputs.[0] nan && rowsApart c.Graph c.Inputs.[0] infinity))
+
+        testCase "attention of every kernel and decay, and every block family, keep later input gradients from a non-finite output gradient, and other batch rows from a non-finite row, at sequence lengths beyond the chunk (float64, <= 1e-10)" <| fun () ->
             let blocks =
                 [ Blocks.RetNet(2, 4, 4); Blocks.Gla(2, 4, 4, 2, 16.0); Blocks.Mamba2(8, 4, 4, 1, 4); Blocks.Mlstm(2, 4, 4)
                   Blocks.GriffinRecurrent(4); Blocks.RgLru(); Blocks.Lru(4); Blocks.MinGru(4); Blocks.MinLstm(4) ]
@@ -111,4 +137,5 @@ let tests =
                 for t in [ 0; 64; 130 ] do
                     holdsBackward g x t nan |> ignore
                     holdsBackward g x t infinity |> ignore
+                rowsApart g x nan |> ignore
     ]
