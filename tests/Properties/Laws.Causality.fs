@@ -127,6 +127,28 @@ let tests =
                 c.Inputs.Length <> 1 || c.Graph.Outputs.Count <> 1 || c.Batch < 2
                 || (rowsApart c.Graph c.Inputs.[0] nan && rowsApart c.Graph c.Inputs.[0] infinity))
 
+        testCase "the causal product's gradients: a NaN or infinity at a later step of x leaves the weights' gradient zero past the diagonal and finite before the step, and one in dy at an earlier step leaves x's gradient finite after it (float64, n = 1 to 9)" <| fun () ->
+            for n in 1 .. 9 do
+                for bad in [ nan; infinity ] do
+                    let generator = new torch.Generator(uint64 n)
+                    let weights () = Kernels.CausalMask.Fill(torch.randn([| 2L; int64 n; int64 n |], dtype = torch.ScalarType.Float64, generator = generator), 0.0).detach().requires_grad_(true)
+                    let values () = torch.randn([| 2L; int64 n; 3L |], dtype = torch.ScalarType.Float64, generator = generator)
+                    let step = n / 2
+                    // x non-finite at the last step: dw[t, s] for s > t stays 0, and rows before the last stay finite
+                    let (w, x) = (weights (), values ())
+                    x.[1L, int64 (n - 1), 0L] <- torch.tensor(bad, dtype = torch.ScalarType.Float64)
+                    torch.autograd.backward([| Kernels.CausalMask.Product(w, x.requires_grad_(true)) |], [| torch.ones([| 2L; int64 n; 3L |], dtype = torch.ScalarType.Float64) |])
+                    let future = Kernels.CausalMask.Future(int64 n, w.device)
+                    Expect.isTrue (w.grad.masked_select(future).eq(torch.tensor(0.0, dtype = torch.ScalarType.Float64)).all().item<bool>()) (sprintf "n %d, %g: dw past the diagonal is 0" n bad)
+                    Expect.isTrue (w.grad.narrow(1L, 0L, int64 (n - 1)).isfinite().all().item<bool>()) (sprintf "n %d, %g: dw before the last step finite" n bad)
+                    // dy non-finite at an early step: dx after it finite
+                    let w = weights ()
+                    let x = (values ()).requires_grad_(true)
+                    let dy = torch.ones([| 2L; int64 n; 3L |], dtype = torch.ScalarType.Float64)
+                    dy.[1L, int64 step, 0L] <- torch.tensor(bad, dtype = torch.ScalarType.Float64)
+                    torch.autograd.backward([| Kernels.CausalMask.Product(w, x) |], [| dy |])
+                    Expect.isTrue (x.grad.narrow(1L, int64 (step + 1), int64 (n - step - 1)).isfinite().all().item<bool>()) (sprintf "n %d, %g: dx after the step finite" n bad)
+
         testCase "attention of every kernel and decay, and every block family, keep later input gradients from a non-finite output gradient, and other batch rows from a non-finite row, at sequence lengths beyond the chunk (float64, <= 1e-10)" <| fun () ->
             let blocks =
                 [ Blocks.RetNet(2, 4, 4); Blocks.Gla(2, 4, 4, 2, 16.0); Blocks.Mamba2(8, 4, 4, 1, 4); Blocks.Mlstm(2, 4, 4)
