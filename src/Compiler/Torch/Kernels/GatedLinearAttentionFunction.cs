@@ -28,7 +28,13 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
     public sealed record Operand(int Source, int[] Columns);
 
     /// <summary>Where q, k and v lie in the sources.</summary>
-    public sealed record Reading(Operand Query, Operand Key, Operand Value);
+    public sealed record Reading(Operand Query, Operand Key, Operand Value)
+    {
+        /// <summary>q, k and v where the loop reads them in <paramref name="sources"/>.</summary>
+        public (LoopOperand Q, LoopOperand K, LoopOperand V) Operands(IReadOnlyList<Tensor?> sources) =>
+            (LoopOperand.Of(sources[Query.Source]!, Query.Columns), LoopOperand.Of(sources[Key.Source]!, Key.Columns),
+             LoopOperand.Of(sources[Value.Source]!, Value.Columns));
+    }
 
     public override string Name => "GatedLinearAttention";
 
@@ -160,8 +166,7 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
         form.Read is not { } reading
             ? (LoopOperand.Packed(sources[0]!, form.Heads, form.Key), LoopOperand.Packed(sources[1]!, form.Heads, form.Key),
                LoopOperand.Packed(sources[2]!, form.Heads, form.Value))
-            : (LoopOperand.Of(sources[reading.Query.Source]!, reading.Query.Columns), LoopOperand.Of(sources[reading.Key.Source]!, reading.Key.Columns),
-               LoopOperand.Of(sources[reading.Value.Source]!, reading.Value.Columns));
+            : reading.Operands(sources);
 
     /// <summary>What the loop reads: the factors e^l without a gate, the log-decays l with one (it forms e^(l + m_(t-1) - m_t)).</summary>
     private static Tensor? Decay(Tensor? logDecay, Tensor? logGate) =>

@@ -37,6 +37,9 @@ internal static unsafe class GatedLinearAttentionLoop
     /// <summary>Where the rows of q, k and v lie.</summary>
     public sealed record Layout(Rows Query, Rows Key, Rows Value)
     {
+        /// <summary>Elements between consecutive steps' rows of q, k and v.</summary>
+        public (long Query, long Key, long Value) Strides => (Query.Stride, Key.Stride, Value.Stride);
+
         public static Layout Packed(Shape shape) =>
             new(Rows.Packed(shape.Heads, shape.Key), Rows.Packed(shape.Heads, shape.Key), Rows.Packed(shape.Heads, shape.Value));
     }
@@ -49,7 +52,7 @@ internal static unsafe class GatedLinearAttentionLoop
         var rows = layout ?? Layout.Packed(shape);
         HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
             (b, h) => RunHead(q + rows.Query.Offsets[h], k + rows.Key.Offsets[h], v + rows.Value.Offsets[h],
-                (rows.Query.Stride, rows.Key.Stride, rows.Value.Stride), decay, gate, normalised, y, earlier, shape, b, h));
+                rows.Strides, decay, gate, normalised, y, earlier, shape, b, h));
     }
 
     /// <summary>One (batch row, head) pair; q, k and v point at the head's first entries, a step <paramref name="strides"/> apart.</summary>

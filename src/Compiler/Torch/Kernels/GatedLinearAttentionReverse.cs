@@ -32,7 +32,7 @@ internal static unsafe class GatedLinearAttentionReverse
         var rows = layout ?? Layout.Packed(shape);
         HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
             (b, h) => RunHead(new Head<T>(q + rows.Query.Offsets[h], k + rows.Key.Offsets[h], v + rows.Value.Offsets[h],
-                (rows.Query.Stride, rows.Key.Stride, rows.Value.Stride), decay, gate, normalised, y, earlier, dy, dq, dk, dv, terms, headTerms, shape, b, h)));
+                rows.Strides, decay, gate, normalised, y, earlier, dy, dq, dk, dv, terms, headTerms, shape, b, h)));
     }
 
     /// <summary>One (batch row, head) pair's pointers and sizes; q, k and v point at the head's first entries, a step

@@ -63,8 +63,8 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
         var decay = node.LogDecay is null ? null : inputs[node.LogDecayIndex];
         if (GradientGate.Records([.. sources, gate, decay]))
             return GatedLinearAttentionFunction.RunShared(sources, reading, LogDecays(inputs), gate, Form);
-        return RunLoop(LoopOperand.Of(sources[reading.Query.Source], reading.Query.Columns), LoopOperand.Of(sources[reading.Key.Source], reading.Key.Columns),
-            LoopOperand.Of(sources[reading.Value.Source], reading.Value.Columns), inputs);
+        var (q, k, v) = reading.Operands(sources);
+        return RunLoop(q, k, v, inputs);
     }
 
     /// <summary>
