@@ -118,14 +118,14 @@ internal static unsafe class GatedLinearAttentionReverse
         var (deltas, shifts, owns) = (rented.Array, rentedShifts.Array, rentedOwns.Array);
         var (memory, transposed, normaliser, snapshots) = (new T[keys * width], new T[keys * width], new T[keys], new T[Steps * keys]);
         var (factors, entries, operands, others) = (new T[Steps * keys], new T[Steps * keys], new T[Steps * widest], new T[Steps * widest]);
-        var (blank, sink) = (new T[widest], new T[widest]);
+        var (blank, sink, rowsOfBlock) = (new T[widest], new T[widest], new T[9 * widest]);
         var shift = head.Gate is null ? T.Zero : T.NegativeInfinity;
         var rows = stackalloc nint[6 * Steps];
         using SegmentedDecayGradient<T>? gradient = head.HeadTerms is not null ? new GatedLinearAttentionDecayGradient<T>(keys, width, time, head.Normalised)
             : head.Terms is not null ? new GatedLinearAttentionKeyDecayGradient<T>(keys, width, time, head.Normalised) : null;
         const int segment = GatedLinearAttentionDecayGradient.Segment;
         fixed (T* s = memory, st = transposed, n = normaliser, earlier = snapshots, a = factors, scaled = entries, block = operands, other = others,
-               zero = blank, discard = sink, deltaRows = deltas)
+               zero = blank, discard = sink, deltaRows = deltas, folded = rowsOfBlock)
         {
             T** rq = (T**)rows, rv = (T**)(rows + Steps), ry = (T**)(rows + 2 * Steps);
             T** sq = (T**)(rows + 3 * Steps), sv = (T**)(rows + 4 * Steps), sy = (T**)(rows + 5 * Steps);
@@ -157,8 +157,8 @@ internal static unsafe class GatedLinearAttentionReverse
                     rq[u] = delta; rv[u] = kk; ry[u] = head.Dq + row * keys;
                 }
                 for (int u = 0; u < Steps && start + Steps + u < time; u++) head.PrefetchRows(start + Steps + u, forward: true);
-                if (perKey) Advance<T, PerColumn<T>, ReadBeforeWrite>(s, new(a, keys), block, rq, rv, ry, width, keys);
-                else Advance<T, Uniform<T>, ReadBeforeWrite>(s, Uniform<T>.Of(a, keys), block, rq, rv, ry, width, keys);
+                if (perKey) Advance<T, PerColumn<T>, ReadBeforeWrite>(s, new(a, keys), block, rq, rv, ry, width, keys, folded);
+                else Advance<T, Uniform<T>, ReadBeforeWrite>(s, Uniform<T>.Of(a, keys), block, rq, rv, ry, width, keys, folded);
                 for (int u = 0; u < Steps && start + u < time; u++)
                 {
                     int t = start + u;
@@ -206,14 +206,14 @@ internal static unsafe class GatedLinearAttentionReverse
                 for (int u = 0; u < Steps && end - Steps - u >= 0; u++) head.PrefetchRows(end - Steps - u, forward: false);
                 if (perKey)
                 {
-                    Advance<T, PerKey<T>, ReadAfterWrite>(s, new(a, keys), block, rq, rv, ry, keys, width);
-                    Advance<T, PerColumn<T>, ReadBeforeWrite>(st, new(a, keys), other, sq, sv, sy, width, keys);
+                    Advance<T, PerKey<T>, ReadAfterWrite>(s, new(a, keys), block, rq, rv, ry, keys, width, folded);
+                    Advance<T, PerColumn<T>, ReadBeforeWrite>(st, new(a, keys), other, sq, sv, sy, width, keys, folded);
                 }
                 else
                 {
                     var carried = Uniform<T>.Of(a, keys);
-                    Advance<T, Uniform<T>, ReadAfterWrite>(s, carried, block, rq, rv, ry, keys, width);
-                    Advance<T, Uniform<T>, ReadBeforeWrite>(st, carried, other, sq, sv, sy, width, keys);
+                    Advance<T, Uniform<T>, ReadAfterWrite>(s, carried, block, rq, rv, ry, keys, width, folded);
+                    Advance<T, Uniform<T>, ReadBeforeWrite>(st, carried, other, sq, sv, sy, width, keys, folded);
                 }
                 for (int u = 0; u < Steps && end - u >= 0; u++)
                 {
