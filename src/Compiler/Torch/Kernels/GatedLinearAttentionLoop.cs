@@ -235,7 +235,7 @@ internal static unsafe class GatedLinearAttentionLoop
     }
 
     /// <summary>q'_u = P_u q_u, k'_r = R_r k_r and P_3 by row into scratch (factors by row); q and k as given otherwise.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static FoldedRows<T> Fold<T, TFactors>(TFactors a, T* k, T** q, int keys, T* scratch)
         where T : unmanaged, INumber<T> where TFactors : struct, IFactors<T>
     {
@@ -348,7 +348,7 @@ internal static unsafe class GatedLinearAttentionLoop
     }
 
     /// <summary>The block's pass on column i alone.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void BlockColumn<T, TFactors>(T* s, TFactors a, FoldedRows<T> rows, T** v, T** y, int keys, int width, int i)
         where T : unmanaged, INumber<T> where TFactors : struct, IFactors<T>
     {
@@ -377,7 +377,7 @@ internal static unsafe class GatedLinearAttentionLoop
     /// The pairs within the block: y_u += sum_(r &lt; u) A(r, u) (q_u . k_r) v_r, the dots in one pass over the keys (weighted
     /// by A(r, u) there for factors by row), then the rows of v in one pass over the columns (weighted there by column).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Within<T, TFactors>(TFactors a, T* k, T** q, T** v, T** y, int keys, int width)
         where T : unmanaged, INumber<T> where TFactors : struct, IFactors<T>
     {
@@ -500,7 +500,7 @@ internal static unsafe class GatedLinearAttentionLoop
     }
 
     /// <summary>The four steps read after each write on column i alone.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void StepColumn<T, TFactors>(T* s, TFactors a, T* k, T** q, T** v, T** y, int keys, int width, int i)
         where T : unmanaged, INumber<T> where TFactors : struct, IFactors<T>
     {
