@@ -578,31 +578,40 @@ let tests =
         for family in families do yield! formsLaws family
         for family in families do yield! scaleLaws family
 
-        testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 30 }
-            "an attention whose query, key or value is a Concat of one slice per head of one node (Mamba-2's groups, any slices in any order), or a slice of wider rows, reads them where they lie, forward and backward: = its nodes one by one (float64; forward exact, gradients 1e-10) and the reference (1e-10)" <|
+        testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 40 }
+            "an attention whose query, key or value is a Concat of one slice per head of one node (Mamba-2's groups, any slices in any order), or a slice of wider rows, reads them where they lie, forward and backward, and takes a skip D v added to its output (Mamba-2's D x) into the same pass: = its nodes one by one (float64; forward exact, gradients 1e-10) and the reference (1e-10)" <|
             Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.choose (1, 4)) (Gen.elements [ 1; 3; 70 ]) (Gen.choose (0, 10000)))) (fun (heads, time, seed) ->
                 let random = Random(seed)
-                let (dk, dv, width) = (random.Next(1, 4), random.Next(1, 4), 7)
+                // value widths on both sides of a vector of float64 (4 or 8 lanes), which the skip's pass reads a vector at a time
+                let (dk, dv, width) = (random.Next(1, 4), random.Next(1, 10), 10)
                 // each of q, k and v: head h reads a slice of "shared" starting anywhere, overlapping or repeated; or one slice of
                 // "wide" (heads side by side, read in place within its rows); or its own projection, read packed; an input gate as
                 // Mamba-2's
-                let slices part w = [| for h in 0 .. heads - 1 -> Func<SequenceBuilder, SequenceBuilder>(fun b -> b.From("shared").Slice(random.Next(0, width - w + 1), w, name = sprintf "%s%d" part h)) |]
+                // the Concats' slices from "shared", or from "wide" beside the slices of it (Mamba-2's B, C and x)
+                let (concatSource, concatWidth) = if random.Next(2) = 0 then ("shared", width) else ("wide", 40)
+                let slices part w = [| for h in 0 .. heads - 1 -> Func<SequenceBuilder, SequenceBuilder>(fun b -> b.From(concatSource).Slice(random.Next(0, concatWidth - w + 1), w, name = sprintf "%s%d" part h)) |]
                 // a decay per head or per key channel
                 let decayWidth = if random.Next(2) = 0 then heads else heads * dk
-                let branch part w (b: SequenceBuilder) =
-                    match random.Next(3) with
-                    | 0 -> b.Projection(heads * w)
-                    | 1 -> b.From("wide").Slice(random.Next(0, 17 - heads * w + 1), heads * w)
+                // the branch's node: "a/<part>/<part>p", "<part>s" or the Concat "<part>"; branches sliced from "wide" are read
+                // within its rows when two or three are
+                let kinds = [| for _ in 1 .. 3 -> random.Next(3) |]
+                let branch index part w (b: SequenceBuilder) =
+                    match kinds.[index] with
+                    | 0 -> b.Projection(heads * w, name = part + "p")
+                    | 1 -> b.From("wide").Slice(random.Next(0, 40 - heads * w + 1), heads * w, name = part + "s")
                     | _ -> b.Concat(part, slices part w)
+                let value = "a/value/v" + (match kinds.[2] with 0 -> "p" | 1 -> "s" | _ -> "")
+                let withSkip = random.Next(2) = 0
                 let g =
-                    let built =
-                        Model.Input("x", 3).Projection(width, name = "shared").From("x").Projection(17, name = "wide").From("x")
-                            .GatedLinearAttention(heads, dk, dv, branch "q" dk, branch "k" dk, branch "v" dv,
-                                                  (fun l -> l.Projection(decayWidth).LogSigmoid()), (fun i -> i.Projection(heads)), random.Next(2) = 0, name = "a").Build()
+                    let attention =
+                        Model.Input("x", 3).Projection(width, name = "shared").From("x").Projection(40, name = "wide").From("x")
+                            .GatedLinearAttention(heads, dk, dv, branch 0 "q" dk, branch 1 "k" dk, branch 2 "v" dv,
+                                                  (fun l -> l.Projection(decayWidth).LogSigmoid()), (fun i -> i.Projection(heads)), random.Next(2) = 0, name = "a")
+                    let built = (if withSkip then attention.Add((fun s -> s.From(value).ChannelScale(name = "D")), name = "skip") else attention).Build()
                     InitializeWeights.Run(built, seed, WeightInit.Perturbed)
                 let x = toTensor f64 (randomSequence random 2 time 3 1.0)
                 let (fused, plain) = (g.Compile(CompileOptions.Float64), g.Compile(CompileOptions(DType = f64, Execution = ExecutionMode.PerNode)))
-                let group = fused.FusedGroups |> Seq.tryFind (fun group -> group.Node = "a")
+                let group = fused.FusedGroups |> Seq.tryFind (fun group -> group.Node = (if withSkip then "skip" else "a"))
                 let (y, expected) = noGrad (fun () -> ofTensor (fused.forward(x)), ofTensor (plain.forward(x)))
                 let reference = (ReferenceEvaluator.Evaluate(g, [| ofTensor x |])).[0]
                 // the input's and every weight's gradient ("shared" or "wide" may be read by nothing, and have none)
@@ -612,11 +621,14 @@ let tests =
                     Array.concat [ yield ofTensorFlat input.grad
                                    for struct (_, p) in model.named_parameters() do if not (isNull p.grad) then yield ofTensorFlat p.grad ]
                 let (dx, expectedDx) = (gradient fused, gradient plain)
-                // without a Concat of slices there is no group
-                let shared = [ "a/query/q"; "a/key/k"; "a/value/v" ] |> List.exists (fun n -> g.Nodes |> Seq.exists (fun node -> node.Name = n))
+                // without a Concat of slices, a slice of "wide" beside another or beside a Concat of its slices, or a skip, there is no group
+                let wideReaders = (kinds |> Array.filter ((=) 1) |> Array.length) + (if concatSource = "wide" && Array.contains 2 kinds then 1 else 0)
+                let shared = Array.contains 2 kinds || (Array.contains 1 kinds && wideReaders >= 2)
                 (match group with
-                 | Some group -> shared && group.Kind = "attention reading shared slices" && (group.Fused, group.NodeByNode) = (2L, 0L)
-                 | None -> not shared)
+                 | Some group ->
+                     (shared || withSkip) && (group.Fused, group.NodeByNode) = (2L, 0L)
+                     && group.Kind = (if withSkip then "attention reading shared slices, with the skip D v" else "attention reading shared slices")
+                 | None -> not shared && not withSkip)
                 && y = expected && within tolerance64 (scaledError reference y) "= the reference"
                 && within tolerance64 (relative expectedDx dx) "the gradients = node by node")
 

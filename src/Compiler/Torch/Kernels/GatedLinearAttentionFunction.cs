@@ -16,7 +16,8 @@ namespace Duality.Kernels;
 /// logGate: [batch, time, heads] or null. Returns [batch, time, heads value]. Memory O(T) besides a state every 32 steps for the log-decays' gradient.
 /// Or (<see cref="RunShared"/>) q, k and v read where they lie in up to three sources, head by head from given columns
 /// (Mamba-2's B and C: each group's slice of [x; B; C] read by every head of the group), whose gradients are formed as one
-/// tensor each: the heads' gradients added into the columns they read.
+/// tensor each: the heads' gradients added into the columns they read; and with a skip D ([heads value]) the output
+/// y + D * v (<see cref="ValueSkip"/>), D taking the gradient sum dy * v and v the added D * dy.
 /// </summary>
 internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedLinearAttentionFunction>
 {
@@ -40,20 +41,21 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
 
     public static Tensor Run(Tensor q, Tensor k, Tensor v, Tensor? logDecay, Tensor? logGate, Form form) =>
         apply(GradientGate.Through(q.contiguous()), GradientGate.Through(k.contiguous()), GradientGate.Through(v.contiguous()),
-            logDecay?.contiguous()!, logGate?.contiguous()!, form with { DecayGradient = logDecay is { requires_grad: true }, Read = null });
+            logDecay?.contiguous()!, logGate?.contiguous()!, null!, form with { DecayGradient = logDecay is { requires_grad: true }, Read = null });
 
     /// <summary>q, k and v read from <paramref name="sources"/> (one to three distinct tensors [batch, time, width]) as
-    /// <paramref name="reading"/> says.</summary>
-    public static Tensor RunShared(IReadOnlyList<Tensor> sources, Reading reading, Tensor? logDecay, Tensor? logGate, Form form)
+    /// <paramref name="reading"/> says; with <paramref name="skip"/> D ([heads value]), the output y + D * v
+    /// (<see cref="ValueSkip"/>), D taking its gradient.</summary>
+    public static Tensor RunShared(IReadOnlyList<Tensor> sources, Reading reading, Tensor? logDecay, Tensor? logGate, Form form, Tensor? skip = null)
     {
         Tensor? Source(int i) => i < sources.Count ? GradientGate.Through(sources[i]) : null;
         return apply(Source(0)!, Source(1)!, Source(2)!, logDecay?.contiguous()!, logGate?.contiguous()!,
-            form with { DecayGradient = logDecay is { requires_grad: true }, Read = reading });
+            skip is null ? null! : GradientGate.Through(skip.contiguous()), form with { DecayGradient = logDecay is { requires_grad: true }, Read = reading });
     }
 
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
-        var (logDecay, logGate, form) = (vars[3] as Tensor, vars[4] as Tensor, (Form)vars[5]);
+        var (logDecay, logGate, skip, form) = (vars[3] as Tensor, vars[4] as Tensor, vars[5] as Tensor, (Form)vars[6]);
         var sources = vars.Take(3).Select(o => o as Tensor).ToArray();
         var first = sources[0]!;
         var y = LargeTensors.Empty([first.shape[0], first.shape[1], form.Heads * form.Value], first.dtype);
@@ -63,9 +65,45 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
         var (q, k, v) = Operands(sources, form);
         if (first.dtype == ScalarType.Float32) Forward<float>(q, k, v, decay, logGate, y, earlier, form);
         else Forward<double>(q, k, v, decay, logGate, y, earlier, form);
-        ctx.save_for_backward([sources[0]!, sources[1]!, sources[2]!, decay!, logGate!, y, earlier!]);
+        ctx.save_for_backward([sources[0]!, sources[1]!, sources[2]!, decay!, logGate!, y, earlier!, skip!]);
         ctx.save_data("form", form);
-        return y;
+        if (skip is null) return y;
+        // y itself is kept for the reverse pass
+        var skipped = LargeTensors.EmptyLike(y);
+        Skip(y, v, skip, skipped, form);
+        return skipped;
+    }
+
+    /// <summary>y + D * v into <paramref name="output"/> (which may be y), v read where the loop reads it.</summary>
+    public static void Skip(Tensor y, LoopOperand v, Tensor skip, Tensor output, Form form)
+    {
+        using var alive = RawStorage.KeepAlive(y, v.Anchor, skip, output);
+        unsafe
+        {
+            if (y.dtype == ScalarType.Float32)
+                ValueSkip.Forward(RawStorage.Pointer<float>(y), v.Pointer<float>(), v.Rows, RawStorage.Pointer<float>(skip), RawStorage.Pointer<float>(output),
+                    y.shape[0] * y.shape[1], form.Heads, form.Value);
+            else
+                ValueSkip.Forward(RawStorage.Pointer<double>(y), v.Pointer<double>(), v.Rows, RawStorage.Pointer<double>(skip), RawStorage.Pointer<double>(output),
+                    y.shape[0] * y.shape[1], form.Heads, form.Value);
+        }
+    }
+
+    /// <summary>dv += D * dy, and dD.</summary>
+    private static Tensor SkipGradient(Tensor dy, LoopOperand v, Tensor skip, Tensor dv, Form form)
+    {
+        var dSkip = empty_like(skip);
+        using var alive = RawStorage.KeepAlive(dy, v.Anchor, skip, dv, dSkip);
+        unsafe
+        {
+            if (dy.dtype == ScalarType.Float32)
+                ValueSkip.Backward(RawStorage.Pointer<float>(dy), v.Pointer<float>(), v.Rows, RawStorage.Pointer<float>(skip), RawStorage.Pointer<float>(dv),
+                    RawStorage.Pointer<float>(dSkip), dy.shape[0] * dy.shape[1], form.Heads, form.Value);
+            else
+                ValueSkip.Backward(RawStorage.Pointer<double>(dy), v.Pointer<double>(), v.Rows, RawStorage.Pointer<double>(skip), RawStorage.Pointer<double>(dv),
+                    RawStorage.Pointer<double>(dSkip), dy.shape[0] * dy.shape[1], form.Heads, form.Value);
+        }
+        return dSkip;
     }
 
     public override List<Tensor> backward(AutogradContext ctx, Tensor grad) => BackwardScope.Run(grad, () => ReversePass(ctx, grad));
@@ -75,7 +113,7 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
         var saved = ctx.get_saved_variables();
         Tensor? Optional(Tensor t) => t is { IsInvalid: false } ? t : null;
         var sources = new[] { Optional(saved[0]), Optional(saved[1]), Optional(saved[2]) };
-        var (decay, logGate, y, earlier) = (Optional(saved[3]), Optional(saved[4]), saved[5], Optional(saved[6]));
+        var (decay, logGate, y, earlier, skip) = (Optional(saved[3]), Optional(saved[4]), saved[5], Optional(saved[6]), Optional(saved[7]));
         var form = (Form)ctx.get_data("form");
         var dy = grad.contiguous();
         var first = sources[0]!;
@@ -91,10 +129,11 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
         else Backward<double>(q, k, v, decay, logGate, y, earlier, dy, dq, dk, dv, terms, headTerms, form);
         Tensor PerKey(Tensor t) => t.view(batch, time, form.Heads, form.Key);
         var dLogDecay = terms is not null ? PerKey(terms) : headTerms;
+        var dSkip = skip is null ? null : SkipGradient(dy, v, skip, dv, form);
         if (form.Read is not { } reading)
         {
             var dLogGate = logGate is null ? null : (PerKey(sources[1]!) * PerKey(dk)).sum(-1);
-            return [dq, dk, dv, dLogDecay!, dLogGate!, null!];
+            return [dq, dk, dv, dLogDecay!, dLogGate!, dSkip!, null!];
         }
         // dg_t = k_t . dk_t head by head, each head's key where it lies
         var keySource = sources[reading.Key.Source]!;
@@ -105,7 +144,7 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
                 .mul(PerKey(dk).narrow(2, run.Head, run.Count)).sum(-1)).ToList(), -1);
         var gradients = sources.Select((source, i) => source is null ? null
             : Gathered(source, [(reading.Query, dq, form.Key), (reading.Key, dk, form.Key), (reading.Value, dv, form.Value)], i, form.Heads)).ToArray();
-        return [gradients[0]!, gradients[1]!, gradients[2]!, dLogDecay!, dGate!, null!];
+        return [gradients[0]!, gradients[1]!, gradients[2]!, dLogDecay!, dGate!, dSkip!, null!];
     }
 
     /// <summary>

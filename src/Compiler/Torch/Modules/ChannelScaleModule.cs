@@ -14,6 +14,9 @@ internal sealed class ChannelScaleModule : NodeModule
     public ChannelScaleModule(ChannelScale node, ScalarType dtype) : base(node.Name) =>
         register_parameter("factors", factors = TensorValues.Parameter(node.Factors!, dtype));
 
+    /// <summary>s, for a group that applies the scale itself.</summary>
+    internal Tensor Factors => factors;
+
     public override Tensor Forward(IReadOnlyList<Tensor> inputs) => inputs[0] * factors;
 
     public override Node ReadBack(Node node) => ((ChannelScale)node) with { Factors = TensorValues.ToValues(factors) };

@@ -55,16 +55,19 @@ internal sealed class GatedLinearAttentionModule(GatedLinearAttention node, Scal
     /// <summary>
     /// The recurrent form on q, k and v read from <paramref name="sources"/> as <paramref name="reading"/> says (one autograd
     /// operation when a gradient is recorded, the loop alone otherwise); the decay and gate from <paramref name="inputs"/>,
-    /// as <see cref="RunLoop"/> reads them.
+    /// as <see cref="RunLoop"/> reads them; with <paramref name="skip"/> D, the output y + D * v.
     /// </summary>
-    internal Tensor RunShared(IReadOnlyList<Tensor> sources, GatedLinearAttentionFunction.Reading reading, IReadOnlyList<Tensor> inputs)
+    internal Tensor RunShared(IReadOnlyList<Tensor> sources, GatedLinearAttentionFunction.Reading reading, IReadOnlyList<Tensor> inputs,
+        Tensor? skip = null)
     {
         var gate = node.LogInputGate is null ? null : inputs[node.LogInputGateIndex];
         var decay = node.LogDecay is null ? null : inputs[node.LogDecayIndex];
-        if (GradientGate.Records([.. sources, gate, decay]))
-            return GatedLinearAttentionFunction.RunShared(sources, reading, LogDecays(inputs), gate, Form);
+        if (GradientGate.Records([.. sources, gate, decay, skip]))
+            return GatedLinearAttentionFunction.RunShared(sources, reading, LogDecays(inputs), gate, Form, skip);
         var (q, k, v) = reading.Operands(sources);
-        return RunLoop(q, k, v, inputs);
+        var y = RunLoop(q, k, v, inputs);
+        if (skip is not null) GatedLinearAttentionFunction.Skip(y, v, skip.contiguous(), y, Form);
+        return y;
     }
 
     /// <summary>
