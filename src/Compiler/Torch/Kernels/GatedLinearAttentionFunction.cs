@@ -125,23 +125,14 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
         var (perKey, perHead) = (decay is not null && form.DecayGradient && decay.shape[3] > 1, decay is not null && form.DecayGradient && decay.shape[3] == 1);
         var terms = perKey ? LargeTensors.EmptyLike(dq) : null;
         var headTerms = perHead ? LargeTensors.Empty([batch, time, form.Heads, 1], first.dtype) : null;
-        if (first.dtype == ScalarType.Float32) Backward<float>(q, k, v, decay, logGate, y, earlier, dy, dq, dk, dv, terms, headTerms, form);
-        else Backward<double>(q, k, v, decay, logGate, y, earlier, dy, dq, dk, dv, terms, headTerms, form);
+        // dg_t = k_t . dk_t head by head, formed by the reverse pass as each dk_t is
+        var dGate = logGate is null ? null : LargeTensors.Empty([batch, time, form.Heads], first.dtype);
+        if (first.dtype == ScalarType.Float32) Backward<float>(q, k, v, decay, logGate, y, earlier, dy, dq, dk, dv, terms, headTerms, dGate, form);
+        else Backward<double>(q, k, v, decay, logGate, y, earlier, dy, dq, dk, dv, terms, headTerms, dGate, form);
         Tensor PerKey(Tensor t) => t.view(batch, time, form.Heads, form.Key);
         var dLogDecay = terms is not null ? PerKey(terms) : headTerms;
         var dSkip = skip is null ? null : SkipGradient(dy, v, skip, dv, form);
-        if (form.Read is not { } reading)
-        {
-            var dLogGate = logGate is null ? null : (PerKey(sources[1]!) * PerKey(dk)).sum(-1);
-            return [dq, dk, dv, dLogDecay!, dLogGate!, dSkip!, null!];
-        }
-        // dg_t = k_t . dk_t head by head, each head's key where it lies
-        var keySource = sources[reading.Key.Source]!;
-        var dGate = logGate is null ? null
-            : cat(Runs(reading.Key.Columns, form.Key).Select(run =>
-                (run.Shared ? keySource.narrow(2, run.Column, form.Key).unsqueeze(2)
-                            : keySource.narrow(2, run.Column, (long)run.Count * form.Key).reshape(batch, time, run.Count, form.Key))
-                .mul(PerKey(dk).narrow(2, run.Head, run.Count)).sum(-1)).ToList(), -1);
+        if (form.Read is not { } reading) return [dq, dk, dv, dLogDecay!, dGate!, dSkip!, null!];
         var gradients = sources.Select((source, i) => source is null ? null
             : Gathered(source, [(reading.Query, dq, form.Key), (reading.Key, dk, form.Key), (reading.Value, dv, form.Value)], i, form.Heads)).ToArray();
         return [gradients[0]!, gradients[1]!, gradients[2]!, dLogDecay!, dGate!, dSkip!, null!];
@@ -226,12 +217,12 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
     }
 
     private static unsafe void Backward<T>(LoopOperand q, LoopOperand k, LoopOperand v, Tensor? decay, Tensor? gate, Tensor y, Tensor? earlier, Tensor dy,
-        Tensor dq, Tensor dk, Tensor dv, Tensor? terms, Tensor? headTerms, Form form) where T : unmanaged, IFloatingPointIeee754<T>
+        Tensor dq, Tensor dk, Tensor dv, Tensor? terms, Tensor? headTerms, Tensor? dGate, Form form) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        using var alive = RawStorage.KeepAlive(q.Anchor, k.Anchor, v.Anchor, decay, gate, y, earlier, dy, dq, dk, dv, terms, headTerms);
+        using var alive = RawStorage.KeepAlive(q.Anchor, k.Anchor, v.Anchor, decay, gate, y, earlier, dy, dq, dk, dv, terms, headTerms, dGate);
         GatedLinearAttentionReverse.Run(q.Pointer<T>(), k.Pointer<T>(), v.Pointer<T>(), RawStorage.PointerOrNull<T>(decay),
             RawStorage.PointerOrNull<T>(gate), form.Normalised, RawStorage.Pointer<T>(y), RawStorage.PointerOrNull<T>(earlier), RawStorage.Pointer<T>(dy),
             RawStorage.Pointer<T>(dq), RawStorage.Pointer<T>(dk), RawStorage.Pointer<T>(dv), RawStorage.PointerOrNull<T>(terms),
-            RawStorage.PointerOrNull<T>(headTerms), Shape(y, decay, form), Layout(q, k, v));
+            RawStorage.PointerOrNull<T>(headTerms), Shape(y, decay, form), Layout(q, k, v), RawStorage.PointerOrNull<T>(dGate));
     }
 }

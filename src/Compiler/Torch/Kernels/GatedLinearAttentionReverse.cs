@@ -21,26 +21,27 @@ namespace Duality.Kernels;
 /// (<see cref="GatedLinearAttentionDecayGradient{T}"/>, into <c>headTerms</c>, [batch, time, heads]) or per key channel
 /// (<see cref="GatedLinearAttentionKeyDecayGradient{T}"/>, into <c>terms</c>, [batch, time, heads, key]), when given. Every factor is at most 1 and every
 /// exponent at most 0 whatever the gates' scale, as in the forward loop. Layouts as in the loop; dq, dk: [batch, time, heads, key]; dv: [batch, time, heads, value];
-/// earlier (normalised): each step's output over the earlier steps alone, as the loop kept it, laid out as y.
-/// Parallel over batch rows and heads.
+/// earlier (normalised): each step's output over the earlier steps alone, as the loop kept it, laid out as y; dGate
+/// (with an input gate, when given): dg_t = k_t . dk_t, [batch, time, heads]. Parallel over batch rows and heads.
 /// </summary>
 internal static unsafe class GatedLinearAttentionReverse
 {
     public static void Run<T>(T* q, T* k, T* v, T* decay, T* gate, bool normalised, T* y, T* earlier, T* dy, T* dq, T* dk, T* dv, T* terms,
-        T* headTerms, Shape shape, Layout? layout = null) where T : unmanaged, IFloatingPointIeee754<T>
+        T* headTerms, Shape shape, Layout? layout = null, T* dGate = null) where T : unmanaged, IFloatingPointIeee754<T>
     {
         var rows = layout ?? Layout.Packed(shape);
         HeadPairs.Run(shape.Batch, shape.Heads, (long)shape.Time * shape.Key * shape.Value,
             (b, h) => RunHead(new Head<T>(q + rows.Query.Offsets[h], k + rows.Key.Offsets[h], v + rows.Value.Offsets[h],
-                rows.Strides, decay, gate, normalised, y, earlier, dy, dq, dk, dv, terms, headTerms, shape, b, h)));
+                rows.Strides, decay, gate, normalised, y, earlier, dy, dq, dk, dv, terms, headTerms, dGate, shape, b, h)));
     }
 
     /// <summary>One (batch row, head) pair's pointers and sizes; q, k and v point at the head's first entries, a step
     /// <paramref name="strides"/> apart (the gradients and the rest are packed).</summary>
     private readonly struct Head<T>(T* q, T* k, T* v, (long Query, long Key, long Value) strides, T* decay, T* gate, bool normalised, T* y,
-        T* earlier, T* dy, T* dq, T* dk, T* dv, T* terms, T* headTerms, Shape shape, int b, int h) where T : unmanaged, IFloatingPointIeee754<T>
+        T* earlier, T* dy, T* dq, T* dk, T* dv, T* terms, T* headTerms, T* dGate, Shape shape, int b, int h) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        public readonly T* Gate = gate, Y = y, Earlier = earlier, Dy = dy, Dq = dq, Dk = dk, Dv = dv, Terms = terms, HeadTerms = headTerms;
+        public readonly T* Gate = gate, Y = y, Earlier = earlier, Dy = dy, Dq = dq, Dk = dk, Dv = dv, Terms = terms, HeadTerms = headTerms,
+            DGate = dGate;
         public readonly bool Normalised = normalised;
         public readonly Shape Shape = shape;
         private readonly T* decay = decay, q = q, k = k, v = v;
@@ -231,6 +232,8 @@ internal static unsafe class GatedLinearAttentionReverse
                     var entry = head.Entry(t, shifts[t]);
                     Scale(sy[u], entry, sy[u], keys);
                     Accumulate(head.Q(t), entry * owns[t], sy[u], keys);
+                    // the key of step t enters with e^(g_t): dg_t = k_t . dk_t
+                    if (head.DGate is not null) head.DGate[row] = Dot(head.K(t), sy[u], keys);
                 }
             }
         }
