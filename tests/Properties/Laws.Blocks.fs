@@ -632,6 +632,37 @@ let tests =
                 && y = expected && within tolerance64 (scaledError reference y) "= the reference"
                 && within tolerance64 (relative expectedDx dx) "the gradients = node by node")
 
+        testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 30 }
+            "a projection and a channel scale added, each read only by the Add (the LRU's C h + D x), run as one group, the product added into the scaled skip, with and without gradients: = its nodes one by one (float64, 1e-12 forward, 1e-10 gradients), either order, with or without a bias; read by another node, the projection runs by itself" <|
+            Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.elements [ 1; 5; 70 ]) (Gen.choose (1, 40)) (Gen.choose (0, 10000)))) (fun (time, width, seed) ->
+                let random = Random(seed)
+                let (bias, projectionFirst, readElsewhere) = (random.Next(2) = 0, random.Next(2) = 0, random.Next(4) = 0)
+                let g =
+                    let h = Model.Input("x", width).Projection(2 * width + 1, name = "h").Tanh(name = "t")
+                    let projection (b: SequenceBuilder) = b.Projection(width, bias = bias, name = "C")
+                    let scaled (b: SequenceBuilder) = b.From("x").ChannelScale(name = "D")
+                    let added =
+                        if projectionFirst then (projection h).Add((fun b -> scaled b), name = "skip")
+                        else (scaled h).Add((fun b -> projection (b.From("t"))), name = "skip")
+                    let c = if projectionFirst then "C" else "skip/C"
+                    let built = if readElsewhere then added.Add((fun b -> b.From(c).Scale(0.5)), name = "again").Build() else added.Build()
+                    InitializeWeights.Run(built, seed, WeightInit.Perturbed)
+                let x = toTensor f64 (randomSequence random 2 time width 1.0)
+                let (fused, plain) = (g.Compile(CompileOptions.Float64), g.Compile(CompileOptions(DType = f64, Execution = ExecutionMode.PerNode)))
+                let (y, expected) = noGrad (fun () -> ofTensor (fused.forward(x)), ofTensor (plain.forward(x)))
+                let gradient (model: Duality.Torch.CompiledGraph) =
+                    let input = x.detach().requires_grad_(true)
+                    backwardOf (fun () -> model.forward(input).square().sum())
+                    Array.concat [ yield ofTensorFlat input.grad
+                                   for struct (_, p) in model.named_parameters() do if not (isNull p.grad) then yield ofTensorFlat p.grad ]
+                let (dx, expectedDx) = (gradient fused, gradient plain)
+                let group = fused.FusedGroups |> Seq.tryFind (fun group -> group.Kind = "projection + scaled skip")
+                (match group with
+                 | Some group -> not readElsewhere && group.Node = "skip" && (group.Fused, group.NodeByNode) = (2L, 0L)
+                 | None -> readElsewhere)
+                && within 1e-12 (scaledError expected y) "forward = node by node"
+                && within tolerance64 (relative expectedDx dx) "the gradients = node by node")
+
         testProperty "an attention reading its graph input directly: a view whose rows are evenly spaced (a slice of wider rows, read in place) and one whose features are not adjacent (every other column, copied) give what the contiguous input gives, forward and gradients (float64, exact)" <| fun (seed: int) ->
             let random = Random(seed)
             let (heads, time) = (random.Next(1, 4), random.Next(1, 70))
