@@ -1,4 +1,5 @@
 using Duality.Execution;
+using Duality.Ir;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using TorchSharp;
@@ -12,8 +13,10 @@ namespace Duality.Kernels;
 ///   y_t = b + sum_{i &lt; K, i &lt;= t} tap_i * x_{t-i}                 (elementwise over C channels)
 /// and its reverse-mode derivative
 ///   dx_s = sum_{i &lt; K, s + i &lt; T} tap_i * dy_{s+i},   dtap_i = sum_{n, t >= i} dy_t * x_{t-i},   db = sum_{n, t} dy_t.
-/// x, y, dy, dx: [B, T, C]; taps, dtaps: [K, C]; b, db: [C] (b may be null). The loops are compiled optimised from their
-/// first call (a tier-0 copy would run a script's first calls several times slower).
+/// x, y, dy, dx: [B, T, C]; taps, dtaps: [K, C]; b, db: [C] (b may be null). With an activation f (<see cref="Activates"/>:
+/// every channel in a window), y_t = f(p_t) for the sum p_t above, and the reverse pass takes dy_t f'(p_t) for dy_t,
+/// forming p_t again from x as the forward did (each row's taps in the same order), so p is neither kept nor written.
+/// The loops are compiled optimised from their first call (a tier-0 copy would run a script's first calls several times slower).
 /// </summary>
 internal static unsafe class CausalConvolution
 {
@@ -30,28 +33,34 @@ internal static unsafe class CausalConvolution
         return Enumerable.Range(0, count).Select(p => ((int)((long)rows * p / count), (int)((long)rows * (p + 1) / count))).ToArray();
     }
 
-    public static void Forward<T>(T* x, T* taps, T* bias, T* y, int batch, int time, int channels, int kernel)
-        where T : unmanaged, INumber<T>
+    /// <summary>Whether an activation can join the pass: every channel in a window of registers.</summary>
+    public static bool Activates<T>(int channels, int kernel) where T : unmanaged, INumber<T> => WindowedChannels<T>(channels, kernel) == channels;
+
+    public static void Forward<T>(T* x, T* taps, T* bias, T* y, int batch, int time, int channels, int kernel,
+        ActivationKind activation = ActivationKind.Identity) where T : unmanaged, IFloatingPointIeee754<T>
     {
+        if (activation != ActivationKind.Identity && !Activates<T>(channels, kernel))
+            throw new InvalidOperationException($"an activation joins the convolution only when its {channels} channels all run in windows");
         var pieces = Pieces(batch * time, channels, kernel);
-        if (pieces.Length == 1) ForwardRows(x, taps, bias, y, 0, batch * time, time, channels, kernel);
+        if (pieces.Length == 1) ForwardRows(x, taps, bias, y, 0, batch * time, time, channels, kernel, activation);
         else
         {
             var (px, pt, pb, py) = ((nint)x, (nint)taps, (nint)bias, (nint)y);
-            KernelTeam.For(pieces.Length, p => ForwardRows((T*)px, (T*)pt, (T*)pb, (T*)py, pieces[p].Start, pieces[p].End, time, channels, kernel));
+            KernelTeam.For(pieces.Length, p => ForwardRows((T*)px, (T*)pt, (T*)pb, (T*)py, pieces[p].Start, pieces[p].End, time, channels, kernel,
+                activation));
         }
     }
 
     /// <summary>Output rows [start, end) of the B T rows (row n T + t): the channels a vector holds through a window of
     /// registers when the taps fit one, the rest row by row.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ForwardRows<T>(T* x, T* taps, T* bias, T* y, int start, int end, int time, int channels, int kernel)
-        where T : unmanaged, INumber<T>
+    private static void ForwardRows<T>(T* x, T* taps, T* bias, T* y, int start, int end, int time, int channels, int kernel,
+        ActivationKind activation) where T : unmanaged, IFloatingPointIeee754<T>
     {
         var windowed = WindowedChannels<T>(channels, kernel);
         foreach (var (first, last, sequence) in Sequences(start, end, time))
             for (int from = first; from < last; from += BlockRows)
-                ForwardWindowed(x, taps, bias, y, from, Math.Min(from + BlockRows, last), sequence, channels, kernel, windowed);
+                ForwardWindowed(x, taps, bias, y, from, Math.Min(from + BlockRows, last), sequence, channels, kernel, windowed, activation);
         if (windowed < channels) ForwardColumns(x, taps, bias, y, start, end, time, channels, kernel, windowed);
     }
 
@@ -61,8 +70,8 @@ internal static unsafe class CausalConvolution
     /// of y stored once; rows outside the sequence read as zeros.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ForwardWindowed<T>(T* x, T* taps, T* bias, T* y, int from, int to, int sequence, int channels, int kernel, int windowed)
-        where T : unmanaged, INumber<T>
+    private static void ForwardWindowed<T>(T* x, T* taps, T* bias, T* y, int from, int to, int sequence, int channels, int kernel, int windowed,
+        ActivationKind activation) where T : unmanaged, IFloatingPointIeee754<T>
     {
         for (int c = 0; c < windowed; c += Vector<T>.Count)
         {
@@ -78,6 +87,7 @@ internal static unsafe class CausalConvolution
                 if (kernel > 1) sum = VectorFused.MultiplyAdd(t1, x1, sum);
                 if (kernel > 2) sum = VectorFused.MultiplyAdd(t2, x2, sum);
                 if (kernel > 3) sum = VectorFused.MultiplyAdd(t3, x3, sum);
+                if (activation != ActivationKind.Identity) sum = GatedScan.ActivateWithSlope(activation, sum, out _);
                 Vector.Store(sum, y + r * channels + c);
                 (x3, x2, x1) = (x2, x1, x0);
             }
@@ -101,13 +111,15 @@ internal static unsafe class CausalConvolution
     }
 
     /// <summary>The reverse pass; split over the cores, each range of rows sums its own share of dtaps and dbias.</summary>
-    public static void Backward<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int batch, int time, int channels, int kernel)
-        where T : unmanaged, INumber<T>
+    public static void Backward<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int batch, int time, int channels, int kernel,
+        ActivationKind activation = ActivationKind.Identity, T* bias = null) where T : unmanaged, IFloatingPointIeee754<T>
     {
+        if (activation != ActivationKind.Identity && !Activates<T>(channels, kernel))
+            throw new InvalidOperationException($"an activation joins the convolution only when its {channels} channels all run in windows");
         var pieces = Pieces(batch * time, channels, kernel);
         if (pieces.Length == 1)
         {
-            BackwardRows(dy, x, taps, dx, dtaps, dbias, 0, batch * time, time, channels, kernel);
+            BackwardRows(dy, x, taps, bias, dx, dtaps, dbias, 0, batch * time, time, channels, kernel, activation);
             return;
         }
         // per piece: its dtaps [K, C], then its dbias [C]
@@ -115,13 +127,13 @@ internal static unsafe class CausalConvolution
         var partial = new T[pieces.Length * width];
         fixed (T* shares = partial)
         {
-            var (pdy, px, pt, pdx, ps) = ((nint)dy, (nint)x, (nint)taps, (nint)dx, (nint)shares);
+            var (pdy, px, pt, pb, pdx, ps) = ((nint)dy, (nint)x, (nint)taps, (nint)bias, (nint)dx, (nint)shares);
             var withBias = dbias is not null;
             KernelTeam.For(pieces.Length, p =>
             {
                 T* share = (T*)ps + (long)p * width;
-                BackwardRows((T*)pdy, (T*)px, (T*)pt, (T*)pdx, share, withBias ? share + kernel * channels : null, pieces[p].Start, pieces[p].End,
-                    time, channels, kernel);
+                BackwardRows((T*)pdy, (T*)px, (T*)pt, (T*)pb, (T*)pdx, share, withBias ? share + kernel * channels : null, pieces[p].Start, pieces[p].End,
+                    time, channels, kernel, activation);
             });
             new Span<T>(shares, width).Slice(0, kernel * channels).CopyTo(new Span<T>(dtaps, kernel * channels));
             if (withBias) new Span<T>(shares + kernel * channels, channels).CopyTo(new Span<T>(dbias, channels));
@@ -136,15 +148,16 @@ internal static unsafe class CausalConvolution
     /// <summary>dx for rows [start, end), and their sums into dtaps and dbias (cleared first): the channels a vector holds
     /// through a window of registers when the taps fit one, the rest row by row.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void BackwardRows<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int start, int end, int time, int channels, int kernel)
-        where T : unmanaged, INumber<T>
+    private static void BackwardRows<T>(T* dy, T* x, T* taps, T* bias, T* dx, T* dtaps, T* dbias, int start, int end, int time, int channels, int kernel,
+        ActivationKind activation) where T : unmanaged, IFloatingPointIeee754<T>
     {
         new Span<T>(dtaps, kernel * channels).Clear();
         if (dbias is not null) new Span<T>(dbias, channels).Clear();
         var windowed = WindowedChannels<T>(channels, kernel);
         foreach (var (first, last, sequence) in Sequences(start, end, time))
             for (int from = first; from < last; from += BlockRows)
-                BackwardWindowed(dy, x, taps, dx, dtaps, dbias, from, Math.Min(from + BlockRows, last), sequence, sequence + time, channels, kernel, windowed);
+                BackwardWindowed(dy, x, taps, bias, dx, dtaps, dbias, from, Math.Min(from + BlockRows, last), sequence, sequence + time, channels, kernel, windowed,
+                    activation);
         if (windowed < channels) BackwardColumns(dy, x, taps, dx, dtaps, dbias, start, end, time, channels, kernel, windowed);
     }
 
@@ -154,8 +167,8 @@ internal static unsafe class CausalConvolution
     /// the block, so each entry of dy and x is loaded once and each of dx stored once; rows outside the sequence read as zeros.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void BackwardWindowed<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int from, int to, int first, int after, int channels,
-        int kernel, int windowed) where T : unmanaged, INumber<T>
+    private static void BackwardWindowed<T>(T* dy, T* x, T* taps, T* bias, T* dx, T* dtaps, T* dbias, int from, int to, int first, int after, int channels,
+        int kernel, int windowed, ActivationKind activation) where T : unmanaged, IFloatingPointIeee754<T>
     {
         for (int c = 0; c < windowed; c += Vector<T>.Count)
         {
@@ -163,8 +176,20 @@ internal static unsafe class CausalConvolution
             var (t0, t1, t2, t3) = (Tap(taps, 0, kernel, channels, c), Tap(taps, 1, kernel, channels, c), Tap(taps, 2, kernel, channels, c), Tap(taps, 3, kernel, channels, c));
             var (d0, d1, d2, d3) = (Tap(dtaps, 0, kernel, channels, c), Tap(dtaps, 1, kernel, channels, c), Tap(dtaps, 2, kernel, channels, c), Tap(dtaps, 3, kernel, channels, c));
             var db = dbias is null ? Vector<T>.Zero : Vector.Load(dbias + c);
-            var (g0, g1, g2, g3) = (Row(gc, from, first, after, channels), Row(gc, from + 1, first, after, channels), Row(gc, from + 2, first, after, channels),
-                Row(gc, from + 3, first, after, channels));
+            var b = bias is null ? Vector<T>.Zero : Vector.Load(bias + c);
+            // dy_s, or with an activation dy_s f'(p_s), p_s formed again as the forward formed it
+            Vector<T> Gradient(long s)
+            {
+                var g = Row(gc, s, first, after, channels);
+                if (activation == ActivationKind.Identity || s >= after) return g;
+                var p = VectorFused.MultiplyAdd(t0, Vector.Load(xc + s * channels), b);
+                if (kernel > 1) p = VectorFused.MultiplyAdd(t1, Row(xc, s - 1, first, after, channels), p);
+                if (kernel > 2) p = VectorFused.MultiplyAdd(t2, Row(xc, s - 2, first, after, channels), p);
+                if (kernel > 3) p = VectorFused.MultiplyAdd(t3, Row(xc, s - 3, first, after, channels), p);
+                GatedScan.ActivateWithSlope(activation, p, out var slope);
+                return g * slope;
+            }
+            var (g0, g1, g2, g3) = (Gradient(from), Gradient(from + 1), Gradient(from + 2), Gradient(from + 3));
             var (x1, x2, x3) = (Row(xc, from - 1, first, after, channels), Row(xc, from - 2, first, after, channels), Row(xc, from - 3, first, after, channels));
             for (long r = from; r < to; r++)
             {
@@ -178,7 +203,7 @@ internal static unsafe class CausalConvolution
                 db += g0;
                 (x3, x2, x1) = (x2, x1, x0);
                 (g0, g1, g2) = (g1, g2, g3);
-                g3 = r + 4 < after ? Vector.Load(gc + (r + 4) * channels) : Vector<T>.Zero;
+                g3 = Gradient(r + 4);
             }
             StoreTap(d0, dtaps, 0, kernel, channels, c);
             StoreTap(d1, dtaps, 1, kernel, channels, c);
@@ -264,23 +289,26 @@ internal static unsafe class CausalConvolution
 
 /// <summary>
 /// The causal depthwise convolution as one autograd operation (<see cref="CausalConvolution"/>): x: [B, T, C],
-/// weight: [C, K] (tap i weighs the step i back), bias: [C] or null; returns y: [B, T, C].
+/// weight: [C, K] (tap i weighs the step i back), bias: [C] or null; returns y: [B, T, C], or f(y) with an activation
+/// (every channel in a window: <see cref="CausalConvolution.Activates"/>), its slope taken in the reverse pass.
 /// </summary>
 internal sealed class CausalConvolutionFunction : SingleTensorFunction<CausalConvolutionFunction>
 {
     public override string Name => "CausalConvolution";
 
-    public static Tensor Run(Tensor x, Tensor weight, Tensor? bias) => apply(x.contiguous(), weight, bias!);
+    public static Tensor Run(Tensor x, Tensor weight, Tensor? bias, ActivationKind activation = ActivationKind.Identity) =>
+        apply(x.contiguous(), weight, bias!, activation);
 
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
-        var (x, weight, bias) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor);
+        var (x, weight, bias, activation) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor, (ActivationKind)vars[3]);
         var taps = weight.t().contiguous();
         var b = bias?.contiguous();
         var y = LargeTensors.EmptyLike(x);
-        if (x.dtype == ScalarType.Float32) Forward<float>(x, taps, b, y);
-        else Forward<double>(x, taps, b, y);
+        if (x.dtype == ScalarType.Float32) Forward<float>(x, taps, b, y, activation);
+        else Forward<double>(x, taps, b, y, activation);
         ctx.save_for_backward([x, taps, b!]);
+        ctx.save_data("activation", activation);
         return y;
     }
 
@@ -290,25 +318,29 @@ internal sealed class CausalConvolutionFunction : SingleTensorFunction<CausalCon
     {
         var saved = ctx.get_saved_variables();
         var (x, taps, bias) = (saved[0], saved[1], saved[2] is { IsInvalid: false } s ? s : null);
+        var activation = (ActivationKind)ctx.get_data("activation");
         var dy = grad.contiguous();
         var (dx, dtaps) = (LargeTensors.EmptyLike(x), empty_like(taps));
         var dbias = bias is null ? null : empty_like(bias);
-        if (x.dtype == ScalarType.Float32) Backward<float>(dy, x, taps, dx, dtaps, dbias);
-        else Backward<double>(dy, x, taps, dx, dtaps, dbias);
-        return [dx, dtaps.t(), dbias!];
+        if (x.dtype == ScalarType.Float32) Backward<float>(dy, x, taps, bias, dx, dtaps, dbias, activation);
+        else Backward<double>(dy, x, taps, bias, dx, dtaps, dbias, activation);
+        return [dx, dtaps.t(), dbias!, null!];
     }
 
-    private static unsafe void Forward<T>(Tensor x, Tensor taps, Tensor? bias, Tensor y) where T : unmanaged, INumber<T>
+    private static unsafe void Forward<T>(Tensor x, Tensor taps, Tensor? bias, Tensor y, ActivationKind activation)
+        where T : unmanaged, IFloatingPointIeee754<T>
     {
         using var alive = RawStorage.KeepAlive(x, taps, bias, y);
         CausalConvolution.Forward(RawStorage.Pointer<T>(x), RawStorage.Pointer<T>(taps), RawStorage.PointerOrNull<T>(bias), RawStorage.Pointer<T>(y),
-            (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)taps.shape[0]);
+            (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)taps.shape[0], activation);
     }
 
-    private static unsafe void Backward<T>(Tensor dy, Tensor x, Tensor taps, Tensor dx, Tensor dtaps, Tensor? dbias) where T : unmanaged, INumber<T>
+    private static unsafe void Backward<T>(Tensor dy, Tensor x, Tensor taps, Tensor? bias, Tensor dx, Tensor dtaps, Tensor? dbias,
+        ActivationKind activation) where T : unmanaged, IFloatingPointIeee754<T>
     {
-        using var alive = RawStorage.KeepAlive(dy, x, taps, dx, dtaps, dbias);
+        using var alive = RawStorage.KeepAlive(dy, x, taps, bias, dx, dtaps, dbias);
         CausalConvolution.Backward(RawStorage.Pointer<T>(dy), RawStorage.Pointer<T>(x), RawStorage.Pointer<T>(taps), RawStorage.Pointer<T>(dx),
-            RawStorage.Pointer<T>(dtaps), RawStorage.PointerOrNull<T>(dbias), (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)taps.shape[0]);
+            RawStorage.Pointer<T>(dtaps), RawStorage.PointerOrNull<T>(dbias), (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)taps.shape[0],
+            activation, RawStorage.PointerOrNull<T>(bias));
     }
 }

@@ -1,0 +1,59 @@
+using Duality.Ir;
+using Duality.Kernels;
+using Duality.Structure;
+using Duality.Torch;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Duality.Execution;
+
+/// <summary>
+/// A causal convolution read only by an activation (Mamba-2's SiLU(Conv1D(.))) as one pass: y = f(p) written where the
+/// convolution wrote p and the activation read it and wrote y, and backward dy f'(p) taken as the reverse pass reads dy,
+/// p formed again from x (<see cref="CausalConvolution"/>), where node by node the activation's backward writes it. On
+/// the CPU, in float32 or float64, for at most four taps and a width of whole vectors; otherwise the nodes run one by one.
+/// </summary>
+internal sealed class ConvolutionActivationExecutor : IFusedExecutor
+{
+    private readonly CausalConv1d convolution;
+    private readonly CausalConv1dModule module;
+    private readonly ActivationKind activation;
+
+    private ConvolutionActivationExecutor(CausalConv1d convolution, CausalConv1dModule module, ActivationKind activation, int result, int node)
+    {
+        (this.convolution, this.module, this.activation) = (convolution, module, activation);
+        (Result, Interior, Trigger) = (result, [node], convolution.Source.Index);
+    }
+
+    public string Kind => "causal convolution + activation";
+
+    public int Trigger { get; }
+
+    public int Result { get; }
+
+    public IReadOnlyList<int> Interior { get; }
+
+    public static IEnumerable<ConvolutionActivationExecutor> For(Graph graph, NodeModule?[] modules)
+    {
+        var readers = GatedLayers.Readers(graph);
+        for (int i = 0; i < graph.Nodes.Count; i++)
+            if (graph.Nodes[i] is Activation { Kind: not ActivationKind.Identity } activation && GatedScan.Supports(activation.Kind)
+                && graph[activation.Source] is CausalConv1d convolution && readers[activation.Source.Index] == 1
+                && modules[activation.Source.Index] is CausalConv1dModule module)
+                yield return new ConvolutionActivationExecutor(convolution, module, activation.Kind, i, activation.Source.Index);
+    }
+
+    public Tensor? TryRun(Tensor[] values, Workspace? workspace)
+    {
+        var x = values[convolution.Source.Index];
+        var fits = x.dtype switch
+        {
+            ScalarType.Float32 => CausalConvolution.Activates<float>(convolution.Width, convolution.KernelSize),
+            ScalarType.Float64 => CausalConvolution.Activates<double>(convolution.Width, convolution.KernelSize),
+            _ => false,
+        };
+        if (!fits || x.device.type != DeviceType.CPU || x.dim() != 3) return null;
+        var (weight, bias) = module.Weights;
+        return CausalConvolutionFunction.Run(x, weight, bias, activation);
+    }
+}
