@@ -37,7 +37,7 @@ internal sealed class ConvolutionActivationExecutor : IFusedExecutor
     {
         var readers = GatedLayers.Readers(graph);
         for (int i = 0; i < graph.Nodes.Count; i++)
-            if (graph.Nodes[i] is Activation { Kind: not ActivationKind.Identity } activation && GatedScan.Supports(activation.Kind)
+            if (graph.Nodes[i] is Activation { Kind: ActivationKind.SiLU or ActivationKind.Sigmoid or ActivationKind.Tanh or ActivationKind.ReLU } activation
                 && graph[activation.Source] is CausalConv1d convolution && readers[activation.Source.Index] == 1
                 && modules[activation.Source.Index] is CausalConv1dModule module)
                 yield return new ConvolutionActivationExecutor(convolution, module, activation.Kind, i, activation.Source.Index);
