@@ -573,6 +573,13 @@ let private dominatedStepErrors (fraction: float) (seed: int) =
     [ "output as one autograd operation", List.head errors, 1e-6; "output compiled (the fused loop)", scaledError expected fused, 1e-6
       "output as a streamer", scaledError expected streamed, 1e-6; "gradients", List.max (List.tail errors), 5e-5 ]
 
+/// The input's and every weight's gradient of sum(model(x)^2), flattened (a weight read by nothing has none).
+let private inputAndWeightGradients (model: Duality.Torch.CompiledGraph) (x: torch.Tensor) =
+    let input = x.detach().requires_grad_(true)
+    backwardOf (fun () -> model.forward(input).square().sum())
+    Array.concat [ yield ofTensorFlat input.grad
+                   for struct (_, p) in model.named_parameters() do if not (isNull p.grad) then yield ofTensorFlat p.grad ]
+
 let tests =
     testList "blocks" [
         for family in families do yield! formsLaws family
@@ -615,11 +622,7 @@ let tests =
                 let (y, expected) = noGrad (fun () -> ofTensor (fused.forward(x)), ofTensor (plain.forward(x)))
                 let reference = (ReferenceEvaluator.Evaluate(g, [| ofTensor x |])).[0]
                 // the input's and every weight's gradient ("shared" or "wide" may be read by nothing, and have none)
-                let gradient (model: Duality.Torch.CompiledGraph) =
-                    let input = x.detach().requires_grad_(true)
-                    backwardOf (fun () -> model.forward(input).square().sum())
-                    Array.concat [ yield ofTensorFlat input.grad
-                                   for struct (_, p) in model.named_parameters() do if not (isNull p.grad) then yield ofTensorFlat p.grad ]
+                let gradient (model: Duality.Torch.CompiledGraph) = inputAndWeightGradients model x
                 let (dx, expectedDx) = (gradient fused, gradient plain)
                 // without a Concat of slices, a slice of "wide" beside another or beside a Concat of its slices, or a skip, there is no group
                 let wideReaders = (kinds |> Array.filter ((=) 1) |> Array.length) + (if concatSource = "wide" && Array.contains 2 kinds then 1 else 0)
@@ -650,11 +653,7 @@ let tests =
                     let x = toTensor dtype (randomSequence random 2 time 5 1.0)
                     let (fused, plain) = (g.Compile(CompileOptions(DType = dtype)), g.Compile(CompileOptions(DType = dtype, Execution = ExecutionMode.PerNode)))
                     let (y, expected) = noGrad (fun () -> ofTensor (fused.forward(x)), ofTensor (plain.forward(x)))
-                    let gradient (model: Duality.Torch.CompiledGraph) =
-                        let input = x.detach().requires_grad_(true)
-                        backwardOf (fun () -> model.forward(input).square().sum())
-                        Array.concat [ yield ofTensorFlat input.grad
-                                       for struct (_, p) in model.named_parameters() do if not (isNull p.grad) then yield ofTensorFlat p.grad ]
+                    let gradient (model: Duality.Torch.CompiledGraph) = inputAndWeightGradients model x
                     let (dx, expectedDx) = (gradient fused, gradient plain)
                     let group = fused.FusedGroups |> Seq.tryFind (fun group -> group.Kind = "causal convolution + activation")
                     (match group with
@@ -681,11 +680,7 @@ let tests =
                 let x = toTensor f64 (randomSequence random 2 time width 1.0)
                 let (fused, plain) = (g.Compile(CompileOptions.Float64), g.Compile(CompileOptions(DType = f64, Execution = ExecutionMode.PerNode)))
                 let (y, expected) = noGrad (fun () -> ofTensor (fused.forward(x)), ofTensor (plain.forward(x)))
-                let gradient (model: Duality.Torch.CompiledGraph) =
-                    let input = x.detach().requires_grad_(true)
-                    backwardOf (fun () -> model.forward(input).square().sum())
-                    Array.concat [ yield ofTensorFlat input.grad
-                                   for struct (_, p) in model.named_parameters() do if not (isNull p.grad) then yield ofTensorFlat p.grad ]
+                let gradient (model: Duality.Torch.CompiledGraph) = inputAndWeightGradients model x
                 let (dx, expectedDx) = (gradient fused, gradient plain)
                 let group = fused.FusedGroups |> Seq.tryFind (fun group -> group.Kind = "projection + scaled skip")
                 (match group with
