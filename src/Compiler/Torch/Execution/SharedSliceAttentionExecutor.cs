@@ -12,12 +12,12 @@ namespace Duality.Execution;
 /// (Mamba-2's B and C: each group's slice of [x; B; C] once for every head of the group): the fused loop reads each head's
 /// slice where it lies, and the Concat, which would copy every slice once per head reading it, is not computed; with
 /// gradients the reverse pass reads them there too and adds each head's gradient into the columns it read (one gradient
-/// for the node, where each slice would give a zero-filled one of its full size). A value that is a slice of the node q or
-/// k is read from is read there too (Mamba-2's x: one gradient for [x; B; C]). A skip over the value read only by an Add of
-/// the attention's output, read only there (Mamba-2's y + D x), joins the group: the output y + D v in one pass, and
-/// backward dv += D dy, dD = sum dy v in one more (<see cref="ValueSkip"/>), where node by node the skip's product, sum,
-/// slice and accumulated gradients each take a pass over the rows. On the CPU, in float32 or float64 (as the attention's own loop);
-/// otherwise the nodes run one by one.
+/// for the node, where each slice would give a zero-filled one of its full size). A branch that is a slice of a node
+/// another branch reads is read within that node's rows too (Mamba-2's x beside B and C: one gradient for [x; B; C]). A
+/// skip over the value read only by an Add of the attention's output, read only there (Mamba-2's y + D x), joins the
+/// group: the output y + D v in one pass, and backward dv += D dy, dD = sum dy v in one more (<see cref="ValueSkip"/>),
+/// where node by node the skip's product, sum, slice and accumulated gradients each take a pass over the rows. On the
+/// CPU, in float32 or float64 (as the attention's own loop); otherwise the nodes run one by one.
 /// </summary>
 internal sealed class SharedSliceAttentionExecutor : IFusedExecutor
 {
@@ -63,7 +63,7 @@ internal sealed class SharedSliceAttentionExecutor : IFusedExecutor
             var (qw, kw, vw) = (Within(graph, node.Query, q, node.Heads, node.KeyWidth), Within(graph, node.Key, k, node.Heads, node.KeyWidth),
                 Within(graph, node.Value, v, node.Heads, node.ValueWidth));
             bool Shares(Branch b) => new[] { qw, kw, vw }.Count(o => o.Source == b.Source) > 1;
-            var within = new[] { (qw, q), (kw, k), (vw, v) }.Any(b => b.Item1 != b.Item2 && Shares(b.Item1));
+            var within = new[] { (qw, q), (kw, k), (vw, v) }.Any(b => !ReferenceEquals(b.Item1, b.Item2) && Shares(b.Item1));
             (q, k, v) = (Shares(qw) ? qw : q, Shares(kw) ? kw : k, Shares(vw) ? vw : v);
             var skip = SkipOver(graph, modules, readers, i, node.Value);
             if (q.Concat is null && k.Concat is null && v.Concat is null && skip is null && !within) continue;
