@@ -8,10 +8,11 @@ using static TorchSharp.torch;
 namespace Duality.Execution;
 
 /// <summary>
-/// A causal convolution read only by an activation (Mamba-2's SiLU(Conv1D(.))) as one pass: y = f(p) written where the
-/// convolution wrote p and the activation read it and wrote y, and backward dy f'(p) taken as the reverse pass reads dy,
-/// p formed again from x (<see cref="CausalConvolution"/>), where node by node the activation's backward writes it. On
-/// the CPU, in float32 or float64, for at most four taps and a width of whole vectors; otherwise the nodes run one by one.
+/// A causal convolution read only by an activation (Mamba-2's SiLU(Conv1D(.))) as one pass without gradients: y = f(p)
+/// written where the convolution wrote p and the activation read it and wrote y (<see cref="CausalConvolution"/>). On the
+/// CPU, in float32 or float64, for at most four taps and a width of whole vectors; with gradients, or otherwise, the
+/// nodes run one by one (a reverse pass forming f'(p) again from x, tried, kept more vectors live than the registers hold
+/// and ran the convolution's backward about 2x slower at [8, 1024, 640]).
 /// </summary>
 internal sealed class ConvolutionActivationExecutor : IFusedExecutor
 {
@@ -52,8 +53,8 @@ internal sealed class ConvolutionActivationExecutor : IFusedExecutor
             ScalarType.Float64 => CausalConvolution.Activates<double>(convolution.Width, convolution.KernelSize),
             _ => false,
         };
-        if (!fits || x.device.type != DeviceType.CPU || x.dim() != 3) return null;
         var (weight, bias) = module.Weights;
-        return CausalConvolutionFunction.Run(x, weight, bias, activation);
+        if (!fits || x.device.type != DeviceType.CPU || x.dim() != 3 || GradientGate.Records(x, weight, bias)) return null;
+        return CausalConvolutionFunction.Activated(x, weight, bias, activation);
     }
 }

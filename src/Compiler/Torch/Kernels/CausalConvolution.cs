@@ -13,10 +13,11 @@ namespace Duality.Kernels;
 ///   y_t = b + sum_{i &lt; K, i &lt;= t} tap_i * x_{t-i}                 (elementwise over C channels)
 /// and its reverse-mode derivative
 ///   dx_s = sum_{i &lt; K, s + i &lt; T} tap_i * dy_{s+i},   dtap_i = sum_{n, t >= i} dy_t * x_{t-i},   db = sum_{n, t} dy_t.
-/// x, y, dy, dx: [B, T, C]; taps, dtaps: [K, C]; b, db: [C] (b may be null). With an activation f (<see cref="Activates"/>:
-/// every channel in a window), y_t = f(p_t) for the sum p_t above, and the reverse pass takes dy_t f'(p_t) for dy_t,
-/// forming p_t again from x as the forward did (each row's taps in the same order), so p is neither kept nor written.
-/// The loops are compiled optimised from their first call (a tier-0 copy would run a script's first calls several times slower).
+/// x, y, dy, dx: [B, T, C]; taps, dtaps: [K, C]; b, db: [C] (b may be null). Without gradients an activation f may join
+/// the forward pass (<see cref="Activates"/>: every channel in a window): y_t = f(p_t) for the sum p_t above, written
+/// once (with gradients it does not: a reverse pass forming f'(p_t) again from x, tried, kept more vectors live than the
+/// registers hold and ran about 2x slower). The loops are compiled optimised from their first call (a tier-0 copy would
+/// run a script's first calls several times slower).
 /// </summary>
 internal static unsafe class CausalConvolution
 {
@@ -111,15 +112,13 @@ internal static unsafe class CausalConvolution
     }
 
     /// <summary>The reverse pass; split over the cores, each range of rows sums its own share of dtaps and dbias.</summary>
-    public static void Backward<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int batch, int time, int channels, int kernel,
-        ActivationKind activation = ActivationKind.Identity, T* bias = null) where T : unmanaged, IFloatingPointIeee754<T>
+    public static void Backward<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int batch, int time, int channels, int kernel)
+        where T : unmanaged, INumber<T>
     {
-        if (activation != ActivationKind.Identity && !Activates<T>(channels, kernel))
-            throw new InvalidOperationException($"an activation joins the convolution only when its {channels} channels all run in windows");
         var pieces = Pieces(batch * time, channels, kernel);
         if (pieces.Length == 1)
         {
-            BackwardRows(dy, x, taps, bias, dx, dtaps, dbias, 0, batch * time, time, channels, kernel, activation);
+            BackwardRows(dy, x, taps, dx, dtaps, dbias, 0, batch * time, time, channels, kernel);
             return;
         }
         // per piece: its dtaps [K, C], then its dbias [C]
@@ -127,13 +126,13 @@ internal static unsafe class CausalConvolution
         var partial = new T[pieces.Length * width];
         fixed (T* shares = partial)
         {
-            var (pdy, px, pt, pb, pdx, ps) = ((nint)dy, (nint)x, (nint)taps, (nint)bias, (nint)dx, (nint)shares);
+            var (pdy, px, pt, pdx, ps) = ((nint)dy, (nint)x, (nint)taps, (nint)dx, (nint)shares);
             var withBias = dbias is not null;
             KernelTeam.For(pieces.Length, p =>
             {
                 T* share = (T*)ps + (long)p * width;
-                BackwardRows((T*)pdy, (T*)px, (T*)pt, (T*)pb, (T*)pdx, share, withBias ? share + kernel * channels : null, pieces[p].Start, pieces[p].End,
-                    time, channels, kernel, activation);
+                BackwardRows((T*)pdy, (T*)px, (T*)pt, (T*)pdx, share, withBias ? share + kernel * channels : null, pieces[p].Start, pieces[p].End,
+                    time, channels, kernel);
             });
             new Span<T>(shares, width).Slice(0, kernel * channels).CopyTo(new Span<T>(dtaps, kernel * channels));
             if (withBias) new Span<T>(shares + kernel * channels, channels).CopyTo(new Span<T>(dbias, channels));
@@ -148,16 +147,15 @@ internal static unsafe class CausalConvolution
     /// <summary>dx for rows [start, end), and their sums into dtaps and dbias (cleared first): the channels a vector holds
     /// through a window of registers when the taps fit one, the rest row by row.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void BackwardRows<T>(T* dy, T* x, T* taps, T* bias, T* dx, T* dtaps, T* dbias, int start, int end, int time, int channels, int kernel,
-        ActivationKind activation) where T : unmanaged, IFloatingPointIeee754<T>
+    private static void BackwardRows<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int start, int end, int time, int channels, int kernel)
+        where T : unmanaged, INumber<T>
     {
         new Span<T>(dtaps, kernel * channels).Clear();
         if (dbias is not null) new Span<T>(dbias, channels).Clear();
         var windowed = WindowedChannels<T>(channels, kernel);
         foreach (var (first, last, sequence) in Sequences(start, end, time))
             for (int from = first; from < last; from += BlockRows)
-                BackwardWindowed(dy, x, taps, bias, dx, dtaps, dbias, from, Math.Min(from + BlockRows, last), sequence, sequence + time, channels, kernel, windowed,
-                    activation);
+                BackwardWindowed(dy, x, taps, dx, dtaps, dbias, from, Math.Min(from + BlockRows, last), sequence, sequence + time, channels, kernel, windowed);
         if (windowed < channels) BackwardColumns(dy, x, taps, dx, dtaps, dbias, start, end, time, channels, kernel, windowed);
     }
 
@@ -167,8 +165,8 @@ internal static unsafe class CausalConvolution
     /// the block, so each entry of dy and x is loaded once and each of dx stored once; rows outside the sequence read as zeros.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void BackwardWindowed<T>(T* dy, T* x, T* taps, T* bias, T* dx, T* dtaps, T* dbias, int from, int to, int first, int after, int channels,
-        int kernel, int windowed, ActivationKind activation) where T : unmanaged, IFloatingPointIeee754<T>
+    private static void BackwardWindowed<T>(T* dy, T* x, T* taps, T* dx, T* dtaps, T* dbias, int from, int to, int first, int after, int channels,
+        int kernel, int windowed) where T : unmanaged, INumber<T>
     {
         for (int c = 0; c < windowed; c += Vector<T>.Count)
         {
@@ -176,20 +174,8 @@ internal static unsafe class CausalConvolution
             var (t0, t1, t2, t3) = (Tap(taps, 0, kernel, channels, c), Tap(taps, 1, kernel, channels, c), Tap(taps, 2, kernel, channels, c), Tap(taps, 3, kernel, channels, c));
             var (d0, d1, d2, d3) = (Tap(dtaps, 0, kernel, channels, c), Tap(dtaps, 1, kernel, channels, c), Tap(dtaps, 2, kernel, channels, c), Tap(dtaps, 3, kernel, channels, c));
             var db = dbias is null ? Vector<T>.Zero : Vector.Load(dbias + c);
-            var b = bias is null ? Vector<T>.Zero : Vector.Load(bias + c);
-            // dy_s, or with an activation dy_s f'(p_s), p_s formed again as the forward formed it
-            Vector<T> Gradient(long s)
-            {
-                var g = Row(gc, s, first, after, channels);
-                if (activation == ActivationKind.Identity || s >= after) return g;
-                var p = VectorFused.MultiplyAdd(t0, Vector.Load(xc + s * channels), b);
-                if (kernel > 1) p = VectorFused.MultiplyAdd(t1, Row(xc, s - 1, first, after, channels), p);
-                if (kernel > 2) p = VectorFused.MultiplyAdd(t2, Row(xc, s - 2, first, after, channels), p);
-                if (kernel > 3) p = VectorFused.MultiplyAdd(t3, Row(xc, s - 3, first, after, channels), p);
-                GatedScan.ActivateWithSlope(activation, p, out var slope);
-                return g * slope;
-            }
-            var (g0, g1, g2, g3) = (Gradient(from), Gradient(from + 1), Gradient(from + 2), Gradient(from + 3));
+            var (g0, g1, g2, g3) = (Row(gc, from, first, after, channels), Row(gc, from + 1, first, after, channels), Row(gc, from + 2, first, after, channels),
+                Row(gc, from + 3, first, after, channels));
             var (x1, x2, x3) = (Row(xc, from - 1, first, after, channels), Row(xc, from - 2, first, after, channels), Row(xc, from - 3, first, after, channels));
             for (long r = from; r < to; r++)
             {
@@ -203,7 +189,7 @@ internal static unsafe class CausalConvolution
                 db += g0;
                 (x3, x2, x1) = (x2, x1, x0);
                 (g0, g1, g2) = (g1, g2, g3);
-                g3 = Gradient(r + 4);
+                g3 = r + 4 < after ? Vector.Load(gc + (r + 4) * channels) : Vector<T>.Zero;
             }
             StoreTap(d0, dtaps, 0, kernel, channels, c);
             StoreTap(d1, dtaps, 1, kernel, channels, c);
@@ -289,26 +275,34 @@ internal static unsafe class CausalConvolution
 
 /// <summary>
 /// The causal depthwise convolution as one autograd operation (<see cref="CausalConvolution"/>): x: [B, T, C],
-/// weight: [C, K] (tap i weighs the step i back), bias: [C] or null; returns y: [B, T, C], or f(y) with an activation
-/// (every channel in a window: <see cref="CausalConvolution.Activates"/>), its slope taken in the reverse pass.
+/// weight: [C, K] (tap i weighs the step i back), bias: [C] or null; returns y: [B, T, C]. Without gradients,
+/// <see cref="Activated"/> gives f(y) in the same pass (every channel in a window: <see cref="CausalConvolution.Activates"/>).
 /// </summary>
 internal sealed class CausalConvolutionFunction : SingleTensorFunction<CausalConvolutionFunction>
 {
     public override string Name => "CausalConvolution";
 
-    public static Tensor Run(Tensor x, Tensor weight, Tensor? bias, ActivationKind activation = ActivationKind.Identity) =>
-        apply(x.contiguous(), weight, bias!, activation);
+    public static Tensor Run(Tensor x, Tensor weight, Tensor? bias) => apply(x.contiguous(), weight, bias!);
+
+    /// <summary>f(conv(x)) in one pass, without gradients.</summary>
+    public static Tensor Activated(Tensor x, Tensor weight, Tensor? bias, ActivationKind activation) =>
+        Convolved(x.contiguous(), weight, bias, activation);
 
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
-        var (x, weight, bias, activation) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor, (ActivationKind)vars[3]);
+        var (x, weight, bias) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor);
+        var y = Convolved(x, weight, bias, ActivationKind.Identity);
+        ctx.save_for_backward([x, weight.t().contiguous(), bias?.contiguous()!]);
+        return y;
+    }
+
+    private static Tensor Convolved(Tensor x, Tensor weight, Tensor? bias, ActivationKind activation)
+    {
         var taps = weight.t().contiguous();
         var b = bias?.contiguous();
         var y = LargeTensors.EmptyLike(x);
         if (x.dtype == ScalarType.Float32) Forward<float>(x, taps, b, y, activation);
         else Forward<double>(x, taps, b, y, activation);
-        ctx.save_for_backward([x, taps, b!]);
-        ctx.save_data("activation", activation);
         return y;
     }
 
@@ -318,13 +312,12 @@ internal sealed class CausalConvolutionFunction : SingleTensorFunction<CausalCon
     {
         var saved = ctx.get_saved_variables();
         var (x, taps, bias) = (saved[0], saved[1], saved[2] is { IsInvalid: false } s ? s : null);
-        var activation = (ActivationKind)ctx.get_data("activation");
         var dy = grad.contiguous();
         var (dx, dtaps) = (LargeTensors.EmptyLike(x), empty_like(taps));
         var dbias = bias is null ? null : empty_like(bias);
-        if (x.dtype == ScalarType.Float32) Backward<float>(dy, x, taps, bias, dx, dtaps, dbias, activation);
-        else Backward<double>(dy, x, taps, bias, dx, dtaps, dbias, activation);
-        return [dx, dtaps.t(), dbias!, null!];
+        if (x.dtype == ScalarType.Float32) Backward<float>(dy, x, taps, dx, dtaps, dbias);
+        else Backward<double>(dy, x, taps, dx, dtaps, dbias);
+        return [dx, dtaps.t(), dbias!];
     }
 
     private static unsafe void Forward<T>(Tensor x, Tensor taps, Tensor? bias, Tensor y, ActivationKind activation)
@@ -335,12 +328,10 @@ internal sealed class CausalConvolutionFunction : SingleTensorFunction<CausalCon
             (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)taps.shape[0], activation);
     }
 
-    private static unsafe void Backward<T>(Tensor dy, Tensor x, Tensor taps, Tensor? bias, Tensor dx, Tensor dtaps, Tensor? dbias,
-        ActivationKind activation) where T : unmanaged, IFloatingPointIeee754<T>
+    private static unsafe void Backward<T>(Tensor dy, Tensor x, Tensor taps, Tensor dx, Tensor dtaps, Tensor? dbias) where T : unmanaged, INumber<T>
     {
-        using var alive = RawStorage.KeepAlive(dy, x, taps, bias, dx, dtaps, dbias);
+        using var alive = RawStorage.KeepAlive(dy, x, taps, dx, dtaps, dbias);
         CausalConvolution.Backward(RawStorage.Pointer<T>(dy), RawStorage.Pointer<T>(x), RawStorage.Pointer<T>(taps), RawStorage.Pointer<T>(dx),
-            RawStorage.Pointer<T>(dtaps), RawStorage.PointerOrNull<T>(dbias), (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)taps.shape[0],
-            activation, RawStorage.PointerOrNull<T>(bias));
+            RawStorage.Pointer<T>(dtaps), RawStorage.PointerOrNull<T>(dbias), (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)taps.shape[0]);
     }
 }
