@@ -635,33 +635,6 @@ let tests =
                 && y = expected && within tolerance64 (scaledError reference y) "= the reference"
                 && within tolerance64 (relative expectedDx dx) "the gradients = node by node")
 
-        testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 40 }
-            "a causal convolution read only by an activation (Mamba-2's SiLU(Conv1D(.)), or a sigmoid, tanh or ReLU) runs as one pass without gradients, node by node with them: = its nodes one by one (float64 1e-12 forward, 1e-10 gradients; float32 1e-5 and 1e-4), 1 to 4 taps, widths around whole vectors (others, 5 taps and a second reader run node by node), with and without a bias" <|
-            Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.elements [ 1; 3; 17; 70 ]) (Gen.elements [ 3; 4; 8; 12; 16; 17; 32 ]) (Gen.choose (0, 10000)))) (fun (time, width, seed) ->
-                let random = Random(seed)
-                let (taps, bias, readElsewhere) = (random.Next(1, 6), random.Next(2) = 0, random.Next(5) = 0)
-                let kind = [| ActivationKind.SiLU; ActivationKind.Sigmoid; ActivationKind.Tanh; ActivationKind.ReLU |].[random.Next(4)]
-                let g =
-                    let convolved = Model.Input("x", 5).Projection(width, name = "in").CausalConv1d(taps, bias = bias, name = "conv")
-                    let activated = convolved.Activation(kind, name = "act")
-                    let built = if readElsewhere then activated.Add((fun b -> b.From("conv")), name = "again").Build() else activated.Build()
-                    InitializeWeights.Run(built, seed, WeightInit.Perturbed)
-                let fits dtype =
-                    taps <= 4 && not readElsewhere && width % (if dtype = f64 then Numerics.Vector<float>.Count else Numerics.Vector<float32>.Count) = 0
-                [ f64, 1e-12, tolerance64; torch.ScalarType.Float32, 1e-5, 1e-4 ]
-                |> List.forall (fun (dtype, forwardTolerance, gradientTolerance) ->
-                    let x = toTensor dtype (randomSequence random 2 time 5 1.0)
-                    let (fused, plain) = (g.Compile(CompileOptions(DType = dtype)), g.Compile(CompileOptions(DType = dtype, Execution = ExecutionMode.PerNode)))
-                    let (y, expected) = noGrad (fun () -> ofTensor (fused.forward(x)), ofTensor (plain.forward(x)))
-                    let gradient (model: Duality.Torch.CompiledGraph) = inputAndWeightGradients model x
-                    let (dx, expectedDx) = (gradient fused, gradient plain)
-                    let group = fused.FusedGroups |> Seq.tryFind (fun group -> group.Kind = "causal convolution + activation")
-                    (match group with
-                     | Some group -> not readElsewhere && group.Node = "act" && (group.Fused, group.NodeByNode) = (if fits dtype then (1L, 1L) else (0L, 2L))
-                     | None -> readElsewhere)
-                    && within forwardTolerance (scaledError expected y) (sprintf "%A forward = node by node" dtype)
-                    && within gradientTolerance (relative expectedDx dx) (sprintf "%A gradients = node by node" dtype)))
-
         testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 30 }
             "a projection and a channel scale added, each read only by the Add (the LRU's C h + D x), run as one group, the product added into the scaled skip, with and without gradients: = its nodes one by one (float64, 1e-12 forward, 1e-10 gradients), either order, with or without a bias; read by another node, the projection runs by itself" <|
             Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.elements [ 1; 5; 70 ]) (Gen.choose (1, 40)) (Gen.choose (0, 10000)))) (fun (time, width, seed) ->

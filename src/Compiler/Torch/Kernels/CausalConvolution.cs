@@ -1,5 +1,4 @@
 using Duality.Execution;
-using Duality.Ir;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using TorchSharp;
@@ -13,11 +12,8 @@ namespace Duality.Kernels;
 ///   y_t = b + sum_{i &lt; K, i &lt;= t} tap_i * x_{t-i}                 (elementwise over C channels)
 /// and its reverse-mode derivative
 ///   dx_s = sum_{i &lt; K, s + i &lt; T} tap_i * dy_{s+i},   dtap_i = sum_{n, t >= i} dy_t * x_{t-i},   db = sum_{n, t} dy_t.
-/// x, y, dy, dx: [B, T, C]; taps, dtaps: [K, C]; b, db: [C] (b may be null). Without gradients an activation f may join
-/// the forward pass (<see cref="Activates"/>: every channel in a window): y_t = f(p_t) for the sum p_t above, written
-/// once (with gradients it does not: a reverse pass forming f'(p_t) again from x, tried, kept more vectors live than the
-/// registers hold and ran about 2x slower). The loops are compiled optimised from their first call (a tier-0 copy would
-/// run a script's first calls several times slower).
+/// x, y, dy, dx: [B, T, C]; taps, dtaps: [K, C]; b, db: [C] (b may be null). The loops are compiled optimised from their
+/// first call (a tier-0 copy would run a script's first calls several times slower).
 /// </summary>
 internal static unsafe class CausalConvolution
 {
@@ -34,34 +30,28 @@ internal static unsafe class CausalConvolution
         return Enumerable.Range(0, count).Select(p => ((int)((long)rows * p / count), (int)((long)rows * (p + 1) / count))).ToArray();
     }
 
-    /// <summary>Whether an activation can join the pass: every channel in a window of registers.</summary>
-    public static bool Activates<T>(int channels, int kernel) where T : unmanaged, INumber<T> => WindowedChannels<T>(channels, kernel) == channels;
-
-    public static void Forward<T>(T* x, T* taps, T* bias, T* y, int batch, int time, int channels, int kernel,
-        ActivationKind activation = ActivationKind.Identity) where T : unmanaged, IFloatingPointIeee754<T>
+    public static void Forward<T>(T* x, T* taps, T* bias, T* y, int batch, int time, int channels, int kernel)
+        where T : unmanaged, INumber<T>
     {
-        if (activation != ActivationKind.Identity && !Activates<T>(channels, kernel))
-            throw new InvalidOperationException($"an activation joins the convolution only when its {channels} channels all run in windows");
         var pieces = Pieces(batch * time, channels, kernel);
-        if (pieces.Length == 1) ForwardRows(x, taps, bias, y, 0, batch * time, time, channels, kernel, activation);
+        if (pieces.Length == 1) ForwardRows(x, taps, bias, y, 0, batch * time, time, channels, kernel);
         else
         {
             var (px, pt, pb, py) = ((nint)x, (nint)taps, (nint)bias, (nint)y);
-            KernelTeam.For(pieces.Length, p => ForwardRows((T*)px, (T*)pt, (T*)pb, (T*)py, pieces[p].Start, pieces[p].End, time, channels, kernel,
-                activation));
+            KernelTeam.For(pieces.Length, p => ForwardRows((T*)px, (T*)pt, (T*)pb, (T*)py, pieces[p].Start, pieces[p].End, time, channels, kernel));
         }
     }
 
     /// <summary>Output rows [start, end) of the B T rows (row n T + t): the channels a vector holds through a window of
     /// registers when the taps fit one, the rest row by row.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ForwardRows<T>(T* x, T* taps, T* bias, T* y, int start, int end, int time, int channels, int kernel,
-        ActivationKind activation) where T : unmanaged, IFloatingPointIeee754<T>
+    private static void ForwardRows<T>(T* x, T* taps, T* bias, T* y, int start, int end, int time, int channels, int kernel)
+        where T : unmanaged, INumber<T>
     {
         var windowed = WindowedChannels<T>(channels, kernel);
         foreach (var (first, last, sequence) in Sequences(start, end, time))
             for (int from = first; from < last; from += BlockRows)
-                ForwardWindowed(x, taps, bias, y, from, Math.Min(from + BlockRows, last), sequence, channels, kernel, windowed, activation);
+                ForwardWindowed(x, taps, bias, y, from, Math.Min(from + BlockRows, last), sequence, channels, kernel, windowed);
         if (windowed < channels) ForwardColumns(x, taps, bias, y, start, end, time, channels, kernel, windowed);
     }
 
@@ -71,8 +61,8 @@ internal static unsafe class CausalConvolution
     /// of y stored once; rows outside the sequence read as zeros.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ForwardWindowed<T>(T* x, T* taps, T* bias, T* y, int from, int to, int sequence, int channels, int kernel, int windowed,
-        ActivationKind activation) where T : unmanaged, IFloatingPointIeee754<T>
+    private static void ForwardWindowed<T>(T* x, T* taps, T* bias, T* y, int from, int to, int sequence, int channels, int kernel, int windowed)
+        where T : unmanaged, INumber<T>
     {
         for (int c = 0; c < windowed; c += Vector<T>.Count)
         {
@@ -88,7 +78,6 @@ internal static unsafe class CausalConvolution
                 if (kernel > 1) sum = VectorFused.MultiplyAdd(t1, x1, sum);
                 if (kernel > 2) sum = VectorFused.MultiplyAdd(t2, x2, sum);
                 if (kernel > 3) sum = VectorFused.MultiplyAdd(t3, x3, sum);
-                if (activation != ActivationKind.Identity) sum = GatedScan.ActivateWithSlope(activation, sum, out _);
                 Vector.Store(sum, y + r * channels + c);
                 (x3, x2, x1) = (x2, x1, x0);
             }
@@ -275,8 +264,7 @@ internal static unsafe class CausalConvolution
 
 /// <summary>
 /// The causal depthwise convolution as one autograd operation (<see cref="CausalConvolution"/>): x: [B, T, C],
-/// weight: [C, K] (tap i weighs the step i back), bias: [C] or null; returns y: [B, T, C]. Without gradients,
-/// <see cref="Activated"/> gives f(y) in the same pass (every channel in a window: <see cref="CausalConvolution.Activates"/>).
+/// weight: [C, K] (tap i weighs the step i back), bias: [C] or null; returns y: [B, T, C].
 /// </summary>
 internal sealed class CausalConvolutionFunction : SingleTensorFunction<CausalConvolutionFunction>
 {
@@ -284,25 +272,15 @@ internal sealed class CausalConvolutionFunction : SingleTensorFunction<CausalCon
 
     public static Tensor Run(Tensor x, Tensor weight, Tensor? bias) => apply(x.contiguous(), weight, bias!);
 
-    /// <summary>f(conv(x)) in one pass, without gradients.</summary>
-    public static Tensor Activated(Tensor x, Tensor weight, Tensor? bias, ActivationKind activation) =>
-        Convolved(x.contiguous(), weight, bias, activation);
-
     public override Tensor forward(AutogradContext ctx, params object[] vars)
     {
         var (x, weight, bias) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor);
-        var y = Convolved(x, weight, bias, ActivationKind.Identity);
-        ctx.save_for_backward([x, weight.t().contiguous(), bias?.contiguous()!]);
-        return y;
-    }
-
-    private static Tensor Convolved(Tensor x, Tensor weight, Tensor? bias, ActivationKind activation)
-    {
         var taps = weight.t().contiguous();
         var b = bias?.contiguous();
         var y = LargeTensors.EmptyLike(x);
-        if (x.dtype == ScalarType.Float32) Forward<float>(x, taps, b, y, activation);
-        else Forward<double>(x, taps, b, y, activation);
+        if (x.dtype == ScalarType.Float32) Forward<float>(x, taps, b, y);
+        else Forward<double>(x, taps, b, y);
+        ctx.save_for_backward([x, taps, b!]);
         return y;
     }
 
@@ -320,12 +298,11 @@ internal sealed class CausalConvolutionFunction : SingleTensorFunction<CausalCon
         return [dx, dtaps.t(), dbias!];
     }
 
-    private static unsafe void Forward<T>(Tensor x, Tensor taps, Tensor? bias, Tensor y, ActivationKind activation)
-        where T : unmanaged, IFloatingPointIeee754<T>
+    private static unsafe void Forward<T>(Tensor x, Tensor taps, Tensor? bias, Tensor y) where T : unmanaged, INumber<T>
     {
         using var alive = RawStorage.KeepAlive(x, taps, bias, y);
         CausalConvolution.Forward(RawStorage.Pointer<T>(x), RawStorage.Pointer<T>(taps), RawStorage.PointerOrNull<T>(bias), RawStorage.Pointer<T>(y),
-            (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)taps.shape[0], activation);
+            (int)x.shape[0], (int)x.shape[1], (int)x.shape[2], (int)taps.shape[0]);
     }
 
     private static unsafe void Backward<T>(Tensor dy, Tensor x, Tensor taps, Tensor dx, Tensor dtaps, Tensor? dbias) where T : unmanaged, INumber<T>

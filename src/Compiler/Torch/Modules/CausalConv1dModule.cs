@@ -27,9 +27,6 @@ internal sealed class CausalConv1dModule : NodeModule
         if (node.Weights.Bias is { } b) register_parameter("bias", bias = TensorValues.Parameter(b, dtype));
     }
 
-    /// <summary>The taps [width, K] and the bias, for a group that runs the convolution itself.</summary>
-    internal (Tensor Weight, Tensor? Bias) Weights => (weight, bias);
-
     public override Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
         var x = inputs[0];
