@@ -55,11 +55,12 @@ internal sealed class ProjectionSkipExecutor : IFusedExecutor
         var (h, x) = (values[projection.Source.Index], values[scale.Source.Index]);
         if (h.dim() != 3 || x.dim() != 3) return null;
         long rows = h.shape[0] * h.shape[1], features = product.Weight.shape[0];
+        var recording = is_grad_enabled();
         var skip = x * factors.Factors;
-        if (product.BiasWeight is { } bias) skip = is_grad_enabled() ? skip.Plus(bias) : skip.add_(bias, HeldScalars.One);
+        if (product.BiasWeight is { } bias) skip = recording ? skip.Plus(bias) : skip.add_(bias, HeldScalars.One);
         using var input = h.reshape(rows, h.shape[2]);
         using var matrix = skip.view(rows, features);
-        if (!is_grad_enabled())
+        if (!recording)
         {
             matrix.addmm_(input, product.Weight.t()).Dispose();
             return skip;

@@ -77,33 +77,32 @@ internal sealed class GatedLinearAttentionFunction : SingleTensorFunction<GatedL
     /// <summary>y + D * v into <paramref name="output"/> (which may be y), v read where the loop reads it.</summary>
     public static void Skip(Tensor y, LoopOperand v, Tensor skip, Tensor output, Form form)
     {
-        using var alive = RawStorage.KeepAlive(y, v.Anchor, skip, output);
-        unsafe
-        {
-            if (y.dtype == ScalarType.Float32)
-                ValueSkip.Forward(RawStorage.Pointer<float>(y), v.Pointer<float>(), v.Rows, RawStorage.Pointer<float>(skip), RawStorage.Pointer<float>(output),
-                    y.shape[0] * y.shape[1], form.Heads, form.Value);
-            else
-                ValueSkip.Forward(RawStorage.Pointer<double>(y), v.Pointer<double>(), v.Rows, RawStorage.Pointer<double>(skip), RawStorage.Pointer<double>(output),
-                    y.shape[0] * y.shape[1], form.Heads, form.Value);
-        }
+        if (y.dtype == ScalarType.Float32) Skip<float>(y, v, skip, output, form);
+        else Skip<double>(y, v, skip, output, form);
     }
 
     /// <summary>dv += D * dy, and dD.</summary>
     private static Tensor SkipGradient(Tensor dy, LoopOperand v, Tensor skip, Tensor dv, Form form)
     {
         var dSkip = empty_like(skip);
-        using var alive = RawStorage.KeepAlive(dy, v.Anchor, skip, dv, dSkip);
-        unsafe
-        {
-            if (dy.dtype == ScalarType.Float32)
-                ValueSkip.Backward(RawStorage.Pointer<float>(dy), v.Pointer<float>(), v.Rows, RawStorage.Pointer<float>(skip), RawStorage.Pointer<float>(dv),
-                    RawStorage.Pointer<float>(dSkip), dy.shape[0] * dy.shape[1], form.Heads, form.Value);
-            else
-                ValueSkip.Backward(RawStorage.Pointer<double>(dy), v.Pointer<double>(), v.Rows, RawStorage.Pointer<double>(skip), RawStorage.Pointer<double>(dv),
-                    RawStorage.Pointer<double>(dSkip), dy.shape[0] * dy.shape[1], form.Heads, form.Value);
-        }
+        if (dy.dtype == ScalarType.Float32) SkipGradient<float>(dy, v, skip, dv, dSkip, form);
+        else SkipGradient<double>(dy, v, skip, dv, dSkip, form);
         return dSkip;
+    }
+
+    private static unsafe void Skip<T>(Tensor y, LoopOperand v, Tensor skip, Tensor output, Form form) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        using var alive = RawStorage.KeepAlive(y, v.Anchor, skip, output);
+        ValueSkip.Forward(RawStorage.Pointer<T>(y), v.Pointer<T>(), v.Rows, RawStorage.Pointer<T>(skip), RawStorage.Pointer<T>(output),
+            y.shape[0] * y.shape[1], form.Heads, form.Value);
+    }
+
+    private static unsafe void SkipGradient<T>(Tensor dy, LoopOperand v, Tensor skip, Tensor dv, Tensor dSkip, Form form)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        using var alive = RawStorage.KeepAlive(dy, v.Anchor, skip, dv, dSkip);
+        ValueSkip.Backward(RawStorage.Pointer<T>(dy), v.Pointer<T>(), v.Rows, RawStorage.Pointer<T>(skip), RawStorage.Pointer<T>(dv),
+            RawStorage.Pointer<T>(dSkip), dy.shape[0] * dy.shape[1], form.Heads, form.Value);
     }
 
     public override List<Tensor> backward(AutogradContext ctx, Tensor grad) => BackwardScope.Run(grad, () => ReversePass(ctx, grad));
