@@ -221,6 +221,27 @@ let private convolutionPieces =
                 let x = randomSequence (Random(time)) batch time 64 1.0
                 sameGradients (sprintf "batch %d, time %d, bias %b" batch time bias) (gradients g ExecutionMode.TorchOps x) (gradients g ExecutionMode.Auto x)
 
+let private valueSkipRanges =
+    testCase (sprintf "RowRanges.ParallelWork (%d) in Mamba-2's skip D v within the attention's group: = TorchOps with rows x heads value just below, at and above it, one and several batch rows: outputs, input and parameter gradients (float64, <= 1e-10)" RowRanges.ParallelWork) <| fun () ->
+        // 2 heads of value 16 read within "shared" beside the heads' query and key slices: ParallelWork / 32 rows is the
+        // threshold; 3 x 347 rows split unevenly over the ranges and end within a block of the gradient's sums
+        let threshold = int (RowRanges.ParallelWork / 32L)
+        let g =
+            let slices part start =
+                [| for h in 0 .. 1 -> Func<SequenceBuilder, SequenceBuilder>(fun b -> b.From("shared").Slice(start, 4, name = sprintf "%s%d" part h)) |]
+            let built =
+                Model.Input("x", 8).Projection(40, name = "shared")
+                    .GatedLinearAttention(2, 4, 16, (fun q -> q.Concat("q", slices "q" 32)), (fun k -> k.Concat("k", slices "k" 36)),
+                                          (fun v -> v.From("shared").Slice(0, 32, name = "v")), (fun l -> l.Projection(2).LogSigmoid()),
+                                          (fun i -> i.Projection(2)), false, name = "a")
+                    .Add((fun s -> s.From("a/value/v").ChannelScale(name = "D")), name = "skip").Build()
+            InitializeWeights.Run(built, 7, WeightInit.Perturbed)
+        let kind = (g.Compile(CompileOptions.Float64).FusedGroups |> Seq.map (fun group -> group.Kind) |> List.ofSeq)
+        if kind <> [ "attention reading shared slices, with the skip D v" ] then failwithf "groups %A" kind
+        for batch, time in [ 1, threshold - 1; 1, threshold; 3, 347 ] do
+            let x = randomSequence (Random(time)) batch time 8 1.0
+            sameGradients (sprintf "batch %d, time %d" batch time) (gradients g ExecutionMode.TorchOps x) (gradients g ExecutionMode.Auto x)
+
 let private fingerprints =
     testCase (sprintf "Fingerprint.ParallelBytes (%d): equal tensors hash alike and changing any one element (first, either side of the middle, last) changes the hash, just below, at and above it" Fingerprint.ParallelBytes) <| fun () ->
         let elements = Fingerprint.ParallelBytes / 8
@@ -307,6 +328,7 @@ let private thresholds =
         tiledParallel
         scanPartitions
         convolutionPieces
+        valueSkipRanges
         fingerprints
         simd
         testSequenced lowered
