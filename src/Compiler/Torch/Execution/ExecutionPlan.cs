@@ -7,7 +7,7 @@ namespace Duality.Execution;
 /// <summary>
 /// How a compiled graph runs, decided when it is compiled: the groups of nodes that run as one kernel when they can
 /// (<see cref="IFusedExecutor"/>s: structure-aware gated layers, gates feeding a recurrence, attention reading shared slices,
-/// a projection with a scaled skip) and the nodes that always run
+/// a projection with a scaled skip, elementwise chains) and the nodes that always run
 /// by themselves. A group whose conditions fail on a call (gradients recorded, another device, weights without the
 /// structure it needs) runs its nodes one by one on that call. Groups that read the weights' structure re-read it when
 /// the weights change (a hash of their bits, one pass at memory speed) or when <see cref="Replan"/> says so.
@@ -25,10 +25,13 @@ internal sealed class ExecutionPlan
     public ExecutionPlan(Graph graph, NodeModule?[] modules, ExecutionMode execution)
     {
         this.graph = graph;
-        IEnumerable<IFusedExecutor> executors = execution == ExecutionMode.Auto
+        List<IFusedExecutor> executors = execution == ExecutionMode.Auto
             ? [.. StructureAwareLayerExecutor.For(graph, modules), .. GateIntoRecurrenceExecutor.For(graph, modules),
                .. SharedSliceAttentionExecutor.For(graph, modules), .. ProjectionSkipExecutor.For(graph, modules)]
             : [];
+        // elementwise chains among the nodes no other group takes
+        if (execution == ExecutionMode.Auto)
+            executors.AddRange(ElementwiseChainExecutor.For(graph, modules, executors.SelectMany(e => e.Interior.Append(e.Result)).ToHashSet()));
         groups = executors.Select(e => (Executor: e, Group: new FusedGroup(graph.Nodes[e.Result].Name, e.Kind,
             [.. e.Interior.Order().Select(i => graph.Nodes[i].Name), graph.Nodes[e.Result].Name]))).ToList();
         byTrigger = groups.ToLookup(g => g.Executor.Trigger);

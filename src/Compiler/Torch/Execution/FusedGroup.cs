@@ -15,8 +15,10 @@ public sealed class FusedGroup
     public string Node { get; }
 
     /// What the group runs as one kernel: "structure-aware gated layer" (with ", input-dependent decay" when it has one),
-    /// "gate + recurrence" (with ", input-dependent decay" when the recurrence has one), or "attention reading shared
-    /// slices" (a gated linear attention reading each head's slice of one node where it lies, its Concat not computed).
+    /// "gate + recurrence" (with ", input-dependent decay" when the recurrence has one), "attention reading shared
+    /// slices" (a gated linear attention reading each head's slice of one node where it lies, its Concat not computed;
+    /// ", with the skip D v" when it adds a scaled skip), "projection + scaled skip", or "elementwise chain" (activations,
+    /// scales, channel scales and sums in one pass, without gradients).
     public string Kind { get; }
 
     /// <summary>Every node the group computes, its result last.</summary>

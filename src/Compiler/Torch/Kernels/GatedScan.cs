@@ -258,16 +258,54 @@ internal static unsafe class GatedScan
             case ActivationKind.ReLU:
                 slope = Vector.ConditionalSelect(Vector.GreaterThan(x, Vector<T>.Zero), Vector<T>.One, Vector<T>.Zero);
                 return Vector.Max(x, Vector<T>.Zero);
+            case ActivationKind.LogSigmoid:
+            case ActivationKind.Softplus:
+            {
+                // with e = e^(-|x|): log sigmoid x = min(x, 0) - log(1 + e), softplus x = max(x, 0) + log(1 + e); their
+                // slopes sigmoid(-x) and sigmoid(x), 1 / (1 + e) on the side of x's sign and e / (1 + e) on the other
+                var e = ExpOfMinusMagnitude(x);
+                var tail = VectorLog.LogOnePlus(e);
+                var (near, far) = (Vector<T>.One / (Vector<T>.One + e), e / (Vector<T>.One + e));
+                var negative = Vector.LessThan(x, Vector<T>.Zero);
+                if (kind == ActivationKind.LogSigmoid)
+                {
+                    slope = Vector.ConditionalSelect(negative, near, far);
+                    return Vector.Min(x, Vector<T>.Zero) - tail;
+                }
+                slope = Vector.ConditionalSelect(negative, far, near);
+                return Vector.Max(x, Vector<T>.Zero) + tail;
+            }
             default:
                 slope = Vector<T>.One;
                 return x;
         }
     }
 
-    /// <summary>f(x); the decay normaliser without its slope (an exponential and a division the forward pass does not need).</summary>
+    /// <summary>
+    /// f(x); the decay normaliser, log sigmoid and softplus without their slopes (an exponential or divisions the forward
+    /// pass does not need).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<T> Activate<T>(ActivationKind kind, Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>
-        kind == ActivationKind.DecayNormaliser ? DecayNormaliser(x) : ActivateWithSlope(kind, x, out _);
+    internal static Vector<T> Activate<T>(ActivationKind kind, Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>
+        kind switch
+        {
+            ActivationKind.DecayNormaliser => DecayNormaliser(x),
+            ActivationKind.LogSigmoid => Vector.Min(x, Vector<T>.Zero) - VectorLog.LogOnePlus(ExpOfMinusMagnitude(x)),
+            ActivationKind.Softplus => Vector.Max(x, Vector<T>.Zero) + VectorLog.LogOnePlus(ExpOfMinusMagnitude(x)),
+            _ => ActivateWithSlope(kind, x, out _),
+        };
+
+    /// <summary>
+    /// e^-|x|, 0 where |x| passes the bound below which <see cref="VectorExp.Exp{T}"/> saturates (708 for double, 87 for
+    /// float), so that log(1 + e^-|x|) is 0 there as it is in double arithmetic, not the saturated exponential.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<T> ExpOfMinusMagnitude<T>(Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var magnitude = Vector.Abs(x);
+        var bound = new Vector<T>(T.CreateTruncating(typeof(T) == typeof(double) ? 708 : 87));
+        return Vector.ConditionalSelect(Vector.GreaterThan(magnitude, bound), Vector<T>.Zero, VectorExp.Exp(-magnitude));
+    }
 
     /// <summary>sqrt(1 - e^(2x)) = sqrt(-(e^(2x) - 1)), exact near x = 0.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

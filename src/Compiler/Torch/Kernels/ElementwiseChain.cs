@@ -1,0 +1,167 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using Duality.Ir;
+
+namespace Duality.Kernels;
+
+/// <summary>
+/// A tree of elementwise nodes evaluated in one pass: each step an activation f(a), a constant multiple c a, a
+/// per-channel multiple s * a or a sum a + b of the chain's inputs or earlier steps, all [rows, width] contiguous;
+/// the last step is the chain's value. Rows go in tiles of about <see cref="TileElements"/> elements, each step's
+/// values for a tile kept in a scratch row that stays in cache, so the inputs are read once and only the value is
+/// written, where node by node each step reads and writes a whole tensor. Ranges of rows run in parallel beyond
+/// <see cref="ParallelWork"/> elements.
+/// </summary>
+internal static unsafe class ElementwiseChain
+{
+    /// <summary>Elements from which ranges of rows run in parallel.</summary>
+    public const long ParallelWork = 1 << 16;
+
+    /// <summary>About this many elements per tile (at least one row).</summary>
+    public const int TileElements = 1024;
+
+    public enum Operation { Activate, Scale, ChannelScale, Add }
+
+    /// <summary>
+    /// One step. Operands below the chain's input count are its inputs, the rest earlier steps (input count + step).
+    /// <paramref name="Factors"/> indexes the per-channel factors of a channel scale.
+    /// </summary>
+    public readonly record struct Step(Operation Operation, int Left, int Right = -1, ActivationKind Kind = ActivationKind.Identity,
+        double Factor = 1, int Factors = -1);
+
+    /// <summary>The activations a step computes.</summary>
+    public static bool Supports(ActivationKind kind) =>
+        GatedScan.Supports(kind) || kind is ActivationKind.LogSigmoid or ActivationKind.Softplus;
+
+    /// <summary>
+    /// The chain's value into <paramref name="y"/>: the inputs (addresses of T) and y [rows, width], the factors [width] each.
+    /// </summary>
+    public static void Forward<T>(nint[] inputs, nint[] factors, Step[] steps, T* y, long rows, int width)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int tileRows = Math.Max(1, TileElements / width), tile = tileRows * width;
+        // each channel scale's factors repeated over a tile's rows, so that a tile multiplies entry by entry
+        var repeated = new T[factors.Length * tile];
+        for (int f = 0; f < factors.Length; f++)
+            for (int i = 0; i < tile; i++) repeated[f * tile + i] = ((T*)factors[f])[i % width];
+                var ranges = rows * width >= ParallelWork ? (int)Math.Min(Environment.ProcessorCount, rows) : 1;
+        long Start(int r) => rows * r / ranges;
+        var output = (nint)y;
+        void Range(int r)
+        {
+            using var scratch = new RentedArray<T>((long)steps.Length * tile);
+            fixed (T* work = scratch.Array, scales = repeated)
+                for (long row = Start(r); row < Start(r + 1); row += tileRows)
+                {
+                    var count = (int)Math.Min(tileRows, Start(r + 1) - row) * width;
+                    Tile(inputs, scales, steps, work, tile, (T*)output, row * width, count);
+                }
+        }
+        if (ranges == 1) Range(0);
+        else KernelTeam.For(ranges, Range);
+    }
+
+    /// <summary>Every step over one tile of <paramref name="count"/> elements from element <paramref name="offset"/>.</summary>
+    private static void Tile<T>(nint[] inputs, T* scales, Step[] steps, T* work, int tile, T* y, long offset, int count)
+        where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        int inputCount = inputs.Length;
+        T* Operand(int i) => i < inputCount ? (T*)inputs[i] + offset : work + (long)(i - inputCount) * tile;
+        for (int s = 0; s < steps.Length; s++)
+        {
+            var step = steps[s];
+            T* into = s == steps.Length - 1 ? y + offset : work + (long)s * tile;
+            T* a = Operand(step.Left);
+            var c = new Vector<T>(T.CreateChecked(step.Factor));
+            switch (step.Operation)
+            {
+                case Operation.Add: Map<T, Sum<T>>(a, Operand(step.Right), c, into, count); break;
+                case Operation.Scale: Map<T, Product<T>>(a, null, c, into, count); break;
+                case Operation.ChannelScale: Map<T, Product<T>>(a, scales + (long)step.Factors * tile, c, into, count); break;
+                default:
+                    switch (step.Kind)
+                    {
+                        case ActivationKind.LogSigmoid: Map<T, Of<T, LogSigmoidKind>>(a, null, c, into, count); break;
+                        case ActivationKind.Softplus: Map<T, Of<T, SoftplusKind>>(a, null, c, into, count); break;
+                        case ActivationKind.Sigmoid: Map<T, Of<T, SigmoidKind>>(a, null, c, into, count); break;
+                        case ActivationKind.SiLU: Map<T, Of<T, SiLUKind>>(a, null, c, into, count); break;
+                        case ActivationKind.Tanh: Map<T, Of<T, TanhKind>>(a, null, c, into, count); break;
+                        case ActivationKind.ReLU: Map<T, Of<T, ReLUKind>>(a, null, c, into, count); break;
+                        case ActivationKind.DecayNormaliser: Map<T, Of<T, DecayNormaliserKind>>(a, null, c, into, count); break;
+                        default: throw new InvalidOperationException($"the elementwise chain does not compute {step.Kind}");
+                    }
+                    break;
+            }
+        }
+    }
+
+    /// <summary>
+    /// into = F(a, b) over <paramref name="count"/> elements, b the second operand's entries or, when null, c in every
+    /// entry; each function its own loop, so that it is compiled with only its own arithmetic inlined.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Map<T, F>(T* a, T* b, Vector<T> c, T* into, int count) where T : unmanaged, IFloatingPointIeee754<T> where F : IVectorFunction<T>
+    {
+        int n = Vector<T>.Count, i = 0;
+        if (b is null)
+            for (; i <= count - n; i += n) Vector.Store(F.Apply(Vector.Load(a + i), c), into + i);
+        else
+            for (; i <= count - n; i += n) Vector.Store(F.Apply(Vector.Load(a + i), Vector.Load(b + i)), into + i);
+        if (i == count) return;
+        // the last few elements through one padded vector
+        var last = F.Apply(Tail(a + i, count - i), b is null ? c : Tail(b + i, count - i));
+        for (int j = 0; i + j < count; j++) into[i + j] = last[j];
+    }
+
+    private interface IVectorFunction<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        static abstract Vector<T> Apply(Vector<T> x, Vector<T> other);
+    }
+
+    private readonly struct Sum<T> : IVectorFunction<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector<T> Apply(Vector<T> x, Vector<T> other) => x + other;
+    }
+
+    private readonly struct Product<T> : IVectorFunction<T> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector<T> Apply(Vector<T> x, Vector<T> other) => x * other;
+    }
+
+    /// <summary>An activation named by a type, so that its loop's switch on the kind folds to that one case.</summary>
+    private interface IKind
+    {
+        static abstract ActivationKind Kind { get; }
+    }
+
+    private readonly struct Of<T, K> : IVectorFunction<T> where T : unmanaged, IFloatingPointIeee754<T> where K : IKind
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector<T> Apply(Vector<T> x, Vector<T> other) => GatedScan.Activate(K.Kind, x);
+    }
+
+    private readonly struct LogSigmoidKind : IKind { public static ActivationKind Kind => ActivationKind.LogSigmoid; }
+
+    private readonly struct SoftplusKind : IKind { public static ActivationKind Kind => ActivationKind.Softplus; }
+
+    private readonly struct SigmoidKind : IKind { public static ActivationKind Kind => ActivationKind.Sigmoid; }
+
+    private readonly struct SiLUKind : IKind { public static ActivationKind Kind => ActivationKind.SiLU; }
+
+    private readonly struct TanhKind : IKind { public static ActivationKind Kind => ActivationKind.Tanh; }
+
+    private readonly struct ReLUKind : IKind { public static ActivationKind Kind => ActivationKind.ReLU; }
+
+    private readonly struct DecayNormaliserKind : IKind { public static ActivationKind Kind => ActivationKind.DecayNormaliser; }
+
+    /// <summary>The last <paramref name="count"/> elements (fewer than a vector) in a vector, zeros after them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<T> Tail<T>(T* x, int count) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        Span<T> padded = stackalloc T[Vector<T>.Count];
+        new ReadOnlySpan<T>(x, count).CopyTo(padded);
+        return new Vector<T>(padded);
+    }
+}
