@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using Duality.Ir;
 
 namespace Duality.Kernels;
@@ -72,89 +73,81 @@ internal static unsafe class ElementwiseChain
             var step = steps[s];
             T* into = s == steps.Length - 1 ? y + offset : work + (long)s * tile;
             T* a = Operand(step.Left);
-            var c = new Vector<T>(T.CreateChecked(step.Factor));
+            var c = T.CreateChecked(step.Factor);
             switch (step.Operation)
             {
                 case Operation.Add: Map<T, Sum<T>>(a, Operand(step.Right), c, into, count); break;
                 case Operation.Scale: Map<T, Product<T>>(a, null, c, into, count); break;
                 case Operation.ChannelScale: Map<T, Product<T>>(a, scales + (long)step.Factors * tile, c, into, count); break;
-                default:
-                    switch (step.Kind)
-                    {
-                        case ActivationKind.LogSigmoid: Map<T, Of<T, LogSigmoidKind>>(a, null, c, into, count); break;
-                        case ActivationKind.Softplus: Map<T, Of<T, SoftplusKind>>(a, null, c, into, count); break;
-                        case ActivationKind.Sigmoid: Map<T, Of<T, SigmoidKind>>(a, null, c, into, count); break;
-                        case ActivationKind.SiLU: Map<T, Of<T, SiLUKind>>(a, null, c, into, count); break;
-                        case ActivationKind.Tanh: Map<T, Of<T, TanhKind>>(a, null, c, into, count); break;
-                        case ActivationKind.ReLU: Map<T, Of<T, ReLUKind>>(a, null, c, into, count); break;
-                        case ActivationKind.DecayNormaliser: Map<T, Of<T, DecayNormaliserKind>>(a, null, c, into, count); break;
-                        default: throw new InvalidOperationException($"the elementwise chain does not compute {step.Kind}");
-                    }
-                    break;
+                default: Activations.Visit<int, MapActivation<T>>(step.Kind, new(a, into, count)); break;
             }
         }
     }
 
     /// <summary>
     /// into = F(a, b) over <paramref name="count"/> elements, b the second operand's entries or, when null, c in every
-    /// entry; each function its own loop, so that it is compiled with only its own arithmetic inlined.
+    /// entry: 512-bit vectors where they run at full rate, then Vector&lt;T&gt;, then the last few through one padded
+    /// vector. Each function its own loop, so that it is compiled with only its own arithmetic inlined.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Map<T, F>(T* a, T* b, Vector<T> c, T* into, int count) where T : unmanaged, IFloatingPointIeee754<T> where F : IVectorFunction<T>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void Map<T, F>(T* a, T* b, T c, T* into, int count) where T : unmanaged, IFloatingPointIeee754<T> where F : IVectorFunction<T>
     {
-        int n = Vector<T>.Count, i = 0;
-        if (b is null)
-            for (; i <= count - n; i += n) Vector.Store(F.Apply(Vector.Load(a + i), c), into + i);
-        else
-            for (; i <= count - n; i += n) Vector.Store(F.Apply(Vector.Load(a + i), Vector.Load(b + i)), into + i);
+        int i = WideLanes<T>.Faster ? Map<T, Vector512<T>, WideLanes<T>, F>(a, b, c, into, count, 0) : 0;
+        i = Map<T, Vector<T>, NativeLanes<T>, F>(a, b, c, into, count, i);
         if (i == count) return;
-        // the last few elements through one padded vector
-        var last = F.Apply(Tail(a + i, count - i), b is null ? c : Tail(b + i, count - i));
+        var last = F.Apply<Vector<T>, NativeLanes<T>>(Tail(a + i, count - i), b is null ? new Vector<T>(c) : Tail(b + i, count - i));
         for (int j = 0; i + j < count; j++) into[i + j] = last[j];
+    }
+
+    /// <summary>The whole vectors of one width from element <paramref name="i"/>; returns where they end.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Map<T, TV, TL, F>(T* a, T* b, T c, T* into, int count, int i)
+        where T : unmanaged, IFloatingPointIeee754<T> where TV : struct where TL : ILanes<TV, T> where F : IVectorFunction<T>
+    {
+        int n = TL.Count;
+        if (b is null)
+        {
+            var constant = TL.Broadcast(c);
+            for (; i <= count - n; i += n) TL.Store(F.Apply<TV, TL>(TL.Load(a + i), constant), into + i);
+        }
+        else
+            for (; i <= count - n; i += n) TL.Store(F.Apply<TV, TL>(TL.Load(a + i), TL.Load(b + i)), into + i);
+        return i;
     }
 
     private interface IVectorFunction<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        static abstract Vector<T> Apply(Vector<T> x, Vector<T> other);
+        static abstract TV Apply<TV, TL>(TV x, TV other) where TV : struct where TL : ILanes<TV, T>;
     }
 
     private readonly struct Sum<T> : IVectorFunction<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector<T> Apply(Vector<T> x, Vector<T> other) => x + other;
+        public static TV Apply<TV, TL>(TV x, TV other) where TV : struct where TL : ILanes<TV, T> => TL.Add(x, other);
     }
 
     private readonly struct Product<T> : IVectorFunction<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector<T> Apply(Vector<T> x, Vector<T> other) => x * other;
+        public static TV Apply<TV, TL>(TV x, TV other) where TV : struct where TL : ILanes<TV, T> => TL.Multiply(x, other);
     }
 
-    /// <summary>An activation named by a type, so that its loop's switch on the kind folds to that one case.</summary>
-    private interface IKind
+    /// <summary>into = f(a) for f a type.</summary>
+    private readonly struct MapActivation<T>(T* a, T* into, int count) : IActivationVisitor<int> where T : unmanaged, IFloatingPointIeee754<T>
     {
-        static abstract ActivationKind Kind { get; }
+        public int Visit<TActivation>() where TActivation : struct, IActivation
+        {
+            if (TActivation.Kind == ActivationKind.Identity) throw new InvalidOperationException("the elementwise chain computes no identity");
+            Map<T, Of<T, TActivation>>(a, null, T.Zero, into, count);
+            return count;
+        }
     }
 
-    private readonly struct Of<T, K> : IVectorFunction<T> where T : unmanaged, IFloatingPointIeee754<T> where K : IKind
+    private readonly struct Of<T, TActivation> : IVectorFunction<T> where T : unmanaged, IFloatingPointIeee754<T> where TActivation : struct, IActivation
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector<T> Apply(Vector<T> x, Vector<T> other) => GatedScan.Activate(K.Kind, x);
+        public static TV Apply<TV, TL>(TV x, TV other) where TV : struct where TL : ILanes<TV, T> => LanesMath.Activate<T, TV, TL>(TActivation.Kind, x);
     }
-
-    private readonly struct LogSigmoidKind : IKind { public static ActivationKind Kind => ActivationKind.LogSigmoid; }
-
-    private readonly struct SoftplusKind : IKind { public static ActivationKind Kind => ActivationKind.Softplus; }
-
-    private readonly struct SigmoidKind : IKind { public static ActivationKind Kind => ActivationKind.Sigmoid; }
-
-    private readonly struct SiLUKind : IKind { public static ActivationKind Kind => ActivationKind.SiLU; }
-
-    private readonly struct TanhKind : IKind { public static ActivationKind Kind => ActivationKind.Tanh; }
-
-    private readonly struct ReLUKind : IKind { public static ActivationKind Kind => ActivationKind.ReLU; }
-
-    private readonly struct DecayNormaliserKind : IKind { public static ActivationKind Kind => ActivationKind.DecayNormaliser; }
 
     /// <summary>The last <paramref name="count"/> elements (fewer than a vector) in a vector, zeros after them.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using Duality.Ir;
 
 namespace Duality.Kernels;
@@ -31,17 +32,42 @@ internal static unsafe class GateProduct
         else KernelTeam.For(ranges, r => range(Start(r), Start(r + 1)));
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ForwardRange<T>(T* value, T* gate, T* y, long start, long end, ActivationKind kind) where T : unmanaged, IFloatingPointIeee754<T>
+    private static void ForwardRange<T>(T* value, T* gate, T* y, long start, long end, ActivationKind kind) where T : unmanaged, IFloatingPointIeee754<T> =>
+        Activations.Visit<int, ForwardOf<T>>(kind, new(value, gate, y, start, end));
+
+    /// <summary>The forward pass with f as a type.</summary>
+    private readonly struct ForwardOf<T>(T* value, T* gate, T* y, long start, long end) : IActivationVisitor<int>
+        where T : unmanaged, IFloatingPointIeee754<T>
     {
-        int n = Vector<T>.Count;
-        long i = start;
-        for (; i <= end - n; i += n) Vector.Store(Vector.Load(value + i) * GatedScan.ActivateWithSlope(kind, Vector.Load(gate + i), out _), y + i);
+        public int Visit<TActivation>() where TActivation : struct, IActivation
+        {
+            ForwardRange<T, TActivation>(value, gate, y, start, end);
+            return 0;
+        }
+    }
+
+    /// <summary>y = value f(gate): 512-bit vectors where they run at full rate, then Vector&lt;T&gt;, then one padded vector.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void ForwardRange<T, TActivation>(T* value, T* gate, T* y, long start, long end)
+        where T : unmanaged, IFloatingPointIeee754<T> where TActivation : struct, IActivation
+    {
+        long i = WideLanes<T>.Faster ? Products<T, Vector512<T>, WideLanes<T>, TActivation>(value, gate, y, start, end) : start;
+        i = Products<T, Vector<T>, NativeLanes<T>, TActivation>(value, gate, y, i, end);
         if (i == end) return;
         // the last few elements through one padded vector
         var (gates, values) = (Tail(gate + i, (int)(end - i)), Tail(value + i, (int)(end - i)));
-        var products = values * GatedScan.ActivateWithSlope(kind, gates, out _);
+        var products = values * LanesMath.Activate<T, Vector<T>, NativeLanes<T>>(TActivation.Kind, gates);
         for (int j = 0; i + j < end; j++) y[i + j] = products[j];
+    }
+
+    /// <summary>The whole vectors of one width from element <paramref name="i"/>; returns where they end.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static long Products<T, TV, TL, TActivation>(T* value, T* gate, T* y, long i, long end)
+        where T : unmanaged, IFloatingPointIeee754<T> where TV : struct where TL : ILanes<TV, T> where TActivation : struct, IActivation
+    {
+        for (; i <= end - TL.Count; i += TL.Count)
+            TL.Store(TL.Multiply(TL.Load(value + i), LanesMath.Activate<T, TV, TL>(TActivation.Kind, TL.Load(gate + i))), y + i);
+        return i;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

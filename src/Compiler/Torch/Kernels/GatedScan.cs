@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using Duality.Ir;
 
 namespace Duality.Kernels;
@@ -89,7 +90,6 @@ internal static unsafe class GatedScan
         var (valueGates, valueKind) = ((nint)valueGate.Gate, valueGate.Kind);
         T* l = decay.Lambda is null ? null : decay.Lambda + start;
         T* a = biases.Value is null ? null : biases.Value + start, c = biases.Gate is null ? null : biases.Gate + start;
-        var factor = new Vector<T>(gateFactor);
         // the decay's constants in locals (the struct is not kept in registers)
         var (decayFactor, exponential, sharedDecay) = (new Vector<T>(decay.Factor), decay.Exponential, decay.Shared);
         for (int t = 0; t < shape.Time; t++)
@@ -100,19 +100,9 @@ internal static unsafe class GatedScan
             var shared = d is not null && sharedDecay ? Decay<T>.Factorised(new Vector<T>(d[0]), decayFactor, exponential) : default;
             // h_{t-1} is the row just written (still in cache); before the first step, h0 or zero
             T* previous = t > 0 ? y - shape.Width : h0 is null ? null : h0 + start;
-            int i = 0;
-            for (; i <= width - Vector<T>.Count; i += Vector<T>.Count)
-            {
-                var input = Vector.Load(v + i);
-                var gating = Vector.Load(g + i);
-                if (a is not null) input += Vector.Load(a + i);
-                if (w is not null) input *= Activate(valueKind, Vector.Load(w + i));
-                if (c is not null) gating += Vector.Load(c + i);
-                var product = input * Activate(kind, gating * factor);
-                if (previous is null) { Vector.Store(product, y + i); continue; }
-                var lambda = l is not null ? Vector.Load(l + i) : sharedDecay ? shared : Decay<T>.Factorised(Vector.Load(d + i), decayFactor, exponential);
-                Vector.Store(VectorFused.MultiplyAdd(lambda, Vector.Load(previous + i), product), y + i);
-            }
+            var step = new StepRows<T>(v, g, w, a, c, l, d, previous, y, sharedDecay ? shared[0] : T.Zero, gateFactor, decay.Factor, sharedDecay,
+                exponential, valueKind);
+            int i = Activations.Visit<int, StepOfGate<T>>(kind, new(step, width));
             for (; i < width; i++)
             {
                 T input = v[i] + (a is null ? T.Zero : a[i]), gating = g[i] + (c is null ? T.Zero : c[i]);
@@ -122,6 +112,81 @@ internal static unsafe class GatedScan
                 y[i] = previous is null ? product : lambda * previous[i] + product;
             }
         }
+    }
+
+    /// <summary>One step's rows, as <see cref="RunPiece"/> reads them (null for what it does not have).</summary>
+    private readonly struct StepRows<T>(T* value, T* gate, T* valueGate, T* valueBias, T* gateBias, T* lambda, T* decays, T* previous,
+        T* output, T shared, T gateFactor, T decayFactor, bool sharedDecay, bool exponential, ActivationKind valueKind)
+        where T : unmanaged
+    {
+        public readonly T* Value = value, Gate = gate, ValueGate = valueGate, ValueBias = valueBias, GateBias = gateBias, Lambda = lambda,
+            Decays = decays, Previous = previous, Output = output;
+        public readonly T Shared = shared, GateFactor = gateFactor, DecayFactor = decayFactor;
+        public readonly bool SharedDecay = sharedDecay, Exponential = exponential;
+        public readonly ActivationKind ValueKind = valueKind;
+    }
+
+    /// <summary>The step's gate function f as a type, then the value's own f2 (<see cref="StepOfBoth{T, TGate}"/>).</summary>
+    private readonly struct StepOfGate<T>(StepRows<T> step, int width) : IActivationVisitor<int> where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        public int Visit<TGate>() where TGate : struct, IActivation =>
+            Activations.Visit<int, StepOfBoth<T, TGate>>(step.ValueKind, new(step, width));
+    }
+
+    /// <summary>The step's whole vectors: 512 bits wide where those run at full rate, then Vector&lt;T&gt;; returns where they end.</summary>
+    private readonly struct StepOfBoth<T, TGate>(StepRows<T> step, int width) : IActivationVisitor<int>
+        where T : unmanaged, IFloatingPointIeee754<T> where TGate : struct, IActivation
+    {
+        public int Visit<TValue>() where TValue : struct, IActivation =>
+            step.Exponential ? Widths<TValue, ExponentialDecay>() : Widths<TValue, SigmoidDecay>();
+
+        private int Widths<TValue, TDecay>() where TValue : struct, IActivation where TDecay : struct, IDecayForm
+        {
+            int i = WideLanes<T>.Faster ? Step<T, Vector512<T>, WideLanes<T>, TGate, TValue, TDecay>(step, 0, width) : 0;
+            return Step<T, Vector<T>, NativeLanes<T>, TGate, TValue, TDecay>(step, i, width);
+        }
+    }
+
+    /// <summary>A decay per step's form as a type: lambda = e^(r d) or sigmoid(r d).</summary>
+    private interface IDecayForm
+    {
+        static abstract bool Exponential { get; }
+    }
+
+    private readonly struct ExponentialDecay : IDecayForm { public static bool Exponential => true; }
+
+    private readonly struct SigmoidDecay : IDecayForm { public static bool Exponential => false; }
+
+    /// <summary>
+    /// The step's whole vectors of one width from channel <paramref name="i"/>: h = lambda h_(t-1) + (v + a) [f2(w)] f(s (g + c)),
+    /// f and f2 as types; returns where they end.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static int Step<T, TV, TL, TGate, TValue, TDecay>(StepRows<T> step, int i, int width)
+        where T : unmanaged, IFloatingPointIeee754<T> where TV : struct where TL : ILanes<TV, T>
+        where TGate : struct, IActivation where TValue : struct, IActivation where TDecay : struct, IDecayForm
+    {
+        var (factor, decayFactor, shared) = (TL.Broadcast(step.GateFactor), TL.Broadcast(step.DecayFactor), TL.Broadcast(step.Shared));
+        for (; i <= width - TL.Count; i += TL.Count)
+        {
+            var input = TL.Load(step.Value + i);
+            var gating = TL.Load(step.Gate + i);
+            if (step.ValueBias is not null) input = TL.Add(input, TL.Load(step.ValueBias + i));
+            if (step.ValueGate is not null) input = TL.Multiply(input, LanesMath.Apart<T, TV, TL, TValue>(TL.Load(step.ValueGate + i)));
+            if (step.GateBias is not null) gating = TL.Add(gating, TL.Load(step.GateBias + i));
+            var product = TL.Multiply(input, LanesMath.Apart<T, TV, TL, TGate>(TL.Multiply(gating, factor)));
+            if (step.Previous is null) { TL.Store(product, step.Output + i); continue; }
+            TV lambda;
+            if (step.Lambda is not null) lambda = TL.Load(step.Lambda + i);
+            else if (step.SharedDecay) lambda = shared;
+            else
+            {
+                var scaled = TL.Multiply(TL.Load(step.Decays + i), decayFactor);
+                lambda = TDecay.Exponential ? LanesMath.ExpApart<T, TV, TL>(scaled) : LanesMath.Apart<T, TV, TL, Activations.Sigmoid>(scaled);
+            }
+            TL.Store(TL.MultiplyAdd(lambda, TL.Load(step.Previous + i), product), step.Output + i);
+        }
+        return i;
     }
 
     /// <summary>
@@ -258,54 +323,16 @@ internal static unsafe class GatedScan
             case ActivationKind.ReLU:
                 slope = Vector.ConditionalSelect(Vector.GreaterThan(x, Vector<T>.Zero), Vector<T>.One, Vector<T>.Zero);
                 return Vector.Max(x, Vector<T>.Zero);
-            case ActivationKind.LogSigmoid:
-            case ActivationKind.Softplus:
-            {
-                // with e = e^(-|x|): log sigmoid x = min(x, 0) - log(1 + e), softplus x = max(x, 0) + log(1 + e); their
-                // slopes sigmoid(-x) and sigmoid(x), 1 / (1 + e) on the side of x's sign and e / (1 + e) on the other
-                var e = ExpOfMinusMagnitude(x);
-                var tail = VectorLog.LogOnePlus(e);
-                var (near, far) = (Vector<T>.One / (Vector<T>.One + e), e / (Vector<T>.One + e));
-                var negative = Vector.LessThan(x, Vector<T>.Zero);
-                if (kind == ActivationKind.LogSigmoid)
-                {
-                    slope = Vector.ConditionalSelect(negative, near, far);
-                    return Vector.Min(x, Vector<T>.Zero) - tail;
-                }
-                slope = Vector.ConditionalSelect(negative, far, near);
-                return Vector.Max(x, Vector<T>.Zero) + tail;
-            }
             default:
                 slope = Vector<T>.One;
                 return x;
         }
     }
 
-    /// <summary>
-    /// f(x); the decay normaliser, log sigmoid and softplus without their slopes (an exponential or divisions the forward
-    /// pass does not need).
-    /// </summary>
+    /// <summary>f(x); the decay normaliser without its slope (an exponential and a division the forward pass does not need).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector<T> Activate<T>(ActivationKind kind, Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>
-        kind switch
-        {
-            ActivationKind.DecayNormaliser => DecayNormaliser(x),
-            ActivationKind.LogSigmoid => Vector.Min(x, Vector<T>.Zero) - VectorLog.LogOnePlus(ExpOfMinusMagnitude(x)),
-            ActivationKind.Softplus => Vector.Max(x, Vector<T>.Zero) + VectorLog.LogOnePlus(ExpOfMinusMagnitude(x)),
-            _ => ActivateWithSlope(kind, x, out _),
-        };
-
-    /// <summary>
-    /// e^-|x|, 0 where |x| passes the bound below which <see cref="VectorExp.Exp{T}"/> saturates (708 for double, 87 for
-    /// float), so that log(1 + e^-|x|) is 0 there as it is in double arithmetic, not the saturated exponential.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<T> ExpOfMinusMagnitude<T>(Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        var magnitude = Vector.Abs(x);
-        var bound = new Vector<T>(T.CreateTruncating(typeof(T) == typeof(double) ? 708 : 87));
-        return Vector.ConditionalSelect(Vector.GreaterThan(magnitude, bound), Vector<T>.Zero, VectorExp.Exp(-magnitude));
-    }
+        kind == ActivationKind.DecayNormaliser ? DecayNormaliser(x) : ActivateWithSlope(kind, x, out _);
 
     /// <summary>sqrt(1 - e^(2x)) = sqrt(-(e^(2x) - 1)), exact near x = 0.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

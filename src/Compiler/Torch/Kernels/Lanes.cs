@@ -25,6 +25,30 @@ internal unsafe interface ILanes<TV, T> where TV : struct where T : unmanaged
 
     /// <summary>a b + c in one rounding.</summary>
     static abstract TV MultiplyAdd(TV a, TV b, TV c);
+
+    static abstract TV Subtract(TV a, TV b);
+
+    static abstract TV Divide(TV a, TV b);
+
+    static abstract TV Abs(TV x);
+
+    static abstract TV Min(TV a, TV b);
+
+    static abstract TV Max(TV a, TV b);
+
+    static abstract TV SquareRoot(TV x);
+
+    /// <summary>To the nearest integer, ties to even.</summary>
+    static abstract TV Round(TV x);
+
+    /// <summary>All bits set where a &lt; b, none elsewhere.</summary>
+    static abstract TV LessThan(TV a, TV b);
+
+    /// <summary>a where the mask's bits are set, b elsewhere.</summary>
+    static abstract TV Select(TV mask, TV a, TV b);
+
+    /// <summary>2^k for integral k within the exponent's range, from the exponent bits.</summary>
+    static abstract TV PowerOfTwo(TV k);
 }
 
 /// <summary>Vector&lt;T&gt;, the width the runtime chose.</summary>
@@ -49,6 +73,40 @@ internal readonly unsafe struct NativeLanes<T> : ILanes<Vector<T>, T> where T : 
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector<T> MultiplyAdd(Vector<T> a, Vector<T> b, Vector<T> c) => VectorFused.MultiplyAdd(a, b, c);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> Subtract(Vector<T> a, Vector<T> b) => a - b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> Divide(Vector<T> a, Vector<T> b) => a / b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> Abs(Vector<T> x) => Vector.Abs(x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> Min(Vector<T> a, Vector<T> b) => Vector.Min(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> Max(Vector<T> a, Vector<T> b) => Vector.Max(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> SquareRoot(Vector<T> x) => Vector.SquareRoot(x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> Round(Vector<T> x) =>
+        typeof(T) == typeof(float) ? Vector.As<float, T>(Vector.Round(Vector.As<T, float>(x))) : Vector.As<double, T>(Vector.Round(Vector.As<T, double>(x)));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> LessThan(Vector<T> a, Vector<T> b) => Vector.LessThan(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> Select(Vector<T> mask, Vector<T> a, Vector<T> b) => Vector.ConditionalSelect(mask, a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> PowerOfTwo(Vector<T> k) =>
+        typeof(T) == typeof(float)
+            ? Vector.As<int, T>(Vector.ShiftLeft(Vector.ConvertToInt32(Vector.As<T, float>(k)) + new Vector<int>(127), 23))
+            : Vector.As<long, T>(Vector.ShiftLeft(Vector.ConvertToInt64(Vector.As<T, double>(k)) + new Vector<long>(1023), 52));
 }
 
 /// <summary>512-bit vectors (float and double).</summary>
@@ -79,4 +137,38 @@ internal readonly unsafe struct WideLanes<T> : ILanes<Vector512<T>, T> where T :
         typeof(T) == typeof(float)
             ? Vector512.FusedMultiplyAdd(a.AsSingle(), b.AsSingle(), c.AsSingle()).As<float, T>()
             : Vector512.FusedMultiplyAdd(a.AsDouble(), b.AsDouble(), c.AsDouble()).As<double, T>();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<T> Subtract(Vector512<T> a, Vector512<T> b) => a - b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<T> Divide(Vector512<T> a, Vector512<T> b) => a / b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<T> Abs(Vector512<T> x) => Vector512.Abs(x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<T> Min(Vector512<T> a, Vector512<T> b) => Vector512.Min(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<T> Max(Vector512<T> a, Vector512<T> b) => Vector512.Max(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<T> SquareRoot(Vector512<T> x) => Vector512.Sqrt(x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<T> Round(Vector512<T> x) =>
+        typeof(T) == typeof(float) ? Vector512.Round(x.AsSingle()).As<float, T>() : Vector512.Round(x.AsDouble()).As<double, T>();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<T> LessThan(Vector512<T> a, Vector512<T> b) => Vector512.LessThan(a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<T> Select(Vector512<T> mask, Vector512<T> a, Vector512<T> b) => Vector512.ConditionalSelect(mask, a, b);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<T> PowerOfTwo(Vector512<T> k) =>
+        typeof(T) == typeof(float)
+            ? Vector512.ShiftLeft(Vector512.ConvertToInt32(k.AsSingle()) + Vector512.Create(127), 23).As<int, T>()
+            : Vector512.ShiftLeft(Vector512.ConvertToInt64(k.AsDouble()) + Vector512.Create(1023L), 52).As<long, T>();
 }
