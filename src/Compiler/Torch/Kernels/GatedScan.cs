@@ -331,7 +331,7 @@ internal static unsafe class GatedScan
 
     /// <summary>f(x); the decay normaliser without its slope (an exponential and a division the forward pass does not need).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector<T> Activate<T>(ActivationKind kind, Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>
+    private static Vector<T> Activate<T>(ActivationKind kind, Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>
         kind == ActivationKind.DecayNormaliser ? DecayNormaliser(x) : ActivateWithSlope(kind, x, out _);
 
     /// <summary>sqrt(1 - e^(2x)) = sqrt(-(e^(2x) - 1)), exact near x = 0.</summary>

@@ -7,8 +7,8 @@ namespace Duality.Kernels;
 /// <summary>
 /// The elementwise functions of the fused forward passes at one vector width (<see cref="ILanes{TV, T}"/>), so that a
 /// pass runs them on 512-bit vectors where those run at full rate and on Vector&lt;T&gt; for the rest of a row: the
-/// formulas of <see cref="VectorExp"/>, <see cref="VectorLog"/> and the gate functions of <see cref="GatedScan"/>, step
-/// for step, so both widths give the same values.
+/// formulas of <see cref="VectorExp"/> and the gate functions of <see cref="GatedScan"/>, step for step, so both widths
+/// give the same values.
 /// </summary>
 internal static class LanesMath
 {
@@ -90,7 +90,12 @@ internal static class LanesMath
     public static TV ExpApart<T, TV, TL>(TV x) where T : unmanaged, IFloatingPointIeee754<T> where TV : struct where TL : ILanes<TV, T> =>
         Exp<T, TV, TL>(x);
 
-    /// <summary>log(1 + u) for 0 &lt;= u &lt;= 1 (<see cref="VectorLog.LogOnePlus{T}"/>), its coefficients as that rounds them.</summary>
+    /// <summary>
+    /// log(1 + u) for 0 &lt;= u &lt;= 1 (the log sigmoid's and softplus's log(1 + e^-|x|)): 2 atanh(s) with s = u / (2 + u)
+    /// &lt;= 1/3, formed without cancelling (to full relative precision where u is below the rounding of 1), and
+    /// 2 atanh(s) = 2 s sum_k s^(2k) / (2k + 1) to s^34 for double and s^16 for float (truncation below 2e-18 and 3e-9
+    /// relative), in fused multiply-adds.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TV LogOnePlus<T, TV, TL>(TV u) where T : unmanaged, IFloatingPointIeee754<T> where TV : struct where TL : ILanes<TV, T>
     {
