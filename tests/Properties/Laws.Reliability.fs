@@ -569,15 +569,21 @@ let private heldNumbers =
               "Mamba-2", Blocks.Mamba2(4, 2, 2, 1, 4); "mLSTM", Blocks.Mlstm(2, 2, 2) ]
         let generator = new torch.Generator(11UL)
         let x64 = torch.randn([| 2L; 7L; 4L |], dtype = torch.ScalarType.Float64, generator = generator)
+        // each result made in a dispose scope, which holds the temporaries it is made from: a tensor only its finaliser
+        // frees (a forward's output converted at once) could be freed by a collection while libtorch still reads it
+        let held (f: unit -> torch.Tensor) =
+            use _ = torch.NewDisposeScope()
+            (f ()).MoveToOuterDisposeScope()
         let runs (model: Duality.Torch.CompiledGraph) (x: torch.Tensor) =
-            let forward = noGrad (fun () -> model.forward(x).to_type(torch.ScalarType.Float64))
+            let forward = noGrad (fun () -> held (fun () -> model.forward(x).to_type(torch.ScalarType.Float64)))
             let gradient =
                 withGrad (fun () ->
-                    let leaf = x.detach().requires_grad_(true)
-                    // y y, not square(): the law's own arithmetic hands libtorch no number either
-                    backwardOf (fun () -> (let y = model.forward(leaf) in (y * y).sum()))
-                    leaf.grad.to_type(torch.ScalarType.Float64))
-            let stepped = noGrad (fun () -> model.ToStepForm().Unroll(x).to_type(torch.ScalarType.Float64))
+                    held (fun () ->
+                        let leaf = x.detach().requires_grad_(true)
+                        // y y, not square(): the law's own arithmetic hands libtorch no number either
+                        backwardOf (fun () -> (let y = model.forward(leaf) in (y * y).sum()))
+                        leaf.grad.to_type(torch.ScalarType.Float64)))
+            let stepped = noGrad (fun () -> held (fun () -> model.ToStepForm().Unroll(x).to_type(torch.ScalarType.Float64)))
             [ forward; gradient; stepped ]
         let cases =
             [ for name, block in blocks do

@@ -53,6 +53,9 @@ let private inputs dtype c =
 
 /// Tiled in dtype against the masked form in float64: outputs (recording gradients or not) and dq, dk, dv.
 let private agrees dtype tolerance block c =
+    // every temporary held until the case ends: one only its finaliser frees could be freed by a collection on another
+    // thread while libtorch still reads it
+    use _ = torch.NewDisposeScope()
     let scale = 1.0 / sqrt (float c.Key)
     let q, k, v = inputs dtype c
     let g = random (c.Seed + 3) dtype [ c.Batch; c.Heads; c.Time; c.Value ]

@@ -27,12 +27,15 @@ public sealed class InContextRegressionTask(int inputs, int outputs = 1, int exa
     /// W per sequence.
     public (Tensor Input, Tensor Target) Batch(int size, torch.Generator random)
     {
+        // the temporaries held by a scope until the batch is made: one that only its finaliser frees could be freed by a
+        // collection while libtorch still reads it
+        using var scope = NewDisposeScope();
         var w = randn(size, outputs, inputs, dtype: dtype, generator: random);
         var x = rand(size, examples + 1, inputs, dtype: dtype, generator: random).Times(2).sub_(HeldScalars.One);
         var y = x.matmul(w.transpose(1, 2));
         var mask = ones(size, examples + 1, outputs, dtype: dtype);
         mask[.., examples] = zeros(size, outputs, dtype: dtype);
-        return (cat([x, y * mask], -1), y.select(1, examples));
+        return (cat([x, y * mask], -1).MoveToOuterDisposeScope(), y.select(1, examples).MoveToOuterDisposeScope());
     }
 
     /// <summary>The model predicts at every token, [batch, examples + 1, outputs]; only the query's prediction is scored.</summary>
@@ -60,6 +63,7 @@ public sealed class InContextRegressionTask(int inputs, int outputs = 1, int exa
     public (double Loss, double StepSize) OneStepGradientDescent(int samples = 200_000, int seed = 0)
     {
         using var _ = no_grad();
+        using var scope = NewDisposeScope();
         var task = new InContextRegressionTask(inputs, outputs, examples, ScalarType.Float64);
         var (tokens, target) = task.Batch(samples, new torch.Generator((ulong)seed));
         var x = tokens.narrow(-1, 0, inputs);
