@@ -725,6 +725,22 @@ let tests =
                 Seq.forall2 (fun (e: float) (a: float) -> abs (a - e) <= 2e-15 * abs e + 1e-300) (Seq.cast<float> expected) (Seq.cast<float> y64)
                 && Seq.forall2 (fun (e: float) (a: float) -> abs (a - e) <= 6e-7 * max (abs e) 1.0) (Seq.cast<float> expected) (Seq.cast<float> y32))
 
+        testCase "the fused forward passes' functions (log sigmoid, softplus, sigmoid, SiLU, tanh, ReLU; in an elementwise chain and in a gate) at 0, -0, subnormal, 1e30, infinite and NaN arguments give what libtorch's composite form gives: NaN where it gives NaN (SiLU at -inf), else within 1e-6 of it relative to the larger of it and 1 (float32 and float64)" <| fun () ->
+            let arguments = [| nan; infinity; -infinity; 0.0; -0.0; 5e-324; 1.0; -1.0; 50.0; -50.0; 100.0; -100.0; 800.0; -800.0; 1e30; -1e30 |]
+            let x : Sequence = Array3D.init 1 1 arguments.Length (fun _ _ i -> arguments.[i])
+            let kinds = [ ActivationKind.LogSigmoid; ActivationKind.Softplus; ActivationKind.Sigmoid; ActivationKind.SiLU; ActivationKind.Tanh; ActivationKind.ReLU ]
+            for kind in kinds do
+                let chain = Model.Input("x", arguments.Length).Activation(kind, "f").Scale(2.0, name = "s").Build()
+                let gate = Model.Input("x", arguments.Length).Scale(1.0, name = "v").Gate((fun g -> g.From("x")), kind, name = "gated").Build()
+                for g, form in [ chain, "chain"; gate, "gate" ] do
+                    for dtype in [ torch.float32; torch.float64 ] do
+                        let run execution = noGrad (fun () -> ofTensor (g.Compile(CompileOptions(DType = dtype, Execution = execution)).forward(toTensor dtype x)))
+                        let (fused, composite) = (run ExecutionMode.Auto, run ExecutionMode.TorchOps)
+                        for i in 0 .. arguments.Length - 1 do
+                            let (a, e) = (fused.[0, 0, i], composite.[0, 0, i])
+                            let agree = if Double.IsNaN e then Double.IsNaN a else a = e || abs (a - e) <= 1e-6 * max (abs e) 1.0
+                            Expect.isTrue agree (sprintf "%A, %s, %A at x = %g: %g, libtorch %g" kind form dtype arguments.[i] a e)
+
         testProperty "an attention reading its graph input directly: a view whose rows are evenly spaced (a slice of wider rows, read in place) and one whose features are not adjacent (every other column, copied) give what the contiguous input gives, forward and gradients (float64, exact)" <| fun (seed: int) ->
             let random = Random(seed)
             let (heads, time) = (random.Next(1, 4), random.Next(1, 70))

@@ -339,7 +339,14 @@ internal static unsafe class GatedScan
     private static Vector<T> DecayNormaliser<T>(Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>
         Vector.SquareRoot(-VectorExp.ExpMinusOne(x + x));
 
+    /// <summary>
+    /// 1 / (1 + e^-x); 0 below -88 (float) or -708 (double), where e^-x saturates (so that x sigmoid(x) is -0 there, not
+    /// x times the saturated sigmoid, and NaN at -inf as libtorch's).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<T> Sigmoid<T>(Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T> =>
-        Vector<T>.One / (Vector<T>.One + VectorExp.Exp(-x));
+    private static Vector<T> Sigmoid<T>(Vector<T> x) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        var bound = new Vector<T>(T.CreateTruncating(typeof(T) == typeof(float) ? -88.0 : -708.0));
+        return Vector.ConditionalSelect(Vector.LessThan(x, bound), Vector<T>.Zero, Vector<T>.One / (Vector<T>.One + VectorExp.Exp(-x)));
+    }
 }

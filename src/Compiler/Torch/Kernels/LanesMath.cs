@@ -33,12 +33,13 @@ internal static class LanesMath
         return TL.Select(far, TL.Subtract(Exp<T, TV, TL>(x), TL.Broadcast(T.One)), TL.Multiply(x, Series<T, TV, TL>(x)));
     }
 
-    /// <summary>1 / (1 + e^-x).</summary>
+    /// <summary>1 / (1 + e^-x); 0 below -88 (float) or -708 (double), where e^-x saturates.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TV Sigmoid<T, TV, TL>(TV x) where T : unmanaged, IFloatingPointIeee754<T> where TV : struct where TL : ILanes<TV, T>
     {
         var one = TL.Broadcast(T.One);
-        return TL.Divide(one, TL.Add(one, Exp<T, TV, TL>(TL.Subtract(TL.Broadcast(T.Zero), x))));
+        var below = TL.LessThan(x, Constant<T, TV, TL>(typeof(T) == typeof(float) ? -88.0 : -708.0));
+        return TL.Select(below, TL.Broadcast(T.Zero), TL.Divide(one, TL.Add(one, Exp<T, TV, TL>(TL.Subtract(TL.Broadcast(T.Zero), x)))));
     }
 
     /// <summary>
