@@ -276,11 +276,14 @@ let tests =
                         let hits: int[] = Array.zeroCreate count
                         run count (fun i -> Threading.Interlocked.Increment(&hits.[i]) |> ignore)
                         Expect.isTrue (Array.forall ((=) 1) hits) (sprintf "%s: %d pieces, each once" team count)
-                    // pieces that take a while: the second thread joins
+                    // pieces that take a while: the second thread joins (the pieces wait up to 10 s for it, which a thread pool
+                    // busy with other work, as under the stress run's parallel laws, may start late)
                     let members = Collections.Concurrent.ConcurrentDictionary<int, bool>()
                     let sums: float[] = Array.zeroCreate 2000
+                    let waiting = Diagnostics.Stopwatch.StartNew()
                     run 2000 (fun i ->
                         members.TryAdd(Threading.Thread.CurrentThread.ManagedThreadId, true) |> ignore
+                        while members.Count < 2 && waiting.Elapsed.TotalSeconds < 10.0 do Threading.Thread.Sleep 1
                         let mutable total = 0.0
                         for j in 1 .. 20000 do total <- total + sqrt (float (i + j))
                         sums.[i] <- total)
