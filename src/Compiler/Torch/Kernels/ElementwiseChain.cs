@@ -10,14 +10,11 @@ namespace Duality.Kernels;
 /// per-channel multiple s * a or a sum a + b of the chain's inputs or earlier steps, all [rows, width] contiguous;
 /// the last step is the chain's value. Rows go in tiles of about <see cref="TileElements"/> elements, each step's
 /// values for a tile kept in a scratch row that stays in cache, so the inputs are read once and only the value is
-/// written, where node by node each step reads and writes a whole tensor. Ranges of rows run in parallel beyond
-/// <see cref="ParallelWork"/> elements.
+/// written, where node by node each step reads and writes a whole tensor. Ranges of rows run in parallel as
+/// <see cref="RowRanges"/> splits them.
 /// </summary>
 internal static unsafe class ElementwiseChain
 {
-    /// <summary>Elements from which ranges of rows run in parallel.</summary>
-    public const long ParallelWork = 1 << 16;
-
     /// <summary>About this many elements per tile (at least one row).</summary>
     public const int TileElements = 1024;
 
@@ -45,21 +42,14 @@ internal static unsafe class ElementwiseChain
         var repeated = new T[factors.Length * tile];
         for (int f = 0; f < factors.Length; f++)
             for (int i = 0; i < tile; i++) repeated[f * tile + i] = ((T*)factors[f])[i % width];
-                var ranges = rows * width >= ParallelWork ? (int)Math.Min(Environment.ProcessorCount, rows) : 1;
-        long Start(int r) => rows * r / ranges;
         var output = (nint)y;
-        void Range(int r)
+        RowRanges.Run(RowRanges.Count(rows, width), rows, (_, first, end) =>
         {
             using var scratch = new RentedArray<T>((long)steps.Length * tile);
             fixed (T* work = scratch.Array, scales = repeated)
-                for (long row = Start(r); row < Start(r + 1); row += tileRows)
-                {
-                    var count = (int)Math.Min(tileRows, Start(r + 1) - row) * width;
-                    Tile(inputs, scales, steps, work, tile, (T*)output, row * width, count);
-                }
-        }
-        if (ranges == 1) Range(0);
-        else KernelTeam.For(ranges, Range);
+                for (long row = first; row < end; row += tileRows)
+                    Tile(inputs, scales, steps, work, tile, (T*)output, row * width, (int)Math.Min(tileRows, end - row) * width);
+        });
     }
 
     /// <summary>Every step over one tile of <paramref name="count"/> elements from element <paramref name="offset"/>.</summary>
@@ -95,7 +85,7 @@ internal static unsafe class ElementwiseChain
         int i = WideLanes<T>.Faster ? Map<T, Vector512<T>, WideLanes<T>, F>(a, b, c, into, count, 0) : 0;
         i = Map<T, Vector<T>, NativeLanes<T>, F>(a, b, c, into, count, i);
         if (i == count) return;
-        var last = F.Apply<Vector<T>, NativeLanes<T>>(Tail(a + i, count - i), b is null ? new Vector<T>(c) : Tail(b + i, count - i));
+        var last = F.Apply<Vector<T>, NativeLanes<T>>(VectorRows.Tail(a + i, count - i), b is null ? new Vector<T>(c) : VectorRows.Tail(b + i, count - i));
         for (int j = 0; i + j < count; j++) into[i + j] = last[j];
     }
 
@@ -149,12 +139,4 @@ internal static unsafe class ElementwiseChain
         public static TV Apply<TV, TL>(TV x, TV other) where TV : struct where TL : ILanes<TV, T> => LanesMath.Activate<T, TV, TL>(TActivation.Kind, x);
     }
 
-    /// <summary>The last <paramref name="count"/> elements (fewer than a vector) in a vector, zeros after them.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<T> Tail<T>(T* x, int count) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        Span<T> padded = stackalloc T[Vector<T>.Count];
-        new ReadOnlySpan<T>(x, count).CopyTo(padded);
-        return new Vector<T>(padded);
-    }
 }

@@ -2,6 +2,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using Duality.Ir;
+using static Duality.Kernels.VectorRows;
 
 namespace Duality.Kernels;
 
@@ -88,14 +89,5 @@ internal static unsafe class GateProduct
         var (dTail, vTail) = (Tail(dy + i, (int)(end - i)), Tail(value + i, (int)(end - i)));
         var (values, gates) = (dTail * fTail, dTail * vTail * slopeTail);
         for (int j = 0; i + j < end; j++) (dValue[i + j], dGate[i + j]) = (values[j], gates[j]);
-    }
-
-    /// <summary>The last <paramref name="count"/> elements (fewer than a vector) in a vector, zeros after them.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<T> Tail<T>(T* x, int count) where T : unmanaged, IFloatingPointIeee754<T>
-    {
-        Span<T> padded = stackalloc T[Vector<T>.Count];
-        new ReadOnlySpan<T>(x, count).CopyTo(padded);
-        return new Vector<T>(padded);
     }
 }

@@ -7,6 +7,15 @@ namespace Duality.Kernels;
 /// <summary>Vectorised arithmetic on rows of raw storage (a vector at a time, the remainder one by one), for the kernels.</summary>
 internal static unsafe class VectorRows
 {
+    /// <summary>The last <paramref name="count"/> elements (fewer than a vector) in a vector, zeros after them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector<T> Tail<T>(T* x, int count) where T : unmanaged, IFloatingPointIeee754<T>
+    {
+        Span<T> padded = stackalloc T[Vector<T>.Count];
+        new ReadOnlySpan<T>(x, count).CopyTo(padded);
+        return new Vector<T>(padded);
+    }
+
     /// <summary>sum_i x_i y_i over i &lt; width, four chains of multiply-adds at once so that their latency overlaps.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static T Dot<T>(T* x, T* y, int width) where T : unmanaged, IFloatingPointIeee754<T>
